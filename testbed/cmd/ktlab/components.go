@@ -35,7 +35,8 @@ var upstream = map[string]func(args []string) int{
 	"kube-proxy": cobraMain(proxy.NewProxyCommand),
 	"kubectl":    cobraMain(kubectlcmd.NewDefaultKubectlCommand),
 	"coredns": func(args []string) int {
-		dnsserver.Directives = []string{"errors", "log", "health", "ready", "kubernetes", "loadbalance", "cache"}
+		// Only the plugins the lab links, in CoreDNS's own plugin.cfg order.
+		dnsserver.Directives = []string{"ready", "health", "errors", "log", "loadbalance", "cache", "kubernetes"}
 		os.Args = append([]string{"coredns"}, args...)
 		corednsmain.Run()
 		return 0

@@ -1,0 +1,230 @@
+# Shared by testbed/up, testbed/down and testbed/restart. Source it; do not run it.
+#
+# Every address the lab uses lives inside the network namespaces below; nothing
+# here changes the machine's root namespace (routes, links, DNS, firewall).
+# The one thing the lab runs in the root namespace is a loopback-only TCP proxy
+# (127.0.0.1:$KTLAB_API_PORT) that carries the API server out of the lab.
+
+set -euo pipefail
+
+TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KTLAB_STATE=${KTLAB_STATE:-/run/ktlab}
+KTLAB_API_PORT=${KTLAB_API_PORT:-6443}
+KT_CACHE=${KT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kt}
+
+HOST_NS=ktlab-host
+LAPTOP_NS=ktlab-laptop
+NODE_NAME=ktlab-node
+NODE_IP=10.88.0.1
+LAPTOP_HOST_IP=10.88.255.1
+LAPTOP_IP=10.88.255.2
+CLUSTER_CIDR=10.244.0.0/16
+SERVICE_CIDR=10.96.0.0/16
+
+PKI=$KTLAB_STATE/pki
+LOGS=$KTLAB_STATE/logs
+PIDS=$KTLAB_STATE/pids
+BIN=$KTLAB_STATE/bin
+
+say() { printf '\033[1m[lab]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[lab] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+	[ "$(id -u)" = 0 ] || die "the lab creates network namespaces and must run as root (try: sudo $0)"
+}
+
+# ensure_packages installs the Debian packages the lab needs when a command is missing.
+ensure_packages() {
+	local missing=()
+	command -v ip >/dev/null || missing+=(iproute2)
+	command -v iptables-restore >/dev/null || missing+=(iptables)
+	command -v conntrack >/dev/null || missing+=(conntrack)
+	command -v nsenter >/dev/null || missing+=(util-linux)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v getent >/dev/null || missing+=(libc-bin)
+	command -v pkill >/dev/null || missing+=(procps)
+	[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+	command -v ssh >/dev/null || missing+=(openssh-client)
+	if [ ${#missing[@]} -gt 0 ]; then
+		say "installing Debian packages: ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >/dev/null
+		apt-get install -y -qq "${missing[@]}" >/dev/null
+	fi
+	command -v go >/dev/null || die "Go is not installed; the lab builds Kubernetes from Go modules (install Go 1.24 or later)"
+}
+
+# lab_key names the cache entry of the lab binary: a hash of every input of the build.
+lab_key() {
+	(
+		cd "$TESTBED_DIR"
+		go version
+		cat go.mod go.sum
+		find . -name '*.go' -not -path './e2e/*' | LC_ALL=C sort | xargs sha256sum
+	) | sha256sum | cut -c1-16
+}
+
+# build_lab puts the ktlab binary in the cache (building it only when missing)
+# and links it, plus per-component names, into $BIN.
+build_lab() {
+	local key dir
+	key=$(lab_key)
+	dir=$KT_CACHE/lab/$key
+	if [ ! -x "$dir/ktlab" ]; then
+		say "building the lab binary (Kubernetes v1.34.4, etcd v3.6.5, CoreDNS v1.13.1; cold builds take a long time on 2 cores) -> $dir"
+		local t0=$SECONDS
+		mkdir -p "$dir"
+		(cd "$TESTBED_DIR" && GOFLAGS=-mod=mod go build -trimpath -o "$dir/ktlab.tmp" ./cmd/ktlab)
+		mv "$dir/ktlab.tmp" "$dir/ktlab"
+		say "built in $((SECONDS - t0)) s"
+		# keep the three newest builds
+		ls -1dt "$KT_CACHE"/lab/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+	else
+		say "lab binary from cache: $dir/ktlab"
+	fi
+	mkdir -p "$BIN"
+	ln -sfn "$dir/ktlab" "$BIN/ktlab"
+	for c in kubectl etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy coredns; do
+		ln -sfn "$dir/ktlab" "$BIN/$c"
+	done
+	KTLAB=$BIN/ktlab
+}
+
+pid_alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+
+# start NAME NS CMD...: start a component in the background in its own session,
+# inside network namespace NS ("-" for the root namespace), logging to $LOGS/NAME.log.
+start() {
+	local name=$1 ns=$2
+	shift 2
+	if pid_alive "$name"; then
+		say "$name already running (pid $(cat "$PIDS/$name.pid"))"
+		return
+	fi
+	mkdir -p "$LOGS" "$PIDS"
+	if [ "$ns" = - ]; then
+		setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+	else
+		setsid ip netns exec "$ns" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+	fi
+	echo $! >"$PIDS/$name.pid"
+	say "started $name (pid $!, log $LOGS/$name.log)"
+}
+
+# stop NAME: SIGTERM, then SIGKILL after a grace period.
+stop() {
+	local name=$1 pid i
+	[ -f "$PIDS/$name.pid" ] || return 0
+	pid=$(cat "$PIDS/$name.pid")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for i in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$PIDS/$name.pid"
+}
+
+# wait_for DESCRIPTION SECONDS CMD...: poll CMD until it succeeds; on timeout show the logs.
+wait_for() {
+	local what=$1 secs=$2
+	shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		if [ $SECONDS -ge $deadline ]; then
+			say "timed out after ${secs}s waiting for $what; recent logs:"
+			tail -n 30 "$LOGS"/*.log >&2 || true
+			die "$what did not come up (logs in $LOGS)"
+		fi
+		sleep 0.3
+	done
+}
+
+kubectl_admin() { "$BIN/kubectl" --kubeconfig "$KTLAB_STATE/admin.kubeconfig" "$@"; }
+
+# Component command lines. Each runs inside $HOST_NS unless said otherwise.
+start_etcd() {
+	start etcd "$HOST_NS" "$KTLAB" etcd --name ktlab --data-dir "$KTLAB_STATE/etcd" \
+		--listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+		--listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+		--initial-cluster ktlab=http://127.0.0.1:2380 --unsafe-no-fsync --log-level warn
+}
+
+start_apiserver() {
+	start kube-apiserver "$HOST_NS" "$KTLAB" kube-apiserver \
+		--etcd-servers http://127.0.0.1:2379 \
+		--advertise-address "$NODE_IP" --bind-address 0.0.0.0 --secure-port 6443 \
+		--tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+		--client-ca-file "$PKI/ca.crt" \
+		--service-cluster-ip-range "$SERVICE_CIDR" \
+		--service-account-issuer https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+		--authorization-mode Node,RBAC \
+		--enable-admission-plugins NodeRestriction \
+		--kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+		--kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+		--kubelet-certificate-authority "$PKI/ca.crt" \
+		--kubelet-preferred-address-types InternalIP \
+		--allow-privileged=true --profiling=false --event-ttl 1h -v 1
+}
+
+start_controller_manager() {
+	start kube-controller-manager "$HOST_NS" "$KTLAB" kube-controller-manager \
+		--kubeconfig "$PKI/controller-manager.kubeconfig" \
+		--authentication-kubeconfig "$PKI/controller-manager.kubeconfig" \
+		--authorization-kubeconfig "$PKI/controller-manager.kubeconfig" \
+		--bind-address 127.0.0.1 --leader-elect=false \
+		--use-service-account-credentials=true \
+		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+		--cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+		--allocate-node-cidrs=true --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 \
+		--service-cluster-ip-range "$SERVICE_CIDR" --profiling=false -v 1
+}
+
+start_scheduler() {
+	start kube-scheduler "$HOST_NS" "$KTLAB" kube-scheduler \
+		--kubeconfig "$PKI/scheduler.kubeconfig" \
+		--authentication-kubeconfig "$PKI/scheduler.kubeconfig" \
+		--authorization-kubeconfig "$PKI/scheduler.kubeconfig" \
+		--bind-address 127.0.0.1 --leader-elect=false --profiling=false -v 1
+}
+
+start_node() {
+	start node "$HOST_NS" env KT_SHADOW_BIN="${KT_SHADOW_BIN:-}" "$KTLAB" node \
+		--kubeconfig "$PKI/node.kubeconfig" --node-name "$NODE_NAME" --node-ip "$NODE_IP" \
+		--state-dir "$KTLAB_STATE/node" --images "$TESTBED_DIR/images.yaml" \
+		--tls-cert-file "$PKI/kubelet.crt" --tls-private-key-file "$PKI/kubelet.key" \
+		--client-ca-file "$PKI/ca.crt" --ktlab "$KTLAB"
+}
+
+start_proxy() {
+	cat >"$KTLAB_STATE/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $PKI/kube-proxy.kubeconfig
+mode: iptables
+clusterCIDR: $CLUSTER_CIDR
+hostnameOverride: $NODE_NAME
+bindAddress: 0.0.0.0
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+# conntrack sysctls are read-only inside a network namespace: leave them alone.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+iptables:
+  syncPeriod: 30s
+  minSyncPeriod: 0s
+EOF
+	start kube-proxy "$HOST_NS" "$KTLAB" kube-proxy --config "$KTLAB_STATE/kube-proxy.yaml" -v 1
+}
+
+start_portproxy() {
+	start portproxy - "$KTLAB" portproxy --listen "127.0.0.1:$KTLAB_API_PORT" \
+		--netns "/run/netns/$HOST_NS" --target "$NODE_IP:6443"
+}
