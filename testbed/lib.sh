@@ -200,6 +200,8 @@ start_node() {
 }
 
 start_proxy() {
+	# kube-proxy exits when its config file changes under it: write it only when starting.
+	pid_alive kube-proxy && return 0
 	cat >"$KTLAB_STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration

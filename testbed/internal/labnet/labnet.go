@@ -16,7 +16,7 @@ const (
 
 	// NodeName is the single node's name.
 	NodeName = "ktlab-node"
-	// NodeIP is the node's InternalIP (on a dummy link in HostNS); the API
+	// NodeIP is the node's InternalIP (on the loopback of HostNS); the API
 	// server advertises it and the kubelet API listens on it.
 	NodeIP = "10.88.0.1"
 	// LaptopHostIP is the host end of the laptop link; LaptopIP the laptop's own.
