@@ -1,0 +1,289 @@
+package node
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// imageEntry is one row of the image table (testbed/images.yaml): how the lab
+// runs an image. Strings may use the placeholders {ktlab} (the ktlab binary),
+// {root} (the directory holding the table) and {env:NAME} (the agent's
+// environment variable NAME, which must be set).
+type imageEntry struct {
+	// Entrypoint and Cmd follow the Docker image config: a container's command
+	// replaces Entrypoint, its args replace Cmd.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	// Env is the image's environment (KEY=VALUE), below the pod's own.
+	Env []string `json:"env,omitempty"`
+	// WorkingDir is the default working directory ("/" if empty).
+	WorkingDir string `json:"workingDir,omitempty"`
+	// User is the image's default user, "uid" or "uid:gid" (root if empty).
+	User string `json:"user,omitempty"`
+	// Aliases are further repositories that mean the same image.
+	Aliases []string `json:"aliases,omitempty"`
+}
+
+// resolvedImage is an image entry with its placeholders expanded.
+type resolvedImage struct {
+	Repository string
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	UID, GID   *int64
+}
+
+// Argv applies Docker/Kubernetes semantics: command replaces the entrypoint
+// (and drops the image's cmd), args replace cmd.
+func (r *resolvedImage) Argv(command, args []string) []string {
+	var argv []string
+	switch {
+	case len(command) > 0:
+		argv = append(append(argv, command...), args...)
+	case len(args) > 0:
+		argv = append(append(argv, r.Entrypoint...), args...)
+	default:
+		argv = append(append(argv, r.Entrypoint...), r.Cmd...)
+	}
+	return argv
+}
+
+// imageTable loads the image table, re-reading it whenever the file changes.
+type imageTable struct {
+	path   string
+	ktlab  string
+	getenv func(string) (string, bool)
+
+	mu      sync.Mutex
+	modTime time.Time
+	size    int64
+	entries map[string]*imageEntry
+	loadErr error
+}
+
+func newImageTable(path, ktlab string) *imageTable {
+	return &imageTable{path: path, ktlab: ktlab, getenv: os.LookupEnv}
+}
+
+// imagePullError reports that an image cannot be "pulled": it is not in the
+// table, or its entry cannot be resolved.
+type imagePullError struct {
+	Image string
+	Err   error
+}
+
+func (e *imagePullError) Error() string {
+	return fmt.Sprintf("failed to pull image %q: %v", e.Image, e.Err)
+}
+
+func (e *imagePullError) Unwrap() error { return e.Err }
+
+// Resolve finds an image reference in the table.
+func (t *imageTable) Resolve(image string) (*resolvedImage, error) {
+	entries, err := t.load()
+	if err != nil {
+		return nil, &imagePullError{Image: image, Err: fmt.Errorf("the lab's image table is unreadable: %w", err)}
+	}
+	for _, repo := range repositoryCandidates(image) {
+		if e, ok := entries[repo]; ok {
+			r, err := t.expand(repo, e)
+			if err != nil {
+				return nil, &imagePullError{Image: image, Err: err}
+			}
+			return r, nil
+		}
+	}
+	return nil, &imagePullError{Image: image, Err: fmt.Errorf("image %q is not in the lab's image table (%s)", image, t.displayPath())}
+}
+
+func (t *imageTable) displayPath() string {
+	dir := filepath.Base(filepath.Dir(t.path))
+	return filepath.Join(dir, filepath.Base(t.path))
+}
+
+func (t *imageTable) load() (map[string]*imageEntry, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, err := os.Stat(t.path)
+	if err != nil {
+		return nil, err
+	}
+	if t.entries != nil || t.loadErr != nil {
+		if st.ModTime().Equal(t.modTime) && st.Size() == t.size {
+			return t.entries, t.loadErr
+		}
+	}
+	data, err := os.ReadFile(t.path)
+	if err != nil {
+		return nil, err
+	}
+	t.modTime, t.size = st.ModTime(), st.Size()
+	t.entries, t.loadErr = parseImageTable(data)
+	return t.entries, t.loadErr
+}
+
+// parseImageTable parses the YAML table (repository → entry) and indexes
+// aliases.
+func parseImageTable(data []byte) (map[string]*imageEntry, error) {
+	var raw map[string]*imageEntry
+	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
+		return nil, err
+	}
+	entries := make(map[string]*imageEntry, len(raw))
+	repos := make([]string, 0, len(raw))
+	for repo := range raw {
+		repos = append(repos, repo)
+	}
+	sort.Strings(repos)
+	for _, repo := range repos {
+		e := raw[repo]
+		if e == nil {
+			return nil, fmt.Errorf("image %q: empty entry", repo)
+		}
+		if len(e.Entrypoint) == 0 && len(e.Cmd) == 0 {
+			return nil, fmt.Errorf("image %q: neither entrypoint nor cmd", repo)
+		}
+		entries[repository(repo)] = e
+	}
+	for _, repo := range repos {
+		for _, alias := range raw[repo].Aliases {
+			a := repository(alias)
+			if _, dup := entries[a]; dup {
+				return nil, fmt.Errorf("image alias %q of %q is already in the table", alias, repo)
+			}
+			entries[a] = raw[repo]
+		}
+	}
+	return entries, nil
+}
+
+func (t *imageTable) expand(repo string, e *imageEntry) (*resolvedImage, error) {
+	var firstErr error
+	x := func(s string) string {
+		out, err := t.expandString(s)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return out
+	}
+	xs := func(in []string) []string {
+		if in == nil {
+			return nil
+		}
+		out := make([]string, len(in))
+		for i, s := range in {
+			out[i] = x(s)
+		}
+		return out
+	}
+	r := &resolvedImage{
+		Repository: repo,
+		Entrypoint: xs(e.Entrypoint),
+		Cmd:        xs(e.Cmd),
+		Env:        xs(e.Env),
+		WorkingDir: x(e.WorkingDir),
+	}
+	if firstErr != nil {
+		return nil, fmt.Errorf("image %q: %w", repo, firstErr)
+	}
+	if e.User != "" {
+		uid, gid, err := parseUser(e.User)
+		if err != nil {
+			return nil, fmt.Errorf("image %q: %w", repo, err)
+		}
+		r.UID, r.GID = uid, gid
+	}
+	return r, nil
+}
+
+// expandString replaces {ktlab}, {root} and {env:NAME}.
+func (t *imageTable) expandString(s string) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), nil
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			b.WriteString(s)
+			return b.String(), nil
+		}
+		b.WriteString(s[:i])
+		key := s[i+1 : i+j]
+		switch {
+		case key == "ktlab":
+			b.WriteString(t.ktlab)
+		case key == "root":
+			b.WriteString(filepath.Dir(t.path))
+		case strings.HasPrefix(key, "env:"):
+			name := strings.TrimPrefix(key, "env:")
+			v, ok := t.getenv(name)
+			if !ok || v == "" {
+				return "", fmt.Errorf("the node agent's environment variable %s is not set", name)
+			}
+			b.WriteString(v)
+		default:
+			b.WriteString(s[i : i+j+1])
+		}
+		s = s[i+j+1:]
+	}
+}
+
+// parseUser parses "uid" or "uid:gid" (numeric only).
+func parseUser(s string) (uid, gid *int64, err error) {
+	u, g, hasGID := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(u, 10, 64)
+	if err != nil || n < 0 {
+		return nil, nil, fmt.Errorf("user %q: only numeric uid[:gid] is supported", s)
+	}
+	uid = &n
+	if hasGID {
+		m, err := strconv.ParseInt(g, 10, 64)
+		if err != nil || m < 0 {
+			return nil, nil, fmt.Errorf("user %q: only numeric uid[:gid] is supported", s)
+		}
+		gid = &m
+	}
+	return uid, gid, nil
+}
+
+// repository strips the @digest and :tag from an image reference.
+func repository(ref string) string {
+	ref = strings.TrimSpace(ref)
+	if i := strings.IndexByte(ref, '@'); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndexByte(ref, ':'); i >= 0 && !strings.Contains(ref[i:], "/") {
+		ref = ref[:i]
+	}
+	return ref
+}
+
+// repositoryCandidates lists the table keys an image reference may match: the
+// repository itself and, for Docker Hub references, their short forms
+// (docker.io/library/busybox → busybox).
+func repositoryCandidates(ref string) []string {
+	repo := repository(ref)
+	out := []string{repo}
+	for _, prefix := range []string{"docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"} {
+		if strings.HasPrefix(repo, prefix) {
+			out = append(out, strings.TrimPrefix(repo, prefix))
+			break
+		}
+	}
+	if strings.HasPrefix(repo, "library/") {
+		out = append(out, strings.TrimPrefix(repo, "library/"))
+	}
+	return out
+}

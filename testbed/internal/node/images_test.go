@@ -1,0 +1,140 @@
+package node
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRepository(t *testing.T) {
+	for in, want := range map[string]string{
+		"kt.dev/echo":                       "kt.dev/echo",
+		"kt.dev/echo:v1":                    "kt.dev/echo",
+		"kt.dev/echo@sha256:abcd":           "kt.dev/echo",
+		"kt.dev/echo:v1@sha256:abcd":        "kt.dev/echo",
+		"localhost:5000/kt.dev/echo":        "localhost:5000/kt.dev/echo",
+		"localhost:5000/kt.dev/echo:latest": "localhost:5000/kt.dev/echo",
+		"busybox:1.36":                      "busybox",
+	} {
+		if got := repository(in); got != want {
+			t.Errorf("repository(%q) = %q, want %q", in, got, want)
+		}
+	}
+	got := repositoryCandidates("docker.io/library/busybox:latest")
+	if !reflect.DeepEqual(got, []string{"docker.io/library/busybox", "busybox"}) {
+		t.Errorf("candidates = %v", got)
+	}
+}
+
+func writeTable(t *testing.T, dir, content string) *imageTable {
+	t.Helper()
+	path := filepath.Join(dir, "images.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tab := newImageTable(path, "/opt/ktlab")
+	tab.getenv = func(name string) (string, bool) {
+		if name == "KT_SHADOW_BIN" {
+			return "/build/kt-shadow", true
+		}
+		return "", false
+	}
+	return tab
+}
+
+func TestShippedImageTable(t *testing.T) {
+	data, err := os.ReadFile("../../images.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tab := writeTable(t, dir, string(data))
+	cases := []struct {
+		image         string
+		command, args []string
+		want          []string
+	}{
+		{image: "kt.dev/echo:latest", want: []string{"/opt/ktlab", "echo"}},
+		{image: "kt.dev/echo", args: []string{"--port", "8080"}, want: []string{"/opt/ktlab", "echo", "--port", "8080"}},
+		{image: "kt.dev/kubectl", args: []string{"get", "pods"}, want: []string{"/opt/ktlab", "kubectl", "get", "pods"}},
+		{image: "kt.dev/coredns:1.13", args: []string{"-conf", "/etc/coredns/Corefile"}, want: []string{"/opt/ktlab", "coredns", "-conf", "/etc/coredns/Corefile"}},
+		{image: "busybox", want: []string{"/bin/sh"}},
+		{image: "docker.io/library/busybox:1.36", args: []string{"sleep", "3600"}, want: []string{"sleep", "3600"}},
+		{image: "debian:12", command: []string{"sh", "-c"}, args: []string{"sleep 1"}, want: []string{"sh", "-c", "sleep 1"}},
+		{image: "kt.dev/shell", command: []string{"/bin/true"}, want: []string{"/bin/true"}},
+		{image: "kt.dev/openssh", want: []string{"/usr/sbin/sshd", "-D", "-e"}},
+		{image: "kt.dev/kt-shadow:dev", args: []string{"--listen", "127.0.0.1:2222"}, want: []string{"/build/kt-shadow", "--listen", "127.0.0.1:2222"}},
+	}
+	for _, c := range cases {
+		r, err := tab.Resolve(c.image)
+		if err != nil {
+			t.Errorf("%s: %v", c.image, err)
+			continue
+		}
+		if got := r.Argv(c.command, c.args); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s %v %v: argv %q, want %q", c.image, c.command, c.args, got, c.want)
+		}
+	}
+}
+
+func TestImageTableErrorsAndReload(t *testing.T) {
+	dir := t.TempDir()
+	tab := writeTable(t, dir, `
+kt.dev/app:
+  entrypoint: ["{root}/bin/app", "{env:UNSET_VAR}"]
+kt.dev/user:
+  entrypoint: [/bin/app]
+  user: "65532:65533"
+  env: ["A={ktlab}"]
+`)
+	_, err := tab.Resolve("kt.dev/missing:v1")
+	var pe *imagePullError
+	if !errors.As(err, &pe) {
+		t.Fatalf("unknown image: err = %v", err)
+	}
+	want := `failed to pull image "kt.dev/missing:v1": image "kt.dev/missing:v1" is not in the lab's image table (` + filepath.Base(dir) + `/images.yaml)`
+	if err.Error() != want {
+		t.Fatalf("message %q\nwant    %q", err.Error(), want)
+	}
+	if _, err := tab.Resolve("kt.dev/app"); err == nil || !strings.Contains(err.Error(), "UNSET_VAR is not set") {
+		t.Fatalf("unset env placeholder: err = %v", err)
+	}
+	r, err := tab.Resolve("kt.dev/user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *r.UID != 65532 || *r.GID != 65533 || r.Env[0] != "A=/opt/ktlab" {
+		t.Fatalf("resolved %+v", r)
+	}
+
+	// The table is reloaded when it changes.
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(dir, "images.yaml"), []byte("kt.dev/missing:\n  entrypoint: [\"{root}/x\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Minute)
+	_ = os.Chtimes(filepath.Join(dir, "images.yaml"), future, future)
+	r, err = tab.Resolve("kt.dev/missing:v1")
+	if err != nil {
+		t.Fatalf("after reload: %v", err)
+	}
+	if r.Entrypoint[0] != filepath.Join(dir, "x") {
+		t.Fatalf("{root} = %q", r.Entrypoint[0])
+	}
+}
+
+func TestImageTableRejectsBadEntries(t *testing.T) {
+	for _, bad := range []string{
+		"kt.dev/a:\n  entrypnt: [x]\n",
+		"kt.dev/a:\n  env: [A=b]\n",
+		"kt.dev/a:\n  cmd: [x]\n  aliases: [kt.dev/b]\nkt.dev/b:\n  cmd: [y]\n",
+	} {
+		if _, err := parseImageTable([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
