@@ -54,11 +54,20 @@ ensure_packages() {
 	command -v go >/dev/null || die "Go is not installed; the lab builds Kubernetes from Go modules (install Go 1.24 or later)"
 }
 
+# Version stamps the upstream build would set (kubectl version, /version, user agents).
+K8S_VERSION=v1.34.4
+LAB_LDFLAGS=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	LAB_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=34"
+	LAB_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=2026-01-01T00:00:00Z"
+done
+
 # lab_key names the cache entry of the lab binary: a hash of every input of the build.
 lab_key() {
 	(
 		cd "$TESTBED_DIR"
 		go version
+		echo "$LAB_LDFLAGS"
 		cat go.mod go.sum
 		find . -name '*.go' -not -path './e2e/*' | LC_ALL=C sort | xargs sha256sum
 	) | sha256sum | cut -c1-16
@@ -74,7 +83,7 @@ build_lab() {
 		say "building the lab binary (Kubernetes v1.34.4, etcd v3.6.5, CoreDNS v1.13.1; cold builds take a long time on 2 cores) -> $dir"
 		local t0=$SECONDS
 		mkdir -p "$dir"
-		(cd "$TESTBED_DIR" && GOFLAGS=-mod=mod go build -trimpath -o "$dir/ktlab.tmp" ./cmd/ktlab)
+		(cd "$TESTBED_DIR" && GOFLAGS=-mod=mod go build -trimpath -ldflags "$LAB_LDFLAGS" -o "$dir/ktlab.tmp" ./cmd/ktlab)
 		mv "$dir/ktlab.tmp" "$dir/ktlab"
 		say "built in $((SECONDS - t0)) s"
 		# keep the three newest builds
