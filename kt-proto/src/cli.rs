@@ -1,0 +1,510 @@
+//! The shadow's command line, built by the client for the pod spec and parsed by the
+//! shadow, from this one definition.
+//!
+//! ```text
+//! kt-shadow serve [--listen 127.0.0.1:2222] [--host-key /etc/kt/ssh_host_ed25519_key]
+//!                 [--authorized-keys /etc/kt/authorized_keys] [--idle-exit <secs>]
+//!                 [--heartbeat-timeout <secs>] [--allow-non-loopback]
+//! kt-shadow probe [--addr 127.0.0.1:2222]
+//! kt-shadow version
+//! kt-shadow help
+//! ```
+//!
+//! Options take their value as the next argument or after `=`. A later occurrence of
+//! an option replaces an earlier one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Error, shadow};
+
+/// The `serve` command: run the SSH server.
+pub const SERVE: &str = "serve";
+/// The `probe` command: exit 0 if the SSH port answers with a banner (readiness probe).
+pub const PROBE: &str = "probe";
+/// The `version` command: print the version.
+pub const VERSION: &str = "version";
+/// The `help` command: print usage.
+pub const HELP: &str = "help";
+
+/// `serve`: address to listen on.
+pub const LISTEN: &str = "--listen";
+/// `serve`: path of the host private key (OpenSSH format).
+pub const HOST_KEY: &str = "--host-key";
+/// `serve`: path of the `authorized_keys` file.
+pub const AUTHORIZED_KEYS: &str = "--authorized-keys";
+/// `serve`: exit 0 this many seconds after the last client disconnected.
+pub const IDLE_EXIT: &str = "--idle-exit";
+/// `serve`: exit [`shadow::EXIT_HEARTBEAT_TIMEOUT`] when no client has been connected
+/// for this many seconds (counted from start until a first client connects, then from
+/// each moment the last client disconnects).
+pub const HEARTBEAT_TIMEOUT: &str = "--heartbeat-timeout";
+/// `serve`: allow a listen address that is not loopback (off by default, so that
+/// exposing the SSH port to the pod network is never an accident).
+pub const ALLOW_NON_LOOPBACK: &str = "--allow-non-loopback";
+/// `probe`: address to probe.
+pub const ADDR: &str = "--addr";
+
+/// Usage text for `kt-shadow help`.
+pub const USAGE: &str = "\
+kt-shadow: kt's in-cluster agent, an SSH server for port forwarding
+
+USAGE:
+  kt-shadow serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
+                  [--idle-exit SECS] [--heartbeat-timeout SECS] [--allow-non-loopback]
+  kt-shadow probe [--addr ADDR]
+  kt-shadow version
+  kt-shadow help
+
+SERVE OPTIONS:
+  --listen ADDR             listen address [default: 127.0.0.1:2222]; must be loopback
+                            unless --allow-non-loopback is given
+  --host-key PATH           host private key, OpenSSH format
+                            [default: /etc/kt/ssh_host_ed25519_key]
+  --authorized-keys PATH    public keys allowed to log in, OpenSSH authorized_keys format
+                            [default: /etc/kt/authorized_keys]
+  --idle-exit SECS          exit 0 when no client has been connected for SECS seconds
+                            after the last one disconnected
+  --heartbeat-timeout SECS  exit 3 when no client has been connected for SECS seconds
+                            (also if none ever connects)
+  --allow-non-loopback      accept a --listen address that is not loopback
+
+PROBE OPTIONS:
+  --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
+                            SSH banner arrives within 1 second
+";
+
+/// Arguments of `kt-shadow serve`. [`Default`] is the shadow pod's configuration:
+/// loopback [`shadow::SSH_PORT`], keys from [`shadow::MOUNT_DIR`], no timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Path of the host private key.
+    pub host_key: PathBuf,
+    /// Path of the `authorized_keys` file.
+    pub authorized_keys: PathBuf,
+    /// Exit 0 this long after the last client disconnected (never before a first client).
+    pub idle_exit: Option<Duration>,
+    /// Exit [`shadow::EXIT_HEARTBEAT_TIMEOUT`] when no client has been connected this long.
+    pub heartbeat_timeout: Option<Duration>,
+    /// Accept a non-loopback [`ServeArgs::listen`].
+    pub allow_non_loopback: bool,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            listen: shadow::LISTEN_ADDR,
+            host_key: PathBuf::from(shadow::HOST_KEY_PATH),
+            authorized_keys: PathBuf::from(shadow::AUTHORIZED_KEYS_PATH),
+            idle_exit: None,
+            heartbeat_timeout: None,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The arguments after the binary name, starting with `serve`. Every option is
+    /// written out, so the pod spec shows the whole configuration. Durations are
+    /// written in whole seconds, rounded up.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            SERVE.to_owned(),
+            LISTEN.to_owned(),
+            self.listen.to_string(),
+            HOST_KEY.to_owned(),
+            self.host_key.display().to_string(),
+            AUTHORIZED_KEYS.to_owned(),
+            self.authorized_keys.display().to_string(),
+        ];
+        if let Some(idle) = self.idle_exit {
+            args.extend([IDLE_EXIT.to_owned(), secs_rounded_up(idle).to_string()]);
+        }
+        if let Some(timeout) = self.heartbeat_timeout {
+            args.extend([
+                HEARTBEAT_TIMEOUT.to_owned(),
+                secs_rounded_up(timeout).to_string(),
+            ]);
+        }
+        if self.allow_non_loopback {
+            args.push(ALLOW_NON_LOOPBACK.to_owned());
+        }
+        args
+    }
+}
+
+/// Arguments of `kt-shadow probe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeArgs {
+    /// The SSH address to probe.
+    pub addr: SocketAddr,
+}
+
+impl Default for ProbeArgs {
+    fn default() -> Self {
+        ProbeArgs {
+            addr: shadow::LISTEN_ADDR,
+        }
+    }
+}
+
+impl ProbeArgs {
+    /// The arguments after the binary name, starting with `probe`.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![PROBE.to_owned(), ADDR.to_owned(), self.addr.to_string()]
+    }
+
+    /// The whole command of the shadow container's exec readiness probe:
+    /// [`shadow::BINARY_PATH`] followed by [`ProbeArgs::to_args`]. An exec probe is
+    /// needed because the SSH port is loopback-only and kubelet TCP probes dial the
+    /// pod IP.
+    pub fn exec_command(&self) -> Vec<String> {
+        let mut command = vec![shadow::BINARY_PATH.to_owned()];
+        command.extend(self.to_args());
+        command
+    }
+}
+
+/// A parsed `kt-shadow` command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `kt-shadow serve ...`
+    Serve(ServeArgs),
+    /// `kt-shadow probe ...`
+    Probe(ProbeArgs),
+    /// `kt-shadow version` (also `--version`, `-V`)
+    Version,
+    /// `kt-shadow help` (also `--help`, `-h`)
+    Help,
+}
+
+impl Command {
+    /// Parses the arguments after the binary name (`std::env::args().skip(1)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingCommand`], [`Error::UnknownCommand`], [`Error::UnknownOption`],
+    /// [`Error::MissingValue`], [`Error::InvalidValue`] or [`Error::UnexpectedValue`],
+    /// each naming the argument at fault.
+    pub fn parse<I, S>(args: I) -> Result<Command, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut args = args.into_iter().map(Into::into);
+        let command = args.next().ok_or(Error::MissingCommand)?;
+        match command.as_str() {
+            SERVE => parse_serve(args).map(Command::Serve),
+            PROBE => parse_probe(args).map(Command::Probe),
+            VERSION | "--version" | "-V" => no_more_args(VERSION, args).map(|()| Command::Version),
+            HELP | "--help" | "-h" => Ok(Command::Help),
+            _ => Err(Error::UnknownCommand(command)),
+        }
+    }
+
+    /// The arguments after the binary name; [`Command::parse`] gives back `self`.
+    pub fn to_args(&self) -> Vec<String> {
+        match self {
+            Command::Serve(serve) => serve.to_args(),
+            Command::Probe(probe) => probe.to_args(),
+            Command::Version => vec![VERSION.to_owned()],
+            Command::Help => vec![HELP.to_owned()],
+        }
+    }
+}
+
+/// One `--name value` / `--name=value` / `--flag` option taken off the command line.
+struct Opt {
+    name: String,
+    inline_value: Option<String>,
+}
+
+impl Opt {
+    fn split(arg: String) -> Opt {
+        match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => Opt {
+                name: name.to_owned(),
+                inline_value: Some(value.to_owned()),
+            },
+            _ => Opt {
+                name: arg,
+                inline_value: None,
+            },
+        }
+    }
+
+    fn value(
+        self,
+        option: &'static str,
+        rest: &mut impl Iterator<Item = String>,
+    ) -> Result<String, Error> {
+        match self.inline_value {
+            Some(value) => Ok(value),
+            None => rest.next().ok_or(Error::MissingValue(option)),
+        }
+    }
+
+    fn flag(self, option: &'static str) -> Result<(), Error> {
+        match self.inline_value {
+            Some(_) => Err(Error::UnexpectedValue(option)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Error> {
+    let mut serve = ServeArgs::default();
+    while let Some(arg) = args.next() {
+        let opt = Opt::split(arg);
+        match opt.name.as_str() {
+            LISTEN => serve.listen = parse_addr(LISTEN, opt.value(LISTEN, &mut args)?)?,
+            HOST_KEY => serve.host_key = parse_path(HOST_KEY, opt.value(HOST_KEY, &mut args)?)?,
+            AUTHORIZED_KEYS => {
+                let value = opt.value(AUTHORIZED_KEYS, &mut args)?;
+                serve.authorized_keys = parse_path(AUTHORIZED_KEYS, value)?;
+            }
+            IDLE_EXIT => {
+                let value = opt.value(IDLE_EXIT, &mut args)?;
+                serve.idle_exit = Some(parse_secs(IDLE_EXIT, value)?);
+            }
+            HEARTBEAT_TIMEOUT => {
+                let value = opt.value(HEARTBEAT_TIMEOUT, &mut args)?;
+                serve.heartbeat_timeout = Some(parse_secs(HEARTBEAT_TIMEOUT, value)?);
+            }
+            ALLOW_NON_LOOPBACK => {
+                opt.flag(ALLOW_NON_LOOPBACK)?;
+                serve.allow_non_loopback = true;
+            }
+            _ => {
+                return Err(Error::UnknownOption {
+                    command: SERVE,
+                    option: opt.name,
+                });
+            }
+        }
+    }
+    Ok(serve)
+}
+
+fn parse_probe(mut args: impl Iterator<Item = String>) -> Result<ProbeArgs, Error> {
+    let mut probe = ProbeArgs::default();
+    while let Some(arg) = args.next() {
+        let opt = Opt::split(arg);
+        match opt.name.as_str() {
+            ADDR => probe.addr = parse_addr(ADDR, opt.value(ADDR, &mut args)?)?,
+            _ => {
+                return Err(Error::UnknownOption {
+                    command: PROBE,
+                    option: opt.name,
+                });
+            }
+        }
+    }
+    Ok(probe)
+}
+
+fn no_more_args(
+    command: &'static str,
+    mut args: impl Iterator<Item = String>,
+) -> Result<(), Error> {
+    match args.next() {
+        Some(option) => Err(Error::UnknownOption { command, option }),
+        None => Ok(()),
+    }
+}
+
+fn parse_addr(option: &'static str, value: String) -> Result<SocketAddr, Error> {
+    value.parse().map_err(|_| Error::InvalidValue {
+        option,
+        value,
+        reason: "expected an IP address and port, like 127.0.0.1:2222 or [::1]:2222",
+    })
+}
+
+fn parse_path(option: &'static str, value: String) -> Result<PathBuf, Error> {
+    if value.is_empty() {
+        return Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected a file path",
+        });
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_secs(option: &'static str, value: String) -> Result<Duration, Error> {
+    match value.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected a whole number of seconds greater than 0",
+        }),
+    }
+}
+
+fn secs_rounded_up(d: Duration) -> u64 {
+    let secs = d.as_secs();
+    let rounded = if d.subsec_nanos() > 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    };
+    rounded.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Command, Error> {
+        Command::parse(line.split_whitespace())
+    }
+
+    #[test]
+    fn bare_serve_is_the_pod_configuration() {
+        let cmd = parse("serve").ok();
+        assert_eq!(cmd, Some(Command::Serve(ServeArgs::default())));
+        let serve = ServeArgs::default();
+        assert_eq!(serve.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(
+            serve.host_key,
+            PathBuf::from("/etc/kt/ssh_host_ed25519_key")
+        );
+        assert_eq!(
+            serve.authorized_keys,
+            PathBuf::from("/etc/kt/authorized_keys")
+        );
+    }
+
+    #[test]
+    fn serve_with_every_option_round_trips() {
+        let serve = ServeArgs {
+            listen: "[::1]:2200".parse().unwrap_or(shadow::LISTEN_ADDR),
+            host_key: PathBuf::from("/k/host"),
+            authorized_keys: PathBuf::from("/k/auth"),
+            idle_exit: Some(Duration::from_secs(30)),
+            heartbeat_timeout: Some(Duration::from_secs(90)),
+            allow_non_loopback: true,
+        };
+        let cmd = Command::Serve(serve);
+        let args = cmd.to_args();
+        assert_eq!(
+            args,
+            [
+                "serve",
+                "--listen",
+                "[::1]:2200",
+                "--host-key",
+                "/k/host",
+                "--authorized-keys",
+                "/k/auth",
+                "--idle-exit",
+                "30",
+                "--heartbeat-timeout",
+                "90",
+                "--allow-non-loopback"
+            ]
+        );
+        assert_eq!(Command::parse(args).ok(), Some(cmd));
+    }
+
+    #[test]
+    fn options_accept_inline_values() {
+        let cmd = parse("serve --listen=127.0.0.1:1 --heartbeat-timeout=5").ok();
+        let Some(Command::Serve(serve)) = cmd else {
+            panic!("not a serve command: {cmd:?}");
+        };
+        assert_eq!(serve.listen.port(), 1);
+        assert_eq!(serve.heartbeat_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn durations_are_written_in_whole_seconds_rounded_up() {
+        let serve = ServeArgs {
+            idle_exit: Some(Duration::from_millis(1500)),
+            heartbeat_timeout: Some(Duration::from_millis(1)),
+            ..ServeArgs::default()
+        };
+        let args = serve.to_args();
+        let idle = args
+            .iter()
+            .position(|a| a == IDLE_EXIT)
+            .map(|i| &args[i + 1]);
+        let hb = args
+            .iter()
+            .position(|a| a == HEARTBEAT_TIMEOUT)
+            .map(|i| &args[i + 1]);
+        assert_eq!(idle.map(String::as_str), Some("2"));
+        assert_eq!(hb.map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn probe_defaults_to_the_shadow_port_and_builds_the_exec_probe() {
+        assert_eq!(
+            parse("probe").ok(),
+            Some(Command::Probe(ProbeArgs::default()))
+        );
+        assert_eq!(
+            ProbeArgs::default().exec_command(),
+            ["/kt-shadow", "probe", "--addr", "127.0.0.1:2222"]
+        );
+        let cmd = parse("probe --addr 127.0.0.1:9").ok();
+        assert_eq!(
+            cmd.map(|c| c.to_args()),
+            Some(vec!["probe".into(), "--addr".into(), "127.0.0.1:9".into()])
+        );
+    }
+
+    #[test]
+    fn version_and_help_have_their_aliases() {
+        for line in ["version", "--version", "-V"] {
+            assert_eq!(parse(line).ok(), Some(Command::Version), "{line}");
+        }
+        for line in ["help", "--help", "-h", "help serve"] {
+            assert_eq!(parse(line).ok(), Some(Command::Help), "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_name_what_is_wrong() {
+        let cases = [
+            ("", "missing command"),
+            ("shell", "unknown command `shell`"),
+            ("serve --port 22", "unknown option `--port`"),
+            ("serve --listen", "`--listen` needs a value"),
+            (
+                "serve --listen localhost:22",
+                "invalid value `localhost:22`",
+            ),
+            ("serve --idle-exit 0", "greater than 0"),
+            ("serve --heartbeat-timeout -1", "whole number of seconds"),
+            ("serve --host-key=", "expected a file path"),
+            ("serve --allow-non-loopback=yes", "takes no value"),
+            ("probe --listen 127.0.0.1:1", "for `kt-shadow probe`"),
+            ("version now", "unknown option `now`"),
+        ];
+        for (line, expected) in cases {
+            let msg = parse(line).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains(expected), "`{line}` gave `{msg}`");
+        }
+    }
+
+    #[test]
+    fn usage_mentions_every_option() {
+        for opt in [
+            LISTEN,
+            HOST_KEY,
+            AUTHORIZED_KEYS,
+            IDLE_EXIT,
+            HEARTBEAT_TIMEOUT,
+            ALLOW_NON_LOOPBACK,
+            ADDR,
+        ] {
+            assert!(USAGE.contains(opt), "{opt}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The error type of this crate.
+
+/// Everything that can go wrong when reading kt's names, command line or framing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `kt.dev/role` label value that kt does not know.
+    #[error(
+        "unknown kt role `{0}`: expected one of shadow-connect, shadow-swap, shadow-expose, router \
+         (was the object made by a newer kt?)"
+    )]
+    UnknownRole(String),
+
+    /// A `kt.dev/heartbeat` annotation that is not an RFC 3339 UTC timestamp.
+    #[error(
+        "heartbeat `{value}` is not an RFC 3339 UTC timestamp like 2025-01-31T12:00:00Z; \
+         the annotation was edited by hand or written by another tool: delete it and let kt rewrite it"
+    )]
+    InvalidHeartbeat {
+        /// The annotation value as found.
+        value: String,
+        /// Why the timestamp parser refused it.
+        #[source]
+        source: humantime::TimestampError,
+    },
+
+    /// A datagram handed to [`crate::DatagramCodec::encode`] is longer than the codec's limit.
+    #[error(
+        "UDP datagram of {len} bytes exceeds the {max}-byte limit of direct-udp@kt.dev framing; \
+         send smaller datagrams (or use TCP for large DNS answers)"
+    )]
+    DatagramTooLarge {
+        /// Length of the datagram that was refused.
+        len: usize,
+        /// The codec's limit.
+        max: usize,
+    },
+
+    /// A frame on a `direct-udp@kt.dev` channel announces more bytes than the limit.
+    #[error(
+        "a frame on the direct-udp@kt.dev channel announces {len} bytes, more than the \
+         {max}-byte limit: the peer does not speak this framing; close the channel"
+    )]
+    FrameTooLarge {
+        /// The length the frame header announced.
+        len: usize,
+        /// The codec's limit.
+        max: usize,
+    },
+
+    /// A datagram limit outside what the 2-byte length header can express.
+    #[error(
+        "datagram limit {0} is outside 1..=65535, the range a 2-byte length header can express"
+    )]
+    InvalidDatagramLimit(usize),
+
+    /// `kt-shadow` was started without a command.
+    #[error("missing command: run `kt-shadow serve`, `kt-shadow probe` or `kt-shadow version`")]
+    MissingCommand,
+
+    /// `kt-shadow` was started with a command it does not have.
+    #[error("unknown command `{0}`: expected serve, probe, version or help")]
+    UnknownCommand(String),
+
+    /// An option that the command does not take.
+    #[error(
+        "unknown option `{option}` for `kt-shadow {command}`; run `kt-shadow help` for the list"
+    )]
+    UnknownOption {
+        /// The command being parsed.
+        command: &'static str,
+        /// The option as given.
+        option: String,
+    },
+
+    /// An option that needs a value was last on the command line.
+    #[error("option `{0}` needs a value, as in `{0} <value>` or `{0}=<value>`")]
+    MissingValue(&'static str),
+
+    /// An option given a value it cannot use.
+    #[error("option `{option}` has invalid value `{value}`: {reason}")]
+    InvalidValue {
+        /// The option.
+        option: &'static str,
+        /// The value as given.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
+    },
+
+    /// A flag that takes no value was given one (`--flag=value`).
+    #[error("option `{0}` takes no value; write it alone")]
+    UnexpectedValue(&'static str),
+}

@@ -1,0 +1,316 @@
+//! The russh handler of one SSH connection: authentication, channel opens, global
+//! requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kt_proto::channel::is_direct_udp;
+use kt_proto::shadow::{HEALTH_COMMAND, HEALTH_OUTPUT};
+use russh::keys::ssh_key::{HashAlg, PublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::server::{ClientGuard, ConnCtx, State};
+use crate::{tcp, udp};
+
+/// One SSH connection. Dropped by russh when the connection ends, which cancels every
+/// task and listener of the connection.
+pub(crate) struct ConnHandler {
+    state: Arc<State>,
+    ctx: ConnCtx,
+    peer: SocketAddr,
+    /// Remote-forward listeners by (requested address, bound port).
+    forwards: HashMap<(String, u32), CancellationToken>,
+    client: Option<ClientGuard>,
+    authenticated: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for ConnHandler {
+    fn drop(&mut self) {
+        self.ctx.cancel.cancel();
+    }
+}
+
+impl ConnHandler {
+    pub(crate) fn new(
+        state: Arc<State>,
+        ctx: ConnCtx,
+        peer: SocketAddr,
+        authenticated: oneshot::Sender<()>,
+    ) -> Self {
+        ConnHandler {
+            state,
+            ctx,
+            peer,
+            forwards: HashMap::new(),
+            client: None,
+            authenticated: Some(authenticated),
+        }
+    }
+
+    fn check_key(&self, user: &str, key: &PublicKey) -> Auth {
+        if self.state.authorized.contains(key) {
+            Auth::Accept
+        } else {
+            info!(
+                conn = self.ctx.id,
+                peer = %self.peer,
+                user,
+                key = %key.fingerprint(HashAlg::Sha256),
+                "public key not in authorized_keys; refused"
+            );
+            Auth::reject()
+        }
+    }
+}
+
+impl Handler for ConnHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.check_key(user, offer.public_key))
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let auth = self.check_key(user, key.public_key);
+        if auth == Auth::Accept {
+            info!(
+                conn = self.ctx.id,
+                peer = %self.peer,
+                user,
+                key = %key.public_key.fingerprint(HashAlg::Sha256),
+                "client authenticated"
+            );
+        }
+        Ok(auth)
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.client = Some(ClientGuard::new(&self.state.clients));
+        if let Some(tx) = self.authenticated.take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only `exec kt-health` is served; requests arrive through the session methods.
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if data == HEALTH_COMMAND.as_bytes() {
+            debug!(conn = self.ctx.id, "kt-health");
+            session.channel_success(channel)?;
+            session.data(channel, HEALTH_OUTPUT.as_bytes().to_vec())?;
+            session.exit_status_request(channel, 0)?;
+            session.eof(channel)?;
+            session.close(channel)?;
+        } else {
+            info!(
+                conn = self.ctx.id,
+                command = %String::from_utf8_lossy(data),
+                "exec refused: kt-shadow runs no commands but `{HEALTH_COMMAND}`"
+            );
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        info!(conn = self.ctx.id, "shell refused: kt-shadow has no shell");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        info!(conn = self.ctx.id, name, "subsystem refused");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ctx = self.ctx.clone();
+        let host = host_to_connect.to_owned();
+        if is_direct_udp(originator_address) {
+            self.ctx.tracker.spawn(udp::serve_direct_udp(
+                ctx,
+                channel,
+                reply,
+                host,
+                port_to_connect,
+            ));
+        } else {
+            self.ctx.tracker.spawn(tcp::serve_direct_tcpip(
+                ctx,
+                channel,
+                reply,
+                host,
+                port_to_connect,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(requested_port) = tcp::wire_port(*port) else {
+            info!(
+                conn = self.ctx.id,
+                address,
+                port = *port,
+                "tcpip-forward refused: invalid port"
+            );
+            return Ok(false);
+        };
+        let bind_addr = match tcp::forward_bind_addr(address, requested_port).await {
+            Ok(addr) => addr,
+            Err(err) => {
+                warn!(conn = self.ctx.id, address, error = %err, "tcpip-forward refused: cannot resolve the address");
+                return Ok(false);
+            }
+        };
+        let listener = match TcpListener::bind(bind_addr).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                warn!(conn = self.ctx.id, %bind_addr, error = %err, "tcpip-forward refused: cannot listen");
+                return Ok(false);
+            }
+        };
+        let bound_port = match listener.local_addr() {
+            Ok(local) => local.port(),
+            Err(err) => {
+                warn!(conn = self.ctx.id, %bind_addr, error = %err, "tcpip-forward refused");
+                return Ok(false);
+            }
+        };
+        *port = u32::from(bound_port);
+        let key = (address.to_owned(), u32::from(bound_port));
+        let cancel = self.ctx.cancel.child_token();
+        if let Some(previous) = self.forwards.insert(key, cancel.clone()) {
+            previous.cancel();
+        }
+        info!(conn = self.ctx.id, address, %bind_addr, port = bound_port, "remote forward listening");
+        self.ctx.tracker.spawn(tcp::run_forward_listener(
+            self.ctx.clone(),
+            session.handle(),
+            listener,
+            Arc::from(address),
+            bound_port,
+            cancel,
+        ));
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        match self.forwards.remove(&(address.to_owned(), port)) {
+            Some(cancel) => {
+                cancel.cancel();
+                info!(
+                    conn = self.ctx.id,
+                    address, port, "remote forward cancelled"
+                );
+                Ok(true)
+            }
+            None => {
+                debug!(
+                    conn = self.ctx.id,
+                    address, port, "cancel-tcpip-forward for an unknown forward"
+                );
+                Ok(false)
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `kt-shadow`, kt's in-cluster agent: a small SSH server that the client reaches
+//! through the API server's pod port-forward.
+//!
+//! It serves, to clients holding a key from its `authorized_keys` file only:
+//!
+//! - `direct-tcpip` channels: connect to a host and port in the cluster (names resolved
+//!   by the pod's resolver, i.e. cluster DNS) and splice, with half-close;
+//! - `tcpip-forward` / `cancel-tcpip-forward`: listen in the pod and open a
+//!   `forwarded-tcpip` channel back to the client per accepted connection;
+//! - `direct-udp@kt.dev` flows: UDP datagrams framed on a channel (see
+//!   [`kt_proto::channel`]), relayed through a connected UDP socket;
+//! - `exec kt-health` on a session channel, which prints `ok` (nothing else runs: the
+//!   shadow has no shell).
+//!
+//! It writes nothing to disk, runs as any non-root user, and exits with code 3 when no
+//! client has been connected for `--heartbeat-timeout` seconds.
+//!
+//! # Example
+//!
+//! Run a shadow in-process until Ctrl-C (the binary does the same with its command
+//! line):
+//!
+//! ```no_run
+//! use kt_proto::cli::ServeArgs;
+//! use kt_shadow::{Exit, Shadow};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> Result<(), kt_shadow::Error> {
+//! let args = ServeArgs {
+//!     listen: "127.0.0.1:2222".parse().expect("valid address"),
+//!     host_key: "/tmp/kt/ssh_host_ed25519_key".into(),
+//!     authorized_keys: "/tmp/kt/authorized_keys".into(),
+//!     ..ServeArgs::default()
+//! };
+//! let shadow = Shadow::bind(&args).await?;
+//! let shutdown = CancellationToken::new();
+//! let on_ctrl_c = shutdown.clone();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     on_ctrl_c.cancel();
+//! });
+//! let exit: Exit = shadow.run(shutdown).await;
+//! std::process::exit(exit.code());
+//! # }
+//! ```
+
+mod error;
+mod handler;
+pub mod keys;
+pub mod probe;
+mod server;
+mod stream;
+mod tcp;
+mod udp;
+
+pub use error::Error;
+pub use server::{Shadow, Tuning};
+
+/// Why [`Shadow::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The shutdown token was cancelled (SIGTERM, Ctrl-C, or the embedding program).
+    Shutdown,
+    /// `--idle-exit`: the last client left and none came back in time.
+    IdleExit,
+    /// `--heartbeat-timeout`: no client was connected for that long.
+    HeartbeatTimeout,
+}
+
+impl Exit {
+    /// The process exit code for this outcome: 0, 0 and
+    /// [`kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT`].
+    pub const fn code(self) -> i32 {
+        match self {
+            Exit::Shutdown | Exit::IdleExit => 0,
+            Exit::HeartbeatTimeout => kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The `kt-shadow` binary itself: command line, exit codes, probe.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Shadowed, TempDir, TestResult, free_port, keygen};
+use tokio::process::Command;
+
+fn kt_shadow() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kt-shadow"));
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn version_and_help_print_and_exit_zero() -> TestResult {
+    let out = kt_shadow().arg("version").output().await?;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("kt-shadow {}\n", kt_proto::VERSION)
+    );
+    let out = kt_shadow().arg("help").output().await?;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--heartbeat-timeout"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_command_line_exits_64_naming_the_problem() -> TestResult {
+    let out = kt_shadow().args(["serve", "--port", "22"]).output().await?;
+    assert_eq!(out.status.code(), Some(kt_proto::shadow::EXIT_USAGE));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option `--port`"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_refuses_a_non_loopback_address_and_missing_keys() -> TestResult {
+    let out = kt_shadow()
+        .args(["serve", "--listen", "0.0.0.0:2222"])
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(kt_proto::shadow::EXIT_FAILURE));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+
+    let out = kt_shadow()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--host-key",
+            "/nonexistent/key",
+        ])
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(kt_proto::shadow::EXIT_FAILURE));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the host key"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exits_zero_on_a_shadow_and_one_on_a_closed_port() -> TestResult {
+    let shadow = Shadowed::start().await?;
+    let out = kt_shadow()
+        .args(["probe", "--addr", &shadow.addr.to_string()])
+        .output()
+        .await?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let closed = free_port().await?;
+    let out = kt_shadow()
+        .args(["probe", "--addr", &format!("127.0.0.1:{closed}")])
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    shadow.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_exits_3_when_no_client_comes_within_the_heartbeat_timeout() -> TestResult {
+    let dir = TempDir::new()?;
+    let host = keygen(dir.path(), "host")?;
+    let client = keygen(dir.path(), "client")?;
+    let port = free_port().await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        kt_shadow()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--host-key")
+            .arg(&host)
+            .arg("--authorized-keys")
+            .arg(format!("{}.pub", client.display()))
+            .args(["--heartbeat-timeout", "1"])
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("heartbeat timeout"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_with_code_zero() -> TestResult {
+    let dir = TempDir::new()?;
+    let host = keygen(dir.path(), "host")?;
+    let client = keygen(dir.path(), "client")?;
+    let port = free_port().await?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let child = kt_shadow()
+        .args(["serve", "--listen", &addr.to_string()])
+        .arg("--host-key")
+        .arg(&host)
+        .arg("--authorized-keys")
+        .arg(format!("{}.pub", client.display()))
+        .stderr(Stdio::piped())
+        .spawn()?;
+    common::wait_listening(addr).await?;
+    let pid = child.id().ok_or("no pid")?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    Ok(())
+}
