@@ -107,18 +107,19 @@ cargo_target_dir() {
 }
 
 # build_shadow builds kt's in-cluster agent, which the lab runs for image
-# kt.dev/kt-shadow (testbed/images.yaml), and exports KT_SHADOW_BIN.
+# kt.dev/kt-shadow (testbed/images.yaml), installs it where the pod's non-root
+# user can execute it, and exports KT_SHADOW_BIN.
 build_shadow() {
-	if [ -n "${KT_SHADOW_BIN:-}" ] && [ -x "$KT_SHADOW_BIN" ]; then
-		return
-	fi
 	command -v cargo >/dev/null || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }
 	command -v cargo >/dev/null || die "cargo is not installed; the lab builds kt-shadow with it (install Rust with rustup)"
 	local target
 	target=$(cargo_target_dir)
 	say "building kt-shadow (release) in $target"
 	(cd "$TESTBED_DIR/.." && CARGO_TARGET_DIR=$target cargo build -q --release -p kt-shadow)
-	export KT_SHADOW_BIN=$target/release/kt-shadow
+	mkdir -p "$BIN"
+	install -m 0755 "$target/release/kt-shadow" "$BIN/kt-shadow.new"
+	mv -f "$BIN/kt-shadow.new" "$BIN/kt-shadow"
+	export KT_SHADOW_BIN=$BIN/kt-shadow
 }
 
 pid_alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }

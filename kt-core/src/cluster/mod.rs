@@ -1,0 +1,235 @@
+//! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
+//! Secret and Pod, waiting for it, the heartbeat, looking up forward targets, cleanup.
+
+pub(crate) mod heartbeat;
+pub(crate) mod spec;
+pub(crate) mod target;
+pub(crate) mod wait;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::error::{Error, Result};
+use crate::session::ConnectOptions;
+
+/// A kube client plus what error messages need to know about it.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    pub(crate) client: Client,
+    /// The API server URL, for messages.
+    pub(crate) server: String,
+    /// The namespace the session works in.
+    pub(crate) namespace: String,
+}
+
+impl Cluster {
+    /// Loads the configuration the way kubectl does and builds a client.
+    ///
+    /// With an explicit kubeconfig path, that file; otherwise the default loading rules
+    /// (`KUBECONFIG`, then `~/.kube/config`) and, when neither exists and no context was
+    /// asked for, the in-cluster configuration. `proxy-url` and exec/auth plugins are
+    /// handled by kube-rs.
+    pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
+        let kc_opts = KubeConfigOptions {
+            context: opts.context.clone(),
+            cluster: None,
+            user: None,
+        };
+        let config = match &opts.kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path).map_err(|source| Error::ReadKubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::from_custom_kubeconfig(kc, &kc_opts)
+                    .await
+                    .map_err(|source| Error::Kubeconfig {
+                        path: path.display().to_string(),
+                        context: opts.context.clone(),
+                        source,
+                    })?
+            }
+            None if opts.context.is_some() => {
+                Config::from_kubeconfig(&kc_opts)
+                    .await
+                    .map_err(|source| Error::Kubeconfig {
+                        path: "the default kubeconfig".to_owned(),
+                        context: opts.context.clone(),
+                        source,
+                    })?
+            }
+            None => Config::infer()
+                .await
+                .map_err(|source| Error::NoConfig { source })?,
+        };
+        let server = config.cluster_url.to_string();
+        let namespace = opts
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|source| Error::Client {
+            server: server.clone(),
+            source,
+        })?;
+        Ok(Cluster {
+            client,
+            server,
+            namespace,
+        })
+    }
+
+    pub(crate) fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(crate) fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(crate) fn services_in(&self, namespace: &str) -> Api<Service> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Turns a kube-rs error into kt's, naming what was being done.
+    pub(crate) fn error(
+        &self,
+        source: kube::Error,
+        verb: &'static str,
+        resource: &'static str,
+        what: &str,
+    ) -> Error {
+        map_error(source, &self.server, &self.namespace, verb, resource, what)
+    }
+}
+
+/// Maps a kube-rs error to kt's: RBAC refusals, missing namespaces and unreachable API
+/// servers get their own variants.
+pub(crate) fn map_error(
+    source: kube::Error,
+    server: &str,
+    namespace: &str,
+    verb: &'static str,
+    resource: &'static str,
+    what: &str,
+) -> Error {
+    let action = format!("{verb} {resource} {what} in namespace `{namespace}`");
+    match &source {
+        kube::Error::Api(status) if status.code == 403 => Error::Forbidden {
+            verb,
+            resource,
+            namespace: namespace.to_owned(),
+            message: status.message.clone(),
+        },
+        kube::Error::Api(status)
+            if status.code == 404
+                && status
+                    .message
+                    .starts_with(&format!("namespaces \"{namespace}\" not found")) =>
+        {
+            Error::NamespaceNotFound {
+                namespace: namespace.to_owned(),
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::Auth(_) => {
+            Error::ApiUnreachable {
+                server: server.to_owned(),
+                action,
+                source,
+            }
+        }
+        _ => Error::Api { action, source },
+    }
+}
+
+/// Whether an error says the object does not exist.
+pub(crate) fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 404)
+}
+
+/// The objects one session created, for cleanup.
+#[derive(Debug, Clone)]
+pub(crate) struct Objects {
+    pub(crate) session: String,
+    pub(crate) pod: String,
+    pub(crate) secret: String,
+    /// Set once the pod was created.
+    pub(crate) pod_created: bool,
+    /// Set once the secret was created.
+    pub(crate) secret_created: bool,
+}
+
+/// How often cleanup checks whether the deleted objects are gone.
+const GONE_POLL: Duration = Duration::from_millis(200);
+
+impl Objects {
+    /// Deletes every object that was created and waits (up to `timeout`) until the API
+    /// server no longer has them.
+    pub(crate) async fn delete(&self, cluster: &Cluster, timeout: Duration) -> Result<()> {
+        let pods = cluster.pods();
+        let secrets = cluster.secrets();
+        let dp = DeleteParams::background();
+        let mut remaining = Vec::new();
+        if self.pod_created {
+            // The shadow needs no grace: its clients are gone.
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::background()
+            };
+            if let Err(e) = pods.delete(&self.pod, &dp).await
+                && !is_not_found(&e)
+            {
+                remaining.push(format!("pod `{}` ({e})", self.pod));
+            }
+        }
+        if self.secret_created
+            && let Err(e) = secrets.delete(&self.secret, &dp).await
+            && !is_not_found(&e)
+        {
+            remaining.push(format!("secret `{}` ({e})", self.secret));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut present = Vec::new();
+            if self.pod_created && exists(&pods, &self.pod).await {
+                present.push(format!("pod `{}` (still terminating)", self.pod));
+            }
+            if self.secret_created && exists(&secrets, &self.secret).await {
+                present.push(format!("secret `{}` (still present)", self.secret));
+            }
+            if present.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                remaining.extend(present);
+                break;
+            }
+            tokio::time::sleep(GONE_POLL).await;
+        }
+        if remaining.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Cleanup {
+                session: self.session.clone(),
+                namespace: cluster.namespace.clone(),
+                remaining,
+            })
+        }
+    }
+}
+
+/// Whether the object exists; an API failure counts as "exists" (not proven gone).
+async fn exists<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + serde_json_compat::DeserializeOwned + std::fmt::Debug,
+{
+    !matches!(api.get_metadata_opt(name).await, Ok(None))
+}
+
+/// `serde::de::DeserializeOwned` without a direct serde dependency.
+mod serde_json_compat {
+    pub(crate) use k8s_openapi::serde::de::DeserializeOwned;
+}

@@ -1,0 +1,487 @@
+//! The shadow's key pairs, Secret and Pod.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ExecAction, LocalObjectReference, Pod, PodSecurityContext, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kt_proto::cli::{ProbeArgs, ServeArgs};
+use kt_proto::{Role, annotations, labels, shadow};
+use kube::api::ObjectMeta;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+
+use crate::error::{Error, Result};
+use crate::session::{ConnectOptions, ShadowFlavour};
+
+/// Secret key holding the sshd configuration of the [`ShadowFlavour::OpenSsh`] shadow.
+pub(crate) const SECRET_SSHD_CONFIG: &str = "sshd_config";
+
+/// The name of the Secret volume in the shadow pod.
+const KEYS_VOLUME: &str = "kt-keys";
+
+/// The shadow container's name.
+pub(crate) const CONTAINER: &str = "shadow";
+
+/// The SSH user of the OpenSSH shadow (sshd runs as root and needs a real user).
+pub(crate) const OPENSSH_USER: &str = "root";
+
+/// The two key pairs of a session. The client's private key never leaves this
+/// process; the host key's private half goes into the Secret, its public half is pinned.
+pub(crate) struct SessionKeys {
+    pub(crate) client: Arc<PrivateKey>,
+    pub(crate) host: PrivateKey,
+}
+
+impl SessionKeys {
+    /// Two fresh Ed25519 key pairs.
+    pub(crate) fn generate(session: &str) -> Result<SessionKeys> {
+        let mut rng = rand::rng();
+        let mut client = PrivateKey::random(&mut rng, Algorithm::Ed25519)
+            .map_err(|source| Error::Keys { source })?;
+        client.set_comment(format!("kt-session-{session}"));
+        let mut host = PrivateKey::random(&mut rng, Algorithm::Ed25519)
+            .map_err(|source| Error::Keys { source })?;
+        host.set_comment(format!("kt-shadow-{session}"));
+        Ok(SessionKeys {
+            client: Arc::new(client),
+            host,
+        })
+    }
+
+    /// The host's public key, to pin.
+    pub(crate) fn host_public(&self) -> PublicKey {
+        self.host.public_key().clone()
+    }
+
+    /// The `authorized_keys` line for the client's public key.
+    fn authorized_keys(&self) -> Result<String> {
+        let line = self
+            .client
+            .public_key()
+            .to_openssh()
+            .map_err(|source| Error::Keys { source })?;
+        Ok(format!("{line}\n"))
+    }
+
+    /// The host private key, OpenSSH PEM.
+    fn host_key_pem(&self) -> Result<String> {
+        let pem = self
+            .host
+            .to_openssh(LineEnding::LF)
+            .map_err(|source| Error::Keys { source })?;
+        Ok(pem.as_str().to_owned())
+    }
+}
+
+/// Everything that names and labels one session's objects.
+pub(crate) struct ShadowSpec<'a> {
+    pub(crate) session: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) image: &'a str,
+    pub(crate) opts: &'a ConnectOptions,
+}
+
+impl ShadowSpec<'_> {
+    /// Labels of every object: kt's three plus the caller's extras (kt's win).
+    pub(crate) fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.opts.labels.clone();
+        l.insert(
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        );
+        l.insert(labels::SESSION.to_owned(), self.session.to_owned());
+        l.insert(
+            labels::ROLE.to_owned(),
+            Role::ShadowConnect.as_str().to_owned(),
+        );
+        l
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = self.opts.annotations.clone();
+        a.insert(
+            annotations::VERSION.to_owned(),
+            kt_proto::VERSION.to_owned(),
+        );
+        a.insert(
+            annotations::HEARTBEAT.to_owned(),
+            annotations::format_heartbeat(std::time::SystemTime::now()),
+        );
+        a
+    }
+
+    fn meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.name.to_owned()),
+            namespace: None,
+            labels: Some(self.labels()),
+            annotations: Some(self.annotations()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// The Secret: the client's public key, the shadow's host key and, for sshd, its
+    /// configuration. Never the client's private key.
+    pub(crate) fn secret(&self, keys: &SessionKeys) -> Result<Secret> {
+        let mut data = BTreeMap::new();
+        data.insert(
+            shadow::SECRET_AUTHORIZED_KEYS.to_owned(),
+            ByteString(keys.authorized_keys()?.into_bytes()),
+        );
+        data.insert(
+            shadow::SECRET_HOST_KEY.to_owned(),
+            ByteString(keys.host_key_pem()?.into_bytes()),
+        );
+        if self.opts.flavour == ShadowFlavour::OpenSsh {
+            data.insert(
+                SECRET_SSHD_CONFIG.to_owned(),
+                ByteString(sshd_config(self.opts.ssh_port).into_bytes()),
+            );
+        }
+        Ok(Secret {
+            metadata: self.meta(),
+            data: Some(data),
+            type_: Some("Opaque".to_owned()),
+            immutable: Some(true),
+            ..Secret::default()
+        })
+    }
+
+    /// An owner reference to the shadow pod: deleting the pod garbage-collects the Secret.
+    pub(crate) fn owner_reference(pod: &Pod) -> Option<OwnerReference> {
+        Some(OwnerReference {
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
+            name: pod.metadata.name.clone()?,
+            uid: pod.metadata.uid.clone()?,
+            controller: None,
+            block_owner_deletion: None,
+        })
+    }
+
+    /// The shadow pod.
+    pub(crate) fn pod(&self) -> Pod {
+        let opts = self.opts;
+        let mount = VolumeMount {
+            name: KEYS_VOLUME.to_owned(),
+            mount_path: shadow::MOUNT_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        };
+        let resources = ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("10m".to_owned())),
+                ("memory".to_owned(), Quantity("16Mi".to_owned())),
+            ])),
+            ..ResourceRequirements::default()
+        };
+        let (container, pod_security, secret_mode) = match opts.flavour {
+            ShadowFlavour::KtShadow => {
+                let serve = ServeArgs {
+                    listen: std::net::SocketAddr::from((
+                        std::net::Ipv4Addr::LOCALHOST,
+                        opts.ssh_port,
+                    )),
+                    heartbeat_timeout: opts.shadow_heartbeat_timeout,
+                    ..ServeArgs::default()
+                };
+                let probe = ProbeArgs { addr: serve.listen };
+                let mut probe_command = probe.exec_command();
+                if let Some(bin) = &opts.shadow_probe_binary {
+                    probe_command[0].clone_from(bin);
+                }
+                let container = Container {
+                    name: CONTAINER.to_owned(),
+                    image: Some(self.image.to_owned()),
+                    image_pull_policy: pull_policy(self.image),
+                    // Only args: the image's entrypoint is the binary.
+                    args: Some(serve.to_args()),
+                    volume_mounts: Some(vec![mount]),
+                    readiness_probe: Some(Probe {
+                        exec: Some(ExecAction {
+                            command: Some(probe_command),
+                        }),
+                        period_seconds: Some(1),
+                        timeout_seconds: Some(2),
+                        failure_threshold: Some(3),
+                        ..Probe::default()
+                    }),
+                    security_context: Some(restricted_container()),
+                    resources: Some(resources),
+                    termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+                    ..Container::default()
+                };
+                let pod_security = PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(shadow::RUN_AS_USER),
+                    run_as_group: Some(shadow::RUN_AS_GROUP),
+                    fs_group: Some(shadow::RUN_AS_GROUP),
+                    seccomp_profile: Some(runtime_default()),
+                    ..PodSecurityContext::default()
+                };
+                (container, pod_security, shadow::SECRET_FILE_MODE)
+            }
+            ShadowFlavour::OpenSsh => {
+                let container = Container {
+                    name: CONTAINER.to_owned(),
+                    image: Some(self.image.to_owned()),
+                    image_pull_policy: pull_policy(self.image),
+                    command: Some(vec![
+                        opts.sshd_path.clone(),
+                        "-D".to_owned(),
+                        "-e".to_owned(),
+                        "-f".to_owned(),
+                        format!("{}/{SECRET_SSHD_CONFIG}", shadow::MOUNT_DIR),
+                    ]),
+                    volume_mounts: Some(vec![mount]),
+                    // sshd needs root (privilege separation, setuid to the user); no
+                    // readiness probe: the client retries the handshake until it answers.
+                    security_context: Some(SecurityContext {
+                        run_as_user: Some(0),
+                        allow_privilege_escalation: Some(false),
+                        seccomp_profile: Some(runtime_default()),
+                        ..SecurityContext::default()
+                    }),
+                    resources: Some(resources),
+                    termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+                    ..Container::default()
+                };
+                let pod_security = PodSecurityContext {
+                    seccomp_profile: Some(runtime_default()),
+                    ..PodSecurityContext::default()
+                };
+                // sshd refuses a host key that others may read.
+                (container, pod_security, 0o400)
+            }
+        };
+        let pull_secrets = (!opts.image_pull_secrets.is_empty()).then(|| {
+            opts.image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        });
+        Pod {
+            metadata: self.meta(),
+            spec: Some(PodSpec {
+                containers: vec![container],
+                restart_policy: Some("Never".to_owned()),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                termination_grace_period_seconds: Some(2),
+                security_context: Some(pod_security),
+                image_pull_secrets: pull_secrets,
+                node_selector: (!opts.node_selector.is_empty()).then(|| opts.node_selector.clone()),
+                volumes: Some(vec![Volume {
+                    name: KEYS_VOLUME.to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(self.name.to_owned()),
+                        default_mode: Some(secret_mode),
+                        optional: Some(false),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                }]),
+                ..PodSpec::default()
+            }),
+            status: None,
+        }
+    }
+}
+
+/// `IfNotPresent` for a pinned tag or digest; the cluster default (`Always`) otherwise.
+fn pull_policy(image: &str) -> Option<String> {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let pinned =
+        image.contains('@') || last.split_once(':').is_some_and(|(_, tag)| tag != "latest");
+    pinned.then(|| "IfNotPresent".to_owned())
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+/// The container security context the restricted Pod Security Standard asks for.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(shadow::RUN_AS_USER),
+        run_as_group: Some(shadow::RUN_AS_GROUP),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+/// The configuration of the OpenSSH shadow: loopback only, the session's keys from the
+/// Secret, public-key login only, TCP forwarding (and remote forwards reachable from
+/// other pods, as kt-connect's `GatewayPorts yes`).
+pub(crate) fn sshd_config(port: u16) -> String {
+    let dir = shadow::MOUNT_DIR;
+    format!(
+        "# Written by kt for one session.\n\
+         Port {port}\n\
+         ListenAddress 127.0.0.1\n\
+         HostKey {dir}/{host}\n\
+         AuthorizedKeysFile {dir}/{auth}\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n\
+         StrictModes no\n\
+         AllowTcpForwarding yes\n\
+         GatewayPorts yes\n\
+         X11Forwarding no\n\
+         PermitTTY no\n\
+         UseDNS no\n\
+         PidFile none\n\
+         UsePAM no\n\
+         MaxStartups 100:30:200\n\
+         ClientAliveInterval 30\n",
+        host = shadow::SECRET_HOST_KEY,
+        auth = shadow::SECRET_AUTHORIZED_KEYS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_images_are_not_pulled_every_time() {
+        assert_eq!(
+            pull_policy("kt.dev/kt-shadow:0.1.0").as_deref(),
+            Some("IfNotPresent")
+        );
+        assert_eq!(
+            pull_policy("registry:5000/kt-shadow@sha256:ab").as_deref(),
+            Some("IfNotPresent")
+        );
+        assert_eq!(pull_policy("registry:5000/kt-shadow"), None);
+        assert_eq!(pull_policy("kt.dev/kt-shadow:latest"), None);
+    }
+
+    #[test]
+    fn sshd_config_listens_on_loopback_with_session_keys_only() {
+        let c = sshd_config(2222);
+        for line in [
+            "Port 2222",
+            "ListenAddress 127.0.0.1",
+            "HostKey /etc/kt/ssh_host_ed25519_key",
+            "AuthorizedKeysFile /etc/kt/authorized_keys",
+            "PasswordAuthentication no",
+            "AllowTcpForwarding yes",
+            "GatewayPorts yes",
+            "PidFile none",
+            "UsePAM no",
+        ] {
+            assert!(c.lines().any(|l| l == line), "missing `{line}` in\n{c}");
+        }
+    }
+
+    #[test]
+    fn secret_holds_public_client_key_and_host_key_but_no_client_private_key() {
+        let keys = SessionKeys::generate("t1").expect("key generation");
+        let opts = ConnectOptions::new();
+        let spec = ShadowSpec {
+            session: "t1",
+            name: "kt-shadow-t1",
+            image: "kt.dev/kt-shadow:0.1.0",
+            opts: &opts,
+        };
+        let secret = spec.secret(&keys).expect("secret").data.unwrap_or_default();
+        let auth = String::from_utf8_lossy(&secret[shadow::SECRET_AUTHORIZED_KEYS].0).into_owned();
+        assert!(auth.starts_with("ssh-ed25519 "), "{auth}");
+        let host = String::from_utf8_lossy(&secret[shadow::SECRET_HOST_KEY].0).into_owned();
+        let parsed = PrivateKey::from_openssh(&host).expect("host key parses");
+        assert_eq!(
+            parsed.public_key().key_data(),
+            keys.host_public().key_data()
+        );
+        let client_pem = keys.client.to_openssh(LineEnding::LF).expect("pem");
+        // Lines past the first two carry key material unique to this key.
+        let unique: Vec<&str> = client_pem
+            .lines()
+            .skip(3)
+            .filter(|l| l.len() > 20 && !l.starts_with("-----"))
+            .collect();
+        assert!(!unique.is_empty());
+        for value in secret.values() {
+            let text = String::from_utf8_lossy(&value.0);
+            for line in &unique {
+                assert!(
+                    !text.contains(line),
+                    "client private key material in the Secret"
+                );
+            }
+            if let Ok(k) = PrivateKey::from_openssh(text.as_ref()) {
+                assert_ne!(
+                    k.public_key().key_data(),
+                    keys.client.public_key().key_data()
+                );
+            }
+        }
+        assert!(!secret.contains_key(SECRET_SSHD_CONFIG));
+    }
+
+    #[test]
+    fn kt_shadow_pod_passes_the_restricted_profile() {
+        let opts = ConnectOptions::new();
+        let spec = ShadowSpec {
+            session: "t2",
+            name: "kt-shadow-t2",
+            image: "kt.dev/kt-shadow:0.1.0",
+            opts: &opts,
+        };
+        let pod = spec.pod();
+        let pod_spec = pod.spec.unwrap_or_default();
+        let psc = pod_spec.security_context.unwrap_or_default();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        let c = &pod_spec.containers[0];
+        let sc = c.security_context.clone().unwrap_or_default();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|s| s.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let probe = c
+            .readiness_probe
+            .clone()
+            .and_then(|p| p.exec)
+            .and_then(|e| e.command)
+            .unwrap_or_default();
+        assert_eq!(probe, ["/kt-shadow", "probe", "--addr", "127.0.0.1:2222"]);
+        assert_eq!(c.args.clone().unwrap_or_default()[0], "serve");
+        let l = pod.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            l.get("app.kubernetes.io/managed-by").map(String::as_str),
+            Some("kt")
+        );
+        assert_eq!(l.get("kt.dev/session").map(String::as_str), Some("t2"));
+        assert_eq!(
+            l.get("kt.dev/role").map(String::as_str),
+            Some("shadow-connect")
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! Waiting for the shadow pod to become Ready, reporting progress and failing early
+//! (with the image and the reason) when it cannot start.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::api::LogParams;
+use kube::runtime::{WatchStreamExt as _, watcher};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventBus};
+
+/// Waiting reasons meaning the image cannot be had.
+const IMAGE_FAILURES: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+    "ImageInspectError",
+];
+
+/// Waiting reasons meaning the container cannot run.
+const START_FAILURES: [&str; 4] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+];
+
+/// What has been reported so far, so each step is reported once.
+#[derive(Default)]
+struct Progress {
+    scheduled: bool,
+    pulling: bool,
+    started: bool,
+}
+
+/// Waits until pod `name` is Ready, emitting [`Event::Scheduled`], [`Event::Pulling`],
+/// [`Event::ImageReady`] and [`Event::Ready`]; returns the pod.
+pub(crate) async fn pod_ready(
+    cluster: &Cluster,
+    name: &str,
+    image: &str,
+    timeout: Duration,
+    events: &EventBus,
+) -> Result<Pod> {
+    let api = cluster.pods();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut progress = Progress::default();
+    let mut last = "not seen yet".to_owned();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let item = match next {
+            Err(_) => {
+                return Err(Error::PodReadyTimeout {
+                    pod: name.to_owned(),
+                    namespace: cluster.namespace.clone(),
+                    timeout,
+                    last,
+                });
+            }
+            Ok(None) => {
+                return Err(Error::ShadowFailed {
+                    pod: name.to_owned(),
+                    namespace: cluster.namespace.clone(),
+                    reason: "the watch on the shadow pod ended".to_owned(),
+                    log: String::new(),
+                });
+            }
+            Ok(Some(item)) => item,
+        };
+        let pod = match item {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+            Ok(watcher::Event::Delete(_)) => {
+                return Err(Error::ShadowFailed {
+                    pod: name.to_owned(),
+                    namespace: cluster.namespace.clone(),
+                    reason: "the shadow pod was deleted while starting".to_owned(),
+                    log: String::new(),
+                });
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+            Err(err) => {
+                if let Some(fatal) = watch_error(cluster, err) {
+                    return Err(fatal);
+                }
+                continue;
+            }
+        };
+        last = summary(&pod);
+        if let Some(outcome) = step(cluster, &pod, image, &mut progress, events).await {
+            return outcome.map(|()| pod);
+        }
+    }
+}
+
+/// Turns a watch error into a fatal error when retrying cannot help (RBAC); `None`
+/// means "retry" (the watcher backs off by itself).
+fn watch_error(cluster: &Cluster, err: watcher::Error) -> Option<Error> {
+    tracing::debug!(target: "kt", "watching the shadow pod: {err}");
+    let source = match err {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => e,
+        watcher::Error::WatchError(status) => kube::Error::Api(status),
+        _ => return None,
+    };
+    let verb = "watch";
+    match cluster.error(source, verb, "pods", "(the shadow pod)") {
+        e @ (Error::Forbidden { .. } | Error::NamespaceNotFound { .. }) => Some(e),
+        _ => None,
+    }
+}
+
+/// Looks at one state of the pod: `Some(Ok)` when Ready, `Some(Err)` when it can never
+/// be, `None` to keep waiting.
+async fn step(
+    cluster: &Cluster,
+    pod: &Pod,
+    image: &str,
+    progress: &mut Progress,
+    events: &EventBus,
+) -> Option<Result<()>> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let conditions = status.conditions.clone().unwrap_or_default();
+    let condition = |t: &str| conditions.iter().find(|c| c.type_ == t);
+    if !progress.scheduled && condition("PodScheduled").is_some_and(|c| c.status == "True") {
+        progress.scheduled = true;
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        events.emit(Event::Scheduled { node });
+    }
+    let container = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == super::spec::CONTAINER);
+    if let Some(c) = container {
+        if let Some(err) = container_failure(cluster, &name, image, c).await {
+            return Some(Err(err));
+        }
+        let state = c.state.clone().unwrap_or_default();
+        if !progress.pulling
+            && progress.scheduled
+            && (state.waiting.is_some() || state.running.is_some())
+        {
+            progress.pulling = true;
+            events.emit(Event::Pulling {
+                image: image.to_owned(),
+            });
+        }
+        if !progress.started && state.running.is_some() {
+            progress.started = true;
+            if !progress.pulling {
+                progress.pulling = true;
+                events.emit(Event::Pulling {
+                    image: image.to_owned(),
+                });
+            }
+            events.emit(Event::ImageReady {
+                image: image.to_owned(),
+            });
+        }
+    }
+    if let Some("Failed" | "Succeeded") = status.phase.as_deref() {
+        {
+            let reason = format!(
+                "it stopped (phase {}{})",
+                status.phase.clone().unwrap_or_default(),
+                status
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            return Some(Err(failed(cluster, &name, reason).await));
+        }
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Some(Err(Error::ShadowFailed {
+            pod: name,
+            namespace: cluster.namespace.clone(),
+            reason: "the shadow pod is being deleted".to_owned(),
+            log: String::new(),
+        }));
+    }
+    if condition("Ready").is_some_and(|c| c.status == "True") {
+        events.emit(Event::Ready {
+            pod_ip: status.pod_ip.unwrap_or_default(),
+        });
+        return Some(Ok(()));
+    }
+    None
+}
+
+async fn container_failure(
+    cluster: &Cluster,
+    pod: &str,
+    image: &str,
+    c: &ContainerStatus,
+) -> Option<Error> {
+    let state = c.state.clone().unwrap_or_default();
+    if let Some(w) = state.waiting {
+        let reason = w.reason.unwrap_or_default();
+        if IMAGE_FAILURES.contains(&reason.as_str()) {
+            return Some(Error::ShadowImage {
+                pod: pod.to_owned(),
+                image: image.to_owned(),
+                reason,
+                message: w.message.unwrap_or_default(),
+            });
+        }
+        if START_FAILURES.contains(&reason.as_str()) {
+            let why = format!(
+                "its container cannot run: {reason}{}",
+                w.message.map(|m| format!(" ({m})")).unwrap_or_default()
+            );
+            return Some(failed(cluster, pod, why).await);
+        }
+    }
+    if let Some(t) = state.terminated {
+        let why = format!(
+            "its container exited with code {}{}{}",
+            t.exit_code,
+            t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+            t.message
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| format!(": {}", m.trim()))
+                .unwrap_or_default()
+        );
+        return Some(failed(cluster, pod, why).await);
+    }
+    None
+}
+
+/// A [`Error::ShadowFailed`] with the end of the pod's log, if it can be read.
+async fn failed(cluster: &Cluster, pod: &str, reason: String) -> Error {
+    let params = LogParams {
+        tail_lines: Some(20),
+        container: Some(super::spec::CONTAINER.to_owned()),
+        ..LogParams::default()
+    };
+    let log = tokio::time::timeout(Duration::from_secs(5), cluster.pods().logs(pod, &params))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Error::ShadowFailed {
+        pod: pod.to_owned(),
+        namespace: cluster.namespace.clone(),
+        reason,
+        log: log.trim_end().to_owned(),
+    }
+}
+
+/// One line describing the pod's state, for timeout messages.
+pub(crate) fn summary(pod: &Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| {
+            let mut s = format!("{}={}", c.type_, c.status);
+            if let Some(m) = c.message.as_deref().filter(|m| !m.is_empty()) {
+                s.push_str(&format!(" ({m})"));
+            }
+            s
+        })
+        .collect();
+    let containers: Vec<String> = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| {
+            let state = c.state.clone().unwrap_or_default();
+            if let Some(w) = state.waiting {
+                format!("{}: waiting ({})", c.name, w.reason.unwrap_or_default())
+            } else if let Some(t) = state.terminated {
+                format!("{}: exited {}", c.name, t.exit_code)
+            } else {
+                format!("{}: running, ready={}", c.name, c.ready)
+            }
+        })
+        .collect();
+    format!(
+        "phase {}, conditions [{}], containers [{}]",
+        status.phase.unwrap_or_else(|| "Pending".to_owned()),
+        conditions.join(", "),
+        containers.join(", ")
+    )
+}

@@ -1,0 +1,313 @@
+//! The error type of `kt-core`: one enum, each message saying what failed and what to do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the namespace-scoped Role that kt needs is shipped (see the crate docs).
+pub const ROLE_YAML: &str = "kt-core/rbac/kt-role.yaml";
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while opening, using or closing a [`Session`](crate::Session).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The kubeconfig could not be read or parsed, or names a context, cluster or user
+    /// that it does not define.
+    #[error(
+        "cannot use kubeconfig {path}{}: {source}; check the file (KUBECONFIG or \
+         ConnectOptions::kubeconfig) and the context name (`kubectl config get-contexts`)",
+        context.as_deref().map(|c| format!(" with context `{c}`")).unwrap_or_default()
+    )]
+    Kubeconfig {
+        /// The kubeconfig file, or `the default kubeconfig` when none was given.
+        path: String,
+        /// The context asked for, if any.
+        context: Option<String>,
+        /// What kube-rs reported.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    /// No kubeconfig was given and none could be found (nor an in-cluster configuration).
+    #[error(
+        "no Kubernetes configuration found: {source}; set KUBECONFIG, write ~/.kube/config, \
+         or pass ConnectOptions::kubeconfig"
+    )]
+    NoConfig {
+        /// What kube-rs reported.
+        #[source]
+        source: kube::config::InferConfigError,
+    },
+
+    /// The configuration is valid but no client can be built from it (TLS settings,
+    /// proxy URL with an unsupported scheme, ...).
+    #[error(
+        "cannot build a Kubernetes client for {server}: {source}; check the kubeconfig's TLS and proxy-url settings"
+    )]
+    Client {
+        /// The API server URL.
+        server: String,
+        /// What kube-rs reported.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The API server did not answer (connection refused, DNS failure, TLS failure,
+    /// timeout, authentication plugin failure).
+    #[error(
+        "the Kubernetes API server {server} is unreachable while trying to {action}: {source}; \
+         check that the cluster is running, the kubeconfig's server address and proxy-url, \
+         your VPN, and your credentials (`kubectl --request-timeout=5s get --raw /version`)"
+    )]
+    ApiUnreachable {
+        /// The API server URL.
+        server: String,
+        /// What kt was doing.
+        action: String,
+        /// The underlying failure.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The namespace the session should use does not exist.
+    #[error(
+        "namespace `{namespace}` does not exist; create it (`kubectl create namespace {namespace}`) \
+         or choose another with ConnectOptions::namespace"
+    )]
+    NamespaceNotFound {
+        /// The namespace.
+        namespace: String,
+    },
+
+    /// RBAC refused a call kt needs.
+    #[error(
+        "forbidden: you may not {verb} {resource} in namespace `{namespace}` ({message}); \
+         kt needs the namespace-scoped Role shipped in {ROLE_YAML}: \
+         `kubectl apply -n {namespace} -f {ROLE_YAML}` and bind it to your user or ServiceAccount \
+         (`kubectl create rolebinding kt --role=kt -n {namespace} --user=<you>`)"
+    )]
+    Forbidden {
+        /// The verb (`create`, `get`, `watch`, ...).
+        verb: &'static str,
+        /// The resource (`pods`, `secrets`, `pods/portforward`, ...).
+        resource: &'static str,
+        /// The namespace.
+        namespace: String,
+        /// The API server's message.
+        message: String,
+    },
+
+    /// Any other failed API call.
+    #[error("Kubernetes API call failed while trying to {action}: {source}")]
+    Api {
+        /// What kt was doing.
+        action: String,
+        /// What kube-rs reported.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The shadow pod's image cannot be pulled or started.
+    #[error(
+        "the shadow pod `{pod}` cannot start image `{image}`: {reason}{}; check that the image \
+         exists for this cluster's architecture and that the nodes can pull it (registry access, \
+         ConnectOptions::image_pull_secret), or choose another with ConnectOptions::shadow_image \
+         (or the KT_SHADOW_IMAGE environment variable)",
+        if message.is_empty() { String::new() } else { format!(" ({message})") }
+    )]
+    ShadowImage {
+        /// The shadow pod.
+        pod: String,
+        /// The image.
+        image: String,
+        /// The kubelet's reason (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`, ...).
+        reason: String,
+        /// The kubelet's message.
+        message: String,
+    },
+
+    /// The shadow pod started but failed (exited, was evicted, was deleted).
+    #[error(
+        "the shadow pod `{pod}` failed: {reason}{}; see `kubectl describe pod {pod} -n {namespace}`",
+        if log.is_empty() { String::new() } else { format!("; its last log lines:\n{log}") }
+    )]
+    ShadowFailed {
+        /// The shadow pod.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// What happened.
+        reason: String,
+        /// The end of its log, if it could be read.
+        log: String,
+    },
+
+    /// The shadow pod did not become ready in time.
+    #[error(
+        "the shadow pod `{pod}` was not ready within {timeout:?} (last seen: {last}); \
+         see `kubectl describe pod {pod} -n {namespace}`, or raise ConnectOptions::pod_ready_timeout"
+    )]
+    PodReadyTimeout {
+        /// The shadow pod.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// The bound that ran out.
+        timeout: Duration,
+        /// The pod's state when it ran out.
+        last: String,
+    },
+
+    /// The API server or the node refused or broke the port-forward to the shadow.
+    #[error(
+        "port-forward to pod `{pod}` port {port} failed: {reason}; check the `create \
+         pods/portforward` permission ({ROLE_YAML}), that the API server and any proxy in \
+         front of it allow WebSocket upgrades, and that the shadow listens on port {port}"
+    )]
+    PortForward {
+        /// The shadow pod.
+        pod: String,
+        /// The pod port.
+        port: u16,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The SSH session to the shadow could not be set up (handshake, host key, login).
+    #[error("SSH to the shadow pod `{pod}` failed: {reason}")]
+    Ssh {
+        /// The shadow pod.
+        pod: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
+
+    /// A name has no address in the cluster's DNS.
+    #[error(
+        "`{name}` does not resolve in the cluster (tried {}); check the spelling, add the \
+         namespace (`name.namespace`) for a Service in another namespace, and check that the \
+         Service exists (`kubectl get svc -A`)",
+        tried.join(", ")
+    )]
+    NameNotFound {
+        /// The name asked for.
+        name: String,
+        /// Every fully qualified name that was tried, in order.
+        tried: Vec<String>,
+    },
+
+    /// A DNS lookup failed for another reason than the name not existing.
+    #[error("DNS lookup of `{name}` through the cluster DNS server {server} failed: {reason}")]
+    Dns {
+        /// The name asked for.
+        name: String,
+        /// The DNS server (address or name as seen from the shadow).
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The shadow could not connect to a host and port in the cluster.
+    #[error("cannot connect to {host}:{port} from the shadow pod: {reason}")]
+    Connect {
+        /// The host (IP address or name) asked for.
+        host: String,
+        /// The port.
+        port: u16,
+        /// What the shadow or the tunnel reported.
+        reason: String,
+    },
+
+    /// A forward target that cannot be parsed.
+    #[error(
+        "invalid target `{target}`: {reason}; write a Service name (`web`, `web.other-ns`), \
+         `svc/web`, `pod/web-0`, or an IP address"
+    )]
+    InvalidTarget {
+        /// The target as given.
+        target: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A Service or pod named as a forward target does not exist.
+    #[error("{kind} `{name}` not found in namespace `{namespace}`{}", if detail.is_empty() { String::new() } else { format!(": {detail}") })]
+    TargetNotFound {
+        /// `Service` or `pod`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The namespace searched.
+        namespace: String,
+        /// More detail (e.g. the pod has no IP yet).
+        detail: String,
+    },
+
+    /// The tunnel is down and could not be re-established.
+    #[error("the tunnel to the shadow pod is down: {reason}; close this session and connect again")]
+    TunnelDown {
+        /// Why.
+        reason: String,
+    },
+
+    /// The session was closed.
+    #[error("the session is closed")]
+    Closed,
+
+    /// A local listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Generating or encoding the session's SSH keys failed.
+    #[error("cannot make the session's SSH keys: {source}")]
+    Keys {
+        /// What ssh-key reported.
+        #[source]
+        source: russh::keys::ssh_key::Error,
+    },
+
+    /// A kubeconfig file given explicitly could not be read.
+    #[error("cannot read kubeconfig {}: {source}", path.display())]
+    ReadKubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What kube-rs reported.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    /// Closing could not remove every object the session created.
+    #[error(
+        "could not remove everything the session created: {}; delete them with \
+         `kubectl delete pod,secret -n {namespace} -l kt.dev/session={session}`",
+        remaining.join(", ")
+    )]
+    Cleanup {
+        /// The session id.
+        session: String,
+        /// The namespace.
+        namespace: String,
+        /// What was left, and why.
+        remaining: Vec<String>,
+    },
+}
+
+impl Error {
+    /// Whether the error is about the tunnel being temporarily unusable (a reconnect
+    /// may fix it), as opposed to a permanent refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::ApiUnreachable { .. } | Error::PortForward { .. } | Error::Ssh { .. }
+        )
+    }
+}

@@ -1,0 +1,89 @@
+//! `kt-core`: work from your machine, or from a test harness, as if you were inside a
+//! Kubernetes cluster — without root and with namespace-scoped permissions only.
+//!
+//! [`Session::connect`] starts a *shadow* pod running an SSH server (kt's own
+//! `kt-shadow`, or a stock OpenSSH `sshd`), port-forwards to it through the API server
+//! with a fresh key pair, and serves, on 127.0.0.1:
+//!
+//! - a SOCKS5 proxy ([`Session::socks5_addr`]) and an HTTP proxy
+//!   ([`Session::http_proxy_addr`], `CONNECT` and plain `http://` forwarding), both
+//!   resolving names in the cluster with the search list of a pod in the session's
+//!   namespace (`web`, `web.other-ns`, `web.other-ns.svc.cluster.local`);
+//! - per-target local forwards ([`Session::forward`]);
+//! - DNS lookups through the cluster DNS ([`Session::resolve`]);
+//! - environment variables for a child process ([`Session::env`]).
+//!
+//! Progress and tunnel state are typed [`Event`]s. The tunnel reconnects by itself
+//! when the port-forward or the API server connection drops. [`Session::close`] removes
+//! every object the session created.
+//!
+//! ```no_run
+//! use kt_core::{ConnectOptions, Session};
+//!
+//! # async fn demo() -> Result<(), kt_core::Error> {
+//! let session = Session::connect(ConnectOptions::new().namespace("dev")).await?;
+//!
+//! // Any HTTP client: point it at the proxy (or pass session.env() to a child process).
+//! println!("HTTP_PROXY=http://{}", session.http_proxy_addr());
+//! println!("ALL_PROXY=socks5h://{}", session.socks5_addr());
+//!
+//! // A local port for one Service, and a DNS lookup in the cluster.
+//! let db = session.forward("svc/postgres", 5432).await?;
+//! println!("postgres is at {db}");
+//! println!("web is {:?}", session.resolve("web").await?);
+//!
+//! session.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it creates
+//!
+//! In the session's namespace, labelled `app.kubernetes.io/managed-by=kt`,
+//! `kt.dev/session=<id>` and `kt.dev/role=shadow-connect`:
+//!
+//! - a Secret `kt-shadow-<id>` with the client's **public** key, the shadow's host key
+//!   (made by the client and pinned, so no one else can answer) and, for sshd, its
+//!   configuration; owned by the pod, so deleting the pod deletes it too;
+//! - a Pod `kt-shadow-<id>`, whose SSH server listens on the pod's loopback only. The
+//!   kt-shadow pod passes the **restricted** Pod Security Standard (non-root 65532, no
+//!   privilege escalation, all capabilities dropped, seccomp `RuntimeDefault`, read-only
+//!   root filesystem). Its `kt.dev/heartbeat` annotation is refreshed while the session
+//!   lives.
+//!
+//! # Permissions
+//!
+//! A namespace-scoped Role is enough; it is shipped as `kt-core/rbac/kt-role.yaml`:
+//!
+//! | resource | verbs | why |
+//! |---|---|---|
+//! | `pods` | create, get, list, watch, delete, patch | the shadow pod, waiting for it, the heartbeat |
+//! | `pods/portforward` | create | the tunnel |
+//! | `pods/log` | get | the shadow's log in error messages |
+//! | `secrets` | create, get, delete, patch | the shadow's keys (patch: the owner reference) |
+//! | `services` | get, list | `forward("svc/name")` |
+//!
+//! Reading `kube-system/kube-dns` is optional: without it the shadow's resolver finds
+//! the cluster DNS server.
+//!
+//! # Shadow flavours
+//!
+//! [`ShadowFlavour::KtShadow`] (default) runs `kt-shadow`; build `kt-shadow/Dockerfile`
+//! and push the image where your nodes can pull it, then set
+//! [`ConnectOptions::shadow_image`] or `KT_SHADOW_IMAGE`. [`ShadowFlavour::OpenSsh`] runs
+//! a stock sshd as root (the kt-connect-compatible shadow); see its docs.
+
+mod cluster;
+mod dns;
+mod error;
+mod events;
+mod session;
+mod tunnel;
+
+pub use cluster::target::Target;
+pub use error::{Error, ROLE_YAML, Result};
+pub use events::{Event, Events};
+pub use session::{
+    ConnectOptions, DEFAULT_OPENSSH_IMAGE, FALLBACK_DNS_SERVER, SHADOW_IMAGE_ENV, Session,
+    ShadowFlavour,
+};

@@ -1,0 +1,153 @@
+//! The tunnel (port-forward + SSH) and what runs over it: the SOCKS5 and HTTP proxies
+//! and local forwards.
+
+mod decouple;
+pub(crate) mod forward;
+pub(crate) mod http;
+pub(crate) mod socks;
+pub(crate) mod transport;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use russh::ChannelStream;
+use russh::client::Msg;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::target::Destination;
+use crate::dns::Resolver;
+use crate::error::{Error, Result};
+use transport::Tunnel;
+
+/// A byte stream to a host and port in the cluster.
+pub(crate) type RemoteStream = ChannelStream<Msg>;
+
+/// Opens streams into the cluster by IP or by name.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    pub(crate) tunnel: Arc<Tunnel>,
+    pub(crate) resolver: Arc<Resolver>,
+}
+
+impl Dialer {
+    /// A stream to `host:port`; a name is resolved through the cluster DNS first, and
+    /// each of its addresses is tried in turn.
+    pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<RemoteStream> {
+        let ips = self.resolver.resolve(host).await?;
+        let mut last = None;
+        for ip in ips {
+            match self.dial_ip(ip, port).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NameNotFound {
+            name: host.to_owned(),
+            tried: Vec::new(),
+        }))
+    }
+
+    /// A stream to `ip:port`.
+    pub(crate) async fn dial_ip(&self, ip: IpAddr, port: u16) -> Result<RemoteStream> {
+        let channel = self.tunnel.open(&ip.to_string(), port).await?;
+        Ok(channel.into_stream())
+    }
+
+    /// A stream to a forward's destination.
+    pub(crate) async fn dial_destination(
+        &self,
+        dest: &Destination,
+        port: u16,
+    ) -> Result<RemoteStream> {
+        match dest {
+            Destination::Ip(ip) => self.dial_ip(*ip, port).await,
+            Destination::Name(name) => self.dial(name, port).await,
+        }
+    }
+}
+
+/// Binds a listener on `addr`.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// The owner of a session's tasks: every task is tracked (so `close` can wait for it)
+/// and ends when the session is cancelled.
+#[derive(Clone)]
+pub(crate) struct Tasks {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl Tasks {
+    pub(crate) fn new() -> Tasks {
+        Tasks {
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Runs `fut` until it ends or the session is cancelled.
+    pub(crate) fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = fut => {}
+            }
+        });
+    }
+}
+
+/// Accepts connections until the session is cancelled, handling each in its own task.
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, tasks: Tasks, handle: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            () = tasks.cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tasks.spawn(handle(stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(target: "kt", "accept failed: {e}");
+                tokio::select! {
+                    () = tasks.cancel.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Buffer size of each direction of a spliced connection.
+const COPY_BUF: usize = 64 * 1024;
+
+/// Copies both ways until both sides are done; errors end the copy quietly (the peer
+/// reset the connection).
+pub(crate) async fn splice<L>(mut local: L, mut remote: RemoteStream)
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, COPY_BUF, COPY_BUF).await
+    {
+        tracing::debug!(target: "kt", "connection ended: {e}");
+    }
+}

@@ -1,0 +1,470 @@
+//! The transport: a kube-rs port-forward to the shadow's SSH port, an SSH session over
+//! it (host key pinned, ephemeral client key), and the supervisor that re-establishes
+//! both when they drop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use russh::client::{Config, Handle, Handler};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{Channel, ChannelOpenFailure, client::Msg};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::cluster::map_error;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventBus};
+
+/// Everything needed to (re)establish the transport.
+pub(crate) struct TransportConfig {
+    pub(crate) pods: Api<Pod>,
+    pub(crate) server: String,
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) key: Arc<PrivateKey>,
+    pub(crate) host_key: PublicKey,
+    /// Bound on one port-forward + handshake + login.
+    pub(crate) attempt_timeout: Duration,
+    /// Bound on opening one channel (the shadow's connect included).
+    pub(crate) open_timeout: Duration,
+    /// How long to keep trying after a drop before giving up.
+    pub(crate) reconnect_timeout: Duration,
+}
+
+/// The SSH client settings: big windows for throughput, keepalives so a silently dead
+/// port-forward is noticed.
+fn ssh_config() -> Arc<Config> {
+    Arc::new(Config {
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 32 * 1024,
+        channel_buffer_size: 128,
+        keepalive_interval: Some(Duration::from_secs(10)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Config::default()
+    })
+}
+
+/// The russh client handler: accepts exactly the pinned host key, and marks the link
+/// dead when the SSH session task ends (the handler is dropped with it).
+struct Client {
+    host_key: PublicKey,
+    /// Whether the server offered the pinned key (for a precise error message).
+    offered: Arc<std::sync::Mutex<Option<String>>>,
+    _dead: DropGuard,
+}
+
+impl Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let ok = match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                if let Ok(mut offered) = self.offered.lock() {
+                    *offered = key.to_openssh().ok();
+                }
+                key.key_data() == self.host_key.key_data()
+            }
+            PublicKeyOrCertificate::Certificate(_) => false,
+        };
+        Ok(ok)
+    }
+}
+
+/// One established port-forward + SSH session.
+pub(crate) struct Link {
+    handle: Handle<Client>,
+    /// Cancelled when the link is known to be dead.
+    pub(crate) dead: CancellationToken,
+    /// Ends the port-forward's background task when the link is dropped.
+    _forward: AbortOnDrop,
+    /// Ends the write pump when the link is dropped.
+    _pump: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+/// Stops a port-forward's background task when dropped.
+struct ForwarderGuard(kube::api::Portforwarder);
+
+impl Drop for ForwarderGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Link {
+    /// Port-forwards to the shadow, runs the SSH handshake over the stream, pins the host
+    /// key and logs in with the session key.
+    pub(crate) async fn establish(cfg: &TransportConfig) -> Result<Link> {
+        let pf_error = |reason: String| Error::PortForward {
+            pod: cfg.pod.clone(),
+            port: cfg.port,
+            reason,
+        };
+        let mut forwarder = match cfg.pods.portforward(&cfg.pod, &[cfg.port]).await {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(
+                    match map_error(
+                        e,
+                        &cfg.server,
+                        &cfg.namespace,
+                        "create",
+                        "pods/portforward",
+                        &format!("(pod `{}`)", cfg.pod),
+                    ) {
+                        Error::Api { source, .. } => pf_error(source.to_string()),
+                        other => other,
+                    },
+                );
+            }
+        };
+        let stream = forwarder
+            .take_stream(cfg.port)
+            .ok_or_else(|| pf_error("kube-rs returned no stream for the port".to_owned()))?;
+        let port_error = forwarder.take_error(cfg.port);
+        let dead = CancellationToken::new();
+        // The port-forward's background task lives as long as the link: it ends (and
+        // stops the forwarder) when the link dies or is dropped, and kills the link
+        // when the node reports an error on the port.
+        let pf_task = tokio::spawn({
+            let dead = dead.clone();
+            let pod = cfg.pod.clone();
+            let guard = ForwarderGuard(forwarder);
+            async move {
+                let _guard = guard;
+                match port_error {
+                    Some(port_error) => {
+                        tokio::select! {
+                            () = dead.cancelled() => {}
+                            msg = port_error => {
+                                // Resolved: the port is no longer usable.
+                                if let Some(msg) = msg {
+                                    tracing::warn!(target: "kt", "port-forward to {pod}: {msg}");
+                                }
+                                dead.cancel();
+                            }
+                        }
+                    }
+                    None => dead.cancelled().await,
+                }
+                dead.cancelled().await;
+            }
+        });
+        let forward = AbortOnDrop(pf_task.abort_handle());
+        let offered = Arc::new(std::sync::Mutex::new(None));
+        let handler = Client {
+            host_key: cfg.host_key.clone(),
+            offered: Arc::clone(&offered),
+            _dead: dead.clone().drop_guard(),
+        };
+        let ssh_error = |reason: String| Error::Ssh {
+            pod: cfg.pod.clone(),
+            reason,
+        };
+        // Writes go through a queue so the session never stops reading (see decouple).
+        let (stream, pump) = super::decouple::decouple(stream);
+        let pump = AbortOnDrop(tokio::spawn(pump).abort_handle());
+        let mut handle = match russh::client::connect_stream(ssh_config(), stream, handler).await {
+            Ok(h) => h,
+            Err(russh::Error::UnknownKey) => {
+                let offered = offered
+                    .lock()
+                    .ok()
+                    .and_then(|o| o.clone())
+                    .unwrap_or_default();
+                return Err(ssh_error(format!(
+                    "the shadow presented host key `{offered}`, not the one this session made \
+                     and pinned (`{}`); something other than the shadow answered on port {} — \
+                     refusing to continue",
+                    cfg.host_key.to_openssh().unwrap_or_default(),
+                    cfg.port
+                )));
+            }
+            Err(e) => {
+                return Err(ssh_error(format!(
+                    "SSH handshake over the port-forward failed ({e}); the shadow may not be \
+                     listening yet on port {}",
+                    cfg.port
+                )));
+            }
+        };
+        let auth = handle
+            .authenticate_publickey(
+                cfg.user.clone(),
+                PrivateKeyWithHashAlg::new(Arc::clone(&cfg.key), None),
+            )
+            .await
+            .map_err(|e| ssh_error(format!("login failed: {e}")))?;
+        if !auth.success() {
+            return Err(ssh_error(format!(
+                "the shadow refused the session key for user `{}`; its authorized_keys \
+                 (from the Secret) does not hold this session's key",
+                cfg.user
+            )));
+        }
+        Ok(Link {
+            handle,
+            dead,
+            _forward: forward,
+            _pump: pump,
+        })
+    }
+
+    /// Opens a `direct-tcpip` channel to `host:port` from the shadow.
+    async fn open(&self, host: &str, port: u16) -> Result<Channel<Msg>, russh::Error> {
+        self.handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+    }
+
+    /// Says goodbye to the shadow and ends the link.
+    async fn disconnect(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.handle
+                .disconnect(russh::Disconnect::ByApplication, "session closed", "en"),
+        )
+        .await;
+        self.dead.cancel();
+    }
+}
+
+/// The state of the transport.
+#[derive(Clone)]
+enum State {
+    Up(Arc<Link>),
+    Reconnecting,
+    Failed(String),
+    Closed,
+}
+
+/// The transport shared by every proxy, forward and DNS lookup of a session.
+pub(crate) struct Tunnel {
+    cfg: TransportConfig,
+    state: watch::Sender<State>,
+}
+
+impl Tunnel {
+    /// A tunnel over an established first link.
+    pub(crate) fn new(cfg: TransportConfig, link: Link) -> Arc<Tunnel> {
+        let (state, _) = watch::channel(State::Up(Arc::new(link)));
+        Arc::new(Tunnel { cfg, state })
+    }
+
+    /// Opens a channel to `host:port` in the cluster, waiting for a reconnect in progress.
+    pub(crate) async fn open(&self, host: &str, port: u16) -> Result<Channel<Msg>> {
+        let deadline = tokio::time::Instant::now() + self.cfg.open_timeout;
+        let mut rx = self.state.subscribe();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            let link = match state {
+                State::Up(link) => link,
+                State::Failed(reason) => return Err(Error::TunnelDown { reason }),
+                State::Closed => return Err(Error::Closed),
+                State::Reconnecting => {
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::Connect {
+                            host: host.to_owned(),
+                            port,
+                            reason: format!(
+                                "the tunnel is reconnecting and was not back within {:?}",
+                                self.cfg.open_timeout
+                            ),
+                        });
+                    }
+                    continue;
+                }
+            };
+            let opened = tokio::time::timeout_at(deadline, link.open(host, port)).await;
+            match opened {
+                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Err(russh::Error::ChannelOpenFailure(why))) => {
+                    return Err(Error::Connect {
+                        host: host.to_owned(),
+                        port,
+                        reason: open_failure(&why),
+                    });
+                }
+                Ok(Err(e)) => {
+                    // The session is gone: mark the link dead so the supervisor
+                    // reconnects, then wait for the new one.
+                    tracing::debug!(target: "kt", "channel open on a dead link: {e}");
+                    link.dead.cancel();
+                    self.state.send_if_modified(|s| match s {
+                        State::Up(current) if Arc::ptr_eq(current, &link) => {
+                            *s = State::Reconnecting;
+                            true
+                        }
+                        _ => false,
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Connect {
+                        host: host.to_owned(),
+                        port,
+                        reason: format!("no answer within {:?}", self.cfg.open_timeout),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Watches the current link and re-establishes it when it dies, until `cancel`.
+    pub(crate) async fn supervise(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        events: Arc<EventBus>,
+    ) {
+        loop {
+            let link = match self.state.borrow().clone() {
+                State::Up(link) => Some(link),
+                State::Reconnecting => None,
+                State::Failed(_) | State::Closed => return,
+            };
+            if let Some(link) = link {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return,
+                    () = link.dead.cancelled() => {}
+                }
+                if cancel.is_cancelled() || matches!(*self.state.borrow(), State::Closed) {
+                    return;
+                }
+                self.state.send_if_modified(|s| match s {
+                    State::Up(current) if Arc::ptr_eq(current, &link) => {
+                        *s = State::Reconnecting;
+                        true
+                    }
+                    _ => false,
+                });
+            }
+            let reason = "the port-forward or SSH session to the shadow closed".to_owned();
+            let Some(next) = self.reconnect(reason, &cancel, &events).await else {
+                return;
+            };
+            let up = matches!(next, State::Up(_));
+            // Never overwrite a close that happened meanwhile.
+            let mut next = Some(next);
+            self.state.send_if_modified(|s| {
+                if matches!(s, State::Reconnecting) {
+                    if let Some(n) = next.take() {
+                        *s = n;
+                    }
+                    true
+                } else {
+                    false
+                }
+            });
+            if let Some(State::Up(link)) = next {
+                link.disconnect().await;
+                return;
+            }
+            if !up {
+                return;
+            }
+        }
+    }
+
+    /// Tries to re-establish the link with back-off, for at most the reconnect timeout.
+    /// `None` when cancelled.
+    async fn reconnect(
+        &self,
+        mut reason: String,
+        cancel: &CancellationToken,
+        events: &EventBus,
+    ) -> Option<State> {
+        let give_up = tokio::time::Instant::now() + self.cfg.reconnect_timeout;
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            events.emit(Event::Reconnecting {
+                attempt,
+                reason: reason.clone(),
+            });
+            let result = tokio::select! {
+                () = cancel.cancelled() => return None,
+                r = tokio::time::timeout(self.cfg.attempt_timeout, Link::establish(&self.cfg)) => r,
+            };
+            match result {
+                Ok(Ok(link)) => {
+                    events.emit(Event::Reconnected { attempts: attempt });
+                    return Some(State::Up(Arc::new(link)));
+                }
+                Ok(Err(e)) => reason = e.to_string(),
+                Err(_) => {
+                    reason = format!(
+                        "port-forward and SSH login did not finish within {:?}",
+                        self.cfg.attempt_timeout
+                    );
+                }
+            }
+            tracing::debug!(target: "kt", "reconnect try {attempt} failed: {reason}");
+            if tokio::time::Instant::now() + delay > give_up {
+                let reason = format!(
+                    "gave up reconnecting after {attempt} tries in {:?}: {reason}",
+                    self.cfg.reconnect_timeout
+                );
+                events.emit(Event::TunnelLost {
+                    reason: reason.clone(),
+                });
+                return Some(State::Failed(reason));
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(3));
+        }
+    }
+
+    /// Ends the current link and refuses new channels.
+    pub(crate) async fn close(&self) {
+        let previous = self.state.send_replace(State::Closed);
+        if let State::Up(link) = previous {
+            link.disconnect().await;
+        }
+    }
+
+    /// Kills the current link as if the network dropped (for tests of reconnects).
+    pub(crate) fn break_link(&self) {
+        if let State::Up(link) = &*self.state.borrow() {
+            link.dead.cancel();
+        }
+    }
+}
+
+fn open_failure(why: &ChannelOpenFailure) -> String {
+    match why {
+        ChannelOpenFailure::ConnectFailed => {
+            "connection failed (refused, unreachable, or the name does not resolve in the pod)"
+                .to_owned()
+        }
+        ChannelOpenFailure::AdministrativelyProhibited => {
+            "the shadow does not allow TCP forwarding (sshd: AllowTcpForwarding)".to_owned()
+        }
+        ChannelOpenFailure::ResourceShortage => "the shadow is out of resources".to_owned(),
+        ChannelOpenFailure::UnknownChannelType => {
+            "the shadow does not support direct-tcpip channels".to_owned()
+        }
+        ChannelOpenFailure::Other { code, reason } => format!("refused ({code}: {reason})"),
+    }
+}

@@ -1,0 +1,288 @@
+//! Shared set-up of kt-core's end-to-end tests: a namespace with the echo app, the
+//! shipped Role bound to a ServiceAccount, a kubeconfig for that ServiceAccount (so
+//! every test runs with namespace-scoped permissions only), and a session.
+//!
+//! Every test talks to the lab (`testbed/up`) and fails when it is down. The flavour
+//! of the shadow is a parameter: [`both_flavours!`] makes one test per flavour.
+//! The kt-shadow flavour needs `KT_SHADOW_BIN` (from the environment or
+//! `/run/ktlab/env`): the lab's node agent runs that binary for image
+//! `kt.dev/kt-shadow`, and the readiness probe execs it.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kt_core::{ConnectOptions, Session, ShadowFlavour};
+use kt_lab_tests::{EchoApp, EchoReply, Lab, TestNamespace};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// The Role shipped with kt-core.
+pub(crate) const ROLE_YAML: &str = include_str!("../../rbac/kt-role.yaml");
+
+/// The ServiceAccount the tests run kt as.
+pub(crate) const TEST_USER: &str = "kt-user";
+
+/// One test per shadow flavour: `mod <name> { fn openssh(); fn kt_shadow(); }`, each
+/// calling `<name>(flavour)`.
+#[macro_export]
+macro_rules! both_flavours {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn openssh() -> anyhow::Result<()> {
+                super::$name(kt_core::ShadowFlavour::OpenSsh).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kt_shadow() -> anyhow::Result<()> {
+                super::$name(kt_core::ShadowFlavour::KtShadow).await
+            }
+        }
+    };
+}
+
+/// The kt-shadow binary the lab runs for `kt.dev/kt-shadow`: `$KT_SHADOW_BIN`, else
+/// the value `testbed/up` wrote into `/run/ktlab/env`.
+pub(crate) fn kt_shadow_bin() -> Result<String> {
+    if let Some(v) = std::env::var("KT_SHADOW_BIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Ok(v);
+    }
+    let env = std::fs::read_to_string("/run/ktlab/env").unwrap_or_default();
+    env.lines()
+        .find_map(|l| l.strip_prefix("export KT_SHADOW_BIN="))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .context(
+            "KT_SHADOW_BIN is not set (nor in /run/ktlab/env): the lab cannot run the kt-shadow \
+             flavour; build kt-shadow, export KT_SHADOW_BIN and restart the lab's node agent",
+        )
+}
+
+/// Options for `flavour` in namespace `ns` with the kubeconfig `kubeconfig`.
+pub(crate) fn options(
+    flavour: ShadowFlavour,
+    ns: &str,
+    kubeconfig: &Path,
+) -> Result<ConnectOptions> {
+    let mut opts = ConnectOptions::new()
+        .kubeconfig(kubeconfig)
+        .namespace(ns)
+        .flavour(flavour)
+        .on_event(|e| eprintln!("kt: {e}"));
+    if flavour == ShadowFlavour::KtShadow {
+        // The lab runs containers as host processes: the probe execs the host binary.
+        opts = opts.shadow_probe_binary(kt_shadow_bin()?);
+    }
+    Ok(opts)
+}
+
+/// For the kt-shadow flavour, makes `ns` enforce the restricted Pod Security Standard
+/// (the shadow must pass it). Call it after deploying the echo app, which does not
+/// pass it (enforcement applies to pods created afterwards). sshd runs as root and needs
+/// the default (privileged) namespace.
+pub(crate) async fn restrict_for(ns: &TestNamespace, flavour: ShadowFlavour) -> Result<()> {
+    if flavour == ShadowFlavour::KtShadow {
+        ns.lab()
+            .kubectl(&[
+                "label",
+                "namespace",
+                ns.name(),
+                "pod-security.kubernetes.io/enforce=restricted",
+            ])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies the shipped Role in `ns`, makes ServiceAccount [`TEST_USER`] (bound to the
+/// Role when `bind`), and writes a kubeconfig that authenticates as it.
+pub(crate) async fn scoped_kubeconfig(ns: &TestNamespace, bind: bool) -> Result<PathBuf> {
+    ns.apply(ROLE_YAML).await?;
+    ns.kubectl(&["create", "serviceaccount", TEST_USER]).await?;
+    if bind {
+        let sa = format!("{}:{TEST_USER}", ns.name());
+        ns.kubectl(&[
+            "create",
+            "rolebinding",
+            "kt",
+            "--role=kt",
+            &format!("--serviceaccount={sa}"),
+        ])
+        .await?;
+    }
+    let token = ns
+        .kubectl(&["create", "token", TEST_USER, "--duration=2h"])
+        .await?;
+    let admin = kube::config::Kubeconfig::read_from(ns.lab().kubeconfig())
+        .context("reading the lab's admin kubeconfig")?;
+    let cluster = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .context("the admin kubeconfig has no cluster")?;
+    let server = cluster
+        .server
+        .context("the admin kubeconfig has no server")?;
+    let ca = cluster
+        .certificate_authority_data
+        .context("the admin kubeconfig has no certificate-authority-data")?;
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "lab", "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": TEST_USER, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "kt", "context": {"cluster": "lab", "user": TEST_USER, "namespace": ns.name()}}],
+        "current-context": "kt",
+    });
+    let dir = std::env::temp_dir().join("kt-core-tests");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.kubeconfig", ns.name()));
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(path)
+}
+
+/// A namespace with the echo app and a session in it, made with the shipped Role only.
+pub(crate) struct Fixture {
+    pub(crate) lab: Lab,
+    pub(crate) ns: TestNamespace,
+    pub(crate) echo: EchoApp,
+    pub(crate) session: Session,
+    pub(crate) kubeconfig: PathBuf,
+}
+
+impl Fixture {
+    /// Sets everything up for `flavour` with `replicas` echo pods.
+    pub(crate) async fn start(
+        test: &str,
+        flavour: ShadowFlavour,
+        replicas: i32,
+    ) -> Result<Fixture> {
+        Box::pin(Self::start_with(test, flavour, replicas, |o| o)).await
+    }
+
+    /// [`Fixture::start`] with changed options.
+    pub(crate) async fn start_with(
+        test: &str,
+        flavour: ShadowFlavour,
+        replicas: i32,
+        tweak: impl FnOnce(ConnectOptions) -> ConnectOptions,
+    ) -> Result<Fixture> {
+        let lab = Lab::connect().await?;
+        let ns = lab.namespace(test).await?;
+        let echo = ns.deploy_echo(replicas).await?;
+        restrict_for(&ns, flavour).await?;
+        let kubeconfig = scoped_kubeconfig(&ns, true).await?;
+        let opts = tweak(options(flavour, ns.name(), &kubeconfig)?);
+        let started = std::time::Instant::now();
+        let session = Session::connect(opts).await;
+        let session = ns
+            .explain(session.map_err(anyhow::Error::from))
+            .await
+            .with_context(|| format!("connecting with the {flavour:?} shadow"))?;
+        eprintln!("connected ({flavour:?}) in {:?}", started.elapsed());
+        Ok(Fixture {
+            lab,
+            ns,
+            echo,
+            session,
+            kubeconfig,
+        })
+    }
+
+    /// Closes the session and checks that nothing of it is left in the cluster.
+    pub(crate) async fn finish(self) -> Result<()> {
+        self.session.close().await?;
+        let left = self
+            .ns
+            .kubectl(&[
+                "get",
+                "all,secrets,configmaps",
+                "-l",
+                &format!("kt.dev/session={}", self.session.id()),
+                "-o",
+                "name",
+            ])
+            .await?;
+        ensure!(left.trim().is_empty(), "left after close(): {left}");
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        Ok(())
+    }
+}
+
+/// Runs curl with the given proxy arguments against `url`; returns the echo reply.
+pub(crate) async fn curl_echo(proxy_args: &[&str], url: &str) -> Result<EchoReply> {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sS", "--fail-with-body", "--max-time", "30"])
+        .args(proxy_args)
+        .arg(url)
+        // The test's own proxy settings must not interfere.
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy");
+    let what = format!("`curl {} {url}`", proxy_args.join(" "));
+    let out = kt_lab_tests::run_bounded(cmd, &what, None, Duration::from_secs(60)).await?;
+    let body = kt_lab_tests::check_output(&what, out)?;
+    let json: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{what} gave no JSON: {body}"))?;
+    EchoReply::from_json(json)
+}
+
+/// A TCP stream to `host:port` through a SOCKS5 proxy (name sent to the proxy).
+pub(crate) async fn socks_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.write_all(&[5, 1, 0]).await?;
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method).await?;
+    ensure!(method == [5, 0], "SOCKS5 method refused: {method:?}");
+    let len = u8::try_from(host.len())?;
+    let mut req = vec![5, 1, 0, 3, len];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await?;
+    if head[1] != 0 {
+        bail!(
+            "SOCKS5 CONNECT {host}:{port} refused with reply code {}",
+            head[1]
+        );
+    }
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => usize::from(s.read_u8().await?) + 2,
+        other => bail!("bad address type {other} in the SOCKS5 reply"),
+    };
+    let mut skip = vec![0u8; rest];
+    s.read_exact(&mut skip).await?;
+    Ok(s)
+}
+
+/// Writes `data`, half-closes, reads until EOF: what an echo server sends back.
+pub(crate) async fn echo_round_trip(stream: TcpStream, data: Vec<u8>) -> Result<Vec<u8>> {
+    let (mut r, mut w) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await?;
+        w.shutdown().await?;
+        anyhow::Ok(w)
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await?;
+    let _keep = writer.await??;
+    Ok(back)
+}
