@@ -14,12 +14,13 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
 use crate::cluster::spec::{OPENSSH_USER, SessionKeys, ShadowSpec};
-use crate::cluster::target::Target;
+use crate::cluster::target::{Destination, Target};
 use crate::cluster::{Cluster, Objects, heartbeat, wait};
 use crate::dns::{Resolver, SearchList};
 use crate::error::{Error, Result};
 use crate::events::{Callback, Event, EventBus, Events};
 use crate::tunnel::transport::{Link, TransportConfig, Tunnel};
+use crate::tunnel::udp::{self, DatagramChannel};
 use crate::tunnel::{Dialer, Tasks, accept_loop, bind, forward, http, socks};
 
 /// Environment variable overriding the default shadow image (both flavours).
@@ -188,9 +189,9 @@ impl ConnectOptions {
         self
     }
 
-    /// Where the kt-shadow binary is inside the container, for the readiness probe
-    /// (default `/kt-shadow`, as in the image). The lab runs containers as host
-    /// processes, so there it is the host path of the binary.
+    /// The command the readiness probe runs to find the kt-shadow binary (default
+    /// `kt-shadow`, looked up through the container's `PATH`, which the image sets).
+    /// Set it for a custom image that keeps the binary off its `PATH`.
     pub fn shadow_probe_binary(mut self, path: impl Into<String>) -> Self {
         self.shadow_probe_binary = Some(path.into());
         self
@@ -353,6 +354,7 @@ struct Inner {
     tasks: Tasks,
     events: Arc<EventBus>,
     cluster_domain: String,
+    flavour: ShadowFlavour,
     close_timeout: Duration,
     closing: AtomicBool,
     close_done: tokio::sync::Mutex<bool>,
@@ -512,6 +514,7 @@ impl Session {
                 tasks,
                 events,
                 cluster_domain: opts.cluster_domain.clone(),
+                flavour: opts.flavour,
                 close_timeout: opts.close_timeout,
                 closing: AtomicBool::new(false),
                 close_done: tokio::sync::Mutex::new(false),
@@ -611,13 +614,7 @@ impl Session {
     /// As [`Session::forward`].
     pub async fn forward_target(&self, target: Target, port: u16) -> Result<SocketAddr> {
         self.check_open()?;
-        let dest = target
-            .destination(&self.inner.cluster, &self.inner.cluster_domain)
-            .await?;
-        if let crate::cluster::target::Destination::Name(name) = &dest {
-            // Fail now, not at the first connection, when the name does not exist.
-            self.inner.dialer.resolver.resolve(name).await?;
-        }
+        let dest = self.destination(&target).await?;
         let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         let addr = local_addr(&listener)?;
         let dialer = self.inner.dialer.clone();
@@ -628,6 +625,62 @@ impl Session {
                 forward::handle(s, dialer.clone(), dest.clone(), port)
             }));
         Ok(addr)
+    }
+
+    /// Like [`Session::forward`] for UDP: binds a UDP socket on 127.0.0.1 (a free port)
+    /// and relays the datagrams it receives to `target`'s UDP `port` in the cluster, and
+    /// the replies back to their sender. Each local sender (source address and port)
+    /// gets a flow of its own — one `direct-udp@kt.dev` channel through the shadow — so
+    /// replies go to the right sender; datagram boundaries are kept both ways (up to
+    /// 65 507 bytes each), and a flow with no datagram either way for 60 s is closed
+    /// (the next datagram opens a new one). As with any UDP path, a datagram may be
+    /// lost. `target` is parsed as for [`Session::forward`]. The forward lives until
+    /// the session closes.
+    ///
+    /// Only the [`ShadowFlavour::KtShadow`] shadow relays UDP.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] with the [`ShadowFlavour::OpenSsh`] shadow ("UDP needs the
+    /// kt-shadow agent; the OpenSSH shadow only carries TCP"), and the errors of
+    /// [`Session::forward`].
+    pub async fn forward_udp(&self, target: &str, port: u16) -> Result<SocketAddr> {
+        self.check_open()?;
+        udp::check_supported(self.inner.flavour)?;
+        let dest = self.destination(&target.parse()?).await?;
+        let addr = udp::forward(self.inner.dialer.clone(), &self.inner.tasks, dest, port).await?;
+        tracing::info!(target: "kt", "forwarding UDP {addr} to {target} port {port}");
+        Ok(addr)
+    }
+
+    /// One UDP flow to `target`'s UDP `port` in the cluster, as a [`DatagramChannel`]
+    /// with `send`/`recv` of whole datagrams, for callers that want no local socket.
+    /// `target` is parsed as for [`Session::forward`]. The flow ends when the channel is
+    /// dropped, the session closes, or after 60 s with no datagram either way.
+    ///
+    /// Only the [`ShadowFlavour::KtShadow`] shadow relays UDP.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::forward_udp`], and [`Error::Connect`] when the shadow cannot open a
+    /// UDP socket to the target.
+    pub async fn udp_channel(&self, target: &str, port: u16) -> Result<DatagramChannel> {
+        self.check_open()?;
+        udp::check_supported(self.inner.flavour)?;
+        let dest = self.destination(&target.parse()?).await?;
+        DatagramChannel::open(&self.inner.dialer, &self.inner.tasks, &dest, target, port).await
+    }
+
+    /// Where a forward to `target` goes, looked up in the API (Service, pod) and, for a
+    /// name, checked in the cluster DNS now rather than at the first connection.
+    async fn destination(&self, target: &Target) -> Result<Destination> {
+        let dest = target
+            .destination(&self.inner.cluster, &self.inner.cluster_domain)
+            .await?;
+        if let Destination::Name(name) = &dest {
+            self.inner.dialer.resolver.resolve(name).await?;
+        }
+        Ok(dest)
     }
 
     /// Removes every object the session created and waits until the API server no
@@ -888,6 +941,8 @@ mod tests {
         assert_send(&s.close());
         assert_send(&s.resolve("x"));
         assert_send(&s.forward("x", 1));
+        assert_send(&s.forward_udp("x", 1));
+        assert_send(&s.udp_channel("x", 1));
         assert_send(&s.events().next());
     }
 

@@ -158,11 +158,12 @@ impl ProbeArgs {
     }
 
     /// The whole command of the shadow container's exec readiness probe:
-    /// [`shadow::BINARY_PATH`] followed by [`ProbeArgs::to_args`]. An exec probe is
+    /// [`shadow::BINARY_NAME`] (found through the container's `PATH`) followed by
+    /// [`ProbeArgs::to_args`]. An exec probe is
     /// needed because the SSH port is loopback-only and kubelet TCP probes dial the
     /// pod IP.
     pub fn exec_command(&self) -> Vec<String> {
-        let mut command = vec![shadow::BINARY_PATH.to_owned()];
+        let mut command = vec![shadow::BINARY_NAME.to_owned()];
         command.extend(self.to_args());
         command
     }
@@ -450,7 +451,7 @@ mod tests {
         );
         assert_eq!(
             ProbeArgs::default().exec_command(),
-            ["/kt-shadow", "probe", "--addr", "127.0.0.1:2222"]
+            ["kt-shadow", "probe", "--addr", "127.0.0.1:2222"]
         );
         let cmd = parse("probe --addr 127.0.0.1:9").ok();
         assert_eq!(

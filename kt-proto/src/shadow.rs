@@ -41,8 +41,13 @@ pub const LISTEN_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
 /// binary; real clusters pull it from a registry under this name or an override).
 pub const IMAGE: &str = "kt.dev/kt-shadow";
 
-/// Path of the binary inside the image.
-pub const BINARY_PATH: &str = "/kt-shadow";
+/// Path of the binary inside the image (the image's entrypoint).
+pub const BINARY_PATH: &str = "/usr/local/bin/kt-shadow";
+
+/// The binary's name, looked up through the container's `PATH` (the image sets
+/// `PATH=/usr/local/bin`): the exec readiness probe uses it, so any runtime that
+/// puts the binary on the container's `PATH` works.
+pub const BINARY_NAME: &str = "kt-shadow";
 
 /// The user id the shadow runs as (non-root, the "nonroot" id of distroless images).
 pub const RUN_AS_USER: i64 = 65532;

@@ -471,7 +471,7 @@ mod tests {
             .and_then(|p| p.exec)
             .and_then(|e| e.command)
             .unwrap_or_default();
-        assert_eq!(probe, ["/kt-shadow", "probe", "--addr", "127.0.0.1:2222"]);
+        assert_eq!(probe, ["kt-shadow", "probe", "--addr", "127.0.0.1:2222"]);
         assert_eq!(c.args.clone().unwrap_or_default()[0], "serve");
         let l = pod.metadata.labels.unwrap_or_default();
         assert_eq!(
