@@ -246,6 +246,39 @@ pub enum Error {
         detail: String,
     },
 
+    /// The session's shadow cannot do what was asked: UDP
+    /// ([`Session::forward_udp`](crate::Session::forward_udp),
+    /// [`Session::udp_channel`](crate::Session::udp_channel)) with the
+    /// [`OpenSsh`](crate::ShadowFlavour::OpenSsh) shadow.
+    #[error("{feature} is not available in this session: {reason}")]
+    Unsupported {
+        /// What was asked for (`UDP`).
+        feature: &'static str,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
+
+    /// A datagram longer than a UDP flow carries (65 507 bytes, the largest UDP payload
+    /// over IPv4).
+    #[error("a {len}-byte datagram is longer than the {max} bytes a UDP flow carries")]
+    DatagramTooLarge {
+        /// The datagram's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A UDP flow ([`DatagramChannel`](crate::DatagramChannel)) has ended.
+    #[error("the UDP flow to {target} port {port} is closed: {reason}; open a new one")]
+    FlowClosed {
+        /// The target as given.
+        target: String,
+        /// The port.
+        port: u16,
+        /// Why it ended.
+        reason: String,
+    },
+
     /// The tunnel is down and could not be re-established.
     #[error("the tunnel to the shadow pod is down: {reason}; close this session and connect again")]
     TunnelDown {

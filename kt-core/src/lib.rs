@@ -9,7 +9,8 @@
 //!   ([`Session::http_proxy_addr`], `CONNECT` and plain `http://` forwarding), both
 //!   resolving names in the cluster with the search list of a pod in the session's
 //!   namespace (`web`, `web.other-ns`, `web.other-ns.svc.cluster.local`);
-//! - per-target local forwards ([`Session::forward`]);
+//! - per-target local forwards ([`Session::forward`]), and for UDP
+//!   ([`Session::forward_udp`], [`Session::udp_channel`]; kt-shadow only);
 //! - DNS lookups through the cluster DNS ([`Session::resolve`]);
 //! - environment variables for a child process ([`Session::env`]).
 //!
@@ -71,7 +72,32 @@
 //! [`ShadowFlavour::KtShadow`] (default) runs `kt-shadow`; build `kt-shadow/Dockerfile`
 //! and push the image where your nodes can pull it, then set
 //! [`ConnectOptions::shadow_image`] or `KT_SHADOW_IMAGE`. [`ShadowFlavour::OpenSsh`] runs
-//! a stock sshd as root (the kt-connect-compatible shadow); see its docs.
+//! a stock sshd as root (the kt-connect-compatible shadow); see its docs. Only
+//! kt-shadow relays UDP: with the OpenSSH shadow, [`Session::forward_udp`] and
+//! [`Session::udp_channel`] fail with [`Error::Unsupported`] ("UDP needs the kt-shadow
+//! agent; the OpenSSH shadow only carries TCP").
+//!
+//! # UDP
+//!
+//! [`Session::forward_udp`] binds a UDP socket on 127.0.0.1 and gives each local
+//! sender its own flow to the target: a `direct-udp@kt.dev` channel through kt-shadow,
+//! which sends from a UDP socket connected to the target, so replies come back to the
+//! sender that caused them. Datagrams keep their boundaries (up to 65 507 bytes); a
+//! flow idle for 60 s is closed. [`Session::udp_channel`] is the same flow without a
+//! local socket ([`DatagramChannel::send`], [`DatagramChannel::recv`]).
+//!
+//! ```no_run
+//! # async fn demo(session: &kt_core::Session) -> Result<(), kt_core::Error> {
+//! // A local UDP port for the cluster DNS Service...
+//! let dns = session.forward_udp("kube-dns.kube-system", 53).await?;
+//! println!("dig @{} -p {} web.dev.svc.cluster.local", dns.ip(), dns.port());
+//!
+//! // ...or datagrams straight from the program.
+//! let flow = session.udp_channel("svc/statsd", 8125).await?;
+//! flow.send(b"hits:1|c").await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod cluster;
 mod dns;
@@ -87,3 +113,4 @@ pub use session::{
     ConnectOptions, DEFAULT_OPENSSH_IMAGE, FALLBACK_DNS_SERVER, SHADOW_IMAGE_ENV, Session,
     ShadowFlavour,
 };
+pub use tunnel::udp::DatagramChannel;

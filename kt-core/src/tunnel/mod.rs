@@ -1,18 +1,19 @@
-//! The tunnel (port-forward + SSH) and what runs over it: the SOCKS5 and HTTP proxies
-//! and local forwards.
+//! The tunnel (port-forward + SSH) and what runs over it: the SOCKS5 and HTTP proxies,
+//! local forwards and UDP flows.
 
 mod decouple;
 pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod socks;
 pub(crate) mod transport;
+pub(crate) mod udp;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use russh::ChannelStream;
 use russh::client::Msg;
+use russh::{Channel, ChannelStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::target::Destination;
 use crate::dns::Resolver;
 use crate::error::{Error, Result};
-use transport::Tunnel;
+use transport::{ChannelKind, Tunnel};
 
 /// A byte stream to a host and port in the cluster.
 pub(crate) type RemoteStream = ChannelStream<Msg>;
@@ -37,18 +38,8 @@ impl Dialer {
     /// A stream to `host:port`; a name is resolved through the cluster DNS first, and
     /// each of its addresses is tried in turn.
     pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<RemoteStream> {
-        let ips = self.resolver.resolve(host).await?;
-        let mut last = None;
-        for ip in ips {
-            match self.dial_ip(ip, port).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::NameNotFound {
-            name: host.to_owned(),
-            tried: Vec::new(),
-        }))
+        let (channel, _) = self.open_name(host, port, ChannelKind::Tcp).await?;
+        Ok(channel.into_stream())
     }
 
     /// A stream to `ip:port`.
@@ -63,10 +54,46 @@ impl Dialer {
         dest: &Destination,
         port: u16,
     ) -> Result<RemoteStream> {
+        let (channel, _) = self.open_destination(dest, port, ChannelKind::Tcp).await?;
+        Ok(channel.into_stream())
+    }
+
+    /// A channel of `kind` to a destination, and the address it went to.
+    pub(crate) async fn open_destination(
+        &self,
+        dest: &Destination,
+        port: u16,
+        kind: ChannelKind,
+    ) -> Result<(Channel<Msg>, IpAddr)> {
         match dest {
-            Destination::Ip(ip) => self.dial_ip(*ip, port).await,
-            Destination::Name(name) => self.dial(name, port).await,
+            Destination::Ip(ip) => {
+                let channel = self.tunnel.open_kind(&ip.to_string(), port, kind).await?;
+                Ok((channel, *ip))
+            }
+            Destination::Name(name) => self.open_name(name, port, kind).await,
         }
+    }
+
+    /// A channel of `kind` to `host:port`, trying each address of a name in turn; and
+    /// the address it went to.
+    async fn open_name(
+        &self,
+        host: &str,
+        port: u16,
+        kind: ChannelKind,
+    ) -> Result<(Channel<Msg>, IpAddr)> {
+        let ips = self.resolver.resolve(host).await?;
+        let mut last = None;
+        for ip in ips {
+            match self.tunnel.open_kind(&ip.to_string(), port, kind).await {
+                Ok(channel) => return Ok((channel, ip)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NameNotFound {
+            name: host.to_owned(),
+            tried: Vec::new(),
+        }))
     }
 }
 

@@ -78,6 +78,15 @@ impl Handler for Client {
     }
 }
 
+/// What a channel opened with [`Tunnel::open_kind`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelKind {
+    /// A TCP connection (`direct-tcpip`).
+    Tcp,
+    /// A UDP flow (`direct-udp@kt.dev`, kt-shadow only; see `kt_proto::channel`).
+    Udp,
+}
+
 /// One established port-forward + SSH session.
 pub(crate) struct Link {
     handle: Handle<Client>,
@@ -225,10 +234,20 @@ impl Link {
         })
     }
 
-    /// Opens a `direct-tcpip` channel to `host:port` from the shadow.
-    async fn open(&self, host: &str, port: u16) -> Result<Channel<Msg>, russh::Error> {
+    /// Opens a `direct-tcpip` channel to `host:port` from the shadow; `kind` decides
+    /// the originator address, which marks a `direct-udp@kt.dev` flow.
+    async fn open(
+        &self,
+        host: &str,
+        port: u16,
+        kind: ChannelKind,
+    ) -> Result<Channel<Msg>, russh::Error> {
+        let originator = match kind {
+            ChannelKind::Tcp => "127.0.0.1",
+            ChannelKind::Udp => kt_proto::channel::DIRECT_UDP,
+        };
         self.handle
-            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .channel_open_direct_tcpip(host, u32::from(port), originator, 0)
             .await
     }
 
@@ -268,6 +287,16 @@ impl Tunnel {
 
     /// Opens a channel to `host:port` in the cluster, waiting for a reconnect in progress.
     pub(crate) async fn open(&self, host: &str, port: u16) -> Result<Channel<Msg>> {
+        self.open_kind(host, port, ChannelKind::Tcp).await
+    }
+
+    /// [`Tunnel::open`] for a TCP connection or a UDP flow.
+    pub(crate) async fn open_kind(
+        &self,
+        host: &str,
+        port: u16,
+        kind: ChannelKind,
+    ) -> Result<Channel<Msg>> {
         let deadline = tokio::time::Instant::now() + self.cfg.open_timeout;
         let mut rx = self.state.subscribe();
         loop {
@@ -293,7 +322,7 @@ impl Tunnel {
                     continue;
                 }
             };
-            let opened = tokio::time::timeout_at(deadline, link.open(host, port)).await;
+            let opened = tokio::time::timeout_at(deadline, link.open(host, port, kind)).await;
             match opened {
                 Ok(Ok(channel)) => return Ok(channel),
                 Ok(Err(russh::Error::ChannelOpenFailure(why))) => {

@@ -74,7 +74,7 @@ pub(crate) fn options(
     ns: &str,
     kubeconfig: &Path,
 ) -> Result<ConnectOptions> {
-    let mut opts = ConnectOptions::new()
+    let opts = ConnectOptions::new()
         .kubeconfig(kubeconfig)
         .namespace(ns)
         .flavour(flavour)
