@@ -94,36 +94,16 @@ impl Bench {
 
     /// Options for a session with `flavour` in the benchmark's namespace.
     pub fn kt_options_for(&self, flavour: ShadowFlavour) -> Result<ConnectOptions> {
-        let mut opts = ConnectOptions::new()
+        let opts = ConnectOptions::new()
             .kubeconfig(self.lab.kubeconfig())
             .namespace(self.ns.name())
             .flavour(flavour);
         if flavour == ShadowFlavour::KtShadow {
-            // The lab runs containers as host processes: the probe execs the host binary.
-            opts = opts.shadow_probe_binary(kt_shadow_bin()?);
+            // The lab must be able to run the shadow (the probe finds it through PATH).
+            kt_lab_tests::kt_shadow_bin()?;
         }
         Ok(opts)
     }
-}
-
-/// The kt-shadow binary the lab runs for image `kt.dev/kt-shadow`: `$KT_SHADOW_BIN`,
-/// else the value `testbed/up` wrote into `/run/ktlab/env`.
-pub fn kt_shadow_bin() -> Result<String> {
-    if let Some(v) = std::env::var("KT_SHADOW_BIN")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return Ok(v);
-    }
-    let env = std::fs::read_to_string("/run/ktlab/env").unwrap_or_default();
-    env.lines()
-        .find_map(|l| l.strip_prefix("export KT_SHADOW_BIN="))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .filter(|v| !v.is_empty())
-        .context(
-            "KT_SHADOW_BIN is not set (nor in /run/ktlab/env): the lab cannot run the kt-shadow \
-             flavour; build kt-shadow, export KT_SHADOW_BIN and restart the lab's node agent",
-        )
 }
 
 /// A scratch directory under the system temp dir, removed when dropped.

@@ -233,28 +233,7 @@ fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
 /// as kt-core's OpenSSH flavour: loopback only, the session's keys only, sshd as root.
 fn manifests(authorized_keys: &str, host_key: &str) -> Result<serde_json::Value> {
     let dir = shadow::MOUNT_DIR;
-    let sshd_config = format!(
-        "Port {SSHD_PORT}\n\
-         ListenAddress 127.0.0.1\n\
-         HostKey {dir}/{host}\n\
-         AuthorizedKeysFile {dir}/{auth}\n\
-         PubkeyAuthentication yes\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         PermitRootLogin prohibit-password\n\
-         StrictModes no\n\
-         AllowTcpForwarding yes\n\
-         GatewayPorts yes\n\
-         X11Forwarding no\n\
-         PermitTTY no\n\
-         UseDNS no\n\
-         PidFile none\n\
-         UsePAM no\n\
-         MaxStartups 100:30:200\n\
-         ClientAliveInterval 30\n",
-        host = shadow::SECRET_HOST_KEY,
-        auth = shadow::SECRET_AUTHORIZED_KEYS,
-    );
+    let sshd_config = kt_core::openssh_sshd_config(SSHD_PORT);
     let labels = serde_json::json!({ "app": SSHD_POD });
     Ok(serde_json::json!({
         "apiVersion": "v1",

@@ -106,6 +106,7 @@ mod events;
 mod session;
 mod tunnel;
 
+pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
 pub use error::{Error, ROLE_YAML, Result};
 pub use events::{Event, Events};

@@ -330,8 +330,9 @@ fn restricted_container() -> SecurityContext {
 
 /// The configuration of the OpenSSH shadow: loopback only, the session's keys from the
 /// Secret, public-key login only, TCP forwarding (and remote forwards reachable from
-/// other pods, as kt-connect's `GatewayPorts yes`).
-pub(crate) fn sshd_config(port: u16) -> String {
+/// other pods, as kt-connect's `GatewayPorts yes`). Public so that tools running
+/// their own sshd beside kt (benchmarks, kt-connect-style images) use the same file.
+pub fn sshd_config(port: u16) -> String {
     let dir = shadow::MOUNT_DIR;
     format!(
         "# Written by kt for one session.\n\

@@ -48,26 +48,6 @@ macro_rules! both_flavours {
     };
 }
 
-/// The kt-shadow binary the lab runs for `kt.dev/kt-shadow`: `$KT_SHADOW_BIN`, else
-/// the value `testbed/up` wrote into `/run/ktlab/env`.
-pub(crate) fn kt_shadow_bin() -> Result<String> {
-    if let Some(v) = std::env::var("KT_SHADOW_BIN")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return Ok(v);
-    }
-    let env = std::fs::read_to_string("/run/ktlab/env").unwrap_or_default();
-    env.lines()
-        .find_map(|l| l.strip_prefix("export KT_SHADOW_BIN="))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .filter(|v| !v.is_empty())
-        .context(
-            "KT_SHADOW_BIN is not set (nor in /run/ktlab/env): the lab cannot run the kt-shadow \
-             flavour; build kt-shadow, export KT_SHADOW_BIN and restart the lab's node agent",
-        )
-}
-
 /// Options for `flavour` in namespace `ns` with the kubeconfig `kubeconfig`.
 pub(crate) fn options(
     flavour: ShadowFlavour,
@@ -81,7 +61,7 @@ pub(crate) fn options(
         .on_event(|e| eprintln!("kt: {e}"));
     if flavour == ShadowFlavour::KtShadow {
         // The lab's node agent must be able to run the shadow at all.
-        kt_shadow_bin()?;
+        kt_lab_tests::kt_shadow_bin()?;
     }
     Ok(opts)
 }

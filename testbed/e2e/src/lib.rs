@@ -68,6 +68,27 @@ const POLL: Duration = Duration::from_millis(500);
 /// Label put on every namespace the tests create, so leftovers can be found.
 pub const E2E_LABEL: &str = "kt.dev/e2e";
 
+/// The kt-shadow binary the lab runs for image `kt.dev/kt-shadow`: `$KT_SHADOW_BIN`,
+/// else the value `testbed/up` wrote into `/run/ktlab/env`. Fails with what to do when
+/// neither is set (the lab then cannot run kt's shadow).
+pub fn kt_shadow_bin() -> Result<String> {
+    if let Some(v) = std::env::var("KT_SHADOW_BIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Ok(v);
+    }
+    let env = std::fs::read_to_string("/run/ktlab/env").unwrap_or_default();
+    env.lines()
+        .find_map(|l| l.strip_prefix("export KT_SHADOW_BIN="))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .context(
+            "KT_SHADOW_BIN is not set (nor in /run/ktlab/env): the lab cannot run the kt-shadow \
+             flavour; run testbed/up, which builds kt-shadow and restarts nothing else",
+        )
+}
+
 /// A handle on the running lab: a kube-rs client plus the kubectl to run.
 #[derive(Clone)]
 pub struct Lab {
