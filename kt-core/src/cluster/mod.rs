@@ -1,6 +1,7 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
 //! Secret and Pod, waiting for it, the heartbeat, looking up forward targets, cleanup.
 
+mod client;
 pub(crate) mod heartbeat;
 pub(crate) mod spec;
 pub(crate) mod target;
@@ -71,7 +72,7 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(|source| Error::Client {
+        let client = client::build_client(config).map_err(|source| Error::Client {
             server: server.clone(),
             source,
         })?;
