@@ -108,6 +108,8 @@ mod tunnel;
 
 pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
+pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
+pub use dns::system::{ResolvConf, ResolvConfGuard};
 pub use error::{Error, ROLE_YAML, Result};
 pub use events::{Event, Events};
 pub use session::{

@@ -3,6 +3,9 @@
 //! OpenSSH shadow), with the search list of a pod in the session's namespace applied
 //! here, as a pod's resolver would (`ndots:5`).
 
+pub(crate) mod server;
+pub(crate) mod system;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};

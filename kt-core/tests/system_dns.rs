@@ -1,0 +1,313 @@
+//! System DNS pieces on loopback, no lab: the local DNS server queried with the real
+//! `dig` over UDP and TCP (cluster names from a fake cluster resolver, other names
+//! forwarded to a fake upstream), and the resolv.conf installer with its restore
+//! record (normal restore, and recovery after a simulated crash). Never touches the
+//! machine's /etc/resolv.conf.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, ensure};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
+use kt_core::{ClusterResolver, DnsServer, DnsServerConfig, Error, ResolvConf};
+use tokio::net::UdpSocket;
+
+/// A cluster of a map, with the search list of a pod in namespace `dev`.
+struct FakeCluster(HashMap<String, Vec<IpAddr>>);
+
+impl ClusterResolver for FakeCluster {
+    async fn resolve(&self, name: &str) -> kt_core::Result<Vec<IpAddr>> {
+        if let Some(absolute) = name.strip_suffix('.') {
+            return self
+                .0
+                .get(absolute)
+                .cloned()
+                .ok_or_else(|| Error::NameNotFound {
+                    name: name.to_owned(),
+                    tried: vec![name.to_owned()],
+                });
+        }
+        assert!(
+            !name.ends_with(".cluster.local"),
+            "{name} should be absolute"
+        );
+        let candidates = [
+            format!("{name}.dev.svc.cluster.local"),
+            format!("{name}.svc.cluster.local"),
+            format!("{name}.cluster.local"),
+            name.to_owned(),
+        ];
+        for c in &candidates {
+            if let Some(ips) = self.0.get(c) {
+                return Ok(ips.clone());
+            }
+        }
+        Err(Error::NameNotFound {
+            name: name.to_owned(),
+            tried: candidates.to_vec(),
+        })
+    }
+}
+
+const OUTSIDE_IP: &str = "203.0.113.7";
+
+/// A UDP DNS responder: `outside.example.com` A → 203.0.113.7, anything else NXDOMAIN.
+async fn fake_upstream() -> Result<SocketAddr> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((len, peer)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
+            let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+            reply.add_queries(query.queries.iter().cloned());
+            match query.queries.first() {
+                Some(q)
+                    if q.name().to_ascii() == "outside.example.com."
+                        && q.query_type() == RecordType::A =>
+                {
+                    reply.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(A(OUTSIDE_IP.parse().unwrap())),
+                    ));
+                }
+                _ => reply.metadata.response_code = ResponseCode::NXDomain,
+            }
+            if let Ok(bytes) = reply.to_vec() {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    Ok(addr)
+}
+
+/// `dig` output: (status, answer IPs).
+async fn dig(server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Result<(String, String)> {
+    let mut cmd = tokio::process::Command::new("dig");
+    cmd.arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(["+time=3", "+tries=1", "+noall", "+comments", "+answer"]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    let out = cmd
+        .arg(name)
+        .arg(rtype)
+        .output()
+        .await
+        .context("running dig")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NONE")
+        .to_owned();
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().last())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((status, answers))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_dns_server_answers_cluster_names_and_forwards_the_rest() -> Result<()> {
+    let upstream = fake_upstream().await?;
+    let cluster = FakeCluster(HashMap::from([
+        (
+            "echo.dev.svc.cluster.local".to_owned(),
+            vec!["10.96.0.10".parse()?, "fd00::10".parse()?],
+        ),
+        (
+            "web.other.svc.cluster.local".to_owned(),
+            vec!["10.96.0.20".parse()?],
+        ),
+    ]));
+    let server = DnsServer::start(
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream),
+        Arc::new(cluster),
+    )
+    .await?;
+    let addr = server.local_addr();
+    for tcp in [false, true] {
+        let cases = [
+            ("echo.dev.svc.cluster.local", "A", "NOERROR", "10.96.0.10"),
+            ("echo.dev.svc.cluster.local", "AAAA", "NOERROR", "fd00::10"),
+            ("echo", "A", "NOERROR", "10.96.0.10"),
+            ("web.other", "A", "NOERROR", "10.96.0.20"),
+            ("web.other.svc", "A", "NOERROR", "10.96.0.20"),
+            ("outside.example.com", "A", "NOERROR", OUTSIDE_IP),
+            ("nothere.dev.svc.cluster.local", "A", "NXDOMAIN", ""),
+            ("nothere.example.com", "A", "NXDOMAIN", ""),
+            // A short name the cluster does not know goes to the upstream.
+            ("nothere", "A", "NXDOMAIN", ""),
+        ];
+        for (name, rtype, status, answer) in cases {
+            let (got_status, got) = dig(addr, name, rtype, tcp).await?;
+            ensure!(
+                got_status == status && got == answer,
+                "{name} {rtype} (tcp {tcp}): got {got_status} [{got}], want {status} [{answer}]"
+            );
+        }
+    }
+    // Garbage does not kill the server.
+    let probe = UdpSocket::bind("127.0.0.1:0").await?;
+    probe
+        .send_to(b"\x01\x02garbage-that-is-not-dns", addr)
+        .await?;
+    probe.send_to(b"x", addr).await?;
+    let (status, got) = dig(addr, "echo", "A", false).await?;
+    ensure!(
+        status == "NOERROR" && got == "10.96.0.10",
+        "after garbage: {status} {got}"
+    );
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_is_servfail() -> Result<()> {
+    // A bound socket that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut config = DnsServerConfig::new("127.0.0.1:0".parse()?, silent.local_addr()?);
+    config.upstream_timeout = std::time::Duration::from_millis(300);
+    let server = DnsServer::start(config, Arc::new(FakeCluster(HashMap::new()))).await?;
+    let (status, _) = dig(server.local_addr(), "outside.example.com", "A", false).await?;
+    ensure!(status == "SERVFAIL", "got {status}");
+    Ok(())
+}
+
+fn temp_dir(tag: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "kt-system-dns-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+const ORIGINAL: &str =
+    "# from DHCP\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0 trust-ad\n\n";
+
+#[test]
+fn resolv_conf_install_and_restore_byte_exact() -> Result<()> {
+    let dir = temp_dir("restore")?;
+    let path = dir.join("resolv.conf");
+    let records = dir.join("records");
+    std::fs::write(&path, ORIGINAL)?;
+    let search = [
+        "dev.svc.cluster.local".to_owned(),
+        "svc.cluster.local".to_owned(),
+        "cluster.local".to_owned(),
+    ];
+    let guard = ResolvConf::install(&path, "127.0.0.53".parse()?, &search, &records)?;
+    let installed = std::fs::read_to_string(&path)?;
+    ensure!(
+        installed.contains("nameserver 127.0.0.53\nnameserver 192.0.2.53\n"),
+        "{installed}"
+    );
+    ensure!(
+        installed.contains(
+            "search dev.svc.cluster.local svc.cluster.local cluster.local corp.example\n"
+        ),
+        "{installed}"
+    );
+    ensure!(
+        installed.contains("options edns0 trust-ad\n"),
+        "{installed}"
+    );
+    let record = std::fs::read_to_string(guard.record())?;
+    let value: serde_json::Value = serde_json::from_str(&record)?;
+    ensure!(value["original"] == ORIGINAL && value["pid"] == std::process::id());
+    // Our own live record is not "recovered".
+    ensure!(ResolvConf::recover(&records)?.is_empty());
+    guard.restore()?;
+    ensure!(std::fs::read(&path)? == ORIGINAL.as_bytes());
+    ensure!(
+        std::fs::read_dir(&records)?.next().is_none(),
+        "record left behind"
+    );
+    // Drop restores too.
+    drop(ResolvConf::install(
+        &path,
+        "127.0.0.53".parse()?,
+        &search,
+        &records,
+    )?);
+    ensure!(std::fs::read(&path)? == ORIGINAL.as_bytes());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn resolv_conf_recovers_after_a_crash() -> Result<()> {
+    let dir = temp_dir("crash")?;
+    let path = dir.join("resolv.conf");
+    let records = dir.join("records");
+    std::fs::write(&path, ORIGINAL)?;
+    let guard = ResolvConf::install(
+        &path,
+        "127.0.0.53".parse()?,
+        &["svc.cluster.local".to_owned()],
+        &records,
+    )?;
+    let record = guard.record().to_owned();
+    std::mem::forget(guard); // the process "crashes": nothing restored
+    ensure!(std::fs::read(&path)? != ORIGINAL.as_bytes());
+    // Rewrite the record as if a dead process had written it.
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record)?)?;
+    let dead = dead_pid()?;
+    value["pid"] = dead.into();
+    std::fs::write(&record, value.to_string())?;
+    let restored = ResolvConf::recover(&records)?;
+    ensure!(restored == [path.clone()], "{restored:?}");
+    ensure!(std::fs::read(&path)? == ORIGINAL.as_bytes());
+    ensure!(!record.exists());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn resolv_conf_symlink_is_put_back() -> Result<()> {
+    let dir = temp_dir("symlink")?;
+    let target = dir.join("stub-resolv.conf");
+    let path = dir.join("resolv.conf");
+    std::fs::write(&target, ORIGINAL)?;
+    std::os::unix::fs::symlink(&target, &path)?;
+    let guard = ResolvConf::install(&path, "127.0.0.53".parse()?, &[], &dir.join("records"))?;
+    ensure!(!std::fs::symlink_metadata(&path)?.file_type().is_symlink());
+    ensure!(
+        std::fs::read(&target)? == ORIGINAL.as_bytes(),
+        "the stub file was changed"
+    );
+    guard.restore()?;
+    ensure!(std::fs::read_link(&path)? == target);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The pid of a process that has exited.
+fn dead_pid() -> Result<u32> {
+    let mut child = std::process::Command::new("true").spawn()?;
+    let pid = child.id();
+    child.wait()?;
+    Ok(pid)
+}
