@@ -20,6 +20,7 @@ import (
 	apiproxy "k8s.io/apiserver/pkg/util/proxy"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"kt.dev/testbed/internal/testnetns"
 )
 
 // newExecServer serves a pod whose container process is this test process:
@@ -222,7 +223,7 @@ func TestExecWebSocketV5ThroughAPIServerTranslator(t *testing.T) {
 }
 
 func TestExecRunsInTheContainersNetworkNamespaceAndDirectory(t *testing.T) {
-	ns := newTestNetNS(t)
+	ns := testnetns.New(t)
 	// The "container": a process inside the throwaway namespace.
 	// nsenter execs sleep in place (no fork), so the pid is sleep's.
 	sleeper := exec.Command("nsenter", "--net="+ns, "--", "sleep", "60")

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -26,30 +24,6 @@ import (
 
 	"kt.dev/testbed/internal/netnsdial"
 )
-
-// newTestNetNS creates a throwaway network namespace with only its loopback
-// up and returns its path. Nothing is added to the test's own namespace.
-func newTestNetNS(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (it creates a network namespace with `ip netns add`)")
-	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "ktlabtest-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("bring lo up in %s: %v: %s", name, err, out)
-	}
-	return "/run/netns/" + name
-}
 
 // startEcho runs a TCP echo server on 127.0.0.1 inside the namespace. When
 // the peer half-closes, the echo half-closes too after sending everything.

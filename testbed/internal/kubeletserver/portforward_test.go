@@ -26,12 +26,13 @@ import (
 	"k8s.io/client-go/transport/spdy"
 
 	"kt.dev/testbed/internal/netnsdial"
+	"kt.dev/testbed/internal/testnetns"
 )
 
 const forwardSize = 4 << 20
 
 func newPortForwardServer(t *testing.T) (*testServer, int) {
-	ns := newTestNetNS(t)
+	ns := testnetns.New(t)
 	port := startEcho(t, ns)
 	return startServer(t, &fakeRuntime{netns: ns}), port
 }
@@ -204,7 +205,7 @@ func TestPortForwardToClosedPodPortReportsErrorOnErrorStream(t *testing.T) {
 // reply and closes must look closed to the client right away (client-go only
 // closes its local connection once the forward returns).
 func TestPortForwardEndsPromptlyWhenPodClosesFirst(t *testing.T) {
-	ns := newTestNetNS(t)
+	ns := testnetns.New(t)
 	ln, err := netnsdial.ListenInNetNS(ns, "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

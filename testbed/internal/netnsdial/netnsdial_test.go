@@ -2,42 +2,17 @@ package netnsdial
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
+
+	"kt.dev/testbed/internal/testnetns"
 )
 
-// newTestNetNS creates a throwaway network namespace with only its loopback
-// up and returns its path. Nothing is added to the caller's namespace.
-func newTestNetNS(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (it creates a network namespace with `ip netns add`)")
-	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "ktlabtest-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("bring lo up in %s: %v: %s", name, err, out)
-	}
-	return "/run/netns/" + name
-}
-
 func TestListenerInNetNSIsReachableOnlyFromThatNamespace(t *testing.T) {
-	ns := newTestNetNS(t)
+	ns := testnetns.New(t)
 
 	ln, err := ListenInNetNS(ns, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +66,7 @@ func TestListenerInNetNSIsReachableOnlyFromThatNamespace(t *testing.T) {
 }
 
 func TestDialInNetNSReportsRefusedConnection(t *testing.T) {
-	ns := newTestNetNS(t)
+	ns := testnetns.New(t)
 	// Find a port that is free inside the namespace, then close it.
 	ln, err := ListenInNetNS(ns, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,7 +87,7 @@ func TestHostNamesAreRejected(t *testing.T) {
 }
 
 func TestEveryThreadIsBackInTheOriginalNamespace(t *testing.T) {
-	ns := newTestNetNS(t)
+	ns := testnetns.New(t)
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)

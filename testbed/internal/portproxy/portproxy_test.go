@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"kt.dev/testbed/internal/netnsdial"
+	"kt.dev/testbed/internal/testnetns"
 )
 
 func TestCheckListen(t *testing.T) {
@@ -58,30 +57,6 @@ func TestUsageErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr.String(), "/run/netns/ktlab-does-not-exist") {
 		t.Errorf("missing netns: exit %d, stderr:\n%s", code, stderr.String())
 	}
-}
-
-// testNetNS creates a throwaway network namespace with loopback up and
-// deletes it when the test ends. It touches nothing in the root namespace.
-func testNetNS(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test creates a network namespace and needs root (CAP_SYS_ADMIN); run it as root, e.g. sudo -E go test ./internal/portproxy/")
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	name := "ktlabtest-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v\n%s", name, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v\n%s", name, err, out)
-	}
-	return "/run/netns/" + name
 }
 
 // markServer listens on the namespace's loopback; for each connection it reads
@@ -141,7 +116,7 @@ func roundTrip(t *testing.T, addr string, payload []byte) {
 }
 
 func TestForwardIntoNetNS(t *testing.T) {
-	ns := testNetNS(t)
+	ns := testnetns.New(t)
 	l := markServer(t, ns)
 
 	// The target is the namespace's own loopback: only a dial made inside the
@@ -200,7 +175,7 @@ func TestForwardIntoNetNS(t *testing.T) {
 }
 
 func TestMainSIGTERM(t *testing.T) {
-	ns := testNetNS(t)
+	ns := testnetns.New(t)
 	l := markServer(t, ns)
 	var stderr bytes.Buffer
 	ready := make(chan *Proxy, 1)
