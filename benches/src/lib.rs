@@ -39,7 +39,8 @@ pub mod openssh;
 pub mod peers;
 pub mod stats;
 
-pub use net::{KeepAlive, Route, download, get_once, socks5_connect};
+pub use kt_lab_tests::socks5_connect;
+pub use net::{KeepAlive, Route, download, get_once};
 pub use openssh::SshDynamicForward;
 pub use peers::{Kind, Peer, Peers};
 pub use stats::{Summary, mib_per_s, ratio};

@@ -4,7 +4,7 @@
 //! The same hyper HTTP/1.1 client runs over every route, so the routes differ only in
 //! what carries the bytes.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// How a request reaches the echo pod.
@@ -72,7 +71,9 @@ impl Route {
     /// A TCP connection ready for HTTP (the SOCKS5 handshake done).
     pub async fn open(&self) -> Result<TcpStream> {
         let stream = match self {
-            Route::Socks5 { proxy, host, port } => socks5_connect(*proxy, host, *port).await?,
+            Route::Socks5 { proxy, host, port } => {
+                kt_lab_tests::socks5_connect(*proxy, host, *port).await?
+            }
             Route::HttpProxy { proxy, .. } => TcpStream::connect(proxy)
                 .await
                 .with_context(|| format!("connecting to the HTTP proxy {proxy}"))?,
@@ -111,58 +112,6 @@ impl Route {
             Route::Local { addr } => addr.to_string(),
         }
     }
-}
-
-/// A TCP stream to `host:port` through the SOCKS5 proxy `proxy` (no authentication; an
-/// IP literal is sent as an address, anything else as a name the proxy resolves).
-pub async fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(proxy)
-        .await
-        .with_context(|| format!("connecting to the SOCKS5 proxy {proxy}"))?;
-    s.set_nodelay(true)?;
-    s.write_all(&[5, 1, 0]).await?;
-    let mut method = [0u8; 2];
-    s.read_exact(&mut method)
-        .await
-        .with_context(|| format!("SOCKS5 greeting to {proxy}"))?;
-    ensure!(method == [5, 0], "SOCKS5 proxy {proxy} refused: {method:?}");
-    let mut req = vec![5, 1, 0];
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            req.push(1);
-            req.extend_from_slice(&ip.octets());
-        }
-        Ok(IpAddr::V6(ip)) => {
-            req.push(4);
-            req.extend_from_slice(&ip.octets());
-        }
-        Err(_) => {
-            req.push(3);
-            req.push(u8::try_from(host.len()).context("host name too long for SOCKS5")?);
-            req.extend_from_slice(host.as_bytes());
-        }
-    }
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).await?;
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head)
-        .await
-        .with_context(|| format!("SOCKS5 CONNECT {host}:{port} through {proxy}"))?;
-    if head[1] != 0 {
-        bail!(
-            "SOCKS5 proxy {proxy}: CONNECT {host}:{port} refused with reply code {}",
-            head[1]
-        );
-    }
-    let rest = match head[3] {
-        1 => 4 + 2,
-        4 => 16 + 2,
-        3 => usize::from(s.read_u8().await?) + 2,
-        other => bail!("bad address type {other} in the SOCKS5 reply"),
-    };
-    let mut skip = vec![0u8; rest];
-    s.read_exact(&mut skip).await?;
-    Ok(s)
 }
 
 /// Aborts the HTTP connection task when dropped.

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::ScratchDir;
-use crate::net::socks5_connect;
+use kt_lab_tests::socks5_connect;
 
 /// The sshd pod's (and its Secret's) name.
 pub const SSHD_POD: &str = "bench-sshd";

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{Fixture, curl_echo, echo_round_trip, socks_connect};
+use common::{Fixture, curl_echo, echo_round_trip};
 use kt_core::{Error, Event, ShadowFlavour};
 use kt_lab_tests::stream_pattern_fill;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -214,7 +214,8 @@ async fn resolve_answers_every_name_form_and_explains_missing_names(
     let msg = msg.unwrap_or_default();
     ensure!(msg.contains("does not resolve in the cluster"), "{msg}");
     // Through the SOCKS5 proxy a missing name is "host unreachable" (reply code 4).
-    let refused = socks_connect(f.session.socks5_addr(), "no-such-service", 80).await;
+    let refused =
+        kt_lab_tests::socks5_connect(f.session.socks5_addr(), "no-such-service", 80).await;
     let refused = refused.err().map(|e| e.to_string()).unwrap_or_default();
     ensure!(refused.contains("reply code 4"), "{refused}");
     f.finish().await
@@ -265,7 +266,7 @@ async fn two_hundred_concurrent_connections_each_get_their_own_bytes_back(
             let len = 16 * 1024 + usize::try_from(i)? * 13;
             let mut data = vec![0u8; len];
             stream_pattern_fill(i << 32, &mut data);
-            let stream = socks_connect(proxy, "echo", 9000)
+            let stream = kt_lab_tests::socks5_connect(proxy, "echo", 9000)
                 .await
                 .with_context(|| format!("connection {i}"))?;
             let back = echo_round_trip(stream, data.clone()).await?;

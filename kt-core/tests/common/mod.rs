@@ -13,11 +13,10 @@
     reason = "each test binary uses a different part of this module"
 )]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use kt_core::{ConnectOptions, Session, ShadowFlavour};
 use kt_lab_tests::{EchoApp, EchoReply, Lab, TestNamespace};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -220,37 +219,6 @@ pub(crate) async fn curl_echo(proxy_args: &[&str], url: &str) -> Result<EchoRepl
     let json: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("{what} gave no JSON: {body}"))?;
     EchoReply::from_json(json)
-}
-
-/// A TCP stream to `host:port` through a SOCKS5 proxy (name sent to the proxy).
-pub(crate) async fn socks_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(proxy).await?;
-    s.write_all(&[5, 1, 0]).await?;
-    let mut method = [0u8; 2];
-    s.read_exact(&mut method).await?;
-    ensure!(method == [5, 0], "SOCKS5 method refused: {method:?}");
-    let len = u8::try_from(host.len())?;
-    let mut req = vec![5, 1, 0, 3, len];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).await?;
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).await?;
-    if head[1] != 0 {
-        bail!(
-            "SOCKS5 CONNECT {host}:{port} refused with reply code {}",
-            head[1]
-        );
-    }
-    let rest = match head[3] {
-        1 => 4 + 2,
-        4 => 16 + 2,
-        3 => usize::from(s.read_u8().await?) + 2,
-        other => bail!("bad address type {other} in the SOCKS5 reply"),
-    };
-    let mut skip = vec![0u8; rest];
-    s.read_exact(&mut skip).await?;
-    Ok(s)
 }
 
 /// Writes `data`, half-closes, reads until EOF: what an echo server sends back.

@@ -41,7 +41,9 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
+};
 use tokio::process::{Child, Command};
 
 /// What every test says when it cannot reach the lab.
@@ -1134,6 +1136,62 @@ pub async fn host_command(program: &str, args: &[&str], timeout: Duration) -> Re
     cmd.args(args);
     let what = format!("`{program} {}`", args.join(" "));
     run_bounded(cmd, &what, None, timeout).await
+}
+
+/// A TCP stream to `host:port` through the SOCKS5 proxy `proxy` (no authentication; an
+/// IP literal is sent as an address, anything else as a name the proxy resolves).
+pub async fn socks5_connect(
+    proxy: std::net::SocketAddr,
+    host: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream> {
+    let mut s = tokio::net::TcpStream::connect(proxy)
+        .await
+        .with_context(|| format!("connecting to the SOCKS5 proxy {proxy}"))?;
+    s.set_nodelay(true)?;
+    s.write_all(&[5, 1, 0]).await?;
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method)
+        .await
+        .with_context(|| format!("SOCKS5 greeting to {proxy}"))?;
+    anyhow::ensure!(method == [5, 0], "SOCKS5 proxy {proxy} refused: {method:?}");
+    let mut req = vec![5, 1, 0];
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            req.push(1);
+            req.extend_from_slice(&ip.octets());
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            req.push(4);
+            req.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            req.push(3);
+            req.push(u8::try_from(host.len()).context("host name too long for SOCKS5")?);
+            req.extend_from_slice(host.as_bytes());
+        }
+    }
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)
+        .await
+        .with_context(|| format!("SOCKS5 CONNECT {host}:{port} through {proxy}"))?;
+    if head[1] != 0 {
+        anyhow::bail!(
+            "SOCKS5 proxy {proxy}: CONNECT {host}:{port} refused with reply code {}",
+            head[1]
+        );
+    }
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => usize::from(s.read_u8().await?) + 2,
+        other => anyhow::bail!("bad address type {other} in the SOCKS5 reply"),
+    };
+    let mut skip = vec![0u8; rest];
+    s.read_exact(&mut skip).await?;
+    Ok(s)
 }
 
 #[cfg(test)]
