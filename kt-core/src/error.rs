@@ -318,6 +318,45 @@ pub enum Error {
         source: kube::config::KubeconfigError,
     },
 
+    /// VPN mode needs a capability this process does not have.
+    #[error(
+        "{action} needs {capability}: run as root, grant it (`sudo setcap cap_net_admin+ep \
+         <program>`), or use proxy mode instead (no ConnectOptions::vpn: the SOCKS5 and HTTP \
+         proxies, Session::env and Session::forward need no privileges)"
+    )]
+    NeedsCapability {
+        /// What kt was doing ("creating the tun device kt0").
+        action: String,
+        /// The capability, e.g. `CAP_NET_ADMIN`.
+        capability: &'static str,
+    },
+
+    /// Setting up or running the VPN (tun device, routes, userspace stack) failed.
+    #[error("VPN: cannot {action}: {source}")]
+    Vpn {
+        /// What kt was doing.
+        action: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Installing or restoring the system DNS configuration failed.
+    #[error(
+        "system DNS: cannot {action} {}: {source}; check the file's permissions (VPN mode \
+         runs as root), or choose another DnsMode (DnsMode::Off leaves it alone)",
+        path.display()
+    )]
+    SystemDns {
+        /// What kt was doing.
+        action: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Closing could not remove every object the session created.
     #[error(
         "could not remove everything the session created: {}; delete them with \

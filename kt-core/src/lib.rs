@@ -105,6 +105,7 @@ mod error;
 mod events;
 mod session;
 mod tunnel;
+mod vpn;
 
 pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
@@ -117,3 +118,4 @@ pub use session::{
     ShadowFlavour,
 };
 pub use tunnel::udp::DatagramChannel;
+pub use vpn::{DEFAULT_MTU, DnsMode, IpNet, VpnOptions};
