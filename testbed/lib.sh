@@ -258,6 +258,39 @@ EOF
 	start kube-proxy "$HOST_NS" "$KTLAB" kube-proxy --config "$KTLAB_STATE/kube-proxy.yaml" -v 1
 }
 
+# The laptop's own DNS server (its "office network" resolver), at the node end of
+# the laptop's link: it knows only corp.test names. kt's VPN mode must keep answering
+# them through it while cluster names go to the cluster.
+start_laptop_dns() {
+	pid_alive laptop-dns && return 0
+	cat >"$KTLAB_STATE/laptop-dns.Corefile" <<EOF
+corp.test:53 {
+    bind $LAPTOP_HOST_IP
+    hosts {
+        $LAPTOP_HOST_IP gateway.corp.test
+        192.0.2.80 intranet.corp.test
+    }
+}
+EOF
+	start laptop-dns "$HOST_NS" "$KTLAB" coredns -conf "$KTLAB_STATE/laptop-dns.Corefile"
+}
+
+# The laptop's view: a kubeconfig through the laptop's link, and the resolv.conf and
+# hosts files that `ip netns exec $LAPTOP_NS` bind-mounts over /etc's.
+write_laptop_files() {
+	sed "s|https://127.0.0.1:$KTLAB_API_PORT|https://$LAPTOP_HOST_IP:6443|" \
+		"$KTLAB_STATE/admin.kubeconfig" >"$KTLAB_STATE/laptop.kubeconfig"
+	mkdir -p "/etc/netns/$LAPTOP_NS"
+	if [ ! -f "/etc/netns/$LAPTOP_NS/resolv.conf" ]; then
+		printf '# the laptop network namespace of the kt lab\nnameserver %s\nsearch corp.test\n' \
+			"$LAPTOP_HOST_IP" >"/etc/netns/$LAPTOP_NS/resolv.conf"
+	fi
+	if [ ! -f "/etc/netns/$LAPTOP_NS/hosts" ]; then
+		printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\tlaptop\n' \
+			"$LAPTOP_IP" >"/etc/netns/$LAPTOP_NS/hosts"
+	fi
+}
+
 start_portproxy() {
 	start portproxy - "$KTLAB" portproxy --listen "127.0.0.1:$KTLAB_API_PORT" \
 		--netns "/run/netns/$HOST_NS" --target "$NODE_IP:6443"

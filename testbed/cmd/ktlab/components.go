@@ -5,9 +5,11 @@ import (
 
 	"github.com/coredns/coredns/core/dnsserver"
 	corednsmain "github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/hosts"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/loadbalance"
 	_ "github.com/coredns/coredns/plugin/log"
@@ -36,7 +38,7 @@ var upstream = map[string]func(args []string) int{
 	"kubectl":    cobraMain(kubectlcmd.NewDefaultKubectlCommand),
 	"coredns": func(args []string) int {
 		// Only the plugins the lab links, in CoreDNS's own plugin.cfg order.
-		dnsserver.Directives = []string{"ready", "health", "errors", "log", "loadbalance", "cache", "kubernetes"}
+		dnsserver.Directives = []string{"bind", "ready", "health", "errors", "log", "loadbalance", "cache", "hosts", "kubernetes"}
 		os.Args = append([]string{"coredns"}, args...)
 		corednsmain.Run()
 		return 0
