@@ -62,10 +62,12 @@
 //! | `pods/portforward` | create | the tunnel |
 //! | `pods/log` | get | the shadow's log in error messages |
 //! | `secrets` | create, get, delete, patch | the shadow's keys (patch: the owner reference) |
-//! | `services` | get, list | `forward("svc/name")` |
+//! | `services` | get, list | `forward("svc/name")`; VPN mode: the namespace's ClusterIPs |
+//! | `services` | create | VPN mode: a **dry-run** create whose refusal names the Service IP range (nothing is created) |
 //!
 //! Reading `kube-system/kube-dns` is optional: without it the shadow's resolver finds
-//! the cluster DNS server.
+//! the cluster DNS server. VPN mode reads the cluster-wide ServiceCIDRs and Nodes when
+//! allowed (exact ranges) and otherwise works from the namespace alone.
 //!
 //! # Shadow flavours
 //!
@@ -107,6 +109,8 @@ mod session;
 mod tunnel;
 mod vpn;
 
+#[doc(hidden)]
+pub use cluster::ranges::discover_ranges;
 pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};

@@ -18,6 +18,7 @@ pub use ipnet::IpNet;
 
 use crate::error::Result;
 
+pub(crate) mod cidr;
 pub(crate) mod flows;
 
 /// How cluster names reach programs that use the system resolver (VPN mode only).

@@ -86,7 +86,17 @@ pub(crate) async fn restrict_for(ns: &TestNamespace, flavour: ShadowFlavour) -> 
 /// Applies the shipped Role in `ns`, makes ServiceAccount [`TEST_USER`] (bound to the
 /// Role when `bind`), and writes a kubeconfig that authenticates as it.
 pub(crate) async fn scoped_kubeconfig(ns: &TestNamespace, bind: bool) -> Result<PathBuf> {
-    ns.apply(ROLE_YAML).await?;
+    scoped_kubeconfig_with(ns, ROLE_YAML, bind).await
+}
+
+/// [`scoped_kubeconfig`] with another Role named `kt` (`role_yaml`) in place of the
+/// shipped one; it is in place before the binding, so no request sees the old rules.
+pub(crate) async fn scoped_kubeconfig_with(
+    ns: &TestNamespace,
+    role_yaml: &str,
+    bind: bool,
+) -> Result<PathBuf> {
+    ns.apply(role_yaml).await?;
     ns.kubectl(&["create", "serviceaccount", TEST_USER]).await?;
     if bind {
         let sa = format!("{}:{TEST_USER}", ns.name());
