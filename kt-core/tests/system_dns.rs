@@ -1,8 +1,10 @@
 //! System DNS pieces on loopback, no lab: the local DNS server queried with the real
 //! `dig` over UDP and TCP (cluster names from a fake cluster resolver, other names
 //! forwarded to a fake upstream), and the resolv.conf installer with its restore
-//! record (normal restore, and recovery after a simulated crash). Never touches the
-//! machine's /etc/resolv.conf.
+//! record (normal restore, recovery after a simulated crash, and no recovery of a
+//! record about another file than the one the path names here, as for a record
+//! written in another network namespace). Never touches the machine's
+//! /etc/resolv.conf: every file is in a temporary directory.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -300,6 +302,84 @@ fn resolv_conf_symlink_is_put_back() -> Result<()> {
     );
     guard.restore()?;
     ensure!(std::fs::read_link(&path)? == target);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Installs on `path`, then "crashes" (nothing restored) and makes the record look
+/// like a dead process wrote it; returns the record.
+fn install_and_crash(path: &std::path::Path, records: &std::path::Path) -> Result<PathBuf> {
+    let guard = ResolvConf::install(
+        path,
+        "127.0.0.53".parse()?,
+        &["svc.cluster.local".to_owned()],
+        records,
+    )?;
+    let record = guard.record().to_owned();
+    std::mem::forget(guard);
+    edit_record(&record, |v| v["pid"] = dead_pid().unwrap().into())?;
+    Ok(record)
+}
+
+fn edit_record(record: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record)?)?;
+    f(&mut value);
+    std::fs::write(record, value.to_string())?;
+    Ok(())
+}
+
+#[test]
+fn a_record_about_another_file_than_the_path_names_now_is_not_applied() -> Result<()> {
+    let dir = temp_dir("identity")?;
+    let path = dir.join("resolv.conf");
+    let records = dir.join("records");
+    std::fs::write(&path, ORIGINAL)?;
+    let record = install_and_crash(&path, &records)?;
+    // The path now names another file: what a process in another namespace sees at
+    // /etc/resolv.conf (there, /etc/netns/<ns>/resolv.conf is mounted over it).
+    const OTHER: &str = "nameserver 198.51.100.1\n";
+    let other = dir.join("other");
+    std::fs::write(&other, OTHER)?;
+    std::fs::rename(&other, &path)?;
+    ensure!(ResolvConf::recover(&records)?.is_empty());
+    ensure!(
+        std::fs::read_to_string(&path)? == OTHER,
+        "another file was overwritten"
+    );
+    ensure!(
+        record.exists(),
+        "the record must stay for the process that sees its file"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_record_without_a_file_identity_is_applied_only_in_its_own_namespaces() -> Result<()> {
+    let dir = temp_dir("netns")?;
+    let path = dir.join("resolv.conf");
+    let records = dir.join("records");
+    // No file: the record is first written with the parent directory's identity only
+    // (a crash before the new file's identity is recorded looks like this).
+    let record = install_and_crash(&path, &records)?;
+    edit_record(&record, |v| {
+        v["identity"]["file"] = serde_json::Value::Null;
+        v["identity"]["net_ns"] = serde_json::json!([0, 1]);
+    })?;
+    ensure!(
+        ResolvConf::recover(&records)?.is_empty(),
+        "applied from another network namespace"
+    );
+    ensure!(path.exists() && record.exists());
+    let here = std::fs::metadata("/proc/self/ns/net")?;
+    edit_record(&record, |v| {
+        use std::os::unix::fs::MetadataExt as _;
+        v["identity"]["net_ns"] = serde_json::json!([here.dev(), here.ino()]);
+    })?;
+    ensure!(ResolvConf::recover(&records)? == std::slice::from_ref(&path));
+    ensure!(!path.exists(), "the file kt created is removed again");
+    ensure!(!record.exists());
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! OpenSSH shadow), with the search list of a pod in the session's namespace applied
 //! here, as a pod's resolver would (`ndots:5`).
 
+pub(crate) mod record;
 pub(crate) mod server;
 pub(crate) mod system;
 
