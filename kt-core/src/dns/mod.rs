@@ -3,6 +3,11 @@
 //! OpenSSH shadow), with the search list of a pod in the session's namespace applied
 //! here, as a pod's resolver would (`ndots:5`).
 
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod hosts;
 pub(crate) mod record;
 pub(crate) mod server;
 pub(crate) mod system;
