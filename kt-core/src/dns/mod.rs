@@ -9,6 +9,11 @@
 )]
 pub(crate) mod hosts;
 pub(crate) mod record;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod resolver_dir;
 pub(crate) mod server;
 pub(crate) mod system;
 
