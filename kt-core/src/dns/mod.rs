@@ -13,6 +13,11 @@ pub(crate) mod record;
     not(test),
     expect(dead_code, reason = "for the VPN session, wired separately")
 )]
+pub(crate) mod resolved;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
 pub(crate) mod resolver_dir;
 pub(crate) mod server;
 pub(crate) mod system;
