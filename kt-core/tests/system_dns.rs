@@ -342,6 +342,12 @@ fn a_record_about_another_file_than_the_path_names_now_is_not_applied() -> Resul
     std::fs::write(&other, OTHER)?;
     std::fs::rename(&other, &path)?;
     ensure!(ResolvConf::recover(&records)?.is_empty());
+    let paths = {
+        let mut p = kt_core::SystemPaths::under(&dir);
+        p.record_dir = records.clone();
+        p
+    };
+    ensure!(kt_core::recover(&paths)?.is_empty());
     ensure!(
         std::fs::read_to_string(&path)? == OTHER,
         "another file was overwritten"
@@ -380,6 +386,27 @@ fn a_record_without_a_file_identity_is_applied_only_in_its_own_namespaces() -> R
     ensure!(ResolvConf::recover(&records)? == std::slice::from_ref(&path));
     ensure!(!path.exists(), "the file kt created is removed again");
     ensure!(!record.exists());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn public_recover_restores_resolv_conf_and_reports_it() -> Result<()> {
+    let dir = temp_dir("public-recover")?;
+    let paths = kt_core::SystemPaths::under(&dir);
+    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
+    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
+    let done = kt_core::recover(&paths)?;
+    ensure!(
+        done.len() == 1 && done[0].contains("resolv.conf"),
+        "{done:?}"
+    );
+    ensure!(std::fs::read(&paths.resolv_conf)? == ORIGINAL.as_bytes());
+    ensure!(
+        kt_core::recover(&paths)?.is_empty(),
+        "a second recover has nothing to do"
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

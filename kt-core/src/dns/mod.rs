@@ -8,6 +8,11 @@
     expect(dead_code, reason = "for the VPN session, wired separately")
 )]
 pub(crate) mod hosts;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod install;
 pub(crate) mod record;
 #[cfg_attr(
     not(test),
