@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, ensure};
 use hickory_proto::op::{Message, ResponseCode};
@@ -18,46 +18,42 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use kt_core::{ClusterResolver, DnsServer, DnsServerConfig, Error, ResolvConf};
 use tokio::net::UdpSocket;
 
-/// A cluster of a map, with the search list of a pod in namespace `dev`.
-struct FakeCluster(HashMap<String, Vec<IpAddr>>);
+/// A cluster of a map from absolute names (without the trailing dot) to addresses,
+/// remembering every name it was asked.
+struct FakeCluster {
+    names: HashMap<String, Vec<IpAddr>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl FakeCluster {
+    fn new(names: HashMap<String, Vec<IpAddr>>) -> FakeCluster {
+        FakeCluster {
+            names,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+}
 
 impl ClusterResolver for FakeCluster {
     async fn resolve(&self, name: &str) -> kt_core::Result<Vec<IpAddr>> {
-        if let Some(absolute) = name.strip_suffix('.') {
-            return self
-                .0
-                .get(absolute)
-                .cloned()
-                .ok_or_else(|| Error::NameNotFound {
-                    name: name.to_owned(),
-                    tried: vec![name.to_owned()],
-                });
-        }
-        assert!(
-            !name.ends_with(".cluster.local"),
-            "{name} should be absolute"
-        );
-        let candidates = [
-            format!("{name}.dev.svc.cluster.local"),
-            format!("{name}.svc.cluster.local"),
-            format!("{name}.cluster.local"),
-            name.to_owned(),
-        ];
-        for c in &candidates {
-            if let Some(ips) = self.0.get(c) {
-                return Ok(ips.clone());
-            }
-        }
-        Err(Error::NameNotFound {
-            name: name.to_owned(),
-            tried: candidates.to_vec(),
-        })
+        self.asked.lock().unwrap().push(name.to_owned());
+        let absolute = name
+            .strip_suffix('.')
+            .unwrap_or_else(|| panic!("the server asked for `{name}`, a relative name"));
+        self.names
+            .get(absolute)
+            .cloned()
+            .ok_or_else(|| Error::NameNotFound {
+                name: name.to_owned(),
+                tried: vec![name.to_owned()],
+            })
     }
 }
 
 const OUTSIDE_IP: &str = "203.0.113.7";
 
-/// A UDP DNS responder: `outside.example.com` A → 203.0.113.7, anything else NXDOMAIN.
+/// A UDP DNS responder: `outside.example.com` and `outside.com` A → 203.0.113.7,
+/// anything else NXDOMAIN.
 async fn fake_upstream() -> Result<SocketAddr> {
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     let addr = socket.local_addr()?;
@@ -71,7 +67,8 @@ async fn fake_upstream() -> Result<SocketAddr> {
             reply.add_queries(query.queries.iter().cloned());
             match query.queries.first() {
                 Some(q)
-                    if q.name().to_ascii() == "outside.example.com."
+                    if ["outside.example.com.", "outside.com."]
+                        .contains(&q.name().to_ascii().as_str())
                         && q.query_type() == RecordType::A =>
                 {
                     reply.add_answer(Record::from_rdata(
@@ -124,7 +121,7 @@ async fn dig(server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Result<(
 #[tokio::test(flavor = "multi_thread")]
 async fn local_dns_server_answers_cluster_names_and_forwards_the_rest() -> Result<()> {
     let upstream = fake_upstream().await?;
-    let cluster = FakeCluster(HashMap::from([
+    let cluster = FakeCluster::new(HashMap::from([
         (
             "echo.dev.svc.cluster.local".to_owned(),
             vec!["10.96.0.10".parse()?, "fd00::10".parse()?],
@@ -135,7 +132,7 @@ async fn local_dns_server_answers_cluster_names_and_forwards_the_rest() -> Resul
         ),
     ]));
     let server = DnsServer::start(
-        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream),
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev"),
         Arc::new(cluster),
     )
     .await?;
@@ -182,9 +179,50 @@ async fn upstream_down_is_servfail() -> Result<()> {
     let silent = UdpSocket::bind("127.0.0.1:0").await?;
     let mut config = DnsServerConfig::new("127.0.0.1:0".parse()?, silent.local_addr()?);
     config.upstream_timeout = std::time::Duration::from_millis(300);
-    let server = DnsServer::start(config, Arc::new(FakeCluster(HashMap::new()))).await?;
+    let server = DnsServer::start(config, Arc::new(FakeCluster::new(HashMap::new()))).await?;
     let (status, _) = dig(server.local_addr(), "outside.example.com", "A", false).await?;
     ensure!(status == "SERVFAIL", "got {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_label_outside_names_go_to_the_upstream_not_to_the_cluster() -> Result<()> {
+    let upstream = fake_upstream().await?;
+    // The cluster's DNS would answer `outside.com` itself, through its own upstream
+    // (here with another address, as a split-horizon or corporate view would).
+    let cluster = Arc::new(FakeCluster::new(HashMap::from([
+        ("outside.com".to_owned(), vec!["10.0.0.99".parse()?]),
+        (
+            "web.other.svc.cluster.local".to_owned(),
+            vec!["10.96.0.20".parse()?],
+        ),
+    ])));
+    let server = DnsServer::start(
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev"),
+        Arc::clone(&cluster),
+    )
+    .await?;
+    let (status, got) = dig(server.local_addr(), "outside.com", "A", false).await?;
+    ensure!(
+        status == "NOERROR" && got == OUTSIDE_IP,
+        "outside.com: got {status} [{got}], want the upstream's {OUTSIDE_IP}"
+    );
+    // A two-label cluster name still resolves in the cluster.
+    let (status, got) = dig(server.local_addr(), "web.other", "A", false).await?;
+    ensure!(
+        status == "NOERROR" && got == "10.96.0.20",
+        "web.other: {status} [{got}]"
+    );
+    let asked = cluster.asked.lock().unwrap().clone();
+    ensure!(
+        asked.iter().all(|n| n.ends_with(".cluster.local.")),
+        "the cluster was asked for a name outside the cluster domain: {asked:?}"
+    );
+    ensure!(
+        asked.contains(&"outside.com.dev.svc.cluster.local.".to_owned()),
+        "the search list was not tried: {asked:?}"
+    );
+    server.shutdown().await;
     Ok(())
 }
 
