@@ -113,6 +113,7 @@ mod vpn;
 pub use cluster::ranges::discover_ranges;
 pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
+pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
 pub use error::{Error, ROLE_YAML, Result};

@@ -593,6 +593,13 @@ impl Session {
         self.inner.dialer.resolver.resolve(name).await
     }
 
+    /// The addresses of the first of `candidates` (absolute names) the cluster knows,
+    /// over one DNS connection: the local DNS server's search-list lookups.
+    pub(crate) async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
+        self.check_open()?;
+        self.inner.dialer.resolver.resolve_first(candidates).await
+    }
+
     /// Listens on 127.0.0.1 (a free port) and tunnels every connection to `target`'s
     /// `port` in the cluster, like `kubectl port-forward` but through the session and for
     /// any number of connections. `target` is parsed as a [`Target`]: a Service name

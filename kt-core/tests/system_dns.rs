@@ -1,13 +1,15 @@
 //! System DNS pieces on loopback, no lab: the local DNS server queried with the real
 //! `dig` over UDP and TCP (cluster names from a fake cluster resolver, other names
 //! forwarded to a fake upstream), and the resolv.conf installer with its restore
-//! record (normal restore, and recovery after a simulated crash). Never touches the
-//! machine's /etc/resolv.conf.
+//! record (normal restore, recovery after a simulated crash, and no recovery of a
+//! record about another file than the one the path names here, as for a record
+//! written in another network namespace). Never touches the machine's
+//! /etc/resolv.conf: every file is in a temporary directory.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, ensure};
 use hickory_proto::op::{Message, ResponseCode};
@@ -16,46 +18,42 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use kt_core::{ClusterResolver, DnsServer, DnsServerConfig, Error, ResolvConf};
 use tokio::net::UdpSocket;
 
-/// A cluster of a map, with the search list of a pod in namespace `dev`.
-struct FakeCluster(HashMap<String, Vec<IpAddr>>);
+/// A cluster of a map from absolute names (without the trailing dot) to addresses,
+/// remembering every name it was asked.
+struct FakeCluster {
+    names: HashMap<String, Vec<IpAddr>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl FakeCluster {
+    fn new(names: HashMap<String, Vec<IpAddr>>) -> FakeCluster {
+        FakeCluster {
+            names,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+}
 
 impl ClusterResolver for FakeCluster {
     async fn resolve(&self, name: &str) -> kt_core::Result<Vec<IpAddr>> {
-        if let Some(absolute) = name.strip_suffix('.') {
-            return self
-                .0
-                .get(absolute)
-                .cloned()
-                .ok_or_else(|| Error::NameNotFound {
-                    name: name.to_owned(),
-                    tried: vec![name.to_owned()],
-                });
-        }
-        assert!(
-            !name.ends_with(".cluster.local"),
-            "{name} should be absolute"
-        );
-        let candidates = [
-            format!("{name}.dev.svc.cluster.local"),
-            format!("{name}.svc.cluster.local"),
-            format!("{name}.cluster.local"),
-            name.to_owned(),
-        ];
-        for c in &candidates {
-            if let Some(ips) = self.0.get(c) {
-                return Ok(ips.clone());
-            }
-        }
-        Err(Error::NameNotFound {
-            name: name.to_owned(),
-            tried: candidates.to_vec(),
-        })
+        self.asked.lock().unwrap().push(name.to_owned());
+        let absolute = name
+            .strip_suffix('.')
+            .unwrap_or_else(|| panic!("the server asked for `{name}`, a relative name"));
+        self.names
+            .get(absolute)
+            .cloned()
+            .ok_or_else(|| Error::NameNotFound {
+                name: name.to_owned(),
+                tried: vec![name.to_owned()],
+            })
     }
 }
 
 const OUTSIDE_IP: &str = "203.0.113.7";
 
-/// A UDP DNS responder: `outside.example.com` A → 203.0.113.7, anything else NXDOMAIN.
+/// A UDP DNS responder: `outside.example.com` and `outside.com` A → 203.0.113.7,
+/// anything else NXDOMAIN.
 async fn fake_upstream() -> Result<SocketAddr> {
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     let addr = socket.local_addr()?;
@@ -69,7 +67,8 @@ async fn fake_upstream() -> Result<SocketAddr> {
             reply.add_queries(query.queries.iter().cloned());
             match query.queries.first() {
                 Some(q)
-                    if q.name().to_ascii() == "outside.example.com."
+                    if ["outside.example.com.", "outside.com."]
+                        .contains(&q.name().to_ascii().as_str())
                         && q.query_type() == RecordType::A =>
                 {
                     reply.add_answer(Record::from_rdata(
@@ -122,7 +121,7 @@ async fn dig(server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Result<(
 #[tokio::test(flavor = "multi_thread")]
 async fn local_dns_server_answers_cluster_names_and_forwards_the_rest() -> Result<()> {
     let upstream = fake_upstream().await?;
-    let cluster = FakeCluster(HashMap::from([
+    let cluster = FakeCluster::new(HashMap::from([
         (
             "echo.dev.svc.cluster.local".to_owned(),
             vec!["10.96.0.10".parse()?, "fd00::10".parse()?],
@@ -133,7 +132,7 @@ async fn local_dns_server_answers_cluster_names_and_forwards_the_rest() -> Resul
         ),
     ]));
     let server = DnsServer::start(
-        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream),
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev"),
         Arc::new(cluster),
     )
     .await?;
@@ -180,9 +179,50 @@ async fn upstream_down_is_servfail() -> Result<()> {
     let silent = UdpSocket::bind("127.0.0.1:0").await?;
     let mut config = DnsServerConfig::new("127.0.0.1:0".parse()?, silent.local_addr()?);
     config.upstream_timeout = std::time::Duration::from_millis(300);
-    let server = DnsServer::start(config, Arc::new(FakeCluster(HashMap::new()))).await?;
+    let server = DnsServer::start(config, Arc::new(FakeCluster::new(HashMap::new()))).await?;
     let (status, _) = dig(server.local_addr(), "outside.example.com", "A", false).await?;
     ensure!(status == "SERVFAIL", "got {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_label_outside_names_go_to_the_upstream_not_to_the_cluster() -> Result<()> {
+    let upstream = fake_upstream().await?;
+    // The cluster's DNS would answer `outside.com` itself, through its own upstream
+    // (here with another address, as a split-horizon or corporate view would).
+    let cluster = Arc::new(FakeCluster::new(HashMap::from([
+        ("outside.com".to_owned(), vec!["10.0.0.99".parse()?]),
+        (
+            "web.other.svc.cluster.local".to_owned(),
+            vec!["10.96.0.20".parse()?],
+        ),
+    ])));
+    let server = DnsServer::start(
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev"),
+        Arc::clone(&cluster),
+    )
+    .await?;
+    let (status, got) = dig(server.local_addr(), "outside.com", "A", false).await?;
+    ensure!(
+        status == "NOERROR" && got == OUTSIDE_IP,
+        "outside.com: got {status} [{got}], want the upstream's {OUTSIDE_IP}"
+    );
+    // A two-label cluster name still resolves in the cluster.
+    let (status, got) = dig(server.local_addr(), "web.other", "A", false).await?;
+    ensure!(
+        status == "NOERROR" && got == "10.96.0.20",
+        "web.other: {status} [{got}]"
+    );
+    let asked = cluster.asked.lock().unwrap().clone();
+    ensure!(
+        asked.iter().all(|n| n.ends_with(".cluster.local.")),
+        "the cluster was asked for a name outside the cluster domain: {asked:?}"
+    );
+    ensure!(
+        asked.contains(&"outside.com.dev.svc.cluster.local.".to_owned()),
+        "the search list was not tried: {asked:?}"
+    );
+    server.shutdown().await;
     Ok(())
 }
 
@@ -300,6 +340,111 @@ fn resolv_conf_symlink_is_put_back() -> Result<()> {
     );
     guard.restore()?;
     ensure!(std::fs::read_link(&path)? == target);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Installs on `path`, then "crashes" (nothing restored) and makes the record look
+/// like a dead process wrote it; returns the record.
+fn install_and_crash(path: &std::path::Path, records: &std::path::Path) -> Result<PathBuf> {
+    let guard = ResolvConf::install(
+        path,
+        "127.0.0.53".parse()?,
+        &["svc.cluster.local".to_owned()],
+        records,
+    )?;
+    let record = guard.record().to_owned();
+    std::mem::forget(guard);
+    edit_record(&record, |v| v["pid"] = dead_pid().unwrap().into())?;
+    Ok(record)
+}
+
+fn edit_record(record: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record)?)?;
+    f(&mut value);
+    std::fs::write(record, value.to_string())?;
+    Ok(())
+}
+
+#[test]
+fn a_record_about_another_file_than_the_path_names_now_is_not_applied() -> Result<()> {
+    let dir = temp_dir("identity")?;
+    let path = dir.join("resolv.conf");
+    let records = dir.join("records");
+    std::fs::write(&path, ORIGINAL)?;
+    let record = install_and_crash(&path, &records)?;
+    // The path now names another file: what a process in another namespace sees at
+    // /etc/resolv.conf (there, /etc/netns/<ns>/resolv.conf is mounted over it).
+    const OTHER: &str = "nameserver 198.51.100.1\n";
+    let other = dir.join("other");
+    std::fs::write(&other, OTHER)?;
+    std::fs::rename(&other, &path)?;
+    ensure!(ResolvConf::recover(&records)?.is_empty());
+    let paths = {
+        let mut p = kt_core::SystemPaths::under(&dir);
+        p.record_dir = records.clone();
+        p
+    };
+    ensure!(kt_core::recover(&paths)?.is_empty());
+    ensure!(
+        std::fs::read_to_string(&path)? == OTHER,
+        "another file was overwritten"
+    );
+    ensure!(
+        record.exists(),
+        "the record must stay for the process that sees its file"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_record_without_a_file_identity_is_applied_only_in_its_own_namespaces() -> Result<()> {
+    let dir = temp_dir("netns")?;
+    let path = dir.join("resolv.conf");
+    let records = dir.join("records");
+    // No file: the record is first written with the parent directory's identity only
+    // (a crash before the new file's identity is recorded looks like this).
+    let record = install_and_crash(&path, &records)?;
+    edit_record(&record, |v| {
+        v["identity"]["file"] = serde_json::Value::Null;
+        v["identity"]["net_ns"] = serde_json::json!([0, 1]);
+    })?;
+    ensure!(
+        ResolvConf::recover(&records)?.is_empty(),
+        "applied from another network namespace"
+    );
+    ensure!(path.exists() && record.exists());
+    let here = std::fs::metadata("/proc/self/ns/net")?;
+    edit_record(&record, |v| {
+        use std::os::unix::fs::MetadataExt as _;
+        v["identity"]["net_ns"] = serde_json::json!([here.dev(), here.ino()]);
+    })?;
+    ensure!(ResolvConf::recover(&records)? == std::slice::from_ref(&path));
+    ensure!(!path.exists(), "the file kt created is removed again");
+    ensure!(!record.exists());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn public_recover_restores_resolv_conf_and_reports_it() -> Result<()> {
+    let dir = temp_dir("public-recover")?;
+    let paths = kt_core::SystemPaths::under(&dir);
+    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
+    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
+    let done = kt_core::recover(&paths)?;
+    ensure!(
+        done.len() == 1 && done[0].contains("resolv.conf"),
+        "{done:?}"
+    );
+    ensure!(std::fs::read(&paths.resolv_conf)? == ORIGINAL.as_bytes());
+    ensure!(
+        kt_core::recover(&paths)?.is_empty(),
+        "a second recover has nothing to do"
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

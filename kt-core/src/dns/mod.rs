@@ -3,6 +3,27 @@
 //! OpenSSH shadow), with the search list of a pod in the session's namespace applied
 //! here, as a pod's resolver would (`ndots:5`).
 
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod hosts;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod install;
+pub(crate) mod record;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod resolved;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "for the VPN session, wired separately")
+)]
+pub(crate) mod resolver_dir;
 pub(crate) mod server;
 pub(crate) mod system;
 
@@ -119,18 +140,50 @@ impl Resolver {
             return Ok(vec![ip]);
         }
         let key = name.to_ascii_lowercase();
+        let candidates = self.search.candidates(&key);
+        self.cached(key.clone(), &key, candidates).await
+    }
+
+    /// The addresses of the first of `candidates` (absolute names, tried in order over
+    /// one connection) that the cluster knows. The local DNS server uses it to try a
+    /// short name's search-list expansions without ever asking the cluster for the
+    /// name as it is.
+    pub(crate) async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
+        let candidates: Vec<String> = candidates
+            .iter()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.ends_with('.') { c } else { format!("{c}.") }
+            })
+            .collect();
+        // A space never occurs in a name: these keys never meet `resolve`'s.
+        let key = candidates.join(" ");
+        let name = candidates
+            .first()
+            .map(|c| c.trim_end_matches('.').to_owned())
+            .unwrap_or_default();
+        self.cached(key, &name, candidates).await
+    }
+
+    /// The cached answer under `key`, or a lookup of `candidates` (for `name`).
+    async fn cached(
+        &self,
+        key: String,
+        name: &str,
+        candidates: Vec<String>,
+    ) -> Result<Vec<IpAddr>> {
         let slot = {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            Arc::clone(cache.entry(key.clone()).or_default())
+            Arc::clone(cache.entry(key).or_default())
         };
         let mut entry = slot.lock().await;
         if let Some(cached) = entry.as_ref().filter(|c| c.expires > Instant::now()) {
             return Ok(cached.ips.clone());
         }
-        let (ips, ttl) = self.lookup(&key).await?;
+        let (ips, ttl) = self.lookup(name, candidates).await?;
         *entry = Some(Cached {
             ips: ips.clone(),
             expires: Instant::now() + ttl.clamp(MIN_TTL, MAX_TTL),
@@ -138,9 +191,9 @@ impl Resolver {
         Ok(ips)
     }
 
-    /// Runs the search list over one DNS-over-TCP connection through the tunnel.
-    async fn lookup(&self, name: &str) -> Result<(Vec<IpAddr>, Duration)> {
-        let candidates = self.search.candidates(name);
+    /// Tries `candidates` (for `name`) over one DNS-over-TCP connection through the
+    /// tunnel.
+    async fn lookup(&self, name: &str, candidates: Vec<String>) -> Result<(Vec<IpAddr>, Duration)> {
         let dns_error = |reason: String| Error::Dns {
             name: name.to_owned(),
             server: self.server.clone(),

@@ -5,12 +5,19 @@
 //!
 //! Which names are cluster names:
 //!
-//! - names in the cluster domain (`*.cluster.local`) or ending in `.svc`: answered by
-//!   the cluster only; a name the cluster does not know gets `NXDOMAIN`;
-//! - names of one or two labels (`echo`, `echo.dev`): the cluster is tried first (a
-//!   pod's `ndots:5` search list applies), and the query goes to the upstream when the
-//!   cluster has no answer;
+//! - names in the cluster domain (`*.cluster.local`): asked as they are; answered by
+//!   the cluster only (a name the cluster does not know gets `NXDOMAIN`);
+//! - names ending in `.svc` (`web.dev.svc`): their search-list expansions
+//!   (`web.dev.svc.dev.svc.cluster.local.`, ..., `web.dev.svc.cluster.local.`), cluster
+//!   only;
+//! - other names with fewer dots than `ndots` (`web`, `web.dev`, but also
+//!   `google.com`): only their search-list expansions go to the cluster, never the name
+//!   as it is; when none is known, the query goes to the upstream. So `google.com` is
+//!   answered by the upstream, not by the cluster DNS's own upstream (which may see a
+//!   different, e.g. corporate or split-horizon, view);
 //! - everything else, and every other record type or opcode, goes to the upstream.
+//!
+//! Only search domains inside the cluster domain are used for the expansions.
 //!
 //! The server is hand-rolled on hickory-proto's message codec (no hickory-server): one
 //! UDP socket and one TCP listener on the same address, bounded concurrency, and
@@ -29,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::dns::SearchList;
 use crate::error::{Error, Result};
 
 /// Resolves cluster names for the [`DnsServer`].
@@ -37,11 +45,35 @@ use crate::error::{Error, Result};
 /// for cluster-domain names, fall back to the upstream for short names); any other
 /// error is a failure (`SERVFAIL` for cluster-domain names).
 pub trait ClusterResolver: Send + Sync + 'static {
-    /// The addresses of `name` (lower case), IPv4 and IPv6 mixed. A name in the
-    /// cluster domain comes with a trailing dot (absolute: no search list); other
-    /// names (`echo`, `echo.dev`, `echo.dev.svc`) come without one and get the search
-    /// list of a pod in the session's namespace.
+    /// The addresses of `name` (lower case), IPv4 and IPv6 mixed. The server only asks
+    /// absolute names (with a trailing dot: no search list), through
+    /// [`ClusterResolver::resolve_first`].
     fn resolve(&self, name: &str) -> impl Future<Output = Result<Vec<IpAddr>>> + Send;
+
+    /// The addresses of the first of `candidates` (absolute names, in order) that the
+    /// cluster knows; [`Error::NameNotFound`] when it knows none. The default asks
+    /// [`ClusterResolver::resolve`] for each in turn.
+    fn resolve_first(
+        &self,
+        candidates: &[String],
+    ) -> impl Future<Output = Result<Vec<IpAddr>>> + Send {
+        async move {
+            for candidate in candidates {
+                match self.resolve(candidate).await {
+                    Ok(ips) if !ips.is_empty() => return Ok(ips),
+                    Ok(_) | Err(Error::NameNotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Error::NameNotFound {
+                name: candidates
+                    .first()
+                    .map(|c| c.trim_end_matches('.').to_owned())
+                    .unwrap_or_default(),
+                tried: candidates.to_vec(),
+            })
+        }
+    }
 }
 
 impl ClusterResolver for crate::Session {
@@ -49,6 +81,11 @@ impl ClusterResolver for crate::Session {
     /// tunnel with the search list of a pod in the session's namespace.
     async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>> {
         crate::Session::resolve(self, name).await
+    }
+
+    /// All candidates over one DNS connection through the tunnel.
+    async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
+        crate::Session::resolve_first(self, candidates).await
     }
 }
 
@@ -62,6 +99,13 @@ pub struct DnsServerConfig {
     pub upstream: SocketAddr,
     /// The cluster domain, `cluster.local` by default.
     pub cluster_domain: String,
+    /// The search list for short names: a pod's in the session's namespace
+    /// (`<ns>.svc.<domain> svc.<domain> <domain>`, see [`DnsServerConfig::namespace`]);
+    /// namespace `default` unless set.
+    pub search: Vec<String>,
+    /// Names with fewer dots than this are expanded with the search list (5, as in a
+    /// pod).
+    pub ndots: usize,
     /// TTL of answers made from the cluster (5 s by default: Service IPs change).
     pub ttl: u32,
     /// How long to wait for the upstream before answering `SERVFAIL`.
@@ -72,17 +116,28 @@ pub struct DnsServerConfig {
 }
 
 impl DnsServerConfig {
-    /// Defaults: cluster domain `cluster.local`, TTL 5 s, upstream timeout 3 s, 256
-    /// queries in flight.
+    /// Defaults: cluster domain `cluster.local`, the search list of namespace
+    /// `default`, ndots 5, TTL 5 s, upstream timeout 3 s, 256 queries in flight.
     pub fn new(listen: SocketAddr, upstream: SocketAddr) -> DnsServerConfig {
+        let search = SearchList::for_namespace("default", "cluster.local");
         DnsServerConfig {
             listen,
             upstream,
             cluster_domain: "cluster.local".to_owned(),
+            search: search.domains,
+            ndots: search.ndots,
             ttl: 5,
             upstream_timeout: Duration::from_secs(3),
             max_in_flight: 256,
         }
+    }
+
+    /// Sets [`DnsServerConfig::search`] to the search list of a pod in `namespace`
+    /// (with the current [`DnsServerConfig::cluster_domain`]).
+    pub fn namespace(mut self, namespace: &str) -> DnsServerConfig {
+        self.search =
+            SearchList::for_namespace(namespace, self.cluster_domain.trim_end_matches('.')).domains;
+        self
     }
 }
 
@@ -234,26 +289,42 @@ async fn serve_tcp_connection<R: ClusterResolver>(mut stream: TcpStream, shared:
 }
 
 /// How a name is answered.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[derive(Debug, PartialEq, Eq, Clone)]
 enum Route {
-    /// Cluster only (`NXDOMAIN` when unknown).
-    Cluster,
-    /// Cluster first, the upstream when the cluster has no answer.
-    ClusterThenUpstream,
-    /// Upstream only.
+    /// By the cluster only (`NXDOMAIN` when it knows none of these absolute names).
+    Cluster(Vec<String>),
+    /// By the cluster if it knows one of these absolute names, else by the upstream.
+    Search(Vec<String>),
+    /// By the upstream only.
     Upstream,
 }
 
-fn route(name: &str, cluster_domain: &str) -> Route {
-    let domain = cluster_domain.trim_end_matches('.').to_ascii_lowercase();
-    if name == domain
-        || name.ends_with(&format!(".{domain}"))
-        || name == "svc"
-        || name.ends_with(".svc")
-    {
-        Route::Cluster
-    } else if name.matches('.').count() <= 1 && !name.is_empty() {
-        Route::ClusterThenUpstream
+/// How `name` (lower case, no trailing dot) is answered; see the module docs.
+fn route(name: &str, config: &DnsServerConfig) -> Route {
+    let domain = config
+        .cluster_domain
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let in_domain = |n: &str| n == domain || n.ends_with(&format!(".{domain}"));
+    if name.is_empty() {
+        return Route::Upstream;
+    }
+    if in_domain(name) {
+        return Route::Cluster(vec![format!("{name}.")]);
+    }
+    let expanded = || {
+        config
+            .search
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|d| in_domain(d))
+            .map(|d| format!("{name}.{d}."))
+            .collect()
+    };
+    if name == "svc" || name.ends_with(".svc") {
+        Route::Cluster(expanded())
+    } else if name.matches('.').count() < config.ndots {
+        Route::Search(expanded())
     } else {
         Route::Upstream
     }
@@ -279,35 +350,27 @@ async fn handle<R: ClusterResolver>(shared: &Shared<R>, packet: &[u8]) -> Option
             && matches!(q.query_type(), RecordType::A | RecordType::AAAA) =>
         {
             let name = q.name().to_ascii().to_ascii_lowercase();
-            let name = name.trim_end_matches('.').to_owned();
-            match route(&name, &shared.config.cluster_domain) {
+            match route(name.trim_end_matches('.'), &shared.config) {
+                Route::Cluster(candidates) => Some((name, candidates, true)),
+                Route::Search(candidates) => Some((name, candidates, false)),
                 Route::Upstream => None,
-                r => Some((name, r)),
             }
         }
         _ => None,
     };
-    if let Some((name, route)) = cluster {
-        // A name in the cluster domain is absolute (no search list in the cluster
-        // resolver); `svc` and short names get the pod's search list.
-        let domain = shared.config.cluster_domain.trim_end_matches('.');
-        let lookup = if name == domain || name.ends_with(&format!(".{domain}")) {
-            format!("{name}.")
-        } else {
-            name.clone()
-        };
-        match shared.resolver.resolve(&lookup).await {
-            Ok(ips) if !ips.is_empty() || route == Route::Cluster => {
+    if let Some((name, candidates, cluster_only)) = cluster {
+        match shared.resolver.resolve_first(&candidates).await {
+            Ok(ips) if !ips.is_empty() || cluster_only => {
                 return answer(&query, &ips, shared.config.ttl);
             }
-            Err(Error::NameNotFound { .. }) if route == Route::Cluster => {
+            Err(Error::NameNotFound { .. }) if cluster_only => {
                 return error_reply(&query, ResponseCode::NXDomain);
             }
-            Err(e) if route == Route::Cluster => {
+            Err(e) if cluster_only => {
                 tracing::debug!(%name, error = %e, "cluster DNS failed");
                 return error_reply(&query, ResponseCode::ServFail);
             }
-            _ => {} // short name the cluster does not know: the upstream
+            _ => {} // not a cluster name after all: the upstream
         }
     }
     match forward(&shared.config, query.metadata.id, packet).await {
@@ -379,13 +442,38 @@ mod tests {
 
     #[test]
     fn routes() {
-        let r = |n| route(n, "cluster.local");
-        assert_eq!(r("echo.dev.svc.cluster.local"), Route::Cluster);
-        assert_eq!(r("echo.dev.svc"), Route::Cluster);
-        assert_eq!(r("echo"), Route::ClusterThenUpstream);
-        assert_eq!(r("echo.dev"), Route::ClusterThenUpstream);
-        assert_eq!(r("www.example.com"), Route::Upstream);
-        assert_eq!(r("notcluster.local"), Route::ClusterThenUpstream);
-        assert_eq!(r("a.b.notcluster.local"), Route::Upstream);
+        let config = DnsServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:53".parse().unwrap(),
+        )
+        .namespace("dev");
+        let r = |n| route(n, &config);
+        let search = |n: &str| {
+            vec![
+                format!("{n}.dev.svc.cluster.local."),
+                format!("{n}.svc.cluster.local."),
+                format!("{n}.cluster.local."),
+            ]
+        };
+        assert_eq!(
+            r("echo.dev.svc.cluster.local"),
+            Route::Cluster(vec!["echo.dev.svc.cluster.local.".to_owned()])
+        );
+        assert_eq!(r("echo.dev.svc"), Route::Cluster(search("echo.dev.svc")));
+        assert_eq!(r("echo"), Route::Search(search("echo")));
+        assert_eq!(r("echo.dev"), Route::Search(search("echo.dev")));
+        // A two-label outside name is tried in the cluster only with the search
+        // domains appended, never as it is.
+        assert_eq!(r("google.com"), Route::Search(search("google.com")));
+        assert_eq!(
+            r("notcluster.local"),
+            Route::Search(search("notcluster.local"))
+        );
+        assert_eq!(r("a.b.c.d.e.example"), Route::Upstream);
+        assert_eq!(r(""), Route::Upstream);
+        // Search domains outside the cluster domain never send a name to the cluster.
+        let mut corp = config.clone();
+        corp.search.push("corp.example".to_owned());
+        assert_eq!(route("echo", &corp), Route::Search(search("echo")));
     }
 }

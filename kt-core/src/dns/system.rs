@@ -5,18 +5,21 @@
 //! The file is a parameter: `/etc/resolv.conf`, `/etc/netns/<ns>/resolv.conf` (what
 //! `ip netns exec` bind-mounts) or a temporary file in tests. Regular files are
 //! rewritten in place (same inode, so bind mounts keep seeing it); a symlink (e.g.
-//! systemd-resolved's stub) is replaced by a regular file and put back as a symlink.
+//! systemd-resolved's stub) is replaced by a regular file and put back as a symlink,
+//! unless a namespace's own file is bind-mounted over its target (then the file is
+//! written through the symlink). Records carry the identity of the changed file, so
+//! recovery never restores a file another namespace changed (see `dns::record`).
 
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::record::{self, Identity, Stale};
 
 /// What `kind` a restore record of this module has.
-const KIND: &str = "resolv.conf";
+pub(crate) const KIND: &str = "resolv.conf";
 
 /// resolv.conf installer; see [`ResolvConf::install`] and [`ResolvConf::recover`].
 #[derive(Debug)]
@@ -27,6 +30,11 @@ pub struct ResolvConf;
 enum Original {
     /// A regular file with these bytes.
     File(String),
+    /// A symlink whose target is a mount point (what `ip netns exec` makes of a
+    /// symlinked `/etc/resolv.conf`: the namespace's own file is bind-mounted over the
+    /// target), with this content. It is written and restored *through* the symlink: the
+    /// symlink itself is shared with every other namespace and stays untouched.
+    Mounted(String),
     /// A symlink to this target.
     Symlink(PathBuf),
     /// No file.
@@ -101,8 +109,14 @@ impl ResolvConf {
 
     /// Installs a resolv.conf at `path` with `nameserver` first and `search` prepended
     /// (see [`ResolvConf::render`]). The restore record (JSON with the path, the
-    /// original content, this process's pid and the time) is written to `record_dir`
-    /// before the file is changed.
+    /// original content, the identity of the file — device and inode, network and mount
+    /// namespace —, this process's pid and the time) is written to `record_dir` before
+    /// the file is changed.
+    ///
+    /// A regular file is rewritten in place; a symlink is replaced by a regular file
+    /// (and put back on restore), except a symlink whose target is a mount point (a
+    /// namespace's own file bind-mounted by `ip netns exec`): that file is written
+    /// through the symlink, which other namespaces share.
     ///
     /// # Errors
     ///
@@ -115,21 +129,19 @@ impl ResolvConf {
     ) -> io::Result<ResolvConfGuard> {
         let original = read_original(path)?;
         let content = match &original {
-            Original::File(text) => text.clone(),
+            Original::File(text) | Original::Mounted(text) => text.clone(),
             Original::Symlink(_) => std::fs::read_to_string(path).unwrap_or_default(),
             Original::Missing => String::new(),
         };
-        std::fs::create_dir_all(record_dir)?;
-        let record = record_dir.join(record_name());
-        let value = json!({
-            "kind": KIND,
-            "path": path.to_string_lossy(),
-            "original": match &original { Original::File(t) => Value::from(t.as_str()), _ => Value::Null },
-            "symlink": match &original { Original::Symlink(t) => Value::from(t.to_string_lossy()), _ => Value::Null },
-            "pid": std::process::id(),
-            "time": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        });
-        write_durable(&record, value.to_string().as_bytes())?;
+        let mut identity = Identity::of(path);
+        let replaced = matches!(original, Original::Symlink(_) | Original::Missing);
+        if replaced {
+            // The file the record is about does not exist yet.
+            identity.file = None;
+        }
+        let record = record::new_record_path(record_dir, "resolv-conf")?;
+        let mut value = record_value(path, &original, &identity);
+        record::write_record(&record, &value)?;
         let new = ResolvConf::render(&content, nameserver, search);
         let guard = ResolvConfGuard {
             path: path.to_owned(),
@@ -141,60 +153,86 @@ impl ResolvConf {
             std::fs::remove_file(path)?;
         }
         // In place: keeps the inode (bind mounts) and the mode.
-        write_durable(path, new.as_bytes())?;
+        record::write_durable(path, new.as_bytes())?;
+        if replaced {
+            identity.file = record::dev_ino(path);
+            value["identity"] = identity.to_json();
+            record::write_record(&guard.record, &value)?;
+        }
         Ok(guard)
     }
 
     /// Restores every file recorded in `record_dir` by a process that is no longer
     /// running (a crash or `kill -9`), and removes those records. Returns the restored
-    /// paths. Call it at start, before [`ResolvConf::install`].
+    /// paths. Call it at start, before [`ResolvConf::install`]. A record about a file
+    /// that this process does not see at the recorded path (another network or mount
+    /// namespace, or a file replaced since) is left for a process that does.
+    ///
+    /// [`crate::recover`] does this for every kind of system DNS change.
     ///
     /// # Errors
     ///
     /// I/O errors listing `record_dir` or restoring a file (a missing directory is
     /// not an error). Unreadable records are skipped.
     pub fn recover(record_dir: &Path) -> io::Result<Vec<PathBuf>> {
-        let entries = match std::fs::read_dir(record_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
         let mut restored = Vec::new();
-        for entry in entries.flatten() {
-            let record = entry.path();
-            if record.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
+        for stale in record::stale_records(record_dir)? {
+            if stale.value["kind"] == KIND
+                && let Some(path) = recover_record(&stale)?
+            {
+                restored.push(path);
             }
-            let Ok(text) = std::fs::read_to_string(&record) else {
-                continue;
-            };
-            let Ok(value) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if value["kind"] != KIND {
-                continue;
-            }
-            let Some(pid) = value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
-                continue;
-            };
-            if pid_alive(pid) {
-                continue;
-            }
-            let Some(path) = value["path"].as_str().map(PathBuf::from) else {
-                continue;
-            };
-            let original = match (value["original"].as_str(), value["symlink"].as_str()) {
-                (Some(text), _) => Original::File(text.to_owned()),
-                (None, Some(target)) => Original::Symlink(PathBuf::from(target)),
-                (None, None) => Original::Missing,
-            };
-            put_back(&path, &original)?;
-            std::fs::remove_file(&record)?;
-            tracing::info!(path = %path.display(), pid, "restored resolv.conf left by a crashed kt");
-            restored.push(path);
         }
         Ok(restored)
     }
+}
+
+fn record_value(path: &Path, original: &Original, identity: &Identity) -> Value {
+    let mut map = record::header(KIND);
+    map.insert("path".into(), path.to_string_lossy().into());
+    let (text, symlink, through) = match original {
+        Original::File(t) => (Value::from(t.as_str()), Value::Null, false),
+        Original::Mounted(t) => (Value::from(t.as_str()), Value::Null, true),
+        Original::Symlink(t) => (Value::Null, Value::from(t.to_string_lossy()), false),
+        Original::Missing => (Value::Null, Value::Null, false),
+    };
+    map.insert("original".into(), text);
+    map.insert("symlink".into(), symlink);
+    map.insert("through_symlink".into(), through.into());
+    map.insert("identity".into(), identity.to_json());
+    Value::Object(map)
+}
+
+/// Restores the file of one stale record if this process sees that file; returns its
+/// path when it did.
+pub(crate) fn recover_record(stale: &Stale) -> io::Result<Option<PathBuf>> {
+    let value = &stale.value;
+    let Some(path) = value["path"].as_str().map(PathBuf::from) else {
+        return Ok(None);
+    };
+    let Some(identity) = Identity::from_json(&value["identity"]) else {
+        tracing::debug!(record = %stale.record.display(), "restore record without a file identity: left alone");
+        return Ok(None);
+    };
+    if !identity.matches_here(&path) {
+        tracing::debug!(
+            record = %stale.record.display(),
+            path = %path.display(),
+            "restore record is about another file than this process sees there \
+             (another namespace, or replaced since): left alone"
+        );
+        return Ok(None);
+    }
+    let original = match (value["original"].as_str(), value["symlink"].as_str()) {
+        (Some(text), _) if value["through_symlink"] == true => Original::Mounted(text.to_owned()),
+        (Some(text), _) => Original::File(text.to_owned()),
+        (None, Some(target)) => Original::Symlink(PathBuf::from(target)),
+        (None, None) => Original::Missing,
+    };
+    put_back(&path, &original)?;
+    record::remove_record(&stale.record)?;
+    tracing::info!(path = %path.display(), pid = stale.pid, "restored resolv.conf left by a crashed kt");
+    Ok(Some(path))
 }
 
 impl ResolvConfGuard {
@@ -209,6 +247,7 @@ impl ResolvConfGuard {
     }
 
     /// Puts the original file back byte for byte and removes the restore record.
+    /// Calling it again (or dropping the guard afterwards) does nothing.
     ///
     /// # Errors
     ///
@@ -217,16 +256,13 @@ impl ResolvConfGuard {
         self.restore_inner()
     }
 
-    fn restore_inner(&mut self) -> io::Result<()> {
+    pub(crate) fn restore_inner(&mut self) -> io::Result<()> {
         if self.restored {
             return Ok(());
         }
         put_back(&self.path, &self.original)?;
         self.restored = true;
-        match std::fs::remove_file(&self.record) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        record::remove_record(&self.record)
     }
 }
 
@@ -239,18 +275,21 @@ impl Drop for ResolvConfGuard {
 }
 
 fn read_original(path: &Path) -> io::Result<Original> {
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "resolv.conf is not UTF-8"))
+    };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Original::Missing),
         Err(e) => Err(e),
         Ok(meta) if meta.file_type().is_symlink() => {
-            Ok(Original::Symlink(std::fs::read_link(path)?))
+            if record::is_mount_point(path) {
+                Ok(Original::Mounted(text(std::fs::read(path)?)?))
+            } else {
+                Ok(Original::Symlink(std::fs::read_link(path)?))
+            }
         }
-        Ok(_) => {
-            let bytes = std::fs::read(path)?;
-            String::from_utf8(bytes)
-                .map(Original::File)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "resolv.conf is not UTF-8"))
-        }
+        Ok(_) => Ok(Original::File(text(std::fs::read(path)?)?)),
     }
 }
 
@@ -260,8 +299,9 @@ fn put_back(path: &Path, original: &Original) -> io::Result<()> {
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
                 std::fs::remove_file(path)?;
             }
-            write_durable(path, text.as_bytes())
+            record::write_durable(path, text.as_bytes())
         }
+        Original::Mounted(text) => record::write_durable(path, text.as_bytes()),
         Original::Symlink(target) => {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -284,46 +324,6 @@ fn symlink(target: &Path, path: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn symlink(_target: &Path, _path: &Path) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "symlinks"))
-}
-
-/// Truncates and writes `path` in place, then syncs it.
-fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn record_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "resolv-conf-{}-{}.json",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Whether process `pid` exists (this process counts as alive).
-fn pid_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        Path::new(&format!("/proc/{pid}")).exists()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        std::process::Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
 }
 
 #[cfg(test)]

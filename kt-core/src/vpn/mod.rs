@@ -25,9 +25,9 @@ pub(crate) mod flows;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DnsMode {
-    /// The best mode for this machine: [`DnsMode::Resolved`] where systemd-resolved
-    /// manages `/etc/resolv.conf`, [`DnsMode::ResolverDir`] on macOS, else
-    /// [`DnsMode::ResolvConf`].
+    /// The best mode for this machine: [`DnsMode::Resolved`] where `/etc/resolv.conf`
+    /// points at systemd-resolved's stub and `resolvectl` works, [`DnsMode::ResolverDir`]
+    /// on macOS, else [`DnsMode::ResolvConf`] on Linux and [`DnsMode::Off`] elsewhere.
     #[default]
     Auto,
     /// Put the local DNS server first in `/etc/resolv.conf` (restored on close and at
@@ -36,7 +36,8 @@ pub enum DnsMode {
     /// systemd-resolved: the local DNS server and `~<cluster domain>` routing domains on
     /// the tun link only (gone with the link).
     Resolved,
-    /// macOS: one `/etc/resolver/<domain>` file per cluster domain.
+    /// macOS: `/etc/resolver/<cluster domain>` and `/etc/resolver/svc` files (existing
+    /// files are never overwritten).
     ResolverDir,
     /// Hosts-file entries for the Services of these namespaces (the session's namespace
     /// when empty), like kt-connect's `hosts` mode; no DNS server is installed.
