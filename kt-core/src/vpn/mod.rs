@@ -19,7 +19,9 @@ pub use ipnet::IpNet;
 use crate::error::Result;
 
 pub(crate) mod cidr;
+pub(crate) mod device;
 pub(crate) mod flows;
+pub(crate) mod stack;
 
 /// How cluster names reach programs that use the system resolver (VPN mode only).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -156,4 +158,92 @@ pub(crate) trait DatagramFlow: Send + Sync + 'static {
     fn send(&self, datagram: &[u8]) -> impl Future<Output = Result<()>> + Send;
     /// The next datagram from the destination; an error when the flow has ended.
     fn recv(&self) -> impl Future<Output = Result<Bytes>> + Send;
+}
+
+/// A running VPN: the tun device with its address and routes, and the userspace stack
+/// serving it on a task (see [`stack`] for what it does with each protocol).
+///
+/// Dropping it without [`Vpn::stop`] still ends the stack (and so deletes the device),
+/// just without waiting for it.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "the session starts it in VPN mode (being wired in)"
+    )
+)]
+pub(crate) struct Vpn {
+    name: String,
+    index: u32,
+    address: Ipv4Addr,
+    /// Ends the stack: a child of the token `start` was given.
+    cancel: tokio_util::sync::CancellationToken,
+    /// The stack's task, which owns the device.
+    stack: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "the session starts it in VPN mode (being wired in)"
+    )
+)]
+impl Vpn {
+    /// Creates the device, adds `routes`, starts the stack on a task that ends when
+    /// `cancel` fires.
+    pub(crate) async fn start<D: FlowDialer>(
+        opts: &VpnOptions,
+        routes: &[IpNet],
+        dialer: D,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Vpn> {
+        let device = device::create(opts, routes).await?;
+        let cancel = cancel.child_token();
+        let (name, index, address) = (device.name, device.index, device.address);
+        let stack = tokio::spawn(stack::run(device.tun, device.mtu, dialer, cancel.clone()));
+        tracing::info!(target: "kt", "VPN: tun device {name} up, {} route(s)", routes.len());
+        Ok(Vpn {
+            name,
+            index,
+            address,
+            cancel,
+            stack: Some(stack),
+        })
+    }
+
+    /// The device's name, as the kernel gave it.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The device's interface index.
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The device's own address.
+    pub(crate) fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// Ends the stack (every open TCP connection is reset) and deletes the device, and
+    /// with it its routes. Safe when the device is already gone.
+    pub(crate) async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(stack) = self.stack.take()
+            && let Err(e) = stack.await
+        {
+            tracing::warn!(target: "kt", "VPN: the stack task failed: {e}");
+        }
+        if let Err(e) = device::remove(&self.name, self.index).await {
+            tracing::warn!(target: "kt", "VPN: {e}");
+        }
+    }
+}
+
+impl Drop for Vpn {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }

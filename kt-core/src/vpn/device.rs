@@ -1,0 +1,391 @@
+//! The VPN's tun device: created (never persistent), given its address and MTU, brought
+//! up, and given one route per routed range, all in the calling thread's network
+//! namespace.
+//!
+//! The device is not persistent, so it lives exactly as long as its file descriptor:
+//! when the process exits or crashes, the kernel deletes the device and with it its
+//! address and every route through it. Nothing needs recovering at the next start.
+//!
+//! Linux only for now: elsewhere [`create`] fails with
+//! [`Error::Unsupported`](crate::Error::Unsupported).
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+
+use super::VpnOptions;
+use super::stack::PacketDevice;
+#[cfg(not(target_os = "linux"))]
+use crate::error::Error;
+use crate::error::Result;
+
+/// A tun device, up, with its address and routes. Dropping it closes its descriptor,
+/// which deletes the device (and so its routes).
+pub(crate) struct Device {
+    /// The name the kernel gave it.
+    pub(crate) name: String,
+    /// Its interface index.
+    pub(crate) index: u32,
+    /// Its IPv4 address (a /32).
+    pub(crate) address: Ipv4Addr,
+    /// Its MTU.
+    pub(crate) mtu: u16,
+    /// The packet interface.
+    pub(crate) tun: Tun,
+}
+
+/// The packet interface of a tun device.
+#[cfg(target_os = "linux")]
+pub(crate) type Tun = tun::AsyncDevice;
+
+/// No tun device outside Linux yet.
+#[cfg(not(target_os = "linux"))]
+pub(crate) enum Tun {}
+
+#[cfg(target_os = "linux")]
+impl PacketDevice for Tun {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        tun::AsyncDevice::recv(self, buf).await
+    }
+
+    async fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        tun::AsyncDevice::send(self, packet).await
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl PacketDevice for Tun {
+    async fn recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        match *self {}
+    }
+
+    async fn send(&self, _packet: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
+}
+
+/// Creates the device in the calling thread's network namespace, sets its address
+/// (`opts.address`/32) and MTU, brings it up and routes every range of `routes` through
+/// it. On failure nothing is left behind (the half-made device goes with its
+/// descriptor).
+#[cfg(target_os = "linux")]
+pub(crate) async fn create(opts: &VpnOptions, routes: &[IpNet]) -> Result<Device> {
+    linux::create(opts, routes).await
+}
+
+/// VPN mode is Linux only for now.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn create(_opts: &VpnOptions, _routes: &[IpNet]) -> Result<Device> {
+    Err(Error::Unsupported {
+        feature: "VPN mode",
+        reason: "the tun device is implemented for Linux only so far; use proxy mode \
+                 (the SOCKS5 and HTTP proxies, Session::forward)"
+            .to_owned(),
+    })
+}
+
+/// Deletes the device `name` with index `index` if it still exists (its descriptor
+/// normally took it away already). Safe to call when it is gone.
+#[cfg(target_os = "linux")]
+pub(crate) async fn remove(name: &str, index: u32) -> Result<()> {
+    linux::remove(name, index).await
+}
+
+/// Nothing to remove where no device can be made.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn remove(_name: &str, _index: u32) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::net::IpAddr;
+
+    use futures::TryStreamExt as _;
+    use ipnet::IpNet;
+    use nix::errno::Errno;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+    use rtnetlink::packet_route::route::RouteScope;
+    use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+    use tun::AbstractDevice as _;
+
+    use super::Device;
+    use crate::error::{Error, Result};
+    use crate::vpn::VpnOptions;
+
+    /// What kt was doing, for error messages.
+    fn creating(name: &str) -> String {
+        format!("create the tun device `{name}`")
+    }
+
+    /// Maps an OS error to [`Error::NeedsCapability`] when it is a refusal for lack of
+    /// privileges, else to [`Error::Vpn`].
+    fn os_error(action: String, e: io::Error) -> Error {
+        match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EPERM | Errno::EACCES) => Error::NeedsCapability {
+                action,
+                capability: "CAP_NET_ADMIN",
+            },
+            _ => Error::Vpn { action, source: e },
+        }
+    }
+
+    /// Whether a netlink failure says "no such device".
+    fn is_enodev(e: &rtnetlink::Error) -> bool {
+        matches!(e, rtnetlink::Error::NetlinkError(msg) if msg.raw_code() == -(Errno::ENODEV as i32))
+    }
+
+    /// The device's name pattern when the caller gives none: the kernel replaces `%d`
+    /// with the first free number (`kt0`, `kt1`, ...).
+    const DEFAULT_NAME: &str = "kt%d";
+    /// Linux limits interface names to 15 bytes.
+    const MAX_NAME: usize = 15;
+    /// The smallest MTU every IPv4 host must handle (RFC 791).
+    const MIN_MTU_V4: u16 = 576;
+    /// IPv6's minimum MTU (RFC 8200).
+    const MIN_MTU_V6: u16 = 1280;
+
+    /// A netlink connection whose driver task ends when it is dropped.
+    struct Netlink {
+        handle: Handle,
+        driver: tokio::task::JoinHandle<()>,
+    }
+
+    impl Netlink {
+        fn open(action: &str) -> Result<Netlink> {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| Error::Vpn {
+                action: format!("{action}: open a netlink socket"),
+                source,
+            })?;
+            Ok(Netlink {
+                handle,
+                driver: tokio::spawn(conn),
+            })
+        }
+    }
+
+    impl Drop for Netlink {
+        fn drop(&mut self) {
+            self.driver.abort();
+        }
+    }
+
+    /// The OS error inside a netlink failure.
+    fn netlink_io(e: rtnetlink::Error) -> io::Error {
+        match e {
+            rtnetlink::Error::NetlinkError(msg) => msg.to_io(),
+            other => io::Error::other(other.to_string()),
+        }
+    }
+
+    /// The link called `name`, if any.
+    async fn link_by_name(nl: &Netlink, name: &str) -> io::Result<Option<LinkMessage>> {
+        let mut links = nl.handle.link().get().match_name(name.to_owned()).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link),
+            Err(e) if is_enodev(&e) => Ok(None),
+            Err(e) => Err(netlink_io(e)),
+        }
+    }
+
+    /// The link with index `index`, if any.
+    async fn link_by_index(nl: &Netlink, index: u32) -> io::Result<Option<LinkMessage>> {
+        let mut links = nl.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link),
+            Err(e) if is_enodev(&e) => Ok(None),
+            Err(e) => Err(netlink_io(e)),
+        }
+    }
+
+    fn link_name(link: &LinkMessage) -> Option<&str> {
+        link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+
+    fn name_in_use(name: &str) -> Error {
+        Error::Vpn {
+            action: creating(name),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "a network device named `{name}` already exists; choose another name with \
+                     VpnOptions::tun_name, or leave it unset to let the kernel pick a free `ktN`"
+                ),
+            ),
+        }
+    }
+
+    pub(super) async fn create(opts: &VpnOptions, routes: &[IpNet]) -> Result<Device> {
+        let wanted = opts.tun_name.as_deref().unwrap_or(DEFAULT_NAME);
+        if wanted.is_empty()
+            || wanted.len() > MAX_NAME
+            || wanted.contains(['/', ':'])
+            || wanted.chars().any(char::is_whitespace)
+        {
+            return Err(Error::Vpn {
+                action: creating(wanted),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a network device name has 1 to 15 characters, none of them `/`, `:` or \
+                     white space",
+                ),
+            });
+        }
+        let min_mtu = if routes.iter().any(|r| matches!(r, IpNet::V6(_))) {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU_V4
+        };
+        if opts.mtu < min_mtu {
+            return Err(Error::Vpn {
+                action: creating(wanted),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "MTU {} is too small: VpnOptions::mtu must be at least {MIN_MTU_V4}, \
+                         and at least {MIN_MTU_V6} when IPv6 ranges are routed",
+                        opts.mtu
+                    ),
+                ),
+            });
+        }
+        let nl = Netlink::open(&creating(wanted))?;
+        // TUNSETIFF would attach to an existing persistent tun device of that name
+        // instead of making a new one; refuse any existing name up front.
+        if opts.tun_name.is_some() {
+            match link_by_name(&nl, wanted).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(name_in_use(wanted)),
+                Err(e) => return Err(os_error(creating(wanted), e)),
+            }
+        }
+
+        let mut config = tun::Configuration::default();
+        config.tun_name(wanted).mtu(opts.mtu);
+        // Only open the device here; netlink below sets the address, MTU and state, so
+        // every step reports its own error.
+        config.platform_config(|p| {
+            p.ensure_root_privileges(false);
+        });
+        let tun = tun::create_as_async(&config).map_err(|e| open_error(wanted, e))?;
+        let name = tun.tun_name().map_err(|e| Error::Vpn {
+            action: format!("read back the name of the tun device `{wanted}`"),
+            source: tun_io(e),
+        })?;
+        let index = match link_by_name(&nl, &name).await {
+            Ok(Some(link)) => link.header.index,
+            Ok(None) => {
+                return Err(Error::Vpn {
+                    action: format!("find the new tun device `{name}`"),
+                    source: io::Error::new(io::ErrorKind::NotFound, "it vanished"),
+                });
+            }
+            Err(e) => return Err(os_error(format!("find the new tun device `{name}`"), e)),
+        };
+
+        let step = |what: String| move |e: rtnetlink::Error| os_error(what, netlink_io(e));
+        nl.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .mtu(u32::from(opts.mtu))
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(step(format!("set the MTU of `{name}` to {}", opts.mtu)))?;
+        nl.handle
+            .address()
+            .add(index, IpAddr::V4(opts.address), 32)
+            .execute()
+            .await
+            .map_err(step(format!(
+                "give `{name}` the address {}/32",
+                opts.address
+            )))?;
+        nl.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(step(format!("bring `{name}` up")))?;
+        for net in routes {
+            let route = RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(net.network(), net.prefix_len())
+                .map_err(|e| Error::Vpn {
+                    action: format!("route {net} through `{name}`"),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+                })?
+                .output_interface(index)
+                .scope(RouteScope::Link)
+                .build();
+            nl.handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(step(format!("route {net} through `{name}`")))?;
+        }
+        tracing::debug!(target: "kt", "tun device {name} (index {index}) up with {} route(s)", routes.len());
+        Ok(Device {
+            name,
+            index,
+            address: opts.address,
+            mtu: opts.mtu,
+            tun,
+        })
+    }
+
+    fn tun_io(e: tun::Error) -> io::Error {
+        match e {
+            tun::Error::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        }
+    }
+
+    /// Why opening `/dev/net/tun` or creating the device failed, in our words.
+    fn open_error(name: &str, e: tun::Error) -> Error {
+        let e = tun_io(e);
+        match e.raw_os_error().map(Errno::from_raw) {
+            // A tun device of that name exists and is attached to a process.
+            Some(Errno::EBUSY) => name_in_use(name),
+            // No tun driver.
+            Some(Errno::ENOENT | Errno::ENODEV) => Error::Vpn {
+                action: creating(name),
+                source: io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: the tun driver is missing; load it (`modprobe tun`) or, in a \
+                         container, pass /dev/net/tun through"
+                    ),
+                ),
+            },
+            _ => os_error(creating(name), e),
+        }
+    }
+
+    pub(super) async fn remove(name: &str, index: u32) -> Result<()> {
+        let action = format!("delete the tun device `{name}`");
+        let nl = Netlink::open(&action)?;
+        match link_by_index(&nl, index).await {
+            // Gone with its descriptor, as expected.
+            Ok(None) => return Ok(()),
+            // The index was reused by another device: not ours.
+            Ok(Some(link)) if link_name(&link) != Some(name) => return Ok(()),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(os_error(action, e)),
+        }
+        // Still there: another process holds a copy of the descriptor.
+        tracing::debug!(target: "kt", "tun device {name} outlived its descriptor; deleting it");
+        match nl.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_enodev(&e) => Ok(()),
+            Err(e) => Err(os_error(action, netlink_io(e))),
+        }
+    }
+}
