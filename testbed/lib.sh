@@ -45,6 +45,11 @@ ensure_packages() {
 	command -v pkill >/dev/null || missing+=(procps)
 	[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 	command -v ssh >/dev/null || missing+=(openssh-client)
+	# VPN-mode tests run plain programs in the laptop namespace.
+	command -v ping >/dev/null || missing+=(iputils-ping)
+	command -v python3 >/dev/null || missing+=(python3)
+	command -v dig >/dev/null || missing+=(dnsutils)
+	command -v setpriv >/dev/null || missing+=(util-linux)
 	if [ ${#missing[@]} -gt 0 ]; then
 		say "installing Debian packages: ${missing[*]}"
 		export DEBIAN_FRONTEND=noninteractive

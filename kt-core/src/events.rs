@@ -50,6 +50,26 @@ pub enum Event {
         /// The HTTP proxy's address.
         http_proxy: std::net::SocketAddr,
     },
+    /// VPN mode: system DNS settings that a session which died without closing left
+    /// behind were put back.
+    Recovered {
+        /// What was restored (a file, in words).
+        what: String,
+    },
+    /// VPN mode: the tun device is up with its routes.
+    VpnUp {
+        /// The device's name.
+        device: String,
+        /// The routed ranges.
+        routes: Vec<String>,
+    },
+    /// VPN mode: the local DNS server runs and the system resolver uses it.
+    DnsInstalled {
+        /// The local DNS server.
+        server: std::net::SocketAddr,
+        /// What was changed, in words.
+        detail: String,
+    },
     /// The tunnel dropped; reconnecting.
     Reconnecting {
         /// 1 for the first try after a drop, then 2, 3, ...
@@ -94,6 +114,15 @@ impl fmt::Display for Event {
                 f,
                 "tunnel up: SOCKS5 on {socks5}, HTTP proxy on {http_proxy}"
             ),
+            Event::Recovered { what } => {
+                write!(f, "restored {what}, left changed by a session that crashed")
+            }
+            Event::VpnUp { device, routes } => {
+                write!(f, "VPN up on {device}, routing {}", routes.join(", "))
+            }
+            Event::DnsInstalled { server, detail } => {
+                write!(f, "cluster names resolve through {server} ({detail})")
+            }
             Event::Reconnecting { attempt, reason } => {
                 write!(f, "tunnel down ({reason}); reconnecting, try {attempt}")
             }

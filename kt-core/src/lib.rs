@@ -101,6 +101,43 @@
 //! # }
 //! ```
 
+//! # VPN mode
+//!
+//! With [`ConnectOptions::vpn`], every program on the machine reaches the cluster with
+//! no proxy settings, as with kt-connect's default mode. Needs CAP_NET_ADMIN (root);
+//! without it, connect fails with [`Error::NeedsCapability`] before creating anything.
+//!
+//! - A tun device (`kt0`, ...) gets routes for the cluster's pod and Service ranges,
+//!   found with namespace-only permissions where possible (Node pod CIDRs, ServiceCIDR
+//!   objects, the range hint of a dry-run Service, the namespace's own pod and Service
+//!   IPs), plus [`VpnOptions::include`], minus [`VpnOptions::exclude`]. The API
+//!   server's own address is never routed into the tunnel (a covering route is split
+//!   around it).
+//! - A userspace TCP/IP stack ([ipstack](https://crates.io/crates/ipstack)) ends each
+//!   TCP connection and UDP flow locally and opens an SSH channel to its destination
+//!   through the shadow. Half-closes and resets carry over; ICMP echo to a routed
+//!   address is answered with "administratively prohibited", so `ping` fails at once.
+//! - A local DNS server answers cluster names through the tunnel and passes every
+//!   other query to the previous upstream; [`DnsMode`] says how the system resolver
+//!   is pointed at it (resolv.conf, systemd-resolved per link, macOS
+//!   `/etc/resolver`, or hosts-file entries). What it changes is recorded on disk first
+//!   and restored on close, on drop, and at the next start after a crash
+//!   ([`recover_system_dns`]). The device and its routes vanish with the process.
+//!
+//! ```no_run
+//! use kt_core::{ConnectOptions, DnsMode, Session, VpnOptions};
+//!
+//! # async fn demo() -> Result<(), kt_core::Error> {
+//! let vpn = VpnOptions::new().dns(DnsMode::ResolvConf);
+//! let session = Session::connect(ConnectOptions::new().namespace("dev").vpn(vpn)).await?;
+//! let info = session.vpn().expect("VPN mode");
+//! println!("{} routes {:?}; DNS {:?}", info.device, info.routes, info.dns_addr);
+//! // Now `curl http://web.dev.svc.cluster.local` works from any shell.
+//! session.close().await?; // restores resolv.conf, removes the device and the pod
+//! # Ok(())
+//! # }
+//! ```
+
 mod cluster;
 mod dns;
 mod error;
@@ -113,7 +150,7 @@ mod vpn;
 pub use cluster::ranges::discover_ranges;
 pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
-pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover};
+pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
 pub use error::{Error, ROLE_YAML, Result};
@@ -123,4 +160,4 @@ pub use session::{
     ShadowFlavour,
 };
 pub use tunnel::udp::DatagramChannel;
-pub use vpn::{DEFAULT_MTU, DnsMode, IpNet, VpnOptions};
+pub use vpn::{DEFAULT_MTU, DnsMode, IpNet, VpnInfo, VpnOptions};

@@ -22,6 +22,8 @@ use crate::events::{Callback, Event, EventBus, Events};
 use crate::tunnel::transport::{Link, TransportConfig, Tunnel};
 use crate::tunnel::udp::{self, DatagramChannel};
 use crate::tunnel::{Dialer, Tasks, accept_loop, bind, forward, http, socks};
+use crate::vpn::setup::{VpnContext, VpnState, check_capability, recover_left_overs};
+use crate::vpn::{VpnInfo, VpnOptions};
 
 /// Environment variable overriding the default shadow image (both flavours).
 pub const SHADOW_IMAGE_ENV: &str = "KT_SHADOW_IMAGE";
@@ -94,6 +96,7 @@ pub struct ConnectOptions {
     pub(crate) socks5_port: u16,
     pub(crate) http_proxy_port: u16,
     pub(crate) on_event: Option<Callback>,
+    pub(crate) vpn: Option<VpnOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -124,6 +127,7 @@ impl Default for ConnectOptions {
             socks5_port: 0,
             http_proxy_port: 0,
             on_event: None,
+            vpn: None,
         }
     }
 }
@@ -309,6 +313,16 @@ impl ConnectOptions {
         self
     }
 
+    /// VPN mode: besides the proxies, a tun device routes the cluster's pod and Service
+    /// ranges through the tunnel, and cluster names resolve for every program on the
+    /// machine (see [`VpnOptions`] and [`crate::DnsMode`]). Needs CAP_NET_ADMIN (root);
+    /// without it, [`Session::connect`] fails with [`Error::NeedsCapability`] before
+    /// anything is created in the cluster.
+    pub fn vpn(mut self, vpn: VpnOptions) -> Self {
+        self.vpn = Some(vpn);
+        self
+    }
+
     /// Called with every [`Event`] as it happens, from connect on (for progress
     /// displays). Keep it quick: it runs on kt's tasks.
     pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
@@ -356,6 +370,7 @@ struct Inner {
     cluster_domain: String,
     flavour: ShadowFlavour,
     close_timeout: Duration,
+    vpn: Option<VpnState>,
     closing: AtomicBool,
     close_done: tokio::sync::Mutex<bool>,
 }
@@ -390,7 +405,18 @@ impl Session {
     /// context, an unreachable API server, a missing namespace, a missing permission, a
     /// shadow image that cannot start, a refused port-forward, a failed SSH login.
     pub async fn connect(opts: ConnectOptions) -> Result<Session> {
+        // Boxed: the whole sequence is a large future, callers' futures stay small.
+        Box::pin(Self::connect_inner(opts)).await
+    }
+
+    async fn connect_inner(opts: ConnectOptions) -> Result<Session> {
         let events = Arc::new(EventBus::new(opts.on_event.clone()));
+        if opts.vpn.is_some() {
+            // Fail before anything exists in the cluster, and put back what a crashed
+            // session left before anything reads the system DNS settings.
+            check_capability()?;
+            recover_left_overs(&events);
+        }
         let cluster = Cluster::connect(&opts).await?;
         let id = session_id();
         let name = format!("kt-shadow-{id}");
@@ -502,6 +528,27 @@ impl Session {
             }));
         }
         events.emit(Event::TunnelUp { socks5, http_proxy });
+        let vpn = match &opts.vpn {
+            None => None,
+            Some(vpn_opts) => {
+                let cx = VpnContext {
+                    cluster: &cluster,
+                    session: &objects.session,
+                    cluster_domain: &opts.cluster_domain,
+                    dialer: &dialer,
+                    tasks: &tasks,
+                    events: &events,
+                };
+                match Box::pin(VpnState::start(vpn_opts, cx)).await {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        tasks.cancel.cancel();
+                        tunnel.close().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
         Ok(Session {
             inner: Arc::new(Inner {
                 id: objects.session.clone(),
@@ -516,6 +563,7 @@ impl Session {
                 cluster_domain: opts.cluster_domain.clone(),
                 flavour: opts.flavour,
                 close_timeout: opts.close_timeout,
+                vpn,
                 closing: AtomicBool::new(false),
                 close_done: tokio::sync::Mutex::new(false),
             }),
@@ -546,6 +594,17 @@ impl Session {
     /// The local HTTP proxy (`CONNECT` and plain absolute-form requests).
     pub fn http_proxy_addr(&self) -> SocketAddr {
         self.inner.http_proxy
+    }
+
+    /// VPN mode's device, routes and DNS ([`None`] in proxy mode).
+    pub fn vpn(&self) -> Option<&VpnInfo> {
+        self.inner.vpn.as_ref().map(|v| &v.info)
+    }
+
+    /// VPN mode's local DNS server (cluster names through the tunnel, the rest to the
+    /// previous upstream); [`None`] in proxy mode.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.vpn().and_then(|v| v.dns_addr)
     }
 
     /// The cluster DNS server the session queries (as the shadow reaches it).
@@ -704,6 +763,9 @@ impl Session {
         self.inner.closing.store(true, Ordering::SeqCst);
         let inner = &self.inner;
         inner.events.emit(Event::Closing);
+        if let Some(vpn) = &inner.vpn {
+            vpn.stop().await;
+        }
         inner.tasks.cancel.cancel();
         inner.tunnel.close().await;
         let deleted = inner
@@ -743,6 +805,10 @@ impl Drop for Session {
         if self.inner.closing.swap(true, Ordering::SeqCst) {
             return;
         }
+        // System DNS first and synchronously: it must not wait for a runtime.
+        if let Some(vpn) = &self.inner.vpn {
+            vpn.restore_dns();
+        }
         self.inner.tasks.cancel.cancel();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
@@ -755,6 +821,9 @@ impl Drop for Session {
         };
         let inner = Arc::clone(&self.inner);
         runtime.spawn(async move {
+            if let Some(vpn) = &inner.vpn {
+                vpn.stop().await;
+            }
             inner.tunnel.close().await;
             if let Err(e) = inner
                 .objects

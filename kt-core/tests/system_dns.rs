@@ -385,7 +385,7 @@ fn a_record_about_another_file_than_the_path_names_now_is_not_applied() -> Resul
         p.record_dir = records.clone();
         p
     };
-    ensure!(kt_core::recover(&paths)?.is_empty());
+    ensure!(kt_core::recover_system_dns(&paths)?.is_empty());
     ensure!(
         std::fs::read_to_string(&path)? == OTHER,
         "another file was overwritten"
@@ -435,14 +435,14 @@ fn public_recover_restores_resolv_conf_and_reports_it() -> Result<()> {
     std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
     std::fs::write(&paths.resolv_conf, ORIGINAL)?;
     install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
-    let done = kt_core::recover(&paths)?;
+    let done = kt_core::recover_system_dns(&paths)?;
     ensure!(
         done.len() == 1 && done[0].contains("resolv.conf"),
         "{done:?}"
     );
     ensure!(std::fs::read(&paths.resolv_conf)? == ORIGINAL.as_bytes());
     ensure!(
-        kt_core::recover(&paths)?.is_empty(),
+        kt_core::recover_system_dns(&paths)?.is_empty(),
         "a second recover has nothing to do"
     );
     std::fs::remove_dir_all(&dir)?;

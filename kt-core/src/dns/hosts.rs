@@ -256,6 +256,7 @@ impl HostsGuard {
     /// # Errors
     ///
     /// I/O errors; the record is then kept for recovery.
+    #[cfg(test)]
     pub(crate) fn restore(mut self) -> io::Result<()> {
         self.restore_inner()
     }

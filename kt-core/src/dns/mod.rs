@@ -3,26 +3,10 @@
 //! OpenSSH shadow), with the search list of a pod in the session's namespace applied
 //! here, as a pod's resolver would (`ndots:5`).
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the VPN session, wired separately")
-)]
 pub(crate) mod hosts;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the VPN session, wired separately")
-)]
 pub(crate) mod install;
 pub(crate) mod record;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the VPN session, wired separately")
-)]
 pub(crate) mod resolved;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the VPN session, wired separately")
-)]
 pub(crate) mod resolver_dir;
 pub(crate) mod server;
 pub(crate) mod system;

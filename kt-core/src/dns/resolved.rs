@@ -228,6 +228,7 @@ impl ResolvedGuard {
     /// # Errors
     ///
     /// A failing revert while the link still exists.
+    #[cfg(test)]
     pub(crate) fn restore(mut self) -> io::Result<()> {
         self.restore_inner()
     }

@@ -210,6 +210,7 @@ impl ResolverDirGuard {
     /// # Errors
     ///
     /// I/O errors; the record is then kept for recovery.
+    #[cfg(test)]
     pub(crate) fn restore(mut self) -> io::Result<()> {
         self.restore_inner()
     }

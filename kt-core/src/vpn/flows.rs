@@ -13,10 +13,6 @@ use crate::tunnel::{Dialer, RemoteStream, Tasks};
 /// [`FlowDialer`] over the session's tunnel: TCP flows are `direct-tcpip` channels,
 /// UDP flows `direct-udp@kt.dev` channels (kt-shadow only).
 #[derive(Clone)]
-#[allow(
-    dead_code,
-    reason = "the session builds it for Vpn::start in VPN mode (being wired in)"
-)]
 pub(crate) struct TunnelFlows {
     pub(crate) dialer: Dialer,
     pub(crate) tasks: Tasks,

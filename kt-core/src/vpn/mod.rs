@@ -21,6 +21,7 @@ use crate::error::Result;
 pub(crate) mod cidr;
 pub(crate) mod device;
 pub(crate) mod flows;
+pub(crate) mod setup;
 pub(crate) mod stack;
 
 /// How cluster names reach programs that use the system resolver (VPN mode only).
@@ -76,6 +77,22 @@ impl Default for VpnOptions {
             discover: true,
         }
     }
+}
+
+/// What VPN mode set up: [`crate::Session::vpn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VpnInfo {
+    /// The tun device's name.
+    pub device: String,
+    /// The ranges routed into the cluster.
+    pub routes: Vec<IpNet>,
+    /// The local DNS server (cluster names through the tunnel, the rest upstream).
+    pub dns_addr: Option<SocketAddr>,
+    /// The system DNS mode in effect ([`DnsMode::Auto`] resolved to a real one).
+    pub dns_mode: DnsMode,
+    /// What was changed for system DNS, in words ("/etc/resolv.conf", ...).
+    pub dns_detail: String,
 }
 
 /// The tun device's default MTU.
@@ -165,13 +182,6 @@ pub(crate) trait DatagramFlow: Send + Sync + 'static {
 ///
 /// Dropping it without [`Vpn::stop`] still ends the stack (and so deletes the device),
 /// just without waiting for it.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "the session starts it in VPN mode (being wired in)"
-    )
-)]
 pub(crate) struct Vpn {
     name: String,
     index: u32,
@@ -182,13 +192,6 @@ pub(crate) struct Vpn {
     stack: Option<tokio::task::JoinHandle<()>>,
 }
 
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "the session starts it in VPN mode (being wired in)"
-    )
-)]
 impl Vpn {
     /// Creates the device, adds `routes`, starts the stack on a task that ends when
     /// `cancel` fires.

@@ -1,0 +1,593 @@
+//! VPN mode end to end, entirely inside the lab's laptop network namespace: `ktctl
+//! connect --mode vpn` runs there (through `ip netns exec`, which also bind-mounts the
+//! laptop's own resolv.conf and hosts files over /etc's), and plain programs with no
+//! proxy settings (curl, getent, ping, python) reach the cluster by name and address.
+//! Nothing here touches the machine's root namespace: every check compares the laptop
+//! namespace's links, routes, resolv.conf and hosts file with a snapshot taken before.
+//!
+//! Needs the lab (`testbed/up`) and root. Tests run one at a time (one tun device and
+//! one resolv.conf per namespace).
+
+use std::process::Stdio;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kt_lab_tests::{EchoApp, Lab, TestNamespace};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const LAPTOP_NS: &str = "ktlab-laptop";
+const LAPTOP_RESOLV: &str = "/etc/netns/ktlab-laptop/resolv.conf";
+const LAPTOP_HOSTS: &str = "/etc/netns/ktlab-laptop/hosts";
+/// The API server as the laptop reaches it: never routed into the tunnel.
+const API_FROM_LAPTOP: &str = "10.88.255.1";
+/// How long connect may take before the test gives up (not a performance bound).
+const CONNECT_WAIT: Duration = Duration::from_secs(150);
+
+/// One VPN test at a time: they share the laptop namespace.
+static LAPTOP: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
+
+fn laptop_kubeconfig() -> String {
+    std::env::var("KT_LAPTOP_KUBECONFIG")
+        .unwrap_or_else(|_| "/run/ktlab/laptop.kubeconfig".to_owned())
+}
+
+/// A command run inside the laptop namespace, with no proxy variables.
+fn laptop(program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", LAPTOP_NS, program])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs a command in the laptop namespace; returns (success, stdout, stderr).
+async fn run_laptop(program: &str, args: &[&str]) -> Result<(bool, String, String)> {
+    let out = tokio::time::timeout(Duration::from_secs(120), laptop(program, args).output())
+        .await
+        .with_context(|| format!("{program} {args:?} in the laptop namespace did not end"))?
+        .with_context(|| format!("running {program} in the laptop namespace"))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Runs a command in the laptop namespace and insists that it succeeds.
+async fn laptop_ok(program: &str, args: &[&str]) -> Result<String> {
+    let (ok, out, err) = run_laptop(program, args).await?;
+    ensure!(
+        ok,
+        "{program} {args:?} failed in the laptop namespace:\n{out}\n{err}"
+    );
+    Ok(out)
+}
+
+/// The laptop namespace's network and resolver state.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    links: String,
+    routes: String,
+    resolv: Vec<u8>,
+    hosts: Vec<u8>,
+}
+
+async fn snapshot() -> Result<Snapshot> {
+    let ip = |args: &'static [&'static str]| async move {
+        let out = Command::new("ip").args(args).output().await?;
+        ensure!(out.status.success(), "ip {args:?}: {out:?}");
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    Ok(Snapshot {
+        links: ip(&["-n", LAPTOP_NS, "-o", "link", "show"]).await?,
+        routes: ip(&["-n", LAPTOP_NS, "route", "show", "table", "all"]).await?
+            + &ip(&["-n", LAPTOP_NS, "-6", "route", "show", "table", "all"]).await?,
+        resolv: std::fs::read(LAPTOP_RESOLV).context(LAPTOP_RESOLV)?,
+        hosts: std::fs::read(LAPTOP_HOSTS).context(LAPTOP_HOSTS)?,
+    })
+}
+
+fn assert_same(before: &Snapshot, after: &Snapshot, when: &str) -> Result<()> {
+    ensure!(
+        before.links == after.links,
+        "{when}: links differ\nbefore:\n{}\nafter:\n{}",
+        before.links,
+        after.links
+    );
+    ensure!(
+        before.routes == after.routes,
+        "{when}: routes differ\nbefore:\n{}\nafter:\n{}",
+        before.routes,
+        after.routes
+    );
+    ensure!(
+        before.resolv == after.resolv,
+        "{when}: resolv.conf differs\nbefore:\n{}\nafter:\n{}",
+        String::from_utf8_lossy(&before.resolv),
+        String::from_utf8_lossy(&after.resolv)
+    );
+    ensure!(
+        before.hosts == after.hosts,
+        "{when}: hosts differs\nbefore:\n{}\nafter:\n{}",
+        String::from_utf8_lossy(&before.hosts),
+        String::from_utf8_lossy(&after.hosts)
+    );
+    Ok(())
+}
+
+/// A running `ktctl connect` in the laptop namespace.
+struct Ktctl {
+    child: Child,
+    /// Its stdout up to the ready line.
+    summary: String,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Ktctl {
+    /// Starts it and waits for "press Ctrl-C"; fails with its stderr if it exits.
+    async fn start(ns: &TestNamespace, extra: &[&str]) -> Result<Ktctl> {
+        let kubeconfig = laptop_kubeconfig();
+        let mut args = vec![
+            "connect",
+            "--mode",
+            "vpn",
+            "--kubeconfig",
+            &kubeconfig,
+            "-n",
+            ns.name(),
+        ];
+        args.extend_from_slice(extra);
+        let mut child = laptop(env!("CARGO_BIN_EXE_ktctl"), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ktctl in the laptop namespace")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut stderr = child.stderr.take().context("stderr")?;
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let mut summary = String::new();
+        let ready = tokio::time::timeout(CONNECT_WAIT, async {
+            while let Some(line) = lines.next_line().await? {
+                summary.push_str(&line);
+                summary.push('\n');
+                if line.starts_with("press Ctrl-C") {
+                    return Ok::<bool, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        match ready {
+            Ok(Ok(true)) => Ok(Ktctl {
+                child,
+                summary,
+                stderr,
+            }),
+            other => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let err = stderr.await.unwrap_or_default();
+                bail!("ktctl did not connect ({other:?}):\nstdout:\n{summary}\nstderr:\n{err}")
+            }
+        }
+    }
+
+    fn pid(&self) -> Result<i32> {
+        let pid = self.child.id().context("ktctl already ended")?;
+        i32::try_from(pid).context("pid")
+    }
+
+    /// Sends `signal` and waits for the exit; returns (exit code, stderr).
+    async fn signal(mut self, signal: &str) -> Result<(Option<i32>, String)> {
+        let pid = self.pid()?.to_string();
+        let out = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .output()
+            .await?;
+        ensure!(out.status.success(), "kill -s {signal} {pid}: {out:?}");
+        let status = tokio::time::timeout(Duration::from_secs(90), self.child.wait())
+            .await
+            .context("ktctl did not exit after the signal")??;
+        let err = self.stderr.await.unwrap_or_default();
+        Ok((status.code(), err))
+    }
+}
+
+async fn setup(test: &str) -> Result<(Lab, TestNamespace, EchoApp)> {
+    let lab = Lab::connect().await?;
+    let ns = lab.namespace(test).await?;
+    let echo = ns.deploy_echo(1).await?;
+    Ok((lab, ns, echo))
+}
+
+/// Checks the shadow pods are gone (the session closed cleanly).
+async fn no_shadow_left(ns: &TestNamespace) -> Result<()> {
+    let pods = ns
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/managed-by=kt",
+            "-o",
+            "name",
+        ])
+        .await?;
+    ensure!(pods.trim().is_empty(), "kt's pods are still there: {pods}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_programs_reach_services_pods_and_names_then_everything_is_restored() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, echo) = setup("vpn-reach").await?;
+    let before = snapshot().await?;
+    let n = ns.name();
+    let kt = Ktctl::start(&ns, &["--dns", "resolv-conf"]).await?;
+    let result = async {
+        // Names: FQDN, namespace-qualified, short (resolv.conf search list), by getent
+        // (the libc resolver every program uses) and by curl.
+        let fqdn = format!("echo.{n}.svc.cluster.local");
+        let hosts = laptop_ok("getent", &["hosts", &fqdn]).await?;
+        ensure!(
+            hosts.contains(&echo.cluster_ip),
+            "getent hosts {fqdn}: {hosts:?}, want {}",
+            echo.cluster_ip
+        );
+        for host in [fqdn.clone(), format!("echo.{n}"), "echo".to_owned()] {
+            let url = format!("http://{host}/hello");
+            let body = laptop_ok("curl", &["-sS", "--fail", "--max-time", "20", &url]).await?;
+            ensure!(body.contains("\"path\":\"/hello\""), "{url}: {body}");
+        }
+        // Addresses: the ClusterIP and the pod IP.
+        for url in [
+            format!("http://{}/by-ip", echo.cluster_ip),
+            format!("http://{}:8080/by-pod-ip", echo.pod_ips[0]),
+        ] {
+            let body = laptop_ok("curl", &["-sS", "--fail", "--max-time", "20", &url]).await?;
+            ensure!(body.contains("\"path\":\"/by-"), "{url}: {body}");
+        }
+        // Names outside the cluster still go to the laptop's own DNS server.
+        let corp = laptop_ok("getent", &["hosts", "intranet.corp.test"]).await?;
+        ensure!(corp.contains("192.0.2.80"), "intranet.corp.test: {corp:?}");
+        // UDP echo through the tun device.
+        let udp = laptop_ok("python3", &["-c", UDP_ECHO, &echo.cluster_ip, "9001"]).await?;
+        ensure!(udp.trim() == "udp ok", "UDP echo: {udp}");
+        // 64 MiB down (the /bytes pattern) and 64 MiB up and back through the TCP echo,
+        // which answers only after our half-close: both verified byte for byte.
+        let big = laptop_ok("python3", &["-c", BIG_TRANSFER, &fqdn]).await?;
+        ensure!(
+            big.trim() == "download ok\necho ok",
+            "64 MiB transfers: {big}"
+        );
+        // A closed port is refused or reset at once, not left to time out.
+        let (ok, _, err) = run_laptop(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "30",
+                &format!("http://{}:1/", echo.pod_ips[0]),
+            ],
+        )
+        .await?;
+        ensure!(
+            !ok && !err.contains("timed out"),
+            "a closed port should fail fast: {err}"
+        );
+        // ICMP to a cluster address ends with an answer (an ICMP error), not silence.
+        let (_, out, err) = run_laptop("ping", &["-c", "1", "-W", "5", &echo.pod_ips[0]]).await?;
+        ensure!(
+            out.contains("From ") || out.contains("bytes from"),
+            "ping {} got no answer at all:\n{out}\n{err}",
+            echo.pod_ips[0]
+        );
+        // The API server stays on the laptop's own link.
+        let via = laptop_ok("ip", &["route", "get", API_FROM_LAPTOP]).await?;
+        ensure!(via.contains("dev eth0"), "API server route: {via}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let (code, stderr) = kt.signal("INT").await?;
+    if let Err(e) = result {
+        bail!("{e:#}\nktctl stderr:\n{stderr}");
+    }
+    ensure!(
+        code == Some(0),
+        "ktctl exit {code:?} after Ctrl-C:\n{stderr}"
+    );
+    assert_same(&before, &snapshot().await?, "after Ctrl-C")?;
+    no_shadow_left(&ns).await
+}
+
+#[tokio::test]
+async fn after_kill_9_the_next_start_restores_resolv_conf() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, _echo) = setup("vpn-kill").await?;
+    let before = snapshot().await?;
+    let kt = Ktctl::start(&ns, &["--dns", "resolv-conf"]).await?;
+    let during = snapshot().await?;
+    ensure!(
+        during.resolv != before.resolv,
+        "resolv.conf unchanged while connected"
+    );
+    ensure!(
+        during.links != before.links,
+        "no tun device while connected"
+    );
+    let (code, _) = kt.signal("KILL").await?;
+    ensure!(
+        code.is_none(),
+        "ktctl should have died of SIGKILL, got {code:?}"
+    );
+    // The device and its routes die with the process; resolv.conf stays changed...
+    let killed = snapshot().await?;
+    ensure!(
+        killed.links == before.links && killed.routes == before.routes,
+        "{killed:?}"
+    );
+    ensure!(
+        killed.resolv == during.resolv,
+        "resolv.conf changed by itself?"
+    );
+    // ...until the next start puts it back (and says so).
+    let kt = Ktctl::start(&ns, &["--dns", "resolv-conf"]).await?;
+    let (code, stderr) = kt.signal("TERM").await?;
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    ensure!(
+        stderr.contains("restored"),
+        "no recovery reported:\n{stderr}"
+    );
+    assert_same(
+        &before,
+        &snapshot().await?,
+        "after kill -9 and a new session",
+    )?;
+    // `ktctl recover` finds nothing left.
+    let out = laptop_ok(env!("CARGO_BIN_EXE_ktctl"), &["recover"]).await?;
+    ensure!(out.contains("nothing to recover"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn hosts_mode_writes_and_removes_service_names() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, echo) = setup("vpn-hosts").await?;
+    let before = snapshot().await?;
+    let n = ns.name();
+    let kt = Ktctl::start(&ns, &["--dns", "hosts"]).await?;
+    let result = async {
+        let hosts = String::from_utf8(std::fs::read(LAPTOP_HOSTS)?)?;
+        ensure!(
+            hosts.contains(&format!("echo.{n}.svc.cluster.local")),
+            "{hosts}"
+        );
+        ensure!(
+            before.resolv == snapshot().await?.resolv,
+            "hosts mode changed resolv.conf"
+        );
+        let got = laptop_ok("getent", &["hosts", &format!("echo.{n}")]).await?;
+        ensure!(
+            got.contains(&echo.cluster_ip),
+            "getent hosts echo.{n}: {got}"
+        );
+        let body = laptop_ok(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--max-time",
+                "20",
+                &format!("http://echo.{n}/h"),
+            ],
+        )
+        .await?;
+        ensure!(body.contains("\"path\":\"/h\""), "{body}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let (code, stderr) = kt.signal("INT").await?;
+    if let Err(e) = result {
+        bail!("{e:#}\nktctl stderr:\n{stderr}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    assert_same(&before, &snapshot().await?, "after hosts mode")?;
+    no_shadow_left(&ns).await
+}
+
+#[tokio::test]
+async fn a_route_covering_the_api_server_is_split_around_it() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, echo) = setup("vpn-api").await?;
+    let before = snapshot().await?;
+    // 10.88.0.0/16 holds the API server's address as the laptop reaches it.
+    let kt = Ktctl::start(
+        &ns,
+        &[
+            "--dns",
+            "off",
+            "--include-cidr",
+            "10.88.0.0/16",
+            "--exclude-cidr",
+            "10.244.0.0/24",
+        ],
+    )
+    .await?;
+    let result = async {
+        let via = laptop_ok("ip", &["route", "get", API_FROM_LAPTOP]).await?;
+        ensure!(via.contains("dev eth0"), "API server route: {via}");
+        let routed = laptop_ok("ip", &["route", "get", "10.88.1.1"]).await?;
+        ensure!(
+            !routed.contains("dev eth0"),
+            "10.88.1.1 should go to the tun: {routed}"
+        );
+        // Excluded: the pod range is not routed, the Service range still is.
+        // (The laptop has no default route: "unreachable" is the answer without kt.)
+        let (_, pod, err) = run_laptop("ip", &["route", "get", &echo.pod_ips[0]]).await?;
+        ensure!(
+            !pod.contains("dev kt") && (pod.contains("dev eth0") || err.contains("unreachable")),
+            "excluded pod range routed: {pod} {err}"
+        );
+        ensure!(
+            kt.summary.contains("10.96."),
+            "no Service range in the summary:\n{}",
+            kt.summary
+        );
+        let body = laptop_ok(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--max-time",
+                "20",
+                &format!("http://{}/x", echo.cluster_ip),
+            ],
+        )
+        .await?;
+        ensure!(body.contains("\"path\":\"/x\""), "{body}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let (code, stderr) = kt.signal("INT").await?;
+    if let Err(e) = result {
+        bail!("{e:#}\nktctl stderr:\n{stderr}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    assert_same(&before, &snapshot().await?, "after the session")
+}
+
+#[tokio::test]
+async fn without_cap_net_admin_it_says_so_and_creates_nothing() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let lab = Lab::connect().await?;
+    let ns = lab.namespace("vpn-nocap").await?;
+    let kubeconfig = laptop_kubeconfig();
+    let out = laptop(
+        "setpriv",
+        &[
+            "--inh-caps=-net_admin",
+            "--bounding-set=-net_admin",
+            env!("CARGO_BIN_EXE_ktctl"),
+            "connect",
+            "--mode",
+            "vpn",
+            "--kubeconfig",
+            &kubeconfig,
+            "-n",
+            ns.name(),
+        ],
+    )
+    .output()
+    .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "ktctl connected without CAP_NET_ADMIN: {err}"
+    );
+    ensure!(
+        err.contains("CAP_NET_ADMIN") && err.contains("proxy mode"),
+        "the error should name the capability and suggest proxy mode: {err}"
+    );
+    let pods = ns.kubectl(&["get", "pods,secrets", "-o", "name"]).await?;
+    ensure!(
+        !pods.contains("kt-shadow"),
+        "objects were created before the capability check: {pods}"
+    );
+    Ok(())
+}
+
+/// UDP echo: argv host port; prints "udp ok".
+const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+for attempt in range(5):
+    msg = b"kt-udp-%d" % attempt
+    s.sendto(msg, (sys.argv[1], int(sys.argv[2])))
+    try:
+        data, _ = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    if data == msg:
+        print("udp ok")
+        sys.exit(0)
+sys.exit("no UDP echo")
+"#;
+
+/// 64 MiB download of the /bytes pattern over HTTP, then 64 MiB through the TCP
+/// echo (port 9000) with a half-close after sending; argv: the Service's name.
+const BIG_TRANSFER: &str = r#"
+import socket, sys, threading
+host = sys.argv[1]
+N = 64 * 1024 * 1024
+pattern = bytes((i * 31 + 7) % 256 for i in range(256))
+def check(buf, offset):
+    for j in range(0, len(buf), 256):
+        k = (offset + j) % 256
+        chunk = buf[j:j + 256]
+        want = (pattern[k:] + pattern[:k])[:len(chunk)]
+        if chunk != want:
+            sys.exit("mismatch near byte %d" % (offset + j))
+
+s = socket.create_connection((host, 80), timeout=60)
+s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (N, host.encode()))
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(65536)
+head, body = head.split(b"\r\n\r\n", 1)
+if b" 200 " not in head.split(b"\r\n")[0]:
+    sys.exit("HTTP: %r" % head)
+got = 0
+pending = body
+while True:
+    if pending:
+        check(pending, got)
+        got += len(pending)
+    pending = s.recv(1 << 20)
+    if not pending:
+        break
+if got != N:
+    sys.exit("download: %d of %d bytes" % (got, N))
+print("download ok")
+
+e = socket.create_connection((host, 9000), timeout=60)
+def send():
+    block = pattern * 4096
+    sent = 0
+    while sent < N:
+        e.sendall(block)
+        sent += len(block)
+    e.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+got = 0
+while True:
+    data = e.recv(1 << 20)
+    if not data:
+        break
+    check(data, got)
+    got += len(data)
+t.join()
+if got != N:
+    sys.exit("echo: %d of %d bytes" % (got, N))
+print("echo ok")
+"#;
