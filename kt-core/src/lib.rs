@@ -113,10 +113,13 @@
 //!   IPs), plus [`VpnOptions::include`], minus [`VpnOptions::exclude`]. The API
 //!   server's own address is never routed into the tunnel (a covering route is split
 //!   around it).
-//! - A userspace TCP/IP stack ([ipstack](https://crates.io/crates/ipstack)) ends each
-//!   TCP connection and UDP flow locally and opens an SSH channel to its destination
-//!   through the shadow. Half-closes and resets carry over; ICMP echo to a routed
-//!   address is answered with "administratively prohibited", so `ping` fails at once.
+//! - A userspace TCP/IP stack ([smoltcp](https://docs.rs/smoltcp) for TCP; UDP and
+//!   ICMP by kt itself) ends each TCP connection and UDP flow locally and opens an SSH
+//!   channel to its destination through the shadow. A connection is accepted only
+//!   once its channel is open, so a refused destination is refused locally too;
+//!   half-closes and resets carry over; ICMP echo to a routed address is answered
+//!   with "administratively prohibited", so `ping` fails at once. (`ipstack` was
+//!   tried first and dropped: it lost half-closes and resets.)
 //! - A local DNS server answers cluster names through the tunnel and passes every
 //!   other query to the previous upstream; [`DnsMode`] says how the system resolver
 //!   is pointed at it (resolv.conf, systemd-resolved per link, macOS

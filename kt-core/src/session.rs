@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 
 use crate::cluster::spec::{OPENSSH_USER, SessionKeys, ShadowSpec};
 use crate::cluster::target::{Destination, Target};
-use crate::cluster::{Cluster, Objects, heartbeat, wait};
+use crate::cluster::{Cluster, Objects, heartbeat, leftovers, wait};
 use crate::dns::{Resolver, SearchList};
 use crate::error::{Error, Result};
 use crate::events::{Callback, Event, EventBus, Events};
@@ -418,6 +418,7 @@ impl Session {
             recover_left_overs(&events);
         }
         let cluster = Cluster::connect(&opts).await?;
+        leftovers::sweep(&cluster, &events).await;
         let id = session_id();
         let name = format!("kt-shadow-{id}");
         let image = opts.image();

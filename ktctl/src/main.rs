@@ -98,6 +98,10 @@ struct ConnectArgs {
     /// The shadow image (default: KT_SHADOW_IMAGE, then kt's published image).
     #[arg(short, long)]
     image: Option<String>,
+    /// How long the shadow pod waits for a vanished ktctl (killed, or off the network)
+    /// before it ends itself, in seconds; the next session in the namespace deletes it.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    shadow_timeout: u64,
     /// SOCKS5 proxy port on 127.0.0.1 (default: a free one).
     #[arg(long, default_value_t = 0)]
     socks5_port: u16,
@@ -178,6 +182,7 @@ fn options(args: &ConnectArgs) -> ConnectOptions {
             Flavour::Openssh => ShadowFlavour::OpenSsh,
         })
         .socks5_port(args.socks5_port)
+        .shadow_heartbeat_timeout(Some(std::time::Duration::from_secs(args.shadow_timeout)))
         .http_proxy_port(args.http_port)
         .on_event(|e| eprintln!("ktctl: {e}"));
     if let Some(ns) = &args.namespace {

@@ -141,11 +141,16 @@ struct Ktctl {
 impl Ktctl {
     /// Starts it and waits for "press Ctrl-C"; fails with its stderr if it exits.
     async fn start(ns: &TestNamespace, extra: &[&str]) -> Result<Ktctl> {
+        Self::start_mode(ns, "vpn", extra).await
+    }
+
+    /// Starts it in `mode` (vpn or proxy).
+    async fn start_mode(ns: &TestNamespace, mode: &str, extra: &[&str]) -> Result<Ktctl> {
         let kubeconfig = laptop_kubeconfig();
         let mut args = vec![
             "connect",
             "--mode",
-            "vpn",
+            mode,
             "--kubeconfig",
             &kubeconfig,
             "-n",
@@ -366,6 +371,55 @@ async fn after_kill_9_the_next_start_restores_resolv_conf() -> Result<()> {
     let out = laptop_ok(env!("CARGO_BIN_EXE_ktctl"), &["recover"]).await?;
     ensure!(out.contains("nothing to recover"), "{out}");
     Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_clients_shadow_ends_itself_and_the_next_session_deletes_it() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let lab = Lab::connect().await?;
+    let ns = lab.namespace("kill-proxy").await?;
+    let kt = Ktctl::start_mode(&ns, "proxy", &["--shadow-timeout", "3"]).await?;
+    let pods = ns.kubectl(&["get", "pods", "-o", "name"]).await?;
+    let first = pods.trim().to_owned();
+    ensure!(first.starts_with("pod/kt-shadow-"), "pods: {pods}");
+    kt.signal("KILL").await?;
+    // The shadow's watchdog sees no client for 3 s and exits: the pod ends.
+    let mut phase = String::new();
+    for _ in 0..60 {
+        phase = ns
+            .kubectl(&["get", &first, "-o", "jsonpath={.status.phase}"])
+            .await?;
+        if phase == "Failed" || phase == "Succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    ensure!(
+        phase == "Failed" || phase == "Succeeded",
+        "the shadow of a killed client is still {phase}"
+    );
+    // The next session in the namespace removes it (and its Secret, which it owns).
+    let kt = Ktctl::start_mode(&ns, "proxy", &[]).await?;
+    let (code, stderr) = kt.signal("INT").await?;
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    ensure!(
+        stderr.contains(&format!(
+            "ended shadow pod {}/{}",
+            ns.name(),
+            &first["pod/".len()..]
+        )),
+        "no sweep reported:\n{stderr}"
+    );
+    // The Secret goes through the garbage collector: wait for it (bounded).
+    let mut left = String::new();
+    for _ in 0..30 {
+        left = ns.kubectl(&["get", "pods,secrets", "-o", "name"]).await?;
+        if !left.contains("kt-shadow") {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    bail!("left behind: {left}")
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod client;
 pub(crate) mod heartbeat;
+pub(crate) mod leftovers;
 pub(crate) mod ranges;
 pub(crate) mod spec;
 pub(crate) mod target;
