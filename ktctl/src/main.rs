@@ -238,8 +238,16 @@ async fn connect(args: ConnectArgs) -> Result<(), kt_core::Error> {
     };
     print_summary(&session);
     shutdown_signal().await;
-    eprintln!("ktctl: disconnecting");
-    session.close().await
+    eprintln!("ktctl: disconnecting (interrupt again to leave at once)");
+    tokio::select! {
+        r = session.close() => r,
+        () = shutdown_signal() => {
+            // close() restores system DNS first; what may remain is the shadow pod,
+            // which ends itself (--shadow-timeout) and the next session deletes.
+            eprintln!("ktctl: leaving without waiting for the cluster");
+            Ok(())
+        }
+    }
 }
 
 fn print_summary(session: &Session) {

@@ -210,9 +210,16 @@ impl Ktctl {
             .output()
             .await?;
         ensure!(out.status.success(), "kill -s {signal} {pid}: {out:?}");
-        let status = tokio::time::timeout(Duration::from_secs(90), self.child.wait())
-            .await
-            .context("ktctl did not exit after the signal")??;
+        let status = tokio::time::timeout(Duration::from_secs(90), self.child.wait()).await;
+        let status = match status {
+            Ok(status) => status?,
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                let err = self.stderr.await.unwrap_or_default();
+                bail!("ktctl did not exit within 90 s of SIG{signal}; its stderr:\n{err}");
+            }
+        };
         let err = self.stderr.await.unwrap_or_default();
         Ok((status.code(), err))
     }

@@ -234,13 +234,26 @@ impl Vpn {
     /// with it its routes. Safe when the device is already gone.
     pub(crate) async fn stop(mut self) {
         self.cancel.cancel();
-        if let Some(stack) = self.stack.take()
-            && let Err(e) = stack.await
-        {
-            tracing::warn!(target: "kt", "VPN: the stack task failed: {e}");
+        // Bounded: closing must never hang on the stack or on netlink.
+        const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+        if let Some(mut stack) = self.stack.take() {
+            match tokio::time::timeout(STOP_WAIT, &mut stack).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(target: "kt", "VPN: the stack task failed: {e}"),
+                Err(_) => {
+                    tracing::warn!(target: "kt", "VPN: the stack did not stop within 5 s; aborting it");
+                    stack.abort();
+                }
+            }
         }
-        if let Err(e) = device::remove(&self.name, self.index).await {
-            tracing::warn!(target: "kt", "VPN: {e}");
+        match tokio::time::timeout(STOP_WAIT, device::remove(&self.name, self.index)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(target: "kt", "VPN: {e}"),
+            Err(_) => tracing::warn!(
+                target: "kt",
+                "VPN: removing {} took over 5 s; it goes when this process exits",
+                self.name
+            ),
         }
     }
 }
