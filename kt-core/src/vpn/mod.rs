@@ -95,8 +95,11 @@ pub struct VpnInfo {
     pub dns_detail: String,
 }
 
-/// The tun device's default MTU.
-pub const DEFAULT_MTU: u16 = 1500;
+/// The tun device's default MTU: large, because packets never leave the machine (the
+/// device only feeds kt's own stack) and each packet costs the userspace stack the same
+/// work whatever its size. Measured in the lab, 256 MiB through the VPN: 35 MB/s at
+/// 1500, 83 MB/s at 9000, 115 MB/s at 65000.
+pub const DEFAULT_MTU: u16 = 65000;
 
 impl VpnOptions {
     /// Default settings: routes discovered from the cluster, DNS [`DnsMode::Auto`].
