@@ -8,11 +8,16 @@
 //! - `connect`: `Session::connect` to the first HTTP response through its HTTP proxy,
 //!   beside `kubectl port-forward` start to the first response;
 //! - `throughput`: a 256 MiB download from the echo pod, verified byte for byte;
-//! - `latency`: small requests over one kept-alive connection, p50 and p99.
+//! - `latency`: small requests over one kept-alive connection, p50 and p99;
+//! - `vpn`: throughput and latency measured from inside the lab's laptop network
+//!   namespace ([`laptop`]) through `ktctl --mode vpn`, `ktctl --mode proxy`, `kubectl
+//!   port-forward` and sshuttle.
 //!
 //! Every benchmark creates its own namespace (deleted at the end, also on error or
 //! Ctrl-C), closes its sessions, kills the processes it started, only talks to
-//! loopback and lab addresses, and is bounded in count and time.
+//! loopback and lab addresses (the `vpn` benchmark: the laptop namespace's loopback,
+//! tun device and firewall, which it checks are as before when it ends), and is
+//! bounded in count and time.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -34,14 +39,15 @@ use anyhow::{Context as _, Result, anyhow};
 use kt_core::{ConnectOptions, ShadowFlavour};
 use kt_lab_tests::{EchoApp, Lab, TestNamespace};
 
+pub mod laptop;
 pub mod net;
 pub mod openssh;
 pub mod peers;
 pub mod stats;
 
 pub use kt_lab_tests::socks5_connect;
-pub use net::{KeepAlive, Route, download, get_once};
-pub use openssh::SshDynamicForward;
+pub use net::{KeepAlive, Route, download, get_once, healthz_latencies};
+pub use openssh::{SshDynamicForward, SshdPod};
 pub use peers::{Kind, Peer, Peers};
 pub use stats::{Summary, mib_per_s, ratio};
 

@@ -36,10 +36,11 @@ pub enum Route {
         /// The destination port.
         port: u16,
     },
-    /// A local port that forwards to the destination (`kubectl port-forward`,
-    /// `Session::forward`).
+    /// An address whose connections reach the destination: a local port that forwards
+    /// to it (`kubectl port-forward`, `Session::forward`), or the destination itself
+    /// when a VPN (kt's, sshuttle) routes it.
     Local {
-        /// The local address.
+        /// The address to connect to.
         addr: SocketAddr,
     },
 }
@@ -63,7 +64,7 @@ impl Route {
         }
     }
 
-    /// Straight to the local port `addr`.
+    /// Straight to `addr` (a forwarding local port, or the destination itself).
     pub fn local(addr: SocketAddr) -> Route {
         Route::Local { addr }
     }
@@ -297,6 +298,28 @@ pub async fn download(route: &Route, size: u64, limit: Duration) -> Result<Durat
     let elapsed = started.elapsed();
     ensure!(got == size, "GET {path}: {got} body bytes, expected {size}");
     Ok(elapsed)
+}
+
+/// `warmup` then `requests` sequential `GET /healthz` over one kept-alive connection on
+/// `route`, every body checked (`ok`). Returns the durations of the timed requests.
+pub async fn healthz_latencies(
+    route: &Route,
+    requests: usize,
+    warmup: usize,
+) -> Result<Vec<Duration>> {
+    let mut conn = KeepAlive::open(route).await?;
+    for _ in 0..warmup {
+        let body = conn.get("/healthz").await?;
+        ensure!(body.as_ref() == b"ok", "/healthz said {body:?}");
+    }
+    let mut samples = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let body = conn.get("/healthz").await?;
+        samples.push(started.elapsed());
+        ensure!(body.as_ref() == b"ok", "/healthz said {body:?}");
+    }
+    Ok(samples)
 }
 
 #[cfg(test)]

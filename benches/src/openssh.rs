@@ -1,8 +1,10 @@
 //! The OpenSSH peer: a stock `sshd` pod (the same spec as kt-core's OpenSSH shadow
 //! flavour, with keys made here by `ssh-keygen`), `kubectl port-forward` to its SSH
-//! port, and `ssh -D` over that port-forward: what a developer gets without kt.
+//! port, and `ssh -D` over that port-forward: what a developer gets without kt. The
+//! pod and its keys ([`SshdPod`]) also serve the `vpn` benchmark's sshuttle.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +33,86 @@ const HOST_ALIAS: &str = "kt-bench-sshd";
 /// How long the sshd pod and the first `ssh -D` may take to come up.
 const START_LIMIT: Duration = Duration::from_secs(90);
 
+/// The stock sshd pod [`SSHD_POD`] in a namespace, and the client's side of its keys:
+/// a client key it accepts and a known_hosts file that pins its host key (both made
+/// here by `ssh-keygen`, in a scratch directory removed when this is dropped). The pod
+/// goes with the namespace.
+pub struct SshdPod {
+    /// The client's private key.
+    pub client_key: PathBuf,
+    /// A known_hosts file with the pod's host key under the alias the client options
+    /// name.
+    pub known_hosts: PathBuf,
+    dir: ScratchDir,
+}
+
+impl SshdPod {
+    /// Makes the keys, creates the Secret and the pod in `ns` and waits until the pod
+    /// is ready.
+    pub async fn create(ns: &TestNamespace) -> Result<SshdPod> {
+        let dir = ScratchDir::new(&format!("kt-bench-ssh-{}", ns.name()))?;
+        let client_key = dir.path.join("client");
+        let host_key = dir.path.join("host");
+        for key in [&client_key, &host_key] {
+            let key = key.to_str().context("non-UTF-8 temp dir")?;
+            let out = kt_lab_tests::host_command(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-C", "kt-bench", "-f", key],
+                Duration::from_secs(30),
+            )
+            .await?;
+            kt_lab_tests::check_output("ssh-keygen", out)?;
+        }
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let authorized = read(&dir.path.join("client.pub"))?;
+        let host_private = read(&host_key)?;
+        let host_public = read(&dir.path.join("host.pub"))?;
+        let known_hosts = dir.path.join("known_hosts");
+        std::fs::write(&known_hosts, format!("{HOST_ALIAS} {host_public}"))?;
+
+        ns.apply(&manifests(&authorized, &host_private)?.to_string())
+            .await?;
+        ns.wait_pod_ready(SSHD_POD).await?;
+        Ok(SshdPod {
+            client_key,
+            known_hosts,
+            dir,
+        })
+    }
+
+    /// The OpenSSH client options (before the destination) that log in with the client
+    /// key and accept only the pinned host key, with no user configuration, no agent and
+    /// no prompts.
+    pub fn client_options(&self) -> Vec<String> {
+        client_options(&self.client_key, &self.known_hosts)
+    }
+}
+
+/// See [`SshdPod::client_options`].
+fn client_options(key: &Path, known_hosts: &Path) -> Vec<String> {
+    let mut out: Vec<String> = vec!["-F".into(), "/dev/null".into(), "-i".into()];
+    out.push(key.display().to_string());
+    out.push("-o".into());
+    out.push(format!("UserKnownHostsFile={}", known_hosts.display()));
+    for opt in [
+        "GlobalKnownHostsFile=/dev/null",
+        "StrictHostKeyChecking=yes",
+        &format!("HostKeyAlias={HOST_ALIAS}"),
+        "IdentitiesOnly=yes",
+        "BatchMode=yes",
+        "ControlMaster=no",
+        "ControlPath=none",
+        "ConnectTimeout=10",
+        "LogLevel=ERROR",
+    ] {
+        out.push("-o".into());
+        out.push(opt.to_owned());
+    }
+    out
+}
+
 /// `ssh -D 127.0.0.1:<port>` to an sshd pod, over `kubectl port-forward`. Dropping it
 /// kills both processes (kill on drop); [`SshDynamicForward::stop`] also waits for them.
 pub struct SshDynamicForward {
@@ -47,34 +129,13 @@ impl SshDynamicForward {
     /// `ssh -D`, and waits until a SOCKS5 `CONNECT` to `probe` (`host`, `port`) goes
     /// through.
     pub async fn start(ns: &TestNamespace, probe: (&str, u16)) -> Result<SshDynamicForward> {
-        let dir = ScratchDir::new(&format!("kt-bench-ssh-{}", ns.name()))?;
-        let client_key = dir.path.join("client");
-        let host_key = dir.path.join("host");
-        for key in [&client_key, &host_key] {
-            let key = key.to_str().context("non-UTF-8 temp dir")?;
-            let out = kt_lab_tests::host_command(
-                "ssh-keygen",
-                &["-q", "-t", "ed25519", "-N", "", "-C", "kt-bench", "-f", key],
-                Duration::from_secs(30),
-            )
-            .await?;
-            kt_lab_tests::check_output("ssh-keygen", out)?;
-        }
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let authorized = read(&dir.path.join("client.pub"))?;
-        let host_private = read(&host_key)?;
-        let host_public = read(&dir.path.join("host.pub"))?;
-        let known_hosts = dir.path.join("known_hosts");
-        std::fs::write(&known_hosts, format!("{HOST_ALIAS} {host_public}"))?;
-
-        ns.apply(&manifests(&authorized, &host_private)?.to_string())
-            .await?;
-        ns.wait_pod_ready(SSHD_POD).await?;
+        let pod = SshdPod::create(ns).await?;
         let port_forward = ns
             .kubectl_port_forward(&format!("pod/{SSHD_POD}"), SSHD_PORT)
             .await?;
+        let dir = pod.dir;
+        let client_key = pod.client_key;
+        let known_hosts = pod.known_hosts;
 
         let deadline = tokio::time::Instant::now() + START_LIMIT;
         let mut tries = 0u32;
@@ -165,45 +226,15 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn spawn_ssh(
-    socks: SocketAddr,
-    ssh_port: u16,
-    key: &std::path::Path,
-    known_hosts: &std::path::Path,
-) -> Result<Child> {
+fn spawn_ssh(socks: SocketAddr, ssh_port: u16, key: &Path, known_hosts: &Path) -> Result<Child> {
     let mut cmd = Command::new("ssh");
-    cmd.args(["-F", "/dev/null", "-N", "-T", "-n"])
+    cmd.args(client_options(key, known_hosts))
+        .args(["-N", "-T", "-n"])
         .arg("-D")
         .arg(socks.to_string())
         .arg("-p")
         .arg(ssh_port.to_string())
-        .arg("-i")
-        .arg(key)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            &format!("HostKeyAlias={HOST_ALIAS}"),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ControlPath=none",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-            "root@127.0.0.1",
-        ])
+        .args(["-o", "ExitOnForwardFailure=yes", "root@127.0.0.1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -5,11 +5,11 @@
 //!
 //! `cargo run --release -p kt-benches --bin latency [-- --requests 2000 --warmup 100 --kt-openssh false]`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use kt_benches::stats::us;
-use kt_benches::{Bench, KeepAlive, Kind, Peer, Peers, Summary, ratio};
+use kt_benches::{Bench, Kind, Peer, Peers, Summary, healthz_latencies, ratio};
 
 const USAGE: &str = "usage: latency [--requests N (default 2000, 1..=20000)] [--warmup N (default 100)] \
                      [--kt-openssh true|false (default false: also kt with the OpenSSH shadow)]";
@@ -74,18 +74,7 @@ async fn measure(
 
 /// `warmup` then `requests` sequential `GET /healthz` over one connection.
 async fn one(p: &Peer, requests: usize, warmup: usize) -> Result<Stats> {
-    let mut conn = KeepAlive::open(&p.route).await?;
-    for _ in 0..warmup {
-        let body = conn.get("/healthz").await?;
-        ensure!(body.as_ref() == b"ok", "/healthz said {body:?}");
-    }
-    let mut samples = Vec::with_capacity(requests);
-    for _ in 0..requests {
-        let started = Instant::now();
-        let body = conn.get("/healthz").await?;
-        samples.push(started.elapsed());
-        ensure!(body.as_ref() == b"ok", "/healthz said {body:?}");
-    }
+    let samples = healthz_latencies(&p.route, requests, warmup).await?;
     let slow = samples.iter().filter(|d| **d >= SLOW).count();
     Ok((Summary::of(&samples).context("no samples")?, slow))
 }
