@@ -1,0 +1,1 @@
+//! Node.js bindings of kt: the native addon of the npm package `ktconnect`.

@@ -1,0 +1,1 @@
+//! Python bindings of kt: the native module `ktconnect._native`.

@@ -1,0 +1,1 @@
+//! `kt-ffi`: the C ABI over kt-core (header `include/kt.h`).
