@@ -1,0 +1,410 @@
+//! `Session.connect(options)`: the JavaScript options object, checked by hand so that
+//! every mistake (a wrong type, an unknown key, a bad CIDR) becomes a
+//! `KT_INVALID_ARGUMENT` rejection naming the option, never a synchronous throw.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use kt_core::{ConnectOptions as CoreOptions, DnsMode, IpNet, ShadowFlavour, VpnOptions};
+use napi::bindgen_prelude::{JsObjectValue, Object, Unknown};
+use napi::{JsValue, ValueType};
+use napi_derive::napi;
+
+use crate::error::KtError;
+
+/// Options of `Session.connect`. Every field is optional; durations are in
+/// milliseconds. Unknown keys are refused (a typo would otherwise be ignored).
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct ConnectOptions {
+    /// Kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context (default: the current one).
+    pub context: Option<String>,
+    /// Namespace to work in (default: the context's, else `default`).
+    pub namespace: Option<String>,
+    /// Shadow image (default: `KT_SHADOW_IMAGE`, else kt's own image for the flavour).
+    pub shadow_image: Option<String>,
+    /// Which SSH server the shadow pod runs (default `kt-shadow`).
+    #[napi(ts_type = "'kt-shadow' | 'openssh'")]
+    pub flavour: Option<String>,
+    /// Extra labels on every object kt creates.
+    pub labels: Option<HashMap<String, String>>,
+    /// Extra annotations on every object kt creates.
+    pub annotations: Option<HashMap<String, String>>,
+    /// Image pull Secrets for the shadow pod.
+    pub image_pull_secrets: Option<Vec<String>>,
+    /// Node selector of the shadow pod.
+    pub node_selector: Option<HashMap<String, String>>,
+    /// How long the shadow pod may take to become Ready (default 60000).
+    pub pod_ready_timeout_ms: Option<f64>,
+    /// How long one port-forward + SSH login may take (default 10000).
+    pub port_forward_timeout_ms: Option<f64>,
+    /// How long opening one connection into the cluster may take (default 30000).
+    pub connect_timeout_ms: Option<f64>,
+    /// How long one DNS exchange may take (default 5000).
+    pub dns_timeout_ms: Option<f64>,
+    /// How long `close()` waits for the objects to be gone (default 60000).
+    pub close_timeout_ms: Option<f64>,
+    /// How long to keep re-establishing a dropped tunnel (default 120000).
+    pub reconnect_timeout_ms: Option<f64>,
+    /// How often the shadow pod's heartbeat annotation is refreshed (default 30000).
+    pub heartbeat_interval_ms: Option<f64>,
+    /// The cluster's DNS domain (default `cluster.local`).
+    pub cluster_domain: Option<String>,
+    /// The cluster DNS server's IP (default: found from the cluster).
+    pub dns_server: Option<String>,
+    /// Local SOCKS5 port (default: any free port on 127.0.0.1).
+    pub socks5_port: Option<u32>,
+    /// Local HTTP proxy port (default: any free port on 127.0.0.1).
+    pub http_proxy_port: Option<u32>,
+    /// VPN mode (needs CAP_NET_ADMIN): a tun device routes the cluster's ranges.
+    pub vpn: Option<VpnConnectOptions>,
+}
+
+/// VPN mode settings (`ConnectOptions.vpn`); an empty object means the defaults.
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct VpnConnectOptions {
+    /// Extra ranges to route into the cluster, as CIDRs (`10.96.0.0/12`).
+    pub include: Option<Vec<String>>,
+    /// Ranges never to route into the cluster, as CIDRs.
+    pub exclude: Option<Vec<String>>,
+    /// Route only `include`; ask the cluster for no ranges.
+    pub no_discovery: Option<bool>,
+    /// How the system resolver finds cluster names (default `auto`); `hosts:ns1,ns2`
+    /// writes hosts-file entries for those namespaces' Services.
+    #[napi(
+        ts_type = "'auto' | 'resolv-conf' | 'resolved' | 'resolver-dir' | 'off' | 'hosts' | `hosts:${string}`"
+    )]
+    pub dns: Option<String>,
+    /// The tun device's name (default: `kt0`, `kt1`, ...).
+    pub tun_name: Option<String>,
+    /// The tun device's MTU (default 65000).
+    pub mtu: Option<u32>,
+    /// The tun device's own IPv4 address (default 198.18.0.1).
+    pub address: Option<String>,
+}
+
+/// Builds kt-core's options from what JavaScript passed (`undefined` and `null` mean
+/// the defaults).
+pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError> {
+    let mut opts = CoreOptions::new();
+    let Some(obj) = optional_object(options, "options")? else {
+        return Ok(opts);
+    };
+    for (key, value) in entries(&obj, "options")? {
+        let path = format!("options.{key}");
+        opts = match key.as_str() {
+            "kubeconfig" => opts.kubeconfig(non_empty(value, &path)?),
+            "context" => opts.context(non_empty(value, &path)?),
+            "namespace" => opts.namespace(non_empty(value, &path)?),
+            "shadowImage" => opts.shadow_image(non_empty(value, &path)?),
+            "flavour" => opts.flavour(flavour(value, &path)?),
+            "labels" => string_map(value, &path)?
+                .into_iter()
+                .fold(opts, |o, (k, v)| o.label(k, v)),
+            "annotations" => string_map(value, &path)?
+                .into_iter()
+                .fold(opts, |o, (k, v)| o.annotation(k, v)),
+            "nodeSelector" => string_map(value, &path)?
+                .into_iter()
+                .fold(opts, |o, (k, v)| o.node_selector(k, v)),
+            "imagePullSecrets" => string_array(value, &path)?
+                .into_iter()
+                .fold(opts, |o, s| o.image_pull_secret(s)),
+            "podReadyTimeoutMs" => opts.pod_ready_timeout(millis(value, &path)?),
+            "portForwardTimeoutMs" => opts.port_forward_timeout(millis(value, &path)?),
+            "connectTimeoutMs" => opts.connect_timeout(millis(value, &path)?),
+            "dnsTimeoutMs" => opts.dns_timeout(millis(value, &path)?),
+            "closeTimeoutMs" => opts.close_timeout(millis(value, &path)?),
+            "reconnectTimeoutMs" => opts.reconnect_timeout(millis(value, &path)?),
+            "heartbeatIntervalMs" => opts.heartbeat_interval(millis(value, &path)?),
+            "clusterDomain" => opts.cluster_domain(non_empty(value, &path)?),
+            "dnsServer" => opts.dns_server(ip(value, &path)?),
+            "socks5Port" => opts.socks5_port(port(value, &path, true)?),
+            "httpProxyPort" => opts.http_proxy_port(port(value, &path, true)?),
+            "vpn" => opts.vpn(vpn(value, &path)?),
+            _ => {
+                return Err(KtError::invalid(format!(
+                    "unknown option `{key}`; known options: kubeconfig, context, namespace, \
+                     shadowImage, flavour, labels, annotations, nodeSelector, imagePullSecrets, \
+                     podReadyTimeoutMs, portForwardTimeoutMs, connectTimeoutMs, dnsTimeoutMs, \
+                     closeTimeoutMs, reconnectTimeoutMs, heartbeatIntervalMs, clusterDomain, \
+                     dnsServer, socks5Port, httpProxyPort, vpn"
+                )));
+            }
+        };
+    }
+    Ok(opts)
+}
+
+fn vpn(value: Unknown<'_>, path: &str) -> Result<VpnOptions, KtError> {
+    let mut vpn = VpnOptions::new();
+    let obj = object(value, path)?;
+    for (key, value) in entries(&obj, path)? {
+        let path = format!("{path}.{key}");
+        vpn = match key.as_str() {
+            "include" => cidrs(value, &path)?
+                .into_iter()
+                .fold(vpn, |v, n| v.include(n)),
+            "exclude" => cidrs(value, &path)?
+                .into_iter()
+                .fold(vpn, |v, n| v.exclude(n)),
+            "noDiscovery" => {
+                if boolean(value, &path)? {
+                    vpn.no_discovery()
+                } else {
+                    vpn
+                }
+            }
+            "dns" => vpn.dns(dns_mode(value, &path)?),
+            "tunName" => vpn.tun_name(non_empty(value, &path)?),
+            "mtu" => {
+                let mtu = integer(value, &path, 576, 65535)?;
+                vpn.mtu(u16::try_from(mtu).unwrap_or(u16::MAX))
+            }
+            "address" => match ip(value, &path)? {
+                IpAddr::V4(a) => vpn.address(a),
+                IpAddr::V6(_) => {
+                    return Err(KtError::invalid(format!(
+                        "{path} must be an IPv4 address (like 198.18.0.1)"
+                    )));
+                }
+            },
+            _ => {
+                return Err(KtError::invalid(format!(
+                    "unknown option `{path}`; known VPN options: include, exclude, \
+                     noDiscovery, dns, tunName, mtu, address"
+                )));
+            }
+        };
+    }
+    Ok(vpn)
+}
+
+/// The name of a value's JavaScript type, for messages.
+pub(crate) fn type_name(value: &Unknown<'_>) -> &'static str {
+    match value.get_type() {
+        Ok(ValueType::Undefined) => "undefined",
+        Ok(ValueType::Null) => "null",
+        Ok(ValueType::Boolean) => "a boolean",
+        Ok(ValueType::Number) => "a number",
+        Ok(ValueType::String) => "a string",
+        Ok(ValueType::Symbol) => "a symbol",
+        Ok(ValueType::Function) => "a function",
+        Ok(ValueType::BigInt) => "a bigint",
+        Ok(ValueType::Object) if value.is_array().unwrap_or(false) => "an array",
+        Ok(ValueType::Object) => "an object",
+        _ => "a value of unknown type",
+    }
+}
+
+fn is(value: &Unknown<'_>, ty: ValueType) -> bool {
+    value.get_type().ok() == Some(ty)
+}
+
+fn wrong(path: &str, expected: &str, value: &Unknown<'_>) -> KtError {
+    KtError::invalid(format!(
+        "{path} must be {expected}, got {}",
+        type_name(value)
+    ))
+}
+
+fn napi_failed(path: &str, e: &napi::Error) -> KtError {
+    KtError::invalid(format!("cannot read {path}: {}", e.reason))
+}
+
+/// `None` for `undefined`/`null`, the object otherwise (not an array or function).
+fn optional_object<'env>(
+    value: Option<Unknown<'env>>,
+    path: &str,
+) -> Result<Option<Object<'env>>, KtError> {
+    match value {
+        None => Ok(None),
+        Some(v) if is(&v, ValueType::Undefined) || is(&v, ValueType::Null) => Ok(None),
+        Some(v) => object(v, path).map(Some),
+    }
+}
+
+fn object<'env>(value: Unknown<'env>, path: &str) -> Result<Object<'env>, KtError> {
+    if !is(&value, ValueType::Object) || value.is_array().unwrap_or(true) {
+        return Err(wrong(path, "an object", &value));
+    }
+    value.coerce_to_object().map_err(|e| napi_failed(path, &e))
+}
+
+/// The own enumerable keys of `obj` whose value is not `undefined`, with their values.
+fn entries<'env>(obj: &Object<'env>, path: &str) -> Result<Vec<(String, Unknown<'env>)>, KtError> {
+    let keys = Object::keys(obj).map_err(|e| napi_failed(path, &e))?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value: Unknown<'env> = obj
+            .get_named_property(&key)
+            .map_err(|e| napi_failed(&format!("{path}.{key}"), &e))?;
+        if !is(&value, ValueType::Undefined) {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn string(value: Unknown<'_>, path: &str) -> Result<String, KtError> {
+    if !is(&value, ValueType::String) {
+        return Err(wrong(path, "a string", &value));
+    }
+    value
+        .coerce_to_string()
+        .and_then(|s| s.into_utf8())
+        .and_then(|s| s.into_owned())
+        .map_err(|e| napi_failed(path, &e))
+}
+
+pub(crate) fn non_empty(value: Unknown<'_>, path: &str) -> Result<String, KtError> {
+    let s = string(value, path)?;
+    if s.trim().is_empty() {
+        return Err(KtError::invalid(format!("{path} must not be empty")));
+    }
+    Ok(s)
+}
+
+fn number(value: Unknown<'_>, path: &str) -> Result<f64, KtError> {
+    if !is(&value, ValueType::Number) {
+        return Err(wrong(path, "a number", &value));
+    }
+    let n = value
+        .coerce_to_number()
+        .and_then(|n| n.get_double())
+        .map_err(|e| napi_failed(path, &e))?;
+    if !n.is_finite() {
+        return Err(KtError::invalid(format!(
+            "{path} must be a finite number, got {n}"
+        )));
+    }
+    Ok(n)
+}
+
+pub(crate) fn integer(value: Unknown<'_>, path: &str, min: u32, max: u32) -> Result<u32, KtError> {
+    let n = number(value, path)?;
+    if n.fract() != 0.0 || n < f64::from(min) || n > f64::from(max) {
+        return Err(KtError::invalid(format!(
+            "{path} must be an integer from {min} to {max}, got {n}"
+        )));
+    }
+    // Checked just above: an integer within u32.
+    Ok(n as u32)
+}
+
+/// A port: 1–65535, or 0 ("any free port") where `zero_ok`.
+pub(crate) fn port(value: Unknown<'_>, path: &str, zero_ok: bool) -> Result<u16, KtError> {
+    let n = integer(value, path, u32::from(!zero_ok), 65535)?;
+    Ok(u16::try_from(n).unwrap_or(u16::MAX))
+}
+
+/// A positive duration in milliseconds.
+pub(crate) fn millis(value: Unknown<'_>, path: &str) -> Result<Duration, KtError> {
+    let ms = number(value, path)?;
+    if ms <= 0.0 || ms > 1e12 {
+        return Err(KtError::invalid(format!(
+            "{path} must be a positive number of milliseconds, got {ms}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn boolean(value: Unknown<'_>, path: &str) -> Result<bool, KtError> {
+    if !is(&value, ValueType::Boolean) {
+        return Err(wrong(path, "a boolean", &value));
+    }
+    value.coerce_to_bool().map_err(|e| napi_failed(path, &e))
+}
+
+fn string_array(value: Unknown<'_>, path: &str) -> Result<Vec<String>, KtError> {
+    if !value.is_array().unwrap_or(false) {
+        return Err(wrong(path, "an array of strings", &value));
+    }
+    let arr = value
+        .coerce_to_object()
+        .map_err(|e| napi_failed(path, &e))?;
+    let len = arr.get_array_length().map_err(|e| napi_failed(path, &e))?;
+    (0..len)
+        .map(|i| {
+            let item: Unknown<'_> = arr
+                .get_element(i)
+                .map_err(|e| napi_failed(&format!("{path}[{i}]"), &e))?;
+            string(item, &format!("{path}[{i}]"))
+        })
+        .collect()
+}
+
+fn string_map(value: Unknown<'_>, path: &str) -> Result<BTreeMap<String, String>, KtError> {
+    let obj = object(value, path)?;
+    entries(&obj, path)?
+        .into_iter()
+        .map(|(k, v)| {
+            let p = format!("{path}.{k}");
+            Ok((k, string(v, &p)?))
+        })
+        .collect()
+}
+
+fn flavour(value: Unknown<'_>, path: &str) -> Result<ShadowFlavour, KtError> {
+    match string(value, path)?.as_str() {
+        "kt-shadow" => Ok(ShadowFlavour::KtShadow),
+        "openssh" => Ok(ShadowFlavour::OpenSsh),
+        other => Err(KtError::invalid(format!(
+            "{path}: unknown shadow flavour `{other}`; use 'kt-shadow' or 'openssh'"
+        ))),
+    }
+}
+
+fn ip(value: Unknown<'_>, path: &str) -> Result<IpAddr, KtError> {
+    let s = string(value, path)?;
+    s.trim().parse().map_err(|e| {
+        KtError::invalid(format!(
+            "{path}: `{s}` is not an IP address (like 10.96.0.10): {e}"
+        ))
+    })
+}
+
+fn cidrs(value: Unknown<'_>, path: &str) -> Result<Vec<IpNet>, KtError> {
+    string_array(value, path)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.trim().parse::<IpNet>().map_err(|e| {
+                KtError::invalid(format!(
+                    "{path}[{i}]: `{s}` is not a CIDR range (like 10.96.0.0/12): {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn dns_mode(value: Unknown<'_>, path: &str) -> Result<DnsMode, KtError> {
+    let s = string(value, path)?;
+    Ok(match s.as_str() {
+        "auto" => DnsMode::Auto,
+        "resolv-conf" => DnsMode::ResolvConf,
+        "resolved" => DnsMode::Resolved,
+        "resolver-dir" => DnsMode::ResolverDir,
+        "off" => DnsMode::Off,
+        "hosts" => DnsMode::Hosts(Vec::new()),
+        other => match other.strip_prefix("hosts:") {
+            Some(list) => DnsMode::Hosts(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            None => {
+                return Err(KtError::invalid(format!(
+                    "{path}: unknown DNS mode `{other}`; use 'auto', 'resolv-conf', \
+                     'resolved', 'resolver-dir', 'off', 'hosts' or 'hosts:ns1,ns2'"
+                )));
+            }
+        },
+    })
+}

@@ -1,0 +1,291 @@
+//! The `Session` class: `Session.connect(options)` and what a session offers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{PromiseRaw, Unknown, within_runtime_if_available};
+use napi::{Env, ValueType};
+use napi_derive::napi;
+
+use crate::error::{KtError, promise, rejected};
+use crate::events::EventStream;
+use crate::options::{self, non_empty, port};
+
+/// A local address on 127.0.0.1 that a forward listens on.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct LocalAddress {
+    /// Always `127.0.0.1`.
+    pub host: String,
+    /// The local port.
+    pub port: u32,
+    /// `host:port`, for clients that take one string.
+    pub address: String,
+}
+
+impl From<SocketAddr> for LocalAddress {
+    fn from(addr: SocketAddr) -> LocalAddress {
+        LocalAddress {
+            host: addr.ip().to_string(),
+            port: u32::from(addr.port()),
+            address: addr.to_string(),
+        }
+    }
+}
+
+/// VPN mode's device, routes and DNS (`session.vpn`).
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct VpnInfo {
+    /// The tun device's name.
+    pub device: String,
+    /// The ranges routed into the cluster (CIDRs).
+    pub routes: Vec<String>,
+    /// The local DNS server (`ip:port`), if one runs.
+    pub dns_addr: Option<String>,
+    /// What was changed for system DNS, in words.
+    pub dns_detail: String,
+}
+
+/// An open connection into a cluster: a shadow pod, the SSH tunnel to it through the
+/// API server, and local proxies and forwards over it. Open one with
+/// `Session.connect`; close it with `close()` (or `await using`).
+#[napi]
+pub struct Session {
+    /// `None` only while being dropped.
+    inner: Option<Arc<kt_core::Session>>,
+}
+
+impl Session {
+    fn core(&self) -> Result<&Arc<kt_core::Session>, KtError> {
+        self.inner.as_ref().ok_or_else(KtError::closed)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A session collected without close(): kt-core starts removing its objects on a
+        // task, which needs the runtime to be current when the last reference goes.
+        if let Some(inner) = self.inner.take() {
+            within_runtime_if_available(move || drop(inner));
+        }
+    }
+}
+
+fn arg<'a>(value: Option<Unknown<'a>>) -> Option<Unknown<'a>> {
+    value.filter(|v| !matches!(v.get_type(), Ok(ValueType::Undefined)))
+}
+
+fn required<'a>(value: Option<Unknown<'a>>, name: &str) -> Result<Unknown<'a>, KtError> {
+    arg(value).ok_or_else(|| KtError::invalid(format!("{name} is required")))
+}
+
+#[napi]
+impl Session {
+    /// Opens a session: creates the shadow pod and its Secret, waits until it is
+    /// Ready, tunnels SSH to it through the API server and starts the local proxies.
+    /// Rejects with a `KtError` (see `code`); whatever was created is removed first.
+    #[napi(
+        ts_args_type = "options?: ConnectOptions | null",
+        ts_return_type = "Promise<Session>"
+    )]
+    pub fn connect<'env>(
+        env: &'env Env,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Session>> {
+        let opts = match options::parse(options) {
+            Ok(o) => o,
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move { kt_core::Session::connect(opts).await.map_err(KtError::from) },
+            |s| Session {
+                inner: Some(Arc::new(s)),
+            },
+        )
+    }
+
+    /// The session id (the `kt.dev/session` label on its objects).
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.core().map(|s| s.id().to_owned()).unwrap_or_default()
+    }
+
+    /// The namespace the session works in.
+    #[napi(getter)]
+    pub fn namespace(&self) -> String {
+        self.core()
+            .map(|s| s.namespace().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The shadow pod's name.
+    #[napi(getter)]
+    pub fn pod_name(&self) -> String {
+        self.core()
+            .map(|s| s.pod_name().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The local SOCKS5 proxy, `127.0.0.1:port` (names resolve in the cluster: use it
+    /// as `socks5h://`).
+    #[napi(getter)]
+    pub fn socks5_addr(&self) -> String {
+        self.core()
+            .map(|s| s.socks5_addr().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The local HTTP proxy, `127.0.0.1:port` (`CONNECT` and absolute-URL requests).
+    #[napi(getter)]
+    pub fn http_proxy_addr(&self) -> String {
+        self.core()
+            .map(|s| s.http_proxy_addr().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The cluster DNS server the session queries (as the shadow pod reaches it).
+    #[napi(getter)]
+    pub fn dns_server(&self) -> String {
+        self.core()
+            .map(|s| s.dns_server().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// VPN mode's device, routes and DNS; `null` in proxy mode.
+    #[napi(getter)]
+    pub fn vpn(&self) -> Option<VpnInfo> {
+        let info = self.core().ok()?.vpn()?;
+        Some(VpnInfo {
+            device: info.device.clone(),
+            routes: info.routes.iter().map(ToString::to_string).collect(),
+            dns_addr: info.dns_addr.map(|a| a.to_string()),
+            dns_detail: info.dns_detail.clone(),
+        })
+    }
+
+    /// Environment variables that send a child process's traffic through the session
+    /// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` in both cases, and
+    /// `NODE_USE_ENV_PROXY=1`). Pass them to `child_process.spawn(..., { env })`.
+    #[napi]
+    pub fn env(&self) -> HashMap<String, String> {
+        self.core()
+            .map(|s| s.env().into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The IP addresses of `name` in the cluster, with the search list of a pod in the
+    /// session's namespace (`echo`, `echo.other-ns`, `echo.ns.svc.cluster.local`).
+    /// Rejects with `KT_NOT_FOUND` when the name does not exist.
+    #[napi(ts_args_type = "name: string", ts_return_type = "Promise<string[]>")]
+    pub fn resolve<'env>(
+        &self,
+        env: &'env Env,
+        name: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Vec<String>>> {
+        let checked = self.core().cloned().and_then(|s| {
+            let name = non_empty(required(name, "name")?, "name")?;
+            Ok((s, name))
+        });
+        let (session, name) = match checked {
+            Ok(v) => v,
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move { session.resolve(&name).await.map_err(KtError::from) },
+            |ips| ips.into_iter().map(|ip| ip.to_string()).collect(),
+        )
+    }
+
+    /// Listens on 127.0.0.1 (a free port) and tunnels every connection to `target`'s
+    /// `port` in the cluster. `target`: a Service (`echo`, `echo.other-ns`,
+    /// `svc/echo`), `pod/name`, or an IP address; for a Service, `port` is the Service
+    /// port. Resolves to the local address; the forward lives until the session closes.
+    #[napi(
+        ts_args_type = "target: string, port: number",
+        ts_return_type = "Promise<LocalAddress>"
+    )]
+    pub fn forward<'env>(
+        &self,
+        env: &'env Env,
+        target: Option<Unknown<'_>>,
+        port: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, LocalAddress>> {
+        let (session, target, port) = match self.forward_args(target, port) {
+            Ok(v) => v,
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move { session.forward(&target, port).await.map_err(KtError::from) },
+            LocalAddress::from,
+        )
+    }
+
+    /// Like `forward` for UDP (kt-shadow only): a UDP socket on 127.0.0.1 whose
+    /// datagrams go to `target`'s UDP `port`, replies back to their sender.
+    #[napi(
+        ts_args_type = "target: string, port: number",
+        ts_return_type = "Promise<LocalAddress>"
+    )]
+    pub fn forward_udp<'env>(
+        &self,
+        env: &'env Env,
+        target: Option<Unknown<'_>>,
+        port: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, LocalAddress>> {
+        let (session, target, port) = match self.forward_args(target, port) {
+            Ok(v) => v,
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move {
+                session
+                    .forward_udp(&target, port)
+                    .await
+                    .map_err(KtError::from)
+            },
+            LocalAddress::from,
+        )
+    }
+
+    /// Every event since the session started, then new ones, ending after `Closed`.
+    #[napi]
+    pub fn events(&self, env: &Env) -> napi::Result<EventStream> {
+        match self.core() {
+            Ok(s) => Ok(EventStream::new(s.events())),
+            Err(e) => Err(e.into_js(env)),
+        }
+    }
+
+    /// Removes the shadow pod and its Secret (waiting until they are gone), ends the
+    /// tunnel, the proxies and the forwards. Calling it again does nothing. After it,
+    /// methods reject with `KT_CLOSED`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let session = match self.core() {
+            Ok(s) => Arc::clone(s),
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move { session.close().await.map_err(KtError::from) },
+            |()| (),
+        )
+    }
+
+    fn forward_args(
+        &self,
+        target: Option<Unknown<'_>>,
+        port_arg: Option<Unknown<'_>>,
+    ) -> Result<(Arc<kt_core::Session>, String, u16), KtError> {
+        let session = Arc::clone(self.core()?);
+        let target = non_empty(required(target, "target")?, "target")?;
+        let port = port(required(port_arg, "port")?, "port", false)?;
+        Ok((session, target, port))
+    }
+}
