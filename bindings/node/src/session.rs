@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{PromiseRaw, Unknown, within_runtime_if_available};
+use napi::bindgen_prelude::{PromiseRaw, Unknown};
 use napi::{Env, ValueType};
 use napi_derive::napi;
 
@@ -55,6 +55,8 @@ pub struct VpnInfo {
 pub struct Session {
     /// `None` only while being dropped.
     inner: Option<Arc<kt_core::Session>>,
+    /// The runtime the session's tasks run on (napi-rs's), for `Drop`.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Session {
@@ -66,9 +68,12 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // A session collected without close(): kt-core starts removing its objects on a
-        // task, which needs the runtime to be current when the last reference goes.
+        // task, which needs the runtime to be current when the last reference goes. (Not
+        // napi's `within_runtime_if_available`: it panics once the runtime is shut down,
+        // as it is when Node exits; a plain handle only declines to run the task then.)
         if let Some(inner) = self.inner.take() {
-            within_runtime_if_available(move || drop(inner));
+            let _guard = self.runtime.enter();
+            drop(inner);
         }
     }
 }
@@ -100,9 +105,15 @@ impl Session {
         };
         promise(
             env,
-            async move { kt_core::Session::connect(opts).await.map_err(KtError::from) },
-            |s| Session {
+            async move {
+                let session = kt_core::Session::connect(opts)
+                    .await
+                    .map_err(KtError::from)?;
+                Ok((session, tokio::runtime::Handle::current()))
+            },
+            |(s, runtime)| Session {
                 inner: Some(Arc::new(s)),
+                runtime,
             },
         )
     }

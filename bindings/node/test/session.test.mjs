@@ -1,0 +1,206 @@
+// One session in a namespace of its own, used the way a test harness would: HTTP
+// through the proxy with undici's fetch, TCP and UDP forwards, cluster DNS, env for a
+// child process, events; then close, which must leave nothing behind.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { promisify } from 'node:util'
+import { fetch, ProxyAgent } from 'undici'
+
+import { Session } from '../index.js'
+import { echoPods, kubectl, labNamespace, objectsLabelled } from './lab.mjs'
+
+const LIMIT = { timeout: 180_000 }
+let ns
+let session
+let proxy
+
+before(async () => {
+  ns = labNamespace('kt-node')
+  session = await Session.connect({ kubeconfig: ns.kubeconfig, namespace: ns.namespace })
+  proxy = new ProxyAgent(`http://${session.httpProxyAddr}`)
+}, LIMIT)
+
+after(async () => {
+  await proxy?.close()
+  await session?.close()
+  ns?.delete()
+})
+
+async function getJson(url, dispatcher) {
+  const res = await fetch(url, { dispatcher })
+  assert.equal(res.status, 200, `GET ${url}`)
+  return res.json()
+}
+
+test('connect gives the session id, namespace, shadow pod and proxies on 127.0.0.1', LIMIT, () => {
+  assert.match(session.id, /^[a-z0-9]+$/)
+  assert.equal(session.namespace, ns.namespace)
+  assert.equal(session.podName, `kt-shadow-${session.id}`)
+  assert.match(session.socks5Addr, /^127\.0\.0\.1:\d+$/)
+  assert.match(session.httpProxyAddr, /^127\.0\.0\.1:\d+$/)
+  assert.notEqual(session.dnsServer, '')
+  assert.equal(session.vpn, null)
+  const pods = objectsLabelled(ns.namespace, `kt.dev/session=${session.id}`)
+  assert.ok(pods.includes(`pod/${session.podName}`), `shadow pod in ${pods}`)
+})
+
+test('fetch through the HTTP proxy reaches echo by its short name', LIMIT, async () => {
+  const reply = await getJson('http://echo/hello', proxy)
+  assert.equal(reply.path, '/hello')
+  assert.equal(reply.namespace, ns.namespace)
+  assert.ok(echoPods(ns.namespace).includes(reply.pod), `${reply.pod} is an echo pod`)
+})
+
+test('fetch through the HTTP proxy reaches echo by its fully qualified name', LIMIT, async () => {
+  const reply = await getJson(`http://echo.${ns.namespace}.svc.cluster.local/hello`, proxy)
+  assert.equal(reply.namespace, ns.namespace)
+  assert.ok(echoPods(ns.namespace).includes(reply.pod), `${reply.pod} is an echo pod`)
+})
+
+test('forward to svc/echo port 80 serves the echo app on the returned local port', LIMIT, async () => {
+  const local = await session.forward('svc/echo', 80)
+  assert.equal(local.host, '127.0.0.1')
+  assert.equal(local.address, `127.0.0.1:${local.port}`)
+  const reply = await getJson(`http://${local.address}/hello`)
+  assert.equal(reply.path, '/hello')
+  assert.ok(echoPods(ns.namespace).includes(reply.pod), `${reply.pod} is an echo pod`)
+})
+
+test('a TCP forward to echo port 9000 returns 256 KiB byte for byte', LIMIT, async () => {
+  const local = await session.forward('echo', 9000)
+  const sent = randomBytes(256 * 1024)
+  const received = await new Promise((resolve, reject) => {
+    const chunks = []
+    const sock = net.connect(local.port, local.host, () => sock.end(sent))
+    sock.on('data', (c) => chunks.push(c))
+    sock.on('end', () => resolve(Buffer.concat(chunks)))
+    sock.on('error', reject)
+  })
+  assert.equal(received.length, sent.length)
+  assert.ok(received.equals(sent), 'the echo returned different bytes')
+})
+
+test('a UDP forward to echo port 9001 returns the datagram', LIMIT, async () => {
+  const local = await session.forwardUdp('echo', 9001)
+  const sock = dgram.createSocket('udp4')
+  try {
+    const payload = randomBytes(512)
+    const reply = await new Promise((resolve, reject) => {
+      sock.on('message', resolve)
+      sock.on('error', reject)
+      // UDP may drop a datagram: send again until one comes back (the test's limit
+      // bounds it).
+      const send = () => sock.send(payload, local.port, local.host)
+      send()
+      const timer = setInterval(send, 1000)
+      sock.on('message', () => clearInterval(timer))
+    })
+    assert.ok(reply.equals(payload), 'the UDP echo returned different bytes')
+  } finally {
+    sock.close()
+  }
+})
+
+test("resolve('echo') returns the echo Service's ClusterIP", LIMIT, async () => {
+  const clusterIp = kubectl('get', 'svc', 'echo', '-n', ns.namespace, '-o', 'jsonpath={.spec.clusterIP}')
+  assert.deepEqual(await session.resolve('echo'), [clusterIp])
+  assert.deepEqual(await session.resolve(`echo.${ns.namespace}.svc.cluster.local`), [clusterIp])
+})
+
+test('resolve of a name the cluster does not know rejects with KT_NOT_FOUND naming what was tried', LIMIT, async () => {
+  await assert.rejects(session.resolve('no-such-service'), (e) => {
+    assert.ok(e instanceof Error)
+    assert.equal(e.code, 'KT_NOT_FOUND')
+    assert.equal(e.kind, 'NameNotFound')
+    assert.match(e.message, /no-such-service/)
+    assert.match(e.message, new RegExp(`no-such-service\\.${ns.namespace}\\.svc\\.cluster\\.local`))
+    return true
+  })
+})
+
+test('forward to a Service that does not exist rejects with KT_NOT_FOUND', LIMIT, async () => {
+  await assert.rejects(session.forward('svc/no-such-service', 80), (e) => {
+    assert.equal(e.code, 'KT_NOT_FOUND')
+    assert.equal(e.kind, 'TargetNotFound')
+    assert.match(e.message, /no-such-service/)
+    return true
+  })
+})
+
+test('forward and resolve with bad arguments reject with KT_INVALID_ARGUMENT', LIMIT, async () => {
+  const cases = [
+    [() => session.forward(5, 80), /target must be a string, got a number/],
+    [() => session.forward('echo'), /port is required/],
+    [() => session.forward('echo', 70000), /port must be an integer from 1 to 65535/],
+    [() => session.forward('echo', '80'), /port must be a number, got a string/],
+    [() => session.forward('', 80), /target must not be empty/],
+    [() => session.forward('svc/', 80), /invalid target/],
+    [() => session.forwardUdp('echo', -1), /port must be an integer/],
+    [() => session.resolve(), /name is required/],
+    [() => session.resolve({}), /name must be a string, got an object/],
+  ]
+  for (const [call, message] of cases) {
+    await assert.rejects(call(), (e) => {
+      assert.ok(e instanceof Error)
+      assert.equal(e.code, 'KT_INVALID_ARGUMENT', e.message)
+      assert.match(e.message, message)
+      return true
+    })
+  }
+})
+
+test('env() sends a child process (curl) through the session', LIMIT, async () => {
+  const env = session.env()
+  assert.equal(env.HTTP_PROXY, `http://${session.httpProxyAddr}`)
+  assert.equal(env.http_proxy, `http://${session.httpProxyAddr}`)
+  assert.equal(env.ALL_PROXY, `socks5h://${session.socks5Addr}`)
+  assert.match(env.NO_PROXY, /127\.0\.0\.1/)
+  const { stdout } = await promisify(execFile)('curl', ['-sS', '--max-time', '60', 'http://echo/hello'], {
+    env: { PATH: process.env.PATH, ...env },
+  })
+  const reply = JSON.parse(stdout)
+  assert.ok(echoPods(ns.namespace).includes(reply.pod), `${reply.pod} is an echo pod`)
+})
+
+test('close removes everything labelled with the session, is idempotent, and events run from Creating to Closed', LIMIT, async () => {
+  const events = session.events()
+  const id = session.id
+  await session.close()
+  await session.close()
+  assert.deepEqual(objectsLabelled(ns.namespace, `kt.dev/session=${id}`), [])
+
+  const seen = []
+  for await (const ev of events) seen.push(ev)
+  const kinds = seen.map((e) => e.kind)
+  assert.equal(kinds[0], 'Creating')
+  assert.equal(kinds.at(-1), 'Closed')
+  for (const k of ['Ready', 'TunnelUp', 'Closing']) assert.ok(kinds.includes(k), `${k} in ${kinds}`)
+  assert.ok(kinds.indexOf('Ready') < kinds.indexOf('TunnelUp'))
+  assert.ok(kinds.indexOf('TunnelUp') < kinds.indexOf('Closing'))
+  const creating = seen[0]
+  assert.equal(creating.namespace, ns.namespace)
+  assert.equal(creating.pod, `kt-shadow-${id}`)
+  assert.match(creating.message, /creating shadow pod/)
+  const tunnelUp = seen.find((e) => e.kind === 'TunnelUp')
+  assert.equal(tunnelUp.httpProxy, session.httpProxyAddr)
+  // A stream that has ended stays ended; nextEvent says so with null.
+  assert.equal(await events.nextEvent(100), null)
+})
+
+test('after close every method rejects with KT_CLOSED', LIMIT, async () => {
+  for (const call of [
+    () => session.resolve('echo'),
+    () => session.forward('svc/echo', 80),
+    () => session.forwardUdp('echo', 9001),
+  ]) {
+    await assert.rejects(call(), (e) => {
+      assert.equal(e.code, 'KT_CLOSED')
+      assert.match(e.message, /closed/)
+      return true
+    })
+  }
+})
