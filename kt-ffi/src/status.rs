@@ -1,0 +1,303 @@
+//! Status codes, error messages copied into the caller's buffer, the panic boundary,
+//! and the checks every entry point makes on its arguments.
+
+use std::ffi::{CStr, CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
+
+/// What a kt function reports. Every function returns one; on anything but
+/// `KT_STATUS_OK` the `err` buffer (if given) holds a message saying what failed and
+/// what to do. The numbers are stable: new codes are only ever added.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kt_status {
+    /// Success. The `err` buffer holds an empty string.
+    Ok = 0,
+    /// An argument has a value kt does not accept (a bad CIDR, port, enum value,
+    /// forward target, ...).
+    InvalidArgument = 1,
+    /// A pointer argument that must not be NULL is NULL.
+    NullPointer = 2,
+    /// A string argument is not valid UTF-8.
+    InvalidUtf8 = 3,
+    /// A handle argument is not a live handle of the expected type: freed already,
+    /// never made by kt, or a handle of another type.
+    InvalidHandle = 4,
+    /// The session is closed (`kt_session_close`), or its event stream has ended.
+    Closed = 5,
+    /// Something did not happen in time: no event within the timeout of
+    /// `kt_session_next_event`, or the shadow pod did not become ready.
+    Timeout = 6,
+    /// VPN mode needs a capability (CAP_NET_ADMIN) this process does not have.
+    NeedsCapability = 7,
+    /// Kubernetes RBAC refused a call kt needs.
+    Forbidden = 8,
+    /// A namespace, Service, pod or DNS name does not exist; or a value the session
+    /// does not have (e.g. VPN details in proxy mode).
+    NotFound = 9,
+    /// The kubeconfig cannot be found, read or used.
+    Config = 10,
+    /// The Kubernetes API server does not answer.
+    Unreachable = 11,
+    /// Another Kubernetes API call failed.
+    Api = 12,
+    /// The shadow pod cannot start or failed.
+    Shadow = 13,
+    /// The tunnel (port-forward, SSH, a connection through the shadow) failed.
+    Tunnel = 14,
+    /// A DNS lookup in the cluster failed for another reason than the name missing.
+    Dns = 15,
+    /// The session cannot do this (e.g. UDP with the OpenSSH shadow).
+    Unsupported = 16,
+    /// A local operating-system call failed (binding a local port, ...).
+    Io = 17,
+    /// VPN mode: the tun device, its routes or the system DNS could not be set up.
+    System = 18,
+    /// Closing could not remove every object the session created (the message names
+    /// them and the command that removes them).
+    Cleanup = 19,
+    /// A blocking kt function was called from one of kt's own runtime threads.
+    WrongThread = 20,
+    /// kt panicked; the call was abandoned. A bug: please report the message.
+    Panic = 21,
+    /// Any other failure inside kt.
+    Internal = 22,
+}
+
+impl kt_status {
+    /// The C name of the status, e.g. `KT_STATUS_OK`.
+    pub(crate) fn name(self) -> &'static CStr {
+        match self {
+            kt_status::Ok => c"KT_STATUS_OK",
+            kt_status::InvalidArgument => c"KT_STATUS_INVALID_ARGUMENT",
+            kt_status::NullPointer => c"KT_STATUS_NULL_POINTER",
+            kt_status::InvalidUtf8 => c"KT_STATUS_INVALID_UTF8",
+            kt_status::InvalidHandle => c"KT_STATUS_INVALID_HANDLE",
+            kt_status::Closed => c"KT_STATUS_CLOSED",
+            kt_status::Timeout => c"KT_STATUS_TIMEOUT",
+            kt_status::NeedsCapability => c"KT_STATUS_NEEDS_CAPABILITY",
+            kt_status::Forbidden => c"KT_STATUS_FORBIDDEN",
+            kt_status::NotFound => c"KT_STATUS_NOT_FOUND",
+            kt_status::Config => c"KT_STATUS_CONFIG",
+            kt_status::Unreachable => c"KT_STATUS_UNREACHABLE",
+            kt_status::Api => c"KT_STATUS_API",
+            kt_status::Shadow => c"KT_STATUS_SHADOW",
+            kt_status::Tunnel => c"KT_STATUS_TUNNEL",
+            kt_status::Dns => c"KT_STATUS_DNS",
+            kt_status::Unsupported => c"KT_STATUS_UNSUPPORTED",
+            kt_status::Io => c"KT_STATUS_IO",
+            kt_status::System => c"KT_STATUS_SYSTEM",
+            kt_status::Cleanup => c"KT_STATUS_CLEANUP",
+            kt_status::WrongThread => c"KT_STATUS_WRONG_THREAD",
+            kt_status::Panic => c"KT_STATUS_PANIC",
+            kt_status::Internal => c"KT_STATUS_INTERNAL",
+        }
+    }
+
+    /// Every status, in numeric order.
+    pub(crate) const ALL: [kt_status; 23] = [
+        kt_status::Ok,
+        kt_status::InvalidArgument,
+        kt_status::NullPointer,
+        kt_status::InvalidUtf8,
+        kt_status::InvalidHandle,
+        kt_status::Closed,
+        kt_status::Timeout,
+        kt_status::NeedsCapability,
+        kt_status::Forbidden,
+        kt_status::NotFound,
+        kt_status::Config,
+        kt_status::Unreachable,
+        kt_status::Api,
+        kt_status::Shadow,
+        kt_status::Tunnel,
+        kt_status::Dns,
+        kt_status::Unsupported,
+        kt_status::Io,
+        kt_status::System,
+        kt_status::Cleanup,
+        kt_status::WrongThread,
+        kt_status::Panic,
+        kt_status::Internal,
+    ];
+}
+
+/// A failed call: its status and the message for the caller's buffer.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) status: kt_status,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(status: kt_status, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new(kt_status::InvalidArgument, message)
+    }
+
+    pub(crate) fn null(what: &str) -> Failure {
+        Failure::new(
+            kt_status::NullPointer,
+            format!("`{what}` is NULL; pass a valid pointer"),
+        )
+    }
+}
+
+impl From<kt_core::Error> for Failure {
+    fn from(e: kt_core::Error) -> Failure {
+        use kt_core::Error as E;
+        let status = match &e {
+            E::Kubeconfig { .. } | E::NoConfig { .. } | E::Client { .. } => kt_status::Config,
+            E::ReadKubeconfig { .. } => kt_status::Config,
+            E::ApiUnreachable { .. } => kt_status::Unreachable,
+            E::NamespaceNotFound { .. } | E::NameNotFound { .. } | E::TargetNotFound { .. } => {
+                kt_status::NotFound
+            }
+            E::Forbidden { .. } => kt_status::Forbidden,
+            E::Api { .. } => kt_status::Api,
+            E::ShadowImage { .. } | E::ShadowFailed { .. } => kt_status::Shadow,
+            E::PodReadyTimeout { .. } => kt_status::Timeout,
+            E::PortForward { .. }
+            | E::Ssh { .. }
+            | E::Connect { .. }
+            | E::TunnelDown { .. }
+            | E::FlowClosed { .. } => kt_status::Tunnel,
+            E::Dns { .. } => kt_status::Dns,
+            E::InvalidTarget { .. } | E::DatagramTooLarge { .. } => kt_status::InvalidArgument,
+            E::Unsupported { .. } => kt_status::Unsupported,
+            E::Closed => kt_status::Closed,
+            E::Bind { .. } => kt_status::Io,
+            E::NeedsCapability { .. } => kt_status::NeedsCapability,
+            E::Vpn { .. } | E::SystemDns { .. } => kt_status::System,
+            E::Cleanup { .. } => kt_status::Cleanup,
+            _ => kt_status::Internal,
+        };
+        Failure::new(status, chain(&e))
+    }
+}
+
+/// The error's message followed by each source's message that it does not already
+/// contain (kt-core's messages often quote their source).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+/// Runs one entry point's body behind the panic boundary and reports its outcome: the
+/// status, and the message copied into `err` (an empty string on success).
+pub(crate) fn guard(
+    err: *mut c_char,
+    err_len: usize,
+    body: impl FnOnce() -> Result<(), Failure>,
+) -> kt_status {
+    let outcome = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(Failure::new(
+                kt_status::Panic,
+                format!("kt panicked ({what}); the call was abandoned; please report this bug"),
+            ))
+        }
+    };
+    let (status, message) = match outcome {
+        Ok(()) => (kt_status::Ok, String::new()),
+        Err(f) => (f.status, f.message),
+    };
+    // Writing the message must not unwind either.
+    let _ = catch_unwind(|| write_message(err, err_len, &message));
+    status
+}
+
+/// Copies `message` into `buf` (`len` bytes), cut at a UTF-8 character boundary if it
+/// does not fit, always NUL-terminated. Nothing happens when `buf` is NULL or `len` 0.
+fn write_message(buf: *mut c_char, len: usize, message: &str) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let mut n = message.len().min(len - 1);
+    while !message.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: the caller promises `buf` points to `len` writable bytes (the documented
+    // contract of every `err, err_len` pair); `n < len`, so the copy and the NUL fit.
+    unsafe {
+        std::ptr::copy_nonoverlapping(message.as_ptr().cast::<c_char>(), buf, n);
+        *buf.add(n) = 0;
+    }
+}
+
+/// A NUL-terminated UTF-8 string argument named `what`.
+///
+/// # Safety
+///
+/// `ptr` is NULL or points to a NUL-terminated string that outlives the call.
+pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    std::str::from_utf8(bytes).map_err(|e| {
+        Failure::new(
+            kt_status::InvalidUtf8,
+            format!(
+                "`{what}` is not valid UTF-8 (invalid byte 0x{:02x} at offset {}); kt takes \
+                 UTF-8 strings only",
+                bytes[e.valid_up_to()],
+                e.valid_up_to()
+            ),
+        )
+    })
+}
+
+/// An output pointer named `what`, checked for NULL before any work is done.
+pub(crate) struct Out<T>(NonNull<T>);
+
+impl<T> Out<T> {
+    /// Checks `ptr`.
+    pub(crate) fn new(ptr: *mut T, what: &str) -> Result<Out<T>, Failure> {
+        NonNull::new(ptr)
+            .map(Out)
+            .ok_or_else(|| Failure::null(what))
+    }
+
+    /// Stores `value`.
+    pub(crate) fn write(self, value: T) {
+        // SAFETY: non-NULL, and the caller promises it points to a writable `T`.
+        unsafe { self.0.as_ptr().write(value) }
+    }
+}
+
+/// An output pointer for a handle: checked, and set to NULL at once so that a failed
+/// call leaves NULL behind.
+pub(crate) fn handle_out<H>(ptr: *mut *mut H, what: &str) -> Result<Out<*mut H>, Failure> {
+    let out = Out::new(ptr, what)?;
+    // SAFETY: as in `Out::write`.
+    unsafe { out.0.as_ptr().write(std::ptr::null_mut()) };
+    Ok(out)
+}
+
+/// A C string for `s`, with any NUL byte replaced (none are expected).
+pub(crate) fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "\u{fffd}")).unwrap_or_default()
+}
