@@ -1,1 +1,38 @@
 //! Python bindings of kt: the native module `ktconnect._native`.
+//!
+//! The Python package `ktconnect` (in `python/ktconnect/`) is the public API; this
+//! module is its engine:
+//!
+//! - `connect` / `connect_async` open a kt-core [`kt_core::Session`] from a
+//!   `ConnectOptions` (checked when made, so bad input raises before anything happens);
+//! - `NativeSession` has each operation twice: a blocking call that releases the GIL and
+//!   an `*_async` call that returns an `asyncio.Future`;
+//! - `NativeEvents` reads the session's events;
+//! - every error becomes a subclass of `ktconnect.KtError` (see [`error`]).
+//!
+//! The sync API, context managers, typed events and the pytest plugin are thin Python
+//! over these.
+
+mod error;
+mod events;
+mod options;
+mod runtime;
+mod session;
+
+use pyo3::prelude::*;
+
+/// The native module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DEFAULT_OPENSSH_IMAGE", kt_core::DEFAULT_OPENSSH_IMAGE)?;
+    m.add("SHADOW_IMAGE_ENV", kt_core::SHADOW_IMAGE_ENV)?;
+    error::register(m)?;
+    m.add_class::<options::ConnectOptions>()?;
+    m.add_class::<options::VpnOptions>()?;
+    m.add_class::<session::NativeSession>()?;
+    m.add_class::<events::NativeEvents>()?;
+    m.add_function(wrap_pyfunction!(session::connect, m)?)?;
+    m.add_function(wrap_pyfunction!(session::connect_async, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+"""ktconnect: work from Python as if inside a Kubernetes cluster.
+
+kt starts a *shadow* pod in a namespace, tunnels SSH to it through the API server's
+port-forward, and serves on 127.0.0.1 a SOCKS5 proxy and an HTTP proxy that resolve
+names in the cluster, local forwards to Services and pods, and DNS lookups through the
+cluster DNS::
+
+    import requests
+    from ktconnect import Session
+
+    with Session.connect(namespace="dev") as session:
+        r = requests.get("http://web/hello", proxies=session.requests_proxies())
+        print(r.text, session.resolve("web"), session.forward("svc/postgres", 5432))
+
+``await Session.connect_async(...)`` / ``async with Session.connect_async(...) as s``
+is the same for asyncio. Errors are subclasses of :class:`KtError`; progress comes as
+typed events (:mod:`ktconnect.events`). The pytest plugin (:mod:`ktconnect.pytest_plugin`)
+gives tests a ``kt_session`` fixture.
+"""
+
+from . import events
+from ._native import (
+    ApiError,
+    CleanupError,
+    Closed,
+    ConfigError,
+    ConnectOptions,
+    DnsError,
+    Forbidden,
+    InvalidArgument,
+    KtError,
+    LocalError,
+    NameNotFound,
+    NeedsCapability,
+    NotFound,
+    ShadowError,
+    Timeout,
+    TunnelDown,
+    TunnelError,
+    Unreachable,
+    Unsupported,
+    VpnError,
+    VpnOptions,
+    __version__,
+)
+from ._session import Events, Session, connect_options
+from .events import Event
+
+__all__ = [
+    "Session",
+    "ConnectOptions",
+    "VpnOptions",
+    "connect_options",
+    "Events",
+    "Event",
+    "events",
+    "KtError",
+    "InvalidArgument",
+    "ConfigError",
+    "Unreachable",
+    "NotFound",
+    "NameNotFound",
+    "Forbidden",
+    "NeedsCapability",
+    "Timeout",
+    "ApiError",
+    "ShadowError",
+    "TunnelError",
+    "TunnelDown",
+    "DnsError",
+    "Unsupported",
+    "Closed",
+    "LocalError",
+    "VpnError",
+    "CleanupError",
+    "__version__",
+]

@@ -1,0 +1,550 @@
+"""The public session API: thin Python over the native layer (``ktconnect._native``)."""
+
+from __future__ import annotations
+
+import atexit
+import collections.abc
+import os
+import threading
+import weakref
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from . import _native
+from .events import Event, _from_native
+
+__all__ = ["Session", "Events", "connect_options"]
+
+Address = Tuple[str, int]
+Seconds = Any  # int | float | datetime.timedelta
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Sessions not closed yet, closed at interpreter exit so that nothing stays in the
+# cluster when a script forgets close().
+_open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    with _open_lock:
+        sessions = list(_open_sessions)
+    for session in sessions:
+        try:
+            session.close()
+        except Exception:  # noqa: BLE001 - nothing is left to report to at exit
+            pass
+
+
+def _as_dict(value: Any) -> Any:
+    """A mapping as the dict the native layer takes; anything else as it is (the
+    native layer raises TypeError for it)."""
+    if isinstance(value, collections.abc.Mapping) and not isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def connect_options(
+    *,
+    kubeconfig: Optional[PathLike] = None,
+    context: Optional[str] = None,
+    namespace: Optional[str] = None,
+    shadow_image: Optional[str] = None,
+    flavour: str = "kt-shadow",
+    labels: Optional[Mapping[str, str]] = None,
+    annotations: Optional[Mapping[str, str]] = None,
+    image_pull_secrets: Optional[Sequence[str]] = None,
+    node_selector: Optional[Mapping[str, str]] = None,
+    pod_ready_timeout: Optional[Seconds] = None,
+    port_forward_timeout: Optional[Seconds] = None,
+    connect_timeout: Optional[Seconds] = None,
+    dns_timeout: Optional[Seconds] = None,
+    close_timeout: Optional[Seconds] = None,
+    reconnect_timeout: Optional[Seconds] = None,
+    heartbeat_interval: Optional[Seconds] = None,
+    ssh_port: Optional[int] = None,
+    socks5_port: int = 0,
+    http_proxy_port: int = 0,
+    cluster_domain: Optional[str] = None,
+    dns_server: Optional[str] = None,
+    vpn: Optional[_native.VpnOptions] = None,
+    on_event: Optional[Callable[[Event], None]] = None,
+) -> _native.ConnectOptions:
+    """Checks every option and returns them as a :class:`ktconnect.ConnectOptions`.
+
+    Raises ``TypeError`` for a value of the wrong type and
+    :class:`ktconnect.InvalidArgument` for a malformed one (unknown flavour, bad port,
+    bad IP address), before anything happens in the cluster. See
+    :meth:`Session.connect` for what each option means.
+    """
+    callback = None
+    if on_event is not None:
+        if not callable(on_event):
+            raise TypeError("on_event must be callable (it is called with each Event)")
+
+        def callback(raw: Tuple[str, str, Dict[str, Any]]) -> None:
+            on_event(_from_native(raw))  # type: ignore[arg-type]
+
+    return _native.ConnectOptions(
+        kubeconfig=kubeconfig,
+        context=context,
+        namespace=namespace,
+        shadow_image=shadow_image,
+        flavour=flavour,
+        labels=_as_dict(labels),
+        annotations=_as_dict(annotations),
+        image_pull_secrets=image_pull_secrets,
+        node_selector=_as_dict(node_selector),
+        pod_ready_timeout=pod_ready_timeout,
+        port_forward_timeout=port_forward_timeout,
+        connect_timeout=connect_timeout,
+        dns_timeout=dns_timeout,
+        close_timeout=close_timeout,
+        reconnect_timeout=reconnect_timeout,
+        heartbeat_interval=heartbeat_interval,
+        ssh_port=ssh_port,
+        socks5_port=socks5_port,
+        http_proxy_port=http_proxy_port,
+        cluster_domain=cluster_domain,
+        dns_server=dns_server,
+        vpn=vpn,
+        on_event=callback,
+    )
+
+
+class Events:
+    """A session's events: every event since it started, then new ones as they
+    happen, ending after :class:`ktconnect.events.Closed`.
+
+    Iterate it with ``for`` (blocking) or ``async for``. With ``timeout`` (seconds),
+    waiting longer than that for the next event raises :class:`ktconnect.Timeout`.
+    Each ``Events`` object has its own position: two iterators see every event each.
+    """
+
+    __slots__ = ("_native", "_timeout")
+
+    def __init__(self, native: _native.NativeEvents, timeout: Optional[float]) -> None:
+        self._native = native
+        self._timeout = timeout
+
+    def __iter__(self) -> "Events":
+        return self
+
+    def __next__(self) -> Event:
+        event = _from_native(self._native.next(self._timeout))
+        if event is None:
+            raise StopIteration
+        return event
+
+    def __aiter__(self) -> "Events":
+        return self
+
+    async def __anext__(self) -> Event:
+        event = _from_native(await self._native.next_async(self._timeout))
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def next(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next event, waiting at most ``timeout`` seconds (``None``: for ever);
+        ``None`` once the session's events have ended."""
+        return _from_native(self._native.next(timeout))
+
+    async def next_async(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """:meth:`next` for asyncio."""
+        return _from_native(await self._native.next_async(timeout))
+
+    def try_next(self) -> Optional[Event]:
+        """The next event if one is waiting, else ``None``; never blocks."""
+        return _from_native(self._native.try_next())
+
+
+class _Connecting(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """What :meth:`Session.connect_async` returns: await it for a :class:`Session`, or
+    use it directly as ``async with Session.connect_async(...) as session``.
+
+    It is a coroutine, so ``asyncio.create_task`` takes it too.
+    """
+
+    __slots__ = ("_options", "_coro", "_session")
+
+    def __init__(self, options: _native.ConnectOptions) -> None:
+        self._options = options
+        self._coro: Optional[collections.abc.Coroutine] = None  # type: ignore[type-arg]
+        self._session: Optional[Session] = None
+
+    async def _connect(self) -> "Session":
+        native = await _native.connect_async(self._options)
+        return Session._adopt(native)
+
+    def _inner(self) -> collections.abc.Coroutine:  # type: ignore[type-arg]
+        if self._coro is None:
+            self._coro = self._connect()
+        return self._coro
+
+    def __await__(self) -> Generator[Any, None, "Session"]:
+        return self._inner().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._inner().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._inner().throw(*args)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    async def __aenter__(self) -> "Session":
+        self._session = await self._inner()
+        return self._session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._session is not None:
+            await self._session.close_async()
+
+
+class Session:
+    """An open connection into a Kubernetes cluster through a shadow pod.
+
+    Open it with :meth:`connect` (blocking) or :meth:`connect_async`; close it with
+    :meth:`close` / :meth:`close_async`, or use it as a (async) context manager. A
+    session that is garbage-collected, or still open at interpreter exit, is closed
+    then. Every method may be called from any thread.
+
+    Addresses are ``(host, port)`` tuples (``("127.0.0.1", 41231)``); the ``*_url``
+    properties give proxy URLs for HTTP clients.
+    """
+
+    __slots__ = ("_native", "__weakref__")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("open a session with Session.connect(...) or Session.connect_async(...)")
+
+    @classmethod
+    def _adopt(cls, native: _native.NativeSession) -> "Session":
+        self = object.__new__(cls)
+        self._native = native
+        with _open_lock:
+            _open_sessions.add(self)
+        return self
+
+    # -- opening -------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        kubeconfig: Optional[PathLike] = None,
+        context: Optional[str] = None,
+        namespace: Optional[str] = None,
+        shadow_image: Optional[str] = None,
+        flavour: str = "kt-shadow",
+        labels: Optional[Mapping[str, str]] = None,
+        annotations: Optional[Mapping[str, str]] = None,
+        image_pull_secrets: Optional[Sequence[str]] = None,
+        node_selector: Optional[Mapping[str, str]] = None,
+        pod_ready_timeout: Optional[Seconds] = None,
+        port_forward_timeout: Optional[Seconds] = None,
+        connect_timeout: Optional[Seconds] = None,
+        dns_timeout: Optional[Seconds] = None,
+        close_timeout: Optional[Seconds] = None,
+        reconnect_timeout: Optional[Seconds] = None,
+        heartbeat_interval: Optional[Seconds] = None,
+        ssh_port: Optional[int] = None,
+        socks5_port: int = 0,
+        http_proxy_port: int = 0,
+        cluster_domain: Optional[str] = None,
+        dns_server: Optional[str] = None,
+        vpn: Optional[_native.VpnOptions] = None,
+        on_event: Optional[Callable[[Event], None]] = None,
+        options: Optional[_native.ConnectOptions] = None,
+    ) -> "Session":
+        """Opens a session: creates the shadow pod and its Secret, waits until the pod
+        is Ready, tunnels SSH to it through the API server and starts the local
+        proxies. Blocks (with the GIL released; Ctrl-C abandons the connect and removes
+        what it created).
+
+        Options (all optional):
+
+        - ``kubeconfig``, ``context``, ``namespace``: default to ``KUBECONFIG`` /
+          ``~/.kube/config``, its current context and that context's namespace.
+        - ``shadow_image``, ``flavour``: the shadow (``"kt-shadow"``, the default, or
+          ``"openssh"``); the image defaults to ``$KT_SHADOW_IMAGE`` or kt's own.
+        - ``labels``, ``annotations``, ``image_pull_secrets``, ``node_selector``: for
+          the shadow pod.
+        - timeouts in seconds (or ``timedelta``): ``pod_ready_timeout`` (60),
+          ``port_forward_timeout`` (10), ``connect_timeout`` (30), ``dns_timeout`` (5),
+          ``close_timeout`` (60), ``reconnect_timeout`` (120), ``heartbeat_interval``
+          (30).
+        - ports: ``ssh_port`` (in the pod), ``socks5_port``, ``http_proxy_port`` (local;
+          0 picks a free one).
+        - ``cluster_domain`` (``cluster.local``), ``dns_server`` (an IP).
+        - ``vpn``: a :class:`ktconnect.VpnOptions` for VPN mode (needs CAP_NET_ADMIN).
+        - ``on_event``: called with each :class:`ktconnect.Event` from the start (on a
+          kt thread; keep it quick and do not call the session from it).
+        - ``options``: a :class:`ktconnect.ConnectOptions` made earlier, instead of the
+          keywords.
+
+        Raises a :class:`ktconnect.KtError` subclass saying what failed and what to do.
+        """
+        if options is None:
+            options = connect_options(
+                kubeconfig=kubeconfig,
+                context=context,
+                namespace=namespace,
+                shadow_image=shadow_image,
+                flavour=flavour,
+                labels=labels,
+                annotations=annotations,
+                image_pull_secrets=image_pull_secrets,
+                node_selector=node_selector,
+                pod_ready_timeout=pod_ready_timeout,
+                port_forward_timeout=port_forward_timeout,
+                connect_timeout=connect_timeout,
+                dns_timeout=dns_timeout,
+                close_timeout=close_timeout,
+                reconnect_timeout=reconnect_timeout,
+                heartbeat_interval=heartbeat_interval,
+                ssh_port=ssh_port,
+                socks5_port=socks5_port,
+                http_proxy_port=http_proxy_port,
+                cluster_domain=cluster_domain,
+                dns_server=dns_server,
+                vpn=vpn,
+                on_event=on_event,
+            )
+        elif not isinstance(options, _native.ConnectOptions):
+            raise TypeError(
+                f"options must be a ktconnect.ConnectOptions, not {type(options).__name__}"
+            )
+        return cls._adopt(_native.connect(options))
+
+    @classmethod
+    def connect_async(
+        cls,
+        *,
+        kubeconfig: Optional[PathLike] = None,
+        context: Optional[str] = None,
+        namespace: Optional[str] = None,
+        shadow_image: Optional[str] = None,
+        flavour: str = "kt-shadow",
+        labels: Optional[Mapping[str, str]] = None,
+        annotations: Optional[Mapping[str, str]] = None,
+        image_pull_secrets: Optional[Sequence[str]] = None,
+        node_selector: Optional[Mapping[str, str]] = None,
+        pod_ready_timeout: Optional[Seconds] = None,
+        port_forward_timeout: Optional[Seconds] = None,
+        connect_timeout: Optional[Seconds] = None,
+        dns_timeout: Optional[Seconds] = None,
+        close_timeout: Optional[Seconds] = None,
+        reconnect_timeout: Optional[Seconds] = None,
+        heartbeat_interval: Optional[Seconds] = None,
+        ssh_port: Optional[int] = None,
+        socks5_port: int = 0,
+        http_proxy_port: int = 0,
+        cluster_domain: Optional[str] = None,
+        dns_server: Optional[str] = None,
+        vpn: Optional[_native.VpnOptions] = None,
+        on_event: Optional[Callable[[Event], None]] = None,
+        options: Optional[_native.ConnectOptions] = None,
+    ) -> _Connecting:
+        """:meth:`connect` for asyncio: ``session = await Session.connect_async(...)``
+        or ``async with Session.connect_async(...) as session``. The options are
+        checked at once (bad ones raise here, not at the ``await``). Cancelling the
+        awaiting task abandons the connect and removes what it created."""
+        if options is None:
+            options = connect_options(
+                kubeconfig=kubeconfig,
+                context=context,
+                namespace=namespace,
+                shadow_image=shadow_image,
+                flavour=flavour,
+                labels=labels,
+                annotations=annotations,
+                image_pull_secrets=image_pull_secrets,
+                node_selector=node_selector,
+                pod_ready_timeout=pod_ready_timeout,
+                port_forward_timeout=port_forward_timeout,
+                connect_timeout=connect_timeout,
+                dns_timeout=dns_timeout,
+                close_timeout=close_timeout,
+                reconnect_timeout=reconnect_timeout,
+                heartbeat_interval=heartbeat_interval,
+                ssh_port=ssh_port,
+                socks5_port=socks5_port,
+                http_proxy_port=http_proxy_port,
+                cluster_domain=cluster_domain,
+                dns_server=dns_server,
+                vpn=vpn,
+                on_event=on_event,
+            )
+        elif not isinstance(options, _native.ConnectOptions):
+            raise TypeError(
+                f"options must be a ktconnect.ConnectOptions, not {type(options).__name__}"
+            )
+        return _Connecting(options)
+
+    # -- what the session is -------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The session id: the ``kt.dev/session`` label on everything it created."""
+        return self._native.id
+
+    @property
+    def namespace(self) -> str:
+        """The namespace the session works in."""
+        return self._native.namespace
+
+    @property
+    def pod_name(self) -> str:
+        """The shadow pod's name."""
+        return self._native.pod_name
+
+    @property
+    def socks5_addr(self) -> Address:
+        """The local SOCKS5 proxy, ``(host, port)``; names resolve in the cluster."""
+        return self._native.socks5_addr
+
+    @property
+    def http_proxy_addr(self) -> Address:
+        """The local HTTP proxy (``CONNECT`` and plain ``http://``), ``(host, port)``."""
+        return self._native.http_proxy_addr
+
+    @property
+    def http_proxy_url(self) -> str:
+        """The HTTP proxy as a URL: ``http://127.0.0.1:<port>``."""
+        host, port = self.http_proxy_addr
+        return f"http://{host}:{port}"
+
+    @property
+    def socks5_url(self) -> str:
+        """The SOCKS5 proxy as a URL with remote DNS: ``socks5h://127.0.0.1:<port>``."""
+        host, port = self.socks5_addr
+        return f"socks5h://{host}:{port}"
+
+    @property
+    def dns_server(self) -> str:
+        """The cluster DNS server the session queries (as the shadow reaches it)."""
+        return self._native.dns_server
+
+    @property
+    def dns_addr(self) -> Optional[Address]:
+        """VPN mode's local DNS server, ``(host, port)``; ``None`` in proxy mode."""
+        return self._native.dns_addr
+
+    @property
+    def vpn(self) -> Optional[Dict[str, Any]]:
+        """VPN mode's ``device``, ``routes``, ``dns_addr``, ``dns_mode`` and
+        ``dns_detail``; ``None`` in proxy mode."""
+        return self._native.vpn
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native.closed
+
+    def env(self) -> Dict[str, str]:
+        """Environment variables that send a child process's traffic through the
+        session (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, in both
+        cases, and ``NODE_USE_ENV_PROXY``): ``subprocess.run(..., env={**os.environ,
+        **session.env()})``."""
+        return self._native.env()
+
+    def requests_proxies(self) -> Dict[str, str]:
+        """``proxies=`` for ``requests``: both schemes through the HTTP proxy."""
+        url = self.http_proxy_url
+        return {"http": url, "https": url}
+
+    def httpx_proxy(self) -> str:
+        """``proxy=`` for ``httpx.Client`` / ``httpx.AsyncClient``."""
+        return self.http_proxy_url
+
+    def events(self, timeout: Optional[float] = None) -> Events:
+        """The session's events (see :class:`Events`); ``timeout`` bounds each wait."""
+        return Events(self._native.events(), timeout)
+
+    # -- blocking operations ---------------------------------------------------------
+
+    def resolve(self, name: str) -> List[str]:
+        """The addresses of ``name`` in the cluster, with the search list of a pod in
+        the session's namespace (``echo``, ``echo.other-ns``, full names, pod names).
+        Raises :class:`ktconnect.NameNotFound` naming every name tried."""
+        return self._native.resolve(name)
+
+    def forward(self, target: str, port: int) -> Address:
+        """A local TCP port (``(host, port)`` on 127.0.0.1) tunnelled to ``target``'s
+        ``port``: a Service (``echo``, ``echo.other-ns``, ``svc/echo``; ``port`` is the
+        Service port), ``pod/name``, or an IP. Lives until the session closes."""
+        return self._native.forward(target, port)
+
+    def forward_udp(self, target: str, port: int) -> Address:
+        """Like :meth:`forward` for UDP (kt-shadow only): datagrams to the local port go
+        to ``target``'s UDP ``port``, replies come back to their sender."""
+        return self._native.forward_udp(target, port)
+
+    def close(self) -> None:
+        """Removes the shadow pod and its Secret, waits until they are gone, and ends
+        every proxy and forward. Calling it again does nothing. Raises
+        :class:`ktconnect.CleanupError` (with the kubectl command to finish) if
+        something could not be removed."""
+        try:
+            self._native.close()
+        finally:
+            with _open_lock:
+                _open_sessions.discard(self)
+
+    # -- asyncio ---------------------------------------------------------------------
+
+    async def resolve_async(self, name: str) -> List[str]:
+        """:meth:`resolve` for asyncio."""
+        return await self._native.resolve_async(name)
+
+    async def forward_async(self, target: str, port: int) -> Address:
+        """:meth:`forward` for asyncio."""
+        return await self._native.forward_async(target, port)
+
+    async def forward_udp_async(self, target: str, port: int) -> Address:
+        """:meth:`forward_udp` for asyncio."""
+        return await self._native.forward_udp_async(target, port)
+
+    async def close_async(self) -> None:
+        """:meth:`close` for asyncio."""
+        try:
+            await self._native.close_async()
+        finally:
+            with _open_lock:
+                _open_sessions.discard(self)
+
+    # -- context managers ------------------------------------------------------------
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Session":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close_async()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        host, port = self.http_proxy_addr
+        return (
+            f"<ktconnect.Session {self.id} {state} namespace={self.namespace} "
+            f"pod={self.pod_name} http_proxy={host}:{port}>"
+        )

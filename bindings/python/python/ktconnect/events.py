@@ -1,0 +1,188 @@
+"""Typed session events.
+
+Every event has ``kind`` (``"creating"``, ``"tunnel_up"``, ...) and ``message`` (one
+line for a person, also ``str(event)``), plus the fields of its kind. A session's events
+start with :class:`Creating` and end with :class:`Closed`::
+
+    for event in session.events(timeout=30):
+        print(event.kind, event)
+
+Addresses are ``(host, port)`` tuples, like :attr:`ktconnect.Session.http_proxy_addr`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Type
+
+__all__ = [
+    "Event",
+    "Creating",
+    "Scheduled",
+    "Pulling",
+    "ImageReady",
+    "Ready",
+    "TunnelUp",
+    "Recovered",
+    "VpnUp",
+    "DnsInstalled",
+    "Reconnecting",
+    "Reconnected",
+    "TunnelLost",
+    "HeartbeatFailed",
+    "Closing",
+    "Closed",
+]
+
+Address = Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to a session. Subclasses add the fields of each kind;
+    an event of a kind this version does not know arrives as a plain ``Event``."""
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Creating(Event):
+    """The shadow's Secret and pod are being created."""
+
+    namespace: str
+    pod: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Scheduled(Event):
+    """The scheduler placed the shadow pod on a node."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class Pulling(Event):
+    """The node is pulling the image / creating the container."""
+
+    image: str
+
+
+@dataclass(frozen=True)
+class ImageReady(Event):
+    """The image is on the node and the container started."""
+
+    image: str
+
+
+@dataclass(frozen=True)
+class Ready(Event):
+    """The shadow pod is Ready."""
+
+    pod_ip: str
+
+
+@dataclass(frozen=True)
+class TunnelUp(Event):
+    """The port-forward and SSH session are up; the proxies listen."""
+
+    socks5: Address
+    http_proxy: Address
+
+
+@dataclass(frozen=True)
+class Recovered(Event):
+    """VPN mode: system DNS settings left by a crashed session were put back."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class VpnUp(Event):
+    """VPN mode: the tun device is up with its routes."""
+
+    device: str
+    routes: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DnsInstalled(Event):
+    """VPN mode: the local DNS server runs and the system resolver uses it."""
+
+    server: Address
+    detail: str
+
+
+@dataclass(frozen=True)
+class Reconnecting(Event):
+    """The tunnel dropped; kt is re-establishing it (try ``attempt``)."""
+
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnected(Event):
+    """The tunnel is back after a drop."""
+
+    attempts: int
+
+
+@dataclass(frozen=True)
+class TunnelLost(Event):
+    """The tunnel could not be re-established; the session is unusable."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class HeartbeatFailed(Event):
+    """Refreshing the shadow pod's heartbeat failed (the session goes on)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Closing(Event):
+    """``close()`` started removing the session's objects."""
+
+
+@dataclass(frozen=True)
+class Closed(Event):
+    """Every object is gone and every task ended: the last event."""
+
+
+_BY_KIND: Dict[str, Type[Event]] = {
+    "creating": Creating,
+    "scheduled": Scheduled,
+    "pulling": Pulling,
+    "image_ready": ImageReady,
+    "ready": Ready,
+    "tunnel_up": TunnelUp,
+    "recovered": Recovered,
+    "vpn_up": VpnUp,
+    "dns_installed": DnsInstalled,
+    "reconnecting": Reconnecting,
+    "reconnected": Reconnected,
+    "tunnel_lost": TunnelLost,
+    "heartbeat_failed": HeartbeatFailed,
+    "closing": Closing,
+    "closed": Closed,
+}
+
+
+def _from_native(raw: Optional[Tuple[str, str, Dict[str, Any]]]) -> Optional[Event]:
+    """The event for the native layer's ``(kind, message, fields)``."""
+    if raw is None:
+        return None
+    kind, message, fields = raw
+    cls = _BY_KIND.get(kind)
+    if cls is None:
+        return Event(kind=kind, message=message)
+    if "routes" in fields:
+        fields["routes"] = tuple(fields["routes"])
+    return cls(kind=kind, message=message, **fields)

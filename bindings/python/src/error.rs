@@ -1,0 +1,404 @@
+//! Every error the binding raises, mapped in one place.
+//!
+//! Python sees one base class, `ktconnect.KtError`, and a subclass per kind of
+//! failure. Where a builtin exception means the same thing, the subclass derives from it
+//! too (`InvalidArgument` is a `ValueError`, `Timeout` a `TimeoutError`, `Forbidden` a
+//! `PermissionError`, ...), so `except ValueError:` works as a Python user expects.
+//! The classes are made at import time with `type(name, bases, namespace)`, because a
+//! class with two bases cannot be declared with `create_exception!`.
+//!
+//! Each raised exception carries:
+//! - its message: kt-core's, which says what failed and what to do;
+//! - `kind`: the kt-core variant in snake case (`"namespace_not_found"`);
+//! - `transient`: whether a retry may succeed;
+//! - `__cause__`: the Rust `source()` chain below the message, one exception per link
+//!   (`OSError` with its errno for an OS error, `RuntimeError` otherwise).
+
+use std::error::Error as StdError;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+/// A failure inside the binding, before it becomes a Python exception (which needs the
+/// interpreter): futures on the runtime return this.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// An error from kt-core.
+    Kt(kt_core::Error),
+    /// A bad argument found by the binding itself.
+    Invalid(String),
+    /// A wait ran out (events).
+    Timeout(String),
+    /// A bug: a task panicked.
+    Internal(String),
+}
+
+impl From<kt_core::Error> for Failure {
+    fn from(e: kt_core::Error) -> Self {
+        Failure::Kt(e)
+    }
+}
+
+impl From<Failure> for PyErr {
+    fn from(f: Failure) -> Self {
+        Python::attach(|py| f.into_pyerr(py))
+    }
+}
+
+/// The result of work done on the runtime.
+pub(crate) type Outcome<T> = Result<T, Failure>;
+
+/// One exception class: its name, what it means, and the builtin it also derives from.
+struct Class {
+    name: &'static str,
+    doc: &'static str,
+    /// `None`: only the kt base (or, for `KtError`, `Exception`).
+    builtin: Option<&'static str>,
+    /// The kt class it derives from (`KtError` for most).
+    parent: &'static str,
+}
+
+/// Every class, parents before children. Keep `python/ktconnect/_native.pyi` in step.
+const CLASSES: &[Class] = &[
+    Class {
+        name: "KtError",
+        doc: "Base class of every error ktconnect raises. `kind` names the failure \
+              (snake case), `transient` says whether retrying may help, and `__cause__` \
+              holds the underlying cause.",
+        builtin: Some("Exception"),
+        parent: "",
+    },
+    Class {
+        name: "InvalidArgument",
+        doc: "An argument is malformed: an unknown flavour or DNS mode, a bad CIDR, port \
+              or IP address, an unparsable forward target, an oversized datagram.",
+        builtin: Some("ValueError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "ConfigError",
+        doc: "The kubeconfig cannot be read or used (missing file, unknown context, no \
+              configuration at all, bad TLS settings).",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "Unreachable",
+        doc: "The Kubernetes API server does not answer.",
+        builtin: Some("ConnectionError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "NotFound",
+        doc: "A namespace, Service or pod does not exist.",
+        builtin: Some("LookupError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "NameNotFound",
+        doc: "A name does not resolve in the cluster's DNS (`name` and `tried` say what \
+              was asked).",
+        builtin: None,
+        parent: "NotFound",
+    },
+    Class {
+        name: "Forbidden",
+        doc: "RBAC refused a call kt needs; the message names the Role to apply.",
+        builtin: Some("PermissionError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "NeedsCapability",
+        doc: "VPN mode needs CAP_NET_ADMIN (root); nothing was created in the cluster.",
+        builtin: Some("PermissionError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "Timeout",
+        doc: "Something did not happen in time (the shadow pod becoming ready, an event).",
+        builtin: Some("TimeoutError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "ApiError",
+        doc: "Another Kubernetes API call failed.",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "ShadowError",
+        doc: "The shadow pod cannot start its image, or failed after starting.",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "TunnelError",
+        doc: "The port-forward, the SSH session, or a connection through the shadow \
+              failed.",
+        builtin: Some("ConnectionError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "TunnelDown",
+        doc: "The tunnel is down for good (or a UDP flow ended): close the session and \
+              connect again.",
+        builtin: None,
+        parent: "TunnelError",
+    },
+    Class {
+        name: "DnsError",
+        doc: "A DNS lookup failed for another reason than the name not existing.",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "Unsupported",
+        doc: "The session cannot do this (UDP with the OpenSSH shadow).",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "Closed",
+        doc: "The session is closed.",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "LocalError",
+        doc: "A local resource failed: a listener could not be bound, keys could not be \
+              made.",
+        builtin: Some("OSError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "VpnError",
+        doc: "VPN mode could not set up the tun device, its routes, or system DNS.",
+        builtin: Some("OSError"),
+        parent: "KtError",
+    },
+    Class {
+        name: "CleanupError",
+        doc: "Closing could not remove everything the session created; the message has \
+              the kubectl command that does.",
+        builtin: None,
+        parent: "KtError",
+    },
+];
+
+/// The classes once made, in the order of [`CLASSES`].
+static TYPES: PyOnceLock<Vec<Py<PyType>>> = PyOnceLock::new();
+
+fn make_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
+    let builtins = py.import("builtins")?;
+    let type_ = builtins.getattr("type")?;
+    let mut made: Vec<Py<PyType>> = Vec::with_capacity(CLASSES.len());
+    for class in CLASSES {
+        let mut bases = Vec::new();
+        if let Some(i) = CLASSES.iter().position(|c| c.name == class.parent) {
+            bases.push(made[i].bind(py).clone().into_any());
+        }
+        if let Some(builtin) = class.builtin {
+            bases.push(builtins.getattr(builtin)?);
+        }
+        let namespace = PyDict::new(py);
+        namespace.set_item("__module__", "ktconnect")?;
+        namespace.set_item("__doc__", class.doc)?;
+        // Defaults for exceptions raised by Python code (`raise ktconnect.Closed()`).
+        namespace.set_item("kind", "")?;
+        namespace.set_item("transient", false)?;
+        let made_type = type_.call1((class.name, PyTuple::new(py, bases)?, namespace))?;
+        made.push(made_type.cast_into::<PyType>()?.unbind());
+    }
+    Ok(made)
+}
+
+/// The exception class called `name`.
+fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    let types = TYPES.get_or_try_init(py, || make_types(py))?;
+    let i = CLASSES
+        .iter()
+        .position(|c| c.name == name)
+        .ok_or_else(|| PyRuntimeError::new_err(format!("no exception class {name}")))?;
+    Ok(types[i].bind(py).clone())
+}
+
+/// Adds every exception class to the module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    for c in CLASSES {
+        m.add(c.name, class(m.py(), c.name)?)?;
+    }
+    Ok(())
+}
+
+/// The class, `kind` and extra attributes of a kt-core error.
+fn classify(e: &kt_core::Error) -> (&'static str, &'static str) {
+    use kt_core::Error as E;
+    match e {
+        E::Kubeconfig { .. } => ("ConfigError", "kubeconfig"),
+        E::NoConfig { .. } => ("ConfigError", "no_config"),
+        E::Client { .. } => ("ConfigError", "client"),
+        E::ReadKubeconfig { .. } => ("ConfigError", "read_kubeconfig"),
+        E::ApiUnreachable { .. } => ("Unreachable", "api_unreachable"),
+        E::NamespaceNotFound { .. } => ("NotFound", "namespace_not_found"),
+        E::TargetNotFound { .. } => ("NotFound", "target_not_found"),
+        E::NameNotFound { .. } => ("NameNotFound", "name_not_found"),
+        E::Forbidden { .. } => ("Forbidden", "forbidden"),
+        E::NeedsCapability { .. } => ("NeedsCapability", "needs_capability"),
+        E::PodReadyTimeout { .. } => ("Timeout", "pod_ready_timeout"),
+        E::Api { .. } => ("ApiError", "api"),
+        E::ShadowImage { .. } => ("ShadowError", "shadow_image"),
+        E::ShadowFailed { .. } => ("ShadowError", "shadow_failed"),
+        E::PortForward { .. } => ("TunnelError", "port_forward"),
+        E::Ssh { .. } => ("TunnelError", "ssh"),
+        E::Connect { .. } => ("TunnelError", "connect"),
+        E::TunnelDown { .. } => ("TunnelDown", "tunnel_down"),
+        E::FlowClosed { .. } => ("TunnelDown", "flow_closed"),
+        E::Dns { .. } => ("DnsError", "dns"),
+        E::InvalidTarget { .. } => ("InvalidArgument", "invalid_target"),
+        E::DatagramTooLarge { .. } => ("InvalidArgument", "datagram_too_large"),
+        E::Unsupported { .. } => ("Unsupported", "unsupported"),
+        E::Closed => ("Closed", "closed"),
+        E::Bind { .. } => ("LocalError", "bind"),
+        E::Keys { .. } => ("LocalError", "keys"),
+        E::Vpn { .. } => ("VpnError", "vpn"),
+        E::SystemDns { .. } => ("VpnError", "system_dns"),
+        E::Cleanup { .. } => ("CleanupError", "cleanup"),
+        _ => ("KtError", "other"),
+    }
+}
+
+/// Attributes that let a handler act without parsing the message.
+fn attributes<'py>(py: Python<'py>, e: &kt_core::Error) -> PyResult<Bound<'py, PyDict>> {
+    use kt_core::Error as E;
+    let d = PyDict::new(py);
+    match e {
+        E::NamespaceNotFound { namespace } => d.set_item("namespace", namespace)?,
+        E::NameNotFound { name, tried } => {
+            d.set_item("name", name)?;
+            d.set_item("tried", tried)?;
+        }
+        E::TargetNotFound {
+            name, namespace, ..
+        } => {
+            d.set_item("name", name)?;
+            d.set_item("namespace", namespace)?;
+        }
+        E::Forbidden {
+            verb,
+            resource,
+            namespace,
+            ..
+        } => {
+            d.set_item("verb", verb)?;
+            d.set_item("resource", resource)?;
+            d.set_item("namespace", namespace)?;
+        }
+        E::NeedsCapability { capability, .. } => d.set_item("capability", capability)?,
+        E::Cleanup {
+            session,
+            namespace,
+            remaining,
+        } => {
+            d.set_item("session", session)?;
+            d.set_item("namespace", namespace)?;
+            d.set_item("remaining", remaining)?;
+        }
+        _ => {}
+    }
+    Ok(d)
+}
+
+/// An exception of class `name` with `message`, `kind` and `attrs`.
+fn raise(
+    py: Python<'_>,
+    name: &str,
+    message: &str,
+    kind: &str,
+    transient: bool,
+    attrs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyErr> {
+    let value = class(py, name)?.call1((message,))?;
+    value.setattr("kind", kind)?;
+    value.setattr("transient", transient)?;
+    if let Some(attrs) = attrs {
+        for (k, v) in attrs.iter() {
+            value.setattr(k.cast_into::<pyo3::types::PyString>()?, v)?;
+        }
+    }
+    Ok(PyErr::from_value(value))
+}
+
+/// The `source()` chain of `e` as linked Python exceptions (outermost first), skipping
+/// links whose text the message above already shows in full.
+fn cause_chain(py: Python<'_>, e: &kt_core::Error) -> Option<PyErr> {
+    let mut links: Vec<PyErr> = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        let err = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.raw_os_error() {
+                Some(errno) => PyOSError::new_err((errno, text)),
+                None => PyOSError::new_err(text),
+            },
+            None => PyRuntimeError::new_err(text),
+        };
+        links.push(err);
+        source = s.source();
+    }
+    // Link from the innermost outwards.
+    let mut below: Option<PyErr> = None;
+    while let Some(link) = links.pop() {
+        link.set_cause(py, below.take());
+        below = Some(link);
+    }
+    below
+}
+
+impl Failure {
+    /// The Python exception for this failure.
+    pub(crate) fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let made = match &self {
+            Failure::Kt(e) => {
+                let (name, kind) = classify(e);
+                attributes(py, e).and_then(|attrs| {
+                    let err = raise(
+                        py,
+                        name,
+                        &e.to_string(),
+                        kind,
+                        e.is_transient(),
+                        Some(&attrs),
+                    )?;
+                    err.set_cause(py, cause_chain(py, e));
+                    Ok(err)
+                })
+            }
+            Failure::Invalid(message) => raise(
+                py,
+                "InvalidArgument",
+                message,
+                "invalid_argument",
+                false,
+                None,
+            ),
+            Failure::Timeout(message) => raise(py, "Timeout", message, "timeout", true, None),
+            Failure::Internal(message) => raise(
+                py,
+                "KtError",
+                &format!("internal error in ktconnect (please report it): {message}"),
+                "internal",
+                false,
+                None,
+            ),
+        };
+        // Making the exception itself failed (out of memory, ...): raise that instead.
+        made.unwrap_or_else(|e| e)
+    }
+}
+
+/// An `InvalidArgument` with `message`, for argument checks in the binding.
+pub(crate) fn invalid(message: impl Into<String>) -> PyErr {
+    Failure::Invalid(message.into()).into()
+}

@@ -1,0 +1,421 @@
+//! `ConnectOptions` and `VpnOptions`: every argument checked once, when the options are
+//! made, so a mistake raises before anything happens in the cluster.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kt_core::{DnsMode, IpNet, ShadowFlavour};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use crate::error::invalid;
+use crate::events::event_to_py;
+
+/// A duration given as seconds (int or float) or a `datetime.timedelta`, for the
+/// option `name`; `None` when not given.
+fn duration(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value.is_none() {
+        return Ok(None);
+    }
+    let seconds: f64 = if value.hasattr("total_seconds")? {
+        value.call_method0("total_seconds")?.extract()?
+    } else if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a number of seconds or a datetime.timedelta, not bool"
+        )));
+    } else {
+        value.extract().map_err(|_| {
+            let type_name = value
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+            PyTypeError::new_err(format!(
+                "{name} must be a number of seconds or a datetime.timedelta, not {type_name}"
+            ))
+        })?
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(invalid(format!(
+            "{name} must be a positive, finite number of seconds, not {seconds}"
+        )));
+    }
+    Duration::try_from_secs_f64(seconds)
+        .map(Some)
+        .map_err(|e| invalid(format!("{name} = {seconds} s: {e}")))
+}
+
+/// A TCP/UDP port for the option or argument `name`: 1-65535, or 0 when `zero_ok`
+/// (meaning "any free port").
+pub(crate) fn port(name: &str, value: i64, zero_ok: bool) -> PyResult<u16> {
+    let low = if zero_ok { 0 } else { 1 };
+    match u16::try_from(value) {
+        Ok(p) if i64::from(p) >= low => Ok(p),
+        _ => Err(invalid(format!(
+            "{name} {value} is not a port number ({low}-65535)"
+        ))),
+    }
+}
+
+/// The shadow flavour named `name`.
+fn flavour(name: &str) -> PyResult<ShadowFlavour> {
+    match name {
+        "kt-shadow" => Ok(ShadowFlavour::KtShadow),
+        "openssh" => Ok(ShadowFlavour::OpenSsh),
+        other => Err(invalid(format!(
+            "unknown shadow flavour `{other}`: use \"kt-shadow\" (kt's own agent, the \
+             default) or \"openssh\" (a stock sshd, runs as root)"
+        ))),
+    }
+}
+
+/// An address range (`10.96.0.0/12`, or one address) for the option `name`.
+fn cidr(name: &str, text: &str) -> PyResult<IpNet> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(invalid(format!(
+        "{name}: `{text}` is not an address range; write it as CIDR (`10.96.0.0/12`) or one \
+         address (`10.0.0.7`)"
+    )))
+}
+
+/// The DNS mode named `text`, as `ktctl --dns` spells it.
+fn dns_mode(text: &str) -> PyResult<DnsMode> {
+    match text {
+        "auto" => Ok(DnsMode::Auto),
+        "resolv-conf" => Ok(DnsMode::ResolvConf),
+        "resolved" => Ok(DnsMode::Resolved),
+        "resolver-dir" => Ok(DnsMode::ResolverDir),
+        "hosts" => Ok(DnsMode::Hosts(Vec::new())),
+        "off" => Ok(DnsMode::Off),
+        other => match other.strip_prefix("hosts:") {
+            Some(list) => {
+                let namespaces: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if namespaces.is_empty() {
+                    Err(invalid(
+                        "dns \"hosts:\" names no namespace: write \"hosts:ns1,ns2\", or \
+                         \"hosts\" for the session's namespace",
+                    ))
+                } else {
+                    Ok(DnsMode::Hosts(namespaces))
+                }
+            }
+            None => Err(invalid(format!(
+                "unknown dns mode `{other}`: use \"auto\", \"resolv-conf\", \"resolved\", \
+                 \"resolver-dir\", \"hosts\", \"hosts:ns1,ns2\" or \"off\""
+            ))),
+        },
+    }
+}
+
+/// VPN mode settings (needs CAP_NET_ADMIN): pass them as `Session.connect(vpn=...)`.
+#[pyclass(frozen, module = "ktconnect._native")]
+#[derive(Clone)]
+pub(crate) struct VpnOptions {
+    pub(crate) inner: kt_core::VpnOptions,
+    summary: String,
+}
+
+#[pymethods]
+impl VpnOptions {
+    #[new]
+    #[pyo3(signature = (*, include=None, exclude=None, discover=true, tun_name=None, mtu=None, address=None, dns="auto", dns_listen=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per setting"
+    )]
+    fn new(
+        include: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+        discover: bool,
+        tun_name: Option<String>,
+        mtu: Option<i64>,
+        address: Option<String>,
+        dns: &str,
+        dns_listen: Option<String>,
+    ) -> PyResult<Self> {
+        let mut v = kt_core::VpnOptions::new();
+        let include = include.unwrap_or_default();
+        let exclude = exclude.unwrap_or_default();
+        for text in &include {
+            v = v.include(cidr("include", text)?);
+        }
+        for text in &exclude {
+            v = v.exclude(cidr("exclude", text)?);
+        }
+        if !discover {
+            if include.is_empty() {
+                return Err(invalid(
+                    "discover=False routes only the `include` ranges, and none were given",
+                ));
+            }
+            v = v.no_discovery();
+        }
+        if let Some(name) = &tun_name {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                return Err(invalid(format!(
+                    "tun_name `{name}` is not a network device name (1-15 characters, no \
+                     `/` or spaces)"
+                )));
+            }
+            v = v.tun_name(name.clone());
+        }
+        if let Some(mtu) = mtu {
+            let mtu = u16::try_from(mtu)
+                .map_err(|_| invalid(format!("mtu {mtu} is out of range (up to 65535)")))?;
+            v = v.mtu(mtu);
+        }
+        if let Some(text) = &address {
+            let ip: Ipv4Addr = text.parse().map_err(|_| {
+                invalid(format!(
+                    "address `{text}` is not an IPv4 address (the tun device's own, e.g. \
+                     198.18.0.1)"
+                ))
+            })?;
+            v = v.address(ip);
+        }
+        v = v.dns(dns_mode(dns)?);
+        if let Some(text) = &dns_listen {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                invalid(format!(
+                    "dns_listen `{text}` is not an address with a port (`127.0.0.1:53`)"
+                ))
+            })?;
+            v = v.dns_listen(addr);
+        }
+        let summary = format!(
+            "VpnOptions(include={include:?}, exclude={exclude:?}, discover={}, dns={dns:?})",
+            if discover { "True" } else { "False" }
+        );
+        Ok(VpnOptions { inner: v, summary })
+    }
+
+    fn __repr__(&self) -> String {
+        self.summary.clone()
+    }
+}
+
+/// How to open a session; every argument is keyword-only and optional.
+#[pyclass(frozen, module = "ktconnect._native")]
+pub(crate) struct ConnectOptions {
+    inner: kt_core::ConnectOptions,
+    summary: String,
+}
+
+impl ConnectOptions {
+    /// kt-core's options (a copy: each connect gets its own).
+    pub(crate) fn build(&self) -> kt_core::ConnectOptions {
+        self.inner.clone()
+    }
+}
+
+#[pymethods]
+impl ConnectOptions {
+    #[new]
+    #[pyo3(signature = (
+        *,
+        kubeconfig=None,
+        context=None,
+        namespace=None,
+        shadow_image=None,
+        flavour="kt-shadow",
+        labels=None,
+        annotations=None,
+        image_pull_secrets=None,
+        node_selector=None,
+        pod_ready_timeout=None,
+        port_forward_timeout=None,
+        connect_timeout=None,
+        dns_timeout=None,
+        close_timeout=None,
+        reconnect_timeout=None,
+        heartbeat_interval=None,
+        ssh_port=None,
+        socks5_port=0,
+        http_proxy_port=0,
+        cluster_domain=None,
+        dns_server=None,
+        vpn=None,
+        on_event=None,
+    ))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per setting"
+    )]
+    fn new(
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+        namespace: Option<String>,
+        shadow_image: Option<String>,
+        flavour: &str,
+        labels: Option<BTreeMap<String, String>>,
+        annotations: Option<BTreeMap<String, String>>,
+        image_pull_secrets: Option<Vec<String>>,
+        node_selector: Option<BTreeMap<String, String>>,
+        pod_ready_timeout: Option<&Bound<'_, PyAny>>,
+        port_forward_timeout: Option<&Bound<'_, PyAny>>,
+        connect_timeout: Option<&Bound<'_, PyAny>>,
+        dns_timeout: Option<&Bound<'_, PyAny>>,
+        close_timeout: Option<&Bound<'_, PyAny>>,
+        reconnect_timeout: Option<&Bound<'_, PyAny>>,
+        heartbeat_interval: Option<&Bound<'_, PyAny>>,
+        ssh_port: Option<i64>,
+        socks5_port: i64,
+        http_proxy_port: i64,
+        cluster_domain: Option<String>,
+        dns_server: Option<String>,
+        vpn: Option<PyRef<'_, VpnOptions>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let mut o = kt_core::ConnectOptions::new().flavour(self::flavour(flavour)?);
+        if let Some(path) = &kubeconfig {
+            if path.as_os_str().is_empty() {
+                return Err(invalid("kubeconfig is an empty path"));
+            }
+            o = o.kubeconfig(path);
+        }
+        if let Some(c) = &context {
+            o = o.context(c);
+        }
+        if let Some(ns) = &namespace {
+            if ns.is_empty() {
+                return Err(invalid(
+                    "namespace is empty: name one, or leave it out for the kubeconfig's",
+                ));
+            }
+            o = o.namespace(ns);
+        }
+        if let Some(image) = &shadow_image {
+            if image.trim().is_empty() {
+                return Err(invalid("shadow_image is empty"));
+            }
+            o = o.shadow_image(image);
+        }
+        for (k, v) in labels.unwrap_or_default() {
+            o = o.label(k, v);
+        }
+        for (k, v) in annotations.unwrap_or_default() {
+            o = o.annotation(k, v);
+        }
+        for s in image_pull_secrets.unwrap_or_default() {
+            o = o.image_pull_secret(s);
+        }
+        for (k, v) in node_selector.unwrap_or_default() {
+            o = o.node_selector(k, v);
+        }
+        type Setter = fn(kt_core::ConnectOptions, Duration) -> kt_core::ConnectOptions;
+        let timeouts: [(&str, Option<&Bound<'_, PyAny>>, Setter); 7] = [
+            (
+                "pod_ready_timeout",
+                pod_ready_timeout,
+                kt_core::ConnectOptions::pod_ready_timeout,
+            ),
+            (
+                "port_forward_timeout",
+                port_forward_timeout,
+                kt_core::ConnectOptions::port_forward_timeout,
+            ),
+            (
+                "connect_timeout",
+                connect_timeout,
+                kt_core::ConnectOptions::connect_timeout,
+            ),
+            (
+                "dns_timeout",
+                dns_timeout,
+                kt_core::ConnectOptions::dns_timeout,
+            ),
+            (
+                "close_timeout",
+                close_timeout,
+                kt_core::ConnectOptions::close_timeout,
+            ),
+            (
+                "reconnect_timeout",
+                reconnect_timeout,
+                kt_core::ConnectOptions::reconnect_timeout,
+            ),
+            (
+                "heartbeat_interval",
+                heartbeat_interval,
+                kt_core::ConnectOptions::heartbeat_interval,
+            ),
+        ];
+        for (name, value, set) in timeouts {
+            if let Some(d) = duration(name, value)? {
+                o = set(o, d);
+            }
+        }
+        if let Some(p) = ssh_port {
+            o = o.ssh_port(port("ssh_port", p, false)?);
+        }
+        o = o
+            .socks5_port(port("socks5_port", socks5_port, true)?)
+            .http_proxy_port(port("http_proxy_port", http_proxy_port, true)?);
+        if let Some(domain) = &cluster_domain {
+            o = o.cluster_domain(domain);
+        }
+        if let Some(text) = &dns_server {
+            let ip: IpAddr = text.parse().map_err(|_| {
+                invalid(format!(
+                    "dns_server `{text}` is not an IP address (the cluster DNS Service's \
+                     ClusterIP, e.g. 10.96.0.10)"
+                ))
+            })?;
+            o = o.dns_server(ip);
+        }
+        let vpn_summary = vpn.as_ref().map(|v| v.summary.clone());
+        if let Some(v) = vpn {
+            o = o.vpn(v.inner.clone());
+        }
+        if let Some(callback) = on_event {
+            Python::attach(|py| {
+                if !callback.bind(py).is_callable() {
+                    return Err(PyTypeError::new_err(
+                        "on_event must be callable (it is called with each Event)",
+                    ));
+                }
+                Ok(())
+            })?;
+            o = o.on_event(move |event| {
+                Python::attach(|py| {
+                    let called = event_to_py(py, event)
+                        .and_then(|e| callback.bind(py).call1((e,)).map(drop));
+                    if let Err(e) = called {
+                        e.write_unraisable(py, Some(callback.bind(py)));
+                    }
+                });
+            });
+        }
+        let summary = format!(
+            "ConnectOptions(kubeconfig={kubeconfig:?}, context={context:?}, \
+             namespace={namespace:?}, flavour={flavour:?}, image={:?}, vpn={})",
+            o.image(),
+            vpn_summary.as_deref().unwrap_or("None"),
+        );
+        Ok(ConnectOptions { inner: o, summary })
+    }
+
+    /// The image the shadow pod will run.
+    #[getter]
+    fn shadow_image(&self) -> String {
+        self.inner.image()
+    }
+
+    fn __repr__(&self) -> String {
+        self.summary.clone()
+    }
+}

@@ -1,0 +1,307 @@
+//! The native session: connect, the session's addresses, forwards, lookups and close,
+//! each as a blocking call (GIL released) and as an awaitable (`*_async`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use kt_core::Session;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tokio::task::{JoinError, JoinHandle};
+
+use crate::error::{Failure, Outcome};
+use crate::events::{NativeEvents, address};
+use crate::options::{ConnectOptions, port};
+use crate::runtime::{awaitable, block_on, runtime, to_py};
+
+/// A connect running on its own task. If the caller stops waiting (Ctrl-C, a
+/// cancelled asyncio task), dropping this lets the connect finish and then closes the
+/// session, so nothing it created stays in the cluster.
+struct Connecting {
+    task: Option<JoinHandle<kt_core::Result<Session>>>,
+}
+
+impl Future for Connecting {
+    type Output = Result<kt_core::Result<Session>, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Ready(Ok(Err(kt_core::Error::Closed)));
+        };
+        match Pin::new(task).poll(cx) {
+            Poll::Ready(done) => {
+                self.task = None;
+                Poll::Ready(done)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        if let Ok(rt) = runtime() {
+            rt.spawn(async move {
+                if let Ok(Ok(session)) = task.await
+                    && let Err(e) = session.close().await
+                {
+                    tracing_warn(&format!("closing an abandoned connect: {e}"));
+                }
+            });
+        }
+    }
+}
+
+/// Errors nobody is left to receive go to stderr, as Python's own warnings do.
+fn tracing_warn(text: &str) {
+    eprintln!("ktconnect: {text}");
+}
+
+/// Opens a session; safe to abandon at any point (see [`Connecting`]).
+async fn connect_work(opts: kt_core::ConnectOptions) -> Outcome<Session> {
+    let connecting = Connecting {
+        task: Some(tokio::spawn(Session::connect(opts))),
+    };
+    match connecting.await {
+        Ok(result) => result.map_err(Failure::from),
+        Err(e) if e.is_panic() => Err(Failure::Internal("the connect task panicked".to_owned())),
+        Err(_) => Err(Failure::Internal(
+            "the connect task was cancelled".to_owned(),
+        )),
+    }
+}
+
+fn new_session(py: Python<'_>, session: Session) -> PyResult<Py<PyAny>> {
+    to_py(py, NativeSession::new(session))
+}
+
+/// Opens a session (blocking; the GIL is released while it connects).
+#[pyfunction]
+pub(crate) fn connect(py: Python<'_>, options: &ConnectOptions) -> PyResult<NativeSession> {
+    let session = block_on(py, connect_work(options.build()))?;
+    Ok(NativeSession::new(session))
+}
+
+/// Opens a session: an awaitable on the running event loop.
+#[pyfunction]
+pub(crate) fn connect_async<'py>(
+    py: Python<'py>,
+    options: &ConnectOptions,
+) -> PyResult<Bound<'py, PyAny>> {
+    awaitable(py, connect_work(options.build()), new_session)
+}
+
+/// An open session. Python's `ktconnect.Session` wraps it.
+#[pyclass(frozen, module = "ktconnect._native")]
+pub(crate) struct NativeSession {
+    inner: Arc<Session>,
+    /// `close` was called (it may still be running).
+    closed: AtomicBool,
+}
+
+impl NativeSession {
+    fn new(session: Session) -> Self {
+        NativeSession {
+            inner: Arc::new(session),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn session(&self) -> Arc<Session> {
+        Arc::clone(&self.inner)
+    }
+}
+
+impl Drop for NativeSession {
+    /// A session garbage-collected without `close()` is closed on the runtime in the
+    /// background (kt-core's own drop could not reach a runtime from here).
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(rt) = runtime() {
+            let session = Arc::clone(&self.inner);
+            rt.spawn(async move {
+                if let Err(e) = session.close().await {
+                    tracing_warn(&format!("closing a session that was not closed: {e}"));
+                }
+            });
+        }
+    }
+}
+
+async fn resolve_work(session: Arc<Session>, name: String) -> Outcome<Vec<String>> {
+    let ips = session.resolve(&name).await?;
+    Ok(ips.iter().map(ToString::to_string).collect())
+}
+
+async fn forward_work(
+    session: Arc<Session>,
+    target: String,
+    port: u16,
+    udp: bool,
+) -> Outcome<(String, u16)> {
+    let addr = if udp {
+        session.forward_udp(&target, port).await?
+    } else {
+        session.forward(&target, port).await?
+    };
+    Ok(address(addr))
+}
+
+/// Closes on a task of its own, so a caller who stops waiting does not cut it short.
+async fn close_work(session: Arc<Session>) -> Outcome<()> {
+    match tokio::spawn(async move { session.close().await }).await {
+        Ok(result) => result.map_err(Failure::from),
+        Err(_) => Err(Failure::Internal("the close task panicked".to_owned())),
+    }
+}
+
+#[pymethods]
+impl NativeSession {
+    /// The session id (the `kt.dev/session` label on its objects).
+    #[getter]
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    /// The namespace the session works in.
+    #[getter]
+    fn namespace(&self) -> &str {
+        self.inner.namespace()
+    }
+
+    /// The shadow pod's name.
+    #[getter]
+    fn pod_name(&self) -> &str {
+        self.inner.pod_name()
+    }
+
+    /// The local SOCKS5 proxy as `(host, port)`.
+    #[getter]
+    fn socks5_addr(&self) -> (String, u16) {
+        address(self.inner.socks5_addr())
+    }
+
+    /// The local HTTP proxy as `(host, port)`.
+    #[getter]
+    fn http_proxy_addr(&self) -> (String, u16) {
+        address(self.inner.http_proxy_addr())
+    }
+
+    /// The cluster DNS server the session queries.
+    #[getter]
+    fn dns_server(&self) -> &str {
+        self.inner.dns_server()
+    }
+
+    /// VPN mode's local DNS server as `(host, port)`, `None` in proxy mode.
+    #[getter]
+    fn dns_addr(&self) -> Option<(String, u16)> {
+        self.inner.dns_addr().map(address)
+    }
+
+    /// VPN mode's device, routes and DNS as a dict, `None` in proxy mode.
+    #[getter]
+    fn vpn<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(info) = self.inner.vpn() else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("device", &info.device)?;
+        let routes: Vec<String> = info.routes.iter().map(ToString::to_string).collect();
+        d.set_item("routes", routes)?;
+        d.set_item("dns_addr", info.dns_addr.map(address))?;
+        d.set_item("dns_mode", format!("{:?}", info.dns_mode))?;
+        d.set_item("dns_detail", &info.dns_detail)?;
+        Ok(Some(d))
+    }
+
+    /// Whether `close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Environment variables that send a child process's traffic through the session.
+    fn env(&self) -> BTreeMap<String, String> {
+        self.inner.env()
+    }
+
+    /// The session's events.
+    fn events(&self) -> NativeEvents {
+        NativeEvents::new(self.inner.events())
+    }
+
+    /// The addresses of `name` in the cluster (blocking).
+    fn resolve(&self, py: Python<'_>, name: String) -> PyResult<Vec<String>> {
+        block_on(py, resolve_work(self.session(), name))
+    }
+
+    /// The addresses of `name` in the cluster (awaitable).
+    fn resolve_async<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, resolve_work(self.session(), name), to_py)
+    }
+
+    /// A local TCP port forwarded to `target`'s `port` (blocking).
+    fn forward(&self, py: Python<'_>, target: String, port: i64) -> PyResult<(String, u16)> {
+        let port = self::port("port", port, false)?;
+        block_on(py, forward_work(self.session(), target, port, false))
+    }
+
+    /// A local TCP port forwarded to `target`'s `port` (awaitable).
+    fn forward_async<'py>(
+        &self,
+        py: Python<'py>,
+        target: String,
+        port: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let port = self::port("port", port, false)?;
+        awaitable(py, forward_work(self.session(), target, port, false), to_py)
+    }
+
+    /// A local UDP port relayed to `target`'s UDP `port` (blocking).
+    fn forward_udp(&self, py: Python<'_>, target: String, port: i64) -> PyResult<(String, u16)> {
+        let port = self::port("port", port, false)?;
+        block_on(py, forward_work(self.session(), target, port, true))
+    }
+
+    /// A local UDP port relayed to `target`'s UDP `port` (awaitable).
+    fn forward_udp_async<'py>(
+        &self,
+        py: Python<'py>,
+        target: String,
+        port: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let port = self::port("port", port, false)?;
+        awaitable(py, forward_work(self.session(), target, port, true), to_py)
+    }
+
+    /// Removes everything the session created (blocking); again does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        block_on(py, close_work(self.session()))
+    }
+
+    /// Removes everything the session created (awaitable); again does nothing.
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.closed.store(true, Ordering::SeqCst);
+        awaitable(py, close_work(self.session()), to_py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "NativeSession(id={:?}, namespace={:?}, pod={:?})",
+            self.inner.id(),
+            self.inner.namespace(),
+            self.inner.pod_name()
+        )
+    }
+}
