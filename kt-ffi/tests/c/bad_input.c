@@ -1,0 +1,161 @@
+/* Bad input without the lab: every mistake a C caller can make with pointers,
+ * strings, enum values, CIDRs, handles and error buffers gives its documented
+ * status and a readable message, and never crashes. Usage: bad_input */
+#include <stdint.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define E err, sizeof err
+
+static const char BAD_UTF8[] = {'d', 'e', (char)0xff, 'v', 0};
+
+static void write_file(const char *path, const char *text) {
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	fputs(text, f);
+	fclose(f);
+}
+
+int main(void) {
+	kt_options *opts = NULL;
+	kt_vpn_options *vpn = NULL;
+	kt_session *session = (kt_session *)&opts; /* must become NULL on failure */
+	kt_list *list = (kt_list *)&opts;
+
+	/* Static strings. */
+	CHECK(kt_version() != NULL && kt_version()[0] != '\0');
+	CHECK(strcmp(kt_status_name(KT_STATUS_OK), "KT_STATUS_OK") == 0);
+	CHECK(strcmp(kt_status_name(KT_STATUS_NEEDS_CAPABILITY), "KT_STATUS_NEEDS_CAPABILITY") == 0);
+	CHECK(strcmp(kt_status_name(9999), "KT_STATUS_UNKNOWN") == 0);
+
+	/* NULL pointers. */
+	EXPECT(kt_options_new(NULL, E), KT_STATUS_NULL_POINTER, "`options` is NULL");
+	REQUIRE_OK(kt_options_new(&opts, E));
+	CHECK(err[0] == '\0');
+	EXPECT(kt_options_set_namespace(opts, NULL, E), KT_STATUS_NULL_POINTER, "`namespace` is NULL");
+	EXPECT(kt_options_set_namespace(NULL, "dev", E), KT_STATUS_NULL_POINTER, "`options` is NULL");
+	EXPECT(kt_options_add_label(opts, "a", NULL, E), KT_STATUS_NULL_POINTER, "`value` is NULL");
+	EXPECT(kt_options_set_vpn(opts, NULL, E), KT_STATUS_NULL_POINTER, "`vpn` is NULL");
+	EXPECT(kt_session_connect(NULL, &session, E), KT_STATUS_NULL_POINTER, "`options` is NULL");
+	CHECK(session == NULL);
+	EXPECT(kt_session_connect(opts, NULL, E), KT_STATUS_NULL_POINTER, "`session` is NULL");
+	EXPECT(kt_session_id(NULL, NULL, E), KT_STATUS_NULL_POINTER, "is NULL");
+	EXPECT(kt_session_next_event(NULL, 0, NULL, E), KT_STATUS_NULL_POINTER, "`event` is NULL");
+	EXPECT(kt_list_len(NULL, NULL, E), KT_STATUS_NULL_POINTER, "`len` is NULL");
+	EXPECT(kt_recover_system_dns(NULL, E), KT_STATUS_NULL_POINTER, "`restored` is NULL");
+	EXPECT(kt_session_resolve(NULL, "echo", &list, E), KT_STATUS_NULL_POINTER, "`session` is NULL");
+	CHECK(list == NULL);
+
+	/* Invalid UTF-8, empty strings, bad values. */
+	EXPECT(kt_options_set_namespace(opts, BAD_UTF8, E), KT_STATUS_INVALID_UTF8,
+	       "`namespace` is not valid UTF-8 (invalid byte 0xff at offset 2)");
+	EXPECT(kt_options_add_annotation(opts, "note", BAD_UTF8, E), KT_STATUS_INVALID_UTF8, "`value`");
+	EXPECT(kt_options_set_namespace(opts, "", E), KT_STATUS_INVALID_ARGUMENT, "`namespace` is empty");
+	EXPECT(kt_options_add_label(opts, "", "x", E), KT_STATUS_INVALID_ARGUMENT, "`key` is empty");
+	EXPECT(kt_options_set_dns_server(opts, "ten.ten", E), KT_STATUS_INVALID_ARGUMENT, "not an IP address");
+	EXPECT(kt_options_set_ssh_port(opts, 0, E), KT_STATUS_INVALID_ARGUMENT, "must not be 0");
+
+	/* Enum values out of range. */
+	EXPECT(kt_options_set_flavour(opts, 7, E), KT_STATUS_INVALID_ARGUMENT, "7 is not a kt_flavour");
+	EXPECT(kt_options_set_flavour(opts, UINT32_MAX, E), KT_STATUS_INVALID_ARGUMENT, "not a kt_flavour");
+	EXPECT(kt_options_set_flavour(opts, KT_FLAVOUR_OPENSSH, E), KT_STATUS_OK, "");
+	EXPECT(kt_options_set_flavour(opts, KT_FLAVOUR_KT_SHADOW, E), KT_STATUS_OK, "");
+	EXPECT(kt_options_set_timeout(opts, 8, 1000, E), KT_STATUS_INVALID_ARGUMENT, "8 is not a kt_timeout");
+	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_POD_READY, 0, E), KT_STATUS_INVALID_ARGUMENT, "0 ms");
+	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_SHADOW_HEARTBEAT, 0, E), KT_STATUS_OK, "");
+	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_CLOSE, 30000, E), KT_STATUS_OK, "");
+
+	/* VPN options: CIDRs, names, MTU, DNS mode. */
+	EXPECT(kt_vpn_options_new(NULL, E), KT_STATUS_NULL_POINTER, "`vpn` is NULL");
+	REQUIRE_OK(kt_vpn_options_new(&vpn, E));
+	EXPECT(kt_vpn_options_add_include(vpn, "10.0.0.0/33", E), KT_STATUS_INVALID_ARGUMENT,
+	       "`10.0.0.0/33` is not a CIDR range");
+	EXPECT(kt_vpn_options_add_include(vpn, "banana", E), KT_STATUS_INVALID_ARGUMENT, "not a CIDR range");
+	EXPECT(kt_vpn_options_add_exclude(vpn, "300.1.2.3/8", E), KT_STATUS_INVALID_ARGUMENT, "not a CIDR range");
+	EXPECT(kt_vpn_options_add_include(vpn, BAD_UTF8, E), KT_STATUS_INVALID_UTF8, "`cidr`");
+	EXPECT(kt_vpn_options_add_include(vpn, "10.96.0.0/12", E), KT_STATUS_OK, "");
+	EXPECT(kt_vpn_options_add_exclude(vpn, "fd00::/64", E), KT_STATUS_OK, "");
+	EXPECT(kt_vpn_options_set_tun_name(vpn, "a-name-much-too-long", E), KT_STATUS_INVALID_ARGUMENT,
+	       "not a network device name");
+	EXPECT(kt_vpn_options_set_mtu(vpn, 100, E), KT_STATUS_INVALID_ARGUMENT, "MTU 100 is too small");
+	EXPECT(kt_vpn_options_set_dns(vpn, 42, NULL, E), KT_STATUS_INVALID_ARGUMENT, "42 is not a kt_dns_mode");
+	EXPECT(kt_vpn_options_set_dns(vpn, KT_DNS_MODE_OFF, "dev", E), KT_STATUS_INVALID_ARGUMENT,
+	       "only for KT_DNS_MODE_HOSTS");
+	EXPECT(kt_vpn_options_set_dns(vpn, KT_DNS_MODE_HOSTS, "dev, prod", E), KT_STATUS_OK, "");
+	EXPECT(kt_vpn_options_set_address(vpn, "fd00::1", E), KT_STATUS_INVALID_ARGUMENT, "not an IPv4 address");
+	EXPECT(kt_vpn_options_set_dns_listen(vpn, "127.0.0.1", E), KT_STATUS_INVALID_ARGUMENT, "ip:port");
+	EXPECT(kt_options_set_vpn(opts, vpn, E), KT_STATUS_OK, "");
+
+	/* Handles: made up, of the wrong type, used after free, freed twice. */
+	kt_session *bogus = (kt_session *)(uintptr_t)0x5eed0;
+	const char *text = NULL;
+	EXPECT(kt_session_id(bogus, &text, E), KT_STATUS_INVALID_HANDLE, "not a kt_session handle kt made");
+	EXPECT(kt_session_id((kt_session *)opts, &text, E), KT_STATUS_INVALID_HANDLE,
+	       "it looks like a kt_options handle");
+	EXPECT(kt_list_free((kt_list *)vpn, E), KT_STATUS_INVALID_HANDLE, "kt_vpn_options");
+	EXPECT(kt_event_free((kt_event *)(uintptr_t)1, E), KT_STATUS_INVALID_HANDLE, "kt_event");
+	EXPECT(kt_vpn_options_free(vpn, E), KT_STATUS_OK, "");
+	EXPECT(kt_vpn_options_free(vpn, E), KT_STATUS_INVALID_HANDLE, "freed already");
+	EXPECT(kt_options_set_vpn(opts, vpn, E), KT_STATUS_INVALID_HANDLE, "freed already");
+	EXPECT(kt_vpn_options_set_mtu(vpn, 1500, E), KT_STATUS_INVALID_HANDLE, "freed already");
+
+	/* Connect failures that need no cluster: a missing and a broken kubeconfig, an
+	 * API server that does not answer. */
+	kt_options *o2 = NULL;
+	REQUIRE_OK(kt_options_new(&o2, E));
+	REQUIRE_OK(kt_options_set_kubeconfig(o2, "/nonexistent/kt-test.kubeconfig", E));
+	EXPECT(kt_session_connect(o2, &session, E), KT_STATUS_CONFIG, "/nonexistent/kt-test.kubeconfig");
+	CHECK(session == NULL);
+	char path[] = "/tmp/kt-bad-input-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	close(fd);
+	write_file(path, "this: is: not: a kubeconfig\n");
+	REQUIRE_OK(kt_options_set_kubeconfig(o2, path, E));
+	EXPECT(kt_session_connect(o2, &session, E), KT_STATUS_CONFIG, "kubeconfig");
+	write_file(path,
+		   "apiVersion: v1\nkind: Config\n"
+		   "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+		   "users: [{name: u, user: {token: t}}]\n"
+		   "contexts: [{name: x, context: {cluster: c, user: u, namespace: dev}}]\n"
+		   "current-context: x\n");
+	EXPECT(kt_session_connect(o2, &session, E), KT_STATUS_UNREACHABLE, "https://127.0.0.1:1");
+	CHECK(session == NULL);
+	REQUIRE_OK(kt_options_set_context(o2, "no-such-context", E));
+	EXPECT(kt_session_connect(o2, &session, E), KT_STATUS_CONFIG, "no-such-context");
+	unlink(path);
+	EXPECT(kt_options_free(o2, E), KT_STATUS_OK, "");
+
+	/* Error buffers: too small, one byte, none at all. The message is cut, always
+	 * NUL-terminated, and nothing is written past the given length. */
+	char small[16];
+	memset(small, 'X', sizeof small);
+	CHECK(kt_options_set_flavour(opts, 9, small, 8) == KT_STATUS_INVALID_ARGUMENT);
+	CHECK(strlen(small) == 7 && strncmp(small, "9 is no", 7) == 0);
+	CHECK(small[8] == 'X' && small[15] == 'X');
+	memset(small, 'X', sizeof small);
+	CHECK(kt_options_set_flavour(opts, 9, small, 1) == KT_STATUS_INVALID_ARGUMENT);
+	CHECK(small[0] == '\0' && small[1] == 'X');
+	memset(small, 'X', sizeof small);
+	CHECK(kt_options_set_flavour(opts, 9, small, 0) == KT_STATUS_INVALID_ARGUMENT);
+	CHECK(small[0] == 'X');
+	CHECK(kt_options_set_flavour(opts, 9, NULL, 0) == KT_STATUS_INVALID_ARGUMENT);
+	CHECK(kt_options_set_flavour(opts, 9, NULL, 100) == KT_STATUS_INVALID_ARGUMENT);
+	/* A cut never splits a UTF-8 character: "`dé" cut after the 'd' (é is 2 bytes). */
+	memset(small, 'X', sizeof small);
+	CHECK(kt_options_set_dns_server(opts, "d\xc3\xa9", small, 4) == KT_STATUS_INVALID_ARGUMENT);
+	CHECK(strcmp(small, "`d") == 0);
+
+	/* Options freed: use after free and double free are reported. */
+	EXPECT(kt_options_free(opts, E), KT_STATUS_OK, "");
+	EXPECT(kt_options_free(opts, E), KT_STATUS_INVALID_HANDLE, "freed already");
+	EXPECT(kt_options_set_namespace(opts, "dev", E), KT_STATUS_INVALID_HANDLE, "freed already");
+	EXPECT(kt_session_connect(opts, &session, E), KT_STATUS_INVALID_HANDLE, "freed already");
+	CHECK(session == NULL);
+
+	return finish("bad_input");
+}
