@@ -310,6 +310,44 @@ fn attributes<'py>(py: Python<'py>, e: &kt_core::Error) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
+/// kt-core's message with its Rust names of settings in Python spelling:
+/// `ConnectOptions::namespace` becomes `Session.connect(namespace=...)`,
+/// `Session::env` becomes `Session.env()`, `DnsMode::Off` becomes `dns="off"`.
+pub(crate) fn pythonic(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 32);
+    let mut rest = message;
+    loop {
+        let next = ["ConnectOptions::", "Session::", "DnsMode::Off"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+            .min_by_key(|(i, _)| *i);
+        let Some((i, prefix)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i]);
+        rest = &rest[i + prefix.len()..];
+        if prefix == "DnsMode::Off" {
+            out.push_str("dns=\"off\"");
+            continue;
+        }
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        rest = &rest[end..];
+        match (prefix, name) {
+            ("ConnectOptions::", "image_pull_secret") => {
+                out.push_str("Session.connect(image_pull_secrets=...)");
+            }
+            ("ConnectOptions::", name) => {
+                out.push_str(&format!("Session.connect({name}=...)"));
+            }
+            (_, name) => out.push_str(&format!("Session.{name}()")),
+        }
+    }
+}
+
 /// An exception of class `name` with `message`, `kind` and `attrs`.
 fn raise(
     py: Python<'_>,
@@ -366,7 +404,7 @@ impl Failure {
                     let err = raise(
                         py,
                         name,
-                        &e.to_string(),
+                        &pythonic(&e.to_string()),
                         kind,
                         e.is_transient(),
                         Some(&attrs),
@@ -401,4 +439,26 @@ impl Failure {
 /// An `InvalidArgument` with `message`, for argument checks in the binding.
 pub(crate) fn invalid(message: impl Into<String>) -> PyErr {
     Failure::Invalid(message.into()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pythonic;
+
+    #[test]
+    fn rust_setting_names_read_as_python_keywords() {
+        assert_eq!(
+            pythonic("or choose another with ConnectOptions::namespace"),
+            "or choose another with Session.connect(namespace=...)"
+        );
+        assert_eq!(
+            pythonic("(ConnectOptions::image_pull_secret), or ConnectOptions::shadow_image"),
+            "(Session.connect(image_pull_secrets=...)), or Session.connect(shadow_image=...)"
+        );
+        assert_eq!(
+            pythonic("Session::env and Session::forward need none; DnsMode::Off leaves it"),
+            "Session.env() and Session.forward() need none; dns=\"off\" leaves it"
+        );
+        assert_eq!(pythonic("nothing to change"), "nothing to change");
+    }
 }

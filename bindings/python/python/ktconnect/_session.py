@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import collections.abc
+import datetime
 import os
 import threading
 import weakref
@@ -54,6 +55,52 @@ def _as_dict(value: Any) -> Any:
     return value
 
 
+def _check(name: str, value: Any, types: Any, what: str) -> None:
+    """Raises TypeError naming the argument unless ``value`` is None or of ``types``
+    (bool never passes for int)."""
+    if value is None:
+        return
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise TypeError(f"{name} must be {what}, not bool")
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
+
+
+def _require(name: str, value: Any, types: Any, what: str) -> None:
+    """:func:`_check` for an argument that cannot be None."""
+    if value is None:
+        raise TypeError(f"{name} must be {what}, not None")
+    _check(name, value, types, what)
+
+
+def _check_options(values: Dict[str, Any]) -> None:
+    for name in ("context", "namespace", "shadow_image", "flavour", "cluster_domain", "dns_server"):
+        _check(name, values[name], str, "a str")
+    _check("kubeconfig", values["kubeconfig"], (str, os.PathLike), "a path (str or os.PathLike)")
+    for name in ("labels", "annotations", "node_selector"):
+        _check(name, values[name], collections.abc.Mapping, "a mapping of str to str")
+        for k, v in (values[name] or {}).items():
+            _check(f"{name} key", k, str, "a str")
+            _check(f"{name}[{k!r}]", v, str, "a str")
+    secrets = values["image_pull_secrets"]
+    if isinstance(secrets, str):
+        raise TypeError("image_pull_secrets must be a list of Secret names, not a str")
+    _check("image_pull_secrets", secrets, (list, tuple), "a list of str")
+    for name in ("ssh_port", "socks5_port", "http_proxy_port"):
+        _check(name, values[name], int, "an int")
+    for name in (
+        "pod_ready_timeout",
+        "port_forward_timeout",
+        "connect_timeout",
+        "dns_timeout",
+        "close_timeout",
+        "reconnect_timeout",
+        "heartbeat_interval",
+    ):
+        _check(name, values[name], (int, float, datetime.timedelta), "seconds (int or float) or a timedelta")
+    _check("vpn", values["vpn"], _native.VpnOptions, "a ktconnect.VpnOptions")
+
+
 def connect_options(
     *,
     kubeconfig: Optional[PathLike] = None,
@@ -87,6 +134,7 @@ def connect_options(
     bad IP address), before anything happens in the cluster. See
     :meth:`Session.connect` for what each option means.
     """
+    _check_options(locals())
     callback = None
     if on_event is not None:
         if not callable(on_event):
@@ -120,6 +168,11 @@ def connect_options(
         vpn=vpn,
         on_event=callback,
     )
+
+
+def _check_target(target: Any, port: Any) -> None:
+    _require("target", target, str, 'a str ("svc/name", "name", "pod/name" or an IP)')
+    _require("port", port, int, "an int")
 
 
 class Events:
@@ -481,17 +534,20 @@ class Session:
         """The addresses of ``name`` in the cluster, with the search list of a pod in
         the session's namespace (``echo``, ``echo.other-ns``, full names, pod names).
         Raises :class:`ktconnect.NameNotFound` naming every name tried."""
+        _require("name", name, str, "a str")
         return self._native.resolve(name)
 
     def forward(self, target: str, port: int) -> Address:
         """A local TCP port (``(host, port)`` on 127.0.0.1) tunnelled to ``target``'s
         ``port``: a Service (``echo``, ``echo.other-ns``, ``svc/echo``; ``port`` is the
         Service port), ``pod/name``, or an IP. Lives until the session closes."""
+        _check_target(target, port)
         return self._native.forward(target, port)
 
     def forward_udp(self, target: str, port: int) -> Address:
         """Like :meth:`forward` for UDP (kt-shadow only): datagrams to the local port go
         to ``target``'s UDP ``port``, replies come back to their sender."""
+        _check_target(target, port)
         return self._native.forward_udp(target, port)
 
     def close(self) -> None:
@@ -509,14 +565,17 @@ class Session:
 
     async def resolve_async(self, name: str) -> List[str]:
         """:meth:`resolve` for asyncio."""
+        _require("name", name, str, "a str")
         return await self._native.resolve_async(name)
 
     async def forward_async(self, target: str, port: int) -> Address:
         """:meth:`forward` for asyncio."""
+        _check_target(target, port)
         return await self._native.forward_async(target, port)
 
     async def forward_udp_async(self, target: str, port: int) -> Address:
         """:meth:`forward_udp` for asyncio."""
+        _check_target(target, port)
         return await self._native.forward_udp_async(target, port)
 
     async def close_async(self) -> None:
