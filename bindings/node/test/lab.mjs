@@ -37,11 +37,13 @@ export function adminKubeconfig() {
   })
 }
 
-/** A namespace with the echo app, enforcing the restricted Pod Security Standard, and a
- *  kubeconfig scoped to it: { namespace, kubeconfig, delete() }. */
-export function labNamespace(prefix) {
+/** A namespace with the echo app and a kubeconfig scoped to it: { namespace,
+ *  kubeconfig, delete() }. It enforces the restricted Pod Security Standard unless
+ *  `restricted` is false (the OpenSSH shadow runs as root). */
+export function labNamespace(prefix, { restricted = true } = {}) {
   labUp()
-  const out = execFileSync(join(REPO, 'testbed', 'test-namespace'), ['create', prefix, '--restricted'], {
+  const args = ['create', prefix, ...(restricted ? ['--restricted'] : [])]
+  const out = execFileSync(join(REPO, 'testbed', 'test-namespace'), args, {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
   })
