@@ -11,7 +11,11 @@ const nativePath = process.env.KTCONNECT_NATIVE || join(__dirname, 'ktconnect.no
 
 let native
 try {
-  native = require(nativePath)
+  // process.dlopen rather than require: it loads the library whatever its file name
+  // ends with (require treats anything but .node as JavaScript).
+  const addon = { exports: {} }
+  process.dlopen(addon, nativePath)
+  native = addon.exports
 } catch (e) {
   const err = new Error(
     `ktconnect: cannot load the native addon ${nativePath}: ${e.message}; ` +
