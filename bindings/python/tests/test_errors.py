@@ -1,0 +1,216 @@
+"""Bad input raises the right exception with a message that says what to do; nothing
+crashes, hangs or creates objects."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import ktconnect
+from conftest import Lab, Namespace
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"namespace": 5}, "namespace must be a str, not int"),
+        ({"kubeconfig": 3}, "kubeconfig must be a path"),
+        ({"labels": "team=a"}, "labels must be a mapping"),
+        ({"labels": {"team": 1}}, r"labels\['team'\] must be a str, not int"),
+        ({"image_pull_secrets": "regcred"}, "image_pull_secrets must be a list"),
+        ({"socks5_port": "8080"}, "socks5_port must be an int, not str"),
+        ({"pod_ready_timeout": "60"}, "pod_ready_timeout must be seconds"),
+        ({"vpn": {"include": []}}, "vpn must be a ktconnect.VpnOptions"),
+        ({"on_event": "print"}, "on_event must be callable"),
+    ],
+)
+def test_options_of_the_wrong_type_raise_type_error_naming_the_option(
+    options: dict, message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        ktconnect.Session.connect(**options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"flavour": "dropbear"}, 'unknown shadow flavour `dropbear`: use "kt-shadow"'),
+        ({"socks5_port": 70000}, r"socks5_port 70000 is not a port number \(0-65535\)"),
+        ({"ssh_port": 0}, r"ssh_port 0 is not a port number \(1-65535\)"),
+        ({"pod_ready_timeout": -1}, "pod_ready_timeout must be a positive"),
+        ({"connect_timeout": float("nan")}, "connect_timeout must be a positive"),
+        ({"dns_server": "kube-dns"}, "dns_server `kube-dns` is not an IP address"),
+        ({"namespace": ""}, "namespace is empty"),
+    ],
+)
+def test_malformed_options_raise_invalid_argument_before_connecting(
+    options: dict, message: str
+) -> None:
+    with pytest.raises(ktconnect.InvalidArgument, match=message) as info:
+        ktconnect.Session.connect(**options)
+    assert isinstance(info.value, ValueError)
+    assert info.value.kind == "invalid_argument"
+
+
+def test_timeouts_accept_seconds_and_timedeltas() -> None:
+    options = ktconnect.connect_options(
+        pod_ready_timeout=datetime.timedelta(minutes=2), dns_timeout=2.5, close_timeout=30
+    )
+    assert isinstance(options, ktconnect.ConnectOptions)
+    assert options.shadow_image  # the image it would run
+
+
+@pytest.mark.parametrize(
+    "vpn, message",
+    [
+        ({"include": ["10.0.0.0/33"]}, "include: `10.0.0.0/33` is not an address range"),
+        ({"exclude": ["not-a-cidr"]}, "exclude: `not-a-cidr` is not an address range"),
+        ({"dns": "bind9"}, 'unknown dns mode `bind9`: use "auto"'),
+        ({"dns": "hosts:"}, "names no namespace"),
+        ({"mtu": 70000}, "mtu 70000 is out of range"),
+        ({"tun_name": "a/b"}, "is not a network device name"),
+        ({"discover": False}, "routes only the `include` ranges"),
+        ({"dns_listen": "127.0.0.1"}, "is not an address with a port"),
+    ],
+)
+def test_malformed_vpn_options_raise_invalid_argument(vpn: dict, message: str) -> None:
+    with pytest.raises(ktconnect.InvalidArgument, match=message):
+        ktconnect.VpnOptions(**vpn)
+
+
+def test_good_vpn_options_are_accepted() -> None:
+    vpn = ktconnect.VpnOptions(
+        include=["10.96.0.0/12", "10.244.0.7"], exclude=["10.96.0.1/32"], dns="hosts:a,b", mtu=9000
+    )
+    assert "10.96.0.0/12" in repr(vpn)
+
+
+def test_a_missing_kubeconfig_file_raises_config_error_naming_it(tmp_path) -> None:
+    missing = tmp_path / "nowhere.kubeconfig"
+    with pytest.raises(ktconnect.ConfigError, match=f"cannot read kubeconfig {missing}") as info:
+        ktconnect.Session.connect(kubeconfig=missing)
+    # The Rust source chain is kept as the cause.
+    assert info.value.__cause__ is not None
+    assert "No such file or directory" in str(info.value.__cause__)
+
+
+def test_a_kubeconfig_context_that_does_not_exist_raises_config_error(namespace: Namespace) -> None:
+    with pytest.raises(ktconnect.ConfigError, match="with context `nope`") as info:
+        ktconnect.Session.connect(kubeconfig=namespace.kubeconfig, context="nope")
+    assert "kubectl config get-contexts" in str(info.value)
+
+
+def test_a_namespace_that_does_not_exist_raises_not_found_saying_how_to_create_it(
+    lab: Lab,
+) -> None:
+    with pytest.raises(ktconnect.NotFound, match="namespace `kt-no-such-ns` does not exist") as info:
+        ktconnect.Session.connect(kubeconfig=lab.admin_kubeconfig, namespace="kt-no-such-ns")
+    assert isinstance(info.value, LookupError)
+    assert info.value.kind == "namespace_not_found" and info.value.namespace == "kt-no-such-ns"
+    assert "kubectl create namespace kt-no-such-ns" in str(info.value)
+    assert "Session.connect(namespace=...)" in str(info.value)  # Python spelling
+
+
+def test_a_namespace_outside_the_role_raises_forbidden_naming_the_role(namespace: Namespace) -> None:
+    with pytest.raises(ktconnect.Forbidden, match="you may not create secrets") as info:
+        ktconnect.Session.connect(kubeconfig=namespace.kubeconfig, namespace="kube-system")
+    assert isinstance(info.value, PermissionError)
+    assert info.value.verb == "create" and info.value.resource == "secrets"
+    assert "kt-core/rbac/kt-role.yaml" in str(info.value)
+
+
+def test_a_name_that_does_not_resolve_raises_name_not_found_listing_what_was_tried(
+    kt_session: ktconnect.Session, namespace: Namespace
+) -> None:
+    with pytest.raises(ktconnect.NameNotFound, match="`no-such-service` does not resolve") as info:
+        kt_session.resolve("no-such-service")
+    assert isinstance(info.value, ktconnect.NotFound)
+    assert info.value.name == "no-such-service"
+    assert f"no-such-service.{namespace.name}.svc.cluster.local" in info.value.tried
+
+
+@pytest.mark.parametrize(
+    "target, port, exc, message",
+    [
+        ("svc/no-such-service", 80, ktconnect.NotFound, "Service `no-such-service` not found"),
+        ("pod/no-such-pod", 80, ktconnect.NotFound, "pod `no-such-pod` not found"),
+        ("pod/", 80, ktconnect.InvalidArgument, "invalid target `pod/`"),
+        ("", 80, ktconnect.InvalidArgument, "invalid target ``"),
+        ("svc/echo", 0, ktconnect.InvalidArgument, r"port 0 is not a port number \(1-65535\)"),
+        ("svc/echo", 65536, ktconnect.InvalidArgument, "port 65536 is not a port number"),
+        (80, "svc/echo", TypeError, "target must be a str"),
+        ("svc/echo", "80", TypeError, "port must be an int, not str"),
+        ("svc/echo", None, TypeError, "port must be an int, not None"),
+    ],
+)
+def test_bad_forward_targets_and_ports_raise_clear_errors(
+    kt_session: ktconnect.Session, target, port, exc, message
+) -> None:
+    with pytest.raises(exc, match=message):
+        kt_session.forward(target, port)
+
+
+def test_resolve_of_something_that_is_not_a_name_raises_type_error(
+    kt_session: ktconnect.Session,
+) -> None:
+    with pytest.raises(TypeError, match="name must be a str, not None"):
+        kt_session.resolve(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="name must be a str, not bytes"):
+        kt_session.resolve(b"echo")  # type: ignore[arg-type]
+
+
+def test_sessions_cannot_be_made_without_connect() -> None:
+    with pytest.raises(TypeError, match="Session.connect"):
+        ktconnect.Session()
+
+
+VPN_PROBE = r"""
+import json, sys, ktconnect
+kubeconfig, namespace, marker = sys.argv[1:4]
+try:
+    ktconnect.Session.connect(
+        kubeconfig=kubeconfig, namespace=namespace, labels={"kt-test": marker},
+        vpn=ktconnect.VpnOptions(),
+    )
+except ktconnect.KtError as e:
+    print(json.dumps({"type": type(e).__name__, "kind": e.kind, "message": str(e),
+                      "permission_error": isinstance(e, PermissionError)}))
+else:
+    print(json.dumps({"type": None}))
+"""
+
+
+def test_vpn_mode_without_cap_net_admin_raises_needs_capability_and_creates_nothing(
+    namespace: Namespace,
+) -> None:
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop CAP_NET_ADMIN"
+    marker = "vpn-" + os.urandom(4).hex()
+    done = subprocess.run(
+        [
+            setpriv,
+            "--inh-caps=-all",
+            "--bounding-set=-net_admin",
+            sys.executable,
+            "-c",
+            VPN_PROBE,
+            namespace.kubeconfig,
+            namespace.name,
+            marker,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["type"] == "NeedsCapability", result
+    assert result["kind"] == "needs_capability" and result["permission_error"]
+    assert "CAP_NET_ADMIN" in result["message"] and "proxy mode" in result["message"]
+    assert namespace.kubectl("get", "pods,secrets", "-l", f"kt-test={marker}", "-o", "name") == ""

@@ -1,0 +1,114 @@
+"""Opening and closing sessions (blocking API): events, close, context managers,
+use after close, garbage collection."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+import ktconnect
+from ktconnect import events
+from conftest import Namespace
+
+
+def test_events_run_from_creating_to_closed(namespace: Namespace) -> None:
+    seen_by_callback: list = []
+    session = ktconnect.Session.connect(**namespace.connect_options(), on_event=seen_by_callback.append)
+    stream = session.events(timeout=120)
+    session.close()
+    kinds = [e.kind for e in stream]  # ends by itself after Closed
+    assert kinds[0] == "creating" and kinds[-2:] == ["closing", "closed"]
+    assert kinds.index("ready") < kinds.index("tunnel_up") < kinds.index("closing")
+    # Typed events with their fields.
+    everything = list(session.events())
+    creating = everything[0]
+    assert isinstance(creating, events.Creating)
+    assert creating.namespace == namespace.name and creating.pod == session.pod_name
+    up = next(e for e in everything if isinstance(e, events.TunnelUp))
+    assert up.http_proxy == session.http_proxy_addr and up.socks5 == session.socks5_addr
+    assert str(up) == up.message and "tunnel up" in up.message
+    assert isinstance(everything[-1], events.Closed)
+    # on_event saw the same events, as they happened.
+    assert [e.kind for e in seen_by_callback] == [e.kind for e in everything]
+
+
+def test_close_is_idempotent_and_leaves_nothing_labelled_with_the_session(
+    namespace: Namespace,
+) -> None:
+    session = ktconnect.Session.connect(**namespace.connect_options())
+    assert namespace.objects_of_session(session.id) != []  # the pod and its Secret
+    session.close()
+    assert session.closed
+    assert namespace.objects_of_session(session.id) == []
+    session.close()  # again: nothing to do, no error
+    assert namespace.objects_of_session(session.id) == []
+
+
+def test_with_block_closes_the_session_even_when_the_body_raises(namespace: Namespace) -> None:
+    with pytest.raises(RuntimeError, match="body failed"):
+        with ktconnect.Session.connect(**namespace.connect_options()) as session:
+            assert session.resolve("echo")
+            raise RuntimeError("body failed")
+    assert session.closed
+    assert namespace.objects_of_session(session.id) == []
+
+
+def test_every_call_after_close_raises_closed(namespace: Namespace) -> None:
+    session = ktconnect.Session.connect(**namespace.connect_options())
+    session.close()
+    for call in (
+        lambda: session.resolve("echo"),
+        lambda: session.forward("svc/echo", 80),
+        lambda: session.forward_udp("echo", 9001),
+    ):
+        with pytest.raises(ktconnect.Closed, match="the session is closed") as info:
+            call()
+        assert info.value.kind == "closed"
+    # What does not need the tunnel still answers.
+    assert session.id and session.pod_name
+    assert session.env()["HTTP_PROXY"] == session.http_proxy_url
+
+
+def test_waiting_for_an_event_that_does_not_come_raises_timeout(
+    kt_session: ktconnect.Session,
+) -> None:
+    stream = kt_session.events()
+    while stream.try_next() is not None:  # drain the history
+        pass
+    with pytest.raises(ktconnect.Timeout, match="no session event within") as info:
+        stream.next(timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    with pytest.raises(ktconnect.InvalidArgument, match="timeout"):
+        stream.next(timeout=-1)
+
+
+def test_sessions_are_usable_from_several_threads_at_once(kt_session: ktconnect.Session) -> None:
+    results: list = []
+    errors: list = []
+
+    def work() -> None:
+        try:
+            results.append(kt_session.resolve("echo"))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(results) == 8 and all(r == results[0] for r in results)
+
+
+def test_a_session_dropped_without_close_is_closed_in_the_background(
+    namespace: Namespace,
+) -> None:
+    session = ktconnect.Session.connect(**namespace.connect_options())
+    session_id = session.id
+    ktconnect._session._open_sessions.discard(session)  # as if never registered
+    del session
+    gc.collect()
+    assert namespace.wait_gone(f"kt.dev/session={session_id}") == []
