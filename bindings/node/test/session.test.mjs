@@ -166,6 +166,22 @@ test('env() sends a child process (curl) through the session', LIMIT, async () =
   assert.ok(echoPods(ns.namespace).includes(reply.pod), `${reply.pod} is an echo pod`)
 })
 
+test('a new event stream replays connect progress; nextEvent(timeoutMs) gives null when nothing more comes', LIMIT, async () => {
+  const stream = session.events()
+  const backlog = stream.drain()
+  const kinds = backlog.map((e) => e.kind)
+  assert.deepEqual(kinds.slice(0, 1), ['Creating'])
+  assert.ok(kinds.includes('Ready') && kinds.includes('TunnelUp'), `${kinds}`)
+  assert.ok(!kinds.includes('Closing'), `${kinds}`)
+  assert.deepEqual(stream.drain(), [])
+  assert.equal(await stream.nextEvent(200), null)
+  await assert.rejects(stream.nextEvent('soon'), (e) => {
+    assert.equal(e.code, 'KT_INVALID_ARGUMENT')
+    assert.match(e.message, /timeoutMs must be a number, got a string/)
+    return true
+  })
+})
+
 test('close removes everything labelled with the session, is idempotent, and events run from Creating to Closed', LIMIT, async () => {
   const events = session.events()
   const id = session.id
