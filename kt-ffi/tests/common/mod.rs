@@ -178,7 +178,7 @@ pub(crate) fn valgrind(program: &Path) -> Command {
         "--leak-check=full",
         "--errors-for-leak-kinds=definite,indirect",
         "--show-leak-kinds=definite,indirect",
-        "--num-callers=30",
+        "--num-callers=50",
     ])
     .arg(format!(
         "--suppressions={}",

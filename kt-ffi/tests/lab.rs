@@ -1,0 +1,103 @@
+//! C programs against the lab (`testbed/up`; these tests fail when it is down): a
+//! whole session from C (directly and under valgrind), VPN mode refused without
+//! CAP_NET_ADMIN, and the C example. Each runs in its own namespace made by
+//! `testbed/test-namespace` (restricted Pod Security, kt's Role only), and checks
+//! that the session left nothing in the cluster.
+
+mod common;
+
+use std::process::Command;
+
+use common::{LabNamespace, compile, crate_dir, printed, run_checked, valgrind};
+
+/// Runs `tests/c/session.c` (optionally under valgrind) in a fresh namespace and
+/// checks that nothing labelled with its session id is left.
+fn whole_session(prefix: &str, under_valgrind: bool) {
+    let ns = LabNamespace::create(prefix);
+    let exe = compile(&crate_dir().join("tests/c/session.c"), prefix);
+    let mut cmd = if under_valgrind {
+        valgrind(&exe)
+    } else {
+        Command::new(&exe)
+    };
+    let out = run_checked(cmd.arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(
+        out.status.success(),
+        "session.c failed (see its output above{})",
+        if under_valgrind {
+            "; exit 99 is valgrind's: memory errors or leaks"
+        } else {
+            ""
+        }
+    );
+    if under_valgrind {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("ERROR SUMMARY: 0 errors"),
+            "valgrind reported errors"
+        );
+    }
+    let id = printed(&out, "SESSION_ID");
+    let left = ns.objects(&format!("kt.dev/session={id}"));
+    assert!(left.is_empty(), "session {id} left objects behind:\n{left}");
+}
+
+#[test]
+fn whole_session_from_c_forwards_proxies_resolves_and_leaves_nothing() {
+    whole_session("kt-ffi-session", false);
+}
+
+#[test]
+fn whole_session_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
+    whole_session("kt-ffi-valgrind", true);
+}
+
+#[test]
+fn vpn_connect_without_cap_net_admin_fails_with_needs_capability_and_creates_nothing() {
+    let ns = LabNamespace::create("kt-ffi-vpn");
+    let exe = compile(
+        &crate_dir().join("tests/c/vpn_needs_capability.c"),
+        "vpn_needs_capability",
+    );
+    // As root the test has CAP_NET_ADMIN; take it away from the C program (and from
+    // anything it could gain on exec).
+    let out = run_checked(
+        Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-net_admin", "--"])
+            .arg(&exe)
+            .arg(&ns.kubeconfig)
+            .arg(&ns.name),
+    );
+    assert!(
+        out.status.success(),
+        "vpn_needs_capability.c failed (see its output above)"
+    );
+    let left = ns.objects("app.kubernetes.io/managed-by=kt");
+    assert!(
+        left.is_empty(),
+        "a refused VPN connect created objects:\n{left}"
+    );
+}
+
+#[test]
+fn c_example_fetches_the_echo_through_the_http_proxy() {
+    let ns = LabNamespace::create("kt-ffi-example");
+    let exe = compile(
+        &crate_dir().join("../examples/c/connect.c"),
+        "example_connect",
+    );
+    let out = run_checked(
+        Command::new(&exe)
+            .args(["--kubeconfig", &ns.kubeconfig])
+            .args(["--namespace", &ns.name]),
+    );
+    assert!(out.status.success(), "examples/c/connect.c failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\"path\"") && stdout.contains("/hello") && stdout.contains(&ns.name),
+        "the example did not print the echo's reply from namespace {}: {stdout}",
+        ns.name
+    );
+    let left = ns.objects("app.kubernetes.io/managed-by=kt");
+    assert!(left.is_empty(), "the example left objects behind:\n{left}");
+}
