@@ -50,6 +50,10 @@ ensure_packages() {
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v dig >/dev/null || missing+=(dnsutils)
 	command -v setpriv >/dev/null || missing+=(util-linux)
+	# kt-ffi's tests compile C programs against libkt (pkg-config) and run them under valgrind.
+	command -v cc >/dev/null || missing+=(gcc libc6-dev)
+	command -v pkg-config >/dev/null || missing+=(pkg-config)
+	command -v valgrind >/dev/null || missing+=(valgrind)
 	if [ ${#missing[@]} -gt 0 ]; then
 		say "installing Debian packages: ${missing[*]}"
 		export DEBIAN_FRONTEND=noninteractive
