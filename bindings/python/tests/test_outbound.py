@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import requests
@@ -161,3 +162,32 @@ def test_session_describes_its_pod_proxies_and_dns(
     assert kt_session.dns_addr is None and kt_session.vpn is None  # proxy mode
     assert not kt_session.closed
     assert kt_session.id in repr(kt_session)
+
+
+def test_the_example_script_fetches_echo_through_the_proxy(namespace: Namespace) -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "python" / "connect.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--kubeconfig", namespace.kubeconfig, "--namespace", namespace.name],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    first, _, body = done.stdout.partition("\n")
+    assert first.startswith(f"GET http://echo.{namespace.name}/hello via http://127.0.0.1:")
+    assert echo_reply(body.encode())["pod"] in namespace.echo_pods()
+    assert "kt: closed" in done.stderr
+
+
+def test_the_bench_prints_one_line_per_measurement(namespace: Namespace) -> None:
+    bench = Path(__file__).resolve().parents[3] / "benches" / "bindings" / "bench.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--kubeconfig", namespace.kubeconfig, "--namespace", namespace.name, "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["connect", "resolve", "connect", "resolve"]
+    assert all(float(line.split()[1]) > 0 for line in lines)
