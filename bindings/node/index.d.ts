@@ -48,6 +48,11 @@ export interface ConnectOptions {
   httpProxyPort?: number
   /** VPN mode (needs CAP_NET_ADMIN): a tun device routes the cluster's ranges. */
   vpn?: VpnConnectOptions
+  /**
+   * Called with every event as it happens, from the start of `connect` on (for
+   * progress displays); it must not throw. Does not keep Node running.
+   */
+  onEvent?: (event: Event) => void
 }
 
 /**

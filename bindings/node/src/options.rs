@@ -7,12 +7,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use kt_core::{ConnectOptions as CoreOptions, DnsMode, IpNet, ShadowFlavour, VpnOptions};
-use napi::bindgen_prelude::{JsObjectValue, Object, Unknown};
+use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{JsValue, ValueType};
 use napi_derive::napi;
 
 use crate::error::KtError;
+use crate::events::Event;
 
+// This struct declares the TypeScript type of the options (index.d.ts); `parse` reads
+// the JavaScript object by hand, so `on_event`'s Rust type is a placeholder.
 /// Options of `Session.connect`. Every field is optional; durations are in
 /// milliseconds. Unknown keys are refused (a typo would otherwise be ignored).
 #[napi(object)]
@@ -61,6 +65,10 @@ pub struct ConnectOptions {
     pub http_proxy_port: Option<u32>,
     /// VPN mode (needs CAP_NET_ADMIN): a tun device routes the cluster's ranges.
     pub vpn: Option<VpnConnectOptions>,
+    /// Called with every event as it happens, from the start of `connect` on (for
+    /// progress displays); it must not throw. Does not keep Node running.
+    #[napi(ts_type = "(event: Event) => void")]
+    pub on_event: Option<String>,
 }
 
 /// VPN mode settings (`ConnectOptions.vpn`); an empty object means the defaults.
@@ -126,13 +134,35 @@ pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError
             "socks5Port" => opts.socks5_port(port(value, &path, true)?),
             "httpProxyPort" => opts.http_proxy_port(port(value, &path, true)?),
             "vpn" => opts.vpn(vpn(value, &path)?),
+            "onEvent" => {
+                if !is(&value, ValueType::Function) {
+                    return Err(wrong(&path, "a function", &value));
+                }
+                let callback: Function<'_, Event, ()> = obj
+                    .get_named_property(&key)
+                    .map_err(|e| napi_failed(&path, &e))?;
+                // Weak: a session's callback must not keep the process alive.
+                let tsfn = callback
+                    .build_threadsafe_function()
+                    .weak::<true>()
+                    .callee_handled::<false>()
+                    .build()
+                    .map_err(|e| napi_failed(&path, &e))?;
+                opts.on_event(move |e| {
+                    // Queued for the JavaScript thread; never blocks kt's tasks.
+                    tsfn.call(
+                        Event::from(e.clone()),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                })
+            }
             _ => {
                 return Err(KtError::invalid(format!(
                     "unknown option `{key}`; known options: kubeconfig, context, namespace, \
                      shadowImage, flavour, labels, annotations, nodeSelector, imagePullSecrets, \
                      podReadyTimeoutMs, portForwardTimeoutMs, connectTimeoutMs, dnsTimeoutMs, \
                      closeTimeoutMs, reconnectTimeoutMs, heartbeatIntervalMs, clusterDomain, \
-                     dnsServer, socks5Port, httpProxyPort, vpn"
+                     dnsServer, socks5Port, httpProxyPort, vpn, onEvent"
                 )));
             }
         };

@@ -60,6 +60,28 @@ test('session[Symbol.asyncDispose]() closes the session and removes its objects 
   await session[asyncDispose]()
 })
 
+test('onEvent is called with every event, Creating to Closed, in order', LIMIT, async () => {
+  const seen = []
+  let closed
+  const allSeen = new Promise((resolve) => (closed = resolve))
+  const session = await Session.connect({
+    kubeconfig: ns.kubeconfig,
+    namespace: ns.namespace,
+    onEvent: (ev) => {
+      seen.push(ev)
+      if (ev.kind === 'Closed') closed()
+    },
+  })
+  await session.close()
+  await allSeen
+  const kinds = seen.map((e) => e.kind)
+  assert.equal(kinds[0], 'Creating')
+  assert.equal(kinds.at(-1), 'Closed')
+  const streamed = []
+  for await (const ev of session.events()) streamed.push(ev)
+  assert.deepEqual(seen, streamed, 'the callback and the stream see the same events')
+})
+
 test('connect with options of the wrong shape rejects with KT_INVALID_ARGUMENT naming the option', async () => {
   const cases = [
     [42, /options must be an object, got a number/],
@@ -76,6 +98,7 @@ test('connect with options of the wrong shape rejects with KT_INVALID_ARGUMENT n
     [{ vpn: { exclude: '10.0.0.0/8' } }, /vpn\.exclude must be an array of strings, got a string/],
     [{ vpn: { dns: 'magic' } }, /unknown DNS mode `magic`/],
     [{ vpn: { mtu: 10 } }, /vpn\.mtu must be an integer from 576 to 65535/],
+    [{ onEvent: 'print' }, /options\.onEvent must be a function, got a string/],
   ]
   for (const [options, message] of cases) {
     await assert.rejects(Session.connect(options), (e) => {
@@ -151,10 +174,14 @@ test('VPN mode without CAP_NET_ADMIN rejects with KT_NEEDS_CAPABILITY and create
   assert.deepEqual(objectsLabelled(ns.namespace, KT_OBJECTS), [])
 })
 
-test('node exits cleanly when a session was never closed', LIMIT, async () => {
+test('node exits cleanly when a session was never closed, onEvent callback and all', LIMIT, async () => {
   const source = `
     import { Session } from ${JSON.stringify(INDEX)}
-    const s = await Session.connect({ kubeconfig: ${JSON.stringify(ns.kubeconfig)}, namespace: ${JSON.stringify(ns.namespace)} })
+    const s = await Session.connect({
+      kubeconfig: ${JSON.stringify(ns.kubeconfig)},
+      namespace: ${JSON.stringify(ns.namespace)},
+      onEvent: () => {},
+    })
     console.log(s.id)`
   const run = await child(source)
   try {
