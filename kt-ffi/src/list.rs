@@ -53,7 +53,7 @@ impl List {
     }
 }
 
-fn item<'a>(list: &'a List, index: usize) -> Result<&'a (Option<CString>, CString), Failure> {
+fn item(list: &List, index: usize) -> Result<&(Option<CString>, CString), Failure> {
     list.items.get(index).ok_or_else(|| {
         Failure::invalid(format!(
             "index {index} is out of range: the list has {} items",

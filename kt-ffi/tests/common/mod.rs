@@ -18,17 +18,22 @@ pub(crate) fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory of the libkt.so that this test run uses: the profile directory of the
-/// test executable (`target/<profile>/deps/<test>` -> `target/<profile>`).
+/// The directory of the libkt.so that this test run uses: the directory of the test
+/// executable, `target/<profile>/deps`, where `cargo test` builds the package's
+/// cdylib. (`target/<profile>/libkt.so` is only refreshed by `cargo build`, so it may
+/// be stale here.) Checked to be newer than every source file.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let dir = exe
         .parent()
-        .and_then(Path::parent)
         .expect("the test executable lives in target/<profile>/deps");
     let lib = dir.join("libkt.so");
-    let built = modified(&lib)
-        .unwrap_or_else(|| panic!("{} is missing: cargo did not build the cdylib", lib.display()));
+    let built = modified(&lib).unwrap_or_else(|| {
+        panic!(
+            "{} is missing: cargo did not build the cdylib",
+            lib.display()
+        )
+    });
     let newest_source = newest(&crate_dir().join("src"));
     assert!(
         built >= newest_source,
@@ -42,28 +47,31 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// The newest modification time of the files under `dir`.
 fn newest(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut latest = SystemTime::UNIX_EPOCH;
     for entry in std::fs::read_dir(dir).expect("kt-ffi/src").flatten() {
         let t = if entry.path().is_dir() {
-            newest_in(&entry.path())
+            newest(&entry.path())
         } else {
             modified(&entry.path()).unwrap_or(SystemTime::UNIX_EPOCH)
         };
-        newest = newest.max(t);
+        latest = latest.max(t);
     }
-    newest
-}
-
-fn newest_in(dir: &Path) -> SystemTime {
-    newest(dir)
+    latest
 }
 
 /// A scratch directory of this test binary.
 pub(crate) fn scratch() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    let name = exe.file_name().expect("a file name").to_string_lossy().into_owned();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kt-ffi").join(name);
+    let name = exe
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("kt-ffi")
+        .join(name);
     std::fs::create_dir_all(&dir).expect("making the scratch directory");
     dir
 }
@@ -203,10 +211,11 @@ fn test_namespace_script() -> PathBuf {
 
 impl LabNamespace {
     pub(crate) fn create(prefix: &str) -> LabNamespace {
-        let out = run_checked(
-            Command::new(test_namespace_script())
-                .args(["create", prefix, "--restricted"]),
-        );
+        let out = run_checked(Command::new(test_namespace_script()).args([
+            "create",
+            prefix,
+            "--restricted",
+        ]));
         assert!(
             out.status.success(),
             "testbed/test-namespace create failed (is the lab up? `sudo testbed/up`):\n{}",
