@@ -10,9 +10,9 @@
 //! The futures run on the tokio runtime napi-rs owns (`tokio_rt` feature). The
 //! JavaScript side (`index.js`) loads this library and adds `Symbol.asyncDispose`;
 //! `index.d.ts` is generated from the `#[napi]` items (`scripts/gen-dts.mjs`).
-
-// The #[napi] macros expand to the `extern "C"` glue Node calls, which is unsafe code.
-#![allow(unsafe_code, reason = "napi-derive generates the FFI glue to Node-API")]
+//!
+//! No `unsafe` here (the workspace denies it): the FFI glue is napi-derive's, and
+//! JavaScript values are read through napi's checked conversions.
 
 mod error;
 mod events;
