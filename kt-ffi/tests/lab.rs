@@ -1,6 +1,6 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
 //! whole session from C (directly and under valgrind), VPN mode refused without
-//! CAP_NET_ADMIN, and the C example. Each runs in its own namespace made by
+//! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, and the C example. Each runs in its own namespace made by
 //! `testbed/test-namespace` (restricted Pod Security, kt's Role only), and checks
 //! that the session left nothing in the cluster.
 
@@ -100,4 +100,65 @@ fn c_example_fetches_the_echo_through_the_http_proxy() {
     );
     let left = ns.objects("app.kubernetes.io/managed-by=kt");
     assert!(left.is_empty(), "the example left objects behind:\n{left}");
+}
+
+/// The laptop network namespace's links, routes, resolv.conf and hosts file.
+fn laptop_state() -> String {
+    let mut state = String::new();
+    for args in [
+        &["-n", "ktlab-laptop", "-o", "link", "show"][..],
+        &["-n", "ktlab-laptop", "route", "show", "table", "all"][..],
+        &["-n", "ktlab-laptop", "-6", "route", "show", "table", "all"][..],
+    ] {
+        let out = run_checked(Command::new("ip").args(args));
+        assert!(out.status.success(), "ip {args:?} failed");
+        state += &String::from_utf8_lossy(&out.stdout);
+    }
+    for file in [
+        "/etc/netns/ktlab-laptop/resolv.conf",
+        "/etc/netns/ktlab-laptop/hosts",
+    ] {
+        state += &std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    state
+}
+
+#[test]
+fn vpn_session_from_c_in_the_laptop_namespace_reaches_a_cluster_ip_and_restores_everything() {
+    let ns = LabNamespace::create("kt-ffi-vpn-up");
+    // The laptop reaches the API server at its own address; the certificate covers it.
+    let kubeconfig = std::fs::read_to_string(&ns.kubeconfig).expect("the test kubeconfig");
+    let server_line = kubeconfig
+        .lines()
+        .find(|l| l.contains("server:"))
+        .expect("a server line");
+    let start = server_line.find("https://").expect("an https server");
+    let server = server_line[start..]
+        .split(['"', ',', '}'])
+        .next()
+        .expect("the server URL");
+    let laptop_kubeconfig = common::scratch().join(format!("{}-laptop.kubeconfig", ns.name));
+    std::fs::write(
+        &laptop_kubeconfig,
+        kubeconfig.replace(server, "https://10.88.255.1:6443"),
+    )
+    .expect("writing the laptop kubeconfig");
+    let exe = compile(&crate_dir().join("tests/c/vpn_session.c"), "vpn_session");
+    let before = laptop_state();
+    let out = run_checked(
+        Command::new("ip")
+            .args(["netns", "exec", "ktlab-laptop"])
+            .arg(&exe)
+            .arg(&laptop_kubeconfig)
+            .arg(&ns.name),
+    );
+    assert!(out.status.success(), "vpn_session.c failed (see above)");
+    assert_eq!(
+        before,
+        laptop_state(),
+        "the laptop namespace's links, routes or resolver files changed"
+    );
+    let id = printed(&out, "SESSION_ID");
+    let left = ns.objects(&format!("kt.dev/session={id}"));
+    assert!(left.is_empty(), "session {id} left objects behind:\n{left}");
 }
