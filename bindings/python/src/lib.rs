@@ -34,5 +34,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::NativeEvents>()?;
     m.add_function(wrap_pyfunction!(session::connect, m)?)?;
     m.add_function(wrap_pyfunction!(session::connect_async, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::wait_for_cleanups, m)?)?;
     Ok(())
 }

@@ -18,7 +18,7 @@
 //! threads do not exist there.
 
 use std::future::Future;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use pyo3::IntoPyObjectExt as _;
@@ -31,6 +31,9 @@ use crate::error::{Failure, Outcome};
 
 /// How often a blocking wait lets Python check for signals.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
+/// How long an interrupted blocking call waits for its aborted task to end.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
 
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
 
@@ -63,6 +66,59 @@ fn join_failure(e: JoinError) -> Failure {
     }
 }
 
+/// How many clean-ups (closing a session nobody holds any more) are still running.
+static CLEANUPS: LazyLock<tokio::sync::watch::Sender<usize>> =
+    LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Counts one clean-up for as long as it lives (also when its task panics).
+struct CleanupGuard;
+
+impl CleanupGuard {
+    fn new() -> Self {
+        CLEANUPS.send_modify(|n| *n += 1);
+        CleanupGuard
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        CLEANUPS.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Runs a clean-up on the runtime; [`wait_for_cleanups`] waits for it at exit, so a
+/// session closed in the background is not cut short when the interpreter ends.
+pub(crate) fn spawn_cleanup<F>(cleanup: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Ok(rt) = runtime() else {
+        return;
+    };
+    let guard = CleanupGuard::new();
+    rt.spawn(async move {
+        let _guard = guard;
+        cleanup.await;
+    });
+}
+
+/// Waits, with the GIL released, until every background clean-up has finished or
+/// `timeout` seconds have passed; returns whether they all finished. The package calls
+/// it at interpreter exit.
+#[pyfunction]
+pub(crate) fn wait_for_cleanups(py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    if *CLEANUPS.borrow() == 0 {
+        return Ok(true);
+    }
+    let limit = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
+    let mut pending = CLEANUPS.subscribe();
+    let done = block_on(py, async move {
+        let all_done = pending.wait_for(|n| *n == 0);
+        Ok(tokio::time::timeout(limit, all_done).await.is_ok())
+    })?;
+    Ok(done)
+}
+
 /// Runs `work` on the runtime and waits for it with the GIL released.
 pub(crate) fn block_on<T, F>(py: Python<'_>, work: F) -> PyResult<T>
 where
@@ -86,6 +142,13 @@ where
             Err(_elapsed) => {
                 if let Err(interrupted) = py.check_signals() {
                     handle.abort();
+                    // Until the task has ended, its future (and what its drop starts,
+                    // such as a clean-up) may not have run yet.
+                    py.detach(|| {
+                        rt.block_on(async {
+                            let _ = tokio::time::timeout(ABORT_WAIT, &mut handle).await;
+                        });
+                    });
                     return Err(interrupted);
                 }
             }

@@ -16,7 +16,7 @@ use tokio::task::{JoinError, JoinHandle};
 use crate::error::{Failure, Outcome};
 use crate::events::{NativeEvents, address};
 use crate::options::{ConnectOptions, port};
-use crate::runtime::{awaitable, block_on, runtime, to_py};
+use crate::runtime::{awaitable, block_on, spawn_cleanup, to_py};
 
 /// A connect running on its own task. If the caller stops waiting (Ctrl-C, a
 /// cancelled asyncio task), dropping this lets the connect finish and then closes the
@@ -47,15 +47,13 @@ impl Drop for Connecting {
         let Some(task) = self.task.take() else {
             return;
         };
-        if let Ok(rt) = runtime() {
-            rt.spawn(async move {
-                if let Ok(Ok(session)) = task.await
-                    && let Err(e) = session.close().await
-                {
-                    tracing_warn(&format!("closing an abandoned connect: {e}"));
-                }
-            });
-        }
+        spawn_cleanup(async move {
+            if let Ok(Ok(session)) = task.await
+                && let Err(e) = session.close().await
+            {
+                tracing_warn(&format!("closing an abandoned connect: {e}"));
+            }
+        });
     }
 }
 
@@ -126,14 +124,12 @@ impl Drop for NativeSession {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        if let Ok(rt) = runtime() {
-            let session = Arc::clone(&self.inner);
-            rt.spawn(async move {
-                if let Err(e) = session.close().await {
-                    tracing_warn(&format!("closing a session that was not closed: {e}"));
-                }
-            });
-        }
+        let session = Arc::clone(&self.inner);
+        spawn_cleanup(async move {
+            if let Err(e) = session.close().await {
+                tracing_warn(&format!("closing a session that was not closed: {e}"));
+            }
+        });
     }
 }
 
@@ -156,10 +152,15 @@ async fn forward_work(
     Ok(address(addr))
 }
 
-/// Closes on a task of its own, so a caller who stops waiting does not cut it short.
+/// Closes on a task of its own, counted as a clean-up, so a caller who stops waiting
+/// (Ctrl-C) does not cut it short, and interpreter exit waits for it.
 async fn close_work(session: Arc<Session>) -> Outcome<()> {
-    match tokio::spawn(async move { session.close().await }).await {
-        Ok(result) => result.map_err(Failure::from),
+    let (done, result) = tokio::sync::oneshot::channel();
+    spawn_cleanup(async move {
+        let _ = done.send(session.close().await);
+    });
+    match result.await {
+        Ok(closed) => closed.map_err(Failure::from),
         Err(_) => Err(Failure::Internal("the close task panicked".to_owned())),
     }
 }

@@ -4,6 +4,9 @@ use after close, garbage collection."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -112,3 +115,38 @@ def test_a_session_dropped_without_close_is_closed_in_the_background(
     del session
     gc.collect()
     assert namespace.wait_gone(f"kt.dev/session={session_id}") == []
+
+
+INTERRUPTED_CONNECT = r"""
+import os, signal, sys, ktconnect
+kubeconfig, namespace, marker = sys.argv[1:4]
+
+def on_event(event):
+    if event.kind == "creating":  # the pod is being made: interrupt as a user would
+        os.kill(os.getpid(), signal.SIGINT)
+
+try:
+    ktconnect.Session.connect(kubeconfig=kubeconfig, namespace=namespace,
+                              labels={"kt-test": marker}, on_event=on_event)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(3)
+print("connected", flush=True)
+"""
+
+
+def test_ctrl_c_during_a_blocking_connect_interrupts_it_and_exit_removes_the_shadow(
+    namespace: Namespace,
+) -> None:
+    marker = "sigint-" + os.urandom(4).hex()
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_CONNECT, namespace.kubeconfig, namespace.name, marker],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.stdout.strip() == "interrupted", (done.stdout, done.stderr)
+    assert done.returncode == 3
+    # The process waited at exit for the abandoned connect to be closed: nothing is left
+    # right after it ended.
+    assert namespace.kubectl("get", "pods,secrets", "-l", f"kt-test={marker}", "-o", "name") == ""

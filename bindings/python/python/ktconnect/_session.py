@@ -6,6 +6,7 @@ import atexit
 import collections.abc
 import datetime
 import os
+import sys
 import threading
 import weakref
 from typing import (
@@ -34,6 +35,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 # cluster when a script forgets close().
 _open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
 _open_lock = threading.Lock()
+# How long interpreter exit waits for sessions being closed in the background.
+_EXIT_CLEANUP_SECONDS = 60.0
 
 
 @atexit.register
@@ -45,6 +48,13 @@ def _close_open_sessions() -> None:
             session.close()
         except Exception:  # noqa: BLE001 - nothing is left to report to at exit
             pass
+    # Connects abandoned with Ctrl-C, sessions garbage-collected without close():
+    # their clean-up runs on kt's threads, which end with the interpreter.
+    if not _native.wait_for_cleanups(_EXIT_CLEANUP_SECONDS):
+        sys.stderr.write(
+            "ktconnect: some sessions were still being closed at exit; list what is left "
+            "with `kubectl get pods,secrets -l app.kubernetes.io/managed-by=kt`\n"
+        )
 
 
 def _as_dict(value: Any) -> Any:
