@@ -301,3 +301,58 @@ pub(crate) fn handle_out<H>(ptr: *mut *mut H, what: &str) -> Result<Out<*mut H>,
 pub(crate) fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "\u{fffd}")).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(buf: &[c_char]) -> String {
+        // SAFETY: `guard` always NUL-terminates within the buffer.
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_kt_status_panic_with_its_message() {
+        let mut buf = [0 as c_char; 256];
+        let status = guard(buf.as_mut_ptr(), buf.len(), || panic!("boom in kt"));
+        assert_eq!(status, kt_status::Panic);
+        let text = message(&buf);
+        assert!(text.contains("kt panicked (boom in kt)"), "{text}");
+    }
+
+    #[test]
+    fn messages_are_cut_at_a_character_boundary_and_nul_terminated() {
+        let mut buf = [b'X' as c_char; 8];
+        let status = guard(buf.as_mut_ptr(), 5, || {
+            Err(Failure::invalid("ab\u{e9}\u{e9}"))
+        });
+        assert_eq!(status, kt_status::InvalidArgument);
+        // 4 bytes fit: "ab" + é (2 bytes); the second é does not.
+        assert_eq!(message(&buf), "ab\u{e9}");
+        assert_eq!(buf[5], b'X' as c_char, "nothing written past the length");
+    }
+
+    #[test]
+    fn success_leaves_an_empty_message() {
+        let mut buf = [b'X' as c_char; 4];
+        assert_eq!(guard(buf.as_mut_ptr(), buf.len(), || Ok(())), kt_status::Ok);
+        assert_eq!(message(&buf), "");
+    }
+
+    #[test]
+    fn every_status_name_matches_its_number() {
+        for (i, s) in kt_status::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+            assert!(s.name().to_str().is_ok_and(|n| n.starts_with("KT_STATUS_")));
+        }
+    }
+
+    #[test]
+    fn blocking_on_a_runtime_thread_is_refused() {
+        let rt = crate::runtime().expect("the runtime");
+        let inner = rt.block_on(async { crate::block_on(async {}).map_err(|f| f.status) });
+        assert_eq!(inner, Err(kt_status::WrongThread));
+    }
+}

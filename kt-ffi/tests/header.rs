@@ -35,3 +35,32 @@ fn committed_header_matches_what_cbindgen_makes_from_the_sources() {
         );
     }
 }
+
+/// Every `kt_*` function that libkt exports is declared in the header (cbindgen does
+/// not see functions made by macros, so one could be exported but missing).
+#[test]
+fn header_declares_every_function_the_library_exports() {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let lib = exe.with_file_name("libkt.so");
+    let out = std::process::Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .unwrap_or_else(|e| panic!("running nm on {}: {e}", lib.display()));
+    assert!(out.status.success(), "nm failed on {}", lib.display());
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/kt.h"))
+            .expect("include/kt.h");
+    let exported: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|s| s.starts_with("kt_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(exported.len() > 50, "libkt exports only {exported:?}");
+    let missing: Vec<&String> = exported
+        .iter()
+        .filter(|f| !header.contains(&format!(" {f}(")) && !header.contains(&format!("*{f}(")))
+        .collect();
+    assert!(missing.is_empty(), "exported but not in kt.h: {missing:?}");
+}
