@@ -234,7 +234,10 @@ fn default_python() -> String {
         format!("{home}/.cache/kt")
     });
     let version = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"])
+        .args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -284,10 +287,7 @@ fn parse_timings(text: &str, runs: usize) -> Result<Timings> {
         let secs: f64 = value
             .parse()
             .with_context(|| format!("not a number of seconds: `{line}`"))?;
-        anyhow::ensure!(
-            secs.is_finite() && secs >= 0.0,
-            "not a duration: `{line}`"
-        );
+        anyhow::ensure!(secs.is_finite() && secs >= 0.0, "not a duration: `{line}`");
         let d = Duration::from_secs_f64(secs);
         match kind {
             "connect" => t.connect.push(d),
@@ -310,7 +310,10 @@ mod tests {
 
     #[test]
     fn parses_the_bench_programs_output() -> Result<()> {
-        let t = parse_timings("connect 0.25\nresolve 0.001\nconnect 0.5\nresolve 2e-3\n", 2)?;
+        let t = parse_timings(
+            "connect 0.25\nresolve 0.001\nconnect 0.5\nresolve 2e-3\n",
+            2,
+        )?;
         assert_eq!(
             t.connect,
             [Duration::from_millis(250), Duration::from_millis(500)]
