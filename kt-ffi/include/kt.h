@@ -370,9 +370,9 @@ kt_status kt_options_add_node_selector(kt_options *options, const char *key, con
 // `KT_STATUS_INVALID_ARGUMENT`.
 kt_status kt_options_set_flavour(kt_options *options, uint32_t flavour, char *err, size_t err_len);
 
-// Sets one timeout, `which` being a `kt_timeout` value, to `millis` milliseconds.
-// 0 is refused except for `KT_TIMEOUT_SHADOW_HEARTBEAT` (never). Any other `which`
-// gives `KT_STATUS_INVALID_ARGUMENT`.
+// Sets one timeout, `which` being a `kt_timeout` value, to `millis` milliseconds
+// (at most 30 days). 0 is refused except for `KT_TIMEOUT_SHADOW_HEARTBEAT` (never).
+// Any other `which` gives `KT_STATUS_INVALID_ARGUMENT`.
 kt_status kt_options_set_timeout(kt_options *options, uint32_t which, uint64_t millis, char *err, size_t err_len);
 
 // The local SOCKS5 proxy's port on 127.0.0.1 (default 0: any free port).

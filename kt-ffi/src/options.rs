@@ -428,9 +428,9 @@ pub unsafe extern "C" fn kt_options_set_flavour(
     })
 }
 
-/// Sets one timeout, `which` being a `kt_timeout` value, to `millis` milliseconds.
-/// 0 is refused except for `KT_TIMEOUT_SHADOW_HEARTBEAT` (never). Any other `which`
-/// gives `KT_STATUS_INVALID_ARGUMENT`.
+/// Sets one timeout, `which` being a `kt_timeout` value, to `millis` milliseconds
+/// (at most 30 days). 0 is refused except for `KT_TIMEOUT_SHADOW_HEARTBEAT` (never).
+/// Any other `which` gives `KT_STATUS_INVALID_ARGUMENT`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_options_set_timeout(
     options: *mut kt_options,
@@ -440,6 +440,12 @@ pub unsafe extern "C" fn kt_options_set_timeout(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
+        const MAX_MILLIS: u64 = 30 * 24 * 3600 * 1000;
+        if millis > MAX_MILLIS {
+            return Err(Failure::invalid(format!(
+                "a timeout of {millis} ms is more than 30 days; give at most {MAX_MILLIS} ms"
+            )));
+        }
         let d = Duration::from_millis(millis);
         if millis == 0 && which != kt_timeout::ShadowHeartbeat as u32 && which <= 7 {
             return Err(Failure::invalid(

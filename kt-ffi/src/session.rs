@@ -475,33 +475,39 @@ pub unsafe extern "C" fn kt_session_next_event(
     guard(err, err_len, || {
         let out = handle_out(event, "event")?;
         let entry = SESSIONS.get(session, "session")?;
+        // The wait covers taking the stream too: callers on several threads take turns
+        // without overrunning their own timeouts. (A year stands in for "forever".)
+        let wait = Duration::from_millis(timeout_ms.min(365 * 24 * 3600 * 1000));
         let next = block_on(async {
-            let mut stream = entry.events.lock().await;
-            if stream.ended {
-                return Err(ended());
-            }
-            let next = if timeout_ms == 0 {
-                stream.events.try_next()
-            } else {
-                let wait = Duration::from_millis(timeout_ms);
-                match tokio::time::timeout(wait, stream.events.next()).await {
-                    Ok(None) => {
-                        stream.ended = true;
-                        return Err(ended());
-                    }
-                    Ok(some) => some,
-                    Err(_) => None,
+            let take = async {
+                let mut stream = entry.events.lock().await;
+                if stream.ended {
+                    return Err(ended());
                 }
+                let next = if timeout_ms == 0 {
+                    stream.events.try_next()
+                } else {
+                    match stream.events.next().await {
+                        None => {
+                            stream.ended = true;
+                            return Err(ended());
+                        }
+                        some => some,
+                    }
+                };
+                if next == Some(Event::Closed) {
+                    stream.ended = true;
+                }
+                Ok(next)
             };
-            if next == Some(Event::Closed) {
-                stream.ended = true;
-            }
-            next.ok_or_else(|| {
-                Failure::new(
+            match tokio::time::timeout(wait, take).await {
+                Ok(Ok(Some(event))) => Ok(event),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(None)) | Err(_) => Err(Failure::new(
                     kt_status::Timeout,
                     format!("no event within {timeout_ms} ms"),
-                )
-            })
+                )),
+            }
         })??;
         out.write(EventData::new(&next).into_handle());
         Ok(())

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{compile, crate_dir, run_checked, valgrind};
+use common::{assert_fresh_libkt, compile, crate_dir, run_checked, valgrind};
 
 #[test]
 fn bad_input_gives_documented_statuses_and_messages_and_never_crashes() {
@@ -16,6 +16,7 @@ fn bad_input_gives_documented_statuses_and_messages_and_never_crashes() {
         out.status.success(),
         "bad_input.c reported failures (see its output above)"
     );
+    assert_fresh_libkt(&out);
 }
 
 #[test]
@@ -26,6 +27,7 @@ fn bad_input_under_valgrind_has_no_memory_errors_and_leaks_nothing() {
         out.status.success(),
         "bad_input.c under valgrind failed (exit 99: memory errors or leaks; see above)"
     );
+    assert_fresh_libkt(&out);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.contains("ERROR SUMMARY: 0 errors"),

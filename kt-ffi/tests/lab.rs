@@ -8,7 +8,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{LabNamespace, compile, crate_dir, printed, run_checked, valgrind};
+use common::{
+    LabNamespace, assert_fresh_libkt, compile, crate_dir, printed, run_checked, valgrind,
+};
 
 /// Runs `tests/c/session.c` (optionally under valgrind) in a fresh namespace and
 /// checks that nothing labelled with its session id is left.
@@ -37,6 +39,7 @@ fn whole_session(prefix: &str, under_valgrind: bool) {
             "valgrind reported errors"
         );
     }
+    assert_fresh_libkt(&out);
     let id = printed(&out, "SESSION_ID");
     let left = ns.objects(&format!("kt.dev/session={id}"));
     assert!(left.is_empty(), "session {id} left objects behind:\n{left}");
@@ -72,6 +75,7 @@ fn vpn_connect_without_cap_net_admin_fails_with_needs_capability_and_creates_not
         out.status.success(),
         "vpn_needs_capability.c failed (see its output above)"
     );
+    assert_fresh_libkt(&out);
     let left = ns.objects("app.kubernetes.io/managed-by=kt");
     assert!(
         left.is_empty(),
@@ -153,6 +157,7 @@ fn vpn_session_from_c_in_the_laptop_namespace_reaches_a_cluster_ip_and_restores_
             .arg(&ns.name),
     );
     assert!(out.status.success(), "vpn_session.c failed (see above)");
+    assert_fresh_libkt(&out);
     assert_eq!(
         before,
         laptop_state(),

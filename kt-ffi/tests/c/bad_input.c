@@ -66,6 +66,8 @@ int main(void) {
 	EXPECT(kt_options_set_flavour(opts, KT_FLAVOUR_KT_SHADOW, E), KT_STATUS_OK, "");
 	EXPECT(kt_options_set_timeout(opts, 8, 1000, E), KT_STATUS_INVALID_ARGUMENT, "8 is not a kt_timeout");
 	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_POD_READY, 0, E), KT_STATUS_INVALID_ARGUMENT, "0 ms");
+	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_CONNECT, UINT64_MAX, E), KT_STATUS_INVALID_ARGUMENT,
+	       "more than 30 days");
 	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_SHADOW_HEARTBEAT, 0, E), KT_STATUS_OK, "");
 	EXPECT(kt_options_set_timeout(opts, KT_TIMEOUT_CLOSE, 30000, E), KT_STATUS_OK, "");
 

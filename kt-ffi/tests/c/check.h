@@ -3,6 +3,9 @@
 #ifndef KT_TEST_CHECK_H
 #define KT_TEST_CHECK_H
 
+/* dladdr needs _GNU_SOURCE before the first system header: the tests pass
+ * -D_GNU_SOURCE. */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +53,14 @@ static char err[1024];
 			exit(2);                                                      \
 		}                                                                     \
 	} while (0)
+
+/* Says which libkt was loaded, before main: the test checks it is the one it built. */
+__attribute__((constructor)) static void report_libkt(void) {
+	Dl_info info;
+	if (dladdr((void *)kt_version, &info) && info.dli_fname)
+		printf("LIBKT=%s\n", info.dli_fname);
+	fflush(stdout);
+}
 
 static int finish(const char *name) {
 	if (failures) {

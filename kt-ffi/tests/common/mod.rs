@@ -114,13 +114,22 @@ pub(crate) fn pkg_config(args: &[&str]) -> Vec<String> {
 pub(crate) fn compile(source: &Path, name: &str) -> PathBuf {
     let exe = scratch().join(name);
     let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()));
-    cc.args(["-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror"])
-        .arg("-I")
-        .arg(crate_dir().join("tests/c"))
-        .arg(source)
-        .arg("-o")
-        .arg(&exe)
-        .args(pkg_config(&["--cflags", "--libs"]));
+    cc.args([
+        "-std=gnu11",
+        "-g",
+        "-O1",
+        "-pthread",
+        "-D_GNU_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ])
+    .arg("-I")
+    .arg(crate_dir().join("tests/c"))
+    .arg(source)
+    .arg("-o")
+    .arg(&exe)
+    .args(pkg_config(&["--cflags", "--libs"]));
     let out = run_checked(&mut cc);
     assert!(
         out.status.success(),
@@ -135,7 +144,11 @@ pub(crate) fn compile(source: &Path, name: &str) -> PathBuf {
 /// failing test shows it.
 pub(crate) fn run_checked(cmd: &mut Command) -> Output {
     let started = Instant::now();
+    // cargo runs tests with LD_LIBRARY_PATH naming target/<profile>, whose libkt.so
+    // `cargo test` does not refresh; it would win over the programs' run path (set by
+    // kt.pc to the libkt.so this run built). Without it, that one is loaded.
     let mut child = cmd
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -261,6 +274,20 @@ impl Drop for LabNamespace {
             .args(["delete", &self.name])
             .status();
     }
+}
+
+/// Checks that a C program (built with check.h) loaded this run's libkt.so, not
+/// another copy.
+pub(crate) fn assert_fresh_libkt(out: &Output) {
+    let loaded = PathBuf::from(printed(out, "LIBKT"));
+    let built = lib_dir().join("libkt.so");
+    assert_eq!(
+        loaded.canonicalize().ok(),
+        built.canonicalize().ok(),
+        "the C program loaded {} instead of {}",
+        loaded.display(),
+        built.display()
+    );
 }
 
 /// The value of the line `KEY=value` that a C program printed.
