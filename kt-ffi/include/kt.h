@@ -26,8 +26,9 @@
  *   are copied: the caller may free them when the call returns. Strings out
  *   (const char *) belong to the handle that gave them and stay valid until that
  *   handle is freed; never free them.
- * - Enum arguments are passed as uint32_t; a number that is no value of the enum
- *   gives KT_STATUS_INVALID_ARGUMENT.
+ * - Enum arguments (kt_flavour, kt_timeout, kt_dns_mode) are passed as uint32_t, so
+ *   that a number that is no value of the enum is safe: it gives
+ *   KT_STATUS_INVALID_ARGUMENT. Enum results are written as the enum type.
  * - Threads: libkt runs one process-wide, multi-threaded runtime (started on first
  *   use). Blocking functions (connect, close, forward, resolve, next_event) block
  *   only the calling thread. Call kt from your own threads, never from a thread kt
@@ -144,6 +145,24 @@ typedef enum {
   KT_EVENT_KIND_OTHER = 15,
 } kt_event_kind;
 
+// How the system resolver finds cluster names in VPN mode
+// (`kt_vpn_options_set_dns`, `kt_session_vpn_dns`).
+typedef enum {
+  // The best mode for this machine (systemd-resolved where it runs, else
+  // resolv.conf; /etc/resolver on macOS). The default.
+  KT_DNS_MODE_AUTO = 0,
+  // The local DNS server first in /etc/resolv.conf (restored on close).
+  KT_DNS_MODE_RESOLV_CONF = 1,
+  // systemd-resolved, on the tun link only.
+  KT_DNS_MODE_RESOLVED = 2,
+  // macOS /etc/resolver files.
+  KT_DNS_MODE_RESOLVER_DIR = 3,
+  // Hosts-file entries for the Services of some namespaces.
+  KT_DNS_MODE_HOSTS = 4,
+  // Leave the system resolver alone (the local DNS server still runs).
+  KT_DNS_MODE_OFF = 5,
+} kt_dns_mode;
+
 // Which SSH server runs in the shadow pod (`kt_options_set_flavour`).
 typedef enum {
   // kt's own agent `kt-shadow`: non-root, passes the restricted Pod Security
@@ -174,24 +193,6 @@ typedef enum {
   // 0 means never).
   KT_TIMEOUT_SHADOW_HEARTBEAT = 7,
 } kt_timeout;
-
-// How the system resolver finds cluster names in VPN mode
-// (`kt_vpn_options_set_dns`, `kt_session_vpn_dns`).
-typedef enum {
-  // The best mode for this machine (systemd-resolved where it runs, else
-  // resolv.conf; /etc/resolver on macOS). The default.
-  KT_DNS_MODE_AUTO = 0,
-  // The local DNS server first in /etc/resolv.conf (restored on close).
-  KT_DNS_MODE_RESOLV_CONF = 1,
-  // systemd-resolved, on the tun link only.
-  KT_DNS_MODE_RESOLVED = 2,
-  // macOS /etc/resolver files.
-  KT_DNS_MODE_RESOLVER_DIR = 3,
-  // Hosts-file entries for the Services of some namespaces.
-  KT_DNS_MODE_HOSTS = 4,
-  // Leave the system resolver alone (the local DNS server still runs).
-  KT_DNS_MODE_OFF = 5,
-} kt_dns_mode;
 
 // One event of a session (connect progress, tunnel state, closing): its kind, a
 // one-line text, and named fields.
@@ -487,7 +488,7 @@ kt_status kt_session_dns_addr(const kt_session *session, kt_addr *addr, char *er
 // `KT_DNS_MODE_AUTO` resolved to the real one) and in `*detail` what was changed,
 // in words (a string belonging to the session). `KT_STATUS_NOT_FOUND` in proxy
 // mode, `KT_STATUS_CLOSED` after close.
-kt_status kt_session_vpn_dns(const kt_session *session, uint32_t *mode, const char **detail, char *err, size_t err_len);
+kt_status kt_session_vpn_dns(const kt_session *session, kt_dns_mode *mode, const char **detail, char *err, size_t err_len);
 
 // VPN mode: stores in `*routes` a new `kt_list` of the ranges routed into the
 // cluster (CIDR text). Free it with `kt_list_free`. `KT_STATUS_NOT_FOUND` in

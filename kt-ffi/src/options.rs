@@ -743,17 +743,16 @@ pub unsafe extern "C" fn kt_vpn_options_set_dns(
     })
 }
 
-/// The `kt_dns_mode` number of `mode`.
-pub(crate) fn dns_mode_number(mode: &DnsMode) -> u32 {
-    let m = match mode {
+/// The `kt_dns_mode` of `mode`.
+pub(crate) fn dns_mode_value(mode: &DnsMode) -> kt_dns_mode {
+    match mode {
         DnsMode::ResolvConf => kt_dns_mode::ResolvConf,
         DnsMode::Resolved => kt_dns_mode::Resolved,
         DnsMode::ResolverDir => kt_dns_mode::ResolverDir,
         DnsMode::Hosts(_) => kt_dns_mode::Hosts,
         DnsMode::Off => kt_dns_mode::Off,
         _ => kt_dns_mode::Auto,
-    };
-    m as u32
+    }
 }
 
 /// A copy of the options behind `options`.

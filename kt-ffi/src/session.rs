@@ -12,7 +12,7 @@ use crate::event::{EventData, kt_event};
 use crate::handle::Table;
 use crate::list::{List, kt_list};
 use crate::options::kt_options;
-use crate::options::{dns_mode_number, snapshot};
+use crate::options::{dns_mode_value, kt_dns_mode, snapshot};
 use crate::status::{Failure, Out, cstring, guard, handle_out, kt_status, str_arg};
 use crate::{block_on, kt_addr, runtime};
 
@@ -339,7 +339,7 @@ pub unsafe extern "C" fn kt_session_dns_addr(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_session_vpn_dns(
     session: *const kt_session,
-    mode: *mut u32,
+    mode: *mut kt_dns_mode,
     detail: *mut *const c_char,
     err: *mut c_char,
     err_len: usize,
@@ -350,7 +350,7 @@ pub unsafe extern "C" fn kt_session_vpn_dns(
         let entry = SESSIONS.get(session, "session")?;
         let info = entry.open()?.vpn().ok_or_else(not_vpn)?;
         let text = entry.vpn_dns_detail.as_ref().ok_or_else(not_vpn)?;
-        mode_out.write(dns_mode_number(&info.dns_mode));
+        mode_out.write(dns_mode_value(&info.dns_mode));
         detail_out.write(text.as_ptr());
         Ok(())
     })

@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
 
 	/* The VPN's details. */
 	const char *device = NULL, *detail = NULL;
-	uint32_t mode = 99;
+	kt_dns_mode mode = KT_DNS_MODE_AUTO;
 	kt_list *routes = NULL;
 	kt_addr dns;
 	size_t n = 0;
