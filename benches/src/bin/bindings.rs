@@ -261,6 +261,9 @@ async fn program_runs(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        // `cargo run` points this at target/<profile>/deps, where an older libkt may sit;
+        // bench.c's rpath names the library built beside this binary.
+        .env_remove("LD_LIBRARY_PATH")
         .kill_on_drop(true);
     let limit = CALL_LIMIT * 3 * u32::try_from(runs).unwrap_or(20);
     let out = tokio::time::timeout(limit, c.output())
