@@ -1,4 +1,5 @@
-"""The public session API: thin Python over the native layer (``ktconnect._native``)."""
+"""The public session API: thin Python over the native layer (``ktconnect._native``,
+imported as ``_kt``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import (
     Union,
 )
 
-from . import _native
+from . import _native as _kt
 from .events import Event, _from_native
 
 __all__ = ["Session", "Events", "connect_options"]
@@ -50,7 +51,7 @@ def _close_open_sessions() -> None:
             pass
     # Connects abandoned with Ctrl-C, sessions garbage-collected without close():
     # their clean-up runs on kt's threads, which end with the interpreter.
-    if not _native.wait_for_cleanups(_EXIT_CLEANUP_SECONDS):
+    if not _kt.wait_for_cleanups(_EXIT_CLEANUP_SECONDS):
         sys.stderr.write(
             "ktconnect: some sessions were still being closed at exit; list what is left "
             "with `kubectl get pods,secrets -l app.kubernetes.io/managed-by=kt`\n"
@@ -108,7 +109,7 @@ def _check_options(values: Dict[str, Any]) -> None:
         "heartbeat_interval",
     ):
         _check(name, values[name], (int, float, datetime.timedelta), "seconds (int or float) or a timedelta")
-    _check("vpn", values["vpn"], _native.VpnOptions, "a ktconnect.VpnOptions")
+    _check("vpn", values["vpn"], _kt.VpnOptions, "a ktconnect.VpnOptions")
 
 
 def connect_options(
@@ -134,9 +135,9 @@ def connect_options(
     http_proxy_port: int = 0,
     cluster_domain: Optional[str] = None,
     dns_server: Optional[str] = None,
-    vpn: Optional[_native.VpnOptions] = None,
+    vpn: Optional[_kt.VpnOptions] = None,
     on_event: Optional[Callable[[Event], None]] = None,
-) -> _native.ConnectOptions:
+) -> _kt.ConnectOptions:
     """Checks every option and returns them as a :class:`ktconnect.ConnectOptions`.
 
     Raises ``TypeError`` for a value of the wrong type and
@@ -153,7 +154,7 @@ def connect_options(
         def callback(raw: Tuple[str, str, Dict[str, Any]]) -> None:
             on_event(_from_native(raw))  # type: ignore[arg-type]
 
-    return _native.ConnectOptions(
+    return _kt.ConnectOptions(
         kubeconfig=kubeconfig,
         context=context,
         namespace=namespace,
@@ -196,7 +197,7 @@ class Events:
 
     __slots__ = ("_native", "_timeout")
 
-    def __init__(self, native: _native.NativeEvents, timeout: Optional[float]) -> None:
+    def __init__(self, native: _kt.NativeEvents, timeout: Optional[float]) -> None:
         self._native = native
         self._timeout = timeout
 
@@ -241,13 +242,13 @@ class _Connecting(collections.abc.Coroutine):  # type: ignore[type-arg]
 
     __slots__ = ("_options", "_coro", "_session")
 
-    def __init__(self, options: _native.ConnectOptions) -> None:
+    def __init__(self, options: _kt.ConnectOptions) -> None:
         self._options = options
         self._coro: Optional[collections.abc.Coroutine] = None  # type: ignore[type-arg]
         self._session: Optional[Session] = None
 
     async def _connect(self) -> "Session":
-        native = await _native.connect_async(self._options)
+        native = await _kt.connect_async(self._options)
         return Session._adopt(native)
 
     def _inner(self) -> collections.abc.Coroutine:  # type: ignore[type-arg]
@@ -290,12 +291,13 @@ class Session:
     """
 
     __slots__ = ("_native", "__weakref__")
+    _native: _kt.NativeSession
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("open a session with Session.connect(...) or Session.connect_async(...)")
 
     @classmethod
-    def _adopt(cls, native: _native.NativeSession) -> "Session":
+    def _adopt(cls, native: _kt.NativeSession) -> "Session":
         self = object.__new__(cls)
         self._native = native
         with _open_lock:
@@ -329,9 +331,9 @@ class Session:
         http_proxy_port: int = 0,
         cluster_domain: Optional[str] = None,
         dns_server: Optional[str] = None,
-        vpn: Optional[_native.VpnOptions] = None,
+        vpn: Optional[_kt.VpnOptions] = None,
         on_event: Optional[Callable[[Event], None]] = None,
-        options: Optional[_native.ConnectOptions] = None,
+        options: Optional[_kt.ConnectOptions] = None,
     ) -> "Session":
         """Opens a session: creates the shadow pod and its Secret, waits until the pod
         is Ready, tunnels SSH to it through the API server and starts the local
@@ -387,11 +389,11 @@ class Session:
                 vpn=vpn,
                 on_event=on_event,
             )
-        elif not isinstance(options, _native.ConnectOptions):
+        elif not isinstance(options, _kt.ConnectOptions):
             raise TypeError(
                 f"options must be a ktconnect.ConnectOptions, not {type(options).__name__}"
             )
-        return cls._adopt(_native.connect(options))
+        return cls._adopt(_kt.connect(options))
 
     @classmethod
     def connect_async(
@@ -418,9 +420,9 @@ class Session:
         http_proxy_port: int = 0,
         cluster_domain: Optional[str] = None,
         dns_server: Optional[str] = None,
-        vpn: Optional[_native.VpnOptions] = None,
+        vpn: Optional[_kt.VpnOptions] = None,
         on_event: Optional[Callable[[Event], None]] = None,
-        options: Optional[_native.ConnectOptions] = None,
+        options: Optional[_kt.ConnectOptions] = None,
     ) -> _Connecting:
         """:meth:`connect` for asyncio: ``session = await Session.connect_async(...)``
         or ``async with Session.connect_async(...) as session``. The options are
@@ -452,7 +454,7 @@ class Session:
                 vpn=vpn,
                 on_event=on_event,
             )
-        elif not isinstance(options, _native.ConnectOptions):
+        elif not isinstance(options, _kt.ConnectOptions):
             raise TypeError(
                 f"options must be a ktconnect.ConnectOptions, not {type(options).__name__}"
             )

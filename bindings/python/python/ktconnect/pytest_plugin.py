@@ -36,7 +36,7 @@ Unset settings take kt's defaults (the kubeconfig's current context and namespac
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pytest
 
@@ -61,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(name, help=help_text, default=None)
 
 
-def _setting(config: pytest.Config, name: str, env: tuple) -> Optional[str]:
+def _setting(config: pytest.Config, name: str, env: Tuple[str, ...]) -> Optional[str]:
     value = config.getoption(name, default=None)
     if value:
         return str(value)
