@@ -1,8 +1,9 @@
 //! The binding's tokio runtime and the two ways Python waits for work on it.
 //!
 //! One multi-threaded runtime per process, made on first use, runs every session's
-//! tasks. Python never runs on its threads, and no runtime thread waits for Python
-//! while holding anything Python needs:
+//! tasks. Runtime threads take the GIL only for short calls (handing a result to an
+//! event loop, `on_event` callbacks), and no Python thread waits on the runtime while
+//! holding the GIL, so neither side can block the other:
 //!
 //! - [`block_on`] (the blocking API) spawns the work, then waits for it with the GIL
 //!   released, waking every 100 ms to let Python deliver signals: Ctrl-C raises
@@ -14,8 +15,8 @@
 //! Work must therefore be safe to drop at any await point; `session::connect` is made
 //! so (a connect cut short closes the session it was making).
 //!
-//! After `os.fork()` the child must not use sessions of the parent: the runtime's
-//! threads do not exist there.
+//! A process forked from one whose runtime runs has none of its threads: there every
+//! call raises (instead of hanging) and says to use the `spawn` start method.
 
 use std::future::Future;
 use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
@@ -35,21 +36,32 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 /// How long an interrupted blocking call waits for its aborted task to end.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
 
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+/// The runtime and the process that made it.
+static RUNTIME: OnceLock<Result<(Runtime, u32), String>> = OnceLock::new();
 
 /// The runtime, made on first use.
 pub(crate) fn runtime() -> PyResult<&'static Runtime> {
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("ktconnect")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start ktconnect's runtime: {e}")))
+    let made = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ktconnect")
+            .enable_all()
+            .build()
+            .map(|rt| (rt, std::process::id()))
+            .map_err(|e| e.to_string())
+    });
+    match made {
+        Ok((rt, pid)) if *pid == std::process::id() => Ok(rt),
+        Ok(_) => Err(PyRuntimeError::new_err(
+            "ktconnect cannot be used in a process forked from one that already used it \
+             (its threads are not in the child); start worker processes with \
+             multiprocessing's \"spawn\" or \"forkserver\" method, or use ktconnect only \
+             after forking",
+        )),
+        Err(e) => Err(PyRuntimeError::new_err(format!(
+            "cannot start ktconnect's runtime: {e}"
+        ))),
+    }
 }
 
 fn join_failure(e: JoinError) -> Failure {
@@ -236,7 +248,7 @@ where
             );
             // A closed loop has no one left to tell; the result is dropped here.
             if let Err(e) = delivered {
-                tracing_unraisable(py, e);
+                report_undeliverable(py, e);
             }
         });
     });
@@ -244,7 +256,7 @@ where
 }
 
 /// Reports an error nobody can receive, unless the loop was simply closed.
-fn tracing_unraisable(py: Python<'_>, e: PyErr) {
+fn report_undeliverable(py: Python<'_>, e: PyErr) {
     if !e.is_instance_of::<PyRuntimeError>(py) {
         e.write_unraisable(py, None);
     }

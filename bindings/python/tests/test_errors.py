@@ -214,3 +214,31 @@ def test_vpn_mode_without_cap_net_admin_raises_needs_capability_and_creates_noth
     assert result["kind"] == "needs_capability" and result["permission_error"]
     assert "CAP_NET_ADMIN" in result["message"] and "proxy mode" in result["message"]
     assert namespace.kubectl("get", "pods,secrets", "-l", f"kt-test={marker}", "-o", "name") == ""
+
+
+FORKED = r"""
+import os, sys, ktconnect
+try:  # starts the runtime in the parent
+    ktconnect.Session.connect(kubeconfig="/nonexistent/kubeconfig")
+except ktconnect.ConfigError:
+    pass
+pid = os.fork()
+if pid == 0:
+    try:
+        ktconnect.Session.connect(kubeconfig="/nonexistent/kubeconfig")
+    except RuntimeError as e:
+        print("child:", e, flush=True)
+        os._exit(0)
+    os._exit(1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_gets_an_error_instead_of_a_hang() -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FORKED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "forked from one that already used it" in done.stdout
+    assert '"spawn"' in done.stdout
