@@ -60,6 +60,32 @@ def test_plugin_http_fixtures_send_requests_through_the_session(
     assert kt_httpx.get(f"http://echo.{namespace.name}/hello").json()["pod"] in pods
 
 
+def test_socks5_proxy_connects_to_echo_by_name_with_remote_dns(
+    kt_session: ktconnect.Session, namespace: Namespace
+) -> None:
+    """A SOCKS5 client written out by hand (no library): greeting, CONNECT to the
+    domain name ``echo`` (resolved in the cluster), then HTTP."""
+    with socket.create_connection(kt_session.socks5_addr, timeout=30) as s:
+        s.sendall(b"\x05\x01\x00")  # version 5, one method: no authentication
+        assert s.recv(2) == b"\x05\x00"
+        name = b"echo"
+        s.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + (80).to_bytes(2, "big"))
+        reply = b""
+        while len(reply) < 10:  # version, status, reserved, IPv4 address and port
+            chunk = s.recv(10 - len(reply))
+            assert chunk, "the SOCKS5 proxy closed the connection"
+            reply += chunk
+        assert reply[:2] == b"\x05\x00", f"SOCKS5 CONNECT refused: {reply!r}"
+        s.sendall(b"GET /hello HTTP/1.0\r\nHost: echo\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert echo_reply(answer.partition(b"\r\n\r\n")[2])["pod"] in namespace.echo_pods()
+
+
 def test_forward_to_the_echo_service_answers_a_raw_socket_get(
     kt_session: ktconnect.Session, namespace: Namespace
 ) -> None:
