@@ -165,6 +165,21 @@ async fn close_work(session: Arc<Session>) -> Outcome<()> {
     }
 }
 
+/// A DNS mode as `VpnOptions(dns=...)` spells it.
+fn dns_mode_name(mode: &kt_core::DnsMode) -> String {
+    use kt_core::DnsMode as M;
+    match mode {
+        M::Auto => "auto".to_owned(),
+        M::ResolvConf => "resolv-conf".to_owned(),
+        M::Resolved => "resolved".to_owned(),
+        M::ResolverDir => "resolver-dir".to_owned(),
+        M::Hosts(namespaces) if namespaces.is_empty() => "hosts".to_owned(),
+        M::Hosts(namespaces) => format!("hosts:{}", namespaces.join(",")),
+        M::Off => "off".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
 #[pymethods]
 impl NativeSession {
     /// The session id (the `kt.dev/session` label on its objects).
@@ -220,7 +235,7 @@ impl NativeSession {
         let routes: Vec<String> = info.routes.iter().map(ToString::to_string).collect();
         d.set_item("routes", routes)?;
         d.set_item("dns_addr", info.dns_addr.map(address))?;
-        d.set_item("dns_mode", format!("{:?}", info.dns_mode))?;
+        d.set_item("dns_mode", dns_mode_name(&info.dns_mode))?;
         d.set_item("dns_detail", &info.dns_detail)?;
         Ok(Some(d))
     }

@@ -28,7 +28,8 @@ with ktconnect.Session.connect(kubeconfig=kubeconfig, namespace=namespace, vpn=v
         body = response.read().decode()
     info = session.vpn
     print(json.dumps({"id": session.id, "device": info["device"], "routes": info["routes"],
-                      "dns_addr": list(session.dns_addr), "body": body}), flush=True)
+                      "dns_mode": info["dns_mode"], "dns_addr": list(session.dns_addr),
+                      "body": body}), flush=True)
 """
 
 
@@ -73,5 +74,6 @@ def test_vpn_mode_in_the_laptop_namespace_reaches_echo_without_a_proxy_and_resto
     assert reply["host"] == f"echo.{namespace.name}.svc.cluster.local"
     assert reply["pod"] in namespace.echo_pods()
     assert result["device"] and result["routes"]
+    assert result["dns_mode"] == "resolv-conf" and result["dns_addr"][1] > 0
     assert _laptop_state() == before, "VPN mode left the laptop namespace changed"
     assert namespace.objects_of_session(result["id"]) == []
