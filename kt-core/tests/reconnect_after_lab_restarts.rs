@@ -48,6 +48,26 @@ async fn reconnected(events: &mut Events, after: &str) -> Result<()> {
         .with_context(|| format!("no Reconnected event within 150 s after {after}"))?
 }
 
+/// `curl_echo` through the session's HTTP proxy, tried again for up to 60 s while the
+/// cluster's own DNS settles: after an API server restart, CoreDNS's readiness follows
+/// its API watch, and while it is not ready the `kube-dns` ClusterIP refuses
+/// connections from every pod (seen as "cannot connect to 10.96.0.10:53 from the
+/// shadow pod"). kt's tunnel is already back (a `Reconnected` event came); if it were
+/// not, every try fails and so does the test.
+async fn curl_through_settling_lab(proxy: &str, url: &str) -> Result<kt_lab_tests::EchoReply> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match curl_echo(&["--proxy", proxy], url).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet ({e:#}); trying again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.context(format!("{url} through {proxy}, for 60 s"))),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_recovers_when_the_node_agent_and_then_the_api_server_restart() -> Result<()> {
     let f = Fixture::start("kt-restart", ShadowFlavour::KtShadow, 1).await?;
@@ -60,18 +80,13 @@ async fn session_recovers_when_the_node_agent_and_then_the_api_server_restart() 
 
     restart("node")?;
     reconnected(&mut events, "the node agent restarted").await?;
-    let reply = curl_echo(&["--proxy", &proxy], "http://echo/after-node").await?;
+    let reply = curl_through_settling_lab(&proxy, "http://echo/after-node").await?;
     ensure!(reply.path == "/after-node");
 
     restart("kube-apiserver")?;
     reconnected(&mut events, "the API server restarted").await?;
-    let reply = curl_echo(
-        &["--proxy", &proxy],
-        "http://echo.{ns}/after-apiserver"
-            .replace("{ns}", f.ns.name())
-            .as_str(),
-    )
-    .await?;
+    let url = format!("http://echo.{}/after-apiserver", f.ns.name());
+    let reply = curl_through_settling_lab(&proxy, &url).await?;
     ensure!(reply.path == "/after-apiserver");
 
     f.finish().await

@@ -83,8 +83,13 @@ fn new_session(py: Python<'_>, session: Session) -> PyResult<Py<PyAny>> {
 /// Opens a session (blocking; the GIL is released while it connects).
 #[pyfunction]
 pub(crate) fn connect(py: Python<'_>, options: &ConnectOptions) -> PyResult<NativeSession> {
-    let session = block_on(py, connect_work(options.build()))?;
-    Ok(NativeSession::new(session))
+    let session = NativeSession::new(block_on(py, connect_work(options.build()))?);
+    // A Ctrl-C that came while the connect was finishing still interrupts it: without
+    // this check Python might see it only after the caller's next statements (or never,
+    // at exit). The session is dropped, so it is closed in the background, and
+    // interpreter exit waits for that.
+    py.check_signals()?;
+    Ok(session)
 }
 
 /// Opens a session: an awaitable on the running event loop.
