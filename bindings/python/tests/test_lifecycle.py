@@ -120,6 +120,9 @@ def test_a_session_dropped_without_close_is_closed_in_the_background(
 INTERRUPTED_CONNECT = r"""
 import os, signal, sys, ktconnect
 kubeconfig, namespace, marker = sys.argv[1:4]
+# As at a terminal: Python leaves SIGINT ignored when it inherits it ignored (a test
+# run started in the background by a non-interactive shell, e.g. `testbed/check &`).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def on_event(event):
     if event.kind == "creating":  # the pod is being made: interrupt as a user would
