@@ -39,6 +39,47 @@ Object.defineProperty(native.Session.prototype, asyncDispose, {
   configurable: true,
 })
 
-module.exports.Session = native.Session
+// Sessions the program left open when Node runs out of work are closed before it exits
+// ('beforeExit': the close is awaited, so the shadow pod and Secret are gone when the
+// process ends). Held weakly: a session the program dropped is closed by the garbage
+// collector instead, as before. process.exit() and signals skip this; the shadow's
+// heartbeat watchdog covers those.
+const open = new Set()
+// The addon's static `connect` cannot be redefined, so the exported class is a thin
+// subclass whose `connect` tracks the session; sessions are still the addon's objects,
+// and `instanceof` accepts them.
+class Session extends native.Session {
+  static async connect(...args) {
+    const session = await native.Session.connect(...args)
+    open.add(new WeakRef(session))
+    return session
+  }
+
+  static [Symbol.hasInstance](value) {
+    return value instanceof native.Session
+  }
+}
+const close = native.Session.prototype.close
+Object.defineProperty(native.Session.prototype, 'close', {
+  value: function closeTracked(...args) {
+    for (const ref of open) if (ref.deref() === this) open.delete(ref)
+    return close.apply(this, args)
+  },
+  writable: true,
+  configurable: true,
+})
+process.on('beforeExit', () => {
+  const left = [...open].map((ref) => ref.deref()).filter(Boolean)
+  open.clear()
+  if (left.length === 0) return
+  process.stderr.write(`ktconnect: closing ${left.length} session(s) the program left open\n`)
+  Promise.allSettled(left.map((s) => s.close())).then((results) => {
+    for (const r of results) {
+      if (r.status === 'rejected') process.stderr.write(`ktconnect: closing a session left open: ${r.reason?.message ?? r.reason}\n`)
+    }
+  })
+})
+
+module.exports.Session = Session
 module.exports.EventStream = native.EventStream
 module.exports.asyncDispose = asyncDispose

@@ -174,7 +174,7 @@ test('VPN mode without CAP_NET_ADMIN rejects with KT_NEEDS_CAPABILITY and create
   assert.deepEqual(objectsLabelled(ns.namespace, KT_OBJECTS), [])
 })
 
-test('node exits cleanly when a session was never closed, onEvent callback and all', LIMIT, async () => {
+test('node closes a session the program never closed before it exits, onEvent callback and all', LIMIT, async () => {
   const source = `
     import { Session } from ${JSON.stringify(INDEX)}
     const s = await Session.connect({
@@ -187,6 +187,10 @@ test('node exits cleanly when a session was never closed, onEvent callback and a
   try {
     assert.equal(run.code, 0, `exit ${run.code} ${run.signal ?? ''}: ${run.stderr}`)
     assert.doesNotMatch(run.stderr, /panic/)
+    assert.match(run.stderr, /closing 1 session\(s\) the program left open/)
+    const id = run.stdout.trim()
+    assert.ok(id, 'the child printed its session id')
+    assert.deepEqual(objectsLabelled(ns.namespace, `kt.dev/session=${id}`), [], 'left after exit')
   } finally {
     const id = run.stdout?.trim()
     if (id) kubectl('delete', 'pods,secrets', '-n', ns.namespace, '-l', `kt.dev/session=${id}`, '--wait=false')
