@@ -231,7 +231,9 @@ typedef struct kt_options kt_options;
 //
 // Owned by the caller: `kt_session_close` removes what it made in the cluster
 // (waiting for it), then `kt_session_free` releases the handle. Freeing a session
-// that is not closed starts the removal in the background without waiting. After
+// that is not closed starts the removal in the background without waiting. When the
+// program exits normally (a return from `main`, `exit()`), libkt closes the sessions
+// it left open and waits for those removals, up to 30 s in all. After
 // close, the functions that use the tunnel give `KT_STATUS_CLOSED`; the id,
 // namespace and pod name stay readable until free.
 //
@@ -298,6 +300,8 @@ kt_status kt_event_get_field(const kt_event *event, const char *name, const char
 
 // Frees `event`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
 kt_status kt_event_free(kt_event *event, char *err, size_t err_len);
+
+extern int atexit(void (*callback)(void));
 
 // Stores the number of items of `list` in `*len`.
 kt_status kt_list_len(const kt_list *list, size_t *len, char *err, size_t err_len);
@@ -448,8 +452,9 @@ kt_status kt_session_connect(const kt_options *options, kt_session **session, ch
 kt_status kt_session_close(kt_session *session, char *err, size_t err_len);
 
 // Frees `session`. If it was not closed, its objects are removed in the background
-// (best effort, not waited for: call `kt_session_close` first to be sure). Freeing
-// it twice gives `KT_STATUS_INVALID_HANDLE`.
+// (not waited for here: call `kt_session_close` first to be sure; when the program
+// exits normally, libkt waits up to 30 s for such removals). Freeing it twice gives
+// `KT_STATUS_INVALID_HANDLE`.
 kt_status kt_session_free(kt_session *session, char *err, size_t err_len);
 
 // Stores in `*id` the session id (the `kt.dev/session` label on its objects).

@@ -80,6 +80,16 @@ impl<T> Table<T> {
             .ok_or_else(|| self.not_live(token, what))
     }
 
+    /// Every live value.
+    pub(crate) fn values(&self) -> Vec<Arc<T>> {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn token<H>(&self, handle: *const H, what: &str) -> Result<usize, Failure> {
         if handle.is_null() {
             return Err(Failure::null(what));

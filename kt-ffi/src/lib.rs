@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 pub mod event;
+mod exit;
 pub mod handle;
 pub mod list;
 pub mod options;

@@ -21,7 +21,9 @@ use crate::{block_on, kt_addr, runtime};
 ///
 /// Owned by the caller: `kt_session_close` removes what it made in the cluster
 /// (waiting for it), then `kt_session_free` releases the handle. Freeing a session
-/// that is not closed starts the removal in the background without waiting. After
+/// that is not closed starts the removal in the background without waiting. When the
+/// program exits normally (a return from `main`, `exit()`), libkt closes the sessions
+/// it left open and waits for those removals, up to 30 s in all. After
 /// close, the functions that use the tunnel give `KT_STATUS_CLOSED`; the id,
 /// namespace and pod name stay readable until free.
 ///
@@ -118,8 +120,26 @@ pub unsafe extern "C" fn kt_session_connect(
             session: Some(s),
         };
         out.write(SESSIONS.insert(entry));
+        crate::exit::arm();
         Ok(())
     })
+}
+
+/// Starts closing every session that is neither closed nor freed (for the exit
+/// handler); returns the closes to wait for.
+pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<tokio::task::JoinHandle<()>> {
+    SESSIONS
+        .values()
+        .into_iter()
+        .filter(|entry| !entry.closed.swap(true, Ordering::SeqCst))
+        .map(|entry| {
+            rt.spawn(async move {
+                if let Err(e) = entry.session().close().await {
+                    eprintln!("kt: closing session {:?} at exit: {e}", entry.id);
+                }
+            })
+        })
+        .collect()
 }
 
 /// Closes `session`: removes every object it created in the cluster and waits
@@ -142,8 +162,9 @@ pub unsafe extern "C" fn kt_session_close(
 }
 
 /// Frees `session`. If it was not closed, its objects are removed in the background
-/// (best effort, not waited for: call `kt_session_close` first to be sure). Freeing
-/// it twice gives `KT_STATUS_INVALID_HANDLE`.
+/// (not waited for here: call `kt_session_close` first to be sure; when the program
+/// exits normally, libkt waits up to 30 s for such removals). Freeing it twice gives
+/// `KT_STATUS_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_session_free(
     session: *mut kt_session,
@@ -151,7 +172,15 @@ pub unsafe extern "C" fn kt_session_free(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        SESSIONS.remove(session, "session")?;
+        let entry = SESSIONS.remove(session, "session")?;
+        if !entry.closed.swap(true, Ordering::SeqCst) {
+            let rt = runtime()?;
+            crate::exit::track(rt.spawn(async move {
+                if let Err(e) = entry.session().close().await {
+                    eprintln!("kt: closing freed session {:?}: {e}", entry.id);
+                }
+            }));
+        }
         Ok(())
     })
 }

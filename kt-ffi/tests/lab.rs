@@ -1,6 +1,7 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
 //! whole session from C (directly and under valgrind), VPN mode refused without
-//! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, and the C example. Each runs in its own namespace made by
+//! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program leaves open
+//! (closed at exit), and the C example. Each runs in its own namespace made by
 //! `testbed/test-namespace` (restricted Pod Security, kt's Role only), and checks
 //! that the session left nothing in the cluster.
 
@@ -104,6 +105,31 @@ fn c_example_fetches_the_echo_through_the_http_proxy() {
     );
     let left = ns.objects("app.kubernetes.io/managed-by=kt");
     assert!(left.is_empty(), "the example left objects behind:\n{left}");
+}
+
+#[test]
+fn sessions_left_open_or_freed_without_close_are_gone_when_the_program_exits() {
+    let ns = LabNamespace::create("kt-ffi-exit");
+    let exe = compile(
+        &crate_dir().join("tests/c/exit_without_close.c"),
+        "exit_without_close",
+    );
+    let out = run_checked(Command::new(&exe).arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(out.status.success(), "exit_without_close.c failed");
+    assert_fresh_libkt(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("closing 1 session(s) the program left open"),
+        "the exit handler did not say what it closed: {stderr}"
+    );
+    for key in ["FREED_ID", "OPEN_ID"] {
+        let id = printed(&out, key);
+        let left = ns.objects(&format!("kt.dev/session={id}"));
+        assert!(
+            left.is_empty(),
+            "{key} {id}: left after the program exited:\n{left}"
+        );
+    }
 }
 
 /// The laptop network namespace's links, routes, resolv.conf and hosts file.
