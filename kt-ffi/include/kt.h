@@ -243,6 +243,20 @@ typedef struct kt_options kt_options;
 // other use. Strings a session hands out stay valid until `kt_session_free`.
 typedef struct kt_session kt_session;
 
+// A UDP flow through the session's shadow to one target, made by
+// `kt_session_udp_channel` (kt-shadow flavour only). Datagrams keep their
+// boundaries (up to 65 507 bytes); the shadow ends a flow that carried nothing
+// either way for 60 s, after which send and receive give `KT_STATUS_TUNNEL` and a
+// new channel is needed. As with any UDP socket, a datagram may be lost.
+//
+// Owned by the caller: free it with `kt_udp_channel_free` (closing the session
+// ends it too; then calls give `KT_STATUS_CLOSED`).
+//
+// Thread-safety: any function may be called from any thread, also at the same time
+// (one thread receiving while another sends); receivers on several threads take
+// turns. `kt_udp_channel_free` must come after every other use.
+typedef struct kt_udp_channel kt_udp_channel;
+
 // VPN mode settings (routes, tun device, system DNS). Made by `kt_vpn_options_new`
 // with routes discovered from the cluster and `KT_DNS_MODE_AUTO`; given to a
 // `kt_options` by `kt_options_set_vpn`, which copies it.
@@ -527,6 +541,12 @@ kt_status kt_session_forward(const kt_session *session, const char *target, uint
 // otherwise).
 kt_status kt_session_forward_udp(const kt_session *session, const char *target, uint16_t port, kt_addr *local, char *err, size_t err_len);
 
+// Opens a UDP flow to `target`'s `port` in the cluster without a local socket (see
+// `kt_udp_channel`) and stores it in `*channel`. `target` is written as for
+// `kt_session_forward`. Only the kt-shadow flavour relays UDP
+// (`KT_STATUS_UNSUPPORTED` otherwise).
+kt_status kt_session_udp_channel(const kt_session *session, const char *target, uint16_t port, kt_udp_channel **channel, char *err, size_t err_len);
+
 // Waits up to `timeout_ms` milliseconds (0: does not wait) for the session's next
 // event and stores it in `*event` (a new `kt_event`; free it with
 // `kt_event_free`). The first calls return every event since connect began, then
@@ -535,6 +555,27 @@ kt_status kt_session_forward_udp(const kt_session *session, const char *target, 
 // event was returned. Blocking; calls from several threads take turns, each event
 // goes to one caller.
 kt_status kt_session_next_event(const kt_session *session, uint64_t timeout_ms, kt_event **event, char *err, size_t err_len);
+
+// Sends one datagram of `len` bytes from `data` (`data` may be NULL when `len` is
+// 0). Blocks only while 256 earlier datagrams still wait for the tunnel.
+// `KT_STATUS_INVALID_ARGUMENT` for more than 65 507 bytes.
+kt_status kt_udp_channel_send(const kt_udp_channel *channel, const uint8_t *data, size_t len, char *err, size_t err_len);
+
+// Waits up to `timeout_ms` milliseconds (0: does not wait) for the next datagram
+// from the target and copies it into `buf` (`cap` bytes). Stores in `*len` the
+// datagram's whole length: when it is larger than `cap`, only the first `cap` bytes
+// were copied and the rest is lost (as with `recv` on a UDP socket). Gives
+// `KT_STATUS_TIMEOUT` (and `*len` 0) when none came in time.
+kt_status kt_udp_channel_recv(const kt_udp_channel *channel, uint8_t *buf, size_t cap, size_t *len, uint64_t timeout_ms, char *err, size_t err_len);
+
+// The address in the cluster the shadow sends to (the Service's ClusterIP, the
+// pod's IP, or what the name resolved to); only `ip` and `port` are meaningful
+// as a remote address.
+kt_status kt_udp_channel_peer_addr(const kt_udp_channel *channel, kt_addr *addr, char *err, size_t err_len);
+
+// Frees `channel` and ends its flow. Freeing it twice gives
+// `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_udp_channel_free(kt_udp_channel *channel, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -21,7 +21,7 @@ const KINDS: [&str; 8] = [
     "kt_session",
     "kt_event",
     "kt_list",
-    "",
+    "kt_udp_channel",
     "",
 ];
 

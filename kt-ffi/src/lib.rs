@@ -29,6 +29,7 @@ pub mod list;
 pub mod options;
 pub mod session;
 pub mod status;
+pub mod udp;
 
 pub use status::kt_status;
 

@@ -486,6 +486,33 @@ pub unsafe extern "C" fn kt_session_forward_udp(
     unsafe { forward_with(session, target, port, local, err, err_len, true) }
 }
 
+/// Opens a UDP flow to `target`'s `port` in the cluster without a local socket (see
+/// `kt_udp_channel`) and stores it in `*channel`. `target` is written as for
+/// `kt_session_forward`. Only the kt-shadow flavour relays UDP
+/// (`KT_STATUS_UNSUPPORTED` otherwise).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_session_udp_channel(
+    session: *const kt_session,
+    target: *const c_char,
+    port: u16,
+    channel: *mut *mut crate::udp::kt_udp_channel,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(channel, "channel")?;
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let target = unsafe { str_arg(target, "target") }?;
+        if port == 0 {
+            return Err(Failure::invalid("port 0 is not a port to send to"));
+        }
+        let entry = SESSIONS.get(session, "session")?;
+        let chan = block_on(entry.open()?.udp_channel(target, port))??;
+        out.write(crate::udp::insert(chan));
+        Ok(())
+    })
+}
+
 /// Waits up to `timeout_ms` milliseconds (0: does not wait) for the session's next
 /// event and stores it in `*event` (a new `kt_event`; free it with
 /// `kt_event_free`). The first calls return every event since connect began, then

@@ -1,6 +1,7 @@
 /* A whole session from C against the lab: connect with a scoped kubeconfig, read
  * the session's names and proxy addresses, HTTP GET through a TCP forward and
- * through the HTTP proxy with plain sockets, a UDP echo through a UDP forward,
+ * through the HTTP proxy with plain sockets, a UDP echo through a UDP forward and
+ * through a UDP channel (datagrams without a local socket),
  * resolve, env, events until closed (read by a second thread while the first
  * closes), close (twice), use after close, free (twice).
  * Usage: session KUBECONFIG NAMESPACE. Prints SESSION_ID=<id> for the caller, which
@@ -176,6 +177,42 @@ int main(int argc, char **argv) {
 	CHECK(udp_echo(ufwd.port, "datagram from C", dgram, sizeof dgram) == 0);
 	CHECK(strstr(dgram, "datagram from C") != NULL);
 
+	/* A UDP channel: datagrams straight from the program, no local socket. */
+	kt_udp_channel *chan = NULL, *late = NULL;
+	EXPECT(kt_session_udp_channel(s, "echo", 9001, &chan, E), KT_STATUS_OK, "");
+	kt_addr peer;
+	EXPECT(kt_udp_channel_peer_addr(chan, &peer, E), KT_STATUS_OK, "");
+	CHECK(peer.port == 9001);
+	const char *msg = "channel datagram from C";
+	uint8_t got[256];
+	size_t got_len = 0;
+	int echoed = 0;
+	for (int attempt = 0; attempt < 5 && !echoed; attempt++) {
+		EXPECT(kt_udp_channel_send(chan, (const uint8_t *)msg, strlen(msg), E), KT_STATUS_OK, "");
+		kt_status st = kt_udp_channel_recv(chan, got, sizeof got - 1, &got_len, 5000, E);
+		if (st == KT_STATUS_OK) {
+			got[got_len < sizeof got - 1 ? got_len : sizeof got - 1] = '\0';
+			echoed = strstr((const char *)got, msg) != NULL;
+		}
+	}
+	CHECK(echoed);
+	/* A buffer too small: the first bytes, and the datagram's whole length. */
+	EXPECT(kt_udp_channel_send(chan, (const uint8_t *)msg, strlen(msg), E), KT_STATUS_OK, "");
+	uint8_t small[4];
+	if (kt_udp_channel_recv(chan, small, sizeof small, &got_len, 5000, E) == KT_STATUS_OK)
+		CHECK(got_len >= strlen(msg) && memcmp(small, got, sizeof small) == 0);
+	EXPECT(kt_udp_channel_recv(chan, got, sizeof got, &got_len, 0, E), KT_STATUS_TIMEOUT, "no datagram");
+	CHECK(got_len == 0);
+	EXPECT(kt_udp_channel_send(chan, NULL, 3, E), KT_STATUS_NULL_POINTER, "data");
+	EXPECT(kt_udp_channel_recv(chan, NULL, 8, &got_len, 0, E), KT_STATUS_NULL_POINTER, "buf");
+	EXPECT(kt_udp_channel_send((kt_udp_channel *)s, (const uint8_t *)msg, 1, E), KT_STATUS_INVALID_HANDLE, "kt_session");
+	EXPECT(kt_session_udp_channel(s, "echo", 0, &late, E), KT_STATUS_INVALID_ARGUMENT, "port 0");
+	CHECK(late == NULL);
+	EXPECT(kt_udp_channel_free(chan, E), KT_STATUS_OK, "");
+	EXPECT(kt_udp_channel_free(chan, E), KT_STATUS_INVALID_HANDLE, "freed already");
+	/* One left open across the close below. */
+	EXPECT(kt_session_udp_channel(s, "echo", 9001, &late, E), KT_STATUS_OK, "");
+
 	/* Forward errors. */
 	EXPECT(kt_session_forward(s, "svc/no-such-service", 80, &fwd, E), KT_STATUS_NOT_FOUND, "no-such-service");
 	EXPECT(kt_session_forward(s, "pod/", 80, &fwd, E), KT_STATUS_INVALID_ARGUMENT, "invalid target");
@@ -277,6 +314,8 @@ int main(int argc, char **argv) {
 	EXPECT(kt_session_env(s, &env, E), KT_STATUS_CLOSED, "closed");
 	EXPECT(kt_session_dns_server(s, &dns, E), KT_STATUS_CLOSED, "closed");
 	EXPECT(kt_session_id(s, &id, E), KT_STATUS_OK, "");
+	EXPECT(kt_udp_channel_send(late, (const uint8_t *)msg, strlen(msg), E), KT_STATUS_CLOSED, "closed");
+	EXPECT(kt_udp_channel_free(late, E), KT_STATUS_OK, "");
 	/* The event stream has ended. */
 	EXPECT(kt_session_next_event(s, 100, &ev, E), KT_STATUS_CLOSED, "ended");
 	EXPECT(kt_session_next_event(s, 0, &ev, E), KT_STATUS_CLOSED, "ended");
