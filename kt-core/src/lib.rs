@@ -145,22 +145,28 @@ mod cluster;
 mod dns;
 mod error;
 mod events;
+mod options;
+mod outbound;
 mod session;
-mod tunnel;
+mod shadow;
+mod task;
+mod transport;
 mod vpn;
 
 #[doc(hidden)]
 pub use cluster::ranges::discover_ranges;
-pub use cluster::spec::sshd_config as openssh_sshd_config;
 pub use cluster::target::Target;
 pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
 pub use error::{Error, ROLE_YAML, Result};
 pub use events::{Event, Events};
-pub use session::{
-    ConnectOptions, DEFAULT_OPENSSH_IMAGE, FALLBACK_DNS_SERVER, SHADOW_IMAGE_ENV, Session,
-    ShadowFlavour,
+pub use ipnet::IpNet;
+pub use options::{
+    ConnectOptions, DEFAULT_MTU, DEFAULT_OPENSSH_IMAGE, DnsMode, FALLBACK_DNS_SERVER,
+    SHADOW_IMAGE_ENV, ShadowFlavour, VpnOptions,
 };
-pub use tunnel::udp::DatagramChannel;
-pub use vpn::{DEFAULT_MTU, DnsMode, IpNet, VpnInfo, VpnOptions};
+pub use outbound::udp::DatagramChannel;
+pub use session::Session;
+pub use shadow::spec::sshd_config as openssh_sshd_config;
+pub use vpn::VpnInfo;

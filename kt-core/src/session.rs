@@ -1,352 +1,31 @@
-//! [`Session`]: connect options, the connect sequence, the caller API and close.
+//! [`Session`]: the connect sequence, the caller API and close.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
-use kt_proto::shadow;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
-use crate::cluster::spec::{OPENSSH_USER, SessionKeys, ShadowSpec};
 use crate::cluster::target::{Destination, Target};
-use crate::cluster::{Cluster, Objects, heartbeat, leftovers, wait};
+use crate::cluster::{Cluster, Objects, leftovers};
+use crate::dns::server::ClusterResolver;
 use crate::dns::{Resolver, SearchList};
 use crate::error::{Error, Result};
-use crate::events::{Callback, Event, EventBus, Events};
-use crate::tunnel::transport::{Link, TransportConfig, Tunnel};
-use crate::tunnel::udp::{self, DatagramChannel};
-use crate::tunnel::{Dialer, Tasks, accept_loop, bind, forward, http, socks};
+use crate::events::{Event, EventBus, Events};
+use crate::options::{ConnectOptions, FALLBACK_DNS_SERVER, ShadowFlavour};
+use crate::outbound::udp::{self, DatagramChannel};
+use crate::outbound::{Dialer, accept_loop, bind, forward, http, socks};
+use crate::shadow::spec::{SessionKeys, ShadowSpec};
+use crate::shadow::{heartbeat, wait};
+use crate::task::Tasks;
+use crate::transport::{Link, TransportConfig, Tunnel};
+use crate::vpn::VpnInfo;
 use crate::vpn::setup::{VpnContext, VpnState, check_capability, recover_left_overs};
-use crate::vpn::{VpnInfo, VpnOptions};
-
-/// Environment variable overriding the default shadow image (both flavours).
-pub const SHADOW_IMAGE_ENV: &str = "KT_SHADOW_IMAGE";
-
-/// The default image of the [`ShadowFlavour::OpenSsh`] shadow: any image with
-/// `/usr/sbin/sshd` works (e.g. `debian` plus the `openssh-server` package); this name
-/// is the one the lab (`testbed/`) maps to the machine's sshd.
-pub const DEFAULT_OPENSSH_IMAGE: &str = "kt.dev/openssh";
-
-/// The cluster DNS address used when the `kube-dns` Service cannot be read (the
-/// kubeadm/kind default).
-pub const FALLBACK_DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-
-/// Which SSH server runs in the shadow pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ShadowFlavour {
-    /// kt's own agent, `kt-shadow` (built from `kt-shadow/`, image
-    /// `kt.dev/kt-shadow:<version>` by default): a small static binary that runs as a
-    /// non-root user under the **restricted** Pod Security Standard, with an exec
-    /// readiness probe (`kt-shadow probe`), a heartbeat watchdog and a UDP channel.
-    #[default]
-    KtShadow,
-    /// A stock OpenSSH `sshd` (kt-connect's shadow is sshd with `GatewayPorts yes`),
-    /// for clusters where only such an image is available. sshd runs as **root**
-    /// (`/usr/sbin/sshd -D -e -f /etc/kt/sshd_config`, configuration from the Secret:
-    /// loopback only, the session's keys only, TCP forwarding on), so it needs a
-    /// namespace that allows root pods (baseline, not restricted), and the image must
-    /// have sshd's privilege-separation directory (`/run/sshd` on Debian). No readiness
-    /// probe: the client retries the SSH handshake until sshd answers.
-    OpenSsh,
-}
-
-impl ShadowFlavour {
-    /// The SSH user name the client logs in as.
-    fn user(self) -> &'static str {
-        match self {
-            ShadowFlavour::KtShadow => shadow::SSH_USER,
-            ShadowFlavour::OpenSsh => OPENSSH_USER,
-        }
-    }
-}
-
-/// How to open a [`Session`]; a builder. Every setting has a default, so
-/// `ConnectOptions::new()` connects with the current kubeconfig context and namespace.
-#[derive(Clone)]
-pub struct ConnectOptions {
-    pub(crate) kubeconfig: Option<PathBuf>,
-    pub(crate) context: Option<String>,
-    pub(crate) namespace: Option<String>,
-    pub(crate) shadow_image: Option<String>,
-    pub(crate) flavour: ShadowFlavour,
-    pub(crate) shadow_probe_binary: Option<String>,
-    pub(crate) sshd_path: String,
-    pub(crate) ssh_port: u16,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) annotations: BTreeMap<String, String>,
-    pub(crate) image_pull_secrets: Vec<String>,
-    pub(crate) node_selector: BTreeMap<String, String>,
-    pub(crate) pod_ready_timeout: Duration,
-    pub(crate) port_forward_timeout: Duration,
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) shadow_heartbeat_timeout: Option<Duration>,
-    pub(crate) reconnect_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) dns_timeout: Duration,
-    pub(crate) close_timeout: Duration,
-    pub(crate) cluster_domain: String,
-    pub(crate) dns_server: Option<IpAddr>,
-    pub(crate) socks5_port: u16,
-    pub(crate) http_proxy_port: u16,
-    pub(crate) on_event: Option<Callback>,
-    pub(crate) vpn: Option<VpnOptions>,
-}
-
-impl Default for ConnectOptions {
-    fn default() -> Self {
-        ConnectOptions {
-            kubeconfig: None,
-            context: None,
-            namespace: None,
-            shadow_image: None,
-            flavour: ShadowFlavour::KtShadow,
-            shadow_probe_binary: None,
-            sshd_path: "/usr/sbin/sshd".to_owned(),
-            ssh_port: shadow::SSH_PORT,
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            image_pull_secrets: Vec::new(),
-            node_selector: BTreeMap::new(),
-            pod_ready_timeout: Duration::from_secs(60),
-            port_forward_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(30),
-            shadow_heartbeat_timeout: Some(Duration::from_secs(600)),
-            reconnect_timeout: Duration::from_secs(120),
-            connect_timeout: Duration::from_secs(30),
-            dns_timeout: Duration::from_secs(5),
-            close_timeout: Duration::from_secs(60),
-            cluster_domain: "cluster.local".to_owned(),
-            dns_server: None,
-            socks5_port: 0,
-            http_proxy_port: 0,
-            on_event: None,
-            vpn: None,
-        }
-    }
-}
-
-impl fmt::Debug for ConnectOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectOptions")
-            .field("kubeconfig", &self.kubeconfig)
-            .field("context", &self.context)
-            .field("namespace", &self.namespace)
-            .field("shadow_image", &self.shadow_image)
-            .field("flavour", &self.flavour)
-            .field("ssh_port", &self.ssh_port)
-            .field("labels", &self.labels)
-            .field("annotations", &self.annotations)
-            .field("pod_ready_timeout", &self.pod_ready_timeout)
-            .field("port_forward_timeout", &self.port_forward_timeout)
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("reconnect_timeout", &self.reconnect_timeout)
-            .field("on_event", &self.on_event.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnectOptions {
-    /// The defaults: current kubeconfig context and its namespace, the kt-shadow image.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Use this kubeconfig file instead of the default loading rules (`KUBECONFIG`,
-    /// `~/.kube/config`, in-cluster).
-    pub fn kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
-        self.kubeconfig = Some(path.into());
-        self
-    }
-
-    /// Use this kubeconfig context instead of the current one.
-    pub fn context(mut self, context: impl Into<String>) -> Self {
-        self.context = Some(context.into());
-        self
-    }
-
-    /// Work in this namespace (default: the context's namespace, else `default`). The
-    /// shadow runs here and short names resolve here.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// The shadow image. Default: `$KT_SHADOW_IMAGE` if set, else
-    /// `kt.dev/kt-shadow:<version>` ([`ShadowFlavour::KtShadow`]) or
-    /// [`DEFAULT_OPENSSH_IMAGE`] ([`ShadowFlavour::OpenSsh`]). On a real cluster, build
-    /// `kt-shadow/Dockerfile`, push it to a registry the nodes can pull from, and name it here.
-    pub fn shadow_image(mut self, image: impl Into<String>) -> Self {
-        self.shadow_image = Some(image.into());
-        self
-    }
-
-    /// Which SSH server the shadow runs (default [`ShadowFlavour::KtShadow`]).
-    pub fn flavour(mut self, flavour: ShadowFlavour) -> Self {
-        self.flavour = flavour;
-        self
-    }
-
-    /// The command the readiness probe runs to find the kt-shadow binary (default
-    /// `kt-shadow`, looked up through the container's `PATH`, which the image sets).
-    /// Set it for a custom image that keeps the binary off its `PATH`.
-    pub fn shadow_probe_binary(mut self, path: impl Into<String>) -> Self {
-        self.shadow_probe_binary = Some(path.into());
-        self
-    }
-
-    /// Path of `sshd` in the [`ShadowFlavour::OpenSsh`] image (default `/usr/sbin/sshd`).
-    pub fn sshd_path(mut self, path: impl Into<String>) -> Self {
-        self.sshd_path = path.into();
-        self
-    }
-
-    /// The SSH port in the shadow pod, on its loopback (default 2222).
-    pub fn ssh_port(mut self, port: u16) -> Self {
-        self.ssh_port = port;
-        self
-    }
-
-    /// An extra label on every object kt creates (kt's own labels cannot be overridden).
-    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.insert(key.into(), value.into());
-        self
-    }
-
-    /// An extra annotation on every object kt creates.
-    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.annotations.insert(key.into(), value.into());
-        self
-    }
-
-    /// An image pull Secret for the shadow pod (for private registries).
-    pub fn image_pull_secret(mut self, name: impl Into<String>) -> Self {
-        self.image_pull_secrets.push(name.into());
-        self
-    }
-
-    /// A node selector entry for the shadow pod.
-    pub fn node_selector(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.node_selector.insert(key.into(), value.into());
-        self
-    }
-
-    /// How long the shadow pod may take to become Ready and answer SSH (default 60 s).
-    pub fn pod_ready_timeout(mut self, timeout: Duration) -> Self {
-        self.pod_ready_timeout = timeout;
-        self
-    }
-
-    /// How long one port-forward + SSH handshake + login may take (default 10 s).
-    pub fn port_forward_timeout(mut self, timeout: Duration) -> Self {
-        self.port_forward_timeout = timeout;
-        self
-    }
-
-    /// How often the heartbeat annotation on the shadow pod is refreshed (default 30 s).
-    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.heartbeat_interval = interval.max(Duration::from_secs(1));
-        self
-    }
-
-    /// After how long without any connected client kt-shadow exits on its own
-    /// (`--heartbeat-timeout`; default 10 min; `None` never). Leftovers of a crashed
-    /// client then stop running even before `kt clean` removes them.
-    pub fn shadow_heartbeat_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.shadow_heartbeat_timeout = timeout;
-        self
-    }
-
-    /// How long to keep trying to re-establish a dropped tunnel (default 120 s).
-    pub fn reconnect_timeout(mut self, timeout: Duration) -> Self {
-        self.reconnect_timeout = timeout;
-        self
-    }
-
-    /// How long opening one connection into the cluster may take (default 30 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one DNS exchange may take (default 5 s).
-    pub fn dns_timeout(mut self, timeout: Duration) -> Self {
-        self.dns_timeout = timeout;
-        self
-    }
-
-    /// How long `close()` waits for the objects to be gone (default 60 s).
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
-        self
-    }
-
-    /// The cluster's DNS domain (default `cluster.local`).
-    pub fn cluster_domain(mut self, domain: impl Into<String>) -> Self {
-        self.cluster_domain = domain.into().trim_matches('.').to_owned();
-        self
-    }
-
-    /// The cluster DNS server (default: the `kube-dns` Service in `kube-system`, read
-    /// from the API; if that is not allowed, `kube-dns.kube-system` as resolved by the
-    /// shadow pod; else 10.96.0.10).
-    pub fn dns_server(mut self, ip: IpAddr) -> Self {
-        self.dns_server = Some(ip);
-        self
-    }
-
-    /// The local SOCKS5 port (default: any free port on 127.0.0.1).
-    pub fn socks5_port(mut self, port: u16) -> Self {
-        self.socks5_port = port;
-        self
-    }
-
-    /// The local HTTP proxy port (default: any free port on 127.0.0.1).
-    pub fn http_proxy_port(mut self, port: u16) -> Self {
-        self.http_proxy_port = port;
-        self
-    }
-
-    /// VPN mode: besides the proxies, a tun device routes the cluster's pod and Service
-    /// ranges through the tunnel, and cluster names resolve for every program on the
-    /// machine (see [`VpnOptions`] and [`crate::DnsMode`]). Needs CAP_NET_ADMIN (root);
-    /// without it, [`Session::connect`] fails with [`Error::NeedsCapability`] before
-    /// anything is created in the cluster.
-    pub fn vpn(mut self, vpn: VpnOptions) -> Self {
-        self.vpn = Some(vpn);
-        self
-    }
-
-    /// Called with every [`Event`] as it happens, from connect on (for progress
-    /// displays). Keep it quick: it runs on kt's tasks.
-    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.on_event = Some(Arc::new(callback));
-        self
-    }
-
-    /// The image the shadow pod will run.
-    pub fn image(&self) -> String {
-        if let Some(image) = &self.shadow_image {
-            return image.clone();
-        }
-        if let Some(image) = std::env::var(SHADOW_IMAGE_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        {
-            return image;
-        }
-        match self.flavour {
-            ShadowFlavour::KtShadow => format!("{}:{}", shadow::IMAGE, kt_proto::VERSION),
-            ShadowFlavour::OpenSsh => DEFAULT_OPENSSH_IMAGE.to_owned(),
-        }
-    }
-}
 
 /// An open connection into a cluster: a shadow pod, the tunnel to it, and the local
 /// proxies and forwards over that tunnel.
@@ -837,6 +516,19 @@ impl Drop for Session {
     }
 }
 
+impl ClusterResolver for Session {
+    /// [`Session::resolve`](Session::resolve): the cluster DNS through the
+    /// tunnel with the search list of a pod in the session's namespace.
+    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>> {
+        Session::resolve(self, name).await
+    }
+
+    /// All candidates over one DNS connection through the tunnel.
+    async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
+        Session::resolve_first(self, candidates).await
+    }
+}
+
 /// Creates the objects, waits for the pod and brings the first link up.
 async fn start(
     cluster: &Cluster,
@@ -1032,23 +724,5 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         );
         assert_ne!(a, session_id());
-    }
-
-    #[test]
-    fn default_images_follow_the_flavour() {
-        if std::env::var_os(SHADOW_IMAGE_ENV).is_some() {
-            return;
-        }
-        assert_eq!(
-            ConnectOptions::new().image(),
-            format!("kt.dev/kt-shadow:{}", kt_proto::VERSION)
-        );
-        assert_eq!(
-            ConnectOptions::new()
-                .flavour(ShadowFlavour::OpenSsh)
-                .image(),
-            "kt.dev/openssh"
-        );
-        assert_eq!(ConnectOptions::new().shadow_image("x/y:1").image(), "x/y:1");
     }
 }

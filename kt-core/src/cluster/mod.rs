@@ -1,13 +1,11 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
 //! Secret and Pod, waiting for it, the heartbeat, looking up forward targets, cleanup.
 
+pub(crate) mod cidr;
 mod client;
-pub(crate) mod heartbeat;
 pub(crate) mod leftovers;
 pub(crate) mod ranges;
-pub(crate) mod spec;
 pub(crate) mod target;
-pub(crate) mod wait;
 
 use std::time::Duration;
 
@@ -17,7 +15,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::error::{Error, Result};
-use crate::session::ConnectOptions;
+use crate::options::ConnectOptions;
 
 /// A kube client plus what error messages need to know about it.
 #[derive(Clone)]

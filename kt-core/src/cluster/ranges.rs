@@ -48,9 +48,9 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::core::ObjectList;
 
 use super::Cluster;
+use crate::cluster::cidr;
 use crate::error::Result;
-use crate::vpn::IpNet;
-use crate::vpn::cidr;
+use ipnet::IpNet;
 
 /// The ranges found in the cluster, and where each came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use super::resolved::{self, Resolvectl, ResolvedGuard};
 use super::resolver_dir::{self, ResolverDirGuard};
 use super::system::{self, ResolvConf, ResolvConfGuard};
 use crate::error::{Error, Result};
-use crate::vpn::DnsMode;
+use crate::options::DnsMode;
 
 /// Environment variable naming kt's state directory; restore records go to its
 /// `restore/` subdirectory.

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::tunnel::transport::Tunnel;
+use crate::transport::Tunnel;
 
 /// Port of the cluster DNS Service.
 pub(crate) const DNS_PORT: u16 = 53;

@@ -76,19 +76,6 @@ pub trait ClusterResolver: Send + Sync + 'static {
     }
 }
 
-impl ClusterResolver for crate::Session {
-    /// [`Session::resolve`](crate::Session::resolve): the cluster DNS through the
-    /// tunnel with the search list of a pod in the session's namespace.
-    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>> {
-        crate::Session::resolve(self, name).await
-    }
-
-    /// All candidates over one DNS connection through the tunnel.
-    async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
-        crate::Session::resolve_first(self, candidates).await
-    }
-}
-
 /// Settings of a [`DnsServer`].
 #[derive(Debug, Clone)]
 pub struct DnsServerConfig {

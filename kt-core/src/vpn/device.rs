@@ -14,11 +14,11 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 
-use super::VpnOptions;
 use super::stack::PacketDevice;
 #[cfg(not(target_os = "linux"))]
 use crate::error::Error;
 use crate::error::Result;
+use crate::options::VpnOptions;
 
 /// A tun device, up, with its address and routes. Dropping it closes its descriptor,
 /// which deletes the device (and so its routes).
@@ -113,7 +113,7 @@ mod linux {
 
     use super::Device;
     use crate::error::{Error, Result};
-    use crate::vpn::VpnOptions;
+    use crate::options::VpnOptions;
 
     /// What kt was doing, for error messages.
     fn creating(name: &str) -> String {

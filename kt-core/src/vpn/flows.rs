@@ -7,8 +7,9 @@ use bytes::Bytes;
 use super::{DatagramFlow, FlowDialer};
 use crate::cluster::target::Destination;
 use crate::error::Result;
-use crate::tunnel::udp::DatagramChannel;
-use crate::tunnel::{Dialer, RemoteStream, Tasks};
+use crate::outbound::udp::DatagramChannel;
+use crate::outbound::{Dialer, RemoteStream};
+use crate::task::Tasks;
 
 /// [`FlowDialer`] over the session's tunnel: TCP flows are `direct-tcpip` channels,
 /// UDP flows `direct-udp@kt.dev` channels (kt-shadow only).

@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use super::flows::TunnelFlows;
-use super::{DnsMode, IpNet, Vpn, VpnInfo, VpnOptions};
+use super::{Vpn, VpnInfo};
 use crate::cluster::Cluster;
 use crate::cluster::ranges;
 use crate::dns::hosts::hosts_entries;
@@ -20,8 +20,10 @@ use crate::dns::system::ResolvConf;
 use crate::dns::{DNS_PORT, Resolver, SearchList};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
-use crate::tunnel::Dialer;
-use crate::tunnel::Tasks;
+use crate::options::{DnsMode, VpnOptions};
+use crate::outbound::Dialer;
+use crate::task::Tasks;
+use ipnet::IpNet;
 
 /// The running VPN of a session.
 pub(crate) struct VpnState {

@@ -98,7 +98,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{DatagramFlow, FlowDialer};
-use crate::tunnel::Tasks;
+use crate::task::Tasks;
 
 mod packet;
 

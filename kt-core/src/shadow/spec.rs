@@ -18,7 +18,7 @@ use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 
 use crate::error::{Error, Result};
-use crate::session::{ConnectOptions, ShadowFlavour};
+use crate::options::{ConnectOptions, ShadowFlavour};
 
 /// Secret key holding the sshd configuration of the [`ShadowFlavour::OpenSsh`] shadow.
 pub(crate) const SECRET_SSHD_CONFIG: &str = "sshd_config";
@@ -28,9 +28,6 @@ const KEYS_VOLUME: &str = "kt-keys";
 
 /// The shadow container's name.
 pub(crate) const CONTAINER: &str = "shadow";
-
-/// The SSH user of the OpenSSH shadow (sshd runs as root and needs a real user).
-pub(crate) const OPENSSH_USER: &str = "root";
 
 /// The two key pairs of a session. The client's private key never leaves this
 /// process; the host key's private half goes into the Secret, its public half is pinned.

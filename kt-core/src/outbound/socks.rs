@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::error::Error;
-use crate::tunnel::{Dialer, splice};
+use crate::outbound::{Dialer, splice};
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;

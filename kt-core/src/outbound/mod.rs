@@ -1,11 +1,10 @@
-//! The tunnel (port-forward + SSH) and what runs over it: the SOCKS5 and HTTP proxies,
-//! local forwards and UDP flows.
+//! What goes out through the tunnel: the [`Dialer`] (streams and flows to a host and
+//! port in the cluster, by IP or by name), the SOCKS5 and HTTP proxies, local forwards
+//! and UDP flows.
 
-mod decouple;
 pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod socks;
-pub(crate) mod transport;
 pub(crate) mod udp;
 
 use std::future::Future;
@@ -16,13 +15,12 @@ use russh::client::Msg;
 use russh::{Channel, ChannelStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cluster::target::Destination;
 use crate::dns::Resolver;
 use crate::error::{Error, Result};
-use transport::{ChannelKind, Tunnel};
+use crate::task::Tasks;
+use crate::transport::{ChannelKind, Tunnel};
 
 /// A byte stream to a host and port in the cluster.
 pub(crate) type RemoteStream = ChannelStream<Msg>;
@@ -102,37 +100,6 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
-}
-
-/// The owner of a session's tasks: every task is tracked (so `close` can wait for it)
-/// and ends when the session is cancelled.
-#[derive(Clone)]
-pub(crate) struct Tasks {
-    pub(crate) cancel: CancellationToken,
-    pub(crate) tracker: TaskTracker,
-}
-
-impl Tasks {
-    pub(crate) fn new() -> Tasks {
-        Tasks {
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        }
-    }
-
-    /// Runs `fut` until it ends or the session is cancelled.
-    pub(crate) fn spawn<F>(&self, fut: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let cancel = self.cancel.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = fut => {}
-            }
-        });
-    }
 }
 
 /// Accepts connections until the session is cancelled, handling each in its own task.

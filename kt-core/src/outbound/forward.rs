@@ -4,7 +4,7 @@
 use tokio::net::TcpStream;
 
 use crate::cluster::target::Destination;
-use crate::tunnel::{Dialer, splice};
+use crate::outbound::{Dialer, splice};
 
 /// Serves one local connection of a forward.
 pub(crate) async fn handle(local: TcpStream, dialer: Dialer, dest: Destination, port: u16) {

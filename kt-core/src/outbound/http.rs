@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::Error;
-use crate::tunnel::{Dialer, Tasks, splice};
+use crate::outbound::{Dialer, Tasks, splice};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 

@@ -2,6 +2,8 @@
 //! it (host key pinned, ephemeral client key), and the supervisor that re-establishes
 //! both when they drop.
 
+mod decouple;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,7 +188,7 @@ impl Link {
             reason,
         };
         // Writes go through a queue so the session never stops reading (see decouple).
-        let (stream, pump) = super::decouple::decouple(stream);
+        let (stream, pump) = decouple::decouple(stream);
         let pump = AbortOnDrop(tokio::spawn(pump).abort_handle());
         let mut handle = match russh::client::connect_stream(ssh_config(), stream, handler).await {
             Ok(h) => h,

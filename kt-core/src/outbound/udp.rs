@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::target::Destination;
 use crate::error::{Error, Result};
-use crate::session::ShadowFlavour;
-use crate::tunnel::transport::ChannelKind;
-use crate::tunnel::{Dialer, Tasks};
+use crate::options::ShadowFlavour;
+use crate::outbound::{Dialer, Tasks};
+use crate::transport::ChannelKind;
 
 /// A local forward's flow with no datagram either way for this long is closed (the
 /// shadow closes its end after the same time).
