@@ -1,5 +1,6 @@
 //! The error type of `kt-core`: one enum, each message saying what failed and what to do.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +18,8 @@ pub enum Error {
     /// The kubeconfig could not be read or parsed, or names a context, cluster or user
     /// that it does not define.
     #[error(
-        "cannot use kubeconfig {path}{}: {source}; check the file (KUBECONFIG or \
-         ConnectOptions::kubeconfig) and the context name (`kubectl config get-contexts`)",
+        "cannot use kubeconfig {path}{}: {source}; check the file (KUBECONFIG or the \
+         kubeconfig option) and the context name (`kubectl config get-contexts`)",
         context.as_deref().map(|c| format!(" with context `{c}`")).unwrap_or_default()
     )]
     Kubeconfig {
@@ -34,7 +35,7 @@ pub enum Error {
     /// No kubeconfig was given and none could be found (nor an in-cluster configuration).
     #[error(
         "no Kubernetes configuration found: {source}; set KUBECONFIG, write ~/.kube/config, \
-         or pass ConnectOptions::kubeconfig"
+         or pass a kubeconfig file"
     )]
     NoConfig {
         /// What kube-rs reported.
@@ -75,7 +76,7 @@ pub enum Error {
     /// The namespace the session should use does not exist.
     #[error(
         "namespace `{namespace}` does not exist; create it (`kubectl create namespace {namespace}`) \
-         or choose another with ConnectOptions::namespace"
+         or choose another namespace"
     )]
     NamespaceNotFound {
         /// The namespace.
@@ -114,8 +115,8 @@ pub enum Error {
     #[error(
         "the shadow pod `{pod}` cannot start image `{image}`: {reason}{}; check that the image \
          exists for this cluster's architecture and that the nodes can pull it (registry access, \
-         ConnectOptions::image_pull_secret), or choose another with ConnectOptions::shadow_image \
-         (or the KT_SHADOW_IMAGE environment variable)",
+         an image pull Secret), or choose another shadow image (the shadow image option or \
+         the KT_SHADOW_IMAGE environment variable)",
         if message.is_empty() { String::new() } else { format!(" ({message})") }
     )]
     ShadowImage {
@@ -148,7 +149,7 @@ pub enum Error {
     /// The shadow pod did not become ready in time.
     #[error(
         "the shadow pod `{pod}` was not ready within {timeout:?} (last seen: {last}); \
-         see `kubectl describe pod {pod} -n {namespace}`, or raise ConnectOptions::pod_ready_timeout"
+         see `kubectl describe pod {pod} -n {namespace}`, or raise the pod-ready timeout"
     )]
     PodReadyTimeout {
         /// The shadow pod.
@@ -231,6 +232,18 @@ pub enum Error {
         target: String,
         /// Why it was refused.
         reason: String,
+    },
+
+    /// A setting that cannot be parsed or is out of range (a DNS mode, a shadow
+    /// flavour, a CIDR, a port).
+    #[error("invalid {what} `{value}`; expected {expected}")]
+    InvalidArgument {
+        /// What was being parsed ("DNS mode", "CIDR", ...).
+        what: String,
+        /// The value as given.
+        value: String,
+        /// What would be accepted.
+        expected: String,
     },
 
     /// A Service or pod named as a forward target does not exist.
@@ -321,8 +334,8 @@ pub enum Error {
     /// VPN mode needs a capability this process does not have.
     #[error(
         "{action} needs {capability}: run as root, grant it (`sudo setcap cap_net_admin+ep \
-         <program>`), or use proxy mode instead (no ConnectOptions::vpn: the SOCKS5 and HTTP \
-         proxies, Session::env and Session::forward need no privileges)"
+         <program>`), or use proxy mode instead (the SOCKS5 and HTTP proxies, the proxy \
+         environment variables and local forwards need no privileges)"
     )]
     NeedsCapability {
         /// What kt was doing ("creating the tun device kt0").
@@ -344,7 +357,7 @@ pub enum Error {
     /// Installing or restoring the system DNS configuration failed.
     #[error(
         "system DNS: cannot {action} {}: {source}; check the file's permissions (VPN mode \
-         runs as root), or choose another DnsMode (DnsMode::Off leaves it alone)",
+         runs as root), or choose another DNS mode (`off` leaves it alone)",
         path.display()
     )]
     SystemDns {
@@ -373,7 +386,188 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is: the stable classification every front end
+/// (C status codes, Python exception classes, Node error codes, ktctl exit codes) maps,
+/// so that the same failure reads the same everywhere. New kinds may be added;
+/// existing names and codes never change. [`ErrorKind::ALL`] lists every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A value kt does not accept: a forward target, a CIDR, a DNS mode, a datagram
+    /// that is too long, an option out of range.
+    InvalidArgument,
+    /// The session (or the UDP flow) is closed.
+    Closed,
+    /// Something did not happen in time (the shadow pod did not become ready).
+    Timeout,
+    /// VPN mode needs a capability (CAP_NET_ADMIN) this process does not have.
+    NeedsCapability,
+    /// Kubernetes RBAC refused a call kt needs.
+    Forbidden,
+    /// A namespace, Service, pod or DNS name does not exist.
+    NotFound,
+    /// The kubeconfig cannot be found, read or used.
+    Kubeconfig,
+    /// The Kubernetes API server does not answer.
+    ApiUnreachable,
+    /// Another Kubernetes API call failed.
+    Api,
+    /// The shadow pod cannot start or failed.
+    Shadow,
+    /// The tunnel to the shadow (port-forward, SSH) failed or is down.
+    Tunnel,
+    /// The shadow could not connect to a host and port in the cluster (refused,
+    /// unreachable, no answer).
+    Connect,
+    /// A DNS lookup in the cluster failed for another reason than the name missing.
+    Dns,
+    /// The session cannot do this (UDP with the OpenSSH shadow, VPN off Linux).
+    Unsupported,
+    /// A local operating-system call failed (binding a local port).
+    Io,
+    /// VPN mode: the tun device, its routes or the system DNS could not be set up.
+    Vpn,
+    /// Closing could not remove every object the session created.
+    Cleanup,
+    /// A failure inside kt that the caller cannot fix (making SSH keys).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in code order.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::InvalidArgument,
+        ErrorKind::Closed,
+        ErrorKind::Timeout,
+        ErrorKind::NeedsCapability,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Kubeconfig,
+        ErrorKind::ApiUnreachable,
+        ErrorKind::Api,
+        ErrorKind::Shadow,
+        ErrorKind::Tunnel,
+        ErrorKind::Dns,
+        ErrorKind::Unsupported,
+        ErrorKind::Io,
+        ErrorKind::Vpn,
+        ErrorKind::Cleanup,
+        ErrorKind::Internal,
+        ErrorKind::Connect,
+    ];
+
+    /// The stable name, `snake_case` (`not_found`, `api_unreachable`, ...): Node's
+    /// error code is `KT_` and its upper case, Python's `KtError.kind` is the name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NeedsCapability => "needs_capability",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Kubeconfig => "kubeconfig",
+            ErrorKind::ApiUnreachable => "api_unreachable",
+            ErrorKind::Api => "api",
+            ErrorKind::Shadow => "shadow",
+            ErrorKind::Tunnel => "tunnel",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Io => "io",
+            ErrorKind::Vpn => "vpn",
+            ErrorKind::Cleanup => "cleanup",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The stable number: the C status code (`kt_status`) of this kind. Numbers are
+    /// never reused; the gaps (0, 2-4, 20, 21) are the C ABI's own statuses.
+    pub fn code(self) -> u32 {
+        match self {
+            ErrorKind::InvalidArgument => 1,
+            ErrorKind::Closed => 5,
+            ErrorKind::Timeout => 6,
+            ErrorKind::NeedsCapability => 7,
+            ErrorKind::Forbidden => 8,
+            ErrorKind::NotFound => 9,
+            ErrorKind::Kubeconfig => 10,
+            ErrorKind::ApiUnreachable => 11,
+            ErrorKind::Api => 12,
+            ErrorKind::Shadow => 13,
+            ErrorKind::Tunnel => 14,
+            ErrorKind::Dns => 15,
+            ErrorKind::Unsupported => 16,
+            ErrorKind::Io => 17,
+            ErrorKind::Vpn => 18,
+            ErrorKind::Cleanup => 19,
+            ErrorKind::Internal => 22,
+            ErrorKind::Connect => 23,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ErrorKind {
+    type Err = Error;
+
+    /// Parses a [`ErrorKind::name`].
+    fn from_str(s: &str) -> Result<ErrorKind> {
+        ErrorKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "error kind".to_owned(),
+                value: s.to_owned(),
+                expected: ErrorKind::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
 impl Error {
+    /// The kind of failure: what front ends branch on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Kubeconfig { .. }
+            | Error::NoConfig { .. }
+            | Error::Client { .. }
+            | Error::ReadKubeconfig { .. } => ErrorKind::Kubeconfig,
+            Error::ApiUnreachable { .. } => ErrorKind::ApiUnreachable,
+            Error::NamespaceNotFound { .. }
+            | Error::NameNotFound { .. }
+            | Error::TargetNotFound { .. } => ErrorKind::NotFound,
+            Error::Forbidden { .. } => ErrorKind::Forbidden,
+            Error::Api { .. } => ErrorKind::Api,
+            Error::ShadowImage { .. } | Error::ShadowFailed { .. } => ErrorKind::Shadow,
+            Error::PodReadyTimeout { .. } => ErrorKind::Timeout,
+            Error::PortForward { .. } | Error::Ssh { .. } | Error::TunnelDown { .. } => {
+                ErrorKind::Tunnel
+            }
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Dns { .. } => ErrorKind::Dns,
+            Error::InvalidTarget { .. }
+            | Error::DatagramTooLarge { .. }
+            | Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::FlowClosed { .. } | Error::Closed => ErrorKind::Closed,
+            Error::Bind { .. } => ErrorKind::Io,
+            Error::Keys { .. } => ErrorKind::Internal,
+            Error::NeedsCapability { .. } => ErrorKind::NeedsCapability,
+            Error::Vpn { .. } | Error::SystemDns { .. } => ErrorKind::Vpn,
+            Error::Cleanup { .. } => ErrorKind::Cleanup,
+        }
+    }
+
     /// Whether the error is about the tunnel being temporarily unusable (a reconnect
     /// may fix it), as opposed to a permanent refusal.
     pub fn is_transient(&self) -> bool {
@@ -381,5 +575,67 @@ impl Error {
             self,
             Error::ApiUnreachable { .. } | Error::PortForward { .. } | Error::Ssh { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn kinds_have_distinct_stable_names_and_codes() {
+        let names: HashSet<_> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+        let codes: HashSet<_> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        assert_eq!(codes.len(), ErrorKind::ALL.len());
+        // The C ABI's own statuses (OK, NULL_POINTER, INVALID_UTF8, INVALID_HANDLE,
+        // WRONG_THREAD, PANIC) are never a kind's code.
+        for reserved in [0, 2, 3, 4, 20, 21] {
+            assert!(!codes.contains(&reserved), "{reserved}");
+        }
+        for kind in ErrorKind::ALL {
+            assert_eq!(kind.name().parse::<ErrorKind>().ok(), Some(*kind));
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        assert_eq!(
+            "nope".parse::<ErrorKind>().unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn messages_name_no_rust_api() {
+        let samples = [
+            Error::NamespaceNotFound {
+                namespace: "x".into(),
+            },
+            Error::PodReadyTimeout {
+                pod: "p".into(),
+                namespace: "x".into(),
+                timeout: Duration::from_secs(1),
+                last: "Pending".into(),
+            },
+            Error::ShadowImage {
+                pod: "p".into(),
+                image: "i".into(),
+                reason: "ErrImagePull".into(),
+                message: String::new(),
+            },
+            Error::NeedsCapability {
+                action: "a".into(),
+                capability: "CAP_NET_ADMIN",
+            },
+            Error::SystemDns {
+                action: "write".into(),
+                path: "/etc/resolv.conf".into(),
+                source: std::io::Error::other("x"),
+            },
+        ];
+        for e in samples {
+            let text = e.to_string();
+            assert!(!text.contains("::"), "{text}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
@@ -46,9 +47,9 @@ pub enum Event {
     /// The port-forward and SSH session to the shadow are up.
     TunnelUp {
         /// The SOCKS5 proxy's address.
-        socks5: std::net::SocketAddr,
+        socks5: SocketAddr,
         /// The HTTP proxy's address.
-        http_proxy: std::net::SocketAddr,
+        http_proxy: SocketAddr,
     },
     /// VPN mode: system DNS settings that a session which died without closing left
     /// behind were put back.
@@ -66,7 +67,7 @@ pub enum Event {
     /// VPN mode: the local DNS server runs and the system resolver uses it.
     DnsInstalled {
         /// The local DNS server.
-        server: std::net::SocketAddr,
+        server: SocketAddr,
         /// What was changed, in words.
         detail: String,
     },
@@ -133,6 +134,190 @@ impl fmt::Display for Event {
             Event::HeartbeatFailed { reason } => write!(f, "heartbeat failed: {reason}"),
             Event::Closing => f.write_str("closing: removing the shadow pod and its Secret"),
             Event::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+/// What kind of [`Event`] happened: the stable classification every front end maps
+/// (C `kt_event_kind`, Python's and Node's `kind`). New kinds may be added; existing
+/// names and codes never change. [`EventKind::ALL`] lists every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// [`Event::Creating`].
+    Creating,
+    /// [`Event::Scheduled`].
+    Scheduled,
+    /// [`Event::Pulling`].
+    Pulling,
+    /// [`Event::ImageReady`].
+    ImageReady,
+    /// [`Event::Ready`].
+    Ready,
+    /// [`Event::TunnelUp`].
+    TunnelUp,
+    /// [`Event::Recovered`].
+    Recovered,
+    /// [`Event::VpnUp`].
+    VpnUp,
+    /// [`Event::DnsInstalled`].
+    DnsInstalled,
+    /// [`Event::Reconnecting`].
+    Reconnecting,
+    /// [`Event::Reconnected`].
+    Reconnected,
+    /// [`Event::TunnelLost`].
+    TunnelLost,
+    /// [`Event::HeartbeatFailed`].
+    HeartbeatFailed,
+    /// [`Event::Closing`].
+    Closing,
+    /// [`Event::Closed`].
+    Closed,
+}
+
+impl EventKind {
+    /// Every kind, in code order.
+    pub const ALL: &'static [EventKind] = &[
+        EventKind::Creating,
+        EventKind::Scheduled,
+        EventKind::Pulling,
+        EventKind::ImageReady,
+        EventKind::Ready,
+        EventKind::TunnelUp,
+        EventKind::Recovered,
+        EventKind::VpnUp,
+        EventKind::DnsInstalled,
+        EventKind::Reconnecting,
+        EventKind::Reconnected,
+        EventKind::TunnelLost,
+        EventKind::HeartbeatFailed,
+        EventKind::Closing,
+        EventKind::Closed,
+    ];
+
+    /// The stable name, `snake_case` (`tunnel_up`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Creating => "creating",
+            EventKind::Scheduled => "scheduled",
+            EventKind::Pulling => "pulling",
+            EventKind::ImageReady => "image_ready",
+            EventKind::Ready => "ready",
+            EventKind::TunnelUp => "tunnel_up",
+            EventKind::Recovered => "recovered",
+            EventKind::VpnUp => "vpn_up",
+            EventKind::DnsInstalled => "dns_installed",
+            EventKind::Reconnecting => "reconnecting",
+            EventKind::Reconnected => "reconnected",
+            EventKind::TunnelLost => "tunnel_lost",
+            EventKind::HeartbeatFailed => "heartbeat_failed",
+            EventKind::Closing => "closing",
+            EventKind::Closed => "closed",
+        }
+    }
+
+    /// The stable number (the C `kt_event_kind`): the position in [`EventKind::ALL`].
+    pub fn code(self) -> u32 {
+        let index = EventKind::ALL.iter().position(|k| *k == self);
+        index
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(u32::MAX)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The value of one field of an [`Event`] ([`Event::fields`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventValue {
+    /// Words: a name, a reason, an image.
+    Text(String),
+    /// A count (`attempt`, `attempts`).
+    Number(u32),
+    /// A local address (`socks5`, `http_proxy`, `server`).
+    Addr(SocketAddr),
+    /// A list (`routes`).
+    List(Vec<String>),
+}
+
+impl fmt::Display for EventValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventValue::Text(t) => f.write_str(t),
+            EventValue::Number(n) => write!(f, "{n}"),
+            EventValue::Addr(a) => write!(f, "{a}"),
+            EventValue::List(l) => f.write_str(&l.join(",")),
+        }
+    }
+}
+
+impl Event {
+    /// The kind of event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Creating { .. } => EventKind::Creating,
+            Event::Scheduled { .. } => EventKind::Scheduled,
+            Event::Pulling { .. } => EventKind::Pulling,
+            Event::ImageReady { .. } => EventKind::ImageReady,
+            Event::Ready { .. } => EventKind::Ready,
+            Event::TunnelUp { .. } => EventKind::TunnelUp,
+            Event::Recovered { .. } => EventKind::Recovered,
+            Event::VpnUp { .. } => EventKind::VpnUp,
+            Event::DnsInstalled { .. } => EventKind::DnsInstalled,
+            Event::Reconnecting { .. } => EventKind::Reconnecting,
+            Event::Reconnected { .. } => EventKind::Reconnected,
+            Event::TunnelLost { .. } => EventKind::TunnelLost,
+            Event::HeartbeatFailed { .. } => EventKind::HeartbeatFailed,
+            Event::Closing => EventKind::Closing,
+            Event::Closed => EventKind::Closed,
+        }
+    }
+
+    /// The event's fields by name (`pod_ip`, `attempt`, ...), in declaration order:
+    /// what the bindings turn into their own objects, so that every front end sees the
+    /// same names.
+    pub fn fields(&self) -> Vec<(&'static str, EventValue)> {
+        let t = |s: &String| EventValue::Text(s.clone());
+        match self {
+            Event::Creating {
+                namespace,
+                pod,
+                image,
+            } => vec![
+                ("namespace", t(namespace)),
+                ("pod", t(pod)),
+                ("image", t(image)),
+            ],
+            Event::Scheduled { node } => vec![("node", t(node))],
+            Event::Pulling { image } | Event::ImageReady { image } => vec![("image", t(image))],
+            Event::Ready { pod_ip } => vec![("pod_ip", t(pod_ip))],
+            Event::TunnelUp { socks5, http_proxy } => vec![
+                ("socks5", EventValue::Addr(*socks5)),
+                ("http_proxy", EventValue::Addr(*http_proxy)),
+            ],
+            Event::Recovered { what } => vec![("what", t(what))],
+            Event::VpnUp { device, routes } => vec![
+                ("device", t(device)),
+                ("routes", EventValue::List(routes.clone())),
+            ],
+            Event::DnsInstalled { server, detail } => {
+                vec![("server", EventValue::Addr(*server)), ("detail", t(detail))]
+            }
+            Event::Reconnecting { attempt, reason } => vec![
+                ("attempt", EventValue::Number(*attempt)),
+                ("reason", t(reason)),
+            ],
+            Event::Reconnected { attempts } => vec![("attempts", EventValue::Number(*attempts))],
+            Event::TunnelLost { reason } | Event::HeartbeatFailed { reason } => {
+                vec![("reason", t(reason))]
+            }
+            Event::Closing | Event::Closed => Vec::new(),
         }
     }
 }

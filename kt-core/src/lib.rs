@@ -159,12 +159,13 @@ pub use cluster::target::Target;
 pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
-pub use error::{Error, ROLE_YAML, Result};
-pub use events::{Event, Events};
+pub use error::{Error, ErrorKind, ROLE_YAML, Result};
+pub use events::{Event, EventKind, EventValue, Events};
 pub use ipnet::IpNet;
+pub use options::surface;
 pub use options::{
     ConnectOptions, DEFAULT_MTU, DEFAULT_OPENSSH_IMAGE, DnsMode, FALLBACK_DNS_SERVER,
-    SHADOW_IMAGE_ENV, ShadowFlavour, VpnOptions,
+    SHADOW_IMAGE_ENV, ShadowFlavour, VpnOptions, parse_net,
 };
 pub use outbound::udp::DatagramChannel;
 pub use session::Session;

@@ -2,6 +2,7 @@
 //! shadow's [`ShadowFlavour`], and the parsers every front end shares
 //! ([`FromStr`](std::str::FromStr) for [`ShadowFlavour`] and [`DnsMode`], [`parse_net`]).
 
+pub mod surface;
 mod vpn;
 
 use std::collections::BTreeMap;
@@ -13,9 +14,10 @@ use std::time::Duration;
 
 use kt_proto::shadow;
 
+use crate::error::{Error, Result};
 use crate::events::{Callback, Event};
 
-pub use vpn::{DEFAULT_MTU, DnsMode, VpnOptions};
+pub use vpn::{DEFAULT_MTU, DnsMode, VpnOptions, parse_net};
 
 /// The SSH user of the OpenSSH shadow (sshd runs as root and needs a real user).
 pub(crate) const OPENSSH_USER: &str = "root";
@@ -58,6 +60,33 @@ impl ShadowFlavour {
         match self {
             ShadowFlavour::KtShadow => shadow::SSH_USER,
             ShadowFlavour::OpenSsh => OPENSSH_USER,
+        }
+    }
+}
+
+impl fmt::Display for ShadowFlavour {
+    /// `kt-shadow` or `openssh`, as `FromStr` reads them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ShadowFlavour::KtShadow => "kt-shadow",
+            ShadowFlavour::OpenSsh => "openssh",
+        })
+    }
+}
+
+impl std::str::FromStr for ShadowFlavour {
+    type Err = Error;
+
+    /// `kt-shadow` or `openssh` (case-insensitive; `_` may stand for `-`).
+    fn from_str(s: &str) -> Result<ShadowFlavour> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "kt-shadow" | "ktshadow" => Ok(ShadowFlavour::KtShadow),
+            "openssh" | "open-ssh" | "sshd" => Ok(ShadowFlavour::OpenSsh),
+            _ => Err(Error::InvalidArgument {
+                what: "shadow flavour".to_owned(),
+                value: s.to_owned(),
+                expected: "kt-shadow or openssh".to_owned(),
+            }),
         }
     }
 }

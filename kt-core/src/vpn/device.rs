@@ -80,7 +80,7 @@ pub(crate) async fn create(_opts: &VpnOptions, _routes: &[IpNet]) -> Result<Devi
     Err(Error::Unsupported {
         feature: "VPN mode",
         reason: "the tun device is implemented for Linux only so far; use proxy mode \
-                 (the SOCKS5 and HTTP proxies, Session::forward)"
+                 (the SOCKS5 and HTTP proxies, local forwards)"
             .to_owned(),
     })
 }

@@ -1,0 +1,102 @@
+//! The public surface every front end must reach, as lists of names: the C ABI, the
+//! Python and Node bindings each have a test that compares what they expose with these
+//! lists, so a setting or an operation added to kt-core without reaching a binding
+//! fails that binding's tests. kt-core's own test checks the lists against the source,
+//! so they cannot fall behind.
+
+/// Every [`ConnectOptions`](crate::ConnectOptions) setting, by builder method name.
+pub const CONNECT_OPTIONS: &[&str] = &[
+    "kubeconfig",
+    "context",
+    "namespace",
+    "shadow_image",
+    "flavour",
+    "shadow_probe_binary",
+    "sshd_path",
+    "ssh_port",
+    "label",
+    "annotation",
+    "image_pull_secret",
+    "node_selector",
+    "pod_ready_timeout",
+    "port_forward_timeout",
+    "heartbeat_interval",
+    "shadow_heartbeat_timeout",
+    "reconnect_timeout",
+    "connect_timeout",
+    "dns_timeout",
+    "close_timeout",
+    "cluster_domain",
+    "dns_server",
+    "socks5_port",
+    "http_proxy_port",
+    "vpn",
+    "on_event",
+];
+
+/// Every [`VpnOptions`](crate::VpnOptions) setting, by builder method name.
+pub const VPN_OPTIONS: &[&str] = &[
+    "include",
+    "exclude",
+    "no_discovery",
+    "tun_name",
+    "address",
+    "mtu",
+    "dns",
+    "dns_listen",
+];
+
+/// Every operation of an open [`Session`](crate::Session), by method name
+/// (`connect` and `forward_target`, the Rust-typed twin of `forward`, aside).
+pub const SESSION_OPERATIONS: &[&str] = &[
+    "id",
+    "namespace",
+    "pod_name",
+    "socks5_addr",
+    "http_proxy_addr",
+    "vpn",
+    "dns_addr",
+    "dns_server",
+    "env",
+    "events",
+    "resolve",
+    "forward",
+    "forward_udp",
+    "udp_channel",
+    "close",
+];
+
+/// Functions outside a session.
+pub const FUNCTIONS: &[&str] = &["recover_system_dns"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `pub fn` names of a source file whose first parameter matches `receiver`.
+    fn methods(source: &str, receiver: &str) -> Vec<String> {
+        source
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim_start();
+                let rest = l
+                    .strip_prefix("pub fn ")
+                    .or_else(|| l.strip_prefix("pub async fn "))?;
+                let (name, args) = rest.split_once('(')?;
+                args.starts_with(receiver).then(|| name.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_lists_name_every_public_setting_and_operation() {
+        let connect = methods(include_str!("mod.rs"), "mut self,");
+        assert_eq!(connect, CONNECT_OPTIONS, "options/mod.rs builders");
+        let mut vpn = methods(include_str!("vpn.rs"), "mut self");
+        vpn.retain(|m| m != "new");
+        assert_eq!(vpn, VPN_OPTIONS, "options/vpn.rs builders");
+        let mut ops = methods(include_str!("../session.rs"), "&self");
+        ops.retain(|m| m != "forward_target" && m != "simulate_tunnel_drop");
+        assert_eq!(ops, SESSION_OPERATIONS, "session.rs methods");
+    }
+}
