@@ -568,6 +568,97 @@ impl Error {
         }
     }
 
+    /// A representative error of `kind`, for the bindings' tests that walk every
+    /// [`ErrorKind`] through their own error mapping.
+    #[doc(hidden)]
+    pub fn example(kind: ErrorKind) -> Error {
+        let text = |s: &str| s.to_owned();
+        match kind {
+            ErrorKind::InvalidArgument => Error::InvalidArgument {
+                what: text("CIDR"),
+                value: text("nope"),
+                expected: text("address/prefix"),
+            },
+            ErrorKind::Closed => Error::Closed,
+            ErrorKind::Timeout => Error::PodReadyTimeout {
+                pod: text("kt-shadow-example"),
+                namespace: text("dev"),
+                timeout: Duration::from_secs(60),
+                last: text("Pending"),
+            },
+            ErrorKind::NeedsCapability => Error::NeedsCapability {
+                action: text("creating the tun device kt0"),
+                capability: "CAP_NET_ADMIN",
+            },
+            ErrorKind::Forbidden => Error::Forbidden {
+                verb: "create",
+                resource: "pods",
+                namespace: text("dev"),
+                message: text("pods is forbidden"),
+            },
+            ErrorKind::NotFound => Error::NamespaceNotFound {
+                namespace: text("dev"),
+            },
+            ErrorKind::Kubeconfig => Error::ReadKubeconfig {
+                path: PathBuf::from("/nonexistent/kubeconfig"),
+                source: kube::config::KubeconfigError::ReadConfig(
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                    PathBuf::from("/nonexistent/kubeconfig"),
+                ),
+            },
+            ErrorKind::ApiUnreachable => Error::ApiUnreachable {
+                server: text("https://127.0.0.1:6443"),
+                action: text("list pods"),
+                source: kube::Error::Service(Box::new(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                ))),
+            },
+            ErrorKind::Api => Error::Api {
+                action: text("get pods"),
+                source: kube::Error::LinesCodecMaxLineLengthExceeded,
+            },
+            ErrorKind::Shadow => Error::ShadowFailed {
+                pod: text("kt-shadow-example"),
+                namespace: text("dev"),
+                reason: text("exited with code 1"),
+                log: String::new(),
+            },
+            ErrorKind::Tunnel => Error::TunnelDown {
+                reason: text("example"),
+            },
+            ErrorKind::Connect => Error::Connect {
+                host: text("10.96.0.1"),
+                port: 1,
+                reason: text("connection refused"),
+            },
+            ErrorKind::Dns => Error::Dns {
+                name: text("web"),
+                server: text("10.96.0.10"),
+                reason: text("SERVFAIL"),
+            },
+            ErrorKind::Unsupported => Error::Unsupported {
+                feature: "UDP",
+                reason: text("UDP needs the kt-shadow agent"),
+            },
+            ErrorKind::Io => Error::Bind {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            },
+            ErrorKind::Vpn => Error::Vpn {
+                action: text("add a route"),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            },
+            ErrorKind::Cleanup => Error::Cleanup {
+                session: text("example"),
+                namespace: text("dev"),
+                remaining: vec![text("pod `kt-shadow-example`")],
+            },
+            ErrorKind::Internal => Error::Keys {
+                source: russh::keys::ssh_key::Error::AlgorithmUnknown,
+            },
+        }
+    }
+
     /// Whether the error is about the tunnel being temporarily unusable (a reconnect
     /// may fix it), as opposed to a permanent refusal.
     pub fn is_transient(&self) -> bool {
@@ -596,6 +687,7 @@ mod tests {
             assert!(!codes.contains(&reserved), "{reserved}");
         }
         for kind in ErrorKind::ALL {
+            assert_eq!(Error::example(*kind).kind(), *kind);
             assert_eq!(kind.name().parse::<ErrorKind>().ok(), Some(*kind));
             assert_eq!(kind.to_string(), kind.name());
         }
