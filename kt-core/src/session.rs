@@ -4,26 +4,22 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kt_proto::Role;
 
 use crate::cluster::target::{Destination, Target};
-use crate::cluster::{Cluster, Objects, leftovers};
+use crate::cluster::{Cluster, leftovers};
 use crate::dns::server::ClusterResolver;
-use crate::dns::{Resolver, SearchList};
-use crate::error::{Error, Result};
+use crate::dns::{Resolver, SearchList, discover};
+use crate::error::Result;
 use crate::events::{Event, EventBus, Events};
-use crate::options::{ConnectOptions, FALLBACK_DNS_SERVER, ShadowFlavour};
+use crate::options::{ConnectOptions, ShadowFlavour};
+use crate::outbound::proxies::{Proxies, local_addr};
 use crate::outbound::udp::{self, DatagramChannel};
-use crate::outbound::{Dialer, accept_loop, bind, forward, http, socks};
-use crate::shadow::spec::{SessionKeys, ShadowSpec};
-use crate::shadow::{heartbeat, wait};
-use crate::task::Tasks;
-use crate::transport::{Link, TransportConfig, Tunnel};
+use crate::outbound::{Dialer, accept_loop, bind, forward, splice};
+use crate::shadow::{PodShape, Shadow};
+use crate::task::{Tasks, Teardown};
+use crate::transport::RemoteForward;
 use crate::vpn::VpnInfo;
 use crate::vpn::setup::{VpnContext, VpnState, check_capability, recover_left_overs};
 
@@ -39,19 +35,16 @@ pub struct Session {
 struct Inner {
     id: String,
     cluster: Cluster,
-    objects: Objects,
-    tunnel: Arc<Tunnel>,
+    shadow: Shadow,
     dialer: Dialer,
-    socks5: SocketAddr,
-    http_proxy: SocketAddr,
+    proxies: Proxies,
+    /// The proxies', forwards' and VPN's tasks (the shadow has its own).
     tasks: Tasks,
     events: Arc<EventBus>,
     cluster_domain: String,
     flavour: ShadowFlavour,
-    close_timeout: Duration,
     vpn: Option<VpnState>,
-    closing: AtomicBool,
-    close_done: tokio::sync::Mutex<bool>,
+    teardown: Teardown,
 }
 
 impl fmt::Debug for Session {
@@ -59,17 +52,11 @@ impl fmt::Debug for Session {
         f.debug_struct("Session")
             .field("id", &self.inner.id)
             .field("namespace", &self.inner.cluster.namespace)
-            .field("pod", &self.inner.objects.pod)
-            .field("socks5", &self.inner.socks5)
-            .field("http_proxy", &self.inner.http_proxy)
+            .field("pod", &self.inner.shadow.name)
+            .field("socks5", &self.inner.proxies.socks5)
+            .field("http_proxy", &self.inner.proxies.http)
             .finish()
     }
-}
-
-/// What the connect sequence built, before it becomes a [`Session`].
-struct Started {
-    tunnel: Arc<Tunnel>,
-    dns_ip: Option<IpAddr>,
 }
 
 impl Session {
@@ -99,155 +86,85 @@ impl Session {
         let cluster = Cluster::connect(&opts).await?;
         leftovers::sweep(&cluster, &events).await;
         let id = session_id();
-        let name = format!("kt-shadow-{id}");
-        let image = opts.image();
-        let keys = SessionKeys::generate(&id)?;
-        let mut objects = Objects {
-            session: id.clone(),
-            pod: name.clone(),
-            secret: name.clone(),
-            pod_created: false,
-            secret_created: false,
-        };
-        events.emit(Event::Creating {
-            namespace: cluster.namespace.clone(),
-            pod: name.clone(),
-            image: image.clone(),
-        });
-        let spec = ShadowSpec {
-            session: &id,
-            name: &name,
-            image: &image,
-            opts: &opts,
-        };
-        let started = start(&cluster, &opts, &spec, &keys, &mut objects, &events).await;
-        let started = match started {
-            Ok(s) => s,
+        let shape = PodShape::default();
+        let (shadow, dns_ip) = tokio::join!(
+            Shadow::launch(&cluster, &opts, &id, Role::ShadowConnect, &shape, &events),
+            discover::from_api(&cluster, opts.dns_server),
+        );
+        let shadow = shadow?;
+        let tasks = Tasks::new();
+        match Session::finish(&cluster, &shadow, &opts, dns_ip, &tasks, &events).await {
+            Ok((dialer, proxies, vpn)) => Ok(Session {
+                inner: Arc::new(Inner {
+                    id,
+                    cluster,
+                    shadow,
+                    dialer,
+                    proxies,
+                    tasks,
+                    events,
+                    cluster_domain: opts.cluster_domain.clone(),
+                    flavour: opts.flavour,
+                    vpn,
+                    teardown: Teardown::new(),
+                }),
+            }),
             Err(e) => {
-                if objects.pod_created || objects.secret_created {
-                    let cleanup = objects.delete(&cluster, opts.close_timeout).await;
-                    if let Err(c) = cleanup {
-                        tracing::warn!(target: "kt", "after a failed connect: {c}");
-                    }
+                tasks.cancel.cancel();
+                if let Err(c) = shadow.close().await {
+                    tracing::warn!(target: "kt", "after a failed connect: {c}");
                 }
-                return Err(e);
+                Err(e)
             }
-        };
-        let session = match Session::finish(
-            cluster.clone(),
-            objects.clone(),
-            &opts,
-            started,
-            Arc::clone(&events),
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = objects.delete(&cluster, opts.close_timeout).await;
-                return Err(e);
-            }
-        };
-        Ok(session)
+        }
     }
 
-    /// Picks the DNS server, binds the proxies and starts the background tasks.
+    /// Picks the DNS server, starts the proxies and, in VPN mode, the VPN.
     async fn finish(
-        cluster: Cluster,
-        objects: Objects,
+        cluster: &Cluster,
+        shadow: &Shadow,
         opts: &ConnectOptions,
-        started: Started,
-        events: Arc<EventBus>,
-    ) -> Result<Session> {
-        let Started { tunnel, dns_ip } = started;
-        let tasks = Tasks::new();
+        dns_ip: Option<IpAddr>,
+        tasks: &Tasks,
+        events: &Arc<EventBus>,
+    ) -> Result<(Dialer, Proxies, Option<VpnState>)> {
+        let tunnel = &shadow.tunnel;
         let dns_server = match dns_ip {
             Some(ip) => ip.to_string(),
-            None => fallback_dns_server(&tunnel, &opts.cluster_domain, opts.dns_timeout).await,
+            None => discover::through_shadow(tunnel, &opts.cluster_domain, opts.dns_timeout).await,
         };
         tracing::debug!(target: "kt", "cluster DNS server: {dns_server}");
         let resolver = Arc::new(Resolver::new(
-            Arc::clone(&tunnel),
+            Arc::clone(tunnel),
             dns_server,
             SearchList::for_namespace(&cluster.namespace, &opts.cluster_domain),
             opts.dns_timeout,
         ));
         let dialer = Dialer {
-            tunnel: Arc::clone(&tunnel),
+            tunnel: Arc::clone(tunnel),
             resolver,
         };
-        let socks_listener =
-            bind(SocketAddr::from((Ipv4Addr::LOCALHOST, opts.socks5_port))).await?;
-        let http_listener = bind(SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            opts.http_proxy_port,
-        )))
-        .await?;
-        let socks5 = local_addr(&socks_listener)?;
-        let http_proxy = local_addr(&http_listener)?;
-
-        tasks.spawn(Arc::clone(&tunnel).supervise(tasks.cancel.clone(), Arc::clone(&events)));
-        tasks.spawn(heartbeat::run(
-            cluster.clone(),
-            objects.pod.clone(),
-            opts.heartbeat_interval,
-            tasks.cancel.clone(),
-            Arc::clone(&events),
-        ));
-        {
-            let dialer = dialer.clone();
-            tasks.spawn(accept_loop(socks_listener, tasks.clone(), move |s| {
-                socks::handle(s, dialer.clone())
-            }));
-        }
-        {
-            let dialer = dialer.clone();
-            let inner_tasks = tasks.clone();
-            tasks.spawn(accept_loop(http_listener, tasks.clone(), move |s| {
-                http::handle(s, dialer.clone(), inner_tasks.clone())
-            }));
-        }
-        events.emit(Event::TunnelUp { socks5, http_proxy });
+        let proxies =
+            Proxies::start(&dialer, tasks, opts.socks5_port, opts.http_proxy_port).await?;
+        events.emit(Event::TunnelUp {
+            socks5: proxies.socks5,
+            http_proxy: proxies.http,
+        });
         let vpn = match &opts.vpn {
             None => None,
             Some(vpn_opts) => {
                 let cx = VpnContext {
-                    cluster: &cluster,
-                    session: &objects.session,
+                    cluster,
+                    session: &shadow.session,
                     cluster_domain: &opts.cluster_domain,
                     dialer: &dialer,
-                    tasks: &tasks,
-                    events: &events,
+                    tasks,
+                    events,
                 };
-                match Box::pin(VpnState::start(vpn_opts, cx)).await {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        tasks.cancel.cancel();
-                        tunnel.close().await;
-                        return Err(e);
-                    }
-                }
+                Some(Box::pin(VpnState::start(vpn_opts, cx)).await?)
             }
         };
-        Ok(Session {
-            inner: Arc::new(Inner {
-                id: objects.session.clone(),
-                cluster,
-                objects,
-                tunnel,
-                dialer,
-                socks5,
-                http_proxy,
-                tasks,
-                events,
-                cluster_domain: opts.cluster_domain.clone(),
-                flavour: opts.flavour,
-                close_timeout: opts.close_timeout,
-                vpn,
-                closing: AtomicBool::new(false),
-                close_done: tokio::sync::Mutex::new(false),
-            }),
-        })
+        Ok((dialer, proxies, vpn))
     }
 
     /// The session id (the `kt.dev/session` label on its objects).
@@ -262,18 +179,18 @@ impl Session {
 
     /// The shadow pod's name.
     pub fn pod_name(&self) -> &str {
-        &self.inner.objects.pod
+        &self.inner.shadow.name
     }
 
     /// The local SOCKS5 proxy (no authentication, `CONNECT`, names resolved in the
     /// cluster: use it as `socks5h://`).
     pub fn socks5_addr(&self) -> SocketAddr {
-        self.inner.socks5
+        self.inner.proxies.socks5
     }
 
     /// The local HTTP proxy (`CONNECT` and plain absolute-form requests).
     pub fn http_proxy_addr(&self) -> SocketAddr {
-        self.inner.http_proxy
+        self.inner.proxies.http
     }
 
     /// VPN mode's device, routes and DNS ([`None`] in proxy mode).
@@ -297,8 +214,8 @@ impl Session {
     /// `ALL_PROXY` to the SOCKS5 proxy (`socks5h://`), `NO_PROXY` for loopback, and
     /// `NODE_USE_ENV_PROXY=1` so Node.js's built-in `fetch` honours them.
     pub fn env(&self) -> BTreeMap<String, String> {
-        let http = format!("http://{}", self.inner.http_proxy);
-        let socks = format!("socks5h://{}", self.inner.socks5);
+        let http = format!("http://{}", self.inner.proxies.http);
+        let socks = format!("socks5h://{}", self.inner.proxies.socks5);
         let no_proxy = "localhost,127.0.0.1,::1".to_owned();
         let mut env = BTreeMap::new();
         for (k, v) in [
@@ -436,81 +353,97 @@ impl Session {
     ///
     /// [`Error::Cleanup`] naming what could not be removed (and how to remove it).
     pub async fn close(&self) -> Result<()> {
-        let mut done = self.inner.close_done.lock().await;
-        if *done {
-            return Ok(());
-        }
-        self.inner.closing.store(true, Ordering::SeqCst);
         let inner = &self.inner;
-        inner.events.emit(Event::Closing);
-        if let Some(vpn) = &inner.vpn {
-            vpn.stop().await;
-        }
-        inner.tasks.cancel.cancel();
-        inner.tunnel.close().await;
-        let deleted = inner
-            .objects
-            .delete(&inner.cluster, inner.close_timeout)
-            .await;
-        inner.tasks.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), inner.tasks.tracker.wait())
+        inner
+            .teardown
+            .close(async {
+                inner.events.emit(Event::Closing);
+                let result = inner.shut_down().await;
+                inner.events.emit(Event::Closed);
+                result
+            })
             .await
-            .is_err()
-        {
-            tracing::warn!(target: "kt", "some session tasks did not end within 10 s");
-        }
-        *done = true;
-        inner.events.emit(Event::Closed);
-        deleted
+    }
+
+    /// Connections to `port` of the shadow pod (0: a free port) arrive at `local` on
+    /// this machine, through an SSH remote forward that survives reconnects; returns
+    /// the port the shadow listens on. The inbound operations build on this.
+    #[doc(hidden)]
+    pub async fn remote_forward(&self, port: u16, local: SocketAddr) -> Result<u16> {
+        self.check_open()?;
+        let forward = self
+            .inner
+            .shadow
+            .tunnel
+            .remote_forward("0.0.0.0", port)
+            .await?;
+        let bound = u16::try_from(forward.port).unwrap_or(port);
+        self.inner
+            .tasks
+            .spawn(inbound_loop(forward, local, self.inner.tasks.clone()));
+        Ok(bound)
     }
 
     /// Drops the tunnel's current port-forward and SSH session as a network failure
     /// would, so that tests can watch the session reconnect.
     #[doc(hidden)]
     pub fn simulate_tunnel_drop(&self) {
-        self.inner.tunnel.break_link();
+        self.inner.shadow.break_link();
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.inner.closing.load(Ordering::SeqCst) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
+        self.inner.teardown.check_open()
+    }
+}
+
+impl Inner {
+    /// Everything `close` and a dropped session's background clean-up do.
+    async fn shut_down(&self) -> Result<()> {
+        if let Some(vpn) = &self.vpn {
+            vpn.stop().await;
         }
+        self.tasks.cancel.cancel();
+        let removed = self.shadow.close().await;
+        self.tasks.close().await;
+        removed
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.inner.closing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        // System DNS first and synchronously: it must not wait for a runtime.
-        if let Some(vpn) = &self.inner.vpn {
-            vpn.restore_dns();
-        }
-        self.inner.tasks.cancel.cancel();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                target: "kt",
+        let inner = Arc::clone(&self.inner);
+        let now = || {
+            // System DNS first and synchronously: it must not wait for a runtime.
+            if let Some(vpn) = &self.inner.vpn {
+                vpn.restore_dns();
+            }
+            self.inner.tasks.cancel.cancel();
+            self.inner.shadow.stop_tasks();
+        };
+        let later = async move {
+            if let Err(e) = inner.shut_down().await {
+                tracing::warn!(target: "kt", "session dropped without close(): {e}");
+            }
+        };
+        let leftover = || {
+            format!(
                 "session {} dropped without close() outside a tokio runtime: its pod and \
                  Secret stay until `kubectl delete pod,secret -n {} -l kt.dev/session={}`",
                 self.inner.id, self.inner.cluster.namespace, self.inner.id
-            );
-            return;
+            )
         };
-        let inner = Arc::clone(&self.inner);
-        runtime.spawn(async move {
-            if let Some(vpn) = &inner.vpn {
-                vpn.stop().await;
-            }
-            inner.tunnel.close().await;
-            if let Err(e) = inner
-                .objects
-                .delete(&inner.cluster, inner.close_timeout)
-                .await
-            {
-                tracing::warn!(target: "kt", "session dropped without close(): {e}");
+        self.inner.teardown.on_drop(now, later, leftover);
+    }
+}
+
+/// Splices each connection of a remote forward to `local`.
+async fn inbound_loop(mut forward: RemoteForward, local: SocketAddr, tasks: Tasks) {
+    while let Some(accepted) = forward.accept().await {
+        tracing::debug!(target: "kt", "inbound connection from {} to port {}", accepted.peer, accepted.bound_port);
+        tasks.spawn(async move {
+            match tokio::net::TcpStream::connect(local).await {
+                Ok(stream) => splice(stream, accepted.channel.into_stream()).await,
+                Err(e) => tracing::warn!(target: "kt", "inbound connection to {local}: {e}"),
             }
         });
     }
@@ -527,156 +460,6 @@ impl ClusterResolver for Session {
     async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
         Session::resolve_first(self, candidates).await
     }
-}
-
-/// Creates the objects, waits for the pod and brings the first link up.
-async fn start(
-    cluster: &Cluster,
-    opts: &ConnectOptions,
-    spec: &ShadowSpec<'_>,
-    keys: &SessionKeys,
-    objects: &mut Objects,
-    events: &EventBus,
-) -> Result<Started> {
-    let deadline = tokio::time::Instant::now() + opts.pod_ready_timeout;
-    let pp = PostParams::default();
-    cluster
-        .secrets()
-        .create(&pp, &spec.secret(keys)?)
-        .await
-        .map_err(|e| cluster.error(e, "create", "secrets", "(the shadow's keys)"))?;
-    objects.secret_created = true;
-    let pod = cluster
-        .pods()
-        .create(&pp, &spec.pod())
-        .await
-        .map_err(|e| cluster.error(e, "create", "pods", "(the shadow pod)"))?;
-    objects.pod_created = true;
-    if let Some(owner) = ShadowSpec::owner_reference(&pod) {
-        let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
-        cluster
-            .secrets()
-            .patch(spec.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| {
-                cluster.error(e, "patch", "secrets", "(owner reference to the shadow pod)")
-            })?;
-    }
-    let (ready, dns_ip) = tokio::join!(
-        wait::pod_ready(
-            cluster,
-            spec.name,
-            spec.image,
-            opts.pod_ready_timeout,
-            events
-        ),
-        discover_dns(cluster, opts),
-    );
-    ready?;
-    let cfg = TransportConfig {
-        pods: cluster.pods(),
-        server: cluster.server.clone(),
-        namespace: cluster.namespace.clone(),
-        pod: spec.name.to_owned(),
-        port: opts.ssh_port,
-        user: opts.flavour.user().to_owned(),
-        key: Arc::clone(&keys.client),
-        host_key: keys.host_public(),
-        attempt_timeout: opts.port_forward_timeout,
-        open_timeout: opts.connect_timeout,
-        reconnect_timeout: opts.reconnect_timeout,
-    };
-    let link = first_link(&cfg, deadline).await?;
-    Ok(Started {
-        tunnel: Tunnel::new(cfg, link),
-        dns_ip,
-    })
-}
-
-/// The first link, retried while the SSH server is not answering yet (sshd has no
-/// readiness probe) until `deadline`.
-async fn first_link(cfg: &TransportConfig, deadline: tokio::time::Instant) -> Result<Link> {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let attempt = tokio::time::timeout(cfg.attempt_timeout, Link::establish(cfg)).await;
-        let err = match attempt {
-            Ok(Ok(link)) => return Ok(link),
-            Ok(Err(e)) => e,
-            Err(_) => Error::PortForward {
-                pod: cfg.pod.clone(),
-                port: cfg.port,
-                reason: format!(
-                    "port-forward and SSH login did not finish within {:?}",
-                    cfg.attempt_timeout
-                ),
-            },
-        };
-        let retry = match &err {
-            Error::Ssh { reason, .. } => {
-                !reason.contains("host key") && !reason.contains("refused the session key")
-            }
-            Error::PortForward { .. } | Error::ApiUnreachable { .. } => true,
-            _ => false,
-        };
-        if !retry || tokio::time::Instant::now() + delay >= deadline {
-            return Err(err);
-        }
-        tracing::debug!(target: "kt", "SSH to the shadow not up yet: {err}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
-}
-
-/// The ClusterIP of `kube-system/kube-dns` (or the configured server); `None` when it
-/// cannot be read (namespace-scoped permissions).
-async fn discover_dns(cluster: &Cluster, opts: &ConnectOptions) -> Option<IpAddr> {
-    if let Some(ip) = opts.dns_server {
-        return Some(ip);
-    }
-    let api: Api<Service> = cluster.services_in("kube-system");
-    match api.get_opt("kube-dns").await {
-        Ok(Some(svc)) => svc
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .and_then(|ip| ip.parse().ok()),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::debug!(target: "kt", "cannot read kube-system/kube-dns: {e}");
-            None
-        }
-    }
-}
-
-/// When the API would not tell: the shadow's own resolver knows
-/// `kube-dns.kube-system`, so ask the server found by that name for its own address
-/// (then later lookups need no name resolution in the shadow); failing that, the usual
-/// address.
-async fn fallback_dns_server(
-    tunnel: &Arc<Tunnel>,
-    cluster_domain: &str,
-    timeout: Duration,
-) -> String {
-    let name = format!("kube-dns.kube-system.svc.{cluster_domain}");
-    let probe = Resolver::new(
-        Arc::clone(tunnel),
-        name.clone(),
-        SearchList::for_namespace("kube-system", cluster_domain),
-        timeout,
-    );
-    match probe.resolve(&format!("{name}.")).await {
-        Ok(ips) => ips.first().map_or(name, ToString::to_string),
-        Err(e) => {
-            tracing::debug!(target: "kt", "shadow cannot reach the DNS server {name}: {e}");
-            FALLBACK_DNS_SERVER.to_string()
-        }
-    }
-}
-
-fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr> {
-    listener.local_addr().map_err(|source| Error::Bind {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        source,
-    })
 }
 
 /// 8 characters of `[a-z0-9]`: unique enough per namespace, short in pod names.
@@ -698,7 +481,7 @@ mod tests {
     fn sessions_and_their_futures_can_move_between_threads() {
         assert_send_sync::<Session>();
         assert_send_sync::<ConnectOptions>();
-        assert_send_sync::<Error>();
+        assert_send_sync::<crate::Error>();
         let connect = Session::connect(ConnectOptions::new());
         assert_send(&connect);
         drop(connect);

@@ -151,55 +151,90 @@ pub(crate) fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)
 }
 
-/// The objects one session created, for cleanup.
+/// A kind of object kt creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    /// A shadow pod (deleted without grace: its clients are gone).
+    Pod,
+    /// A shadow's Secret.
+    Secret,
+}
+
+impl ObjectKind {
+    fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pod",
+            ObjectKind::Secret => "secret",
+        }
+    }
+}
+
+/// The objects one owner (a shadow) created, in creation order, for cleanup.
 #[derive(Debug, Clone)]
 pub(crate) struct Objects {
+    /// The session id (for the clean-up hint in errors).
     pub(crate) session: String,
-    pub(crate) pod: String,
-    pub(crate) secret: String,
-    /// Set once the pod was created.
-    pub(crate) pod_created: bool,
-    /// Set once the secret was created.
-    pub(crate) secret_created: bool,
+    created: Vec<(ObjectKind, String)>,
 }
 
 /// How often cleanup checks whether the deleted objects are gone.
 const GONE_POLL: Duration = Duration::from_millis(200);
 
 impl Objects {
-    /// Deletes every object that was created and waits (up to `timeout`) until the API
-    /// server no longer has them.
+    /// Nothing created yet.
+    pub(crate) fn new(session: &str) -> Objects {
+        Objects {
+            session: session.to_owned(),
+            created: Vec::new(),
+        }
+    }
+
+    /// Records that `name` of `kind` now exists.
+    pub(crate) fn created(&mut self, kind: ObjectKind, name: &str) {
+        self.created.push((kind, name.to_owned()));
+    }
+
+    /// Whether anything was created.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.created.is_empty()
+    }
+
+    /// Deletes every object that was created (newest first) and waits (up to
+    /// `timeout`) until the API server no longer has them.
     pub(crate) async fn delete(&self, cluster: &Cluster, timeout: Duration) -> Result<()> {
-        let pods = cluster.pods();
-        let secrets = cluster.secrets();
-        let dp = DeleteParams::background();
         let mut remaining = Vec::new();
-        if self.pod_created {
-            // The shadow needs no grace: its clients are gone.
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::background()
+        for (kind, name) in self.created.iter().rev() {
+            let deleted = match kind {
+                ObjectKind::Pod => {
+                    let dp = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::background()
+                    };
+                    cluster.pods().delete(name, &dp).await.map(drop)
+                }
+                ObjectKind::Secret => cluster
+                    .secrets()
+                    .delete(name, &DeleteParams::background())
+                    .await
+                    .map(drop),
             };
-            if let Err(e) = pods.delete(&self.pod, &dp).await
+            if let Err(e) = deleted
                 && !is_not_found(&e)
             {
-                remaining.push(format!("pod `{}` ({e})", self.pod));
+                remaining.push(format!("{} `{name}` ({e})", kind.noun()));
             }
-        }
-        if self.secret_created
-            && let Err(e) = secrets.delete(&self.secret, &dp).await
-            && !is_not_found(&e)
-        {
-            remaining.push(format!("secret `{}` ({e})", self.secret));
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut present = Vec::new();
-            if self.pod_created && exists(&pods, &self.pod).await {
-                present.push(format!("pod `{}` (still terminating)", self.pod));
-            }
-            if self.secret_created && exists(&secrets, &self.secret).await {
-                present.push(format!("secret `{}` (still present)", self.secret));
+            for (kind, name) in &self.created {
+                let exists = match kind {
+                    ObjectKind::Pod => exists(&cluster.pods(), name).await,
+                    ObjectKind::Secret => exists(&cluster.secrets(), name).await,
+                };
+                if exists {
+                    present.push(format!("{} `{name}` (still present)", kind.noun()));
+                }
             }
             if present.is_empty() {
                 break;

@@ -4,6 +4,7 @@
 
 pub(crate) mod forward;
 pub(crate) mod http;
+pub(crate) mod proxies;
 pub(crate) mod socks;
 pub(crate) mod udp;
 

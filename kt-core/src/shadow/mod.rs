@@ -1,6 +1,182 @@
-//! The shadow: the pod kt runs in the cluster, its Secret and keys, the SSH transport
-//! to it and its heartbeat.
+//! The shadow: a pod kt runs in the cluster with an SSH server, its Secret and keys,
+//! the transport to it and its heartbeat. [`Shadow::launch`] makes one for a role
+//! (connect today; swap, expose and the mesh router use the same call with their own
+//! role and [`PodShape`]) and [`Shadow::close`] removes it.
 
 pub(crate) mod heartbeat;
 pub(crate) mod spec;
 pub(crate) mod wait;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kt_proto::Role;
+use kube::api::{Patch, PatchParams, PostParams};
+
+use crate::cluster::{Cluster, ObjectKind, Objects};
+use crate::error::Result;
+use crate::events::{Event, EventBus};
+use crate::options::ConnectOptions;
+use crate::task::Tasks;
+use crate::transport::{TransportConfig, Tunnel};
+pub(crate) use spec::PodShape;
+use spec::{SessionKeys, ShadowSpec};
+
+/// A running shadow pod and the tunnel to it.
+pub(crate) struct Shadow {
+    /// The pod's name (and its Secret's).
+    pub(crate) name: String,
+    /// The session id it belongs to.
+    pub(crate) session: String,
+    /// The transport to the pod's SSH server, reconnecting by itself.
+    pub(crate) tunnel: Arc<Tunnel>,
+    cluster: Cluster,
+    objects: Objects,
+    /// The tunnel's supervisor and the heartbeat.
+    tasks: Tasks,
+    close_timeout: Duration,
+}
+
+impl Shadow {
+    /// Creates the shadow's Secret and pod for `role` (named `kt-shadow-<id>` for a
+    /// connect shadow, `kt-<role>-<id>` otherwise), waits until the pod is Ready,
+    /// brings the first link up, and starts the tunnel's supervisor and the heartbeat.
+    /// On failure, whatever was created is removed before the error is returned.
+    pub(crate) async fn launch(
+        cluster: &Cluster,
+        opts: &ConnectOptions,
+        session: &str,
+        role: Role,
+        shape: &PodShape,
+        events: &Arc<EventBus>,
+    ) -> Result<Shadow> {
+        let name = match role {
+            Role::ShadowConnect => format!("kt-shadow-{session}"),
+            other => format!("kt-{}-{session}", other.as_str()),
+        };
+        let image = opts.image();
+        let spec = ShadowSpec {
+            session,
+            name: &name,
+            image: &image,
+            role,
+            shape,
+            opts,
+        };
+        events.emit(Event::Creating {
+            namespace: cluster.namespace.clone(),
+            pod: name.clone(),
+            image: image.clone(),
+        });
+        let mut objects = Objects::new(session);
+        match start(cluster, opts, &spec, &mut objects, events).await {
+            Ok(tunnel) => {
+                let tasks = Tasks::new();
+                tasks
+                    .spawn(Arc::clone(&tunnel).supervise(tasks.cancel.clone(), Arc::clone(events)));
+                tasks.spawn(heartbeat::run(
+                    cluster.clone(),
+                    name.clone(),
+                    opts.heartbeat_interval,
+                    tasks.cancel.clone(),
+                    Arc::clone(events),
+                ));
+                Ok(Shadow {
+                    name,
+                    session: session.to_owned(),
+                    tunnel,
+                    cluster: cluster.clone(),
+                    objects,
+                    tasks,
+                    close_timeout: opts.close_timeout,
+                })
+            }
+            Err(e) => {
+                if !objects.is_empty()
+                    && let Err(c) = objects.delete(cluster, opts.close_timeout).await
+                {
+                    tracing::warn!(target: "kt", "after a failed start of {name}: {c}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the tunnel and the heartbeat, removes the pod and its Secret and waits
+    /// until the API server no longer has them.
+    pub(crate) async fn close(&self) -> Result<()> {
+        self.tasks.cancel.cancel();
+        self.tunnel.close().await;
+        let deleted = self.objects.delete(&self.cluster, self.close_timeout).await;
+        self.tasks.close().await;
+        deleted
+    }
+
+    /// Stops the shadow's own tasks at once (from a `Drop`, before [`Shadow::close`]
+    /// runs in the background).
+    pub(crate) fn stop_tasks(&self) {
+        self.tasks.cancel.cancel();
+    }
+
+    /// Breaks the current link as a network failure would (tests of reconnects).
+    pub(crate) fn break_link(&self) {
+        self.tunnel.break_link();
+    }
+}
+
+/// Creates the objects, waits for the pod and brings the first link up.
+async fn start(
+    cluster: &Cluster,
+    opts: &ConnectOptions,
+    spec: &ShadowSpec<'_>,
+    objects: &mut Objects,
+    events: &EventBus,
+) -> Result<Arc<Tunnel>> {
+    let deadline = tokio::time::Instant::now() + opts.pod_ready_timeout;
+    let keys = SessionKeys::generate(spec.session)?;
+    let pp = PostParams::default();
+    cluster
+        .secrets()
+        .create(&pp, &spec.secret(&keys)?)
+        .await
+        .map_err(|e| cluster.error(e, "create", "secrets", "(the shadow's keys)"))?;
+    objects.created(ObjectKind::Secret, spec.name);
+    let pod = cluster
+        .pods()
+        .create(&pp, &spec.pod())
+        .await
+        .map_err(|e| cluster.error(e, "create", "pods", "(the shadow pod)"))?;
+    objects.created(ObjectKind::Pod, spec.name);
+    if let Some(owner) = ShadowSpec::owner_reference(&pod) {
+        let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+        cluster
+            .secrets()
+            .patch(spec.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| {
+                cluster.error(e, "patch", "secrets", "(owner reference to the shadow pod)")
+            })?;
+    }
+    wait::pod_ready(
+        cluster,
+        spec.name,
+        spec.image,
+        opts.pod_ready_timeout,
+        events,
+    )
+    .await?;
+    let cfg = TransportConfig {
+        pods: cluster.pods(),
+        server: cluster.server.clone(),
+        namespace: cluster.namespace.clone(),
+        pod: spec.name.to_owned(),
+        port: opts.ssh_port,
+        user: opts.flavour.user().to_owned(),
+        key: Arc::clone(&keys.client),
+        host_key: keys.host_public(),
+        attempt_timeout: opts.port_forward_timeout,
+        open_timeout: opts.connect_timeout,
+        reconnect_timeout: opts.reconnect_timeout,
+    };
+    Tunnel::open_first(cfg, deadline).await
+}

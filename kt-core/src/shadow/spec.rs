@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ExecAction, LocalObjectReference, Pod, PodSecurityContext, PodSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, ExecAction, LocalObjectReference, Pod,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -77,11 +77,26 @@ impl SessionKeys {
     }
 }
 
-/// Everything that names and labels one session's objects.
+/// What a shadow pod looks like beyond what every shadow has: what inbound shadows
+/// (swap, expose, mesh) need from their pod.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PodShape {
+    /// Labels on the pod only, besides kt's (a swap shadow in scale mode carries the
+    /// workload's pod labels so that its Service selects it).
+    pub(crate) pod_labels: BTreeMap<String, String>,
+    /// Ports the shadow serves to the cluster, declared as container ports
+    /// (`(name, port)`; named ports of a Service resolve through them).
+    pub(crate) ports: Vec<(String, u16)>,
+}
+
+/// Everything that names, labels and shapes one shadow's objects.
 pub(crate) struct ShadowSpec<'a> {
     pub(crate) session: &'a str,
     pub(crate) name: &'a str,
     pub(crate) image: &'a str,
+    /// What the shadow is for (the `kt.dev/role` label).
+    pub(crate) role: Role,
+    pub(crate) shape: &'a PodShape,
     pub(crate) opts: &'a ConnectOptions,
 }
 
@@ -94,10 +109,7 @@ impl ShadowSpec<'_> {
             labels::MANAGED_BY_VALUE.to_owned(),
         );
         l.insert(labels::SESSION.to_owned(), self.session.to_owned());
-        l.insert(
-            labels::ROLE.to_owned(),
-            Role::ShadowConnect.as_str().to_owned(),
-        );
+        l.insert(labels::ROLE.to_owned(), self.role.as_str().to_owned());
         l
     }
 
@@ -114,11 +126,14 @@ impl ShadowSpec<'_> {
         a
     }
 
-    fn meta(&self) -> ObjectMeta {
+    fn meta(&self, extra_labels: &BTreeMap<String, String>) -> ObjectMeta {
+        let mut labels = extra_labels.clone();
+        // kt's own labels win over the workload's.
+        labels.extend(self.labels());
         ObjectMeta {
             name: Some(self.name.to_owned()),
             namespace: None,
-            labels: Some(self.labels()),
+            labels: Some(labels),
             annotations: Some(self.annotations()),
             ..ObjectMeta::default()
         }
@@ -143,7 +158,7 @@ impl ShadowSpec<'_> {
             );
         }
         Ok(Secret {
-            metadata: self.meta(),
+            metadata: self.meta(&BTreeMap::new()),
             data: Some(data),
             type_: Some("Opaque".to_owned()),
             immutable: Some(true),
@@ -258,6 +273,21 @@ impl ShadowSpec<'_> {
                 (container, pod_security, 0o400)
             }
         };
+        let mut container = container;
+        if !self.shape.ports.is_empty() {
+            container.ports = Some(
+                self.shape
+                    .ports
+                    .iter()
+                    .map(|(name, port)| ContainerPort {
+                        name: (!name.is_empty()).then(|| name.clone()),
+                        container_port: i32::from(*port),
+                        protocol: Some("TCP".to_owned()),
+                        ..ContainerPort::default()
+                    })
+                    .collect(),
+            );
+        }
         let pull_secrets = (!opts.image_pull_secrets.is_empty()).then(|| {
             opts.image_pull_secrets
                 .iter()
@@ -265,7 +295,7 @@ impl ShadowSpec<'_> {
                 .collect()
         });
         Pod {
-            metadata: self.meta(),
+            metadata: self.meta(&self.shape.pod_labels),
             spec: Some(PodSpec {
                 containers: vec![container],
                 restart_policy: Some("Never".to_owned()),
@@ -400,6 +430,8 @@ mod tests {
             session: "t1",
             name: "kt-shadow-t1",
             image: "kt.dev/kt-shadow:0.1.0",
+            role: Role::ShadowConnect,
+            shape: &PodShape::default(),
             opts: &opts,
         };
         let secret = spec.secret(&keys).expect("secret").data.unwrap_or_default();
@@ -444,6 +476,8 @@ mod tests {
             session: "t2",
             name: "kt-shadow-t2",
             image: "kt.dev/kt-shadow:0.1.0",
+            role: Role::ShadowConnect,
+            shape: &PodShape::default(),
             opts: &opts,
         };
         let pod = spec.pod();
@@ -480,6 +514,52 @@ mod tests {
         assert_eq!(
             l.get("kt.dev/role").map(String::as_str),
             Some("shadow-connect")
+        );
+    }
+
+    #[test]
+    fn role_and_shape_reach_the_pod_and_kt_labels_win() {
+        let opts = ConnectOptions::new();
+        let shape = PodShape {
+            pod_labels: BTreeMap::from([
+                ("app".to_owned(), "web".to_owned()),
+                (labels::ROLE.to_owned(), "spoofed".to_owned()),
+            ]),
+            ports: vec![("http".to_owned(), 8080), (String::new(), 9090)],
+        };
+        let spec = ShadowSpec {
+            session: "t3",
+            name: "kt-shadow-t3",
+            image: "kt.dev/kt-shadow:0.1.0",
+            role: Role::ShadowSwap,
+            shape: &shape,
+            opts: &opts,
+        };
+        let pod = spec.pod();
+        let l = pod.metadata.labels.unwrap_or_default();
+        assert_eq!(l.get("app").map(String::as_str), Some("web"));
+        assert_eq!(l.get(labels::ROLE).map(String::as_str), Some("shadow-swap"));
+        let ports = pod.spec.unwrap_or_default().containers[0]
+            .ports
+            .clone()
+            .unwrap_or_default();
+        let ports: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.clone(), p.container_port))
+            .collect();
+        assert_eq!(ports, [(Some("http".to_owned()), 8080), (None, 9090)]);
+        // The Secret carries the role but not the workload's labels.
+        let keys = SessionKeys::generate("t3").expect("keys");
+        let secret_labels = spec
+            .secret(&keys)
+            .expect("secret")
+            .metadata
+            .labels
+            .unwrap_or_default();
+        assert!(!secret_labels.contains_key("app"));
+        assert_eq!(
+            secret_labels.get(labels::ROLE).map(String::as_str),
+            Some("shadow-swap")
         );
     }
 }

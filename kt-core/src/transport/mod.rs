@@ -3,13 +3,16 @@
 //! both when they drop.
 
 mod decouple;
+mod remote;
+
+pub(crate) use remote::{Accepted, RemoteForward, RemoteForwards};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use russh::client::{Config, Handle, Handler};
+use russh::client::{ChannelOpenHandle, Config, Handle, Handler};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{Channel, ChannelOpenFailure, client::Msg};
 use tokio::sync::watch;
@@ -55,6 +58,8 @@ fn ssh_config() -> Arc<Config> {
 /// dead when the SSH session task ends (the handler is dropped with it).
 struct Client {
     host_key: PublicKey,
+    /// Where `forwarded-tcpip` channels go.
+    remote: RemoteForwards,
     /// Whether the server offered the pinned key (for a precise error message).
     offered: Arc<std::sync::Mutex<Option<String>>>,
     _dead: DropGuard,
@@ -77,6 +82,41 @@ impl Handler for Client {
             PublicKeyOrCertificate::Certificate(_) => false,
         };
         Ok(ok)
+    }
+
+    /// A connection to a port the shadow listens on for us (`tcpip-forward`): handed to
+    /// whoever registered that port, refused when no one did.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        let accepted = Accepted {
+            channel,
+            bound_port: connected_port,
+            peer: format!("{originator_address}:{originator_port}"),
+        };
+        match self
+            .remote
+            .deliver(connected_address, connected_port, accepted)
+        {
+            Ok(()) => reply.accept().await,
+            Err(why) => {
+                tracing::debug!(
+                    target: "kt",
+                    "refused a forwarded connection to {connected_address}:{connected_port}: {why}"
+                );
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -120,7 +160,7 @@ impl Drop for AbortOnDrop {
 impl Link {
     /// Port-forwards to the shadow, runs the SSH handshake over the stream, pins the host
     /// key and logs in with the session key.
-    pub(crate) async fn establish(cfg: &TransportConfig) -> Result<Link> {
+    pub(crate) async fn establish(cfg: &TransportConfig, remote: &RemoteForwards) -> Result<Link> {
         let pf_error = |reason: String| Error::PortForward {
             pod: cfg.pod.clone(),
             port: cfg.port,
@@ -180,6 +220,7 @@ impl Link {
         let offered = Arc::new(std::sync::Mutex::new(None));
         let handler = Client {
             host_key: cfg.host_key.clone(),
+            remote: remote.clone(),
             offered: Arc::clone(&offered),
             _dead: dead.clone().drop_guard(),
         };
@@ -228,12 +269,29 @@ impl Link {
                 cfg.user
             )));
         }
-        Ok(Link {
+        let link = Link {
             handle,
             dead,
             _forward: forward,
             _pump: pump,
-        })
+        };
+        // A new link (first or after a drop) asks again for every remote forward.
+        for (address, port) in remote.registered() {
+            link.listen(&address, port).await.map_err(ssh_error)?;
+        }
+        Ok(link)
+    }
+
+    /// Asks the shadow to listen on `address:port` (`tcpip-forward`; port 0: any free
+    /// port); the port it bound.
+    async fn listen(&self, address: &str, port: u32) -> Result<u32, String> {
+        match self.handle.tcpip_forward(address, port).await {
+            Ok(bound) if port == 0 => Ok(bound),
+            Ok(_) => Ok(port),
+            Err(e) => Err(format!(
+                "the shadow refused to listen on {address}:{port} for a remote forward ({e})"
+            )),
+        }
     }
 
     /// Opens a `direct-tcpip` channel to `host:port` from the shadow; `kind` decides
@@ -278,13 +336,164 @@ enum State {
 pub(crate) struct Tunnel {
     cfg: TransportConfig,
     state: watch::Sender<State>,
+    remote: RemoteForwards,
+}
+
+/// How [`establish`] retries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    /// The first pause between tries; it doubles up to `max_delay`.
+    pub(crate) first_delay: Duration,
+    /// The longest pause.
+    pub(crate) max_delay: Duration,
+    /// Retry every failure (a reconnect: the API server may be restarting), or only
+    /// those that mean "not up yet" (the first link: the pod's SSH server may not answer
+    /// yet, but a wrong host key or a refused key will not get better).
+    pub(crate) any_failure: bool,
+}
+
+impl Retry {
+    /// The first link of a new shadow.
+    pub(crate) const FIRST_LINK: Retry = Retry {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(500),
+        any_failure: false,
+    };
+
+    /// A link after a drop.
+    pub(crate) const RECONNECT: Retry = Retry {
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(3),
+        any_failure: true,
+    };
+
+    fn retries(&self, err: &Error) -> bool {
+        self.any_failure
+            || match err {
+                Error::Ssh { reason, .. } => {
+                    !reason.contains("host key") && !reason.contains("refused the session key")
+                }
+                Error::PortForward { .. } | Error::ApiUnreachable { .. } => true,
+                _ => false,
+            }
+    }
+}
+
+/// How [`establish`] ended.
+pub(crate) enum Established {
+    /// Up after `attempts` tries.
+    Up(Link, u32),
+    /// Not retried any more: the last failure, after `attempts` tries.
+    GaveUp(Error, u32),
+    /// `cancel` fired.
+    Cancelled,
+}
+
+/// The one link-establishment loop: tries `Link::establish` (each bounded by the
+/// attempt timeout) with back-off until it works, `retry` says stop, `until` passes or
+/// `cancel` fires. `on_try(n, last_failure)` runs before each try.
+pub(crate) async fn establish(
+    cfg: &TransportConfig,
+    remote: &RemoteForwards,
+    retry: Retry,
+    until: tokio::time::Instant,
+    cancel: &CancellationToken,
+    mut on_try: impl FnMut(u32, Option<&Error>),
+) -> Established {
+    let mut delay = retry.first_delay;
+    let mut last: Option<Error> = None;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        on_try(attempt, last.as_ref());
+        let result = tokio::select! {
+            () = cancel.cancelled() => return Established::Cancelled,
+            r = tokio::time::timeout(cfg.attempt_timeout, Link::establish(cfg, remote)) => r,
+        };
+        let err = match result {
+            Ok(Ok(link)) => return Established::Up(link, attempt),
+            Ok(Err(e)) => e,
+            Err(_) => Error::PortForward {
+                pod: cfg.pod.clone(),
+                port: cfg.port,
+                reason: format!(
+                    "port-forward and SSH login did not finish within {:?}",
+                    cfg.attempt_timeout
+                ),
+            },
+        };
+        tracing::debug!(target: "kt", "link to {} try {attempt} failed: {err}", cfg.pod);
+        if !retry.retries(&err) || tokio::time::Instant::now() + delay >= until {
+            return Established::GaveUp(err, attempt);
+        }
+        last = Some(err);
+        tokio::select! {
+            () = cancel.cancelled() => return Established::Cancelled,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(retry.max_delay);
+    }
 }
 
 impl Tunnel {
-    /// A tunnel over an established first link.
-    pub(crate) fn new(cfg: TransportConfig, link: Link) -> Arc<Tunnel> {
-        let (state, _) = watch::channel(State::Up(Arc::new(link)));
-        Arc::new(Tunnel { cfg, state })
+    /// Brings the first link up (retrying while the shadow's SSH server is not
+    /// answering yet, until `until`) and returns the tunnel over it.
+    pub(crate) async fn open_first(
+        cfg: TransportConfig,
+        until: tokio::time::Instant,
+    ) -> Result<Arc<Tunnel>> {
+        let remote = RemoteForwards::default();
+        let never = CancellationToken::new();
+        match establish(&cfg, &remote, Retry::FIRST_LINK, until, &never, |_, _| {}).await {
+            Established::Up(link, _) => {
+                let (state, _) = watch::channel(State::Up(Arc::new(link)));
+                Ok(Arc::new(Tunnel { cfg, state, remote }))
+            }
+            Established::GaveUp(err, _) => Err(err),
+            Established::Cancelled => Err(Error::Closed),
+        }
+    }
+
+    /// Asks the shadow to listen on `address:port` (0: a free port) and registers the
+    /// port, so every later link asks again; connections arrive on the returned
+    /// [`RemoteForward`].
+    pub(crate) async fn remote_forward(&self, address: &str, port: u16) -> Result<RemoteForward> {
+        let link = self.current().await?;
+        let bound = link
+            .listen(address, u32::from(port))
+            .await
+            .map_err(|reason| Error::Ssh {
+                pod: self.cfg.pod.clone(),
+                reason,
+            })?;
+        Ok(self.remote.register(address, bound))
+    }
+
+    /// The current link, waiting (up to the open timeout) for a reconnect in progress.
+    async fn current(&self) -> Result<Arc<Link>> {
+        let deadline = tokio::time::Instant::now() + self.cfg.open_timeout;
+        let mut rx = self.state.subscribe();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                State::Up(link) => return Ok(link),
+                State::Failed(reason) => return Err(Error::TunnelDown { reason }),
+                State::Closed => return Err(Error::Closed),
+                State::Reconnecting => {
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::TunnelDown {
+                            reason: format!(
+                                "reconnecting, and not back within {:?}",
+                                self.cfg.open_timeout
+                            ),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Opens a channel to `host:port` in the cluster, waiting for a reconnect in progress.
@@ -414,56 +623,46 @@ impl Tunnel {
         }
     }
 
-    /// Tries to re-establish the link with back-off, for at most the reconnect timeout.
-    /// `None` when cancelled.
+    /// Re-establishes the link after a drop, for at most the reconnect timeout, with
+    /// events. `None` when cancelled.
     async fn reconnect(
         &self,
-        mut reason: String,
+        reason: String,
         cancel: &CancellationToken,
         events: &EventBus,
     ) -> Option<State> {
         let give_up = tokio::time::Instant::now() + self.cfg.reconnect_timeout;
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
+        let on_try = |attempt: u32, last: Option<&Error>| {
             events.emit(Event::Reconnecting {
                 attempt,
-                reason: reason.clone(),
+                reason: last.map_or_else(|| reason.clone(), ToString::to_string),
             });
-            let result = tokio::select! {
-                () = cancel.cancelled() => return None,
-                r = tokio::time::timeout(self.cfg.attempt_timeout, Link::establish(&self.cfg)) => r,
-            };
-            match result {
-                Ok(Ok(link)) => {
-                    events.emit(Event::Reconnected { attempts: attempt });
-                    return Some(State::Up(Arc::new(link)));
-                }
-                Ok(Err(e)) => reason = e.to_string(),
-                Err(_) => {
-                    reason = format!(
-                        "port-forward and SSH login did not finish within {:?}",
-                        self.cfg.attempt_timeout
-                    );
-                }
+        };
+        match establish(
+            &self.cfg,
+            &self.remote,
+            Retry::RECONNECT,
+            give_up,
+            cancel,
+            on_try,
+        )
+        .await
+        {
+            Established::Up(link, attempts) => {
+                events.emit(Event::Reconnected { attempts });
+                Some(State::Up(Arc::new(link)))
             }
-            tracing::debug!(target: "kt", "reconnect try {attempt} failed: {reason}");
-            if tokio::time::Instant::now() + delay > give_up {
+            Established::GaveUp(err, attempts) => {
                 let reason = format!(
-                    "gave up reconnecting after {attempt} tries in {:?}: {reason}",
+                    "gave up reconnecting after {attempts} tries in {:?}: {err}",
                     self.cfg.reconnect_timeout
                 );
                 events.emit(Event::TunnelLost {
                     reason: reason.clone(),
                 });
-                return Some(State::Failed(reason));
+                Some(State::Failed(reason))
             }
-            tokio::select! {
-                () = cancel.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(3));
+            Established::Cancelled => None,
         }
     }
 
