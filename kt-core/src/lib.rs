@@ -145,6 +145,7 @@ mod cluster;
 mod dns;
 mod error;
 mod events;
+mod inbound;
 mod options;
 mod outbound;
 mod session;

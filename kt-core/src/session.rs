@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use kt_proto::Role;
@@ -13,13 +13,13 @@ use crate::dns::server::ClusterResolver;
 use crate::dns::{Resolver, SearchList, discover};
 use crate::error::Result;
 use crate::events::{Event, EventBus, Events};
+use crate::inbound;
 use crate::options::{ConnectOptions, ShadowFlavour};
-use crate::outbound::proxies::{Proxies, local_addr};
+use crate::outbound::proxies::Proxies;
 use crate::outbound::udp::{self, DatagramChannel};
-use crate::outbound::{Dialer, accept_loop, bind, forward, splice};
+use crate::outbound::{Dialer, forward};
 use crate::shadow::{PodShape, Shadow};
 use crate::task::{Tasks, Teardown};
-use crate::transport::RemoteForward;
 use crate::vpn::VpnInfo;
 use crate::vpn::setup::{VpnContext, VpnState, check_capability, recover_left_overs};
 
@@ -214,21 +214,7 @@ impl Session {
     /// `ALL_PROXY` to the SOCKS5 proxy (`socks5h://`), `NO_PROXY` for loopback, and
     /// `NODE_USE_ENV_PROXY=1` so Node.js's built-in `fetch` honours them.
     pub fn env(&self) -> BTreeMap<String, String> {
-        let http = format!("http://{}", self.inner.proxies.http);
-        let socks = format!("socks5h://{}", self.inner.proxies.socks5);
-        let no_proxy = "localhost,127.0.0.1,::1".to_owned();
-        let mut env = BTreeMap::new();
-        for (k, v) in [
-            ("HTTP_PROXY", &http),
-            ("HTTPS_PROXY", &http),
-            ("ALL_PROXY", &socks),
-            ("NO_PROXY", &no_proxy),
-        ] {
-            env.insert(k.to_owned(), v.clone());
-            env.insert(k.to_ascii_lowercase(), v.clone());
-        }
-        env.insert("NODE_USE_ENV_PROXY".to_owned(), "1".to_owned());
-        env
+        self.inner.proxies.env()
     }
 
     /// Every event since the session started, then new ones, ending after
@@ -278,15 +264,8 @@ impl Session {
     pub async fn forward_target(&self, target: Target, port: u16) -> Result<SocketAddr> {
         self.check_open()?;
         let dest = self.destination(&target).await?;
-        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-        let addr = local_addr(&listener)?;
-        let dialer = self.inner.dialer.clone();
+        let addr = forward::start(&self.inner.dialer, &self.inner.tasks, dest, port).await?;
         tracing::info!(target: "kt", "forwarding {addr} to {target} port {port}");
-        self.inner
-            .tasks
-            .spawn(accept_loop(listener, self.inner.tasks.clone(), move |s| {
-                forward::handle(s, dialer.clone(), dest.clone(), port)
-            }));
         Ok(addr)
     }
 
@@ -334,16 +313,11 @@ impl Session {
         DatagramChannel::open(&self.inner.dialer, &self.inner.tasks, &dest, target, port).await
     }
 
-    /// Where a forward to `target` goes, looked up in the API (Service, pod) and, for a
-    /// name, checked in the cluster DNS now rather than at the first connection.
     async fn destination(&self, target: &Target) -> Result<Destination> {
-        let dest = target
-            .destination(&self.inner.cluster, &self.inner.cluster_domain)
-            .await?;
-        if let Destination::Name(name) = &dest {
-            self.inner.dialer.resolver.resolve(name).await?;
-        }
-        Ok(dest)
+        let inner = &self.inner;
+        (inner.dialer)
+            .destination(&inner.cluster, target, &inner.cluster_domain)
+            .await
     }
 
     /// Removes every object the session created and waits until the API server no
@@ -380,7 +354,7 @@ impl Session {
         let bound = u16::try_from(forward.port).unwrap_or(port);
         self.inner
             .tasks
-            .spawn(inbound_loop(forward, local, self.inner.tasks.clone()));
+            .spawn(inbound::serve(forward, local, self.inner.tasks.clone()));
         Ok(bound)
     }
 
@@ -433,19 +407,6 @@ impl Drop for Session {
             )
         };
         self.inner.teardown.on_drop(now, later, leftover);
-    }
-}
-
-/// Splices each connection of a remote forward to `local`.
-async fn inbound_loop(mut forward: RemoteForward, local: SocketAddr, tasks: Tasks) {
-    while let Some(accepted) = forward.accept().await {
-        tracing::debug!(target: "kt", "inbound connection from {} to port {}", accepted.peer, accepted.bound_port);
-        tasks.spawn(async move {
-            match tokio::net::TcpStream::connect(local).await {
-                Ok(stream) => splice(stream, accepted.channel.into_stream()).await,
-                Err(e) => tracing::warn!(target: "kt", "inbound connection to {local}: {e}"),
-            }
-        });
     }
 }
 

@@ -17,7 +17,8 @@ use russh::{Channel, ChannelStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cluster::target::Destination;
+use crate::cluster::Cluster;
+use crate::cluster::target::{Destination, Target};
 use crate::dns::Resolver;
 use crate::error::{Error, Result};
 use crate::task::Tasks;
@@ -34,6 +35,21 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
+    /// Where a forward to `target` goes, looked up in the API (Service, pod) and, for a
+    /// name, checked in the cluster DNS now rather than at the first connection.
+    pub(crate) async fn destination(
+        &self,
+        cluster: &Cluster,
+        target: &Target,
+        cluster_domain: &str,
+    ) -> Result<Destination> {
+        let dest = target.destination(cluster, cluster_domain).await?;
+        if let Destination::Name(name) = &dest {
+            self.resolver.resolve(name).await?;
+        }
+        Ok(dest)
+    }
+
     /// A stream to `host:port`; a name is resolved through the cluster DNS first, and
     /// each of its addresses is tried in turn.
     pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<RemoteStream> {

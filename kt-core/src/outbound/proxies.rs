@@ -1,5 +1,6 @@
 //! The session's local SOCKS5 and HTTP proxies on 127.0.0.1.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::error::{Error, Result};
@@ -41,6 +42,28 @@ impl Proxies {
             }));
         }
         Ok(proxies)
+    }
+}
+
+impl Proxies {
+    /// Environment variables that send a child process's traffic through the proxies
+    /// (see `Session::env`).
+    pub(crate) fn env(&self) -> BTreeMap<String, String> {
+        let http = format!("http://{}", self.http);
+        let socks = format!("socks5h://{}", self.socks5);
+        let no_proxy = "localhost,127.0.0.1,::1".to_owned();
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            ("HTTP_PROXY", &http),
+            ("HTTPS_PROXY", &http),
+            ("ALL_PROXY", &socks),
+            ("NO_PROXY", &no_proxy),
+        ] {
+            env.insert(k.to_owned(), v.clone());
+            env.insert(k.to_ascii_lowercase(), v.clone());
+        }
+        env.insert("NODE_USE_ENV_PROXY".to_owned(), "1".to_owned());
+        env
     }
 }
 
