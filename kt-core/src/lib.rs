@@ -52,6 +52,24 @@
 //!   root filesystem). Its `kt.dev/heartbeat` annotation is refreshed while the session
 //!   lives.
 //!
+//! # Errors
+//!
+//! One [`Error`] enum; each message says what failed and what to do. Branch on
+//! [`Error::kind`]: an [`ErrorKind`] has a stable name and number that the C, Python,
+//! Node and ktctl front ends all map the same way (see [`ErrorKind::ALL`]).
+//!
+//! ```no_run
+//! use kt_core::{ConnectOptions, ErrorKind, Session};
+//!
+//! # async fn demo() {
+//! match Session::connect(ConnectOptions::new().namespace("dev")).await {
+//!     Ok(session) => drop(session),
+//!     Err(e) if e.kind() == ErrorKind::Forbidden => eprintln!("apply the Role: {e}"),
+//!     Err(e) => eprintln!("{} ({}): {e}", e.kind(), e.kind().code()),
+//! }
+//! # }
+//! ```
+//!
 //! # Permissions
 //!
 //! A namespace-scoped Role is enough; it is shipped as `kt-core/rbac/kt-role.yaml`:
