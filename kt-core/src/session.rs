@@ -11,6 +11,8 @@ use crate::cluster::target::{Destination, Target};
 use crate::cluster::{Cluster, leftovers};
 use crate::dns::server::ClusterResolver;
 use crate::dns::{Resolver, SearchList, discover};
+#[allow(unused_imports, reason = "rustdoc links name Error variants")]
+use crate::error::Error;
 use crate::error::Result;
 use crate::events::{Event, EventBus, Events};
 use crate::inbound;
@@ -442,7 +444,7 @@ mod tests {
     fn sessions_and_their_futures_can_move_between_threads() {
         assert_send_sync::<Session>();
         assert_send_sync::<ConnectOptions>();
-        assert_send_sync::<crate::Error>();
+        assert_send_sync::<Error>();
         let connect = Session::connect(ConnectOptions::new());
         assert_send(&connect);
         drop(connect);

@@ -168,7 +168,7 @@ impl ResolvConf {
     /// that this process does not see at the recorded path (another network or mount
     /// namespace, or a file replaced since) is left for a process that does.
     ///
-    /// [`crate::recover`] does this for every kind of system DNS change.
+    /// [`crate::recover_system_dns`] does this for every kind of system DNS change.
     ///
     /// # Errors
     ///

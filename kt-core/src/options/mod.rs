@@ -91,7 +91,7 @@ impl std::str::FromStr for ShadowFlavour {
     }
 }
 
-/// How to open a [`Session`]; a builder. Every setting has a default, so
+/// How to open a [`Session`](crate::Session); a builder. Every setting has a default, so
 /// `ConnectOptions::new()` connects with the current kubeconfig context and namespace.
 #[derive(Clone)]
 pub struct ConnectOptions {
@@ -340,7 +340,7 @@ impl ConnectOptions {
     /// VPN mode: besides the proxies, a tun device routes the cluster's pod and Service
     /// ranges through the tunnel, and cluster names resolve for every program on the
     /// machine (see [`VpnOptions`] and [`crate::DnsMode`]). Needs CAP_NET_ADMIN (root);
-    /// without it, [`Session::connect`] fails with [`Error::NeedsCapability`] before
+    /// without it, [`Session::connect`](crate::Session::connect) fails with [`Error::NeedsCapability`] before
     /// anything is created in the cluster.
     pub fn vpn(mut self, vpn: VpnOptions) -> Self {
         self.vpn = Some(vpn);
