@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use common::{options, scoped_kubeconfig};
-use kt_core::{ConnectOptions, Error, Event, Session, ShadowFlavour};
+use kt_core::{ConnectOptions, Error, ErrorKind, Event, Session, ShadowFlavour};
 use kt_lab_tests::Lab;
 
 /// Connecting without the Role bound is refused with the verb, the resource and the
@@ -22,6 +22,7 @@ async fn missing_permissions_name_the_verb_the_resource_and_the_shipped_role() -
     let _ = std::fs::remove_file(&kubeconfig);
     match res {
         Err(e @ Error::Forbidden { .. }) => {
+            ensure!(e.kind() == ErrorKind::Forbidden, "kind {}", e.kind());
             let msg = e.to_string();
             for part in ["create secrets", ns.name(), "kt-core/rbac/kt-role.yaml"] {
                 ensure!(msg.contains(part), "`{part}` missing from: {msg}");
@@ -51,8 +52,9 @@ async fn a_missing_namespace_is_named() -> Result<()> {
         .namespace("kt-no-such-namespace")
         .flavour(ShadowFlavour::OpenSsh);
     match Session::connect(opts).await {
-        Err(Error::NamespaceNotFound { namespace }) => {
-            ensure!(namespace == "kt-no-such-namespace");
+        Err(e @ Error::NamespaceNotFound { .. }) => {
+            ensure!(e.kind() == ErrorKind::NotFound, "kind {}", e.kind());
+            ensure!(e.to_string().contains("kt-no-such-namespace"), "{e}");
             Ok(())
         }
         other => bail!("expected NamespaceNotFound, got {other:?}"),
