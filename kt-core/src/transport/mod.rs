@@ -472,6 +472,22 @@ impl Tunnel {
     /// The current link, waiting (up to the open timeout) for a reconnect in progress.
     async fn current(&self) -> Result<Arc<Link>> {
         let deadline = tokio::time::Instant::now() + self.cfg.open_timeout;
+        self.current_until(deadline, || Error::TunnelDown {
+            reason: format!(
+                "reconnecting, and not back within {:?}",
+                self.cfg.open_timeout
+            ),
+        })
+        .await
+    }
+
+    /// The current link, waiting until `deadline` for a reconnect in progress;
+    /// `too_late()` when it passes.
+    async fn current_until(
+        &self,
+        deadline: tokio::time::Instant,
+        too_late: impl Fn() -> Error,
+    ) -> Result<Arc<Link>> {
         let mut rx = self.state.subscribe();
         loop {
             let state = rx.borrow_and_update().clone();
@@ -484,12 +500,7 @@ impl Tunnel {
                         .await
                         .is_err()
                     {
-                        return Err(Error::TunnelDown {
-                            reason: format!(
-                                "reconnecting, and not back within {:?}",
-                                self.cfg.open_timeout
-                            ),
-                        });
+                        return Err(too_late());
                     }
                 }
             }
@@ -509,30 +520,16 @@ impl Tunnel {
         kind: ChannelKind,
     ) -> Result<Channel<Msg>> {
         let deadline = tokio::time::Instant::now() + self.cfg.open_timeout;
-        let mut rx = self.state.subscribe();
+        let too_late = || Error::Connect {
+            host: host.to_owned(),
+            port,
+            reason: format!(
+                "the tunnel is reconnecting and was not back within {:?}",
+                self.cfg.open_timeout
+            ),
+        };
         loop {
-            let state = rx.borrow_and_update().clone();
-            let link = match state {
-                State::Up(link) => link,
-                State::Failed(reason) => return Err(Error::TunnelDown { reason }),
-                State::Closed => return Err(Error::Closed),
-                State::Reconnecting => {
-                    if tokio::time::timeout_at(deadline, rx.changed())
-                        .await
-                        .is_err()
-                    {
-                        return Err(Error::Connect {
-                            host: host.to_owned(),
-                            port,
-                            reason: format!(
-                                "the tunnel is reconnecting and was not back within {:?}",
-                                self.cfg.open_timeout
-                            ),
-                        });
-                    }
-                    continue;
-                }
-            };
+            let link = self.current_until(deadline, too_late).await?;
             let opened = tokio::time::timeout_at(deadline, link.open(host, port, kind)).await;
             match opened {
                 Ok(Ok(channel)) => return Ok(channel),
