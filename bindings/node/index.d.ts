@@ -16,6 +16,15 @@ export interface ConnectOptions {
   shadowImage?: string
   /** Which SSH server the shadow pod runs (default `kt-shadow`). */
   flavour?: 'kt-shadow' | 'openssh'
+  /**
+   * The command the kt-shadow readiness probe runs (default `kt-shadow`, found on
+   * the image's `PATH`): for a custom image that keeps the binary elsewhere.
+   */
+  shadowProbeBinary?: string
+  /** Path of `sshd` in the OpenSSH shadow image (default `/usr/sbin/sshd`). */
+  sshdPath?: string
+  /** The SSH port in the shadow pod, on its loopback (default 2222). */
+  sshPort?: number
   /** Extra labels on every object kt creates. */
   labels?: Record<string, string>
   /** Extra annotations on every object kt creates. */
@@ -38,6 +47,12 @@ export interface ConnectOptions {
   reconnectTimeoutMs?: number
   /** How often the shadow pod's heartbeat annotation is refreshed (default 30000). */
   heartbeatIntervalMs?: number
+  /**
+   * The shadow's watchdog: after how long without any connected client kt-shadow
+   * exits on its own, so that the pod of a crashed program stops (default 600000,
+   * 10 minutes; rounded up to whole seconds). `null`: never.
+   */
+  shadowHeartbeatTimeoutMs?: number | null
   /** The cluster's DNS domain (default `cluster.local`). */
   clusterDomain?: string
   /** The cluster DNS server's IP (default: found from the cluster). */
@@ -56,12 +71,12 @@ export interface ConnectOptions {
 }
 
 /**
- * One event of a session. `kind` is the kt-core variant; the other fields are set
- * for the kinds that have them.
+ * One event of a session. `kind` says what happened; the other fields are set for
+ * the kinds that have them.
  */
 export interface Event {
   /** What happened. */
-  kind: 'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Other'
+  kind: 'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed'
   /** The event in words (as kt logs it). */
   message: string
   /** Creating: the namespace. */
@@ -84,7 +99,7 @@ export interface Event {
   device?: string
   /** VpnUp: the routed ranges. */
   routes?: Array<string>
-  /** DnsInstalled: the local DNS server. */
+  /** DnsInstalled: the local DNS server (`ip:port`). */
   server?: string
   /** DnsInstalled: what was changed. */
   detail?: string
@@ -154,6 +169,8 @@ export declare class Session {
   get httpProxyAddr(): string
   /** The cluster DNS server the session queries (as the shadow pod reaches it). */
   get dnsServer(): string
+  /** VPN mode's local DNS server, `ip:port`; `null` in proxy mode or without one. */
+  get dnsAddr(): string | null
   /** VPN mode's device, routes and DNS; `null` in proxy mode. */
   get vpn(): VpnInfo | null
   /**
@@ -180,6 +197,13 @@ export declare class Session {
    * datagrams go to `target`'s UDP `port`, replies back to their sender.
    */
   forwardUdp(target: string, port: number): Promise<LocalAddress>
+  /**
+   * Opens a UDP flow to `target`'s UDP `port` (kt-shadow only), to send and receive
+   * datagrams from this process: `target` as for `forward`. Rejects with
+   * `KT_CONNECT` when the shadow cannot open it, `KT_UNSUPPORTED` with the OpenSSH
+   * shadow.
+   */
+  udpChannel(target: string, port: number): Promise<UdpChannel>
   /** Every event since the session started, then new ones, ending after `Closed`. */
   events(): EventStream
   /**
@@ -190,11 +214,41 @@ export declare class Session {
   close(): Promise<void>
 }
 
+/**
+ * A UDP flow to one host and port in the cluster, through the session's kt-shadow
+ * (`session.udpChannel(target, port)`). Each `send` is one datagram to the target,
+ * each `recv` one datagram from it. The flow ends with `close()`, when the session
+ * closes, or after 60 s with no datagram either way; then `send` and `recv` reject
+ * with `KT_CLOSED`. Datagrams may be lost, as with any UDP socket.
+ */
+export declare class UdpChannel {
+  /**
+   * The address the shadow sends to, `ip:port` (the Service's ClusterIP, the pod's
+   * IP, or the address the name resolved to).
+   */
+  get peerAddr(): string
+  /** Sends one datagram (up to 65 507 bytes; an empty one is allowed). */
+  send(datagram: Uint8Array): Promise<void>
+  /**
+   * The next datagram from the target; `null` if none came within `timeoutMs`
+   * (default: wait as long as it takes).
+   */
+  recv(timeoutMs?: number): Promise<Buffer | null>
+  /**
+   * Ends the flow; a `recv` waiting rejects with `KT_CLOSED`, and so do later
+   * calls. Calling it again does nothing.
+   */
+  close(): void
+}
+
 /** VPN mode settings (`ConnectOptions.vpn`); an empty object means the defaults. */
 export interface VpnConnectOptions {
-  /** Extra ranges to route into the cluster, as CIDRs (`10.96.0.0/12`). */
+  /**
+   * Extra ranges to route into the cluster: CIDRs (`10.96.0.0/12`) or single
+   * addresses (`10.96.0.10`, a /32).
+   */
   include?: Array<string>
-  /** Ranges never to route into the cluster, as CIDRs. */
+  /** Ranges never to route into the cluster, written as `include`. */
   exclude?: Array<string>
   /** Route only `include`; ask the cluster for no ranges. */
   noDiscovery?: boolean
@@ -209,6 +263,11 @@ export interface VpnConnectOptions {
   mtu?: number
   /** The tun device's own IPv4 address (default 198.18.0.1). */
   address?: string
+  /**
+   * Where the local DNS server listens, `ip:port` (default 127.0.0.1:53 when free,
+   * else another loopback address on port 53).
+   */
+  dnsListen?: string
 }
 
 /** VPN mode's device, routes and DNS (`session.vpn`). */
@@ -223,16 +282,59 @@ export interface VpnInfo {
   dnsDetail: string
 }
 
+/**
+ * The kinds of error, by kt-core name (`invalid_argument`, `not_found`, ...): an
+ * error's `code` is `'KT_' + name.toUpperCase()`. New kinds may be added; existing
+ * names never change.
+ */
+export declare function errorKinds(): Array<string>
+
+/**
+ * The kinds of event, by kt-core name (`creating`, `tunnel_up`, ...); an event's
+ * `kind` is the name in PascalCase (`TunnelUp`). New kinds may be added.
+ */
+export declare function eventKinds(): Array<string>
+
+/**
+ * Undoes the system DNS changes (resolv.conf, hosts file, `/etc/resolver` files) a
+ * VPN session left behind when its process died without closing (a crash,
+ * `kill -9`), as recorded under `$KT_STATE_DIR/restore` (default
+ * `/var/lib/kt/restore`). Changes of running processes are left alone. Resolves to
+ * one line per change undone (an empty array when there was nothing to do); needs
+ * the rights to write those files (root). A VPN session does this itself when it
+ * starts.
+ */
+export declare function recoverSystemDns(): Promise<string[]>
+
+
+/** The code of a KtError: 'KT_' and the kind's name (errorKinds()) in upper case.
+ *  More may be added; none is ever renamed. (test/kinds.test.mjs checks this list.) */
+export type KtErrorCode =
+  | 'KT_INVALID_ARGUMENT'
+  | 'KT_CLOSED'
+  | 'KT_TIMEOUT'
+  | 'KT_NEEDS_CAPABILITY'
+  | 'KT_FORBIDDEN'
+  | 'KT_NOT_FOUND'
+  | 'KT_KUBECONFIG'
+  | 'KT_API_UNREACHABLE'
+  | 'KT_API'
+  | 'KT_SHADOW'
+  | 'KT_TUNNEL'
+  | 'KT_DNS'
+  | 'KT_UNSUPPORTED'
+  | 'KT_IO'
+  | 'KT_VPN'
+  | 'KT_CLEANUP'
+  | 'KT_INTERNAL'
+  | 'KT_CONNECT'
 
 /** Every promise of ktconnect rejects with this: an Error whose message carries the
  *  whole cause chain, with a stable code to branch on. */
 export interface KtError extends Error {
-  /** KT_INVALID_ARGUMENT, KT_KUBECONFIG, KT_API_UNREACHABLE, KT_NOT_FOUND,
-   *  KT_FORBIDDEN, KT_API, KT_SHADOW, KT_TIMEOUT, KT_TUNNEL, KT_DNS, KT_CONNECT,
-   *  KT_UNSUPPORTED, KT_CLOSED, KT_IO, KT_NEEDS_CAPABILITY, KT_VPN, KT_CLEANUP,
-   *  KT_INTERNAL, KT_ERROR */
-  code: string
-  /** The kt-core error variant (NamespaceNotFound, NameNotFound, ...) or InvalidArgument. */
+  /** What kind of failure: the same classification as kt's C, Python and CLI front ends. */
+  code: KtErrorCode
+  /** The kt-core error variant (NamespaceNotFound, NameNotFound, ...), finer than code. */
   kind: string
   /** Whether the failure may go away on a retry (the tunnel was down). */
   transient: boolean

@@ -82,4 +82,10 @@ process.on('beforeExit', () => {
 
 module.exports.Session = Session
 module.exports.EventStream = native.EventStream
+module.exports.UdpChannel = native.UdpChannel
+module.exports.errorKinds = native.errorKinds
+module.exports.eventKinds = native.eventKinds
+module.exports.recoverSystemDns = native.recoverSystemDns
 module.exports.asyncDispose = asyncDispose
+// The addon itself, for the tests' hooks into it (its `__` functions); not an API.
+Object.defineProperty(module.exports, Symbol.for('ktconnect.native'), { value: native })

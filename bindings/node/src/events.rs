@@ -1,24 +1,106 @@
 //! A session's events: plain objects `{ kind, message, ...fields }`, read with
 //! `for await (const ev of session.events())` or pulled with `nextEvent(timeoutMs)`.
+//!
+//! An event object is built from kt-core's [`kt_core::Event::kind`] and
+//! [`kt_core::Event::fields`], never by matching the variants: `kind` is the
+//! [`EventKind`] name in PascalCase (`tunnel_up` -> `TunnelUp`), each field's name in
+//! camelCase (`pod_ip` -> `podIp`), so a kind or field kt-core adds reaches
+//! JavaScript without a change here. `test/kinds.test.mjs` checks that `index.d.ts`
+//! declares every kind and field.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{AsyncGenerator, PromiseRaw, Unknown};
+use kt_core::{EventKind, EventValue};
+use napi::bindgen_prelude::{AsyncGenerator, Either3, PromiseRaw, Unknown};
 use napi::{Env, ValueType};
 use napi_derive::napi;
 
 use crate::error::{KtError, promise, rejected};
 use crate::options::millis;
 
-/// One event of a session. `kind` is the kt-core variant; the other fields are set
-/// for the kinds that have them.
-#[napi(object)]
+/// The name of one property of an event object; the properties keep kt-core's order
+/// (`kind`, `message`, then the fields as kt-core lists them).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    order: usize,
+    name: String,
+}
+
+impl AsRef<str> for EventKey {
+    fn as_ref(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A property's value: text (also addresses, `ip:port`), a number, or a list.
+pub type EventField = Either3<String, u32, Vec<String>>;
+
+/// An event as JavaScript gets it: an object `{ kind, message, ...fields }`, typed by
+/// the `Event` interface of `index.d.ts` ([`EventShape`]).
+pub type Event = BTreeMap<EventKey, EventField>;
+
+/// `snake_case` to `PascalCase`, or to `camelCase` when `upper_first` is false.
+fn case(snake: &str, upper_first: bool) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = upper_first;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The JavaScript `kind` of an event kind: its name in PascalCase (`TunnelUp`).
+pub(crate) fn kind_name(kind: EventKind) -> String {
+    case(kind.name(), true)
+}
+
+/// A field's value in JavaScript: a number, an array of strings, or else its text
+/// (kt-core's `Display`: the text itself, `ip:port` for an address).
+fn field(value: EventValue) -> EventField {
+    match value {
+        EventValue::Number(n) => Either3::B(n),
+        EventValue::List(items) => Either3::C(items),
+        other => Either3::A(other.to_string()),
+    }
+}
+
+/// The JavaScript object of a kt-core event.
+pub(crate) fn event(e: &kt_core::Event) -> Event {
+    let head = [
+        ("kind".to_owned(), Either3::A(kind_name(e.kind()))),
+        ("message".to_owned(), Either3::A(e.to_string())),
+    ];
+    let fields = e
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (case(name, false), field(value)));
+    head.into_iter()
+        .chain(fields)
+        .enumerate()
+        .map(|(order, (name, value))| (EventKey { order, name }, value))
+        .collect()
+}
+
+// Declares the TypeScript type of an event object (index.d.ts); `event` builds the
+// objects.
+/// One event of a session. `kind` says what happened; the other fields are set for
+/// the kinds that have them.
+#[napi(object, js_name = "Event")]
 #[derive(Debug, Clone, Default)]
-pub struct Event {
+pub struct EventShape {
     /// What happened.
     #[napi(
-        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Other'"
+        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed'"
     )]
     pub kind: String,
     /// The event in words (as kt logs it).
@@ -43,7 +125,7 @@ pub struct Event {
     pub device: Option<String>,
     /// VpnUp: the routed ranges.
     pub routes: Option<Vec<String>>,
-    /// DnsInstalled: the local DNS server.
+    /// DnsInstalled: the local DNS server (`ip:port`).
     pub server: Option<String>,
     /// DnsInstalled: what was changed.
     pub detail: Option<String>,
@@ -55,83 +137,71 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
-impl From<kt_core::Event> for Event {
-    fn from(e: kt_core::Event) -> Event {
-        use kt_core::Event as E;
-        let mut out = Event {
-            message: e.to_string(),
-            ..Event::default()
-        };
-        out.kind = match e {
-            E::Creating {
-                namespace,
-                pod,
-                image,
-            } => {
-                out.namespace = Some(namespace);
-                out.pod = Some(pod);
-                out.image = Some(image);
-                "Creating"
-            }
-            E::Scheduled { node } => {
-                out.node = Some(node);
-                "Scheduled"
-            }
-            E::Pulling { image } => {
-                out.image = Some(image);
-                "Pulling"
-            }
-            E::ImageReady { image } => {
-                out.image = Some(image);
-                "ImageReady"
-            }
-            E::Ready { pod_ip } => {
-                out.pod_ip = Some(pod_ip);
-                "Ready"
-            }
-            E::TunnelUp { socks5, http_proxy } => {
-                out.socks5 = Some(socks5.to_string());
-                out.http_proxy = Some(http_proxy.to_string());
-                "TunnelUp"
-            }
-            E::Recovered { what } => {
-                out.what = Some(what);
-                "Recovered"
-            }
-            E::VpnUp { device, routes } => {
-                out.device = Some(device);
-                out.routes = Some(routes);
-                "VpnUp"
-            }
-            E::DnsInstalled { server, detail } => {
-                out.server = Some(server.to_string());
-                out.detail = Some(detail);
-                "DnsInstalled"
-            }
-            E::Reconnecting { attempt, reason } => {
-                out.attempt = Some(attempt);
-                out.reason = Some(reason);
-                "Reconnecting"
-            }
-            E::Reconnected { attempts } => {
-                out.attempts = Some(attempts);
-                "Reconnected"
-            }
-            E::TunnelLost { reason } => {
-                out.reason = Some(reason);
-                "TunnelLost"
-            }
-            E::HeartbeatFailed { reason } => {
-                out.reason = Some(reason);
-                "HeartbeatFailed"
-            }
-            E::Closing => "Closing",
-            E::Closed => "Closed",
-            _ => "Other",
-        }
-        .to_owned();
-        out
-    }
+/// The kinds of event, by kt-core name (`creating`, `tunnel_up`, ...); an event's
+/// `kind` is the name in PascalCase (`TunnelUp`). New kinds may be added.
+#[napi]
+pub fn event_kinds() -> Vec<&'static str> {
+    EventKind::ALL.iter().map(|k| k.name()).collect()
+}
+
+/// For the tests: one event of each kind as JavaScript gets it (the test checks that
+/// they cover `eventKinds()` and that `index.d.ts` declares their fields).
+#[doc(hidden)]
+#[napi(js_name = "__eventExamples", ts_return_type = "Event[]")]
+pub fn event_examples() -> Vec<Event> {
+    use kt_core::Event as E;
+    let text = |s: &str| s.to_owned();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1080));
+    [
+        E::Creating {
+            namespace: text("dev"),
+            pod: text("kt-shadow-example"),
+            image: text("kt.dev/kt-shadow"),
+        },
+        E::Scheduled {
+            node: text("node-1"),
+        },
+        E::Pulling {
+            image: text("kt.dev/kt-shadow"),
+        },
+        E::ImageReady {
+            image: text("kt.dev/kt-shadow"),
+        },
+        E::Ready {
+            pod_ip: text("10.244.0.7"),
+        },
+        E::TunnelUp {
+            socks5: addr,
+            http_proxy: addr,
+        },
+        E::Recovered {
+            what: text("/etc/resolv.conf"),
+        },
+        E::VpnUp {
+            device: text("kt0"),
+            routes: vec![text("10.96.0.0/12")],
+        },
+        E::DnsInstalled {
+            server: addr,
+            detail: text("resolv.conf"),
+        },
+        E::Reconnecting {
+            attempt: 1,
+            reason: text("example"),
+        },
+        E::Reconnected { attempts: 2 },
+        E::TunnelLost {
+            reason: text("example"),
+        },
+        E::HeartbeatFailed {
+            reason: text("example"),
+        },
+        E::Closing,
+        E::Closed,
+    ]
+    .iter()
+    .map(event)
+    .collect()
 }
 
 /// The events of one session: every event since it started, then new ones, ending
@@ -161,7 +231,7 @@ impl AsyncGenerator for EventStream {
         _value: Option<()>,
     ) -> impl Future<Output = napi::Result<Option<Event>>> + Send + 'static {
         let events = Arc::clone(&self.events);
-        async move { Ok(events.lock().await.next().await.map(Event::from)) }
+        async move { Ok(events.lock().await.next().await.map(|e| event(&e))) }
     }
 }
 
@@ -191,7 +261,7 @@ impl EventStream {
         promise(
             env,
             async move {
-                let next = async { events.lock().await.next().await.map(Event::from) };
+                let next = async { events.lock().await.next().await.map(|e| event(&e)) };
                 Ok::<_, KtError>(match timeout {
                     None => next.await,
                     Some(t) => tokio::time::timeout(t, next).await.unwrap_or(None),
@@ -208,7 +278,7 @@ impl EventStream {
             return Vec::new();
         };
         std::iter::from_fn(|| events.try_next())
-            .map(Event::from)
+            .map(|e| event(&e))
             .collect()
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! `Session.connect(options)` returns a Promise of a `Session` (a shadow pod, the SSH
 //! tunnel to it through the API server, local SOCKS5 and HTTP proxies); its methods
-//! return Promises and reject with an `Error` carrying a stable `code`
-//! (`KT_NOT_FOUND`, `KT_FORBIDDEN`, `KT_INVALID_ARGUMENT`, ...; see `error.rs`).
+//! return Promises and reject with an `Error` carrying a stable `code`, `KT_` and
+//! kt-core's `ErrorKind` name (`KT_NOT_FOUND`, `KT_FORBIDDEN`, ...; see `error.rs`).
 //! Arguments are checked by hand (`options.rs`) so that a bad one rejects rather than
-//! throws. Events are an async iterable (`events.rs`).
+//! throws. Events are an async iterable of objects built from kt-core's
+//! `Event::kind`/`fields` (`events.rs`). `udpChannel` is in `udp.rs`,
+//! `recoverSystemDns` in `system.rs`.
 //!
 //! The futures run on the tokio runtime napi-rs owns (`tokio_rt` feature). The
 //! JavaScript side (`index.js`) loads this library and adds `Symbol.asyncDispose`;
@@ -18,7 +20,14 @@ mod error;
 mod events;
 mod options;
 mod session;
+mod system;
+mod udp;
 
-pub use events::{Event, EventStream};
+pub use error::{error_example, error_kinds};
+pub use events::{
+    Event, EventField, EventKey, EventShape, EventStream, event_examples, event_kinds,
+};
 pub use options::{ConnectOptions, VpnConnectOptions};
 pub use session::{LocalAddress, Session, VpnInfo};
+pub use system::{recover_system_dns, surface};
+pub use udp::UdpChannel;

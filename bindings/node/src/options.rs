@@ -1,9 +1,16 @@
 //! `Session.connect(options)`: the JavaScript options object, checked by hand so that
 //! every mistake (a wrong type, an unknown key, a bad CIDR) becomes a
 //! `KT_INVALID_ARGUMENT` rejection naming the option, never a synchronous throw.
+//!
+//! Values with a syntax of their own are parsed by kt-core's parsers, as in every
+//! other front end: DNS modes (`DnsMode::from_str`), shadow flavours
+//! (`ShadowFlavour::from_str`) and ranges (`kt_core::parse_net`). Every kt-core
+//! setting has a key here; `test/parity.test.mjs` fails when kt-core gains one that
+//! has not.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
 use kt_core::{ConnectOptions as CoreOptions, DnsMode, IpNet, ShadowFlavour, VpnOptions};
@@ -13,7 +20,7 @@ use napi::{JsValue, ValueType};
 use napi_derive::napi;
 
 use crate::error::KtError;
-use crate::events::Event;
+use crate::events::{Event, event};
 
 // This struct declares the TypeScript type of the options (index.d.ts); `parse` reads
 // the JavaScript object by hand, so `on_event`'s Rust type is a placeholder.
@@ -33,6 +40,13 @@ pub struct ConnectOptions {
     /// Which SSH server the shadow pod runs (default `kt-shadow`).
     #[napi(ts_type = "'kt-shadow' | 'openssh'")]
     pub flavour: Option<String>,
+    /// The command the kt-shadow readiness probe runs (default `kt-shadow`, found on
+    /// the image's `PATH`): for a custom image that keeps the binary elsewhere.
+    pub shadow_probe_binary: Option<String>,
+    /// Path of `sshd` in the OpenSSH shadow image (default `/usr/sbin/sshd`).
+    pub sshd_path: Option<String>,
+    /// The SSH port in the shadow pod, on its loopback (default 2222).
+    pub ssh_port: Option<u32>,
     /// Extra labels on every object kt creates.
     pub labels: Option<HashMap<String, String>>,
     /// Extra annotations on every object kt creates.
@@ -55,6 +69,11 @@ pub struct ConnectOptions {
     pub reconnect_timeout_ms: Option<f64>,
     /// How often the shadow pod's heartbeat annotation is refreshed (default 30000).
     pub heartbeat_interval_ms: Option<f64>,
+    /// The shadow's watchdog: after how long without any connected client kt-shadow
+    /// exits on its own, so that the pod of a crashed program stops (default 600000,
+    /// 10 minutes; rounded up to whole seconds). `null`: never.
+    #[napi(ts_type = "number | null")]
+    pub shadow_heartbeat_timeout_ms: Option<f64>,
     /// The cluster's DNS domain (default `cluster.local`).
     pub cluster_domain: Option<String>,
     /// The cluster DNS server's IP (default: found from the cluster).
@@ -75,9 +94,10 @@ pub struct ConnectOptions {
 #[napi(object)]
 #[derive(Debug, Default)]
 pub struct VpnConnectOptions {
-    /// Extra ranges to route into the cluster, as CIDRs (`10.96.0.0/12`).
+    /// Extra ranges to route into the cluster: CIDRs (`10.96.0.0/12`) or single
+    /// addresses (`10.96.0.10`, a /32).
     pub include: Option<Vec<String>>,
-    /// Ranges never to route into the cluster, as CIDRs.
+    /// Ranges never to route into the cluster, written as `include`.
     pub exclude: Option<Vec<String>>,
     /// Route only `include`; ask the cluster for no ranges.
     pub no_discovery: Option<bool>,
@@ -93,7 +113,52 @@ pub struct VpnConnectOptions {
     pub mtu: Option<u32>,
     /// The tun device's own IPv4 address (default 198.18.0.1).
     pub address: Option<String>,
+    /// Where the local DNS server listens, `ip:port` (default 127.0.0.1:53 when free,
+    /// else another loopback address on port 53).
+    pub dns_listen: Option<String>,
 }
+
+/// The keys `Session.connect` accepts, for the message about an unknown one.
+const CONNECT_KEYS: &[&str] = &[
+    "kubeconfig",
+    "context",
+    "namespace",
+    "shadowImage",
+    "flavour",
+    "shadowProbeBinary",
+    "sshdPath",
+    "sshPort",
+    "labels",
+    "annotations",
+    "nodeSelector",
+    "imagePullSecrets",
+    "podReadyTimeoutMs",
+    "portForwardTimeoutMs",
+    "connectTimeoutMs",
+    "dnsTimeoutMs",
+    "closeTimeoutMs",
+    "reconnectTimeoutMs",
+    "heartbeatIntervalMs",
+    "shadowHeartbeatTimeoutMs",
+    "clusterDomain",
+    "dnsServer",
+    "socks5Port",
+    "httpProxyPort",
+    "vpn",
+    "onEvent",
+];
+
+/// The keys of `options.vpn`, for the message about an unknown one.
+const VPN_KEYS: &[&str] = &[
+    "include",
+    "exclude",
+    "noDiscovery",
+    "dns",
+    "tunName",
+    "mtu",
+    "address",
+    "dnsListen",
+];
 
 /// Builds kt-core's options from what JavaScript passed (`undefined` and `null` mean
 /// the defaults).
@@ -109,7 +174,10 @@ pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError
             "context" => opts.context(non_empty(value, &path)?),
             "namespace" => opts.namespace(non_empty(value, &path)?),
             "shadowImage" => opts.shadow_image(non_empty(value, &path)?),
-            "flavour" => opts.flavour(flavour(value, &path)?),
+            "flavour" => opts.flavour(parsed::<ShadowFlavour>(value, &path)?),
+            "shadowProbeBinary" => opts.shadow_probe_binary(non_empty(value, &path)?),
+            "sshdPath" => opts.sshd_path(non_empty(value, &path)?),
+            "sshPort" => opts.ssh_port(port(value, &path, false)?),
             "labels" => string_map(value, &path)?
                 .into_iter()
                 .fold(opts, |o, (k, v)| o.label(k, v)),
@@ -129,6 +197,18 @@ pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError
             "closeTimeoutMs" => opts.close_timeout(millis(value, &path)?),
             "reconnectTimeoutMs" => opts.reconnect_timeout(millis(value, &path)?),
             "heartbeatIntervalMs" => opts.heartbeat_interval(millis(value, &path)?),
+            // null: the watchdog never fires (kt-core's `None`).
+            "shadowHeartbeatTimeoutMs" => {
+                if is(&value, ValueType::Null) {
+                    opts.shadow_heartbeat_timeout(None)
+                } else {
+                    let timeout = millis(value, &path).map_err(|mut e| {
+                        e.message.push_str(", or null for never");
+                        e
+                    })?;
+                    opts.shadow_heartbeat_timeout(Some(timeout))
+                }
+            }
             "clusterDomain" => opts.cluster_domain(non_empty(value, &path)?),
             "dnsServer" => opts.dns_server(ip(value, &path)?),
             "socks5Port" => opts.socks5_port(port(value, &path, true)?),
@@ -150,19 +230,13 @@ pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError
                     .map_err(|e| napi_failed(&path, &e))?;
                 opts.on_event(move |e| {
                     // Queued for the JavaScript thread; never blocks kt's tasks.
-                    tsfn.call(
-                        Event::from(e.clone()),
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
+                    tsfn.call(event(e), ThreadsafeFunctionCallMode::NonBlocking);
                 })
             }
             _ => {
                 return Err(KtError::invalid(format!(
-                    "unknown option `{key}`; known options: kubeconfig, context, namespace, \
-                     shadowImage, flavour, labels, annotations, nodeSelector, imagePullSecrets, \
-                     podReadyTimeoutMs, portForwardTimeoutMs, connectTimeoutMs, dnsTimeoutMs, \
-                     closeTimeoutMs, reconnectTimeoutMs, heartbeatIntervalMs, clusterDomain, \
-                     dnsServer, socks5Port, httpProxyPort, vpn, onEvent"
+                    "unknown option `{key}`; known options: {}",
+                    CONNECT_KEYS.join(", ")
                 )));
             }
         };
@@ -189,7 +263,7 @@ fn vpn(value: Unknown<'_>, path: &str) -> Result<VpnOptions, KtError> {
                     vpn
                 }
             }
-            "dns" => vpn.dns(dns_mode(value, &path)?),
+            "dns" => vpn.dns(parsed::<DnsMode>(value, &path)?),
             "tunName" => vpn.tun_name(non_empty(value, &path)?),
             "mtu" => {
                 let mtu = integer(value, &path, 576, 65535)?;
@@ -203,10 +277,19 @@ fn vpn(value: Unknown<'_>, path: &str) -> Result<VpnOptions, KtError> {
                     )));
                 }
             },
+            "dnsListen" => {
+                let s = string(value, &path)?;
+                let addr = s.trim().parse::<SocketAddr>().map_err(|e| {
+                    KtError::invalid(format!(
+                        "{path}: `{s}` is not an address and port (like 127.0.0.1:53): {e}"
+                    ))
+                })?;
+                vpn.dns_listen(addr)
+            }
             _ => {
                 return Err(KtError::invalid(format!(
-                    "unknown option `{path}`; known VPN options: include, exclude, \
-                     noDiscovery, dns, tunName, mtu, address"
+                    "unknown option `{path}`; known VPN options: {}",
+                    VPN_KEYS.join(", ")
                 )));
             }
         };
@@ -379,14 +462,12 @@ fn string_map(value: Unknown<'_>, path: &str) -> Result<BTreeMap<String, String>
         .collect()
 }
 
-fn flavour(value: Unknown<'_>, path: &str) -> Result<ShadowFlavour, KtError> {
-    match string(value, path)?.as_str() {
-        "kt-shadow" => Ok(ShadowFlavour::KtShadow),
-        "openssh" => Ok(ShadowFlavour::OpenSsh),
-        other => Err(KtError::invalid(format!(
-            "{path}: unknown shadow flavour `{other}`; use 'kt-shadow' or 'openssh'"
-        ))),
-    }
+/// A string parsed by kt-core's parser for it (`DnsMode`, `ShadowFlavour`): the
+/// same spellings and the same message as every other front end.
+fn parsed<T: FromStr<Err = kt_core::Error>>(value: Unknown<'_>, path: &str) -> Result<T, KtError> {
+    string(value, path)?
+        .parse::<T>()
+        .map_err(|e| KtError::from(e).at(path))
 }
 
 fn ip(value: Unknown<'_>, path: &str) -> Result<IpAddr, KtError> {
@@ -400,41 +481,10 @@ fn ip(value: Unknown<'_>, path: &str) -> Result<IpAddr, KtError> {
 
 fn cidrs(value: Unknown<'_>, path: &str) -> Result<Vec<IpNet>, KtError> {
     string_array(value, path)?
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, s)| {
-            s.trim().parse::<IpNet>().map_err(|e| {
-                KtError::invalid(format!(
-                    "{path}[{i}]: `{s}` is not a CIDR range (like 10.96.0.0/12): {e}"
-                ))
-            })
+            kt_core::parse_net(s).map_err(|e| KtError::from(e).at(&format!("{path}[{i}]")))
         })
         .collect()
-}
-
-fn dns_mode(value: Unknown<'_>, path: &str) -> Result<DnsMode, KtError> {
-    let s = string(value, path)?;
-    Ok(match s.as_str() {
-        "auto" => DnsMode::Auto,
-        "resolv-conf" => DnsMode::ResolvConf,
-        "resolved" => DnsMode::Resolved,
-        "resolver-dir" => DnsMode::ResolverDir,
-        "off" => DnsMode::Off,
-        "hosts" => DnsMode::Hosts(Vec::new()),
-        other => match other.strip_prefix("hosts:") {
-            Some(list) => DnsMode::Hosts(
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            None => {
-                return Err(KtError::invalid(format!(
-                    "{path}: unknown DNS mode `{other}`; use 'auto', 'resolv-conf', \
-                     'resolved', 'resolver-dir', 'off', 'hosts' or 'hosts:ns1,ns2'"
-                )));
-            }
-        },
-    })
 }

@@ -11,6 +11,7 @@ use napi_derive::napi;
 use crate::error::{KtError, promise, rejected};
 use crate::events::EventStream;
 use crate::options::{self, non_empty, port};
+use crate::udp::UdpChannel;
 
 /// A local address on 127.0.0.1 that a forward listens on.
 #[napi(object)]
@@ -165,6 +166,12 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// VPN mode's local DNS server, `ip:port`; `null` in proxy mode or without one.
+    #[napi(getter)]
+    pub fn dns_addr(&self) -> Option<String> {
+        self.core().ok()?.dns_addr().map(|a| a.to_string())
+    }
+
     /// VPN mode's device, routes and DNS; `null` in proxy mode.
     #[napi(getter)]
     pub fn vpn(&self) -> Option<VpnInfo> {
@@ -261,6 +268,37 @@ impl Session {
                     .map_err(KtError::from)
             },
             LocalAddress::from,
+        )
+    }
+
+    /// Opens a UDP flow to `target`'s UDP `port` (kt-shadow only), to send and receive
+    /// datagrams from this process: `target` as for `forward`. Rejects with
+    /// `KT_CONNECT` when the shadow cannot open it, `KT_UNSUPPORTED` with the OpenSSH
+    /// shadow.
+    #[napi(
+        ts_args_type = "target: string, port: number",
+        ts_return_type = "Promise<UdpChannel>"
+    )]
+    pub fn udp_channel<'env>(
+        &self,
+        env: &'env Env,
+        target: Option<Unknown<'_>>,
+        port: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, UdpChannel>> {
+        let (session, target, port) = match self.forward_args(target, port) {
+            Ok(v) => v,
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move {
+                let channel = session
+                    .udp_channel(&target, port)
+                    .await
+                    .map_err(KtError::from)?;
+                Ok((channel, target))
+            },
+            move |(channel, target)| UdpChannel::new(channel, target, port),
         )
     }
 

@@ -4,9 +4,12 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 
-import { asyncDispose, Session } from '../index.js'
+import { asyncDispose, recoverSystemDns, Session } from '../index.js'
 import { adminKubeconfig, kubectl, labNamespace, NODE_DIR, objectsLabelled } from './lab.mjs'
 
 const LIMIT = { timeout: 180_000 }
@@ -89,14 +92,20 @@ test('connect with options of the wrong shape rejects with KT_INVALID_ARGUMENT n
     [[], /options must be an object, got an array/],
     [{ namespace: 5 }, /options\.namespace must be a string, got a number/],
     [{ kubeconfig: ns.kubeconfig, namspace: 'x' }, /unknown option `namspace`/],
-    [{ flavour: 'dropbear' }, /unknown shadow flavour `dropbear`; use 'kt-shadow' or 'openssh'/],
+    [{ flavour: 'dropbear' }, /options\.flavour: invalid shadow flavour `dropbear`; expected kt-shadow or openssh/],
     [{ labels: { team: 7 } }, /options\.labels\.team must be a string/],
     [{ podReadyTimeoutMs: -1 }, /podReadyTimeoutMs must be a positive number of milliseconds/],
     [{ socks5Port: 70000 }, /socks5Port must be an integer from 0 to 65535/],
     [{ dnsServer: 'ten.nine' }, /dnsServer: `ten\.nine` is not an IP address/],
-    [{ vpn: { include: ['10.0.0.0/33'] } }, /vpn\.include\[0\]: `10\.0\.0\.0\/33` is not a CIDR range/],
+    [{ vpn: { include: ['10.0.0.0/33'] } }, /options\.vpn\.include\[0\]: invalid CIDR `10\.0\.0\.0\/33`/],
     [{ vpn: { exclude: '10.0.0.0/8' } }, /vpn\.exclude must be an array of strings, got a string/],
-    [{ vpn: { dns: 'magic' } }, /unknown DNS mode `magic`/],
+    [{ vpn: { dns: 'magic' } }, /options\.vpn\.dns: invalid DNS mode `magic`; expected auto, resolv-conf, resolved, resolver-dir, hosts/],
+    [{ vpn: { dns: 'hosts:' } }, /options\.vpn\.dns: invalid DNS mode `hosts:`/],
+    [{ vpn: { dnsListen: '127.0.0.1' } }, /options\.vpn\.dnsListen: `127\.0\.0\.1` is not an address and port/],
+    [{ sshPort: 0 }, /options\.sshPort must be an integer from 1 to 65535/],
+    [{ shadowHeartbeatTimeoutMs: 0 }, /options\.shadowHeartbeatTimeoutMs must be a positive number of milliseconds, got 0, or null for never/],
+    [{ shadowHeartbeatTimeoutMs: '10m' }, /options\.shadowHeartbeatTimeoutMs must be a number, got a string/],
+    [{ shadowProbeBinary: '' }, /options\.shadowProbeBinary must not be empty/],
     [{ vpn: { mtu: 10 } }, /vpn\.mtu must be an integer from 576 to 65535/],
     [{ onEvent: 'print' }, /options\.onEvent must be a function, got a string/],
   ]
@@ -108,6 +117,46 @@ test('connect with options of the wrong shape rejects with KT_INVALID_ARGUMENT n
     })
   }
   assert.deepEqual(objectsLabelled(ns.namespace, KT_OBJECTS), [])
+})
+
+test("connect parses DNS modes, flavours and ranges with kt-core's parsers: what kt accepts elsewhere is accepted", async () => {
+  // Options are read in order: the last one is always wrong, so each call rejects
+  // (without touching the cluster) after accepting the values before it.
+  const accepted = [
+    { vpn: { dns: 'hosts:dev,staging' } },
+    { vpn: { dns: 'Resolv_Conf' } },
+    { vpn: { include: ['10.96.0.10'], exclude: ['fd00::1', '10.0.0.0/8'] } },
+    { vpn: { dnsListen: '127.0.0.2:53' } },
+    { flavour: 'OpenSSH' },
+    { shadowHeartbeatTimeoutMs: null },
+    { shadowHeartbeatTimeoutMs: 90_000, sshPort: 2022, sshdPath: '/usr/bin/sshd', shadowProbeBinary: '/bin/kt-shadow' },
+  ]
+  for (const options of accepted) {
+    await assert.rejects(Session.connect({ ...options, podReadyTimeoutMs: -1 }), (e) => {
+      expectCode('KT_INVALID_ARGUMENT', 'InvalidArgument')(e)
+      assert.match(e.message, /podReadyTimeoutMs must be a positive number/, JSON.stringify(options))
+      return true
+    })
+  }
+})
+
+test('shadowHeartbeatTimeoutMs sets the shadow watchdog (whole seconds); null turns it off', LIMIT, async () => {
+  const args = async (options) => {
+    const session = await Session.connect({ kubeconfig: ns.kubeconfig, namespace: ns.namespace, ...options })
+    try {
+      const pod = JSON.parse(kubectl('get', 'pod', session.podName, '-n', ns.namespace, '-o', 'json'))
+      const [shadow] = pod.spec.containers
+      return [...(shadow.command ?? []), ...(shadow.args ?? [])]
+    } finally {
+      await session.close()
+    }
+  }
+  const timed = await args({ shadowHeartbeatTimeoutMs: 89_500 })
+  assert.equal(timed[timed.indexOf('--heartbeat-timeout') + 1], '90', `${timed}`)
+  const never = await args({ shadowHeartbeatTimeoutMs: null })
+  assert.ok(!never.includes('--heartbeat-timeout'), `${never}`)
+  const byDefault = await args({})
+  assert.equal(byDefault[byDefault.indexOf('--heartbeat-timeout') + 1], '600', `${byDefault}`)
 })
 
 test('connect with a kubeconfig file that does not exist rejects with KT_KUBECONFIG naming the file', async () => {
@@ -194,5 +243,34 @@ test('node closes a session the program never closed before it exits, onEvent ca
   } finally {
     const id = run.stdout?.trim()
     if (id) kubectl('delete', 'pods,secrets', '-n', ns.namespace, '-l', `kt.dev/session=${id}`, '--wait=false')
+  }
+})
+
+test('recoverSystemDns() resolves to what it undid (nothing here) and rejects with KT_VPN when it cannot look', async () => {
+  assert.equal(typeof recoverSystemDns, 'function')
+  const dir = mkdtempSync(join(tmpdir(), 'ktconnect-state-'))
+  try {
+    const source = `
+      import { recoverSystemDns } from ${JSON.stringify(INDEX)}
+      try {
+        console.log(JSON.stringify({ done: await recoverSystemDns() }))
+      } catch (e) {
+        console.log(JSON.stringify({ code: e.code, message: e.message }))
+      }`
+    const run = async (stateDir) => {
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', source], {
+        env: { ...process.env, KT_STATE_DIR: stateDir },
+      })
+      return JSON.parse(stdout.trim().split('\n').at(-1))
+    }
+    // No restore records: nothing to undo.
+    assert.deepEqual(await run(dir), { done: [] })
+    // The record directory is under a regular file: it cannot be listed.
+    writeFileSync(join(dir, 'file'), '')
+    const failed = await run(join(dir, 'file'))
+    assert.equal(failed.code, 'KT_VPN', failed.message)
+    assert.match(failed.message, /system DNS: cannot list restore records in .*file\/restore/)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
   }
 })

@@ -44,6 +44,7 @@ test('connect gives the session id, namespace, shadow pod and proxies on 127.0.0
   assert.match(session.httpProxyAddr, /^127\.0\.0\.1:\d+$/)
   assert.notEqual(session.dnsServer, '')
   assert.equal(session.vpn, null)
+  assert.equal(session.dnsAddr, null)
   const pods = objectsLabelled(ns.namespace, `kt.dev/session=${session.id}`)
   assert.ok(pods.includes(`pod/${session.podName}`), `shadow pod in ${pods}`)
 })
@@ -105,6 +106,71 @@ test('a UDP forward to echo port 9001 returns the datagram', LIMIT, async () => 
   }
 })
 
+test('udpChannel to echo port 9001 sends a datagram and receives it back from the ClusterIP', LIMIT, async () => {
+  const clusterIp = kubectl('get', 'svc', 'echo', '-n', ns.namespace, '-o', 'jsonpath={.spec.clusterIP}')
+  const channel = await session.udpChannel('echo', 9001)
+  try {
+    assert.equal(channel.peerAddr, `${clusterIp}:9001`)
+    const payload = randomBytes(1200)
+    // UDP may drop a datagram: send again until one comes back (the test's limit
+    // bounds it).
+    let reply = null
+    while (reply === null) {
+      await channel.send(payload)
+      reply = await channel.recv(1000)
+    }
+    assert.ok(Buffer.isBuffer(reply), 'a Buffer')
+    assert.ok(reply.equals(payload), 'the UDP echo returned different bytes')
+    // A Uint8Array is sent as well as a Buffer.
+    const bytes = new Uint8Array([1, 2, 3])
+    reply = null
+    while (reply === null || reply.length !== 3) {
+      await channel.send(bytes)
+      reply = await channel.recv(1000)
+    }
+    assert.deepEqual([...reply], [1, 2, 3])
+    await assert.rejects(channel.send('text'), (e) => {
+      assert.equal(e.code, 'KT_INVALID_ARGUMENT')
+      assert.match(e.message, /datagram must be a Buffer or Uint8Array, got a string/)
+      return true
+    })
+    await assert.rejects(channel.send(Buffer.alloc(65_508)), (e) => {
+      assert.equal(e.code, 'KT_INVALID_ARGUMENT')
+      assert.match(e.message, /65508-byte datagram is longer than the 65507 bytes/)
+      return true
+    })
+  } finally {
+    channel.close()
+  }
+})
+
+test('udpChannel.close() ends a waiting recv and later calls with KT_CLOSED', LIMIT, async () => {
+  const channel = await session.udpChannel('echo', 9001)
+  const waiting = channel.recv()
+  channel.close()
+  channel.close()
+  for (const call of [() => waiting, () => channel.recv(10), () => channel.send(Buffer.from('x'))]) {
+    await assert.rejects(call(), (e) => {
+      assert.equal(e.code, 'KT_CLOSED')
+      assert.equal(e.kind, 'FlowClosed')
+      assert.match(e.message, /UDP flow to echo port 9001 is closed/)
+      return true
+    })
+  }
+})
+
+test('udpChannel to an address the shadow cannot send to rejects with KT_CONNECT', LIMIT, async () => {
+  // The shadow's UDP socket cannot connect to the broadcast address (EACCES without
+  // SO_BROADCAST): the same Connect failure a refused TCP connection is.
+  await assert.rejects(session.udpChannel('255.255.255.255', 9001), (e) => {
+    assert.ok(e instanceof Error)
+    assert.equal(e.code, 'KT_CONNECT', e.message)
+    assert.equal(e.kind, 'Connect')
+    assert.match(e.message, /cannot connect to 255\.255\.255\.255:9001 from the shadow pod/)
+    return true
+  })
+})
+
 test("resolve('echo') returns the echo Service's ClusterIP", LIMIT, async () => {
   const clusterIp = kubectl('get', 'svc', 'echo', '-n', ns.namespace, '-o', 'jsonpath={.spec.clusterIP}')
   assert.deepEqual(await session.resolve('echo'), [clusterIp])
@@ -140,6 +206,8 @@ test('forward and resolve with bad arguments reject with KT_INVALID_ARGUMENT', L
     [() => session.forward('', 80), /target must not be empty/],
     [() => session.forward('svc/', 80), /invalid target/],
     [() => session.forwardUdp('echo', -1), /port must be an integer/],
+    [() => session.udpChannel('echo'), /port is required/],
+    [() => session.udpChannel(5, 9001), /target must be a string, got a number/],
     [() => session.resolve(), /name is required/],
     [() => session.resolve({}), /name must be a string, got an object/],
   ]
@@ -212,6 +280,7 @@ test('after close every method rejects with KT_CLOSED', LIMIT, async () => {
     () => session.resolve('echo'),
     () => session.forward('svc/echo', 80),
     () => session.forwardUdp('echo', 9001),
+    () => session.udpChannel('echo', 9001),
   ]) {
     await assert.rejects(call(), (e) => {
       assert.equal(e.code, 'KT_CLOSED')

@@ -33,9 +33,9 @@ test('index.d.ts declares every class and function the addon exports', async () 
   const dts = readFileSync(join(NODE_DIR, 'index.d.ts'), 'utf8')
   for (const name of Object.keys(ktconnect.default ?? ktconnect)) {
     if (name === 'default') continue
-    assert.match(dts, new RegExp(`export declare (class|const) ${name}\\b`), `${name} in index.d.ts`)
+    assert.match(dts, new RegExp(`export declare (class|const|function) ${name}\\b`), `${name} in index.d.ts`)
   }
-  for (const method of ['connect', 'forward', 'forwardUdp', 'resolve', 'env', 'events', 'close']) {
+  for (const method of ['connect', 'forward', 'forwardUdp', 'udpChannel', 'resolve', 'env', 'events', 'close']) {
     assert.match(dts, new RegExp(`\\b${method}\\(`), `Session.${method} in index.d.ts`)
   }
 })
