@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use common::Fixture;
-use kt_core::{DatagramChannel, Error, ShadowFlavour};
+use kt_core::{DatagramChannel, Error, ErrorKind, ShadowFlavour};
 use tokio::net::UdpSocket;
 
 /// The echo app's UDP port (Service `echo` port 9001/UDP, container port 9001).
@@ -171,6 +171,14 @@ async fn forward_udp_and_udp_channel_reach_a_pod_ip() -> Result<()> {
         matches!(too_big, Err(Error::DatagramTooLarge { len: 65_508, .. })),
         "{too_big:?}"
     );
+    // A destination the shadow cannot open a UDP socket to (the broadcast address)
+    // is refused at once, as kind `connect` — the same failure every front end tests.
+    match f.session.udp_channel("255.255.255.255", ECHO_UDP).await {
+        Err(e @ Error::Connect { .. }) => {
+            ensure!(e.kind() == ErrorKind::Connect, "kind {}", e.kind());
+        }
+        other => bail!("expected a Connect error, got {other:?}"),
+    }
 
     // Closing the session ends the flow: recv wakes with Error::Closed.
     let pending = tokio::spawn(async move {
