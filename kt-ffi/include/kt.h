@@ -68,7 +68,8 @@ typedef enum {
   // A handle argument is not a live handle of the expected type: freed already,
   // never made by kt, or a handle of another type.
   KT_STATUS_INVALID_HANDLE = 4,
-  // The session is closed (`kt_session_close`), or its event stream has ended.
+  // The session is closed (`kt_session_close`), its event stream has ended, or a
+  // UDP flow (`kt_udp_channel`) has ended.
   KT_STATUS_CLOSED = 5,
   // Something did not happen in time: no event within the timeout of
   // `kt_session_next_event`, or the shadow pod did not become ready.
@@ -88,7 +89,7 @@ typedef enum {
   KT_STATUS_API = 12,
   // The shadow pod cannot start or failed.
   KT_STATUS_SHADOW = 13,
-  // The tunnel (port-forward, SSH, a connection through the shadow) failed.
+  // The tunnel to the shadow pod (port-forward, SSH) failed or is down.
   KT_STATUS_TUNNEL = 14,
   // A DNS lookup in the cluster failed for another reason than the name missing.
   KT_STATUS_DNS = 15,
@@ -107,6 +108,10 @@ typedef enum {
   KT_STATUS_PANIC = 21,
   // Any other failure inside kt.
   KT_STATUS_INTERNAL = 22,
+  // The shadow could not connect to a host and port in the cluster (refused,
+  // unreachable, no answer), e.g. a UDP flow the pod's network refuses (earlier
+  // libkt builds reported this as `KT_STATUS_TUNNEL`).
+  KT_STATUS_CONNECT = 23,
 } kt_status;
 
 // What happened. The fields each kind has (for `kt_event_field`) are listed.
@@ -246,7 +251,7 @@ typedef struct kt_session kt_session;
 // A UDP flow through the session's shadow to one target, made by
 // `kt_session_udp_channel` (kt-shadow flavour only). Datagrams keep their
 // boundaries (up to 65 507 bytes); the shadow ends a flow that carried nothing
-// either way for 60 s, after which send and receive give `KT_STATUS_TUNNEL` and a
+// either way for 60 s, after which send and receive give `KT_STATUS_CLOSED` and a
 // new channel is needed. As with any UDP socket, a datagram may be lost.
 //
 // Owned by the caller: free it with `kt_udp_channel_free` (closing the session
@@ -416,10 +421,12 @@ kt_status kt_vpn_options_new(kt_vpn_options **vpn, char *err, size_t err_len);
 // Frees `vpn`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
 kt_status kt_vpn_options_free(kt_vpn_options *vpn, char *err, size_t err_len);
 
-// Also routes this range (CIDR, e.g. `10.96.0.0/12`) into the cluster.
+// Also routes this range into the cluster: CIDR (`10.96.0.0/12`, `fd00::/64`) or
+// a single address (`10.96.0.10`, routed as /32 or /128).
 kt_status kt_vpn_options_add_include(kt_vpn_options *vpn, const char *cidr, char *err, size_t err_len);
 
-// Never routes this range (CIDR) into the cluster.
+// Never routes this range into the cluster (written as for
+// `kt_vpn_options_add_include`).
 kt_status kt_vpn_options_add_exclude(kt_vpn_options *vpn, const char *cidr, char *err, size_t err_len);
 
 // The tun device's name (default: the kernel picks `kt0`, `kt1`, ...); at most 15
@@ -441,9 +448,10 @@ kt_status kt_vpn_options_disable_discovery(kt_vpn_options *vpn, char *err, size_
 
 // How the system resolver learns cluster names: `mode` is a `kt_dns_mode` value.
 // For `KT_DNS_MODE_HOSTS`, `namespaces` is a comma-separated list of the
-// namespaces whose Services get hosts entries (NULL or empty: the session's); for
-// the other modes it must be NULL or empty. Any other `mode` gives
-// `KT_STATUS_INVALID_ARGUMENT`.
+// namespaces whose Services get hosts entries (NULL, empty or blank: the
+// session's; a list with no name in it, like `","`, is refused); for the other
+// modes it must be NULL or empty. Read as kt-core (and ktctl's `--dns hosts:a,b`)
+// reads it. Any other `mode` gives `KT_STATUS_INVALID_ARGUMENT`.
 kt_status kt_vpn_options_set_dns(kt_vpn_options *vpn, uint32_t mode, const char *namespaces, char *err, size_t err_len);
 
 // Opens a session with `options` (which stays the caller's): creates the shadow's
@@ -453,7 +461,8 @@ kt_status kt_vpn_options_set_dns(kt_vpn_options *vpn, uint32_t mode, const char 
 //
 // Errors: `KT_STATUS_CONFIG` (kubeconfig), `KT_STATUS_UNREACHABLE` (API server),
 // `KT_STATUS_NOT_FOUND` (namespace), `KT_STATUS_FORBIDDEN` (RBAC),
-// `KT_STATUS_SHADOW`/`KT_STATUS_TIMEOUT` (the shadow pod), `KT_STATUS_TUNNEL`,
+// `KT_STATUS_SHADOW`/`KT_STATUS_TIMEOUT` (the shadow pod), `KT_STATUS_TUNNEL`
+// (port-forward, SSH),
 // and in VPN mode `KT_STATUS_NEEDS_CAPABILITY` (nothing is created) or
 // `KT_STATUS_SYSTEM`; the message says what to do.
 kt_status kt_session_connect(const kt_options *options, kt_session **session, char *err, size_t err_len);
@@ -544,7 +553,9 @@ kt_status kt_session_forward_udp(const kt_session *session, const char *target, 
 // Opens a UDP flow to `target`'s `port` in the cluster without a local socket (see
 // `kt_udp_channel`) and stores it in `*channel`. `target` is written as for
 // `kt_session_forward`. Only the kt-shadow flavour relays UDP
-// (`KT_STATUS_UNSUPPORTED` otherwise).
+// (`KT_STATUS_UNSUPPORTED` otherwise). Blocking: the shadow opens its socket at
+// once, so `KT_STATUS_CONNECT` when the pod cannot send there (e.g. the broadcast
+// address), `KT_STATUS_NOT_FOUND` for a name that does not resolve.
 kt_status kt_session_udp_channel(const kt_session *session, const char *target, uint16_t port, kt_udp_channel **channel, char *err, size_t err_len);
 
 // Waits up to `timeout_ms` milliseconds (0: does not wait) for the session's next

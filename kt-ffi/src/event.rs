@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, c_char};
 
-use kt_core::Event;
+use kt_core::{Event, EventKind};
 
 use crate::handle::Table;
 use crate::status::{Failure, Out, cstring, guard, kt_status, str_arg};
@@ -66,60 +66,51 @@ pub(crate) struct EventData {
 
 static EVENTS: Table<EventData> = Table::new(4, "kt_session_next_event");
 
+impl kt_event_kind {
+    /// Every kind this header declares (`Other` aside), in numeric order: kt-core's
+    /// `EventKind::code` is the position.
+    pub(crate) const KNOWN: [kt_event_kind; 15] = [
+        kt_event_kind::Creating,
+        kt_event_kind::Scheduled,
+        kt_event_kind::Pulling,
+        kt_event_kind::ImageReady,
+        kt_event_kind::Ready,
+        kt_event_kind::TunnelUp,
+        kt_event_kind::Recovered,
+        kt_event_kind::VpnUp,
+        kt_event_kind::DnsInstalled,
+        kt_event_kind::Reconnecting,
+        kt_event_kind::Reconnected,
+        kt_event_kind::TunnelLost,
+        kt_event_kind::HeartbeatFailed,
+        kt_event_kind::Closing,
+        kt_event_kind::Closed,
+    ];
+
+    /// The C kind numbered `kind.code()`; `Other` for a kind this header does not
+    /// declare (a newer kt-core).
+    pub(crate) fn of(kind: EventKind) -> kt_event_kind {
+        usize::try_from(kind.code())
+            .ok()
+            .and_then(|i| kt_event_kind::KNOWN.get(i))
+            .copied()
+            .unwrap_or(kt_event_kind::Other)
+    }
+}
+
 impl EventData {
+    /// The C view of `event`: kt-core's kind and fields (each value as text: numbers
+    /// in decimal, addresses as `ip:port`, lists comma-separated), so every kind,
+    /// also one this header does not name, keeps its fields.
     pub(crate) fn new(event: &Event) -> EventData {
-        use kt_event_kind as K;
-        let s = |v: &str| cstring(v);
-        let (kind, fields): (kt_event_kind, Vec<(&'static str, CString)>) = match event {
-            Event::Creating {
-                namespace,
-                pod,
-                image,
-            } => (
-                K::Creating,
-                vec![
-                    ("namespace", s(namespace)),
-                    ("pod", s(pod)),
-                    ("image", s(image)),
-                ],
-            ),
-            Event::Scheduled { node } => (K::Scheduled, vec![("node", s(node))]),
-            Event::Pulling { image } => (K::Pulling, vec![("image", s(image))]),
-            Event::ImageReady { image } => (K::ImageReady, vec![("image", s(image))]),
-            Event::Ready { pod_ip } => (K::Ready, vec![("pod_ip", s(pod_ip))]),
-            Event::TunnelUp { socks5, http_proxy } => (
-                K::TunnelUp,
-                vec![
-                    ("socks5", s(&socks5.to_string())),
-                    ("http_proxy", s(&http_proxy.to_string())),
-                ],
-            ),
-            Event::Recovered { what } => (K::Recovered, vec![("what", s(what))]),
-            Event::VpnUp { device, routes } => (
-                K::VpnUp,
-                vec![("device", s(device)), ("routes", s(&routes.join(",")))],
-            ),
-            Event::DnsInstalled { server, detail } => (
-                K::DnsInstalled,
-                vec![("server", s(&server.to_string())), ("detail", s(detail))],
-            ),
-            Event::Reconnecting { attempt, reason } => (
-                K::Reconnecting,
-                vec![("attempt", s(&attempt.to_string())), ("reason", s(reason))],
-            ),
-            Event::Reconnected { attempts } => {
-                (K::Reconnected, vec![("attempts", s(&attempts.to_string()))])
-            }
-            Event::TunnelLost { reason } => (K::TunnelLost, vec![("reason", s(reason))]),
-            Event::HeartbeatFailed { reason } => (K::HeartbeatFailed, vec![("reason", s(reason))]),
-            Event::Closing => (K::Closing, Vec::new()),
-            Event::Closed => (K::Closed, Vec::new()),
-            _ => (K::Other, Vec::new()),
-        };
         EventData {
-            kind,
+            kind: kt_event_kind::of(event.kind()),
             text: cstring(&event.to_string()),
-            fields,
+            fields: event
+                .fields()
+                .into_iter()
+                .map(|(name, value)| (name, cstring(&value.to_string())))
+                .collect(),
         }
     }
 
@@ -210,4 +201,61 @@ pub unsafe extern "C" fn kt_event_free(
         EVENTS.remove(event, "event")?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_has_the_c_kind_numbered_by_its_code() {
+        let header = include_str!("../include/kt.h");
+        for kind in EventKind::ALL {
+            let c = kt_event_kind::of(*kind);
+            assert_ne!(c, kt_event_kind::Other, "{kind} fell to OTHER");
+            assert_eq!(c as u32, kind.code(), "{kind}");
+            let constant = format!(
+                "KT_EVENT_KIND_{} = {}",
+                kind.name().to_uppercase(),
+                kind.code()
+            );
+            assert!(header.contains(&constant), "kt.h lacks `{constant}`");
+        }
+        assert_eq!(kt_event_kind::KNOWN.len(), EventKind::ALL.len());
+    }
+
+    #[test]
+    fn event_fields_are_kt_cores_names_with_values_as_text() {
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let data = EventData::new(&Event::TunnelUp {
+            socks5: addr(1080),
+            http_proxy: addr(8080),
+        });
+        assert_eq!(data.kind, kt_event_kind::TunnelUp);
+        let fields: Vec<(&str, &str)> = data
+            .fields
+            .iter()
+            .map(|(n, v)| (*n, v.to_str().unwrap_or("?")))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("socks5", "127.0.0.1:1080"),
+                ("http_proxy", "127.0.0.1:8080")
+            ]
+        );
+        let data = EventData::new(&Event::VpnUp {
+            device: "kt0".to_owned(),
+            routes: vec!["10.96.0.0/12".to_owned(), "10.244.0.0/16".to_owned()],
+        });
+        assert_eq!(
+            data.fields[1].1.to_str().ok(),
+            Some("10.96.0.0/12,10.244.0.0/16")
+        );
+        let data = EventData::new(&Event::Reconnecting {
+            attempt: 3,
+            reason: "reset".to_owned(),
+        });
+        assert_eq!(data.fields[0].1.to_str().ok(), Some("3"));
+    }
 }

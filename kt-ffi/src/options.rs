@@ -46,6 +46,12 @@ pub enum kt_flavour {
     Openssh = 1,
 }
 
+/// Each `kt_flavour` and kt-core's spelling of it (read with its `FromStr`).
+const FLAVOURS: [(kt_flavour, &str); 2] = [
+    (kt_flavour::KtShadow, "kt-shadow"),
+    (kt_flavour::Openssh, "openssh"),
+];
+
 /// Which timeout `kt_options_set_timeout` sets.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +95,17 @@ pub enum kt_dns_mode {
     /// Leave the system resolver alone (the local DNS server still runs).
     Off = 5,
 }
+
+/// Each `kt_dns_mode` and kt-core's spelling of it (read with `DnsMode`'s
+/// `FromStr`, written by its `Display`; `hosts` takes `:ns1,ns2`).
+const DNS_MODES: [(kt_dns_mode, &str); 6] = [
+    (kt_dns_mode::Auto, "auto"),
+    (kt_dns_mode::ResolvConf, "resolv-conf"),
+    (kt_dns_mode::Resolved, "resolved"),
+    (kt_dns_mode::ResolverDir, "resolver-dir"),
+    (kt_dns_mode::Hosts, "hosts"),
+    (kt_dns_mode::Off, "off"),
+];
 
 pub(crate) static OPTIONS: Table<Mutex<ConnectOptions>> = Table::new(1, "kt_options_new");
 static VPN_OPTIONS: Table<Mutex<VpnOptions>> = Table::new(2, "kt_vpn_options_new");
@@ -414,16 +431,16 @@ pub unsafe extern "C" fn kt_options_set_flavour(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        let flavour = match flavour {
-            0 => ShadowFlavour::KtShadow,
-            1 => ShadowFlavour::OpenSsh,
-            other => {
-                return Err(Failure::invalid(format!(
-                    "{other} is not a kt_flavour; use KT_FLAVOUR_KT_SHADOW (0) or \
+        let flavour = FLAVOURS
+            .iter()
+            .find(|(c, _)| *c as u32 == flavour)
+            .map(|(_, spelling)| spelling.parse::<ShadowFlavour>())
+            .ok_or_else(|| {
+                Failure::invalid(format!(
+                    "{flavour} is not a kt_flavour; use KT_FLAVOUR_KT_SHADOW (0) or \
                      KT_FLAVOUR_OPENSSH (1)"
-                )));
-            }
-        };
+                ))
+            })??;
         update(options, |o| Ok(o.flavour(flavour)))
     })
 }
@@ -564,16 +581,14 @@ pub unsafe extern "C" fn kt_vpn_options_free(
     })
 }
 
+/// A range to route: kt-core's `parse_net` (CIDR, or a single address as /32 or
+/// /128), as every kt front end reads it.
 fn parse_cidr(v: &str) -> Result<IpNet, Failure> {
-    v.trim().parse().map_err(|e| {
-        Failure::invalid(format!(
-            "`{v}` is not a CIDR range ({e}); write it as address/prefix, e.g. 10.96.0.0/12 \
-             or fd00::/64"
-        ))
-    })
+    Ok(kt_core::parse_net(v)?)
 }
 
-/// Also routes this range (CIDR, e.g. `10.96.0.0/12`) into the cluster.
+/// Also routes this range into the cluster: CIDR (`10.96.0.0/12`, `fd00::/64`) or
+/// a single address (`10.96.0.10`, routed as /32 or /128).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_vpn_options_add_include(
     vpn: *mut kt_vpn_options,
@@ -588,7 +603,8 @@ pub unsafe extern "C" fn kt_vpn_options_add_include(
         })
     }
 }
-/// Never routes this range (CIDR) into the cluster.
+/// Never routes this range into the cluster (written as for
+/// `kt_vpn_options_add_include`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_vpn_options_add_exclude(
     vpn: *mut kt_vpn_options,
@@ -696,9 +712,10 @@ pub unsafe extern "C" fn kt_vpn_options_disable_discovery(
 
 /// How the system resolver learns cluster names: `mode` is a `kt_dns_mode` value.
 /// For `KT_DNS_MODE_HOSTS`, `namespaces` is a comma-separated list of the
-/// namespaces whose Services get hosts entries (NULL or empty: the session's); for
-/// the other modes it must be NULL or empty. Any other `mode` gives
-/// `KT_STATUS_INVALID_ARGUMENT`.
+/// namespaces whose Services get hosts entries (NULL, empty or blank: the
+/// session's; a list with no name in it, like `","`, is refused); for the other
+/// modes it must be NULL or empty. Read as kt-core (and ktctl's `--dns hosts:a,b`)
+/// reads it. Any other `mode` gives `KT_STATUS_INVALID_ARGUMENT`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_vpn_options_set_dns(
     vpn: *mut kt_vpn_options,
@@ -714,45 +731,39 @@ pub unsafe extern "C" fn kt_vpn_options_set_dns(
             // SAFETY: the caller passes a NUL-terminated string or NULL.
             unsafe { str_arg(namespaces, "namespaces") }?
         };
-        let list: Vec<String> = namespaces
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let dns = match mode {
-            0 => DnsMode::Auto,
-            1 => DnsMode::ResolvConf,
-            2 => DnsMode::Resolved,
-            3 => DnsMode::ResolverDir,
-            4 => DnsMode::Hosts(list.clone()),
-            5 => DnsMode::Off,
-            other => {
-                return Err(Failure::invalid(format!(
-                    "{other} is not a kt_dns_mode; use KT_DNS_MODE_AUTO (0) to \
+        let (c_mode, spelling) = DNS_MODES
+            .iter()
+            .find(|(c, _)| *c as u32 == mode)
+            .ok_or_else(|| {
+                Failure::invalid(format!(
+                    "{mode} is not a kt_dns_mode; use KT_DNS_MODE_AUTO (0) to \
                      KT_DNS_MODE_OFF (5)"
-                )));
+                ))
+            })?;
+        let text = match (c_mode, namespaces.trim()) {
+            (_, "") => (*spelling).to_owned(),
+            (kt_dns_mode::Hosts, list) => format!("{spelling}:{list}"),
+            _ => {
+                return Err(Failure::invalid(
+                    "`namespaces` is only for KT_DNS_MODE_HOSTS; pass NULL",
+                ));
             }
         };
-        if mode != kt_dns_mode::Hosts as u32 && !list.is_empty() {
-            return Err(Failure::invalid(
-                "`namespaces` is only for KT_DNS_MODE_HOSTS; pass NULL",
-            ));
-        }
+        let dns: DnsMode = text.parse()?;
         update_vpn(vpn, |o| Ok(o.dns(dns)))
     })
 }
 
-/// The `kt_dns_mode` of `mode`.
+/// The `kt_dns_mode` of `mode`, found by kt-core's spelling of it (`hosts:a,b` is
+/// `hosts`). Every mode C declares is found (the test sets each one and reads it
+/// back); a mode added to kt-core after this header reads as `KT_DNS_MODE_AUTO`.
 pub(crate) fn dns_mode_value(mode: &DnsMode) -> kt_dns_mode {
-    match mode {
-        DnsMode::ResolvConf => kt_dns_mode::ResolvConf,
-        DnsMode::Resolved => kt_dns_mode::Resolved,
-        DnsMode::ResolverDir => kt_dns_mode::ResolverDir,
-        DnsMode::Hosts(_) => kt_dns_mode::Hosts,
-        DnsMode::Off => kt_dns_mode::Off,
-        _ => kt_dns_mode::Auto,
-    }
+    let text = mode.to_string();
+    let name = text.split(':').next().unwrap_or_default();
+    DNS_MODES
+        .iter()
+        .find(|(_, spelling)| *spelling == name)
+        .map_or(kt_dns_mode::Auto, |(c, _)| *c)
 }
 
 /// A copy of the options behind `options`.
@@ -762,4 +773,43 @@ pub(crate) fn snapshot(options: *const kt_options) -> Result<ConnectOptions, Fai
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_c_dns_mode_is_read_by_kt_core_and_reads_back() {
+        for (c, spelling) in DNS_MODES {
+            let mode: DnsMode = spelling.parse().expect(spelling);
+            assert_eq!(mode.to_string(), spelling);
+            assert_eq!(dns_mode_value(&mode), c, "{spelling}");
+        }
+        let hosts: DnsMode = "hosts:a,b".parse().expect("hosts:a,b");
+        assert_eq!(dns_mode_value(&hosts), kt_dns_mode::Hosts);
+    }
+
+    #[test]
+    fn every_c_flavour_is_read_by_kt_core_and_reads_back() {
+        for (c, spelling) in FLAVOURS {
+            let flavour: ShadowFlavour = spelling.parse().expect(spelling);
+            assert_eq!(flavour.to_string(), spelling, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn cidrs_are_read_by_kt_cores_parse_net() {
+        assert_eq!(
+            parse_cidr("10.96.0.10").map(|n| n.to_string()).ok(),
+            Some("10.96.0.10/32".to_owned())
+        );
+        let bad = parse_cidr("banana").unwrap_err();
+        assert_eq!(bad.status, kt_status::InvalidArgument);
+        assert!(
+            bad.message.contains("invalid CIDR `banana`"),
+            "{}",
+            bad.message
+        );
+    }
 }

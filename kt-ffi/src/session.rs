@@ -90,7 +90,8 @@ static SESSIONS: Table<Entry> = Table::new(3, "kt_session_connect");
 ///
 /// Errors: `KT_STATUS_CONFIG` (kubeconfig), `KT_STATUS_UNREACHABLE` (API server),
 /// `KT_STATUS_NOT_FOUND` (namespace), `KT_STATUS_FORBIDDEN` (RBAC),
-/// `KT_STATUS_SHADOW`/`KT_STATUS_TIMEOUT` (the shadow pod), `KT_STATUS_TUNNEL`,
+/// `KT_STATUS_SHADOW`/`KT_STATUS_TIMEOUT` (the shadow pod), `KT_STATUS_TUNNEL`
+/// (port-forward, SSH),
 /// and in VPN mode `KT_STATUS_NEEDS_CAPABILITY` (nothing is created) or
 /// `KT_STATUS_SYSTEM`; the message says what to do.
 #[unsafe(no_mangle)]
@@ -489,7 +490,9 @@ pub unsafe extern "C" fn kt_session_forward_udp(
 /// Opens a UDP flow to `target`'s `port` in the cluster without a local socket (see
 /// `kt_udp_channel`) and stores it in `*channel`. `target` is written as for
 /// `kt_session_forward`. Only the kt-shadow flavour relays UDP
-/// (`KT_STATUS_UNSUPPORTED` otherwise).
+/// (`KT_STATUS_UNSUPPORTED` otherwise). Blocking: the shadow opens its socket at
+/// once, so `KT_STATUS_CONNECT` when the pod cannot send there (e.g. the broadcast
+/// address), `KT_STATUS_NOT_FOUND` for a name that does not resolve.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_session_udp_channel(
     session: *const kt_session,

@@ -23,7 +23,8 @@ pub enum kt_status {
     /// A handle argument is not a live handle of the expected type: freed already,
     /// never made by kt, or a handle of another type.
     InvalidHandle = 4,
-    /// The session is closed (`kt_session_close`), or its event stream has ended.
+    /// The session is closed (`kt_session_close`), its event stream has ended, or a
+    /// UDP flow (`kt_udp_channel`) has ended.
     Closed = 5,
     /// Something did not happen in time: no event within the timeout of
     /// `kt_session_next_event`, or the shadow pod did not become ready.
@@ -43,7 +44,7 @@ pub enum kt_status {
     Api = 12,
     /// The shadow pod cannot start or failed.
     Shadow = 13,
-    /// The tunnel (port-forward, SSH, a connection through the shadow) failed.
+    /// The tunnel to the shadow pod (port-forward, SSH) failed or is down.
     Tunnel = 14,
     /// A DNS lookup in the cluster failed for another reason than the name missing.
     Dns = 15,
@@ -62,6 +63,10 @@ pub enum kt_status {
     Panic = 21,
     /// Any other failure inside kt.
     Internal = 22,
+    /// The shadow could not connect to a host and port in the cluster (refused,
+    /// unreachable, no answer), e.g. a UDP flow the pod's network refuses (earlier
+    /// libkt builds reported this as `KT_STATUS_TUNNEL`).
+    Connect = 23,
 }
 
 impl kt_status {
@@ -91,11 +96,12 @@ impl kt_status {
             kt_status::WrongThread => c"KT_STATUS_WRONG_THREAD",
             kt_status::Panic => c"KT_STATUS_PANIC",
             kt_status::Internal => c"KT_STATUS_INTERNAL",
+            kt_status::Connect => c"KT_STATUS_CONNECT",
         }
     }
 
     /// Every status, in numeric order.
-    pub(crate) const ALL: [kt_status; 23] = [
+    pub(crate) const ALL: [kt_status; 24] = [
         kt_status::Ok,
         kt_status::InvalidArgument,
         kt_status::NullPointer,
@@ -119,6 +125,30 @@ impl kt_status {
         kt_status::WrongThread,
         kt_status::Panic,
         kt_status::Internal,
+        kt_status::Connect,
+    ];
+
+    /// The status of a kt-core error kind: the one whose number is `kind.code()`
+    /// (kt-core keeps its codes equal to these numbers). `None` for a code this
+    /// version of libkt does not declare, and for the C ABI's own statuses (OK,
+    /// NULL pointer, invalid UTF-8, invalid handle, wrong thread, panic), which no
+    /// kind may take; the kind test proves neither happens for any kind.
+    pub(crate) fn of_kind(kind: kt_core::ErrorKind) -> Option<kt_status> {
+        let status = usize::try_from(kind.code())
+            .ok()
+            .and_then(|i| kt_status::ALL.get(i))
+            .copied()?;
+        (!Self::ABI_ONLY.contains(&status)).then_some(status)
+    }
+
+    /// The statuses of the C ABI itself, never the kind of a kt-core error.
+    const ABI_ONLY: [kt_status; 6] = [
+        kt_status::Ok,
+        kt_status::NullPointer,
+        kt_status::InvalidUtf8,
+        kt_status::InvalidHandle,
+        kt_status::WrongThread,
+        kt_status::Panic,
     ];
 }
 
@@ -150,34 +180,11 @@ impl Failure {
 }
 
 impl From<kt_core::Error> for Failure {
+    /// The status is the error's kind's code (`kt_status::of_kind`); a kind this
+    /// libkt does not know (a newer kt-core) would be `KT_STATUS_INTERNAL`, which the
+    /// kind test rules out for every kind there is.
     fn from(e: kt_core::Error) -> Failure {
-        use kt_core::Error as E;
-        let status = match &e {
-            E::Kubeconfig { .. } | E::NoConfig { .. } | E::Client { .. } => kt_status::Config,
-            E::ReadKubeconfig { .. } => kt_status::Config,
-            E::ApiUnreachable { .. } => kt_status::Unreachable,
-            E::NamespaceNotFound { .. } | E::NameNotFound { .. } | E::TargetNotFound { .. } => {
-                kt_status::NotFound
-            }
-            E::Forbidden { .. } => kt_status::Forbidden,
-            E::Api { .. } => kt_status::Api,
-            E::ShadowImage { .. } | E::ShadowFailed { .. } => kt_status::Shadow,
-            E::PodReadyTimeout { .. } => kt_status::Timeout,
-            E::PortForward { .. }
-            | E::Ssh { .. }
-            | E::Connect { .. }
-            | E::TunnelDown { .. }
-            | E::FlowClosed { .. } => kt_status::Tunnel,
-            E::Dns { .. } => kt_status::Dns,
-            E::InvalidTarget { .. } | E::DatagramTooLarge { .. } => kt_status::InvalidArgument,
-            E::Unsupported { .. } => kt_status::Unsupported,
-            E::Closed => kt_status::Closed,
-            E::Bind { .. } => kt_status::Io,
-            E::NeedsCapability { .. } => kt_status::NeedsCapability,
-            E::Vpn { .. } | E::SystemDns { .. } => kt_status::System,
-            E::Cleanup { .. } => kt_status::Cleanup,
-            _ => kt_status::Internal,
-        };
+        let status = kt_status::of_kind(e.kind()).unwrap_or(kt_status::Internal);
         Failure::new(status, chain(&e))
     }
 }
@@ -347,6 +354,35 @@ mod tests {
             assert_eq!(*s as usize, i);
             assert!(s.name().to_str().is_ok_and(|n| n.starts_with("KT_STATUS_")));
         }
+    }
+
+    #[test]
+    fn every_error_kind_gets_the_status_numbered_by_its_code() {
+        use kt_core::{Error, ErrorKind};
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            let failure = Failure::from(Error::example(*kind));
+            let status = failure.status;
+            assert_eq!(status as u32, kind.code(), "kind {kind}: status {status:?}");
+            assert!(
+                kt_status::ALL.contains(&status),
+                "kind {kind}: {status:?} is not a declared kt_status"
+            );
+            assert!(
+                !kt_status::ABI_ONLY.contains(&status),
+                "kind {kind} took the C ABI's own status {status:?}"
+            );
+            if *kind != ErrorKind::Internal {
+                assert_ne!(status, kt_status::Internal, "kind {kind} fell to INTERNAL");
+            }
+            assert!(seen.insert(status as u32), "two kinds share {status:?}");
+            assert!(!failure.message.is_empty(), "kind {kind}: no message");
+        }
+        assert_eq!(
+            kt_status::of_kind(ErrorKind::Connect),
+            Some(kt_status::Connect)
+        );
+        assert_eq!(kt_status::Connect as u32, 23, "KT_STATUS_CONNECT is 23");
     }
 
     #[test]

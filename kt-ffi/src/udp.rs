@@ -13,7 +13,7 @@ use crate::status::{Failure, Out, guard, kt_status};
 /// A UDP flow through the session's shadow to one target, made by
 /// `kt_session_udp_channel` (kt-shadow flavour only). Datagrams keep their
 /// boundaries (up to 65 507 bytes); the shadow ends a flow that carried nothing
-/// either way for 60 s, after which send and receive give `KT_STATUS_TUNNEL` and a
+/// either way for 60 s, after which send and receive give `KT_STATUS_CLOSED` and a
 /// new channel is needed. As with any UDP socket, a datagram may be lost.
 ///
 /// Owned by the caller: free it with `kt_udp_channel_free` (closing the session

@@ -1,5 +1,6 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
-//! whole session from C (directly and under valgrind), VPN mode refused without
+//! whole session from C (directly and under valgrind), a missing namespace and an
+//! RBAC refusal with their kinds' statuses, VPN mode refused without
 //! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program leaves open
 //! (closed at exit), and the C example. Each runs in its own namespace made by
 //! `testbed/test-namespace` (restricted Pod Security, kt's Role only), and checks
@@ -82,6 +83,41 @@ fn vpn_connect_without_cap_net_admin_fails_with_needs_capability_and_creates_not
         left.is_empty(),
         "a refused VPN connect created objects:\n{left}"
     );
+}
+
+/// The lab's admin kubeconfig (`testbed/up` writes it under `$KTLAB_STATE`, default
+/// `/run/ktlab`).
+fn admin_kubeconfig() -> String {
+    let state = std::env::var("KTLAB_STATE").unwrap_or_else(|_| "/run/ktlab".to_owned());
+    let path = format!("{state}/admin.kubeconfig");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: is the lab up? (`sudo testbed/up`)"
+    );
+    path
+}
+
+#[test]
+fn a_missing_namespace_is_not_found_and_rbac_refusal_is_forbidden_from_c() {
+    let ns = LabNamespace::create("kt-ffi-same");
+    let missing = format!(
+        "kt-ffi-missing-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    );
+    let exe = compile(&crate_dir().join("tests/c/same_failure.c"), "same_failure");
+    let out = run_checked(
+        Command::new(&exe)
+            .arg(admin_kubeconfig())
+            .arg(&missing)
+            .arg(&ns.kubeconfig)
+            .arg("default"),
+    );
+    assert!(out.status.success(), "same_failure.c failed (see above)");
+    assert_fresh_libkt(&out);
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //!
 //! Everything is done by `kt-core`; this binary parses flags, prints progress and waits
 //! for Ctrl-C (or SIGTERM/SIGHUP), then closes the session, which removes what it made.
+//!
+//! Values kt-core knows how to read (`--dns`, `--include-cidr`, `--exclude-cidr`,
+//! `--flavour`) are read by kt-core's own parsers, as every kt front end reads them.
+//! A kt failure prints `error[<kind>]: <message>` and exits with the kind's own
+//! status ([`exit_status`]).
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,11 +20,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kt_core::{ConnectOptions, DnsMode, IpNet, Session, ShadowFlavour, SystemPaths, VpnOptions};
+use kt_core::{
+    ConnectOptions, DnsMode, ErrorKind, IpNet, Session, ShadowFlavour, SystemPaths, VpnOptions,
+};
+
+/// What `--help` says about exit statuses (the table is [`exit_status`]'s).
+const EXIT_STATUS_HELP: &str = "\
+Exit status: 0 success; 1 a failure outside kt (the runtime could not start); 2 a
+usage error (bad flags or values); otherwise the kind of kt failure, also printed as
+`error[<kind>]: ...` on stderr:
+  65 invalid_argument   5 closed          6 timeout        7 needs_capability
+   8 forbidden          9 not_found      10 kubeconfig    11 api_unreachable
+  12 api               13 shadow         14 tunnel        15 dns
+  16 unsupported       17 io             18 vpn           19 cleanup
+  22 internal          23 connect
+(the kind's stable code, which is also libkt's KT_STATUS_* number; 64 + code where
+the code is 1 or 2, which mean something else here).";
 
 /// Work from your machine as if inside a Kubernetes cluster.
 #[derive(Debug, Parser)]
-#[command(name = "ktctl", version, about)]
+#[command(name = "ktctl", version, about, after_long_help = EXIT_STATUS_HELP)]
 struct Cli {
     /// Log kt's internals (set RUST_LOG for finer control).
     #[arg(short, long, global = true)]
@@ -45,14 +65,6 @@ enum Mode {
     Vpn,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Flavour {
-    /// kt's own agent (restricted Pod Security, UDP relay).
-    KtShadow,
-    /// A stock OpenSSH sshd (runs as root in the pod; TCP only).
-    Openssh,
-}
-
 #[derive(Debug, Args)]
 struct ConnectArgs {
     /// Namespace to work in (default: the context's).
@@ -71,11 +83,12 @@ struct ConnectArgs {
     /// resolver-dir, hosts, hosts:<ns1>,<ns2>, or off.
     #[arg(long, default_value = "auto", value_parser = parse_dns_mode)]
     dns: DnsMode,
-    /// VPN mode: also route these ranges (comma separated or repeated).
-    #[arg(long, value_delimiter = ',')]
+    /// VPN mode: also route these ranges, CIDRs or single addresses (comma separated
+    /// or repeated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_net)]
     include_cidr: Vec<IpNet>,
-    /// VPN mode: never route these ranges.
-    #[arg(long, value_delimiter = ',')]
+    /// VPN mode: never route these ranges (CIDRs or single addresses).
+    #[arg(long, value_delimiter = ',', value_parser = parse_net)]
     exclude_cidr: Vec<IpNet>,
     /// VPN mode: route only --include-cidr; don't ask the cluster for its ranges.
     #[arg(long)]
@@ -92,9 +105,10 @@ struct ConnectArgs {
     /// VPN mode: where the local DNS server listens (default 127.0.0.1:53 when free).
     #[arg(long)]
     dns_listen: Option<SocketAddr>,
-    /// The shadow's SSH server.
-    #[arg(long, value_enum, default_value_t = Flavour::KtShadow)]
-    flavour: Flavour,
+    /// The shadow's SSH server: kt-shadow (kt's own agent: restricted Pod Security,
+    /// UDP relay) or openssh (a stock sshd, runs as root in the pod; TCP only).
+    #[arg(long, default_value = "kt-shadow", value_parser = parse_flavour)]
+    flavour: ShadowFlavour,
     /// The shadow image (default: KT_SHADOW_IMAGE, then kt's published image).
     #[arg(short, long)]
     image: Option<String>,
@@ -110,27 +124,43 @@ struct ConnectArgs {
     http_port: u16,
 }
 
-/// Parses `--dns`.
+/// Parses `--dns` with kt-core's `DnsMode` parser.
 fn parse_dns_mode(s: &str) -> Result<DnsMode, String> {
-    Ok(match s {
-        "auto" => DnsMode::Auto,
-        "resolv-conf" => DnsMode::ResolvConf,
-        "resolved" => DnsMode::Resolved,
-        "resolver-dir" => DnsMode::ResolverDir,
-        "hosts" => DnsMode::Hosts(Vec::new()),
-        "off" => DnsMode::Off,
-        other => match other.strip_prefix("hosts:") {
-            Some(list) if !list.is_empty() => {
-                DnsMode::Hosts(list.split(',').map(str::to_owned).collect())
-            }
-            _ => {
-                return Err(format!(
-                    "unknown DNS mode `{other}`: use auto, resolv-conf, resolved, \
-                     resolver-dir, hosts, hosts:<ns1>,<ns2> or off"
-                ));
-            }
-        },
-    })
+    s.parse().map_err(|e: kt_core::Error| e.to_string())
+}
+
+/// Parses `--include-cidr`/`--exclude-cidr` with kt-core's `parse_net`.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    kt_core::parse_net(s).map_err(|e| e.to_string())
+}
+
+/// Parses `--flavour` with kt-core's `ShadowFlavour` parser.
+fn parse_flavour(s: &str) -> Result<ShadowFlavour, String> {
+    s.parse().map_err(|e: kt_core::Error| e.to_string())
+}
+
+/// The exit status of a kt failure of `kind`: the kind's stable code (libkt's
+/// `KT_STATUS_*` number, all below 64), or 64 + code when the code is 1 or 2 (1 is
+/// ktctl's own non-kt failure, 2 clap's usage error). Distinct for every kind.
+fn exit_status(kind: ErrorKind) -> u8 {
+    let code = kind.code();
+    let status = if code <= 2 { 64 + code } else { code };
+    u8::try_from(status).unwrap_or(u8::MAX)
+}
+
+/// The error's message and each cause it does not already quote.
+fn message(e: &kt_core::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let cause = s.to_string();
+        if !cause.is_empty() && !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -155,8 +185,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ktctl: error: {e}");
-            ExitCode::FAILURE
+            eprintln!("error[{}]: {}", e.kind().name(), message(&e));
+            ExitCode::from(exit_status(e.kind()))
         }
     }
 }
@@ -177,10 +207,7 @@ fn init_logging(debug: bool) {
 
 fn options(args: &ConnectArgs) -> ConnectOptions {
     let mut opts = ConnectOptions::new()
-        .flavour(match args.flavour {
-            Flavour::KtShadow => ShadowFlavour::KtShadow,
-            Flavour::Openssh => ShadowFlavour::OpenSsh,
-        })
+        .flavour(args.flavour)
         .socks5_port(args.socks5_port)
         .shadow_heartbeat_timeout(Some(std::time::Duration::from_secs(args.shadow_timeout)))
         .http_proxy_port(args.http_port)
@@ -318,16 +345,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dns_modes_parse() {
+    fn dns_modes_parse_as_kt_core_reads_them() {
         assert_eq!(parse_dns_mode("auto"), Ok(DnsMode::Auto));
         assert_eq!(parse_dns_mode("hosts"), Ok(DnsMode::Hosts(Vec::new())));
         assert_eq!(
-            parse_dns_mode("hosts:a,b"),
+            parse_dns_mode("hosts:a, b"),
             Ok(DnsMode::Hosts(vec!["a".to_owned(), "b".to_owned()]))
         );
         let err = parse_dns_mode("hosts:").unwrap_err();
         assert!(err.contains("resolv-conf"), "{err}");
         assert!(parse_dns_mode("bogus").is_err());
+    }
+
+    #[test]
+    fn cidrs_and_flavours_parse_as_kt_core_reads_them() {
+        assert_eq!(
+            parse_net("10.96.0.10").map(|n| n.to_string()),
+            Ok("10.96.0.10/32".to_owned())
+        );
+        assert_eq!(
+            parse_net("10.96.0.0/12").map(|n| n.to_string()),
+            Ok("10.96.0.0/12".to_owned())
+        );
+        let err = parse_net("banana").unwrap_err();
+        assert!(err.contains("invalid CIDR `banana`"), "{err}");
+        assert_eq!(parse_flavour("openssh"), Ok(ShadowFlavour::OpenSsh));
+        assert_eq!(parse_flavour("kt-shadow"), Ok(ShadowFlavour::KtShadow));
+        assert!(parse_flavour("dropbear").is_err());
+        let cli = Cli::try_parse_from([
+            "ktctl",
+            "connect",
+            "--include-cidr",
+            "10.0.0.1,fd00::/64",
+            "--flavour",
+            "openssh",
+        ])
+        .expect("parses");
+        let Command::Connect(args) = cli.command else {
+            panic!("not connect")
+        };
+        assert_eq!(args.include_cidr.len(), 2);
+        assert_eq!(args.flavour, ShadowFlavour::OpenSsh);
+    }
+
+    #[test]
+    fn every_error_kind_has_its_own_exit_status_and_the_help_lists_it() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_long_help().to_string();
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            let status = exit_status(*kind);
+            assert!(
+                !matches!(status, 0..=2),
+                "{kind}: exit status {status} means success, ktctl failure or usage"
+            );
+            assert!(seen.insert(status), "{kind}: exit status {status} is taken");
+            let expected = if kind.code() <= 2 {
+                64 + kind.code()
+            } else {
+                kind.code()
+            };
+            assert_eq!(u32::from(status), expected, "{kind}");
+            let row = format!("{status} {}", kind.name());
+            assert!(help.contains(&row), "--help does not list `{row}`:\n{help}");
+        }
+        let failure = kt_core::Error::example(ErrorKind::NotFound);
+        assert_eq!(exit_status(failure.kind()), 9);
+        assert!(message(&failure).contains("does not exist"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! namespace's links, routes, resolv.conf and hosts file with a snapshot taken before.
 //!
 //! Needs the lab (`testbed/up`) and root. Tests run one at a time (one tun device and
-//! one resolv.conf per namespace).
+//! one resolv.conf per namespace). One test runs ktctl outside the laptop namespace: a
+//! missing namespace ends it with the `not_found` exit status.
 
 use std::process::Stdio;
 use std::sync::LazyLock;
@@ -572,6 +573,47 @@ async fn without_cap_net_admin_it_says_so_and_creates_nothing() -> Result<()> {
     ensure!(
         !pods.contains("kt-shadow"),
         "objects were created before the capability check: {pods}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_namespace_exits_with_the_not_found_status_and_names_the_kind() -> Result<()> {
+    let lab = Lab::connect().await?;
+    let missing = format!(
+        "ktctl-missing-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(env!("CARGO_BIN_EXE_ktctl"))
+            .arg("connect")
+            .arg("--kubeconfig")
+            .arg(lab.kubeconfig())
+            .args(["-n", &missing])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("ktctl connect to a missing namespace did not end")??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // not_found's code is 9: kt_core::ErrorKind::NotFound.code(), libkt's KT_STATUS_NOT_FOUND.
+    ensure!(
+        out.status.code() == Some(9),
+        "exit {:?}, expected 9 (not_found):\n{err}",
+        out.status.code()
+    );
+    ensure!(
+        err.contains("error[not_found]: ") && err.contains(&missing),
+        "stderr should say `error[not_found]: ...` and name the namespace:\n{err}"
+    );
+    ensure!(
+        err.contains("kubectl create namespace"),
+        "the error should say what to do:\n{err}"
     );
     Ok(())
 }

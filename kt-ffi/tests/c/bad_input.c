@@ -30,6 +30,9 @@ int main(void) {
 	CHECK(kt_version() != NULL && kt_version()[0] != '\0');
 	CHECK(strcmp(kt_status_name(KT_STATUS_OK), "KT_STATUS_OK") == 0);
 	CHECK(strcmp(kt_status_name(KT_STATUS_NEEDS_CAPABILITY), "KT_STATUS_NEEDS_CAPABILITY") == 0);
+	CHECK(strcmp(kt_status_name(KT_STATUS_CONNECT), "KT_STATUS_CONNECT") == 0);
+	CHECK(KT_STATUS_CONNECT == 23 && KT_STATUS_INTERNAL == 22 && KT_STATUS_TUNNEL == 14);
+	CHECK(strcmp(kt_status_name(24), "KT_STATUS_UNKNOWN") == 0);
 	CHECK(strcmp(kt_status_name(9999), "KT_STATUS_UNKNOWN") == 0);
 
 	/* NULL pointers. */
@@ -74,10 +77,13 @@ int main(void) {
 	/* VPN options: CIDRs, names, MTU, DNS mode. */
 	EXPECT(kt_vpn_options_new(NULL, E), KT_STATUS_NULL_POINTER, "`vpn` is NULL");
 	REQUIRE_OK(kt_vpn_options_new(&vpn, E));
+	/* Read by kt-core's parse_net, as every kt front end reads them. */
 	EXPECT(kt_vpn_options_add_include(vpn, "10.0.0.0/33", E), KT_STATUS_INVALID_ARGUMENT,
-	       "`10.0.0.0/33` is not a CIDR range");
-	EXPECT(kt_vpn_options_add_include(vpn, "banana", E), KT_STATUS_INVALID_ARGUMENT, "not a CIDR range");
-	EXPECT(kt_vpn_options_add_exclude(vpn, "300.1.2.3/8", E), KT_STATUS_INVALID_ARGUMENT, "not a CIDR range");
+	       "invalid CIDR `10.0.0.0/33`; expected address/prefix");
+	EXPECT(kt_vpn_options_add_include(vpn, "banana", E), KT_STATUS_INVALID_ARGUMENT, "invalid CIDR `banana`");
+	EXPECT(kt_vpn_options_add_exclude(vpn, "300.1.2.3/8", E), KT_STATUS_INVALID_ARGUMENT, "invalid CIDR");
+	EXPECT(kt_vpn_options_add_include(vpn, "10.96.0.10", E), KT_STATUS_OK, ""); /* a bare IP: /32 */
+	EXPECT(kt_vpn_options_add_exclude(vpn, "fd00::1", E), KT_STATUS_OK, "");
 	EXPECT(kt_vpn_options_add_include(vpn, BAD_UTF8, E), KT_STATUS_INVALID_UTF8, "`cidr`");
 	EXPECT(kt_vpn_options_add_include(vpn, "10.96.0.0/12", E), KT_STATUS_OK, "");
 	EXPECT(kt_vpn_options_add_exclude(vpn, "fd00::/64", E), KT_STATUS_OK, "");
@@ -87,6 +93,9 @@ int main(void) {
 	EXPECT(kt_vpn_options_set_dns(vpn, 42, NULL, E), KT_STATUS_INVALID_ARGUMENT, "42 is not a kt_dns_mode");
 	EXPECT(kt_vpn_options_set_dns(vpn, KT_DNS_MODE_OFF, "dev", E), KT_STATUS_INVALID_ARGUMENT,
 	       "only for KT_DNS_MODE_HOSTS");
+	EXPECT(kt_vpn_options_set_dns(vpn, KT_DNS_MODE_HOSTS, ",", E), KT_STATUS_INVALID_ARGUMENT,
+	       "invalid DNS mode `hosts:,`");
+	EXPECT(kt_vpn_options_set_dns(vpn, KT_DNS_MODE_HOSTS, " ", E), KT_STATUS_OK, "");
 	EXPECT(kt_vpn_options_set_dns(vpn, KT_DNS_MODE_HOSTS, "dev, prod", E), KT_STATUS_OK, "");
 	EXPECT(kt_vpn_options_set_address(vpn, "fd00::1", E), KT_STATUS_INVALID_ARGUMENT, "not an IPv4 address");
 	EXPECT(kt_vpn_options_set_dns_listen(vpn, "127.0.0.1", E), KT_STATUS_INVALID_ARGUMENT, "ip:port");

@@ -208,6 +208,14 @@ int main(int argc, char **argv) {
 	EXPECT(kt_udp_channel_send((kt_udp_channel *)s, (const uint8_t *)msg, 1, E), KT_STATUS_INVALID_HANDLE, "kt_session");
 	EXPECT(kt_session_udp_channel(s, "echo", 0, &late, E), KT_STATUS_INVALID_ARGUMENT, "port 0");
 	CHECK(late == NULL);
+	/* Connect refused in the pod (kind `connect`, the same in every kt front end): the
+	 * shadow's kernel refuses a UDP socket to the broadcast address (no SO_BROADCAST),
+	 * and the open fails at once. */
+	late = (kt_udp_channel *)&s;
+	EXPECT(kt_session_udp_channel(s, "255.255.255.255", 9, &late, E), KT_STATUS_CONNECT,
+	       "cannot connect to 255.255.255.255:9 from the shadow pod");
+	CHECK(late == NULL);
+	CHECK(strcmp(kt_status_name(KT_STATUS_CONNECT), "KT_STATUS_CONNECT") == 0);
 	EXPECT(kt_udp_channel_free(chan, E), KT_STATUS_OK, "");
 	EXPECT(kt_udp_channel_free(chan, E), KT_STATUS_INVALID_HANDLE, "freed already");
 	/* One left open across the close below. */
