@@ -217,12 +217,27 @@ impl EventKind {
         }
     }
 
-    /// The stable number (the C `kt_event_kind`): the position in [`EventKind::ALL`].
+    /// The stable number (the C `kt_event_kind`). 15 is never a kind's: it is the C
+    /// ABI's "a kind this header does not know"; a new kind takes the next free
+    /// number after the largest (16, 17, ...).
     pub fn code(self) -> u32 {
-        let index = EventKind::ALL.iter().position(|k| *k == self);
-        index
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(u32::MAX)
+        match self {
+            EventKind::Creating => 0,
+            EventKind::Scheduled => 1,
+            EventKind::Pulling => 2,
+            EventKind::ImageReady => 3,
+            EventKind::Ready => 4,
+            EventKind::TunnelUp => 5,
+            EventKind::Recovered => 6,
+            EventKind::VpnUp => 7,
+            EventKind::DnsInstalled => 8,
+            EventKind::Reconnecting => 9,
+            EventKind::Reconnected => 10,
+            EventKind::TunnelLost => 11,
+            EventKind::HeartbeatFailed => 12,
+            EventKind::Closing => 13,
+            EventKind::Closed => 14,
+        }
     }
 }
 
