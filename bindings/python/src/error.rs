@@ -531,7 +531,29 @@ pub(crate) fn invalid(message: impl Into<String>) -> PyErr {
 
 #[cfg(test)]
 mod tests {
-    use super::pythonic;
+    use kt_core::{Error, ErrorKind};
+
+    use super::{KINDS, pythonic, variant};
+
+    #[test]
+    fn variants_read_as_snake_case() {
+        assert_eq!(
+            variant(&Error::example(ErrorKind::NotFound)),
+            "namespace_not_found"
+        );
+        assert_eq!(variant(&Error::Closed), "closed");
+        assert_eq!(variant(&Error::example(ErrorKind::Connect)), "connect");
+    }
+
+    #[test]
+    fn every_kind_has_a_class() {
+        for kind in ErrorKind::ALL {
+            assert!(
+                KINDS.iter().any(|(name, _)| *name == kind.name()),
+                "no class for {kind}"
+            );
+        }
+    }
 
     #[test]
     fn rust_setting_names_read_as_python_keywords() {
