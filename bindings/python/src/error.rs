@@ -1,21 +1,27 @@
 //! Every error the binding raises, mapped in one place.
 //!
-//! Python sees one base class, `ktconnect.KtError`, and a subclass per kind of
-//! failure. Where a builtin exception means the same thing, the subclass derives from it
-//! too (`InvalidArgument` is a `ValueError`, `Timeout` a `TimeoutError`, `Forbidden` a
-//! `PermissionError`, ...), so `except ValueError:` works as a Python user expects.
-//! The classes are made at import time with `type(name, bases, namespace)`, because a
-//! class with two bases cannot be declared with `create_exception!`.
+//! Python sees one base class, `ktconnect.KtError`, and a subclass per kt-core
+//! [`ErrorKind`](kt_core::ErrorKind), chosen by the kind's name through [`KINDS`] (no
+//! match on kt-core's error variants). Two finer classes, `NameNotFound` (a `NotFound`)
+//! and `TunnelDown` (a `TunnelError`), are picked for the variants they name; every other
+//! error gets its kind's class. Where a builtin exception means the same thing, the
+//! class derives from it too (`InvalidArgument` is a `ValueError`, `Timeout` a
+//! `TimeoutError`, `Forbidden` a `PermissionError`, ...), so `except ValueError:` works as
+//! a Python user expects. The classes are made at import time with
+//! `type(name, bases, namespace)`, because a class with two bases cannot be declared
+//! with `create_exception!`.
 //!
 //! Each raised exception carries:
 //! - its message: kt-core's, which says what failed and what to do;
-//! - `kind`: the kt-core variant in snake case (`"namespace_not_found"`);
+//! - `kind`: the kt-core kind name (`"not_found"`), the same in every kt front end;
+//! - `variant`: the finer kt-core error in snake case (`"namespace_not_found"`);
 //! - `transient`: whether a retry may succeed;
 //! - `__cause__`: the Rust `source()` chain below the message, one exception per link
 //!   (`OSError` with its errno for an OS error, `RuntimeError` otherwise).
 
 use std::error::Error as StdError;
 
+use kt_core::ErrorKind;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -27,9 +33,12 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 pub(crate) enum Failure {
     /// An error from kt-core.
     Kt(kt_core::Error),
+    /// An error from kt-core about the option or argument named first (its message is
+    /// prefixed with that name).
+    KtIn(&'static str, Box<kt_core::Error>),
     /// A bad argument found by the binding itself.
     Invalid(String),
-    /// A wait ran out (events).
+    /// A wait ran out (events, a datagram).
     Timeout(String),
     /// A bug: a task panicked.
     Internal(String),
@@ -49,6 +58,31 @@ impl From<Failure> for PyErr {
 
 /// The result of work done on the runtime.
 pub(crate) type Outcome<T> = Result<T, Failure>;
+
+/// The exception class of each kt-core error kind, by [`ErrorKind::name`]. A kind
+/// missing here would raise bare `KtError`; `tests/test_kinds.py` walks
+/// [`ErrorKind::ALL`] and fails if any does. Keep `python/ktconnect/_native.pyi` and
+/// the README in step.
+const KINDS: &[(&str, &str)] = &[
+    ("invalid_argument", "InvalidArgument"),
+    ("closed", "Closed"),
+    ("timeout", "Timeout"),
+    ("needs_capability", "NeedsCapability"),
+    ("forbidden", "Forbidden"),
+    ("not_found", "NotFound"),
+    ("kubeconfig", "ConfigError"),
+    ("api_unreachable", "Unreachable"),
+    ("api", "ApiError"),
+    ("shadow", "ShadowError"),
+    ("tunnel", "TunnelError"),
+    ("connect", "ConnectError"),
+    ("dns", "DnsError"),
+    ("unsupported", "Unsupported"),
+    ("io", "LocalError"),
+    ("vpn", "VpnError"),
+    ("cleanup", "CleanupError"),
+    ("internal", "InternalError"),
+];
 
 /// One exception class: its name, what it means, and the builtin it also derives from.
 struct Class {
@@ -135,15 +169,21 @@ const CLASSES: &[Class] = &[
     },
     Class {
         name: "TunnelError",
-        doc: "The port-forward, the SSH session, or a connection through the shadow \
-              failed.",
+        doc: "The port-forward or the SSH session to the shadow failed, or the tunnel is \
+              down.",
         builtin: Some("ConnectionError"),
         parent: "KtError",
     },
     Class {
         name: "TunnelDown",
-        doc: "The tunnel is down for good (or a UDP flow ended): close the session and \
-              connect again.",
+        doc: "The tunnel is down for good: close the session and connect again.",
+        builtin: None,
+        parent: "TunnelError",
+    },
+    Class {
+        name: "ConnectError",
+        doc: "The shadow could not connect to a host and port in the cluster (refused, \
+              unreachable, no answer). A `TunnelError` (so a `ConnectionError`) too.",
         builtin: None,
         parent: "TunnelError",
     },
@@ -161,14 +201,13 @@ const CLASSES: &[Class] = &[
     },
     Class {
         name: "Closed",
-        doc: "The session is closed.",
+        doc: "The session, or a UDP flow (`DatagramChannel`), is closed.",
         builtin: None,
         parent: "KtError",
     },
     Class {
         name: "LocalError",
-        doc: "A local resource failed: a listener could not be bound, keys could not be \
-              made.",
+        doc: "A local operating-system call failed: a listener could not be bound.",
         builtin: Some("OSError"),
         parent: "KtError",
     },
@@ -182,6 +221,13 @@ const CLASSES: &[Class] = &[
         name: "CleanupError",
         doc: "Closing could not remove everything the session created; the message has \
               the kubectl command that does.",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "InternalError",
+        doc: "A failure inside kt that the caller cannot fix (making SSH keys, a task \
+              that panicked); please report it.",
         builtin: None,
         parent: "KtError",
     },
@@ -205,8 +251,14 @@ fn make_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
         let namespace = PyDict::new(py);
         namespace.set_item("__module__", "ktconnect")?;
         namespace.set_item("__doc__", class.doc)?;
-        // Defaults for exceptions raised by Python code (`raise ktconnect.Closed()`).
-        namespace.set_item("kind", "")?;
+        // Defaults for exceptions raised by Python code (`raise ktconnect.Closed()`):
+        // the class's kind, inherited by the finer classes.
+        if let Some((kind, _)) = KINDS.iter().find(|(_, c)| *c == class.name) {
+            namespace.set_item("kind", *kind)?;
+        } else if class.parent.is_empty() {
+            namespace.set_item("kind", "")?;
+        }
+        namespace.set_item("variant", "")?;
         namespace.set_item("transient", false)?;
         let made_type = type_.call1((class.name, PyTuple::new(py, bases)?, namespace))?;
         made.push(made_type.cast_into::<PyType>()?.unbind());
@@ -229,44 +281,60 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for c in CLASSES {
         m.add(c.name, class(m.py(), c.name)?)?;
     }
+    let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+    m.add("ERROR_KINDS", PyTuple::new(m.py(), kinds)?)?;
+    m.add_function(wrap_pyfunction!(_raise_error_example, m)?)?;
     Ok(())
 }
 
-/// The class, `kind` and extra attributes of a kt-core error.
-fn classify(e: &kt_core::Error) -> (&'static str, &'static str) {
-    use kt_core::Error as E;
+/// Raises kt-core's example error of the kind named `kind` through the real mapping
+/// (for the test that walks every kind; not API).
+#[pyfunction]
+#[pyo3(name = "_raise_error_example")]
+fn _raise_error_example(kind: &str) -> PyResult<()> {
+    let kind: ErrorKind = kind.parse().map_err(Failure::Kt)?;
+    Err(Failure::Kt(kt_core::Error::example(kind)).into())
+}
+
+/// The class of an error of `kind`: its entry in [`KINDS`], or, for a kind this
+/// binding does not know yet (never for the kinds of [`ErrorKind::ALL`], which
+/// `tests/test_kinds.py` walks), the base class.
+fn kind_class(kind: ErrorKind) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(name, _)| *name == kind.name())
+        .map_or("KtError", |(_, class)| class)
+}
+
+/// The finer class for the variants that have one (a subclass of the kind's class).
+fn finer_class(e: &kt_core::Error) -> Option<&'static str> {
     match e {
-        E::Kubeconfig { .. } => ("ConfigError", "kubeconfig"),
-        E::NoConfig { .. } => ("ConfigError", "no_config"),
-        E::Client { .. } => ("ConfigError", "client"),
-        E::ReadKubeconfig { .. } => ("ConfigError", "read_kubeconfig"),
-        E::ApiUnreachable { .. } => ("Unreachable", "api_unreachable"),
-        E::NamespaceNotFound { .. } => ("NotFound", "namespace_not_found"),
-        E::TargetNotFound { .. } => ("NotFound", "target_not_found"),
-        E::NameNotFound { .. } => ("NameNotFound", "name_not_found"),
-        E::Forbidden { .. } => ("Forbidden", "forbidden"),
-        E::NeedsCapability { .. } => ("NeedsCapability", "needs_capability"),
-        E::PodReadyTimeout { .. } => ("Timeout", "pod_ready_timeout"),
-        E::Api { .. } => ("ApiError", "api"),
-        E::ShadowImage { .. } => ("ShadowError", "shadow_image"),
-        E::ShadowFailed { .. } => ("ShadowError", "shadow_failed"),
-        E::PortForward { .. } => ("TunnelError", "port_forward"),
-        E::Ssh { .. } => ("TunnelError", "ssh"),
-        E::Connect { .. } => ("TunnelError", "connect"),
-        E::TunnelDown { .. } => ("TunnelDown", "tunnel_down"),
-        E::FlowClosed { .. } => ("TunnelDown", "flow_closed"),
-        E::Dns { .. } => ("DnsError", "dns"),
-        E::InvalidTarget { .. } => ("InvalidArgument", "invalid_target"),
-        E::DatagramTooLarge { .. } => ("InvalidArgument", "datagram_too_large"),
-        E::Unsupported { .. } => ("Unsupported", "unsupported"),
-        E::Closed => ("Closed", "closed"),
-        E::Bind { .. } => ("LocalError", "bind"),
-        E::Keys { .. } => ("LocalError", "keys"),
-        E::Vpn { .. } => ("VpnError", "vpn"),
-        E::SystemDns { .. } => ("VpnError", "system_dns"),
-        E::Cleanup { .. } => ("CleanupError", "cleanup"),
-        _ => ("KtError", "other"),
+        kt_core::Error::NameNotFound { .. } => Some("NameNotFound"),
+        kt_core::Error::TunnelDown { .. } => Some("TunnelDown"),
+        _ => None,
     }
+}
+
+/// The kt-core variant in snake case (`NamespaceNotFound` -> `namespace_not_found`),
+/// read from its `Debug` name, so no variant is listed here.
+fn variant(e: &kt_core::Error) -> String {
+    let debug = format!("{e:?}");
+    let name = debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Attributes that let a handler act without parsing the message.
@@ -312,13 +380,23 @@ fn attributes<'py>(py: Python<'py>, e: &kt_core::Error) -> PyResult<Bound<'py, P
 
 /// kt-core's message with its Rust names of settings in Python spelling:
 /// `ConnectOptions::namespace` becomes `Session.connect(namespace=...)`,
-/// `Session::env` becomes `Session.env()`, `DnsMode::Off` becomes `dns="off"`.
+/// `Session::env` becomes `Session.env()`, `DnsMode::Off` becomes `dns="off"`,
+/// `ShadowFlavour::KtShadow` becomes `flavour="kt-shadow"`. kt-core's messages should
+/// name no Rust API; this keeps any that still do readable.
 pub(crate) fn pythonic(message: &str) -> String {
+    /// Whole Rust names and their Python spelling.
+    const WHOLE: &[(&str, &str)] = &[
+        ("DnsMode::Off", "dns=\"off\""),
+        ("DnsMode::Auto", "dns=\"auto\""),
+        ("ShadowFlavour::KtShadow", "flavour=\"kt-shadow\""),
+        ("ShadowFlavour::OpenSsh", "flavour=\"openssh\""),
+    ];
     let mut out = String::with_capacity(message.len() + 32);
     let mut rest = message;
     loop {
-        let next = ["ConnectOptions::", "Session::", "DnsMode::Off"]
+        let next = ["ConnectOptions::", "Session::"]
             .iter()
+            .chain(WHOLE.iter().map(|(rust, _)| rust))
             .filter_map(|p| rest.find(p).map(|i| (i, *p)))
             .min_by_key(|(i, _)| *i);
         let Some((i, prefix)) = next else {
@@ -327,8 +405,8 @@ pub(crate) fn pythonic(message: &str) -> String {
         };
         out.push_str(&rest[..i]);
         rest = &rest[i + prefix.len()..];
-        if prefix == "DnsMode::Off" {
-            out.push_str("dns=\"off\"");
+        if let Some((_, python)) = WHOLE.iter().find(|(rust, _)| *rust == prefix) {
+            out.push_str(python);
             continue;
         }
         let end = rest
@@ -348,17 +426,19 @@ pub(crate) fn pythonic(message: &str) -> String {
     }
 }
 
-/// An exception of class `name` with `message`, `kind` and `attrs`.
+/// An exception of `kind` (of the finer class `finer` if given) with `message` and
+/// `attrs`.
 fn raise(
     py: Python<'_>,
-    name: &str,
+    kind: ErrorKind,
+    finer: Option<&str>,
     message: &str,
-    kind: &str,
     transient: bool,
     attrs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PyErr> {
+    let name = finer.unwrap_or_else(|| kind_class(kind));
     let value = class(py, name)?.call1((message,))?;
-    value.setattr("kind", kind)?;
+    value.setattr("kind", kind.name())?;
     value.setattr("transient", transient)?;
     if let Some(attrs) = attrs {
         for (k, v) in attrs.iter() {
@@ -398,35 +478,17 @@ impl Failure {
     /// The Python exception for this failure.
     pub(crate) fn into_pyerr(self, py: Python<'_>) -> PyErr {
         let made = match &self {
-            Failure::Kt(e) => {
-                let (name, kind) = classify(e);
-                attributes(py, e).and_then(|attrs| {
-                    let err = raise(
-                        py,
-                        name,
-                        &pythonic(&e.to_string()),
-                        kind,
-                        e.is_transient(),
-                        Some(&attrs),
-                    )?;
-                    err.set_cause(py, cause_chain(py, e));
-                    Ok(err)
-                })
+            Failure::Kt(e) => kt_error(py, None, e),
+            Failure::KtIn(option, e) => kt_error(py, Some(option), e),
+            Failure::Invalid(message) => {
+                raise(py, ErrorKind::InvalidArgument, None, message, false, None)
             }
-            Failure::Invalid(message) => raise(
-                py,
-                "InvalidArgument",
-                message,
-                "invalid_argument",
-                false,
-                None,
-            ),
-            Failure::Timeout(message) => raise(py, "Timeout", message, "timeout", true, None),
+            Failure::Timeout(message) => raise(py, ErrorKind::Timeout, None, message, true, None),
             Failure::Internal(message) => raise(
                 py,
-                "KtError",
+                ErrorKind::Internal,
+                None,
                 &format!("internal error in ktconnect (please report it): {message}"),
-                "internal",
                 false,
                 None,
             ),
@@ -436,6 +498,32 @@ impl Failure {
     }
 }
 
+/// The exception for kt-core's `e`, its message prefixed with `option` if given.
+fn kt_error(py: Python<'_>, option: Option<&str>, e: &kt_core::Error) -> PyResult<PyErr> {
+    let attrs = attributes(py, e)?;
+    attrs.set_item("variant", variant(e))?;
+    let message = match option {
+        Some(option) => format!("{option}: {}", pythonic(&e.to_string())),
+        None => pythonic(&e.to_string()),
+    };
+    let err = raise(
+        py,
+        e.kind(),
+        finer_class(e),
+        &message,
+        e.is_transient(),
+        Some(&attrs),
+    )?;
+    err.set_cause(py, cause_chain(py, e));
+    Ok(err)
+}
+
+/// kt-core's error `e` about the option (or argument) `option`, as a Python
+/// exception whose message starts with the option's name.
+pub(crate) fn option_error(option: &'static str, e: kt_core::Error) -> PyErr {
+    Failure::KtIn(option, Box::new(e)).into()
+}
+
 /// An `InvalidArgument` with `message`, for argument checks in the binding.
 pub(crate) fn invalid(message: impl Into<String>) -> PyErr {
     Failure::Invalid(message.into()).into()
@@ -443,7 +531,29 @@ pub(crate) fn invalid(message: impl Into<String>) -> PyErr {
 
 #[cfg(test)]
 mod tests {
-    use super::pythonic;
+    use kt_core::{Error, ErrorKind};
+
+    use super::{KINDS, pythonic, variant};
+
+    #[test]
+    fn variants_read_as_snake_case() {
+        assert_eq!(
+            variant(&Error::example(ErrorKind::NotFound)),
+            "namespace_not_found"
+        );
+        assert_eq!(variant(&Error::Closed), "closed");
+        assert_eq!(variant(&Error::example(ErrorKind::Connect)), "connect");
+    }
+
+    #[test]
+    fn every_kind_has_a_class() {
+        for kind in ErrorKind::ALL {
+            assert!(
+                KINDS.iter().any(|(name, _)| *name == kind.name()),
+                "no class for {kind}"
+            );
+        }
+    }
 
     #[test]
     fn rust_setting_names_read_as_python_keywords() {
@@ -458,6 +568,10 @@ mod tests {
         assert_eq!(
             pythonic("Session::env and Session::forward need none; DnsMode::Off leaves it"),
             "Session.env() and Session.forward() need none; dns=\"off\" leaves it"
+        );
+        assert_eq!(
+            pythonic("Connect with ShadowFlavour::KtShadow (the default)"),
+            "Connect with flavour=\"kt-shadow\" (the default)"
         );
         assert_eq!(pythonic("nothing to change"), "nothing to change");
     }

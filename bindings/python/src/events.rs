@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kt_core::Event;
+use kt_core::{Event, EventKind, EventValue};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -17,86 +17,42 @@ pub(crate) fn address(addr: SocketAddr) -> (String, u16) {
     (addr.ip().to_string(), addr.port())
 }
 
-/// `(kind, message, fields)` for one event; `kind` is the variant in snake case.
+/// A field's value as Python sees it: an address as `(host, port)`, a list as a list
+/// of str, a number as int, words as str.
+fn value_to_py(py: Python<'_>, value: EventValue) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match value {
+        EventValue::Text(text) => text.into_pyobject(py)?.into_any(),
+        EventValue::Number(n) => n.into_pyobject(py)?.into_any(),
+        EventValue::Addr(addr) => address(addr).into_pyobject(py)?.into_any(),
+        EventValue::List(items) => items.into_pyobject(py)?.into_any(),
+        // A kind of value this binding does not know yet: its text.
+        other => other.to_string().into_pyobject(py)?.into_any(),
+    })
+}
+
+/// `(kind, message, fields)` for one event, from kt-core's [`Event::kind`] name and
+/// [`Event::fields`]: the same conversion for every kind of event.
 pub(crate) fn event_to_py(py: Python<'_>, event: &Event) -> PyResult<Py<PyAny>> {
     let fields = PyDict::new(py);
-    let kind = match event {
-        Event::Creating {
-            namespace,
-            pod,
-            image,
-        } => {
-            fields.set_item("namespace", namespace)?;
-            fields.set_item("pod", pod)?;
-            fields.set_item("image", image)?;
-            "creating"
-        }
-        Event::Scheduled { node } => {
-            fields.set_item("node", node)?;
-            "scheduled"
-        }
-        Event::Pulling { image } => {
-            fields.set_item("image", image)?;
-            "pulling"
-        }
-        Event::ImageReady { image } => {
-            fields.set_item("image", image)?;
-            "image_ready"
-        }
-        Event::Ready { pod_ip } => {
-            fields.set_item("pod_ip", pod_ip)?;
-            "ready"
-        }
-        Event::TunnelUp { socks5, http_proxy } => {
-            fields.set_item("socks5", address(*socks5))?;
-            fields.set_item("http_proxy", address(*http_proxy))?;
-            "tunnel_up"
-        }
-        Event::Recovered { what } => {
-            fields.set_item("what", what)?;
-            "recovered"
-        }
-        Event::VpnUp { device, routes } => {
-            fields.set_item("device", device)?;
-            fields.set_item("routes", routes)?;
-            "vpn_up"
-        }
-        Event::DnsInstalled { server, detail } => {
-            fields.set_item("server", address(*server))?;
-            fields.set_item("detail", detail)?;
-            "dns_installed"
-        }
-        Event::Reconnecting { attempt, reason } => {
-            fields.set_item("attempt", attempt)?;
-            fields.set_item("reason", reason)?;
-            "reconnecting"
-        }
-        Event::Reconnected { attempts } => {
-            fields.set_item("attempts", attempts)?;
-            "reconnected"
-        }
-        Event::TunnelLost { reason } => {
-            fields.set_item("reason", reason)?;
-            "tunnel_lost"
-        }
-        Event::HeartbeatFailed { reason } => {
-            fields.set_item("reason", reason)?;
-            "heartbeat_failed"
-        }
-        Event::Closing => "closing",
-        Event::Closed => "closed",
-        // A kind this binding does not know yet: its message still says what happened.
-        _ => "other",
-    };
+    for (name, value) in event.fields() {
+        fields.set_item(name, value_to_py(py, value)?)?;
+    }
     let tuple = PyTuple::new(
         py,
         [
-            kind.into_pyobject(py)?.into_any(),
+            event.kind().name().into_pyobject(py)?.into_any(),
             event.to_string().into_pyobject(py)?.into_any(),
             fields.into_any(),
         ],
     )?;
     Ok(tuple.into_any().unbind())
+}
+
+/// The names of every kind of event (`EVENT_KINDS` in the native module).
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+    m.add("EVENT_KINDS", PyTuple::new(m.py(), kinds)?)?;
+    Ok(())
 }
 
 fn optional_event(py: Python<'_>, event: Option<Event>) -> PyResult<Py<PyAny>> {
@@ -107,7 +63,7 @@ fn optional_event(py: Python<'_>, event: Option<Event>) -> PyResult<Py<PyAny>> {
 }
 
 /// A timeout in seconds as a [`Duration`]; `None` waits for ever.
-fn wait_limit(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+pub(crate) fn wait_limit(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
         Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::try_from_secs_f64(t).ok()),

@@ -7,7 +7,7 @@
 //!   `ConnectOptions` (checked when made, so bad input raises before anything happens);
 //! - `NativeSession` has each operation twice: a blocking call that releases the GIL and
 //!   an `*_async` call that returns an `asyncio.Future`;
-//! - `NativeEvents` reads the session's events;
+//! - `NativeEvents` reads the session's events, `NativeDatagramChannel` is one UDP flow;
 //! - every error becomes a subclass of `ktconnect.KtError` (see [`error`]).
 //!
 //! The sync API, context managers, typed events and the pytest plugin are thin Python
@@ -28,12 +28,28 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_OPENSSH_IMAGE", kt_core::DEFAULT_OPENSSH_IMAGE)?;
     m.add("SHADOW_IMAGE_ENV", kt_core::SHADOW_IMAGE_ENV)?;
     error::register(m)?;
+    events::register(m)?;
+    surface(m)?;
     m.add_class::<options::ConnectOptions>()?;
     m.add_class::<options::VpnOptions>()?;
     m.add_class::<session::NativeSession>()?;
     m.add_class::<events::NativeEvents>()?;
+    m.add_class::<session::NativeDatagramChannel>()?;
     m.add_function(wrap_pyfunction!(session::connect, m)?)?;
     m.add_function(wrap_pyfunction!(session::connect_async, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::wait_for_cleanups, m)?)?;
+    m.add_function(wrap_pyfunction!(session::recover_system_dns, m)?)?;
     Ok(())
+}
+
+/// `SURFACE`: kt-core's lists of every public option, operation and function, which
+/// `tests/test_parity.py` compares with what this package exposes.
+fn surface(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    use kt_core::surface;
+    let d = pyo3::types::PyDict::new(m.py());
+    d.set_item("CONNECT_OPTIONS", surface::CONNECT_OPTIONS.to_vec())?;
+    d.set_item("VPN_OPTIONS", surface::VPN_OPTIONS.to_vec())?;
+    d.set_item("SESSION_OPERATIONS", surface::SESSION_OPERATIONS.to_vec())?;
+    d.set_item("FUNCTIONS", surface::FUNCTIONS.to_vec())?;
+    m.add("SURFACE", d)
 }

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kt_core::{DnsMode, IpNet, ShadowFlavour};
+use kt_core::{DnsMode, ShadowFlavour};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use crate::error::invalid;
+use crate::error::{invalid, option_error};
 use crate::events::event_to_py;
 
 /// A duration given as seconds (int or float) or a `datetime.timedelta`, for the
@@ -61,64 +61,14 @@ pub(crate) fn port(name: &str, value: i64, zero_ok: bool) -> PyResult<u16> {
     }
 }
 
-/// The shadow flavour named `name`.
-fn flavour(name: &str) -> PyResult<ShadowFlavour> {
-    match name {
-        "kt-shadow" => Ok(ShadowFlavour::KtShadow),
-        "openssh" => Ok(ShadowFlavour::OpenSsh),
-        other => Err(invalid(format!(
-            "unknown shadow flavour `{other}`: use \"kt-shadow\" (kt's own agent, the \
-             default) or \"openssh\" (a stock sshd, runs as root)"
-        ))),
-    }
+/// A kt-core parser's result, its error naming the option `name`.
+fn parsed<T>(name: &'static str, result: kt_core::Result<T>) -> PyResult<T> {
+    result.map_err(|e| option_error(name, e))
 }
 
-/// An address range (`10.96.0.0/12`, or one address) for the option `name`.
-fn cidr(name: &str, text: &str) -> PyResult<IpNet> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    Err(invalid(format!(
-        "{name}: `{text}` is not an address range; write it as CIDR (`10.96.0.0/12`) or one \
-         address (`10.0.0.7`)"
-    )))
-}
-
-/// The DNS mode named `text`, as `ktctl --dns` spells it.
-fn dns_mode(text: &str) -> PyResult<DnsMode> {
-    match text {
-        "auto" => Ok(DnsMode::Auto),
-        "resolv-conf" => Ok(DnsMode::ResolvConf),
-        "resolved" => Ok(DnsMode::Resolved),
-        "resolver-dir" => Ok(DnsMode::ResolverDir),
-        "hosts" => Ok(DnsMode::Hosts(Vec::new())),
-        "off" => Ok(DnsMode::Off),
-        other => match other.strip_prefix("hosts:") {
-            Some(list) => {
-                let namespaces: Vec<String> = list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if namespaces.is_empty() {
-                    Err(invalid(
-                        "dns \"hosts:\" names no namespace: write \"hosts:ns1,ns2\", or \
-                         \"hosts\" for the session's namespace",
-                    ))
-                } else {
-                    Ok(DnsMode::Hosts(namespaces))
-                }
-            }
-            None => Err(invalid(format!(
-                "unknown dns mode `{other}`: use \"auto\", \"resolv-conf\", \"resolved\", \
-                 \"resolver-dir\", \"hosts\", \"hosts:ns1,ns2\" or \"off\""
-            ))),
-        },
-    }
+/// Python's `...`: the default of a keyword whose `None` means something (never).
+fn ellipsis() -> Py<PyAny> {
+    Python::attach(|py| py.Ellipsis())
 }
 
 /// VPN mode settings (needs CAP_NET_ADMIN): pass them as `Session.connect(vpn=...)`.
@@ -151,10 +101,10 @@ impl VpnOptions {
         let include = include.unwrap_or_default();
         let exclude = exclude.unwrap_or_default();
         for text in &include {
-            v = v.include(cidr("include", text)?);
+            v = v.include(parsed("include", kt_core::parse_net(text))?);
         }
         for text in &exclude {
-            v = v.exclude(cidr("exclude", text)?);
+            v = v.exclude(parsed("exclude", kt_core::parse_net(text))?);
         }
         if !discover {
             if include.is_empty() {
@@ -187,7 +137,7 @@ impl VpnOptions {
             })?;
             v = v.address(ip);
         }
-        v = v.dns(dns_mode(dns)?);
+        v = v.dns(parsed("dns", dns.parse::<DnsMode>())?);
         if let Some(text) = &dns_listen {
             let addr: SocketAddr = text.parse().map_err(|_| {
                 invalid(format!(
@@ -232,6 +182,8 @@ impl ConnectOptions {
         namespace=None,
         shadow_image=None,
         flavour="kt-shadow",
+        shadow_probe_binary=None,
+        sshd_path=None,
         labels=None,
         annotations=None,
         image_pull_secrets=None,
@@ -243,6 +195,7 @@ impl ConnectOptions {
         close_timeout=None,
         reconnect_timeout=None,
         heartbeat_interval=None,
+        shadow_heartbeat_timeout=ellipsis(),
         ssh_port=None,
         socks5_port=0,
         http_proxy_port=0,
@@ -261,6 +214,8 @@ impl ConnectOptions {
         namespace: Option<String>,
         shadow_image: Option<String>,
         flavour: &str,
+        shadow_probe_binary: Option<String>,
+        sshd_path: Option<String>,
         labels: Option<BTreeMap<String, String>>,
         annotations: Option<BTreeMap<String, String>>,
         image_pull_secrets: Option<Vec<String>>,
@@ -272,6 +227,7 @@ impl ConnectOptions {
         close_timeout: Option<&Bound<'_, PyAny>>,
         reconnect_timeout: Option<&Bound<'_, PyAny>>,
         heartbeat_interval: Option<&Bound<'_, PyAny>>,
+        shadow_heartbeat_timeout: Py<PyAny>,
         ssh_port: Option<i64>,
         socks5_port: i64,
         http_proxy_port: i64,
@@ -280,7 +236,8 @@ impl ConnectOptions {
         vpn: Option<PyRef<'_, VpnOptions>>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let mut o = kt_core::ConnectOptions::new().flavour(self::flavour(flavour)?);
+        let mut o = kt_core::ConnectOptions::new()
+            .flavour(parsed("flavour", flavour.parse::<ShadowFlavour>())?);
         if let Some(path) = &kubeconfig {
             if path.as_os_str().is_empty() {
                 return Err(invalid("kubeconfig is an empty path"));
@@ -303,6 +260,18 @@ impl ConnectOptions {
                 return Err(invalid("shadow_image is empty"));
             }
             o = o.shadow_image(image);
+        }
+        if let Some(path) = &shadow_probe_binary {
+            if path.trim().is_empty() {
+                return Err(invalid("shadow_probe_binary is empty"));
+            }
+            o = o.shadow_probe_binary(path);
+        }
+        if let Some(path) = &sshd_path {
+            if path.trim().is_empty() {
+                return Err(invalid("sshd_path is empty"));
+            }
+            o = o.sshd_path(path);
         }
         for (k, v) in labels.unwrap_or_default() {
             o = o.label(k, v);
@@ -358,6 +327,17 @@ impl ConnectOptions {
             if let Some(d) = duration(name, value)? {
                 o = set(o, d);
             }
+        }
+        // Not given (`...`): kt-core's default; None: never; else a duration.
+        let watchdog = Python::attach(|py| -> PyResult<Option<Option<Duration>>> {
+            let value = shadow_heartbeat_timeout.bind(py);
+            if value.is(py.Ellipsis().bind(py)) {
+                return Ok(None);
+            }
+            Ok(Some(duration("shadow_heartbeat_timeout", Some(value))?))
+        })?;
+        if let Some(timeout) = watchdog {
+            o = o.shadow_heartbeat_timeout(timeout);
         }
         if let Some(p) = ssh_port {
             o = o.ssh_port(port("ssh_port", p, false)?);

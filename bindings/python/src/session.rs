@@ -1,6 +1,7 @@
 //! The native session: connect, the session's addresses, forwards, lookups and close,
 //! each as a blocking call (GIL released) and as an awaitable (`*_async`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -8,13 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use kt_core::Session;
+use std::net::SocketAddr;
+
+use kt_core::{DatagramChannel, Session};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::error::{Failure, Outcome};
-use crate::events::{NativeEvents, address};
+use crate::events::{NativeEvents, address, wait_limit};
 use crate::options::{ConnectOptions, port};
 use crate::runtime::{awaitable, block_on, spawn_cleanup, to_py};
 
@@ -157,6 +160,19 @@ async fn forward_work(
     Ok(address(addr))
 }
 
+async fn udp_channel_work(
+    session: Arc<Session>,
+    target: String,
+    port: u16,
+) -> Outcome<NativeDatagramChannel> {
+    let channel = session.udp_channel(&target, port).await?;
+    Ok(NativeDatagramChannel::new(channel, target, port))
+}
+
+fn new_channel(py: Python<'_>, channel: NativeDatagramChannel) -> PyResult<Py<PyAny>> {
+    to_py(py, channel)
+}
+
 /// Closes on a task of its own, counted as a clean-up, so a caller who stops waiting
 /// (Ctrl-C) does not cut it short, and interpreter exit waits for it.
 async fn close_work(session: Arc<Session>) -> Outcome<()> {
@@ -167,21 +183,6 @@ async fn close_work(session: Arc<Session>) -> Outcome<()> {
     match result.await {
         Ok(closed) => closed.map_err(Failure::from),
         Err(_) => Err(Failure::Internal("the close task panicked".to_owned())),
-    }
-}
-
-/// A DNS mode as `VpnOptions(dns=...)` spells it.
-fn dns_mode_name(mode: &kt_core::DnsMode) -> String {
-    use kt_core::DnsMode as M;
-    match mode {
-        M::Auto => "auto".to_owned(),
-        M::ResolvConf => "resolv-conf".to_owned(),
-        M::Resolved => "resolved".to_owned(),
-        M::ResolverDir => "resolver-dir".to_owned(),
-        M::Hosts(namespaces) if namespaces.is_empty() => "hosts".to_owned(),
-        M::Hosts(namespaces) => format!("hosts:{}", namespaces.join(",")),
-        M::Off => "off".to_owned(),
-        other => format!("{other:?}"),
     }
 }
 
@@ -240,7 +241,7 @@ impl NativeSession {
         let routes: Vec<String> = info.routes.iter().map(ToString::to_string).collect();
         d.set_item("routes", routes)?;
         d.set_item("dns_addr", info.dns_addr.map(address))?;
-        d.set_item("dns_mode", dns_mode_name(&info.dns_mode))?;
+        d.set_item("dns_mode", info.dns_mode.to_string())?;
         d.set_item("dns_detail", &info.dns_detail)?;
         Ok(Some(d))
     }
@@ -305,6 +306,32 @@ impl NativeSession {
         awaitable(py, forward_work(self.session(), target, port, true), to_py)
     }
 
+    /// One UDP flow to `target`'s UDP `port`, without a local socket (blocking).
+    fn udp_channel(
+        &self,
+        py: Python<'_>,
+        target: String,
+        port: i64,
+    ) -> PyResult<NativeDatagramChannel> {
+        let port = self::port("port", port, false)?;
+        block_on(py, udp_channel_work(self.session(), target, port))
+    }
+
+    /// One UDP flow to `target`'s UDP `port`, without a local socket (awaitable).
+    fn udp_channel_async<'py>(
+        &self,
+        py: Python<'py>,
+        target: String,
+        port: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let port = self::port("port", port, false)?;
+        awaitable(
+            py,
+            udp_channel_work(self.session(), target, port),
+            new_channel,
+        )
+    }
+
     /// Removes everything the session created (blocking); again does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.closed.store(true, Ordering::SeqCst);
@@ -325,4 +352,183 @@ impl NativeSession {
             self.inner.pod_name()
         )
     }
+}
+
+/// Why a channel's wait ended early.
+const CHANNEL_CLOSED: &str = "closed locally";
+
+/// One UDP flow through the session (kt-core's `DatagramChannel`). Python's
+/// `ktconnect.DatagramChannel` wraps it.
+#[pyclass(frozen, module = "ktconnect._native")]
+pub(crate) struct NativeDatagramChannel {
+    /// `None` once closed: dropping kt-core's channel ends the flow.
+    inner: std::sync::Mutex<Option<Arc<DatagramChannel>>>,
+    /// Set by `close`, so a `recv` waiting on another thread returns.
+    closing: tokio::sync::watch::Sender<bool>,
+    target: String,
+    port: u16,
+    peer: SocketAddr,
+}
+
+impl NativeDatagramChannel {
+    fn new(channel: DatagramChannel, target: String, port: u16) -> Self {
+        NativeDatagramChannel {
+            peer: channel.peer_addr(),
+            inner: std::sync::Mutex::new(Some(Arc::new(channel))),
+            closing: tokio::sync::watch::channel(false).0,
+            target,
+            port,
+        }
+    }
+
+    /// The error of a channel closed by `close`: kt-core's own for an ended flow.
+    fn closed_error(target: &str, port: u16) -> Failure {
+        Failure::Kt(kt_core::Error::FlowClosed {
+            target: target.to_owned(),
+            port,
+            reason: CHANNEL_CLOSED.to_owned(),
+        })
+    }
+
+    /// The channel and a receiver that fires on `close`, or the error of a closed one.
+    fn open(&self) -> PyResult<(Arc<DatagramChannel>, tokio::sync::watch::Receiver<bool>)> {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match inner.as_ref() {
+            Some(channel) => Ok((Arc::clone(channel), self.closing.subscribe())),
+            None => Err(Self::closed_error(&self.target, self.port).into()),
+        }
+    }
+
+    fn send_work(
+        &self,
+        datagram: Vec<u8>,
+    ) -> PyResult<impl Future<Output = Outcome<()>> + Send + 'static> {
+        let (channel, mut closing) = self.open()?;
+        let (target, port) = (self.target.clone(), self.port);
+        Ok(async move {
+            tokio::select! {
+                sent = channel.send(&datagram) => sent.map_err(Failure::from),
+                _ = closing.wait_for(|c| *c) => Err(Self::closed_error(&target, port)),
+            }
+        })
+    }
+
+    fn recv_work(
+        &self,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Vec<u8>>> + Send + 'static> {
+        let limit = wait_limit(timeout)?;
+        let (channel, mut closing) = self.open()?;
+        let (target, port) = (self.target.clone(), self.port);
+        Ok(async move {
+            let receive = async {
+                tokio::select! {
+                    got = channel.recv() => got.map(|d| d.to_vec()).map_err(Failure::from),
+                    _ = closing.wait_for(|c| *c) => Err(Self::closed_error(&target, port)),
+                }
+            };
+            match limit {
+                None => receive.await,
+                Some(d) => tokio::time::timeout(d, receive).await.unwrap_or_else(|_| {
+                    Err(Failure::Timeout(format!(
+                        "no datagram from {target} port {port} within {} s",
+                        d.as_secs_f64()
+                    )))
+                }),
+            }
+        })
+    }
+}
+
+fn bytes_to_py(py: Python<'_>, datagram: Vec<u8>) -> PyResult<Py<PyAny>> {
+    Ok(PyBytes::new(py, &datagram).into_any().unbind())
+}
+
+#[pymethods]
+impl NativeDatagramChannel {
+    /// The target as given.
+    #[getter]
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The UDP port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The address the shadow sends to, `(host, port)`.
+    #[getter]
+    fn peer_addr(&self) -> (String, u16) {
+        address(self.peer)
+    }
+
+    /// Whether `close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Sends one datagram (blocking).
+    fn send(&self, py: Python<'_>, datagram: Cow<'_, [u8]>) -> PyResult<()> {
+        let work = self.send_work(datagram.into_owned())?;
+        block_on(py, work)
+    }
+
+    /// Sends one datagram (awaitable).
+    fn send_async<'py>(
+        &self,
+        py: Python<'py>,
+        datagram: Cow<'_, [u8]>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let work = self.send_work(datagram.into_owned())?;
+        awaitable(py, work, to_py)
+    }
+
+    /// The next datagram from the target (blocking), waiting at most `timeout` seconds.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let work = self.recv_work(timeout)?;
+        let datagram = block_on(py, work)?;
+        bytes_to_py(py, datagram)
+    }
+
+    /// The next datagram from the target (awaitable).
+    #[pyo3(signature = (timeout=None))]
+    fn recv_async<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let work = self.recv_work(timeout)?;
+        awaitable(py, work, bytes_to_py)
+    }
+
+    /// Ends the flow; calls waiting on other threads return. Again does nothing.
+    fn close(&self) {
+        self.closing.send_replace(true);
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "NativeDatagramChannel(target={:?}, port={}, peer={})",
+            self.target, self.port, self.peer
+        )
+    }
+}
+
+/// Undoes the system DNS changes left by kt processes that are no longer running
+/// (blocking file work, GIL released); one line per change undone.
+#[pyfunction]
+pub(crate) fn recover_system_dns(py: Python<'_>) -> PyResult<Vec<String>> {
+    py.detach(|| kt_core::recover_system_dns(&kt_core::SystemPaths::system()))
+        .map_err(|e| Failure::Kt(e).into())
 }

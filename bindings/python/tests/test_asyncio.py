@@ -109,7 +109,7 @@ def test_cancelling_a_connect_removes_the_shadow_it_was_creating(namespace: Name
 
 def test_async_errors_are_the_same_exceptions_as_blocking_ones(namespace: Namespace) -> None:
     async def main() -> None:
-        with pytest.raises(ktconnect.InvalidArgument, match="unknown shadow flavour"):
+        with pytest.raises(ktconnect.InvalidArgument, match="flavour: invalid shadow flavour `dropbear`"):
             ktconnect.Session.connect_async(flavour="dropbear")  # raised before any await
         async with ktconnect.Session.connect_async(**namespace.connect_options()) as session:
             with pytest.raises(ktconnect.NameNotFound, match="does not resolve"):

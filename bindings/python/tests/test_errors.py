@@ -40,7 +40,7 @@ def test_options_of_the_wrong_type_raise_type_error_naming_the_option(
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"flavour": "dropbear"}, 'unknown shadow flavour `dropbear`: use "kt-shadow"'),
+        ({"flavour": "dropbear"}, "flavour: invalid shadow flavour `dropbear`; expected kt-shadow or openssh"),
         ({"socks5_port": 70000}, r"socks5_port 70000 is not a port number \(0-65535\)"),
         ({"ssh_port": 0}, r"ssh_port 0 is not a port number \(1-65535\)"),
         ({"pod_ready_timeout": -1}, "pod_ready_timeout must be a positive"),
@@ -69,10 +69,10 @@ def test_timeouts_accept_seconds_and_timedeltas() -> None:
 @pytest.mark.parametrize(
     "vpn, message",
     [
-        ({"include": ["10.0.0.0/33"]}, "include: `10.0.0.0/33` is not an address range"),
-        ({"exclude": ["not-a-cidr"]}, "exclude: `not-a-cidr` is not an address range"),
-        ({"dns": "bind9"}, 'unknown dns mode `bind9`: use "auto"'),
-        ({"dns": "hosts:"}, "names no namespace"),
+        ({"include": ["10.0.0.0/33"]}, "include: invalid CIDR `10.0.0.0/33`; expected address/prefix"),
+        ({"exclude": ["not-a-cidr"]}, "exclude: invalid CIDR `not-a-cidr`; expected address/prefix"),
+        ({"dns": "bind9"}, "dns: invalid DNS mode `bind9`; expected auto, resolv-conf"),
+        ({"dns": "hosts:"}, "dns: invalid DNS mode `hosts:`; expected .*hosts:<ns1>,<ns2>"),
         ({"mtu": 70000}, "mtu 70000 is out of range"),
         ({"tun_name": "a/b"}, "is not a network device name"),
         ({"discover": False}, "routes only the `include` ranges"),
@@ -80,8 +80,9 @@ def test_timeouts_accept_seconds_and_timedeltas() -> None:
     ],
 )
 def test_malformed_vpn_options_raise_invalid_argument(vpn: dict, message: str) -> None:
-    with pytest.raises(ktconnect.InvalidArgument, match=message):
+    with pytest.raises(ktconnect.InvalidArgument, match=message) as info:
         ktconnect.VpnOptions(**vpn)
+    assert info.value.kind == "invalid_argument"
 
 
 def test_good_vpn_options_are_accepted() -> None:
@@ -89,6 +90,22 @@ def test_good_vpn_options_are_accepted() -> None:
         include=["10.96.0.0/12", "10.244.0.7"], exclude=["10.96.0.1/32"], dns="hosts:a,b", mtu=9000
     )
     assert "10.96.0.0/12" in repr(vpn)
+    # kt-core's spellings: case and `_` for `-` are forgiven, as in ktctl.
+    assert ktconnect.VpnOptions(dns="Resolv_Conf", include=["fd00::/64"])
+    assert ktconnect.connect_options(flavour="OpenSSH")
+
+
+def test_the_shadow_watchdog_timeout_takes_seconds_a_timedelta_or_none() -> None:
+    for value in (90, 2.5, datetime.timedelta(minutes=3), None):
+        assert isinstance(
+            ktconnect.connect_options(shadow_heartbeat_timeout=value), ktconnect.ConnectOptions
+        )
+    with pytest.raises(ktconnect.InvalidArgument, match="shadow_heartbeat_timeout must be a positive"):
+        ktconnect.connect_options(shadow_heartbeat_timeout=0)
+    with pytest.raises(TypeError, match="shadow_heartbeat_timeout must be seconds"):
+        ktconnect.connect_options(shadow_heartbeat_timeout="10m")
+    with pytest.raises(TypeError, match="shadow_heartbeat_timeout must be seconds"):
+        ktconnect.connect_options(shadow_heartbeat_timeout=True)
 
 
 def test_a_missing_kubeconfig_file_raises_config_error_naming_it(tmp_path) -> None:
@@ -112,15 +129,17 @@ def test_a_namespace_that_does_not_exist_raises_not_found_saying_how_to_create_i
     with pytest.raises(ktconnect.NotFound, match="namespace `kt-no-such-ns` does not exist") as info:
         ktconnect.Session.connect(kubeconfig=lab.admin_kubeconfig, namespace="kt-no-such-ns")
     assert isinstance(info.value, LookupError)
-    assert info.value.kind == "namespace_not_found" and info.value.namespace == "kt-no-such-ns"
+    assert info.value.kind == "not_found" and info.value.namespace == "kt-no-such-ns"
+    assert info.value.variant == "namespace_not_found"
     assert "kubectl create namespace kt-no-such-ns" in str(info.value)
-    assert "Session.connect(namespace=...)" in str(info.value)  # Python spelling
+    assert "::" not in str(info.value)  # no Rust API names
 
 
 def test_a_namespace_outside_the_role_raises_forbidden_naming_the_role(namespace: Namespace) -> None:
     with pytest.raises(ktconnect.Forbidden, match="you may not create secrets") as info:
         ktconnect.Session.connect(kubeconfig=namespace.kubeconfig, namespace="kube-system")
     assert isinstance(info.value, PermissionError)
+    assert info.value.kind == "forbidden"
     assert info.value.verb == "create" and info.value.resource == "secrets"
     assert "kt-core/rbac/kt-role.yaml" in str(info.value)
 
@@ -131,6 +150,7 @@ def test_a_name_that_does_not_resolve_raises_name_not_found_listing_what_was_tri
     with pytest.raises(ktconnect.NameNotFound, match="`no-such-service` does not resolve") as info:
         kt_session.resolve("no-such-service")
     assert isinstance(info.value, ktconnect.NotFound)
+    assert info.value.kind == "not_found" and info.value.variant == "name_not_found"
     assert info.value.name == "no-such-service"
     assert f"no-such-service.{namespace.name}.svc.cluster.local" in info.value.tried
 

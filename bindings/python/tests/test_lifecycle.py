@@ -65,6 +65,7 @@ def test_every_call_after_close_raises_closed(namespace: Namespace) -> None:
         lambda: session.resolve("echo"),
         lambda: session.forward("svc/echo", 80),
         lambda: session.forward_udp("echo", 9001),
+        lambda: session.udp_channel("echo", 9001),
     ):
         with pytest.raises(ktconnect.Closed, match="the session is closed") as info:
             call()

@@ -79,7 +79,7 @@ def test_plugin_rejects_a_bad_flavour_with_the_options_message(
         f"--kt-kubeconfig={namespace.kubeconfig}", "--kt-flavour=dropbear"
     )
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*InvalidArgument: unknown shadow flavour `dropbear`*"])
+    result.stdout.fnmatch_lines(["*InvalidArgument: flavour: invalid shadow flavour `dropbear`*"])
 
 
 def test_stubs_declare_every_native_name_with_the_same_exception_bases() -> None:

@@ -13,7 +13,8 @@ cluster DNS::
         print(r.text, session.resolve("web"), session.forward("svc/postgres", 5432))
 
 ``await Session.connect_async(...)`` / ``async with Session.connect_async(...) as s``
-is the same for asyncio. Errors are subclasses of :class:`KtError`; progress comes as
+is the same for asyncio. Errors are subclasses of :class:`KtError`, one per kind of failure (``KtError.kind``
+names it, as every kt front end does); progress comes as
 typed events (:mod:`ktconnect.events`). The pytest plugin (:mod:`ktconnect.pytest_plugin`)
 gives tests a ``kt_session`` fixture.
 """
@@ -24,9 +25,11 @@ from ._native import (
     CleanupError,
     Closed,
     ConfigError,
+    ConnectError,
     ConnectOptions,
     DnsError,
     Forbidden,
+    InternalError,
     InvalidArgument,
     KtError,
     LocalError,
@@ -43,7 +46,7 @@ from ._native import (
     VpnOptions,
     __version__,
 )
-from ._session import Events, Session, connect_options
+from ._session import DatagramChannel, Events, Session, connect_options, recover_system_dns
 from .events import Event
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "ConnectOptions",
     "VpnOptions",
     "connect_options",
+    "recover_system_dns",
+    "DatagramChannel",
     "Events",
     "Event",
     "events",
@@ -67,11 +72,13 @@ __all__ = [
     "ShadowError",
     "TunnelError",
     "TunnelDown",
+    "ConnectError",
     "DnsError",
     "Unsupported",
     "Closed",
     "LocalError",
     "VpnError",
     "CleanupError",
+    "InternalError",
     "__version__",
 ]

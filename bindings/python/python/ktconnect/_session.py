@@ -26,7 +26,7 @@ from typing import (
 from . import _native as _kt
 from .events import Event, _from_native
 
-__all__ = ["Session", "Events", "connect_options"]
+__all__ = ["Session", "Events", "DatagramChannel", "connect_options", "recover_system_dns"]
 
 Address = Tuple[str, int]
 Seconds = Any  # int | float | datetime.timedelta
@@ -85,7 +85,16 @@ def _require(name: str, value: Any, types: Any, what: str) -> None:
 
 
 def _check_options(values: Dict[str, Any]) -> None:
-    for name in ("context", "namespace", "shadow_image", "flavour", "cluster_domain", "dns_server"):
+    for name in (
+        "context",
+        "namespace",
+        "shadow_image",
+        "flavour",
+        "shadow_probe_binary",
+        "sshd_path",
+        "cluster_domain",
+        "dns_server",
+    ):
         _check(name, values[name], str, "a str")
     _check("kubeconfig", values["kubeconfig"], (str, os.PathLike), "a path (str or os.PathLike)")
     for name in ("labels", "annotations", "node_selector"):
@@ -109,6 +118,14 @@ def _check_options(values: Dict[str, Any]) -> None:
         "heartbeat_interval",
     ):
         _check(name, values[name], (int, float, datetime.timedelta), "seconds (int or float) or a timedelta")
+    watchdog = values["shadow_heartbeat_timeout"]
+    if watchdog is not ...:
+        _check(
+            "shadow_heartbeat_timeout",
+            watchdog,
+            (int, float, datetime.timedelta),
+            "seconds (int or float), a timedelta, or None (never)",
+        )
     _check("vpn", values["vpn"], _kt.VpnOptions, "a ktconnect.VpnOptions")
 
 
@@ -119,6 +136,8 @@ def connect_options(
     namespace: Optional[str] = None,
     shadow_image: Optional[str] = None,
     flavour: str = "kt-shadow",
+    shadow_probe_binary: Optional[str] = None,
+    sshd_path: Optional[str] = None,
     labels: Optional[Mapping[str, str]] = None,
     annotations: Optional[Mapping[str, str]] = None,
     image_pull_secrets: Optional[Sequence[str]] = None,
@@ -130,6 +149,7 @@ def connect_options(
     close_timeout: Optional[Seconds] = None,
     reconnect_timeout: Optional[Seconds] = None,
     heartbeat_interval: Optional[Seconds] = None,
+    shadow_heartbeat_timeout: Optional[Seconds] = ...,
     ssh_port: Optional[int] = None,
     socks5_port: int = 0,
     http_proxy_port: int = 0,
@@ -160,6 +180,8 @@ def connect_options(
         namespace=namespace,
         shadow_image=shadow_image,
         flavour=flavour,
+        shadow_probe_binary=shadow_probe_binary,
+        sshd_path=sshd_path,
         labels=_as_dict(labels),
         annotations=_as_dict(annotations),
         image_pull_secrets=image_pull_secrets,
@@ -171,6 +193,7 @@ def connect_options(
         close_timeout=close_timeout,
         reconnect_timeout=reconnect_timeout,
         heartbeat_interval=heartbeat_interval,
+        shadow_heartbeat_timeout=shadow_heartbeat_timeout,
         ssh_port=ssh_port,
         socks5_port=socks5_port,
         http_proxy_port=http_proxy_port,
@@ -231,6 +254,108 @@ class Events:
     def try_next(self) -> Optional[Event]:
         """The next event if one is waiting, else ``None``; never blocks."""
         return _from_native(self._native.try_next())
+
+
+class DatagramChannel:
+    """One UDP flow to a host and port in the cluster, through the session's
+    kt-shadow, with no local socket: what :meth:`Session.udp_channel` returns.
+
+    Each :meth:`send` is one datagram to the target, each :meth:`recv` one datagram
+    from it (only the target's replies come back). As with any UDP socket, datagrams
+    may be lost. The flow ends with :meth:`close` (or the ``with`` block), when the
+    session closes, or after 60 s with no datagram either way; then ``send`` and
+    ``recv`` raise :class:`ktconnect.Closed` and a new channel must be opened. Every
+    method may be called from any thread.
+    """
+
+    __slots__ = ("_native",)
+    _native: _kt.NativeDatagramChannel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("open a channel with Session.udp_channel(target, port)")
+
+    @classmethod
+    def _adopt(cls, native: _kt.NativeDatagramChannel) -> "DatagramChannel":
+        self = object.__new__(cls)
+        self._native = native
+        return self
+
+    @property
+    def target(self) -> str:
+        """The target as given (``"echo"``, ``"svc/kube-dns.kube-system"``, an IP)."""
+        return self._native.target
+
+    @property
+    def port(self) -> int:
+        """The target's UDP port."""
+        return self._native.port
+
+    @property
+    def peer_addr(self) -> Address:
+        """The address the shadow sends to, ``(host, port)``: the Service's ClusterIP,
+        the pod's IP, or what the name resolved to."""
+        return self._native.peer_addr
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native.closed
+
+    def send(self, datagram: Union[bytes, bytearray]) -> None:
+        """Sends one datagram (up to 65 507 bytes; empty is allowed). Raises
+        :class:`ktconnect.InvalidArgument` for a longer one, :class:`ktconnect.Closed`
+        once the flow or the session is closed."""
+        _require("datagram", datagram, (bytes, bytearray), "bytes")
+        self._native.send(datagram)
+
+    def recv(self, timeout: Optional[float] = None) -> bytes:
+        """The next datagram from the target, waiting at most ``timeout`` seconds
+        (``None``: until one comes); raises :class:`ktconnect.Timeout` when none came,
+        :class:`ktconnect.Closed` once the flow or the session is closed."""
+        return self._native.recv(timeout)
+
+    async def send_async(self, datagram: Union[bytes, bytearray]) -> None:
+        """:meth:`send` for asyncio."""
+        _require("datagram", datagram, (bytes, bytearray), "bytes")
+        await self._native.send_async(datagram)
+
+    async def recv_async(self, timeout: Optional[float] = None) -> bytes:
+        """:meth:`recv` for asyncio."""
+        return await self._native.recv_async(timeout)
+
+    def close(self) -> None:
+        """Ends the flow; a ``recv`` waiting on another thread raises
+        :class:`ktconnect.Closed`. Calling it again does nothing."""
+        self._native.close()
+
+    def __enter__(self) -> "DatagramChannel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "DatagramChannel":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        host, port = self.peer_addr
+        state = "closed" if self.closed else "open"
+        return f"<ktconnect.DatagramChannel {self.target} port {self.port} ({host}:{port}) {state}>"
+
+
+def recover_system_dns() -> List[str]:
+    """Undoes every system DNS change (resolv.conf, hosts entries, ``/etc/resolver``
+    files) that a VPN-mode kt process left behind when it crashed or was killed; returns
+    one line per change undone (empty when there was nothing to do). Changes of a kt
+    process still running are left alone. Restore records are read from
+    ``$KT_STATE_DIR/restore`` (default ``/var/lib/kt/restore``); undoing them needs
+    the rights to write those files (root). A session in VPN mode calls it itself
+    before changing system DNS. Raises :class:`ktconnect.VpnError` when a change cannot
+    be undone (its record is kept to retry)."""
+    return _kt.recover_system_dns()
 
 
 class _Connecting(collections.abc.Coroutine):  # type: ignore[type-arg]
@@ -315,6 +440,8 @@ class Session:
         namespace: Optional[str] = None,
         shadow_image: Optional[str] = None,
         flavour: str = "kt-shadow",
+        shadow_probe_binary: Optional[str] = None,
+        sshd_path: Optional[str] = None,
         labels: Optional[Mapping[str, str]] = None,
         annotations: Optional[Mapping[str, str]] = None,
         image_pull_secrets: Optional[Sequence[str]] = None,
@@ -326,6 +453,7 @@ class Session:
         close_timeout: Optional[Seconds] = None,
         reconnect_timeout: Optional[Seconds] = None,
         heartbeat_interval: Optional[Seconds] = None,
+        shadow_heartbeat_timeout: Optional[Seconds] = ...,
         ssh_port: Optional[int] = None,
         socks5_port: int = 0,
         http_proxy_port: int = 0,
@@ -346,12 +474,19 @@ class Session:
           ``~/.kube/config``, its current context and that context's namespace.
         - ``shadow_image``, ``flavour``: the shadow (``"kt-shadow"``, the default, or
           ``"openssh"``); the image defaults to ``$KT_SHADOW_IMAGE`` or kt's own.
+        - ``shadow_probe_binary``: the command the kt-shadow readiness probe runs
+          (default ``kt-shadow``, looked up on the image's ``PATH``), for a custom image
+          that keeps it elsewhere; ``sshd_path``: ``sshd`` in the OpenSSH image (default
+          ``/usr/sbin/sshd``).
         - ``labels``, ``annotations``, ``image_pull_secrets``, ``node_selector``: for
           the shadow pod.
         - timeouts in seconds (or ``timedelta``): ``pod_ready_timeout`` (60),
           ``port_forward_timeout`` (10), ``connect_timeout`` (30), ``dns_timeout`` (5),
           ``close_timeout`` (60), ``reconnect_timeout`` (120), ``heartbeat_interval``
           (30).
+        - ``shadow_heartbeat_timeout``: the shadow's watchdog: after this long without
+          a connected client, kt-shadow exits on its own, so a crashed client's shadow
+          stops running (seconds or ``timedelta``; default 10 minutes; ``None``: never).
         - ports: ``ssh_port`` (in the pod), ``socks5_port``, ``http_proxy_port`` (local;
           0 picks a free one).
         - ``cluster_domain`` (``cluster.local``), ``dns_server`` (an IP).
@@ -370,6 +505,8 @@ class Session:
                 namespace=namespace,
                 shadow_image=shadow_image,
                 flavour=flavour,
+                shadow_probe_binary=shadow_probe_binary,
+                sshd_path=sshd_path,
                 labels=labels,
                 annotations=annotations,
                 image_pull_secrets=image_pull_secrets,
@@ -381,6 +518,7 @@ class Session:
                 close_timeout=close_timeout,
                 reconnect_timeout=reconnect_timeout,
                 heartbeat_interval=heartbeat_interval,
+                shadow_heartbeat_timeout=shadow_heartbeat_timeout,
                 ssh_port=ssh_port,
                 socks5_port=socks5_port,
                 http_proxy_port=http_proxy_port,
@@ -404,6 +542,8 @@ class Session:
         namespace: Optional[str] = None,
         shadow_image: Optional[str] = None,
         flavour: str = "kt-shadow",
+        shadow_probe_binary: Optional[str] = None,
+        sshd_path: Optional[str] = None,
         labels: Optional[Mapping[str, str]] = None,
         annotations: Optional[Mapping[str, str]] = None,
         image_pull_secrets: Optional[Sequence[str]] = None,
@@ -415,6 +555,7 @@ class Session:
         close_timeout: Optional[Seconds] = None,
         reconnect_timeout: Optional[Seconds] = None,
         heartbeat_interval: Optional[Seconds] = None,
+        shadow_heartbeat_timeout: Optional[Seconds] = ...,
         ssh_port: Optional[int] = None,
         socks5_port: int = 0,
         http_proxy_port: int = 0,
@@ -435,6 +576,8 @@ class Session:
                 namespace=namespace,
                 shadow_image=shadow_image,
                 flavour=flavour,
+                shadow_probe_binary=shadow_probe_binary,
+                sshd_path=sshd_path,
                 labels=labels,
                 annotations=annotations,
                 image_pull_secrets=image_pull_secrets,
@@ -446,6 +589,7 @@ class Session:
                 close_timeout=close_timeout,
                 reconnect_timeout=reconnect_timeout,
                 heartbeat_interval=heartbeat_interval,
+                shadow_heartbeat_timeout=shadow_heartbeat_timeout,
                 ssh_port=ssh_port,
                 socks5_port=socks5_port,
                 http_proxy_port=http_proxy_port,
@@ -562,6 +706,15 @@ class Session:
         _check_target(target, port)
         return self._native.forward_udp(target, port)
 
+    def udp_channel(self, target: str, port: int) -> DatagramChannel:
+        """One UDP flow to ``target``'s UDP ``port`` (kt-shadow only), as a
+        :class:`DatagramChannel` with ``send``/``recv`` of whole datagrams and no local
+        socket. ``target`` is as for :meth:`forward`. Raises
+        :class:`ktconnect.ConnectError` when the shadow cannot open a UDP socket to the
+        target, :class:`ktconnect.Unsupported` with the OpenSSH shadow."""
+        _check_target(target, port)
+        return DatagramChannel._adopt(self._native.udp_channel(target, port))
+
     def close(self) -> None:
         """Removes the shadow pod and its Secret, waits until they are gone, and ends
         every proxy and forward. Calling it again does nothing. Raises
@@ -589,6 +742,11 @@ class Session:
         """:meth:`forward_udp` for asyncio."""
         _check_target(target, port)
         return await self._native.forward_udp_async(target, port)
+
+    async def udp_channel_async(self, target: str, port: int) -> DatagramChannel:
+        """:meth:`udp_channel` for asyncio."""
+        _check_target(target, port)
+        return DatagramChannel._adopt(await self._native.udp_channel_async(target, port))
 
     async def close_async(self) -> None:
         """:meth:`close` for asyncio."""

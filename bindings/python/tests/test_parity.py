@@ -1,0 +1,85 @@
+"""Every public option, operation and function of kt-core is reachable from Python.
+
+kt-core keeps the lists (``kt_core::surface``, exported as ``_native.SURFACE``); a
+setting or an operation added there without a keyword, method or function here fails
+these tests."""
+
+from __future__ import annotations
+
+import inspect
+
+import ktconnect
+from ktconnect import _native
+
+# kt-core builder name -> the Python keyword, where Python spells it differently:
+# builders called once per entry take a mapping or a list here.
+CONNECT_RENAMED = {
+    "label": "labels",
+    "annotation": "annotations",
+    "image_pull_secret": "image_pull_secrets",
+    "node_selector": "node_selector",
+}
+VPN_RENAMED = {
+    "no_discovery": "discover",  # discover=False
+}
+
+
+def _keywords(func) -> set:
+    return {
+        name
+        for name, p in inspect.signature(func).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _missing(names, keywords, renamed) -> list:
+    return [n for n in names if renamed.get(n, n) not in keywords]
+
+
+def test_the_surface_lists_come_from_kt_core() -> None:
+    surface = _native.SURFACE
+    assert set(surface) == {"CONNECT_OPTIONS", "VPN_OPTIONS", "SESSION_OPERATIONS", "FUNCTIONS"}
+    assert "shadow_heartbeat_timeout" in surface["CONNECT_OPTIONS"]
+    assert "udp_channel" in surface["SESSION_OPERATIONS"]
+    assert "recover_system_dns" in surface["FUNCTIONS"]
+
+
+def test_every_connect_option_of_kt_core_is_a_keyword_of_session_connect() -> None:
+    names = _native.SURFACE["CONNECT_OPTIONS"]
+    for func in (
+        ktconnect.Session.connect,
+        ktconnect.Session.connect_async,
+        ktconnect.connect_options,
+        ktconnect.ConnectOptions,
+    ):
+        missing = _missing(names, _keywords(func), CONNECT_RENAMED)
+        assert not missing, f"{func.__qualname__} has no keyword for kt-core's {missing}"
+
+
+def test_every_vpn_option_of_kt_core_is_a_keyword_of_vpn_options() -> None:
+    missing = _missing(_native.SURFACE["VPN_OPTIONS"], _keywords(ktconnect.VpnOptions), VPN_RENAMED)
+    assert not missing, f"VpnOptions has no keyword for kt-core's {missing}"
+
+
+def test_every_session_operation_of_kt_core_is_a_session_method_or_property() -> None:
+    missing = [
+        op for op in _native.SURFACE["SESSION_OPERATIONS"] if not hasattr(ktconnect.Session, op)
+    ]
+    assert not missing, f"ktconnect.Session lacks kt-core's {missing}"
+    # Each blocking operation that waits has its asyncio twin.
+    for op in ("resolve", "forward", "forward_udp", "udp_channel", "close"):
+        assert inspect.iscoroutinefunction(getattr(ktconnect.Session, f"{op}_async")), op
+
+
+def test_every_function_of_kt_core_is_a_module_function() -> None:
+    missing = [f for f in _native.SURFACE["FUNCTIONS"] if not callable(getattr(ktconnect, f, None))]
+    assert not missing, f"ktconnect lacks kt-core's functions {missing}"
+    assert set(_native.SURFACE["FUNCTIONS"]) <= set(ktconnect.__all__)
+
+
+def test_the_check_fails_for_a_name_python_does_not_have() -> None:
+    """The comparison itself: a new kt-core name with no keyword is reported."""
+    names = list(_native.SURFACE["CONNECT_OPTIONS"]) + ["brand_new_setting"]
+    assert _missing(names, _keywords(ktconnect.Session.connect), CONNECT_RENAMED) == [
+        "brand_new_setting"
+    ]
