@@ -725,7 +725,11 @@ mod tests {
                 source: std::io::Error::other("x"),
             },
         ];
-        for e in samples {
+        let samples = samples
+            .into_iter()
+            .chain(ErrorKind::ALL.iter().map(|k| Error::example(*k)));
+        let udp = crate::outbound::udp::check_supported(crate::ShadowFlavour::OpenSsh);
+        for e in samples.chain(udp.err()) {
             let text = e.to_string();
             assert!(!text.contains("::"), "{text}");
         }

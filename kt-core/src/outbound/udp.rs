@@ -41,8 +41,8 @@ const QUEUE: usize = 256;
 
 /// Why UDP is refused with the OpenSSH shadow.
 pub(crate) const OPENSSH_UNSUPPORTED: &str = "UDP needs the kt-shadow agent; the OpenSSH \
-     shadow only carries TCP. Connect with ShadowFlavour::KtShadow (the default) to use \
-     forward_udp and udp_channel";
+     shadow only carries TCP. Connect with the kt-shadow flavour (the default) for UDP \
+     forwards and channels";
 
 /// Fails unless the session's shadow relays UDP.
 pub(crate) fn check_supported(flavour: ShadowFlavour) -> Result<()> {
