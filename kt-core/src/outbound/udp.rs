@@ -463,5 +463,7 @@ mod tests {
             msg.contains("UDP needs the kt-shadow agent; the OpenSSH shadow only carries TCP"),
             "{msg}"
         );
+        // Every front end shows this text: no Rust API names in it.
+        assert!(!msg.contains("::"), "{msg}");
     }
 }
