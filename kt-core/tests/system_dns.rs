@@ -277,7 +277,7 @@ fn resolv_conf_install_and_restore_byte_exact() -> Result<()> {
     let value: serde_json::Value = serde_json::from_str(&record)?;
     ensure!(value["original"] == ORIGINAL && value["pid"] == std::process::id());
     // Our own live record is not "recovered".
-    ensure!(ResolvConf::recover(&records)?.is_empty());
+    ensure!(ResolvConf::recover(&path, &records)?.is_empty());
     guard.restore()?;
     ensure!(std::fs::read(&path)? == ORIGINAL.as_bytes());
     ensure!(
@@ -316,7 +316,7 @@ fn resolv_conf_recovers_after_a_crash() -> Result<()> {
     let dead = dead_pid()?;
     value["pid"] = dead.into();
     std::fs::write(&record, value.to_string())?;
-    let restored = ResolvConf::recover(&records)?;
+    let restored = ResolvConf::recover(&path, &records)?;
     ensure!(restored == [path.clone()], "{restored:?}");
     ensure!(std::fs::read(&path)? == ORIGINAL.as_bytes());
     ensure!(!record.exists());
@@ -379,7 +379,7 @@ fn a_record_about_another_file_than_the_path_names_now_is_not_applied() -> Resul
     let other = dir.join("other");
     std::fs::write(&other, OTHER)?;
     std::fs::rename(&other, &path)?;
-    ensure!(ResolvConf::recover(&records)?.is_empty());
+    ensure!(ResolvConf::recover(&path, &records)?.is_empty());
     let paths = {
         let mut p = kt_core::SystemPaths::under(&dir);
         p.record_dir = records.clone();
@@ -412,7 +412,7 @@ fn a_record_without_a_file_identity_is_applied_only_in_its_own_namespaces() -> R
         v["identity"]["net_ns"] = serde_json::json!([0, 1]);
     })?;
     ensure!(
-        ResolvConf::recover(&records)?.is_empty(),
+        ResolvConf::recover(&path, &records)?.is_empty(),
         "applied from another network namespace"
     );
     ensure!(path.exists() && record.exists());
@@ -421,7 +421,7 @@ fn a_record_without_a_file_identity_is_applied_only_in_its_own_namespaces() -> R
         use std::os::unix::fs::MetadataExt as _;
         v["identity"]["net_ns"] = serde_json::json!([here.dev(), here.ino()]);
     })?;
-    ensure!(ResolvConf::recover(&records)? == std::slice::from_ref(&path));
+    ensure!(ResolvConf::recover(&path, &records)? == std::slice::from_ref(&path));
     ensure!(!path.exists(), "the file kt created is removed again");
     ensure!(!record.exists());
     std::fs::remove_dir_all(&dir)?;
@@ -445,6 +445,70 @@ fn public_recover_restores_resolv_conf_and_reports_it() -> Result<()> {
         kt_core::recover_system_dns(&paths)?.is_empty(),
         "a second recover has nothing to do"
     );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn a_record_in_a_directory_others_can_write_is_not_applied() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("group-writable")?;
+    let paths = kt_core::SystemPaths::under(&dir);
+    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
+    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    let record = install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
+    let installed = std::fs::read(&paths.resolv_conf)?;
+    // Anyone in the directory's group could have written (or swapped) that record.
+    std::fs::set_permissions(&paths.record_dir, std::fs::Permissions::from_mode(0o770))?;
+    let err = kt_core::recover_system_dns(&paths)
+        .err()
+        .context("recovered from a group-writable directory")?;
+    let shown = err.to_string();
+    ensure!(
+        shown.contains("writable by its group or others") && shown.contains("chmod 700"),
+        "{shown}"
+    );
+    ensure!(std::fs::read(&paths.resolv_conf)? == installed && record.exists());
+    // Fixed as the message says: recovered.
+    std::fs::set_permissions(&paths.record_dir, std::fs::Permissions::from_mode(0o700))?;
+    ensure!(kt_core::recover_system_dns(&paths)?.len() == 1);
+    ensure!(std::fs::read(&paths.resolv_conf)? == ORIGINAL.as_bytes());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn a_record_naming_a_file_kt_does_not_change_is_never_applied() -> Result<()> {
+    let dir = temp_dir("shadow")?;
+    let paths = kt_core::SystemPaths::under(&dir);
+    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
+    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    // Stands for /etc/shadow.
+    let shadow = dir.join("etc/shadow");
+    const SHADOW: &str = "root:$6$x:19000:0:99999:7:::\n";
+    std::fs::write(&shadow, SHADOW)?;
+    let record = install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
+    // The record rewritten to name that file (its identity too, so it matches there).
+    let id = {
+        let probe = dir.join("probe-records");
+        let guard = ResolvConf::install(&shadow, "127.0.0.53".parse()?, &[], &probe)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(guard.record())?)?;
+        guard.restore()?;
+        value["identity"].clone()
+    };
+    edit_record(&record, |v| {
+        v["path"] = shadow.to_string_lossy().into();
+        v["original"] = "root::0:0:::\n".into();
+        v["identity"] = id;
+    })?;
+    ensure!(
+        kt_core::recover_system_dns(&paths)?.is_empty(),
+        "a record about another file was applied"
+    );
+    ensure!(std::fs::read_to_string(&shadow)? == SHADOW);
+    ensure!(record.exists(), "left alone");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

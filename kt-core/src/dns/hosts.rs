@@ -307,9 +307,9 @@ fn remove_block(
     Ok(true)
 }
 
-/// Removes the block of one stale record if this process sees its file; returns what
-/// it did.
-pub(crate) fn recover_record(stale: &Stale) -> io::Result<Option<String>> {
+/// Removes the block of one stale record if it names `allowed` (the hosts file kt
+/// changes) and this process sees that file; returns what it did.
+pub(crate) fn recover_record(stale: &Stale, allowed: &Path) -> io::Result<Option<String>> {
     let value = &stale.value;
     let (Some(path), Some(session)) = (
         value["path"].as_str().map(PathBuf::from),
@@ -317,6 +317,9 @@ pub(crate) fn recover_record(stale: &Stale) -> io::Result<Option<String>> {
     ) else {
         return Ok(None);
     };
+    if !record::names_allowed(stale, &path, allowed) {
+        return Ok(None);
+    }
     let Some(identity) = Identity::from_json(&value["identity"]) else {
         return Ok(None);
     };
@@ -369,11 +372,12 @@ mod tests {
 
     const ORIGINAL: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n\n# comment\n";
 
-    fn recover_all(dir: &Path) -> Vec<String> {
-        record::stale_records(dir)
+    /// Recovers the records in `records` about the hosts file `path`.
+    fn recover_all(records: &Path, path: &Path) -> Vec<String> {
+        record::stale_records(records)
             .unwrap()
             .iter()
-            .filter_map(|s| recover_record(s).unwrap())
+            .filter_map(|s| recover_record(s, path).unwrap())
             .collect()
     }
 
@@ -490,14 +494,14 @@ mod tests {
         let record = guard.record().to_owned();
         std::mem::forget(guard);
         // Still alive: nothing recovered.
-        assert!(recover_all(&records_dir).is_empty());
+        assert!(recover_all(&records_dir, &path).is_empty());
         set_pid(&record, dead_pid());
         std::fs::write(
             &path,
             std::fs::read_to_string(&path).unwrap() + "192.0.2.1\tmine\n",
         )
         .unwrap();
-        let done = recover_all(&records_dir);
+        let done = recover_all(&records_dir, &path);
         assert_eq!(done.len(), 1, "{done:?}");
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
@@ -534,7 +538,7 @@ mod tests {
         let other = dir.join("other");
         std::fs::write(&other, "127.0.0.1 other\n").unwrap();
         std::fs::rename(&other, &path).unwrap();
-        assert!(recover_all(&records_dir).is_empty());
+        assert!(recover_all(&records_dir, &path).is_empty());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "127.0.0.1 other\n");
         assert!(
             record.exists(),

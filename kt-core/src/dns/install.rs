@@ -25,7 +25,15 @@ use crate::error::{Error, Result};
 use crate::options::DnsMode;
 
 /// Environment variable naming kt's state directory; restore records go to its
-/// `restore/` subdirectory.
+/// `restore/` subdirectory (created with mode 0700).
+///
+/// Recovery runs as root and applies what it finds there, so that directory must be
+/// owned by the effective user and writable by it alone, and every directory on the
+/// way to it owned by that user or root and not writable by group or others (sticky
+/// ones such as `/tmp` excepted). A directory that fails this is refused: [`recover`]
+/// and installing system DNS fail with [`Error::SystemDns`] naming the directory and
+/// the fix (`chmod`, `chown`, or another `KT_STATE_DIR`); nothing is read from or
+/// written to it.
 pub const STATE_DIR_ENV: &str = "KT_STATE_DIR";
 
 /// The files and programs system DNS changes, and where its restore records go.
@@ -42,7 +50,9 @@ pub struct SystemPaths {
     pub resolver_dir: PathBuf,
     /// Restore records: `$KT_STATE_DIR/restore`, else `/var/lib/kt/restore`
     /// (`/var/db/kt/restore` on macOS). It must survive a reboot as the files it
-    /// restores do, so not `/run` or `/tmp`.
+    /// restores do, so not `/run` or `/tmp`, and be trusted as [`STATE_DIR_ENV`] says.
+    /// Recovery applies a record only to the path of this `SystemPaths` that its kind
+    /// changes (`resolv_conf`, `hosts`, files directly in `resolver_dir`).
     pub record_dir: PathBuf,
     /// The `resolvectl` program (looked up on `PATH` unless a path).
     pub resolvectl: PathBuf,
@@ -307,6 +317,12 @@ impl SystemDnsGuard {
 /// byte, kt's hosts block removed (the user's later edits kept), kt's `/etc/resolver`
 /// files removed. Returns one line per change undone, for a log line or an event.
 ///
+/// Only the files of `paths` are ever changed: a record naming another file (say
+/// `/etc/shadow`) is left alone with a warning. Records are read only from a trusted
+/// directory (see [`STATE_DIR_ENV`]), only when they are regular files (not symlinks)
+/// of the effective user that no one else can write, checked on the open descriptor
+/// they are read from; others are skipped with a warning.
+///
 /// Records of a live process are left alone, and so are records about a file that this
 /// process does not see at the recorded path (one written in another network or mount
 /// namespace, e.g. under `ip netns exec`, or a file replaced since): a process that sees
@@ -316,8 +332,9 @@ impl SystemDnsGuard {
 ///
 /// # Errors
 ///
-/// [`Error::SystemDns`] when the record directory cannot be listed or a change cannot be
-/// undone (its record is kept to retry; the other records are still processed).
+/// [`Error::SystemDns`] when the record directory cannot be listed, or others could
+/// write it or a directory above it (the message says what to fix), or a change cannot
+/// be undone (its record is kept to retry; the other records are still processed).
 pub fn recover(paths: &SystemPaths) -> Result<Vec<String>> {
     let stale = record::stale_records(&paths.record_dir)
         .map_err(|e| system_dns_error("list restore records in", &paths.record_dir, e))?;
@@ -325,11 +342,13 @@ pub fn recover(paths: &SystemPaths) -> Result<Vec<String>> {
     let mut first_error = None;
     for stale in stale {
         let result = match stale.value["kind"].as_str() {
-            Some(system::KIND) => system::recover_record(&stale).map(|restored| {
-                restored.map(|path| format!("{} restored (pid {})", path.display(), stale.pid))
-            }),
-            Some(hosts::KIND) => hosts::recover_record(&stale),
-            Some(resolver_dir::KIND) => resolver_dir::recover_record(&stale),
+            Some(system::KIND) => {
+                system::recover_record(&stale, &paths.resolv_conf).map(|restored| {
+                    restored.map(|path| format!("{} restored (pid {})", path.display(), stale.pid))
+                })
+            }
+            Some(hosts::KIND) => hosts::recover_record(&stale, &paths.hosts),
+            Some(resolver_dir::KIND) => resolver_dir::recover_record(&stale, &paths.resolver_dir),
             other => {
                 tracing::debug!(record = %stale.record.display(), kind = ?other, "unknown restore record kind: left alone");
                 Ok(None)
@@ -503,6 +522,86 @@ mod tests {
         let g = install(&p).unwrap();
         g.restore().unwrap();
         assert!(untouched(&root));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn records_naming_files_outside_the_system_paths_are_never_applied() {
+        use serde_json::{Value, json};
+        let root = temp_dir("install-allow");
+        let paths = plan(&root, DnsMode::Off).paths;
+        // Stands for /etc/shadow: a file kt never changes, with a kt-looking block in it.
+        let shadow = root.join("etc/shadow");
+        const SHADOW: &str = "root:$6$x:19000:0:99999:7:::\n# kt session s1 begin\n10.0.0.1\tx\n# kt session s1 end\n";
+        std::fs::write(&shadow, SHADOW).unwrap();
+        let identity = record::Identity::of(&shadow).to_json();
+        let dead = dead_pid();
+        let forge = |kind: &str, fields: Value| {
+            let path = record::new_record_path(&paths.record_dir, "forged").unwrap();
+            let mut value = Value::Object(record::header(kind));
+            for (k, v) in fields.as_object().unwrap() {
+                value[k] = v.clone();
+            }
+            value["pid"] = dead.into();
+            record::write_record(&path, &value).unwrap();
+        };
+        forge(
+            system::KIND,
+            json!({"path": shadow, "original": "root::0:0:::\n", "symlink": null,
+                   "through_symlink": false, "identity": identity}),
+        );
+        forge(
+            hosts::KIND,
+            json!({"path": shadow, "session": "s1", "newline_added": false,
+                   "created": false, "identity": identity}),
+        );
+        // A resolver-dir record about another directory, and one about the resolver
+        // directory that lists a file outside it.
+        for dir in [root.join("etc"), paths.resolver_dir.clone()] {
+            forge(
+                resolver_dir::KIND,
+                json!({"dir": dir, "created_dir": false, "session": "s1",
+                       "files": [{"path": shadow, "identity": identity}]}),
+            );
+        }
+        let done = recover(&paths).unwrap();
+        assert!(done.is_empty(), "{done:?}");
+        assert_eq!(std::fs::read_to_string(&shadow).unwrap(), SHADOW);
+        assert_eq!(
+            records(&paths.record_dir).len(),
+            4,
+            "left alone for whoever uses those paths"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_dir_others_can_write_is_refused_with_a_clear_error() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = temp_dir("install-state");
+        // What `KT_STATE_DIR=<root>/state` gives, on a directory everyone can write.
+        let state = root.join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut p = plan(&root, DnsMode::ResolvConf);
+        p.paths.record_dir = state.join("restore");
+        for err in [recover(&p.paths).unwrap_err(), install(&p).unwrap_err()] {
+            assert!(matches!(err, Error::SystemDns { .. }), "{err}");
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&state.display().to_string())
+                    && shown.contains("writable by its group or others")
+                    && shown.contains(STATE_DIR_ENV),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(&p.paths.resolv_conf).unwrap(),
+            RESOLV,
+            "installed without a trusted restore record"
+        );
+        assert!(!state.join("restore").exists());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -22,6 +22,25 @@
 //!
 //! Records that do not match are left alone (logged at debug level) for a process that
 //! sees the same file.
+//!
+//! # Trust: recovery runs as root
+//!
+//! Recovery writes what a record says, so a record must come from this user, and only
+//! name a file kt changes:
+//!
+//! - the record directory ([`trusted_dir`]) must be owned by the effective user and
+//!   writable by it alone, and every directory on the way to it (symlinks resolved
+//!   one by one) owned by that user or root and not writable by group or others
+//!   (sticky ones such as `/tmp` excepted: there others cannot rename or remove what
+//!   is not theirs). Otherwise listing and writing records fail with an error saying
+//!   what to fix. kt creates missing directories with mode 0700.
+//! - a record is opened with `O_NOFOLLOW` (a symlink is refused by the kernel) and
+//!   checked on the open descriptor (a regular file of this user that no group or
+//!   other user can write), then read from that descriptor: there is no window
+//!   between the check and the read.
+//! - each kind of record names one file or directory of the
+//!   [`SystemPaths`](super::install::SystemPaths) in use; a record naming anything else
+//!   is left alone with a warning ([`names_allowed`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -141,10 +160,28 @@ pub(crate) fn header(kind: &str) -> Map<String, Value> {
     map
 }
 
-/// A fresh record path in `dir` (created if needed) for a record of `prefix`.
+/// A fresh record path in `dir` for a record of `prefix`. `dir` is created (mode 0700)
+/// if needed, and must pass [`trusted_dir`]; the path returned is in the directory that
+/// `dir` resolves to.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::PermissionDenied`] naming the directory that others could write
+/// (see [`trusted_dir`]); I/O errors creating it.
 pub(crate) fn new_record_path(dir: &Path, prefix: &str) -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    std::fs::create_dir_all(dir)?;
+    let dir = match trusted_dir(dir)? {
+        Some(resolved) => resolved,
+        None => {
+            create_private_dir(dir)?;
+            trusted_dir(dir)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} vanished right after being created", dir.display()),
+                )
+            })?
+        }
+    };
     Ok(dir.join(format!(
         "{prefix}-{}-{}.json",
         std::process::id(),
@@ -169,7 +206,7 @@ pub(crate) fn write_record(record: &Path, value: &Value) -> io::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        // Readable and writable by this user only, whatever the umask (see `trusted`).
+        // Readable and writable by this user only, whatever the umask (see `read_record`).
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
@@ -228,37 +265,219 @@ pub(crate) struct Stale {
     pub(crate) pid: u32,
 }
 
-/// Whether a record file may be trusted: recovery runs as root and writes whatever a
-/// record says wherever it says, so on Unix a record must be a regular file (not a
-/// symlink) that no group or other user can write, and on Linux owned by this
-/// process's user. The default record directory is writable by root only; a
-/// `KT_STATE_DIR` elsewhere must be too.
-fn trusted(record: &Path) -> bool {
+/// Creates `dir` and any missing parent with mode 0700 (readable and writable by this
+/// user only, whatever the umask).
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// The effective user id: the owner that record files and their directory must have.
+#[cfg(unix)]
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// How many symlinks [`trusted_dir`] follows (the kernel's own limit).
+#[cfg(unix)]
+const MAX_SYMLINKS: usize = 40;
+
+/// The record directory `dir` resolved (made absolute, every symlink followed), after
+/// checking every directory on the way: the last one must be owned by the effective
+/// user and not writable by its group or others; the ones above it owned by that user
+/// or root and not writable by group or others unless sticky (as `/tmp`). A symlink on
+/// the way is followed only from a directory that passed, so no one else can change
+/// where it leads. `Ok(None)` when `dir` does not exist (what exists on the way passed).
+///
+/// # Errors
+///
+/// [`io::ErrorKind::PermissionDenied`] naming the first directory that fails and saying
+/// what to do; I/O errors reading the directories.
+#[cfg(unix)]
+pub(crate) fn trusted_dir(dir: &Path) -> io::Result<Option<PathBuf>> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    let euid = euid();
+    let absolute = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        std::env::current_dir()?.join(dir)
+    };
+    let mut todo: VecDeque<OsString> = absolute
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut here = PathBuf::from("/");
+    check_dir(&here, &std::fs::symlink_metadata(&here)?, euid, false)?;
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == "/" {
+            here = PathBuf::from("/");
+            continue;
+        }
+        if part == "." {
+            continue;
+        }
+        if part == ".." {
+            here.pop();
+            continue;
+        }
+        let next = here.join(&part);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{}: too many levels of symbolic links", dir.display()),
+                ));
+            }
+            let target = std::fs::read_link(&next)?;
+            for c in target.components().rev() {
+                todo.push_front(c.as_os_str().to_owned());
+            }
+            continue;
+        }
+        if !todo.is_empty() {
+            // The record directory itself gets the stricter check below.
+            check_dir(&next, &meta, euid, false)?;
+        }
+        here = next;
+    }
+    check_dir(&here, &std::fs::symlink_metadata(&here)?, euid, true)?;
+    Ok(Some(here))
+}
+
+/// No owners or modes to check: `dir` as it is, if it exists.
+#[cfg(not(unix))]
+pub(crate) fn trusted_dir(dir: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(dir.is_dir().then(|| dir.to_owned()))
+}
+
+/// One directory of [`trusted_dir`]'s walk; `last` for the record directory itself.
+#[cfg(unix)]
+fn check_dir(path: &Path, meta: &std::fs::Metadata, euid: u32, last: bool) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner_ok = meta.uid() == euid || (!last && meta.uid() == 0);
+    let others_write = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    let shown = path.display();
+    let (problem, fix) = if !meta.is_dir() {
+        ("is not a directory".to_owned(), format!("remove {shown}"))
+    } else if !owner_ok {
+        (
+            format!("is owned by uid {}", meta.uid()),
+            format!("`chown {euid} {shown}`"),
+        )
+    } else if others_write && last {
+        (
+            "is writable by its group or others".to_owned(),
+            format!("`chmod 700 {shown}`"),
+        )
+    } else if others_write && !sticky {
+        (
+            "is writable by its group or others".to_owned(),
+            format!("`chmod go-w {shown}`"),
+        )
+    } else {
+        return Ok(());
+    };
+    let above = if euid == 0 {
+        "root".to_owned()
+    } else {
+        format!("uid {euid} or root")
+    };
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{shown} {problem}. kt (uid {euid}) applies the restore records it finds in its \
+             restore directory, so that directory must be owned by uid {euid} and writable \
+             by it alone, and every directory above it owned by {above} and not writable by \
+             group or others (sticky ones such as /tmp excepted): {fix}, or set {} to such \
+             a directory",
+            super::install::STATE_DIR_ENV,
+        ),
+    ))
+}
+
+/// A record file as read by [`read_record`].
+enum ReadRecord {
+    Value(Value),
+    /// Not to be trusted, and why.
+    Untrusted(String),
+    Unreadable,
+}
+
+/// The most a record may hold (they are a few hundred bytes; resolv.conf is small).
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// Reads a record file. On Unix it is opened with `O_NOFOLLOW` (a symlink is refused)
+/// and `O_NONBLOCK` (a FIFO cannot hang recovery), and checked on the open descriptor:
+/// a regular file owned by the effective user that no group or other user can write.
+/// The bytes come from that same descriptor, so the file checked is the file read.
+fn read_record(record: &Path) -> ReadRecord {
+    use std::io::Read as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK);
+    }
+    let file = match options.open(record) {
+        Ok(file) => file,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return ReadRecord::Untrusted("a symlink".to_owned());
+        }
+        Err(_) => return ReadRecord::Unreadable,
+    };
+    let Ok(meta) = file.metadata() else {
+        return ReadRecord::Unreadable;
+    };
+    if !meta.is_file() {
+        return ReadRecord::Untrusted("not a regular file".to_owned());
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        let Ok(meta) = std::fs::symlink_metadata(record) else {
-            return false;
-        };
-        let owner_ok = if cfg!(target_os = "linux") {
-            std::fs::metadata("/proc/self").is_ok_and(|me| me.uid() == meta.uid())
-        } else {
-            true
-        };
-        meta.file_type().is_file() && meta.mode() & 0o022 == 0 && owner_ok
+        if meta.uid() != euid() {
+            return ReadRecord::Untrusted(format!("owned by uid {}", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return ReadRecord::Untrusted("writable by its group or others".to_owned());
+        }
     }
-    #[cfg(not(unix))]
-    {
-        std::fs::symlink_metadata(record).is_ok_and(|m| m.file_type().is_file())
+    let mut text = String::new();
+    match file.take(MAX_RECORD_BYTES).read_to_string(&mut text) {
+        Ok(_) => serde_json::from_str(&text).map_or(ReadRecord::Unreadable, ReadRecord::Value),
+        Err(_) => ReadRecord::Unreadable,
     }
 }
 
 /// The readable records in `dir` whose process is gone (a missing directory has none).
 /// Unreadable records are skipped with a debug log line: a half-written one cannot
 /// exist (see [`write_record`]), so they are not ours; so are records that could have
-/// been written by another user (see [`trusted`]), with a warning.
+/// been written by another user (see [`read_record`]), with a warning.
+///
+/// # Errors
+///
+/// A directory others could write ([`trusted_dir`]); I/O errors listing it.
 pub(crate) fn stale_records(dir: &Path) -> io::Result<Vec<Stale>> {
-    let entries = match std::fs::read_dir(dir) {
+    let Some(dir) = trusted_dir(dir)? else {
+        return Ok(Vec::new());
+    };
+    let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -270,19 +489,20 @@ pub(crate) fn stale_records(dir: &Path) -> io::Result<Vec<Stale>> {
         if record.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        if !trusted(&record) {
-            tracing::warn!(
-                record = %record.display(),
-                "ignoring a restore record that another user could have written"
-            );
-            continue;
-        }
-        let parsed = std::fs::read_to_string(&record)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Value>(&text).ok());
-        let Some(value) = parsed else {
-            tracing::debug!(record = %record.display(), "skipping an unreadable restore record");
-            continue;
+        let value = match read_record(&record) {
+            ReadRecord::Value(value) => value,
+            ReadRecord::Untrusted(why) => {
+                tracing::warn!(
+                    record = %record.display(),
+                    why,
+                    "ignoring a restore record that another user could have written"
+                );
+                continue;
+            }
+            ReadRecord::Unreadable => {
+                tracing::debug!(record = %record.display(), "skipping an unreadable restore record");
+                continue;
+            }
         };
         let Some(pid) = value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
             continue;
@@ -293,6 +513,23 @@ pub(crate) fn stale_records(dir: &Path) -> io::Result<Vec<Stale>> {
         out.push(Stale { record, value, pid });
     }
     Ok(out)
+}
+
+/// Whether the path a record names (`named`) is `allowed`, the file or directory that
+/// kt changes with this kind of record in the [`SystemPaths`](super::install::SystemPaths)
+/// in use. A record naming anything else (say `/etc/shadow`) is never applied: it is
+/// left alone with a warning.
+pub(crate) fn names_allowed(stale: &Stale, named: &Path, allowed: &Path) -> bool {
+    if named == allowed {
+        return true;
+    }
+    tracing::warn!(
+        record = %stale.record.display(),
+        named = %named.display(),
+        allowed = %allowed.display(),
+        "restore record names a file kt does not change here: left alone"
+    );
+    false
 }
 
 /// Whether process `pid` exists (this process counts as alive).
@@ -453,6 +690,101 @@ mod tests {
         assert_eq!(found.len(), 1, "a symlinked record was used: {found:?}");
         assert_eq!(found[0].record, record);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// A record in `dir` left by a process that has exited.
+    fn stale_record_in(dir: &Path) -> PathBuf {
+        let record = new_record_path(dir, "x").unwrap();
+        let mut value = Value::Object(header("test"));
+        value["pid"] = testing::dead_pid().into();
+        write_record(&record, &value).unwrap();
+        record
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_record_directory_is_created_private() {
+        let root = testing::temp_dir("private");
+        let dir = root.join("a/b/restore");
+        new_record_path(&dir, "x").unwrap();
+        for d in [root.join("a"), root.join("a/b"), dir] {
+            assert_eq!(mode_of(&d), 0o700, "{} mode", d.display());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn records_in_a_directory_others_can_write_are_refused() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = testing::temp_dir("trust-dir");
+        let state = root.join("state");
+        let dir = state.join("restore");
+        stale_record_in(&dir);
+        assert_eq!(stale_records(&dir).unwrap().len(), 1);
+        // The directory is writable by its group: someone else could have put a record
+        // there (or swap one for a symlink).
+        set_mode(&dir, 0o770);
+        let err = stale_records(&dir).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("writable by its group or others") && shown.contains("chmod 700"),
+            "{shown}"
+        );
+        assert!(
+            new_record_path(&dir, "y").is_err(),
+            "a record written there"
+        );
+        set_mode(&dir, 0o700);
+        assert_eq!(stale_records(&dir).unwrap().len(), 1);
+        // A directory above it that others can write (not sticky): they could replace
+        // `restore` by a directory of their own.
+        set_mode(&state, 0o777);
+        assert!(stale_records(&dir).is_err(), "a parent others can write");
+        // Sticky and world-writable, as /tmp: others cannot rename or remove what is ours.
+        set_mode(&state, 0o1777);
+        assert_eq!(stale_records(&dir).unwrap().len(), 1);
+        set_mode(&state, 0o755);
+        // Owned by another user (only root can give a directory away).
+        if std::fs::metadata(&root).unwrap().uid() == 0 {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let err = stale_records(&dir).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_record_directory_reached_through_a_directory_others_can_write_is_refused() {
+        let root = testing::temp_dir("trust-link");
+        // The record directory is a symlink (in a directory of ours) to a directory in
+        // a directory others can write.
+        let theirs = root.join("theirs");
+        stale_record_in(&theirs.join("restore"));
+        let state = root.join("state");
+        std::fs::create_dir(&state).unwrap();
+        let dir = state.join("restore");
+        std::os::unix::fs::symlink(theirs.join("restore"), &dir).unwrap();
+        assert_eq!(stale_records(&dir).unwrap().len(), 1, "all ours: fine");
+        set_mode(&theirs, 0o777);
+        assert!(
+            stale_records(&dir).is_err(),
+            "records read from a directory others can replace"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[cfg(unix)]

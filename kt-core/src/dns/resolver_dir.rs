@@ -245,9 +245,10 @@ impl Drop for ResolverDirGuard {
     }
 }
 
-/// Removes the files of one stale record that this process sees as the ones created;
-/// returns what it did.
-pub(crate) fn recover_record(stale: &Stale) -> io::Result<Option<String>> {
+/// Removes the files of one stale record that this process sees as the ones created,
+/// if the record is about `allowed` (the resolver directory kt changes) and every file
+/// it lists is a resolver file directly in it; returns what it did.
+pub(crate) fn recover_record(stale: &Stale, allowed: &Path) -> io::Result<Option<String>> {
     let value = &stale.value;
     let (Some(dir), Some(session), Some(files)) = (
         value["dir"].as_str().map(PathBuf::from),
@@ -265,6 +266,20 @@ pub(crate) fn recover_record(stale: &Stale) -> io::Result<Option<String>> {
             ))
         })
         .collect();
+    if !record::names_allowed(stale, &dir, allowed) {
+        return Ok(None);
+    }
+    // Each file must be `<dir>/<domain>`: the record must not remove anything else.
+    if let Some((outside, _)) = files.iter().find(|(path, _)| {
+        path.parent() != Some(dir.as_path())
+            || path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| check_domain(n).is_err())
+    }) {
+        record::names_allowed(stale, outside, &dir.join("<domain>"));
+        return Ok(None);
+    }
     // The record is about this view of the directory if the directory is the recorded
     // one in the recorded network namespace (macOS: no namespaces, the directory decides).
     let dir_here = files.first().is_some_and(|(_, id)| {
@@ -316,11 +331,12 @@ mod tests {
         "127.0.0.1:5353".parse().unwrap()
     }
 
-    fn recover_all(dir: &Path) -> Vec<String> {
-        record::stale_records(dir)
+    /// Recovers the records in `records` about the resolver directory `dir`.
+    fn recover_all(records: &Path, dir: &Path) -> Vec<String> {
+        record::stale_records(records)
             .unwrap()
             .iter()
-            .filter_map(|s| recover_record(s).unwrap())
+            .filter_map(|s| recover_record(s, dir).unwrap())
             .collect()
     }
 
@@ -404,13 +420,16 @@ mod tests {
         let guard = install(&dir, &domains(), server(), "s1", &records_dir).unwrap();
         let record = guard.record().to_owned();
         std::mem::forget(guard);
-        assert!(recover_all(&records_dir).is_empty(), "the owner is alive");
+        assert!(
+            recover_all(&records_dir, &dir).is_empty(),
+            "the owner is alive"
+        );
         set_pid(&record, dead_pid());
         // Someone replaced one of the files with their own.
         let theirs = root.join("theirs");
         std::fs::write(&theirs, "nameserver 192.0.2.1\n").unwrap();
         std::fs::rename(&theirs, dir.join("svc")).unwrap();
-        let done = recover_all(&records_dir);
+        let done = recover_all(&records_dir, &dir);
         assert_eq!(done.len(), 1, "{done:?}");
         assert!(!dir.join("cluster.local").exists());
         assert_eq!(
@@ -438,7 +457,7 @@ mod tests {
                 f["identity"]["net_ns"] = serde_json::json!([1, 3]);
             }
         });
-        assert!(recover_all(&records_dir).is_empty());
+        assert!(recover_all(&records_dir, &dir).is_empty());
         assert!(dir.join("cluster.local").exists() && dir.join("svc").exists());
         assert!(record.exists());
         std::fs::remove_dir_all(&root).unwrap();

@@ -162,23 +162,28 @@ impl ResolvConf {
         Ok(guard)
     }
 
-    /// Restores every file recorded in `record_dir` by a process that is no longer
-    /// running (a crash or `kill -9`), and removes those records. Returns the restored
-    /// paths. Call it at start, before [`ResolvConf::install`]. A record about a file
-    /// that this process does not see at the recorded path (another network or mount
-    /// namespace, or a file replaced since) is left for a process that does.
+    /// Restores the resolv.conf at `path` from the records in `record_dir` left by a
+    /// process that is no longer running (a crash or `kill -9`), and removes those
+    /// records. Returns the restored paths. Call it at start, before
+    /// [`ResolvConf::install`]. A record about a file that this process does not see at
+    /// the recorded path (another network or mount namespace, or a file replaced since)
+    /// is left for a process that does; so is a record naming another path than `path`
+    /// (with a warning): recovery only ever writes `path`.
     ///
     /// [`crate::recover_system_dns`] does this for every kind of system DNS change.
     ///
     /// # Errors
     ///
     /// I/O errors listing `record_dir` or restoring a file (a missing directory is
-    /// not an error). Unreadable records are skipped.
-    pub fn recover(record_dir: &Path) -> io::Result<Vec<PathBuf>> {
+    /// not an error); [`io::ErrorKind::PermissionDenied`] when `record_dir`, or a
+    /// directory above it, is not owned by this user or root or is writable by others
+    /// (the message says what to fix). Unreadable records, and records another user
+    /// could have written, are skipped.
+    pub fn recover(path: &Path, record_dir: &Path) -> io::Result<Vec<PathBuf>> {
         let mut restored = Vec::new();
         for stale in record::stale_records(record_dir)? {
             if stale.value["kind"] == KIND
-                && let Some(path) = recover_record(&stale)?
+                && let Some(path) = recover_record(&stale, path)?
             {
                 restored.push(path);
             }
@@ -203,13 +208,16 @@ fn record_value(path: &Path, original: &Original, identity: &Identity) -> Value 
     Value::Object(map)
 }
 
-/// Restores the file of one stale record if this process sees that file; returns its
-/// path when it did.
-pub(crate) fn recover_record(stale: &Stale) -> io::Result<Option<PathBuf>> {
+/// Restores the file of one stale record if it names `allowed` (the resolv.conf kt
+/// changes) and this process sees that file; returns its path when it did.
+pub(crate) fn recover_record(stale: &Stale, allowed: &Path) -> io::Result<Option<PathBuf>> {
     let value = &stale.value;
     let Some(path) = value["path"].as_str().map(PathBuf::from) else {
         return Ok(None);
     };
+    if !record::names_allowed(stale, &path, allowed) {
+        return Ok(None);
+    }
     let Some(identity) = Identity::from_json(&value["identity"]) else {
         tracing::debug!(record = %stale.record.display(), "restore record without a file identity: left alone");
         return Ok(None);
