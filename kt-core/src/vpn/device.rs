@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use ipnet::IpNet;
 
 use super::stack::PacketDevice;
+use crate::cluster::ranges::KeepOut;
 #[cfg(not(target_os = "linux"))]
 use crate::error::Error;
 use crate::error::Result;
@@ -85,6 +86,21 @@ pub(crate) async fn create(_opts: &VpnOptions, _routes: &[IpNet]) -> Result<Devi
     })
 }
 
+/// The machine's local subnets (the prefix of every interface address) and the
+/// gateways of its routes (every table, both families), in the calling thread's network
+/// namespace: ranges VPN mode must never route, or the machine would lose its own
+/// networks.
+#[cfg(target_os = "linux")]
+pub(crate) async fn local_networks() -> Result<Vec<KeepOut>> {
+    linux::local_networks().await
+}
+
+/// No routes are made where no device can be made.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn local_networks() -> Result<Vec<KeepOut>> {
+    Ok(Vec::new())
+}
+
 /// Deletes the device `name` with index `index` if it still exists (its descriptor
 /// normally took it away already). Safe to call when it is gone.
 #[cfg(target_os = "linux")]
@@ -100,18 +116,21 @@ pub(crate) async fn remove(_name: &str, _index: u32) -> Result<()> {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::collections::HashMap;
     use std::io;
-    use std::net::IpAddr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use futures::TryStreamExt as _;
     use ipnet::IpNet;
     use nix::errno::Errno;
+    use rtnetlink::packet_route::address::AddressAttribute;
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-    use rtnetlink::packet_route::route::RouteScope;
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
     use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
     use tun::AbstractDevice as _;
 
     use super::Device;
+    use crate::cluster::ranges::KeepOut;
     use crate::error::{Error, Result};
     use crate::options::VpnOptions;
 
@@ -369,6 +388,101 @@ mod linux {
         }
     }
 
+    pub(super) async fn local_networks() -> Result<Vec<KeepOut>> {
+        const ACTION: &str = "read the machine's addresses and routes (kept out of the VPN)";
+        let nl = Netlink::open(ACTION)?;
+        let fail = |e: rtnetlink::Error| os_error(ACTION.to_owned(), netlink_io(e));
+        let mut names = HashMap::new();
+        let mut links = nl.handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(fail)? {
+            if let Some(name) = link_name(&link) {
+                names.insert(link.header.index, name.to_owned());
+            }
+        }
+        let dev = |index: u32| {
+            names
+                .get(&index)
+                .cloned()
+                .unwrap_or_else(|| format!("interface {index}"))
+        };
+        let mut out = Vec::new();
+        let mut addresses = nl.handle.address().get().execute();
+        while let Some(msg) = addresses.try_next().await.map_err(fail)? {
+            // IFA_ADDRESS carries the prefix (on point-to-point links it is the peer's
+            // address, whose prefix is the link's subnet).
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(ip) = attr
+                    && let Ok(net) = IpNet::new(*ip, msg.header.prefix_len)
+                {
+                    out.push(KeepOut::new(
+                        net,
+                        format!("the local subnet of {}", dev(msg.header.index)),
+                    ));
+                }
+            }
+        }
+        let dumps = [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ];
+        for query in dumps {
+            let mut routes = nl.handle.route().get(query).execute();
+            while let Some(route) = routes.try_next().await.map_err(fail)? {
+                out.extend(gateways(&route, &dev));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The gateways of a route (its own and its multipath next hops').
+    fn gateways(route: &RouteMessage, dev: &impl Fn(u32) -> String) -> Vec<KeepOut> {
+        let to = if route.header.destination_prefix_length == 0 {
+            "the default route".to_owned()
+        } else {
+            route
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(ip.to_string()),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(ip.to_string()),
+                    _ => None,
+                })
+                .map(|net| {
+                    format!(
+                        "the route to {net}/{}",
+                        route.header.destination_prefix_length
+                    )
+                })
+                .unwrap_or_else(|| "a route".to_owned())
+        };
+        let oif = route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        let mut hops: Vec<(&[RouteAttribute], Option<u32>)> = vec![(&route.attributes, oif)];
+        for attr in &route.attributes {
+            if let RouteAttribute::MultiPath(next) = attr {
+                hops.extend(
+                    next.iter()
+                        .map(|h| (h.attributes.as_slice(), Some(h.interface_index))),
+                );
+            }
+        }
+        let mut out = Vec::new();
+        for (attrs, oif) in hops {
+            for attr in attrs {
+                let ip = match attr {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => IpAddr::V4(*ip),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => IpAddr::V6(*ip),
+                    _ => continue,
+                };
+                let on = oif.map(|i| format!(" on {}", dev(i))).unwrap_or_default();
+                out.push(KeepOut::address(ip, format!("the gateway of {to}{on}")));
+            }
+        }
+        out
+    }
+
     pub(super) async fn remove(name: &str, index: u32) -> Result<()> {
         let action = format!("delete the tun device `{name}`");
         let nl = Netlink::open(&action)?;
@@ -387,5 +501,24 @@ mod linux {
             Err(e) if is_enodev(&e) => Ok(()),
             Err(e) => Err(os_error(action, netlink_io(e))),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_loopback_subnet_is_among_the_local_networks() {
+        let found = local_networks()
+            .await
+            .unwrap_or_else(|e| panic!("reading addresses: {e}"));
+        let lo: IpNet = "127.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            found
+                .iter()
+                .any(|k| k.net == lo && k.why == "the local subnet of lo"),
+            "{found:?}"
+        );
     }
 }
