@@ -123,7 +123,7 @@ mod linux {
     use futures::TryStreamExt as _;
     use ipnet::IpNet;
     use nix::errno::Errno;
-    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
     use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
@@ -408,18 +408,7 @@ mod linux {
         let mut out = Vec::new();
         let mut addresses = nl.handle.address().get().execute();
         while let Some(msg) = addresses.try_next().await.map_err(fail)? {
-            // IFA_ADDRESS carries the prefix (on point-to-point links it is the peer's
-            // address, whose prefix is the link's subnet).
-            for attr in &msg.attributes {
-                if let AddressAttribute::Address(ip) = attr
-                    && let Ok(net) = IpNet::new(*ip, msg.header.prefix_len)
-                {
-                    out.push(KeepOut::new(
-                        net,
-                        format!("the local subnet of {}", dev(msg.header.index)),
-                    ));
-                }
-            }
+            out.extend(subnet(&msg, &dev));
         }
         let dumps = [
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
@@ -434,8 +423,30 @@ mod linux {
         Ok(out)
     }
 
+    /// The subnet of an interface address, unless the address is host-scoped (the
+    /// loopback's): the local routing table, which the kernel consults first, always
+    /// keeps those on the machine, so no route could take them away.
+    pub(super) fn subnet(msg: &AddressMessage, dev: &impl Fn(u32) -> String) -> Option<KeepOut> {
+        if msg.header.scope == AddressScope::Host {
+            return None;
+        }
+        // IFA_ADDRESS carries the prefix (on point-to-point links it is the peer's
+        // address, whose prefix is the link's subnet).
+        msg.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(ip) => {
+                IpNet::new(*ip, msg.header.prefix_len).ok().map(|net| {
+                    KeepOut::new(
+                        net,
+                        format!("the local subnet of {}", dev(msg.header.index)),
+                    )
+                })
+            }
+            _ => None,
+        })
+    }
+
     /// The gateways of a route (its own and its multipath next hops').
-    fn gateways(route: &RouteMessage, dev: &impl Fn(u32) -> String) -> Vec<KeepOut> {
+    pub(super) fn gateways(route: &RouteMessage, dev: &impl Fn(u32) -> String) -> Vec<KeepOut> {
         let to = if route.header.destination_prefix_length == 0 {
             "the default route".to_owned()
         } else {
@@ -506,19 +517,118 @@ mod linux {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use std::net::IpAddr;
+
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
+    use super::linux::{gateways, subnet};
     use super::*;
 
-    #[tokio::test]
-    async fn the_loopback_subnet_is_among_the_local_networks() {
-        let found = local_networks()
-            .await
-            .unwrap_or_else(|e| panic!("reading addresses: {e}"));
-        let lo: IpNet = "127.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            found
-                .iter()
-                .any(|k| k.net == lo && k.why == "the local subnet of lo"),
-            "{found:?}"
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn dev(index: u32) -> String {
+        ["lo", "eth0", "wlan0"]
+            .get(index as usize - 1)
+            .map_or_else(|| format!("interface {index}"), |n| (*n).to_owned())
+    }
+
+    fn address(index: u32, addr: &str, len: u8, scope: AddressScope) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.family = if addr.contains(':') {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        msg.header.index = index;
+        msg.header.prefix_len = len;
+        msg.header.scope = scope;
+        msg.attributes.push(AddressAttribute::Address(ip(addr)));
+        msg
+    }
+
+    #[test]
+    fn every_link_address_gives_its_subnet_but_the_loopback_none() {
+        let eth0 = subnet(
+            &address(2, "192.168.1.10", 24, AddressScope::Universe),
+            &dev,
         );
+        assert_eq!(
+            eth0,
+            Some(KeepOut::new(
+                net("192.168.1.0/24"),
+                "the local subnet of eth0"
+            ))
+        );
+        let v6 = subnet(
+            &address(3, "fd00:1:2:3::9", 64, AddressScope::Universe),
+            &dev,
+        );
+        assert_eq!(v6.map(|k| k.net), Some(net("fd00:1:2:3::/64")));
+        assert_eq!(
+            subnet(&address(1, "127.0.0.1", 8, AddressScope::Host), &dev),
+            None
+        );
+        assert_eq!(
+            subnet(&address(1, "::1", 128, AddressScope::Host), &dev),
+            None
+        );
+    }
+
+    #[test]
+    fn route_gateways_are_kept_out_with_their_route() {
+        let mut default = RouteMessage::default();
+        default.header.address_family = AddressFamily::Inet;
+        default.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet(
+                "192.168.1.1".parse().unwrap_or_else(|e| panic!("{e}")),
+            )),
+            RouteAttribute::Oif(3),
+        ];
+        assert_eq!(
+            gateways(&default, &dev),
+            vec![KeepOut::address(
+                ip("192.168.1.1"),
+                "the gateway of the default route on wlan0"
+            )]
+        );
+        let mut to_net = RouteMessage::default();
+        to_net.header.address_family = AddressFamily::Inet6;
+        to_net.header.destination_prefix_length = 48;
+        to_net.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet6(
+                "2001:db8::".parse().unwrap_or_else(|e| panic!("{e}")),
+            )),
+            RouteAttribute::Gateway(RouteAddress::Inet6(
+                "fe80::1".parse().unwrap_or_else(|e| panic!("{e}")),
+            )),
+            RouteAttribute::Oif(2),
+        ];
+        assert_eq!(
+            gateways(&to_net, &dev),
+            vec![KeepOut::address(
+                ip("fe80::1"),
+                "the gateway of the route to 2001:db8::/48 on eth0"
+            )]
+        );
+        // A link route has no gateway.
+        let mut link = RouteMessage::default();
+        link.attributes = vec![RouteAttribute::Oif(2)];
+        assert!(gateways(&link, &dev).is_empty());
+    }
+
+    #[tokio::test]
+    async fn this_namespace_can_be_read() {
+        // Read-only netlink dumps: no privilege needed.
+        if let Err(e) = local_networks().await {
+            panic!("reading addresses and routes: {e}");
+        }
     }
 }
