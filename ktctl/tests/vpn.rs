@@ -6,7 +6,9 @@
 //! namespace's links, routes, resolv.conf and hosts file with a snapshot taken before.
 //!
 //! Needs the lab (`testbed/up`) and root. Tests run one at a time (one tun device and
-//! one resolv.conf per namespace). One test runs ktctl outside the laptop namespace: a
+//! one resolv.conf per namespace). One test gives ktctl its own resolv.conf through a
+//! private mount namespace (`unshare --mount`) inside the laptop's; the laptop's files
+//! stay untouched. One test runs ktctl outside the laptop namespace: a
 //! missing namespace ends it with the `not_found` exit status.
 
 use std::process::Stdio;
@@ -23,6 +25,11 @@ const LAPTOP_RESOLV: &str = "/etc/netns/ktlab-laptop/resolv.conf";
 const LAPTOP_HOSTS: &str = "/etc/netns/ktlab-laptop/hosts";
 /// The API server as the laptop reaches it: never routed into the tunnel.
 const API_FROM_LAPTOP: &str = "10.88.255.1";
+/// An address of the laptop's own subnet (10.88.255.0/30 on eth0) that only the main
+/// table routes (not the laptop's address, not the broadcast address).
+const LAPTOP_SUBNET_ADDR: &str = "10.88.255.0";
+/// The upstream DNS server in the resolv.conf one test gives ktctl (TEST-NET-2).
+const TEST_UPSTREAM: &str = "198.51.100.53";
 /// How long connect may take before the test gives up (not a performance bound).
 const CONNECT_WAIT: Duration = Duration::from_secs(150);
 
@@ -147,6 +154,17 @@ impl Ktctl {
 
     /// Starts it in `mode` (vpn or proxy).
     async fn start_mode(ns: &TestNamespace, mode: &str, extra: &[&str]) -> Result<Ktctl> {
+        Self::start_wrapped(ns, mode, extra, &[]).await
+    }
+
+    /// Starts it in `mode`, run by the program and arguments of `wrapper` (none: run
+    /// directly) inside the laptop namespace.
+    async fn start_wrapped(
+        ns: &TestNamespace,
+        mode: &str,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Result<Ktctl> {
         let kubeconfig = laptop_kubeconfig();
         let mut args = vec![
             "connect",
@@ -158,7 +176,16 @@ impl Ktctl {
             ns.name(),
         ];
         args.extend_from_slice(extra);
-        let mut child = laptop(env!("CARGO_BIN_EXE_ktctl"), &args)
+        let (program, args) = match wrapper {
+            [] => (env!("CARGO_BIN_EXE_ktctl"), args),
+            [program, rest @ ..] => {
+                let mut all = rest.to_vec();
+                all.push(env!("CARGO_BIN_EXE_ktctl"));
+                all.extend(args);
+                (*program, all)
+            }
+        };
+        let mut child = laptop(program, &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -535,6 +562,91 @@ async fn a_route_covering_the_api_server_is_split_around_it() -> Result<()> {
     }
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
     assert_same(&before, &snapshot().await?, "after the session")
+}
+
+#[tokio::test]
+async fn the_upstream_resolver_and_the_local_subnet_stay_out_of_an_include() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, echo) = setup("vpn-keepout").await?;
+    let before = snapshot().await?;
+    // ktctl sees its own resolv.conf (a private mount over the laptop's), whose upstream
+    // lies inside an included range; the laptop's subnet 10.88.255.0/30 lies inside the
+    // other include.
+    let resolv = std::env::temp_dir().join(format!("kt-vpn-keepout-{}.conf", std::process::id()));
+    std::fs::write(
+        &resolv,
+        format!("search corp.test\nnameserver {TEST_UPSTREAM}\n"),
+    )
+    .with_context(|| resolv.display().to_string())?;
+    let resolv_path = resolv.display().to_string();
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#,
+        &resolv_path,
+    ];
+    let started = Ktctl::start_wrapped(
+        &ns,
+        "vpn",
+        &[
+            "--dns",
+            "off",
+            "--include-cidr",
+            "198.51.100.0/24",
+            "--include-cidr",
+            "10.88.0.0/16",
+        ],
+        &wrapper,
+    )
+    .await;
+    let _ = std::fs::remove_file(&resolv);
+    let kt = started?;
+    let result = async {
+        // Not routed: the answer is the laptop's own (eth0, or "unreachable" as the laptop
+        // has no default route), never the tun device.
+        for (addr, what) in [
+            (TEST_UPSTREAM, "the upstream resolver"),
+            (LAPTOP_SUBNET_ADDR, "the laptop's own subnet"),
+            (API_FROM_LAPTOP, "the API server"),
+        ] {
+            let (_, via, err) = run_laptop("ip", &["route", "get", addr]).await?;
+            ensure!(
+                !via.contains("dev kt")
+                    && (via.contains("dev eth0") || err.contains("unreachable")),
+                "{what} ({addr}) is routed into the tunnel: {via} {err}"
+            );
+        }
+        // The rest of each include is.
+        for addr in ["198.51.100.54", "10.88.1.1"] {
+            let via = laptop_ok("ip", &["route", "get", addr]).await?;
+            ensure!(via.contains("dev kt"), "{addr} should go to the tun: {via}");
+        }
+        let body = laptop_ok(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--max-time",
+                "20",
+                &format!("http://{}/k", echo.cluster_ip),
+            ],
+        )
+        .await?;
+        ensure!(body.contains("\"path\":\"/k\""), "{body}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let (code, stderr) = kt.signal("INT").await?;
+    if let Err(e) = result {
+        bail!("{e:#}\nktctl stderr:\n{stderr}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    assert_same(&before, &snapshot().await?, "after the session")?;
+    no_shadow_left(&ns).await
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ pub(crate) struct Cluster {
     pub(crate) client: Client,
     /// The API server URL, for messages.
     pub(crate) server: String,
+    /// The kubeconfig's `proxy-url`, if any (VPN mode never routes its host).
+    pub(crate) proxy: Option<String>,
     /// The namespace the session works in.
     pub(crate) namespace: String,
 }
@@ -68,6 +70,7 @@ impl Cluster {
                 .map_err(|source| Error::NoConfig { source })?,
         };
         let server = config.cluster_url.to_string();
+        let proxy = config.proxy_url.as_ref().map(ToString::to_string);
         let namespace = opts
             .namespace
             .clone()
@@ -79,6 +82,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             server,
+            proxy,
             namespace,
         })
     }

@@ -35,8 +35,11 @@
 //! pods and Services.
 //!
 //! [`plan`] turns the ranges into routes: discovered ∪ included, minus excluded, minus
-//! the API server's own addresses ([`api_server_addrs`]): routing the API server into
-//! the tunnel would send the tunnel into itself.
+//! what must never go into the tunnel ([`KeepOut`]): the API server's own addresses
+//! ([`api_server_addrs`]; routing them would send the tunnel into itself), the
+//! kubeconfig's proxy, the upstream DNS servers, the gateways and the machine's local
+//! subnets. A discovered range broader than /8 (IPv4) or /32 (IPv6) is dropped with a
+//! warning unless the caller includes it explicitly.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -432,15 +435,22 @@ fn show(nets: &[IpNet]) -> String {
 /// logged) when the URL has no host or the name does not resolve; the kube client
 /// would then fail to connect as well.
 pub(crate) async fn api_server_addrs(server_url: &str) -> Vec<IpAddr> {
-    let uri = match server_url.parse::<hyper::Uri>() {
+    url_host_addrs(server_url, "the API server").await
+}
+
+/// The addresses of the host in `url` (`what` it is, for warnings): the IP literal, or
+/// what the system resolver gives for the name. Empty (and a warning logged) when the
+/// URL has no host or the name does not resolve.
+pub(crate) async fn url_host_addrs(url: &str, what: &str) -> Vec<IpAddr> {
+    let uri = match url.parse::<hyper::Uri>() {
         Ok(uri) => uri,
         Err(e) => {
-            tracing::warn!("cannot parse the API server URL `{server_url}`: {e}");
+            tracing::warn!("cannot parse the URL of {what} `{url}`: {e}");
             return Vec::new();
         }
     };
     let Some(host) = uri.host() else {
-        tracing::warn!("the API server URL `{server_url}` has no host");
+        tracing::warn!("the URL of {what} `{url}` has no host");
         return Vec::new();
     };
     // IPv6 literals come bracketed: `https://[fd00::1]:6443`.
@@ -457,33 +467,117 @@ pub(crate) async fn api_server_addrs(server_url: &str) -> Vec<IpAddr> {
             ips
         }
         Err(e) => {
-            tracing::warn!("cannot resolve the API server's host `{host}`: {e}");
+            tracing::warn!("cannot resolve the host `{host}` of {what}: {e}");
             Vec::new()
         }
     }
 }
 
-/// The VPN's routes: the discovered ranges and `include`, minus `exclude`, minus every
-/// address of `never` (as a /32 or /128), as the fewest prefixes.
+/// The broadest prefix discovery may route on its own (IPv4, IPv6): a discovered range
+/// broader than this (a `/7`, `0.0.0.0/0`, `2000::/3`) would take a large part of the
+/// internet, or all of it, into the tunnel, and is dropped unless given as an include.
+pub(crate) const BROADEST_DISCOVERED: (u8, u8) = (8, 32);
+
+/// An address range the VPN must never route, and why: routing it into the tunnel
+/// would cut the machine off from what it needs outside the cluster (the API server
+/// itself, the kubeconfig's proxy, the upstream DNS servers, the gateways, the local
+/// subnets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeepOut {
+    /// The range (a single address as a /32 or /128).
+    pub(crate) net: IpNet,
+    /// What it is, for people: "the API server", "the local subnet of eth0".
+    pub(crate) why: String,
+}
+
+impl KeepOut {
+    /// `net` (host bits cleared), kept out because of `why`.
+    pub(crate) fn new(net: IpNet, why: impl Into<String>) -> KeepOut {
+        KeepOut {
+            net: net.trunc(),
+            why: why.into(),
+        }
+    }
+
+    /// One address, kept out because of `why`.
+    pub(crate) fn address(ip: IpAddr, why: impl Into<String>) -> KeepOut {
+        KeepOut::new(IpNet::from(ip), why)
+    }
+}
+
+/// The VPN's routes, and what was left out of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RoutePlan {
+    /// The prefixes to route through the tun device.
+    pub(crate) routes: Vec<IpNet>,
+    /// Discovered ranges dropped for being too broad, each with how to route it anyway
+    /// (warnings).
+    pub(crate) refused: Vec<String>,
+    /// The keep-out ranges that cut into the routes, with their reasons (for the log).
+    pub(crate) kept_out: Vec<String>,
+}
+
+/// Whether `net` is broader than discovery may route on its own.
+fn too_broad(net: &IpNet) -> bool {
+    let (v4, v6) = BROADEST_DISCOVERED;
+    match net {
+        IpNet::V4(n) => n.prefix_len() < v4,
+        IpNet::V6(n) => n.prefix_len() < v6,
+    }
+}
+
+/// The VPN's routes: the discovered ranges (those no broader than
+/// [`BROADEST_DISCOVERED`]) and `include`, minus `exclude`, minus every range of
+/// `keep_out`, as the fewest prefixes. Keep-outs win over explicit includes too: an
+/// include covering one is split around it.
+///
+/// Pure: the caller gathers the keep-outs ([`api_server_addrs`],
+/// `vpn::setup::keep_outs`).
 pub(crate) fn plan(
     ranges: &ClusterRanges,
     include: &[IpNet],
     exclude: &[IpNet],
-    never: &[IpAddr],
-) -> Vec<IpNet> {
-    let wanted: Vec<IpNet> = ranges
-        .pods
-        .iter()
-        .chain(&ranges.services)
-        .chain(include)
-        .copied()
-        .collect();
+    keep_out: &[KeepOut],
+) -> RoutePlan {
+    let mut refused = Vec::new();
+    let mut wanted: Vec<IpNet> = include.to_vec();
+    for net in ranges.pods.iter().chain(&ranges.services) {
+        if !too_broad(net) {
+            wanted.push(*net);
+        } else if !include.iter().any(|i| i.contains(net)) {
+            let (v4, v6) = BROADEST_DISCOVERED;
+            refused.push(format!(
+                "not routing the discovered range {net}: it is broader than /{v4} (IPv4) \
+                 or /{v6} (IPv6) and would take much of the internet into the cluster; if the \
+                 cluster really uses it, route it explicitly with VpnOptions::include \
+                 (ktctl --include-cidr {net})"
+            ));
+        }
+    }
+    let wanted = cidr::aggregate(&wanted);
+    let mut kept_out = Vec::new();
+    for keep in keep_out {
+        // Two prefixes overlap exactly when one holds the other.
+        let cuts = wanted
+            .iter()
+            .any(|w| w.contains(&keep.net) || keep.net.contains(w));
+        if cuts && !kept_out.iter().any(|(n, _)| *n == keep.net) {
+            kept_out.push((keep.net, &keep.why));
+        }
+    }
     let holes: Vec<IpNet> = exclude
         .iter()
         .copied()
-        .chain(never.iter().map(|&ip| IpNet::from(ip)))
+        .chain(keep_out.iter().map(|k| k.net))
         .collect();
-    cidr::subtract(&wanted, &holes)
+    RoutePlan {
+        routes: cidr::subtract(&wanted, &holes),
+        refused,
+        kept_out: kept_out
+            .into_iter()
+            .map(|(net, why)| format!("not routing {net}: {why}"))
+            .collect(),
+    }
 }
 
 /// Discovers the ranges with `opts`' kubeconfig and namespace and plans the routes
@@ -500,9 +594,9 @@ pub async fn discover_ranges(
     } else {
         ClusterRanges::default()
     };
-    let never = api_server_addrs(&cluster.server).await;
-    let routes = plan(&ranges, &vpn.include, &vpn.exclude, &never);
-    Ok((ranges.pods, ranges.services, routes, ranges.sources))
+    let keep_out = crate::vpn::setup::keep_outs(&cluster).await?;
+    let planned = plan(&ranges, &vpn.include, &vpn.exclude, &keep_out);
+    Ok((ranges.pods, ranges.services, planned.routes, ranges.sources))
 }
 
 #[cfg(test)]
@@ -598,8 +692,9 @@ mod tests {
             &ranges,
             &nets(&["10.97.0.0/16", "10.88.0.0/16"]),
             &nets(&["10.244.128.0/17"]),
-            &[ip("10.88.255.1")],
-        );
+            &[KeepOut::address(ip("10.88.255.1"), "the API server")],
+        )
+        .routes;
         let mut want = nets(&["10.96.0.0/15", "10.244.0.0/17"]);
         // 10.88.0.0/16 without one address: 16 prefixes.
         want.extend(cidr::subtract(
@@ -619,12 +714,138 @@ mod tests {
             services: nets(&["10.96.0.0/16", "fd00::/108"]),
             sources: Vec::new(),
         };
-        let routes = plan(&ranges, &[], &[], &[ip("10.96.0.1"), ip("fd00::1")]);
+        let api = [
+            KeepOut::address(ip("10.96.0.1"), "the API server"),
+            KeepOut::address(ip("fd00::1"), "the API server"),
+        ];
+        let routes = plan(&ranges, &[], &[], &api).routes;
         assert!(!routes.iter().any(|n| n.contains(&ip("10.96.0.1"))));
         assert!(!routes.iter().any(|n| n.contains(&ip("fd00::1"))));
         assert!(routes.iter().any(|n| n.contains(&ip("10.96.0.10"))));
         assert_eq!(routes.len(), 16 + 20);
-        assert!(plan(&ClusterRanges::default(), &[], &[], &[]).is_empty());
+        assert!(
+            plan(&ClusterRanges::default(), &[], &[], &[])
+                .routes
+                .is_empty()
+        );
+    }
+
+    fn keep(s: &str, why: &str) -> KeepOut {
+        KeepOut::new(
+            s.parse::<IpNet>().unwrap_or_else(|e| panic!("{s}: {e}")),
+            why,
+        )
+    }
+
+    fn routed(routes: &[IpNet], addr: &str) -> bool {
+        routes.iter().any(|n| n.contains(&ip(addr)))
+    }
+
+    #[test]
+    fn plan_refuses_a_discovered_range_broader_than_slash_8_and_says_how_to_route_it() {
+        let ranges = ClusterRanges {
+            pods: nets(&["0.0.0.0/0", "10.0.0.0/8", "fd00:10:244::/56", "2000::/3"]),
+            services: nets(&["64.0.0.0/2", "2001:db8::/32"]),
+            sources: Vec::new(),
+        };
+        let plan = plan(&ranges, &[], &[], &[]);
+        assert_eq!(
+            plan.routes,
+            nets(&["10.0.0.0/8", "2001:db8::/32", "fd00:10:244::/56"])
+        );
+        for broad in ["0.0.0.0/0", "64.0.0.0/2", "2000::/3"] {
+            let said = plan
+                .refused
+                .iter()
+                .find(|w| w.contains(broad))
+                .unwrap_or_else(|| panic!("nothing said about {broad}: {:?}", plan.refused));
+            assert!(said.contains(&format!("--include-cidr {broad}")), "{said}");
+        }
+        assert_eq!(plan.refused.len(), 3, "{:?}", plan.refused);
+    }
+
+    #[test]
+    fn an_explicit_broad_include_is_routed_around_the_keep_outs() {
+        let ranges = ClusterRanges {
+            pods: nets(&["0.0.0.0/0"]),
+            ..ClusterRanges::default()
+        };
+        let plan = plan(
+            &ranges,
+            &nets(&["0.0.0.0/0"]),
+            &[],
+            &[keep("192.168.1.1/32", "the default gateway")],
+        );
+        assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+        assert!(routed(&plan.routes, "8.8.8.8"));
+        assert!(!routed(&plan.routes, "192.168.1.1"));
+        assert_eq!(plan.routes.len(), 32);
+    }
+
+    #[test]
+    fn plan_never_routes_the_resolver_the_gateway_a_local_subnet_or_the_proxy() {
+        let ranges = ClusterRanges {
+            pods: nets(&["10.244.0.0/16", "fd00:10:244::/56"]),
+            services: nets(&["10.96.0.0/12"]),
+            sources: Vec::new(),
+        };
+        let keep_out = [
+            keep("10.96.0.10/32", "the upstream DNS server"),
+            keep("192.168.1.1/32", "the gateway of the default route"),
+            keep("192.168.1.0/24", "the local subnet of wlan0"),
+            keep("10.244.7.0/24", "the local subnet of docker0"),
+            keep("fd00:10:244:1::/64", "the local subnet of eth1"),
+            keep("172.16.5.5/32", "the kubeconfig's proxy"),
+            keep("10.88.255.1/32", "the API server"),
+        ];
+        // Discovered ranges and explicit includes alike are cut around them.
+        let plan = plan(
+            &ranges,
+            &nets(&["192.168.0.0/16", "172.16.0.0/12", "10.88.0.0/16"]),
+            &[],
+            &keep_out,
+        );
+        for never in [
+            "10.96.0.10",
+            "192.168.1.1",
+            "192.168.1.77",
+            "10.244.7.9",
+            "fd00:10:244:1::5",
+            "172.16.5.5",
+            "10.88.255.1",
+        ] {
+            assert!(
+                !routed(&plan.routes, never),
+                "{never} routed: {:?}",
+                plan.routes
+            );
+        }
+        for still in [
+            "10.96.0.11",
+            "192.168.2.1",
+            "10.244.8.1",
+            "fd00:10:244:2::5",
+            "172.16.5.6",
+            "10.88.1.1",
+        ] {
+            assert!(
+                routed(&plan.routes, still),
+                "{still} not routed: {:?}",
+                plan.routes
+            );
+        }
+        // Each keep-out that cut something is named once, with its reason.
+        assert_eq!(plan.kept_out.len(), keep_out.len(), "{:?}", plan.kept_out);
+        assert!(
+            plan.kept_out
+                .iter()
+                .any(|l| l.contains("192.168.1.0/24") && l.contains("wlan0")),
+            "{:?}",
+            plan.kept_out
+        );
+        // A keep-out outside every route is not mentioned.
+        let quiet = super::plan(&ranges, &[], &[], &[keep("203.0.113.0/24", "elsewhere")]);
+        assert!(quiet.kept_out.is_empty(), "{:?}", quiet.kept_out);
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use ipnet::IpNet;
 
 use super::stack::PacketDevice;
+use crate::cluster::ranges::KeepOut;
 #[cfg(not(target_os = "linux"))]
 use crate::error::Error;
 use crate::error::Result;
@@ -85,6 +86,21 @@ pub(crate) async fn create(_opts: &VpnOptions, _routes: &[IpNet]) -> Result<Devi
     })
 }
 
+/// The machine's local subnets (the prefix of every interface address) and the
+/// gateways of its routes (every table, both families), in the calling thread's network
+/// namespace: ranges VPN mode must never route, or the machine would lose its own
+/// networks.
+#[cfg(target_os = "linux")]
+pub(crate) async fn local_networks() -> Result<Vec<KeepOut>> {
+    linux::local_networks().await
+}
+
+/// No routes are made where no device can be made.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn local_networks() -> Result<Vec<KeepOut>> {
+    Ok(Vec::new())
+}
+
 /// Deletes the device `name` with index `index` if it still exists (its descriptor
 /// normally took it away already). Safe to call when it is gone.
 #[cfg(target_os = "linux")]
@@ -100,18 +116,21 @@ pub(crate) async fn remove(_name: &str, _index: u32) -> Result<()> {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::collections::HashMap;
     use std::io;
-    use std::net::IpAddr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use futures::TryStreamExt as _;
     use ipnet::IpNet;
     use nix::errno::Errno;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-    use rtnetlink::packet_route::route::RouteScope;
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
     use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
     use tun::AbstractDevice as _;
 
     use super::Device;
+    use crate::cluster::ranges::KeepOut;
     use crate::error::{Error, Result};
     use crate::options::VpnOptions;
 
@@ -369,6 +388,112 @@ mod linux {
         }
     }
 
+    pub(super) async fn local_networks() -> Result<Vec<KeepOut>> {
+        const ACTION: &str = "read the machine's addresses and routes (kept out of the VPN)";
+        let nl = Netlink::open(ACTION)?;
+        let fail = |e: rtnetlink::Error| os_error(ACTION.to_owned(), netlink_io(e));
+        let mut names = HashMap::new();
+        let mut links = nl.handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(fail)? {
+            if let Some(name) = link_name(&link) {
+                names.insert(link.header.index, name.to_owned());
+            }
+        }
+        let dev = |index: u32| {
+            names
+                .get(&index)
+                .cloned()
+                .unwrap_or_else(|| format!("interface {index}"))
+        };
+        let mut out = Vec::new();
+        let mut addresses = nl.handle.address().get().execute();
+        while let Some(msg) = addresses.try_next().await.map_err(fail)? {
+            out.extend(subnet(&msg, &dev));
+        }
+        let dumps = [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ];
+        for query in dumps {
+            let mut routes = nl.handle.route().get(query).execute();
+            while let Some(route) = routes.try_next().await.map_err(fail)? {
+                out.extend(gateways(&route, &dev));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The subnet of an interface address, unless the address is host-scoped (the
+    /// loopback's): the local routing table, which the kernel consults first, always
+    /// keeps those on the machine, so no route could take them away.
+    pub(super) fn subnet(msg: &AddressMessage, dev: &impl Fn(u32) -> String) -> Option<KeepOut> {
+        if msg.header.scope == AddressScope::Host {
+            return None;
+        }
+        // IFA_ADDRESS carries the prefix (on point-to-point links it is the peer's
+        // address, whose prefix is the link's subnet).
+        msg.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(ip) => {
+                IpNet::new(*ip, msg.header.prefix_len).ok().map(|net| {
+                    KeepOut::new(
+                        net,
+                        format!("the local subnet of {}", dev(msg.header.index)),
+                    )
+                })
+            }
+            _ => None,
+        })
+    }
+
+    /// The gateways of a route (its own and its multipath next hops').
+    pub(super) fn gateways(route: &RouteMessage, dev: &impl Fn(u32) -> String) -> Vec<KeepOut> {
+        let to = if route.header.destination_prefix_length == 0 {
+            "the default route".to_owned()
+        } else {
+            route
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(ip.to_string()),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(ip.to_string()),
+                    _ => None,
+                })
+                .map(|net| {
+                    format!(
+                        "the route to {net}/{}",
+                        route.header.destination_prefix_length
+                    )
+                })
+                .unwrap_or_else(|| "a route".to_owned())
+        };
+        let oif = route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        let mut hops: Vec<(&[RouteAttribute], Option<u32>)> = vec![(&route.attributes, oif)];
+        for attr in &route.attributes {
+            if let RouteAttribute::MultiPath(next) = attr {
+                hops.extend(
+                    next.iter()
+                        .map(|h| (h.attributes.as_slice(), Some(h.interface_index))),
+                );
+            }
+        }
+        let mut out = Vec::new();
+        for (attrs, oif) in hops {
+            for attr in attrs {
+                let ip = match attr {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => IpAddr::V4(*ip),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => IpAddr::V6(*ip),
+                    _ => continue,
+                };
+                let on = oif.map(|i| format!(" on {}", dev(i))).unwrap_or_default();
+                out.push(KeepOut::address(ip, format!("the gateway of {to}{on}")));
+            }
+        }
+        out
+    }
+
     pub(super) async fn remove(name: &str, index: u32) -> Result<()> {
         let action = format!("delete the tun device `{name}`");
         let nl = Netlink::open(&action)?;
@@ -386,6 +511,124 @@ mod linux {
             Ok(()) => Ok(()),
             Err(e) if is_enodev(&e) => Ok(()),
             Err(e) => Err(os_error(action, netlink_io(e))),
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::net::IpAddr;
+
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
+    use super::linux::{gateways, subnet};
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn dev(index: u32) -> String {
+        ["lo", "eth0", "wlan0"]
+            .get(index as usize - 1)
+            .map_or_else(|| format!("interface {index}"), |n| (*n).to_owned())
+    }
+
+    fn address(index: u32, addr: &str, len: u8, scope: AddressScope) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.family = if addr.contains(':') {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        msg.header.index = index;
+        msg.header.prefix_len = len;
+        msg.header.scope = scope;
+        msg.attributes.push(AddressAttribute::Address(ip(addr)));
+        msg
+    }
+
+    #[test]
+    fn every_link_address_gives_its_subnet_but_the_loopback_none() {
+        let eth0 = subnet(
+            &address(2, "192.168.1.10", 24, AddressScope::Universe),
+            &dev,
+        );
+        assert_eq!(
+            eth0,
+            Some(KeepOut::new(
+                net("192.168.1.0/24"),
+                "the local subnet of eth0"
+            ))
+        );
+        let v6 = subnet(
+            &address(3, "fd00:1:2:3::9", 64, AddressScope::Universe),
+            &dev,
+        );
+        assert_eq!(v6.map(|k| k.net), Some(net("fd00:1:2:3::/64")));
+        assert_eq!(
+            subnet(&address(1, "127.0.0.1", 8, AddressScope::Host), &dev),
+            None
+        );
+        assert_eq!(
+            subnet(&address(1, "::1", 128, AddressScope::Host), &dev),
+            None
+        );
+    }
+
+    #[test]
+    fn route_gateways_are_kept_out_with_their_route() {
+        let mut default = RouteMessage::default();
+        default.header.address_family = AddressFamily::Inet;
+        default.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet(
+                "192.168.1.1".parse().unwrap_or_else(|e| panic!("{e}")),
+            )),
+            RouteAttribute::Oif(3),
+        ];
+        assert_eq!(
+            gateways(&default, &dev),
+            vec![KeepOut::address(
+                ip("192.168.1.1"),
+                "the gateway of the default route on wlan0"
+            )]
+        );
+        let mut to_net = RouteMessage::default();
+        to_net.header.address_family = AddressFamily::Inet6;
+        to_net.header.destination_prefix_length = 48;
+        to_net.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet6(
+                "2001:db8::".parse().unwrap_or_else(|e| panic!("{e}")),
+            )),
+            RouteAttribute::Gateway(RouteAddress::Inet6(
+                "fe80::1".parse().unwrap_or_else(|e| panic!("{e}")),
+            )),
+            RouteAttribute::Oif(2),
+        ];
+        assert_eq!(
+            gateways(&to_net, &dev),
+            vec![KeepOut::address(
+                ip("fe80::1"),
+                "the gateway of the route to 2001:db8::/48 on eth0"
+            )]
+        );
+        // A link route has no gateway.
+        let mut link = RouteMessage::default();
+        link.attributes = vec![RouteAttribute::Oif(2)];
+        assert!(gateways(&link, &dev).is_empty());
+    }
+
+    #[tokio::test]
+    async fn this_namespace_can_be_read() {
+        // Read-only netlink dumps: no privilege needed.
+        if let Err(e) = local_networks().await {
+            panic!("reading addresses and routes: {e}");
         }
     }
 }

@@ -244,7 +244,8 @@ fn describe(plan: &SystemDnsPlan) -> String {
     }
 }
 
-/// The routes: discovered ranges plus includes, minus excludes and the API server.
+/// The routes: discovered ranges plus includes, minus excludes and what must never be
+/// routed ([`keep_outs`]). Too-broad discovered ranges are dropped with a warning.
 async fn plan_routes(
     opts: &VpnOptions,
     cluster: &Cluster,
@@ -258,9 +259,15 @@ async fn plan_routes(
     for source in &found.sources {
         tracing::info!(target: "kt", "VPN range: {source}");
     }
-    let never = ranges::api_server_addrs(&cluster.server).await;
-    let routes = ranges::plan(&found, &opts.include, &opts.exclude, &never);
-    if routes.is_empty() {
+    let keep_out = keep_outs(cluster).await?;
+    let plan = ranges::plan(&found, &opts.include, &opts.exclude, &keep_out);
+    for refused in &plan.refused {
+        tracing::warn!(target: "kt", "VPN: {refused}");
+    }
+    for line in &plan.kept_out {
+        tracing::info!(target: "kt", "VPN: {line}");
+    }
+    if plan.routes.is_empty() {
         return Err(Error::Vpn {
             action: "choose routes".to_owned(),
             source: std::io::Error::other(
@@ -271,7 +278,60 @@ async fn plan_routes(
         });
     }
     let _ = events;
-    Ok(routes)
+    Ok(plan.routes)
+}
+
+/// What VPN mode must never route, from this process's point of view (its network
+/// namespace and its /etc/resolv.conf): the API server and the kubeconfig's proxy
+/// (routing them would send the tunnel into itself), the upstream DNS servers (the
+/// local DNS server forwards to them), and the machine's local subnets and gateways.
+pub(crate) async fn keep_outs(cluster: &Cluster) -> Result<Vec<ranges::KeepOut>> {
+    let mut out: Vec<ranges::KeepOut> = ranges::api_server_addrs(&cluster.server)
+        .await
+        .into_iter()
+        .map(|ip| ranges::KeepOut::address(ip, "the API server"))
+        .collect();
+    if let Some(proxy) = &cluster.proxy {
+        let what = "the kubeconfig's proxy-url";
+        for ip in ranges::url_host_addrs(proxy, what).await {
+            out.push(ranges::KeepOut::address(ip, what));
+        }
+    }
+    let paths = SystemPaths::default();
+    for (file, why) in [
+        (paths.resolv_conf.as_path(), "an upstream DNS server"),
+        (
+            std::path::Path::new(RESOLVED_UPSTREAMS),
+            "an upstream DNS server of systemd-resolved",
+        ),
+    ] {
+        let content = std::fs::read_to_string(file).unwrap_or_default();
+        for ip in nameservers(&content) {
+            out.push(ranges::KeepOut::address(
+                ip,
+                format!("{why} ({})", file.display()),
+            ));
+        }
+    }
+    out.extend(super::device::local_networks().await?);
+    Ok(out)
+}
+
+/// Where systemd-resolved lists the DNS servers it forwards to (when /etc/resolv.conf
+/// names only its stub, 127.0.0.53).
+const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
+
+/// Every `nameserver` address of a resolv.conf (a `%zone` suffix dropped).
+fn nameservers(content: &str) -> Vec<IpAddr> {
+    content
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next()?.split('%').next()?.parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// Binds the local DNS server: where asked, else port 53 on a loopback address (or on
@@ -339,4 +399,22 @@ async fn hosts_for(
         &cx.cluster.namespace,
         cx.cluster_domain,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nameserver_of_a_resolv_conf_is_an_upstream() {
+        let conf = "# generated\nsearch corp.test\nnameserver 10.88.255.1\n\
+                    nameserver fe80::1%eth0\n  nameserver   192.0.2.53  \n\
+                    options ndots:2\nnameserver not-an-address\n";
+        let want: Vec<IpAddr> = ["10.88.255.1", "fe80::1", "192.0.2.53"]
+            .iter()
+            .map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+            .collect();
+        assert_eq!(nameservers(conf), want);
+        assert!(nameservers("").is_empty());
+    }
 }
