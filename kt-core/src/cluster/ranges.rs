@@ -549,7 +549,7 @@ pub(crate) fn plan(
             refused.push(format!(
                 "not routing the discovered range {net}: it is broader than /{v4} (IPv4) \
                  or /{v6} (IPv6) and would take much of the internet into the cluster; if the \
-                 cluster really uses it, route it explicitly with VpnOptions::include \
+                 cluster really uses it, route it explicitly as an include range \
                  (ktctl --include-cidr {net})"
             ));
         }

@@ -272,8 +272,8 @@ async fn plan_routes(
             action: "choose routes".to_owned(),
             source: std::io::Error::other(
                 "no range to route: the cluster's ranges were not found and no \
-                 VpnOptions::include was given; pass the pod and Service ranges \
-                 (ktctl --include-cidr 10.244.0.0/16,10.96.0.0/12)",
+                 include range was given; pass the pod and Service ranges as include \
+                 ranges (ktctl --include-cidr 10.244.0.0/16,10.96.0.0/12)",
             ),
         });
     }
