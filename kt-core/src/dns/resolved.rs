@@ -379,8 +379,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A fake `resolvectl` (its path) in `bin/` that appends its arguments to `log` and fails for
-    /// the subcommands named in `fail`.
+    /// A fake `resolvectl` in `bin/` (its path) that appends its arguments to `log`
+    /// and fails for the subcommands named in `fail`.
     #[cfg(unix)]
     fn fake_resolvectl(dir: &Path, fail: &[&str]) -> (PathBuf, PathBuf) {
         let bin = dir.join("bin");
