@@ -70,6 +70,16 @@
 //! # }
 //! ```
 //!
+//! # Security notes
+//!
+//! The local proxies and forwards have no authentication, like `kubectl
+//! port-forward` and `ssh -D`: they listen on 127.0.0.1 only, but while the session
+//! lives any process on the machine, of any user, can use them to reach what the
+//! shadow pod reaches. On a machine shared with people who should not have that access,
+//! run kt in a network namespace or container of your own. Text a pod wrote is quoted
+//! in errors with its control characters escaped, and helpers run as root
+//! (`resolvectl`) are taken from the system directories, never from `PATH`.
+//!
 //! # Permissions
 //!
 //! A namespace-scoped Role is enough; it is shipped as `kt-core/rbac/kt-role.yaml`:

@@ -16,8 +16,18 @@ use crate::runtime;
 /// How long the exit handler waits for the removals, all together.
 pub(crate) const EXIT_LIMIT: Duration = Duration::from_secs(30);
 
+/// The removal of one session's objects, running on the runtime.
+pub(crate) struct Removal {
+    /// The session's namespace.
+    pub(crate) namespace: String,
+    /// The session id (its objects' `kt.dev/session` label).
+    pub(crate) session: String,
+    /// The close.
+    pub(crate) handle: JoinHandle<()>,
+}
+
 /// Removals started by `kt_session_free` for sessions that were not closed.
-static PENDING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+static PENDING: Mutex<Vec<Removal>> = Mutex::new(Vec::new());
 
 static ARMED: Once = Once::new();
 
@@ -42,9 +52,9 @@ pub(crate) fn arm() {
 }
 
 /// Keeps `removal` so that the exit handler can wait for it.
-pub(crate) fn track(removal: JoinHandle<()>) {
+pub(crate) fn track(removal: Removal) {
     let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-    pending.retain(|h| !h.is_finished());
+    pending.retain(|r| !r.handle.is_finished());
     pending.push(removal);
 }
 
@@ -58,9 +68,9 @@ fn close_everything_left() {
         return;
     }
     let Ok(rt) = runtime() else { return };
-    let mut waits: Vec<JoinHandle<()>> =
+    let mut waits: Vec<Removal> =
         std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
-    waits.retain(|h| !h.is_finished());
+    waits.retain(|r| !r.handle.is_finished());
     let freed = waits.len();
     let open = crate::session::close_all_open(rt);
     if open.is_empty() && waits.is_empty() {
@@ -74,15 +84,50 @@ fn close_everything_left() {
     );
     waits.extend(open);
     let all = async {
-        for removal in waits {
-            let _ = removal.await;
+        for removal in &mut waits {
+            let _ = (&mut removal.handle).await;
         }
     };
     if rt.block_on(tokio::time::timeout(EXIT_LIMIT, all)).is_err() {
-        eprintln!(
-            "kt: gave up waiting after {} s: remove what is left with `kubectl delete \
-             pod,secret -l app.kubernetes.io/managed-by=kt`",
-            EXIT_LIMIT.as_secs()
+        let left: Vec<(&str, &str)> = waits
+            .iter()
+            .filter(|r| !r.handle.is_finished())
+            .map(|r| (r.namespace.as_str(), r.session.as_str()))
+            .collect();
+        eprintln!("{}", gave_up(&left));
+    }
+}
+
+/// What the exit handler says when the removals of `left` (namespace, session id)
+/// did not finish in time: a command per session, selecting that session's objects
+/// only (never every kt pod in the namespace, which other programs' sessions share).
+fn gave_up(left: &[(&str, &str)]) -> String {
+    let commands: Vec<String> = left
+        .iter()
+        .map(|(namespace, session)| {
+            format!("`kubectl delete pod,secret -n {namespace} -l kt.dev/session={session}`")
+        })
+        .collect();
+    format!(
+        "kt: gave up waiting after {} s: remove what is left with {}",
+        EXIT_LIMIT.as_secs(),
+        commands.join(" and ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_give_up_hint_names_only_this_programs_sessions() {
+        let hint = gave_up(&[("dev", "a1b2c3"), ("other", "d4e5f6")]);
+        assert_eq!(
+            hint,
+            "kt: gave up waiting after 30 s: remove what is left with \
+             `kubectl delete pod,secret -n dev -l kt.dev/session=a1b2c3` and \
+             `kubectl delete pod,secret -n other -l kt.dev/session=d4e5f6`"
         );
+        assert!(!hint.contains("managed-by"), "{hint}");
     }
 }

@@ -128,17 +128,19 @@ pub unsafe extern "C" fn kt_session_connect(
 
 /// Starts closing every session that is neither closed nor freed (for the exit
 /// handler); returns the closes to wait for.
-pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<tokio::task::JoinHandle<()>> {
+pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<crate::exit::Removal> {
     SESSIONS
         .values()
         .into_iter()
         .filter(|entry| !entry.closed.swap(true, Ordering::SeqCst))
-        .map(|entry| {
-            rt.spawn(async move {
+        .map(|entry| crate::exit::Removal {
+            namespace: entry.session().namespace().to_owned(),
+            session: entry.session().id().to_owned(),
+            handle: rt.spawn(async move {
                 if let Err(e) = entry.session().close().await {
                     eprintln!("kt: closing session {:?} at exit: {e}", entry.id);
                 }
-            })
+            }),
         })
         .collect()
 }
@@ -176,11 +178,15 @@ pub unsafe extern "C" fn kt_session_free(
         let entry = SESSIONS.remove(session, "session")?;
         if !entry.closed.swap(true, Ordering::SeqCst) {
             let rt = runtime()?;
-            crate::exit::track(rt.spawn(async move {
-                if let Err(e) = entry.session().close().await {
-                    eprintln!("kt: closing freed session {:?}: {e}", entry.id);
-                }
-            }));
+            crate::exit::track(crate::exit::Removal {
+                namespace: entry.session().namespace().to_owned(),
+                session: entry.session().id().to_owned(),
+                handle: rt.spawn(async move {
+                    if let Err(e) = entry.session().close().await {
+                        eprintln!("kt: closing freed session {:?}: {e}", entry.id);
+                    }
+                }),
+            });
         }
         Ok(())
     })

@@ -115,7 +115,7 @@ impl From<kt_core::Error> for KtError {
 /// The kinds of error, by kt-core name (`invalid_argument`, `not_found`, ...): an
 /// error's `code` is `'KT_' + name.toUpperCase()`. New kinds may be added; existing
 /// names never change.
-#[napi]
+#[napi(catch_unwind)]
 pub fn error_kinds() -> Vec<&'static str> {
     ErrorKind::ALL.iter().map(|k| k.name()).collect()
 }
@@ -123,13 +123,29 @@ pub fn error_kinds() -> Vec<&'static str> {
 /// For the tests: a promise rejected with kt-core's example error of the kind named
 /// `kind` (kt-core's name), converted the way every method converts its errors.
 #[doc(hidden)]
-#[napi(js_name = "__errorExample")]
+#[napi(catch_unwind, js_name = "__errorExample")]
 pub fn error_example<'env>(env: &'env Env, kind: String) -> napi::Result<PromiseRaw<'env, ()>> {
     let error = match kind.parse::<ErrorKind>() {
         Ok(kind) => KtError::from(kt_core::Error::example(kind)),
         Err(e) => KtError::from(e),
     };
     rejected(env, error)
+}
+
+/// For the tests: panics, as a bug in the addon would. Every entry point catches
+/// panics, so JavaScript sees an exception and the process goes on.
+#[doc(hidden)]
+#[napi(catch_unwind, js_name = "__panicForTest")]
+pub fn panic_for_test(message: String) {
+    panic!("{message}");
+}
+
+/// For the tests: a promise whose work panics, as a bug in an asynchronous call would.
+#[doc(hidden)]
+#[napi(catch_unwind, js_name = "__panicForTestAsync")]
+pub async fn panic_for_test_async(message: String) {
+    tokio::task::yield_now().await;
+    panic!("{message}");
 }
 
 /// The error's message followed by each cause in its `source()` chain that the

@@ -139,7 +139,7 @@ pub struct EventShape {
 
 /// The kinds of event, by kt-core name (`creating`, `tunnel_up`, ...); an event's
 /// `kind` is the name in PascalCase (`TunnelUp`). New kinds may be added.
-#[napi]
+#[napi(catch_unwind)]
 pub fn event_kinds() -> Vec<&'static str> {
     EventKind::ALL.iter().map(|k| k.name()).collect()
 }
@@ -147,7 +147,7 @@ pub fn event_kinds() -> Vec<&'static str> {
 /// For the tests: one event of each kind as JavaScript gets it (the test checks that
 /// they cover `eventKinds()` and that `index.d.ts` declares their fields).
 #[doc(hidden)]
-#[napi(js_name = "__eventExamples", ts_return_type = "Event[]")]
+#[napi(catch_unwind, js_name = "__eventExamples", ts_return_type = "Event[]")]
 pub fn event_examples() -> Vec<Event> {
     use kt_core::Event as E;
     let text = |s: &str| s.to_owned();
@@ -240,6 +240,7 @@ impl EventStream {
     /// The next event; `null` if none came within `timeoutMs` (default: wait as long as
     /// it takes) or the stream has ended (after `Closed`).
     #[napi(
+        catch_unwind,
         ts_args_type = "timeoutMs?: number",
         ts_return_type = "Promise<Event | null>"
     )]
@@ -272,7 +273,7 @@ impl EventStream {
     }
 
     /// Every event already waiting, without blocking (an empty array if none).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn drain(&self) -> Vec<Event> {
         let Ok(mut events) = self.events.try_lock() else {
             return Vec::new();

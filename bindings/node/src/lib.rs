@@ -13,6 +13,12 @@
 //! JavaScript side (`index.js`) loads this library and adds `Symbol.asyncDispose`;
 //! `index.d.ts` is generated from the `#[napi]` items (`scripts/gen-dts.mjs`).
 //!
+//! Every `#[napi]` function and method has `catch_unwind`: a panic (a bug) becomes a
+//! JavaScript exception instead of aborting the Node process (a panic cannot unwind
+//! through the C callback napi-rs hands to Node); futures' panics are caught by
+//! napi-rs and reject their Promise. `test/panic.test.mjs` checks both, and that no
+//! function lacks it.
+//!
 //! No `unsafe` here (the workspace denies it): the FFI glue is napi-derive's, and
 //! JavaScript values are read through napi's checked conversions.
 
@@ -23,7 +29,7 @@ mod session;
 mod system;
 mod udp;
 
-pub use error::{error_example, error_kinds};
+pub use error::{error_example, error_kinds, panic_for_test, panic_for_test_async};
 pub use events::{
     Event, EventField, EventKey, EventShape, EventStream, event_examples, event_kinds,
 };

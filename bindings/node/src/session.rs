@@ -93,6 +93,7 @@ impl Session {
     /// Ready, tunnels SSH to it through the API server and starts the local proxies.
     /// Rejects with a `KtError` (see `code`); whatever was created is removed first.
     #[napi(
+        catch_unwind,
         ts_args_type = "options?: ConnectOptions | null",
         ts_return_type = "Promise<Session>"
     )]
@@ -120,13 +121,13 @@ impl Session {
     }
 
     /// The session id (the `kt.dev/session` label on its objects).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn id(&self) -> String {
         self.core().map(|s| s.id().to_owned()).unwrap_or_default()
     }
 
     /// The namespace the session works in.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn namespace(&self) -> String {
         self.core()
             .map(|s| s.namespace().to_owned())
@@ -134,7 +135,7 @@ impl Session {
     }
 
     /// The shadow pod's name.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn pod_name(&self) -> String {
         self.core()
             .map(|s| s.pod_name().to_owned())
@@ -143,7 +144,7 @@ impl Session {
 
     /// The local SOCKS5 proxy, `127.0.0.1:port` (names resolve in the cluster: use it
     /// as `socks5h://`).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn socks5_addr(&self) -> String {
         self.core()
             .map(|s| s.socks5_addr().to_string())
@@ -151,7 +152,7 @@ impl Session {
     }
 
     /// The local HTTP proxy, `127.0.0.1:port` (`CONNECT` and absolute-URL requests).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn http_proxy_addr(&self) -> String {
         self.core()
             .map(|s| s.http_proxy_addr().to_string())
@@ -159,7 +160,7 @@ impl Session {
     }
 
     /// The cluster DNS server the session queries (as the shadow pod reaches it).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn dns_server(&self) -> String {
         self.core()
             .map(|s| s.dns_server().to_owned())
@@ -167,13 +168,13 @@ impl Session {
     }
 
     /// VPN mode's local DNS server, `ip:port`; `null` in proxy mode or without one.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn dns_addr(&self) -> Option<String> {
         self.core().ok()?.dns_addr().map(|a| a.to_string())
     }
 
     /// VPN mode's device, routes and DNS; `null` in proxy mode.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn vpn(&self) -> Option<VpnInfo> {
         let info = self.core().ok()?.vpn()?;
         Some(VpnInfo {
@@ -187,7 +188,7 @@ impl Session {
     /// Environment variables that send a child process's traffic through the session
     /// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` in both cases, and
     /// `NODE_USE_ENV_PROXY=1`). Pass them to `child_process.spawn(..., { env })`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn env(&self) -> HashMap<String, String> {
         self.core()
             .map(|s| s.env().into_iter().collect())
@@ -197,7 +198,11 @@ impl Session {
     /// The IP addresses of `name` in the cluster, with the search list of a pod in the
     /// session's namespace (`echo`, `echo.other-ns`, `echo.ns.svc.cluster.local`).
     /// Rejects with `KT_NOT_FOUND` when the name does not exist.
-    #[napi(ts_args_type = "name: string", ts_return_type = "Promise<string[]>")]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "name: string",
+        ts_return_type = "Promise<string[]>"
+    )]
     pub fn resolve<'env>(
         &self,
         env: &'env Env,
@@ -223,6 +228,7 @@ impl Session {
     /// `svc/echo`), `pod/name`, or an IP address; for a Service, `port` is the Service
     /// port. Resolves to the local address; the forward lives until the session closes.
     #[napi(
+        catch_unwind,
         ts_args_type = "target: string, port: number",
         ts_return_type = "Promise<LocalAddress>"
     )]
@@ -246,6 +252,7 @@ impl Session {
     /// Like `forward` for UDP (kt-shadow only): a UDP socket on 127.0.0.1 whose
     /// datagrams go to `target`'s UDP `port`, replies back to their sender.
     #[napi(
+        catch_unwind,
         ts_args_type = "target: string, port: number",
         ts_return_type = "Promise<LocalAddress>"
     )]
@@ -276,6 +283,7 @@ impl Session {
     /// `KT_CONNECT` when the shadow cannot open it, `KT_UNSUPPORTED` with the OpenSSH
     /// shadow.
     #[napi(
+        catch_unwind,
         ts_args_type = "target: string, port: number",
         ts_return_type = "Promise<UdpChannel>"
     )]
@@ -303,7 +311,7 @@ impl Session {
     }
 
     /// Every event since the session started, then new ones, ending after `Closed`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn events(&self, env: &Env) -> napi::Result<EventStream> {
         match self.core() {
             Ok(s) => Ok(EventStream::new(s.events())),
@@ -314,7 +322,7 @@ impl Session {
     /// Removes the shadow pod and its Secret (waiting until they are gone), ends the
     /// tunnel, the proxies and the forwards. Calling it again does nothing. After it,
     /// methods reject with `KT_CLOSED`.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         let session = match self.core() {
             Ok(s) => Arc::clone(s),

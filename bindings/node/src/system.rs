@@ -16,7 +16,7 @@ use crate::error::{KtError, promise};
 /// one line per change undone (an empty array when there was nothing to do); needs
 /// the rights to write those files (root). A VPN session does this itself when it
 /// starts.
-#[napi(ts_return_type = "Promise<string[]>")]
+#[napi(catch_unwind, ts_return_type = "Promise<string[]>")]
 pub fn recover_system_dns(env: &Env) -> napi::Result<PromiseRaw<'_, Vec<String>>> {
     promise(
         env,
@@ -36,7 +36,7 @@ pub fn recover_system_dns(env: &Env) -> napi::Result<PromiseRaw<'_, Vec<String>>
 /// (`connectOptions`, `vpnOptions`, `sessionOperations`, `functions`, by kt-core
 /// name), which this binding must all expose (`test/parity.test.mjs`).
 #[doc(hidden)]
-#[napi(js_name = "__surface")]
+#[napi(catch_unwind, js_name = "__surface")]
 pub fn surface() -> HashMap<&'static str, Vec<&'static str>> {
     use kt_core::surface as s;
     HashMap::from([

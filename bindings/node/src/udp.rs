@@ -61,13 +61,14 @@ impl UdpChannel {
 impl UdpChannel {
     /// The address the shadow sends to, `ip:port` (the Service's ClusterIP, the pod's
     /// IP, or the address the name resolved to).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn peer_addr(&self) -> String {
         self.peer.clone()
     }
 
     /// Sends one datagram (up to 65 507 bytes; an empty one is allowed).
     #[napi(
+        catch_unwind,
         ts_args_type = "datagram: Uint8Array",
         ts_return_type = "Promise<void>"
     )]
@@ -94,6 +95,7 @@ impl UdpChannel {
     /// The next datagram from the target; `null` if none came within `timeoutMs`
     /// (default: wait as long as it takes).
     #[napi(
+        catch_unwind,
         ts_args_type = "timeoutMs?: number",
         ts_return_type = "Promise<Buffer | null>"
     )]
@@ -137,7 +139,7 @@ impl UdpChannel {
 
     /// Ends the flow; a `recv` waiting rejects with `KT_CLOSED`, and so do later
     /// calls. Calling it again does nothing.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
         self.channel
             .lock()

@@ -26,11 +26,15 @@
 //! mode. A port other than 53 is written as `ip:port` (`[ip]:port` for IPv6), which
 //! only newer systemd versions accept.
 //!
+//! `resolvectl` runs as root, so it is taken from `/usr/bin`, `/bin`, `/usr/sbin` or
+//! `/sbin` (the first that has it; [`SYSTEM_DIRS`]), never looked up on the caller's
+//! `PATH`, and runs with a `PATH` of those directories; when none has it the error
+//! says so. A path given explicitly (tests' fake) is used as it is.
+//!
 //! systemd-resolved does not run where kt is developed and tested: the arguments are
 //! tested as pure functions and the runner against a fake `resolvectl` that logs its
 //! arguments; the behaviour of a real resolved is untested.
 
-use std::ffi::OsString;
 use std::io::{self, Read as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -108,42 +112,81 @@ pub(crate) fn revert_command(link: &str) -> Vec<String> {
     vec!["revert".to_owned(), link.to_owned()]
 }
 
+/// The only directories a helper named without a path is taken from. kt runs
+/// `resolvectl` as root: `PATH` is the caller's and may start with a directory the
+/// user can write, so it is never searched.
+pub(crate) const SYSTEM_DIRS: [&str; 4] = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/// The `PATH` a helper runs with.
+const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The program `name` means: `name` itself when it is a path (it has a `/`), else the
+/// first executable `dirs/name`.
+///
+/// # Errors
+///
+/// `NotFound`, naming the directories searched, when no directory has it.
+pub(crate) fn system_program(name: &Path, dirs: &[&str]) -> io::Result<PathBuf> {
+    if name.to_string_lossy().contains('/') {
+        return Ok(name.to_owned());
+    }
+    for dir in dirs {
+        let candidate = Path::new(dir).join(name);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "`{}` is not in {} (kt runs it as root, so only from these directories, never \
+             from PATH): install it there, or choose another DNS mode",
+            name.display(),
+            dirs.join(", ")
+        ),
+    ))
+}
+
+/// Whether `path` is a file someone may execute.
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
 /// Runs `resolvectl`.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolvectl {
     program: PathBuf,
-    /// `PATH` for the program lookup (and the child), when not this process's.
-    path_env: Option<OsString>,
 }
 
 impl Resolvectl {
-    /// `program` (a name looked up on `PATH`, or a path).
+    /// `program`: a path, or a bare name taken from [`SYSTEM_DIRS`] only (never from
+    /// `PATH`).
     pub(crate) fn new(program: impl Into<PathBuf>) -> Resolvectl {
         Resolvectl {
             program: program.into(),
-            path_env: None,
         }
     }
 
-    /// The same, looked up on this `PATH` instead of this process's.
-    #[cfg(test)]
-    pub(crate) fn with_path_env(mut self, path: impl Into<OsString>) -> Resolvectl {
-        self.path_env = Some(path.into());
-        self
-    }
-
-    /// Runs `resolvectl args...`; an error carries its stderr.
+    /// Runs `resolvectl args...` (with a `PATH` of the system directories); an error
+    /// carries its stderr.
     pub(crate) fn run(&self, args: &[String]) -> io::Result<()> {
-        let mut command = Command::new(&self.program);
+        let program = system_program(&self.program, &SYSTEM_DIRS)?;
+        let mut command = Command::new(&program);
         command
             .args(args)
+            .env("PATH", SYSTEM_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(path) = &self.path_env {
-            command.env("PATH", path);
-        }
-        let shown = format!("{} {}", self.program.display(), args.join(" "));
+        let shown = format!("{} {}", program.display(), args.join(" "));
         let mut child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run `{shown}`: {e}")))?;
@@ -336,15 +379,17 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A fake `resolvectl` in `bin/` that appends its arguments to `log` and fails for
-    /// the subcommands named in `fail`.
+    /// A fake `resolvectl` in `bin/` (its path) that appends its arguments to `log`
+    /// and fails for the subcommands named in `fail`.
     #[cfg(unix)]
-    fn fake_resolvectl(dir: &Path, fail: &[&str]) -> (OsString, PathBuf) {
-        use std::os::unix::fs::PermissionsExt as _;
+    fn fake_resolvectl(dir: &Path, fail: &[&str]) -> (PathBuf, PathBuf) {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let log = dir.join("log");
-        let mut script = format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display());
+        let mut script = format!(
+            "#!/bin/sh\n[ \"$1\" = {SETTLE_ARG} ] && exit 0\necho \"$*\" >> '{}'\n",
+            log.display()
+        );
         for f in fail {
             script.push_str(&format!(
                 "[ \"$1\" = {f} ] && {{ echo \"Failed to {f}: no such link\" >&2; exit 1; }}\n"
@@ -352,9 +397,31 @@ mod tests {
         }
         script.push_str("exit 0\n");
         let path = bin.join("resolvectl");
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (bin.into_os_string(), log)
+        write_script(&path, &script);
+        (path, log)
+    }
+
+    /// The argument with which the test scripts exit at once (see [`write_script`]).
+    const SETTLE_ARG: &str = "kt-test-settle";
+
+    /// Writes an executable script that exits at once when its first argument is
+    /// [`SETTLE_ARG`], and returns once it can be run. A process another test thread
+    /// forks while the script is open for writing holds that descriptor until it
+    /// execs, and running the script meanwhile fails with "Text file busy".
+    #[cfg(unix)]
+    fn write_script(path: &Path, script: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, script).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        loop {
+            match Command::new(path).arg(SETTLE_ARG).status() {
+                Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => std::thread::yield_now(),
+                result => {
+                    assert!(result.unwrap().success(), "{}", path.display());
+                    return;
+                }
+            }
+        }
     }
 
     fn logged(log: &Path) -> Vec<String> {
@@ -369,8 +436,8 @@ mod tests {
     #[test]
     fn install_and_revert_run_resolvectl_with_these_arguments() {
         let dir = temp_dir("resolved-run");
-        let (path_env, log) = fake_resolvectl(&dir, &[]);
-        let resolvectl = Resolvectl::new("resolvectl").with_path_env(&path_env);
+        let (fake, log) = fake_resolvectl(&dir, &[]);
+        let resolvectl = Resolvectl::new(fake);
         let guard = install(
             "kt0",
             "198.18.0.1:53".parse().unwrap(),
@@ -395,7 +462,7 @@ mod tests {
         let conf = dir.join("resolv.conf");
         std::fs::write(&conf, "nameserver 127.0.0.53\n").unwrap();
         assert!(detect(&conf, &resolvectl));
-        let absent = Resolvectl::new("resolvectl").with_path_env(dir.join("nothing-here"));
+        let absent = Resolvectl::new(dir.join("nothing-here/resolvectl"));
         assert!(!detect(&conf, &absent));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -404,13 +471,13 @@ mod tests {
     #[test]
     fn a_failing_call_is_an_error_with_its_stderr_and_what_was_set_is_reverted() {
         let dir = temp_dir("resolved-fail");
-        let (path_env, log) = fake_resolvectl(&dir, &["domain"]);
+        let (fake, log) = fake_resolvectl(&dir, &["domain"]);
         let err = install(
             "kt0",
             "198.18.0.1:5353".parse().unwrap(),
             "cluster.local",
             &[],
-            Resolvectl::new("resolvectl").with_path_env(&path_env),
+            Resolvectl::new(fake),
         )
         .unwrap_err();
         assert!(
@@ -428,12 +495,92 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_bare_name_is_taken_from_the_system_directories_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir("resolved-lookup");
+        let (first, second) = (dir.join("first"), dir.join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        // Not executable in `first`: skipped.
+        std::fs::write(first.join("helper"), "").unwrap();
+        std::fs::write(second.join("helper"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            second.join("helper"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let dirs = [first.to_str().unwrap(), second.to_str().unwrap()];
+        assert_eq!(
+            system_program(Path::new("helper"), &dirs).unwrap(),
+            second.join("helper")
+        );
+        let explicit = dir.join("elsewhere/helper");
+        assert_eq!(system_program(&explicit, &dirs).unwrap(), explicit);
+        let err = system_program(Path::new("missing"), &dirs).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`missing` is not in {}, {} (kt runs it as root, so only from these \
+                 directories, never from PATH): install it there, or choose another DNS mode",
+                dirs[0], dirs[1]
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Set in the child process [`a_resolvectl_on_path_is_never_run`] starts.
+    const EVIL_PATH_CHILD: &str = "KT_TEST_EVIL_PATH_CHILD";
+
+    /// kt runs `resolvectl` as root: a `resolvectl` early on the caller's `PATH` (a
+    /// user-writable directory) must not be what runs. The lookup reads this process's
+    /// `PATH`, so the test runs itself again in a child whose `PATH` is a directory
+    /// holding a `resolvectl` that leaves a mark.
+    #[cfg(unix)]
+    #[test]
+    fn a_resolvectl_on_path_is_never_run() {
+        if std::env::var_os(EVIL_PATH_CHILD).is_some() {
+            let result = Resolvectl::new("resolvectl").run(&["status".to_owned()]);
+            println!("resolvectl status: {result:?}");
+            return;
+        }
+        let dir = temp_dir("resolved-evil-path");
+        let mark = dir.join("ran");
+        let evil = dir.join("bin/resolvectl");
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let script = format!(
+            "#!/bin/sh\n[ \"$1\" = {SETTLE_ARG} ] && exit 0\necho ran > '{}'\n",
+            mark.display()
+        );
+        write_script(&evil, &script);
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "dns::resolved::tests::a_resolvectl_on_path_is_never_run",
+                "--nocapture",
+            ])
+            .env(EVIL_PATH_CHILD, "1")
+            .env("PATH", dir.join("bin"))
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shown}");
+        assert!(
+            shown.contains("resolvectl status"),
+            "the child ran: {shown}"
+        );
+        assert!(!mark.exists(), "the resolvectl on PATH ran: {shown}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_failing_revert_is_an_error_only_while_the_link_exists() {
         let dir = temp_dir("resolved-revert");
-        let (path_env, _log) = fake_resolvectl(&dir, &["revert"]);
-        let resolvectl = Resolvectl::new("resolvectl").with_path_env(&path_env);
+        let (fake, _log) = fake_resolvectl(&dir, &["revert"]);
+        let resolvectl = Resolvectl::new(fake);
         // `lo` exists in every network namespace (the fake resolvectl touches nothing).
         let guard = install(
             "lo",

@@ -234,7 +234,7 @@ async fn container_failure(
             t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
             t.message
                 .filter(|m| !m.trim().is_empty())
-                .map(|m| format!(": {}", m.trim()))
+                .map(|m| format!(": {}", escape_controls(m.trim())))
                 .unwrap_or_default()
         );
         return Some(failed(cluster, pod, why).await);
@@ -254,12 +254,34 @@ async fn failed(cluster: &Cluster, pod: &str, reason: String) -> Error {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    shadow_failed(pod, &cluster.namespace, reason, &log)
+}
+
+/// The [`Error::ShadowFailed`] quoting `log`, the raw text the pod wrote.
+fn shadow_failed(pod: &str, namespace: &str, reason: String, log: &str) -> Error {
     Error::ShadowFailed {
         pod: pod.to_owned(),
-        namespace: cluster.namespace.clone(),
+        namespace: namespace.to_owned(),
         reason,
-        log: log.trim_end().to_owned(),
+        log: escape_controls(log.trim_end()),
     }
+}
+
+/// Text a pod wrote, safe to print on a terminal: control characters (escape
+/// sequences, `\r`, NUL, C1 controls) and bidirectional overrides are shown escaped
+/// (`\u{1b}`, `\r`, `\0`), so a log cannot move the cursor, rewrite the lines before it
+/// or retitle the terminal of whoever reads the error. Line breaks and tabs stay.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One line describing the pod's state, for timeout messages.
@@ -298,4 +320,29 @@ pub(crate) fn summary(pod: &Pod) -> String {
         conditions.join(", "),
         containers.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_pod_log_has_its_control_characters_escaped() {
+        // What a pod can write to move the cursor, clear the screen, retitle the
+        // terminal or overwrite the line before it.
+        let log = "starting\n\u{1b}[2J\u{1b}]0;pwned\u{7}ok\rfake line\0end\u{9b}31m\u{202e}txt\n";
+        let message = shadow_failed("kt-shadow-x", "dev", "it stopped".to_owned(), log).to_string();
+        assert!(
+            !message
+                .chars()
+                .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+            "{message:?}"
+        );
+        assert!(
+            message.contains(
+                "its last log lines:\nstarting\n\\u{1b}[2J\\u{1b}]0;pwned\\u{7}ok\\rfake line\\0end\\u{9b}31m\\u{202e}txt"
+            ),
+            "{message}"
+        );
+    }
 }
