@@ -54,7 +54,8 @@ pub struct SystemPaths {
     /// Recovery applies a record only to the path of this `SystemPaths` that its kind
     /// changes (`resolv_conf`, `hosts`, files directly in `resolver_dir`).
     pub record_dir: PathBuf,
-    /// The `resolvectl` program (looked up on `PATH` unless a path).
+    /// The `resolvectl` program: a bare name is looked for in the system directories
+    /// (`/usr/bin`, `/bin`, `/usr/sbin`, `/sbin`), never on `PATH`; a path is used as given.
     pub resolvectl: PathBuf,
 }
 
