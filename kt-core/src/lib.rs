@@ -182,8 +182,6 @@ mod task;
 mod transport;
 mod vpn;
 
-#[doc(hidden)]
-pub use cluster::ranges::discover_ranges;
 pub use cluster::target::Target;
 pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
@@ -200,3 +198,5 @@ pub use outbound::udp::DatagramChannel;
 pub use session::Session;
 pub use shadow::spec::sshd_config as openssh_sshd_config;
 pub use vpn::VpnInfo;
+#[doc(hidden)]
+pub use vpn::setup::discover_ranges;

@@ -580,25 +580,6 @@ pub(crate) fn plan(
     }
 }
 
-/// Discovers the ranges with `opts`' kubeconfig and namespace and plans the routes
-/// `vpn` would get: `(pods, services, routes, sources)`. For kt's own tests; VPN mode
-/// does this itself.
-#[doc(hidden)]
-pub async fn discover_ranges(
-    opts: &crate::ConnectOptions,
-    vpn: &crate::VpnOptions,
-) -> Result<(Vec<IpNet>, Vec<IpNet>, Vec<IpNet>, Vec<String>)> {
-    let cluster = Cluster::connect(opts).await?;
-    let ranges = if vpn.discover {
-        discover(&cluster).await?
-    } else {
-        ClusterRanges::default()
-    };
-    let keep_out = crate::vpn::setup::keep_outs(&cluster).await?;
-    let planned = plan(&ranges, &vpn.include, &vpn.exclude, &keep_out);
-    Ok((ranges.pods, ranges.services, planned.routes, ranges.sources))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,6 +401,25 @@ async fn hosts_for(
     ))
 }
 
+/// Discovers the ranges with `opts`' kubeconfig and namespace and plans the routes
+/// `vpn` would get: `(pods, services, routes, sources)`. For kt's own tests; VPN mode
+/// does this itself.
+#[doc(hidden)]
+pub async fn discover_ranges(
+    opts: &crate::ConnectOptions,
+    vpn: &VpnOptions,
+) -> Result<(Vec<IpNet>, Vec<IpNet>, Vec<IpNet>, Vec<String>)> {
+    let cluster = Cluster::connect(opts).await?;
+    let ranges = if vpn.discover {
+        ranges::discover(&cluster).await?
+    } else {
+        ranges::ClusterRanges::default()
+    };
+    let keep_out = keep_outs(&cluster).await?;
+    let planned = ranges::plan(&ranges, &vpn.include, &vpn.exclude, &keep_out);
+    Ok((ranges.pods, ranges.services, planned.routes, ranges.sources))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
