@@ -146,6 +146,27 @@ pub enum Error {
         log: String,
     },
 
+    /// The pod under the shadow's name is not the one the session created: another pod
+    /// of the same name (a different UID), or the pod was deleted or is being deleted.
+    /// The tunnel refuses to reconnect to it (whoever made it could receive the
+    /// session's traffic): the session fails at once, no retry. The tunnel's
+    /// [`Error::TunnelDown`] and `Event::TunnelLost` carry this message.
+    #[error(
+        "the shadow pod `{pod}` was replaced or removed: {reason}; kt does not reconnect to \
+         a pod it did not create, so nothing was sent through it. Close this session and \
+         connect again, and check who can delete and create pods in namespace `{namespace}` \
+         (`kubectl get events -n {namespace}`)"
+    )]
+    ShadowReplaced {
+        /// The shadow pod's name.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// What changed: the UID it has now and the one it was created with, or that it
+        /// is gone or being deleted.
+        reason: String,
+    },
+
     /// The shadow pod did not become ready in time.
     #[error(
         "the shadow pod `{pod}` was not ready within {timeout:?} (last seen: {last}); \
@@ -548,7 +569,9 @@ impl Error {
             | Error::TargetNotFound { .. } => ErrorKind::NotFound,
             Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::Api { .. } => ErrorKind::Api,
-            Error::ShadowImage { .. } | Error::ShadowFailed { .. } => ErrorKind::Shadow,
+            Error::ShadowImage { .. }
+            | Error::ShadowFailed { .. }
+            | Error::ShadowReplaced { .. } => ErrorKind::Shadow,
             Error::PodReadyTimeout { .. } => ErrorKind::Timeout,
             Error::PortForward { .. } | Error::Ssh { .. } | Error::TunnelDown { .. } => {
                 ErrorKind::Tunnel
@@ -714,6 +737,11 @@ mod tests {
                 image: "i".into(),
                 reason: "ErrImagePull".into(),
                 message: String::new(),
+            },
+            Error::ShadowReplaced {
+                pod: "p".into(),
+                namespace: "x".into(),
+                reason: "it was deleted".into(),
             },
             Error::NeedsCapability {
                 action: "a".into(),

@@ -14,7 +14,7 @@ use kt_proto::Role;
 use kube::api::{Patch, PatchParams, PostParams};
 
 use crate::cluster::{Cluster, ObjectKind, Objects};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
 use crate::options::ConnectOptions;
 use crate::task::Tasks;
@@ -147,6 +147,17 @@ async fn start(
         .await
         .map_err(|e| cluster.error(e, "create", "pods", "(the shadow pod)"))?;
     objects.created(ObjectKind::Pod, spec.name);
+    // Pinned: every link checks that the pod of this name is still this one.
+    let uid = pod
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::ShadowFailed {
+            pod: spec.name.to_owned(),
+            namespace: cluster.namespace.clone(),
+            reason: "the API server returned the created pod without a UID".to_owned(),
+            log: String::new(),
+        })?;
     if let Some(owner) = ShadowSpec::owner_reference(&pod) {
         let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
         cluster
@@ -170,6 +181,7 @@ async fn start(
         server: cluster.server.clone(),
         namespace: cluster.namespace.clone(),
         pod: spec.name.to_owned(),
+        uid,
         port: opts.ssh_port,
         user: opts.flavour.user().to_owned(),
         key: Arc::clone(&keys.client),

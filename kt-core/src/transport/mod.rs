@@ -28,6 +28,9 @@ pub(crate) struct TransportConfig {
     pub(crate) server: String,
     pub(crate) namespace: String,
     pub(crate) pod: String,
+    /// The pod's UID when the session created it: every link first checks that the pod
+    /// of that name still has it (see [`check_identity`]).
+    pub(crate) uid: String,
     pub(crate) port: u16,
     pub(crate) user: String,
     pub(crate) key: Arc<PrivateKey>,
@@ -160,12 +163,23 @@ impl Drop for AbortOnDrop {
 impl Link {
     /// Port-forwards to the shadow, runs the SSH handshake over the stream, pins the host
     /// key and logs in with the session key.
+    ///
+    /// The port-forward goes to the pod by name, and a namespace peer could delete the
+    /// shadow and create a pod of the same name (with a copy of its Secret, so with the
+    /// pinned host key). So the pod's UID is checked against the one it was created with
+    /// before the port-forward (no connection at all to a stranger, in the common case)
+    /// and again once the port-forward is up, before any SSH byte is sent: a pod of that
+    /// name with the session's UID still there then means the port-forward reached it
+    /// (names are unique and a deleted pod never comes back), so no swap can slip in
+    /// between. A different UID, or a pod gone or being deleted, is
+    /// [`Error::ShadowReplaced`], which no retry loop retries.
     pub(crate) async fn establish(cfg: &TransportConfig, remote: &RemoteForwards) -> Result<Link> {
         let pf_error = |reason: String| Error::PortForward {
             pod: cfg.pod.clone(),
             port: cfg.port,
             reason,
         };
+        check_identity(cfg).await?;
         let mut forwarder = match cfg.pods.portforward(&cfg.pod, &[cfg.port]).await {
             Ok(f) => f,
             Err(e) => {
@@ -188,6 +202,9 @@ impl Link {
             .take_stream(cfg.port)
             .ok_or_else(|| pf_error("kube-rs returned no stream for the port".to_owned()))?;
         let port_error = forwarder.take_error(cfg.port);
+        // Dropping the forwarder (on an early return) closes the port-forward.
+        let forwarder = ForwarderGuard(forwarder);
+        check_identity(cfg).await?;
         let dead = CancellationToken::new();
         // The port-forward's background task lives as long as the link: it ends (and
         // stops the forwarder) when the link dies or is dropped, and kills the link
@@ -195,7 +212,7 @@ impl Link {
         let pf_task = tokio::spawn({
             let dead = dead.clone();
             let pod = cfg.pod.clone();
-            let guard = ForwarderGuard(forwarder);
+            let guard = forwarder;
             async move {
                 let _guard = guard;
                 match port_error {
@@ -323,6 +340,48 @@ impl Link {
     }
 }
 
+/// Fails with [`Error::ShadowReplaced`] unless the pod named `cfg.pod` is the one the
+/// session created (UID `cfg.uid`) and is not being deleted.
+async fn check_identity(cfg: &TransportConfig) -> Result<()> {
+    let pod = cfg.pods.get_opt(&cfg.pod).await.map_err(|e| {
+        map_error(
+            e,
+            &cfg.server,
+            &cfg.namespace,
+            "get",
+            "pods",
+            &format!(
+                "(the shadow pod `{}`, to check it is still the one kt created)",
+                cfg.pod
+            ),
+        )
+    })?;
+    identity(&cfg.uid, pod.as_ref()).map_err(|reason| Error::ShadowReplaced {
+        pod: cfg.pod.clone(),
+        namespace: cfg.namespace.clone(),
+        reason,
+    })
+}
+
+/// Why `pod` (read by the shadow's name; `None`: not found) is not the shadow created
+/// with UID `uid`.
+fn identity(uid: &str, pod: Option<&Pod>) -> Result<(), String> {
+    let Some(pod) = pod else {
+        return Err("it was deleted".to_owned());
+    };
+    let now = pod.metadata.uid.as_deref().unwrap_or_default();
+    if now != uid {
+        return Err(format!(
+            "a pod of the same name with UID {now} is there now, and this session created \
+             UID {uid}"
+        ));
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Err("it is being deleted".to_owned());
+    }
+    Ok(())
+}
+
 /// The state of the transport.
 #[derive(Clone)]
 enum State {
@@ -368,6 +427,10 @@ impl Retry {
     };
 
     fn retries(&self, err: &Error) -> bool {
+        if matches!(err, Error::ShadowReplaced { .. }) {
+            // Not the session's pod any more: no retry can make it so.
+            return false;
+        }
         self.any_failure
             || match err {
                 Error::Ssh { reason, .. } => {
@@ -650,10 +713,14 @@ impl Tunnel {
                 Some(State::Up(Arc::new(link)))
             }
             Established::GaveUp(err, attempts) => {
-                let reason = format!(
-                    "gave up reconnecting after {attempts} tries in {:?}: {err}",
-                    self.cfg.reconnect_timeout
-                );
+                let reason = match err {
+                    // Not a reconnect that ran out of time: refused at once.
+                    Error::ShadowReplaced { .. } => err.to_string(),
+                    _ => format!(
+                        "gave up reconnecting after {attempts} tries in {:?}: {err}",
+                        self.cfg.reconnect_timeout
+                    ),
+                };
                 events.emit(Event::TunnelLost {
                     reason: reason.clone(),
                 });
@@ -693,5 +760,52 @@ fn open_failure(why: &ChannelOpenFailure) -> String {
             "the shadow does not support direct-tcpip channels".to_owned()
         }
         ChannelOpenFailure::Other { code, reason } => format!("refused ({code}: {reason})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, deleting: bool) -> Pod {
+        let mut meta = serde_json::json!({ "name": "kt-shadow-t1", "uid": uid });
+        if deleting {
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        }
+        serde_json::from_value(serde_json::json!({ "metadata": meta })).expect("a pod")
+    }
+
+    #[test]
+    fn only_the_created_pod_is_the_shadow() {
+        assert_eq!(identity("u1", Some(&pod("u1", false))), Ok(()));
+        let replaced = identity("u1", Some(&pod("u2", false))).unwrap_err();
+        assert!(
+            replaced.contains("UID u2") && replaced.contains("UID u1"),
+            "{replaced}"
+        );
+        assert_eq!(
+            identity("u1", Some(&pod("u1", true))).unwrap_err(),
+            "it is being deleted"
+        );
+        assert_eq!(identity("u1", None).unwrap_err(), "it was deleted");
+    }
+
+    #[test]
+    fn a_replaced_shadow_is_never_retried() {
+        let replaced = Error::ShadowReplaced {
+            pod: "kt-shadow-t1".to_owned(),
+            namespace: "dev".to_owned(),
+            reason: "it was deleted".to_owned(),
+        };
+        assert!(!Retry::RECONNECT.retries(&replaced));
+        assert!(!Retry::FIRST_LINK.retries(&replaced));
+        assert!(replaced.to_string().contains("was replaced"), "{replaced}");
+        // Everything else is still retried on a reconnect.
+        let forward = Error::PortForward {
+            pod: "kt-shadow-t1".to_owned(),
+            port: 2222,
+            reason: "not found".to_owned(),
+        };
+        assert!(Retry::RECONNECT.retries(&forward));
     }
 }
