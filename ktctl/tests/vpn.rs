@@ -6,9 +6,11 @@
 //! namespace's links, routes, resolv.conf and hosts file with a snapshot taken before.
 //!
 //! Needs the lab (`testbed/up`) and root. Tests run one at a time (one tun device and
-//! one resolv.conf per namespace). One test gives ktctl its own resolv.conf through a
+//! one resolv.conf per namespace). Two tests give ktctl its own resolv.conf through a
 //! private mount namespace (`unshare --mount`) inside the laptop's; the laptop's files
-//! stay untouched. One test runs ktctl outside the laptop namespace: a
+//! stay untouched. One of them also runs its own office resolver (the lab's CoreDNS
+//! binary on 127.0.0.53 in the laptop namespace) and asks getent inside ktctl's mount
+//! namespace (`nsenter --mount`). One test runs ktctl outside the laptop namespace: a
 //! missing namespace ends it with the `not_found` exit status.
 
 use std::process::Stdio;
