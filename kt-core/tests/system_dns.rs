@@ -52,7 +52,9 @@ impl ClusterResolver for FakeCluster {
 
 const OUTSIDE_IP: &str = "203.0.113.7";
 
-/// A UDP DNS responder: `outside.example.com` and `outside.com` A → 203.0.113.7,
+/// A UDP DNS responder: `outside.example.com`, `outside.com` and `web.dev` A →
+/// 203.0.113.7; `nodata.dev` exists with no A record (`NOERROR`, no answer); names
+/// under `refused` are `REFUSED` (as a resolver serving only its own zones answers);
 /// anything else NXDOMAIN.
 async fn fake_upstream() -> Result<SocketAddr> {
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
@@ -66,8 +68,12 @@ async fn fake_upstream() -> Result<SocketAddr> {
             let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
             reply.add_queries(query.queries.iter().cloned());
             match query.queries.first() {
+                Some(q) if q.name().to_ascii() == "nodata.dev." => {}
+                Some(q) if q.name().to_ascii().ends_with(".refused.") => {
+                    reply.metadata.response_code = ResponseCode::Refused;
+                }
                 Some(q)
-                    if ["outside.example.com.", "outside.com."]
+                    if ["outside.example.com.", "outside.com.", "web.dev."]
                         .contains(&q.name().to_ascii().as_str())
                         && q.query_type() == RecordType::A =>
                 {
@@ -213,15 +219,136 @@ async fn two_label_outside_names_go_to_the_upstream_not_to_the_cluster() -> Resu
         status == "NOERROR" && got == "10.96.0.20",
         "web.other: {status} [{got}]"
     );
+    // The upstream knew `outside.com`: the cluster never heard of it, not even with
+    // the search list appended.
     let asked = cluster.asked.lock().unwrap().clone();
     ensure!(
-        asked.iter().all(|n| n.ends_with(".cluster.local.")),
-        "the cluster was asked for a name outside the cluster domain: {asked:?}"
+        asked == ["web.other.svc.cluster.local."],
+        "the cluster was asked for more than `web.other`'s Service name: {asked:?}"
     );
+    server.shutdown().await;
+    Ok(())
+}
+
+/// A cluster that knows `<name>` as a Service in every namespace-ish place the old
+/// search-list expansion would have tried.
+fn shadowing_cluster() -> Result<Arc<FakeCluster>> {
+    let mut names = HashMap::new();
+    for name in [
+        "web.dev",
+        "nodata.dev",
+        "www.example.com",
+        "outside.example.com",
+    ] {
+        for suffix in [
+            "dev.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ] {
+            names.insert(format!("{name}.{suffix}"), vec!["10.96.0.66".parse()?]);
+        }
+    }
+    Ok(Arc::new(FakeCluster::new(names)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_public_name_is_never_shadowed_nor_sent_to_the_cluster() -> Result<()> {
+    let upstream = fake_upstream().await?;
+    let cluster = shadowing_cluster()?;
+    let server = DnsServer::start(
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev"),
+        Arc::clone(&cluster),
+    )
+    .await?;
+    let addr = server.local_addr();
+    let cases = [
+        // A Service `web` in namespace `dev` must not answer the real `web.dev`.
+        ("web.dev", "A", "NOERROR", OUTSIDE_IP),
+        // The upstream knows the name but has no A record: not the cluster's either.
+        ("nodata.dev", "A", "NOERROR", ""),
+        // Three labels or more outside the cluster domain: the upstream only, even
+        // when it does not know the name.
+        ("www.example.com", "A", "NXDOMAIN", ""),
+        ("outside.example.com", "A", "NOERROR", OUTSIDE_IP),
+    ];
+    for tcp in [false, true] {
+        for (name, rtype, status, answer) in cases {
+            let (got_status, got) = dig(addr, name, rtype, tcp).await?;
+            ensure!(
+                got_status == status && got == answer,
+                "{name} {rtype} (tcp {tcp}): got {got_status} [{got}], want {status} [{answer}]"
+            );
+        }
+    }
+    let asked = cluster.asked.lock().unwrap().clone();
     ensure!(
-        asked.contains(&"outside.com.dev.svc.cluster.local.".to_owned()),
-        "the search list was not tried: {asked:?}"
+        asked.is_empty(),
+        "names the upstream answers were sent to the cluster: {asked:?}"
     );
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_names_still_resolve_and_svc_ns_only_when_the_upstream_has_none() -> Result<()> {
+    let upstream = fake_upstream().await?;
+    let cluster = Arc::new(FakeCluster::new(HashMap::from([
+        (
+            "echo.dev.svc.cluster.local".to_owned(),
+            vec!["10.96.0.10".parse()?],
+        ),
+        (
+            "wpad.dev.svc.cluster.local".to_owned(),
+            vec!["10.96.0.11".parse()?],
+        ),
+        (
+            "echo.other.svc.cluster.local".to_owned(),
+            vec!["10.96.0.20".parse()?],
+        ),
+        (
+            "echo.refused.svc.cluster.local".to_owned(),
+            vec!["10.96.0.30".parse()?],
+        ),
+    ])));
+    let server = DnsServer::start(
+        DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev"),
+        Arc::clone(&cluster),
+    )
+    .await?;
+    let addr = server.local_addr();
+    let cases = [
+        // Cluster FQDNs: the cluster only.
+        ("echo.dev.svc.cluster.local", "NOERROR", "10.96.0.10"),
+        ("nothere.dev.svc.cluster.local", "NXDOMAIN", ""),
+        // Single labels: the cluster (with the search list), as the rule says.
+        ("echo", "NOERROR", "10.96.0.10"),
+        ("wpad", "NOERROR", "10.96.0.11"),
+        // `svc.ns` the upstream does not know (NXDOMAIN, or REFUSED from a resolver
+        // that serves only its own zones): the cluster's Service.
+        ("echo.other", "NOERROR", "10.96.0.20"),
+        ("echo.refused", "NOERROR", "10.96.0.30"),
+        // Known nowhere: the upstream's NXDOMAIN.
+        ("nothere.other", "NXDOMAIN", ""),
+    ];
+    for (name, status, answer) in cases {
+        let (got_status, got) = dig(addr, name, "A", false).await?;
+        ensure!(
+            got_status == status && got == answer,
+            "{name}: got {got_status} [{got}], want {status} [{answer}]"
+        );
+    }
+    // A `svc.ns` name is asked as a Service name only, never with the search list.
+    let asked = cluster.asked.lock().unwrap().clone();
+    for (name, want) in [
+        ("echo.other", "echo.other.svc.cluster.local."),
+        ("nothere.other", "nothere.other.svc.cluster.local."),
+    ] {
+        let got: Vec<_> = asked
+            .iter()
+            .filter(|n| n.starts_with(&format!("{name}.")))
+            .collect();
+        ensure!(got == [want], "{name} was asked as {got:?}, want [{want}]");
+    }
     server.shutdown().await;
     Ok(())
 }

@@ -6,9 +6,11 @@
 //! namespace's links, routes, resolv.conf and hosts file with a snapshot taken before.
 //!
 //! Needs the lab (`testbed/up`) and root. Tests run one at a time (one tun device and
-//! one resolv.conf per namespace). One test gives ktctl its own resolv.conf through a
+//! one resolv.conf per namespace). Two tests give ktctl its own resolv.conf through a
 //! private mount namespace (`unshare --mount`) inside the laptop's; the laptop's files
-//! stay untouched. One test runs ktctl outside the laptop namespace: a
+//! stay untouched. One of them also runs its own office resolver (the lab's CoreDNS
+//! binary on 127.0.0.53 in the laptop namespace) and asks getent inside ktctl's mount
+//! namespace (`nsenter --mount`). One test runs ktctl outside the laptop namespace: a
 //! missing namespace ends it with the `not_found` exit status.
 
 use std::process::Stdio;
@@ -641,6 +643,141 @@ async fn the_upstream_resolver_and_the_local_subnet_stay_out_of_an_include() -> 
     }
     .await;
     let (code, stderr) = kt.signal("INT").await?;
+    if let Err(e) = result {
+        bail!("{e:#}\nktctl stderr:\n{stderr}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    assert_same(&before, &snapshot().await?, "after the session")?;
+    no_shadow_left(&ns).await
+}
+
+/// The office resolver of the next test: its own loopback address in the laptop
+/// namespace (kt's local server takes 127.0.0.1 to 127.0.0.4).
+const OFFICE_UPSTREAM: &str = "127.0.0.53";
+
+#[tokio::test]
+async fn an_upstream_name_equal_to_a_services_svc_ns_is_the_upstreams() -> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, echo) = setup("vpn-noshadow").await?;
+    let n = ns.name();
+    // An ExternalName Service named like a public name (the upstream's `ext.<ns>`).
+    ns.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: {n}\n\
+         spec:\n  type: ExternalName\n  externalName: intranet.corp.test\n"
+    ))
+    .await?;
+    let before = snapshot().await?;
+    // An office resolver that knows `echo.<ns>` and `ext.<ns>` (as a public zone named
+    // like the namespace would) and, like the lab's office DNS, `intranet.corp.test`;
+    // it refuses every other zone. It runs in the laptop namespace; ktctl and getent
+    // see it through their own resolv.conf (a private mount namespace: the laptop's
+    // files stay untouched).
+    let dir = std::env::temp_dir().join(format!("kt-vpn-noshadow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    let corefile = dir.join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!(
+            "{n}:53 {{\n  bind {OFFICE_UPSTREAM}\n  hosts {{\n    192.0.2.77 echo.{n}\n    \
+             192.0.2.78 ext.{n}\n  }}\n}}\ncorp.test:53 {{\n  bind {OFFICE_UPSTREAM}\n  \
+             hosts {{\n    192.0.2.80 intranet.corp.test\n  }}\n}}\n"
+        ),
+    )?;
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("search corp.test\nnameserver {OFFICE_UPSTREAM}\n"),
+    )?;
+    let coredns = std::env::var("KT_COREDNS").unwrap_or_else(|_| "/run/ktlab/bin/coredns".into());
+    let corefile_path = corefile.display().to_string();
+    let mut office = laptop(&coredns, &["-conf", &corefile_path])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the test's office resolver")?;
+    let resolv_path = resolv.display().to_string();
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#,
+        &resolv_path,
+    ];
+    let started = async {
+        // The office resolver answers before ktctl reads its upstream.
+        let mut ready = false;
+        for _ in 0..50 {
+            let (ok, out, _) = run_laptop(
+                "dig",
+                &[
+                    &format!("@{OFFICE_UPSTREAM}"),
+                    "+short",
+                    &format!("echo.{n}"),
+                ],
+            )
+            .await?;
+            if ok && out.contains("192.0.2.77") {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ensure!(
+            ready,
+            "the test's office resolver did not answer (its log is above)"
+        );
+        Ktctl::start_wrapped(&ns, "vpn", &["--dns", "resolv-conf"], &wrapper).await
+    }
+    .await;
+    let kt = match started {
+        Ok(kt) => kt,
+        Err(e) => {
+            let _ = office.start_kill();
+            let _ = office.wait().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let result = async {
+        // getent in ktctl's mount namespace: it sees the resolv.conf ktctl installed.
+        let pid = kt.pid()?.to_string();
+        let lookup = |name: String| {
+            let pid = pid.clone();
+            async move {
+                let (_, out, err) = run_laptop(
+                    "nsenter",
+                    &["--target", &pid, "--mount", "getent", "ahostsv4", &name],
+                )
+                .await?;
+                Ok::<_, anyhow::Error>(format!("{out}{err}"))
+            }
+        };
+        for (name, want) in [
+            (format!("echo.{n}"), "192.0.2.77"),
+            (format!("ext.{n}"), "192.0.2.78"),
+            (
+                format!("echo.{n}.svc.cluster.local"),
+                echo.cluster_ip.as_str(),
+            ),
+            ("echo".to_owned(), echo.cluster_ip.as_str()),
+            ("intranet.corp.test".to_owned(), "192.0.2.80"),
+        ] {
+            let got = lookup(name.clone()).await?;
+            ensure!(
+                got.split_whitespace().next() == Some(want),
+                "getent ahostsv4 {name}: {got:?}, want {want} first"
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let (code, stderr) = kt.signal("INT").await?;
+    let _ = office.start_kill();
+    let _ = office.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = result {
         bail!("{e:#}\nktctl stderr:\n{stderr}");
     }

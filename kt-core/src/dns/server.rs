@@ -3,22 +3,31 @@
 //! production) and forwards every other query, unchanged, to the upstream server the
 //! machine used before (the previous `nameserver` of resolv.conf).
 //!
-//! Which names are cluster names:
+//! Which names are cluster names (every process on the machine asks this server, so
+//! a name that is not the cluster's must neither be answered by the cluster nor sent
+//! to it):
 //!
 //! - names in the cluster domain (`*.cluster.local`): asked as they are; answered by
 //!   the cluster only (a name the cluster does not know gets `NXDOMAIN`);
-//! - names ending in `.svc` (`web.dev.svc`): their search-list expansions
-//!   (`web.dev.svc.dev.svc.cluster.local.`, ..., `web.dev.svc.cluster.local.`), cluster
-//!   only;
-//! - other names with fewer dots than `ndots` (`web`, `web.dev`, but also
-//!   `google.com`): only their search-list expansions go to the cluster, never the name
-//!   as it is; when none is known, the query goes to the upstream. So `google.com` is
-//!   answered by the upstream, not by the cluster DNS's own upstream (which may see a
-//!   different, e.g. corporate or split-horizon, view);
-//! - everything else, and every other record type or opcode, goes to the upstream.
+//! - single-label names (`web`): their search-list expansions
+//!   (`web.dev.svc.cluster.local.`, `web.svc.cluster.local.`, `web.cluster.local.`), as
+//!   in a pod; when the cluster knows none, the query goes to the upstream (so a LAN
+//!   host name still resolves);
+//! - `svc.ns` names, exactly two labels (`web.dev`), and their `svc.ns.svc` form
+//!   (`web.dev.svc`): the upstream first. Only when it has no answer for the name —
+//!   `NXDOMAIN`, or `REFUSED` (a resolver serving only its own zones) — is the cluster
+//!   asked, for the Service `<svc>.<ns>.svc.<domain>.` alone; when the cluster does not
+//!   know it either, the upstream's answer stands. So a real public name (`web.dev`) is
+//!   never shadowed by a Service `web` in namespace `dev`. A `NOERROR` answer without
+//!   records (the name exists upstream with other record types), `SERVFAIL` or no
+//!   answer at all never falls back to the cluster: the first means the name is the
+//!   upstream's, the others could change from query to query;
+//! - everything else (`www.example.com`, `a.b.c`), and every other record type or
+//!   opcode, goes to the upstream only; the cluster never sees it.
 //!
-//! Only search domains inside the cluster domain are used for the expansions.
-//!
+//! Only search domains inside the cluster domain are used for the expansions. The
+//! proxy-mode resolver ([`Session::resolve`](crate::Session::resolve), SOCKS5/HTTP
+//! remote names) is not this server: it keeps a pod's semantics.
 //! The server is hickory-server's [`Server`] (one UDP socket and one TCP listener on the
 //! same address; a packet shorter than a header is dropped, an undecodable one gets
 //! `FORMERR`, a response is dropped), with a [`RequestHandler`] that routes as above.
@@ -40,7 +49,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Header, HeaderCounts, LowerQuery, Message, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_server::Server;
@@ -58,8 +69,9 @@ use crate::error::{Error, Result};
 /// Resolves cluster names for the [`DnsServer`].
 ///
 /// [`Error::NameNotFound`] means "the cluster does not know this name" (`NXDOMAIN`
-/// for cluster-domain names, fall back to the upstream for short names); any other
-/// error is a failure (`SERVFAIL` for cluster-domain names).
+/// for cluster-domain names, the upstream's answer for other names); any other error
+/// is a failure (`SERVFAIL` for cluster-domain names, the upstream's answer for
+/// others).
 pub trait ClusterResolver: Send + Sync + 'static {
     /// The addresses of `name` (lower case), IPv4 and IPv6 mixed. The server only asks
     /// absolute names (with a trailing dot: no search list), through
@@ -106,8 +118,9 @@ pub struct DnsServerConfig {
     /// (`<ns>.svc.<domain> svc.<domain> <domain>`, see [`DnsServerConfig::namespace`]);
     /// namespace `default` unless set.
     pub search: Vec<String>,
-    /// Names with fewer dots than this are expanded with the search list (5, as in a
-    /// pod).
+    /// A pod's `ndots` (5). The server no longer uses it: only single-label names are
+    /// expanded with the search list (see the [module docs](self)); kept so that
+    /// existing configurations still build.
     pub ndots: usize,
     /// TTL of answers made from the cluster (5 s by default: Service IPs change).
     pub ttl: u32,
@@ -231,6 +244,9 @@ enum Route {
     Cluster(Vec<String>),
     /// By the cluster if it knows one of these absolute names, else by the upstream.
     Search(Vec<String>),
+    /// By the upstream; by the cluster (this absolute name) only when the upstream has
+    /// no answer for the name.
+    UpstreamFirst(String),
     /// By the upstream only.
     Upstream,
 }
@@ -248,21 +264,22 @@ fn route(name: &str, config: &DnsServerConfig) -> Route {
     if in_domain(name) {
         return Route::Cluster(vec![format!("{name}.")]);
     }
-    let expanded = || {
-        config
-            .search
-            .iter()
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-            .filter(|d| in_domain(d))
-            .map(|d| format!("{name}.{d}."))
-            .collect()
-    };
-    if name == "svc" || name.ends_with(".svc") {
-        Route::Cluster(expanded())
-    } else if name.matches('.').count() < config.ndots {
-        Route::Search(expanded())
-    } else {
-        Route::Upstream
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return Route::Upstream;
+    }
+    match labels[..] {
+        [_] => Route::Search(
+            config
+                .search
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .filter(|d| in_domain(d))
+                .map(|d| format!("{name}.{d}."))
+                .collect(),
+        ),
+        [svc, ns] | [svc, ns, "svc"] => Route::UpstreamFirst(format!("{svc}.{ns}.svc.{domain}.")),
+        _ => Route::Upstream,
     }
 }
 
@@ -292,75 +309,127 @@ impl<R: ClusterResolver> Handler<R> {
         request: &Request,
         response_handle: &mut H,
     ) -> std::result::Result<ResponseInfo, NetError> {
-        let cluster = match request.queries.queries() {
+        let (q, name, route) = match request.queries.queries() {
             [q] if request.metadata.op_code == OpCode::Query
                 && matches!(q.query_type(), RecordType::A | RecordType::AAAA) =>
             {
                 let name = q.original().name().to_ascii().to_ascii_lowercase();
-                match route(name.trim_end_matches('.'), &self.config) {
-                    Route::Cluster(candidates) => Some((q, name, candidates, true)),
-                    Route::Search(candidates) => Some((q, name, candidates, false)),
-                    Route::Upstream => None,
+                let route = route(name.trim_end_matches('.'), &self.config);
+                (Some(q), name, route)
+            }
+            _ => (None, String::new(), Route::Upstream),
+        };
+        match (q, route) {
+            (Some(q), Route::Cluster(candidates)) => {
+                match self.resolver.resolve_first(&candidates).await {
+                    Ok(ips) => self.send_cluster(request, q, &ips, response_handle).await,
+                    Err(Error::NameNotFound { .. }) => {
+                        send_error(request, ResponseCode::NXDomain, response_handle).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%name, error = %e, "cluster DNS failed");
+                        send_error(request, ResponseCode::ServFail, response_handle).await
+                    }
                 }
             }
-            _ => None,
-        };
-        if let Some((q, name, candidates, cluster_only)) = cluster {
-            match self.resolver.resolve_first(&candidates).await {
-                Ok(ips) if !ips.is_empty() || cluster_only => {
-                    let records: Vec<Record> = ips
-                        .iter()
-                        .filter_map(|ip| match (ip, q.query_type()) {
-                            (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
-                            (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
-                            _ => None,
-                        })
-                        .map(|data| {
-                            Record::from_rdata(q.original().name().clone(), self.config.ttl, data)
-                        })
-                        .collect();
-                    let mut metadata = Metadata::response_from_request(&request.metadata);
-                    metadata.authoritative = true;
-                    metadata.recursion_available = true;
-                    let response = MessageResponseBuilder::from_message_request(request).build(
-                        metadata,
-                        records.iter(),
-                        std::iter::empty(),
-                        std::iter::empty(),
-                        std::iter::empty(),
-                    );
-                    return response_handle.send_response(response).await;
+            (Some(q), Route::Search(candidates)) => {
+                match self.resolver.resolve_first(&candidates).await {
+                    Ok(ips) if !ips.is_empty() => {
+                        self.send_cluster(request, q, &ips, response_handle).await
+                    }
+                    // Not a cluster name after all: the upstream.
+                    _ => {
+                        let reply = self.upstream(request).await;
+                        send_upstream(request, reply, response_handle).await
+                    }
                 }
-                Err(Error::NameNotFound { .. }) if cluster_only => {
-                    return send_error(request, ResponseCode::NXDomain, response_handle).await;
+            }
+            (Some(q), Route::UpstreamFirst(service)) => {
+                let reply = self.upstream(request).await;
+                let no_answer = reply.as_ref().is_some_and(|r| {
+                    matches!(
+                        r.metadata.response_code,
+                        ResponseCode::NXDomain | ResponseCode::Refused
+                    )
+                });
+                if no_answer {
+                    match self.resolver.resolve_first(&[service]).await {
+                        Ok(ips) if !ips.is_empty() => {
+                            return self.send_cluster(request, q, &ips, response_handle).await;
+                        }
+                        Ok(_) | Err(Error::NameNotFound { .. }) => {}
+                        Err(e) => tracing::debug!(%name, error = %e, "cluster DNS failed"),
+                    }
                 }
-                Err(e) if cluster_only => {
-                    tracing::debug!(%name, error = %e, "cluster DNS failed");
-                    return send_error(request, ResponseCode::ServFail, response_handle).await;
-                }
-                _ => {} // not a cluster name after all: the upstream
+                send_upstream(request, reply, response_handle).await
+            }
+            _ => {
+                let reply = self.upstream(request).await;
+                send_upstream(request, reply, response_handle).await
             }
         }
-        let reply = forward(&self.config, request.metadata.id, request.as_slice())
-            .await
-            .and_then(|reply| Message::from_vec(&reply).ok());
-        let Some(reply) = reply else {
-            return send_error(request, ResponseCode::ServFail, response_handle).await;
-        };
-        // The upstream's answer, encoded again (see the module docs).
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = reply.edns.as_ref() {
-            builder.edns(edns);
-        }
-        let response = builder.build(
-            reply.metadata,
-            reply.answers.iter(),
-            reply.authorities.iter(),
+    }
+
+    /// Sends the cluster's addresses `ips` for `q` (those of its type), authoritative.
+    async fn send_cluster<H: ResponseHandler>(
+        &self,
+        request: &Request,
+        q: &LowerQuery,
+        ips: &[IpAddr],
+        response_handle: &mut H,
+    ) -> std::result::Result<ResponseInfo, NetError> {
+        let records: Vec<Record> = ips
+            .iter()
+            .filter_map(|ip| match (ip, q.query_type()) {
+                (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+                (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+                _ => None,
+            })
+            .map(|data| Record::from_rdata(q.original().name().clone(), self.config.ttl, data))
+            .collect();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        metadata.recursion_available = true;
+        let response = MessageResponseBuilder::from_message_request(request).build(
+            metadata,
+            records.iter(),
             std::iter::empty(),
-            reply.additionals.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
         );
         response_handle.send_response(response).await
     }
+
+    /// The upstream's answer to `request`, decoded; `None` when it gave none.
+    async fn upstream(&self, request: &Request) -> Option<Message> {
+        forward(&self.config, request.metadata.id, request.as_slice())
+            .await
+            .and_then(|reply| Message::from_vec(&reply).ok())
+    }
+}
+
+/// Sends the upstream's `reply` (encoded again, see the module docs), or `SERVFAIL`
+/// when there is none.
+async fn send_upstream<H: ResponseHandler>(
+    request: &Request,
+    reply: Option<Message>,
+    response_handle: &mut H,
+) -> std::result::Result<ResponseInfo, NetError> {
+    let Some(reply) = reply else {
+        return send_error(request, ResponseCode::ServFail, response_handle).await;
+    };
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(edns) = reply.edns.as_ref() {
+        builder.edns(edns);
+    }
+    let response = builder.build(
+        reply.metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        reply.additionals.iter(),
+    );
+    response_handle.send_response(response).await
 }
 
 /// Sends an empty answer with `code` (RA set, the question echoed).
@@ -437,17 +506,21 @@ mod tests {
             r("echo.dev.svc.cluster.local"),
             Route::Cluster(vec!["echo.dev.svc.cluster.local.".to_owned()])
         );
-        assert_eq!(r("echo.dev.svc"), Route::Cluster(search("echo.dev.svc")));
         assert_eq!(r("echo"), Route::Search(search("echo")));
-        assert_eq!(r("echo.dev"), Route::Search(search("echo.dev")));
-        // A two-label outside name is tried in the cluster only with the search
-        // domains appended, never as it is.
-        assert_eq!(r("google.com"), Route::Search(search("google.com")));
-        assert_eq!(
-            r("notcluster.local"),
-            Route::Search(search("notcluster.local"))
-        );
+        assert_eq!(r("wpad"), Route::Search(search("wpad")));
+        // `svc.ns` (and `svc.ns.svc`): the upstream first, then the Service name only.
+        let service = |n: &str| Route::UpstreamFirst(format!("{n}.svc.cluster.local."));
+        assert_eq!(r("echo.dev"), service("echo.dev"));
+        assert_eq!(r("echo.dev.svc"), service("echo.dev"));
+        // A two-label outside name is the upstream's unless it has no answer; never
+        // tried with the search list.
+        assert_eq!(r("google.com"), service("google.com"));
+        assert_eq!(r("notcluster.local"), service("notcluster.local"));
+        // Three labels or more outside the cluster domain: the upstream only.
+        assert_eq!(r("www.example.com"), Route::Upstream);
+        assert_eq!(r("echo.dev.svc.cluster"), Route::Upstream);
         assert_eq!(r("a.b.c.d.e.example"), Route::Upstream);
+        assert_eq!(r("a..b"), Route::Upstream);
         assert_eq!(r(""), Route::Upstream);
         // Search domains outside the cluster domain never send a name to the cluster.
         let mut corp = config.clone();
