@@ -353,6 +353,18 @@ async fn cluster_names_still_resolve_and_svc_ns_only_when_the_upstream_has_none(
     Ok(())
 }
 
+/// System paths under `dir`, with a resolv.conf holding [`ORIGINAL`].
+fn paths_with_resolv_conf(dir: &std::path::Path) -> Result<kt_core::SystemPaths> {
+    let paths = kt_core::SystemPaths::under(dir);
+    let etc = paths
+        .resolv_conf
+        .parent()
+        .context("resolv.conf has no directory")?;
+    std::fs::create_dir_all(etc)?;
+    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    Ok(paths)
+}
+
 fn temp_dir(tag: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "kt-system-dns-{tag}-{}-{}",
@@ -558,9 +570,7 @@ fn a_record_without_a_file_identity_is_applied_only_in_its_own_namespaces() -> R
 #[test]
 fn public_recover_restores_resolv_conf_and_reports_it() -> Result<()> {
     let dir = temp_dir("public-recover")?;
-    let paths = kt_core::SystemPaths::under(&dir);
-    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
-    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    let paths = paths_with_resolv_conf(&dir)?;
     install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
     let done = kt_core::recover_system_dns(&paths)?;
     ensure!(
@@ -581,9 +591,7 @@ fn public_recover_restores_resolv_conf_and_reports_it() -> Result<()> {
 fn a_record_in_a_directory_others_can_write_is_not_applied() -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = temp_dir("group-writable")?;
-    let paths = kt_core::SystemPaths::under(&dir);
-    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
-    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    let paths = paths_with_resolv_conf(&dir)?;
     let record = install_and_crash(&paths.resolv_conf, &paths.record_dir)?;
     let installed = std::fs::read(&paths.resolv_conf)?;
     // Anyone in the directory's group could have written (or swapped) that record.
@@ -608,9 +616,7 @@ fn a_record_in_a_directory_others_can_write_is_not_applied() -> Result<()> {
 #[test]
 fn a_record_naming_a_file_kt_does_not_change_is_never_applied() -> Result<()> {
     let dir = temp_dir("shadow")?;
-    let paths = kt_core::SystemPaths::under(&dir);
-    std::fs::create_dir_all(paths.resolv_conf.parent().unwrap())?;
-    std::fs::write(&paths.resolv_conf, ORIGINAL)?;
+    let paths = paths_with_resolv_conf(&dir)?;
     // Stands for /etc/shadow.
     let shadow = dir.join("etc/shadow");
     const SHADOW: &str = "root:$6$x:19000:0:99999:7:::\n";

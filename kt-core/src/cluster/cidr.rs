@@ -208,19 +208,30 @@ fn block_last(first: u128, host: u32) -> u128 {
     }
 }
 
+/// Parsers for tests of prefix arithmetic (here and in `ranges`).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use std::net::IpAddr;
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
+    use ipnet::IpNet;
+
+    /// Every string parsed as a prefix (panics on a typo in the test).
+    pub(crate) fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter()
             .map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
             .collect()
     }
 
-    fn ip(s: &str) -> IpAddr {
+    /// An address (panics on a typo in the test).
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{ip, nets};
+    use super::*;
 
     fn inside(nets: &[IpNet], addr: IpAddr) -> bool {
         nets.iter().any(|n| n.contains(&addr))

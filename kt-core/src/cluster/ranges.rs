@@ -583,16 +583,7 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter()
-            .map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
-            .collect()
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
+    use crate::cluster::cidr::testing::{ip, nets};
 
     #[test]
     fn range_hint_is_read_from_the_api_servers_refusal() {
