@@ -140,6 +140,31 @@ fn assert_same(before: &Snapshot, after: &Snapshot, when: &str) -> Result<()> {
     Ok(())
 }
 
+/// `GET http://{host}/{path}` from the laptop with plain curl (no proxy); fails unless
+/// the echo app reports that path.
+async fn laptop_get_echo(host: &str, path: &str) -> Result<()> {
+    let url = format!("http://{host}/{path}");
+    let body = laptop_ok("curl", &["-sS", "--fail", "--max-time", "20", &url]).await?;
+    ensure!(body.contains(&format!("\"path\":\"/{path}\"")), "{body}");
+    Ok(())
+}
+
+/// Ends ktctl with Ctrl-C. The test's own failure (`result`) is reported first, with
+/// ktctl's stderr; then ktctl must have exited 0 and the laptop must read as `before`.
+async fn stop_and_compare(
+    kt: Ktctl,
+    result: Result<()>,
+    before: &Snapshot,
+    when: &str,
+) -> Result<()> {
+    let (code, stderr) = kt.signal("INT").await?;
+    if let Err(e) = result {
+        bail!("{e:#}\nktctl stderr:\n{stderr}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?} {when}:\n{stderr}");
+    assert_same(before, &snapshot().await?, when)
+}
+
 /// A running `ktctl connect` in the laptop namespace.
 struct Ktctl {
     child: Child,
@@ -349,15 +374,7 @@ async fn plain_programs_reach_services_pods_and_names_then_everything_is_restore
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let (code, stderr) = kt.signal("INT").await?;
-    if let Err(e) = result {
-        bail!("{e:#}\nktctl stderr:\n{stderr}");
-    }
-    ensure!(
-        code == Some(0),
-        "ktctl exit {code:?} after Ctrl-C:\n{stderr}"
-    );
-    assert_same(&before, &snapshot().await?, "after Ctrl-C")?;
+    stop_and_compare(kt, result, &before, "after Ctrl-C").await?;
     no_shadow_left(&ns).await
 }
 
@@ -481,27 +498,11 @@ async fn hosts_mode_writes_and_removes_service_names() -> Result<()> {
             got.contains(&echo.cluster_ip),
             "getent hosts echo.{n}: {got}"
         );
-        let body = laptop_ok(
-            "curl",
-            &[
-                "-sS",
-                "--fail",
-                "--max-time",
-                "20",
-                &format!("http://echo.{n}/h"),
-            ],
-        )
-        .await?;
-        ensure!(body.contains("\"path\":\"/h\""), "{body}");
+        laptop_get_echo(&format!("echo.{n}"), "h").await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let (code, stderr) = kt.signal("INT").await?;
-    if let Err(e) = result {
-        bail!("{e:#}\nktctl stderr:\n{stderr}");
-    }
-    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
-    assert_same(&before, &snapshot().await?, "after hosts mode")?;
+    stop_and_compare(kt, result, &before, "after hosts mode").await?;
     no_shadow_left(&ns).await
 }
 
@@ -543,27 +544,11 @@ async fn a_route_covering_the_api_server_is_split_around_it() -> Result<()> {
             "no Service range in the summary:\n{}",
             kt.summary
         );
-        let body = laptop_ok(
-            "curl",
-            &[
-                "-sS",
-                "--fail",
-                "--max-time",
-                "20",
-                &format!("http://{}/x", echo.cluster_ip),
-            ],
-        )
-        .await?;
-        ensure!(body.contains("\"path\":\"/x\""), "{body}");
+        laptop_get_echo(&echo.cluster_ip, "x").await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let (code, stderr) = kt.signal("INT").await?;
-    if let Err(e) = result {
-        bail!("{e:#}\nktctl stderr:\n{stderr}");
-    }
-    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
-    assert_same(&before, &snapshot().await?, "after the session")
+    stop_and_compare(kt, result, &before, "after the session").await
 }
 
 #[tokio::test]
@@ -627,27 +612,11 @@ async fn the_upstream_resolver_and_the_local_subnet_stay_out_of_an_include() -> 
             let via = laptop_ok("ip", &["route", "get", addr]).await?;
             ensure!(via.contains("dev kt"), "{addr} should go to the tun: {via}");
         }
-        let body = laptop_ok(
-            "curl",
-            &[
-                "-sS",
-                "--fail",
-                "--max-time",
-                "20",
-                &format!("http://{}/k", echo.cluster_ip),
-            ],
-        )
-        .await?;
-        ensure!(body.contains("\"path\":\"/k\""), "{body}");
+        laptop_get_echo(&echo.cluster_ip, "k").await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let (code, stderr) = kt.signal("INT").await?;
-    if let Err(e) = result {
-        bail!("{e:#}\nktctl stderr:\n{stderr}");
-    }
-    ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
-    assert_same(&before, &snapshot().await?, "after the session")?;
+    stop_and_compare(kt, result, &before, "after the session").await?;
     no_shadow_left(&ns).await
 }
 
