@@ -5,13 +5,16 @@
 //! kt-shadow serve [--listen 127.0.0.1:2222] [--host-key /etc/kt/ssh_host_ed25519_key]
 //!                 [--authorized-keys /etc/kt/authorized_keys] [--idle-exit <secs>]
 //!                 [--heartbeat-timeout <secs>] [--allow-non-loopback]
+//!                 [--remote-forward <port>]... [--max-preauth-connections <n>]
+//!                 [--max-channels <n>] [--max-udp-flows <n>]
 //! kt-shadow probe [--addr 127.0.0.1:2222]
 //! kt-shadow version
 //! kt-shadow help
 //! ```
 //!
 //! Options take their value as the next argument or after `=`. A later occurrence of
-//! an option replaces an earlier one.
+//! an option replaces an earlier one, except `--remote-forward`, which adds a port
+//! each time.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,8 +46,33 @@ pub const HEARTBEAT_TIMEOUT: &str = "--heartbeat-timeout";
 /// `serve`: allow a listen address that is not loopback (off by default, so that
 /// exposing the SSH port to the pod network is never an accident).
 pub const ALLOW_NON_LOOPBACK: &str = "--allow-non-loopback";
+/// `serve`: a port that `tcpip-forward` (SSH remote forward) requests may listen on;
+/// repeat it for several. Without it the shadow refuses every remote forward (what a
+/// connect shadow runs with). `0` allows requests for port 0 (a free port the shadow
+/// picks), for tests and hand-run shadows; kt never passes it.
+pub const REMOTE_FORWARD: &str = "--remote-forward";
+/// `serve`: how many connections may be open without having logged in yet; one more
+/// is sent an SSH disconnect ("too many connections") and closed.
+pub const MAX_PREAUTH_CONNECTIONS: &str = "--max-preauth-connections";
+/// `serve`: how many channels one SSH connection may have open (any kind, both
+/// directions); one more is refused with `RESOURCE_SHORTAGE`.
+pub const MAX_CHANNELS: &str = "--max-channels";
+/// `serve`: how many `direct-udp@kt.dev` flows one SSH connection may have open; one
+/// more is refused with `RESOURCE_SHORTAGE`.
+pub const MAX_UDP_FLOWS: &str = "--max-udp-flows";
 /// `probe`: address to probe.
 pub const ADDR: &str = "--addr";
+
+/// Default of [`MAX_PREAUTH_CONNECTIONS`]: a kt client logs in over one connection at a
+/// time and a readiness probe holds one for a moment; sixteen leaves room for
+/// reconnects that overlap a dying link.
+pub const DEFAULT_MAX_PREAUTH_CONNECTIONS: usize = 16;
+/// Default of [`MAX_CHANNELS`]: five times the busiest kt load tested (200 concurrent
+/// TCP connections through one session).
+pub const DEFAULT_MAX_CHANNELS: usize = 1024;
+/// Default of [`MAX_UDP_FLOWS`]: one flow per (local socket, target) pair; a VPN
+/// session resolving and talking to a few hundred peers stays far below it.
+pub const DEFAULT_MAX_UDP_FLOWS: usize = 1024;
 
 /// Usage text for `kt-shadow help`.
 pub const USAGE: &str = "\
@@ -53,6 +81,8 @@ kt-shadow: kt's in-cluster agent, an SSH server for port forwarding
 USAGE:
   kt-shadow serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
                   [--idle-exit SECS] [--heartbeat-timeout SECS] [--allow-non-loopback]
+                  [--remote-forward PORT]... [--max-preauth-connections N]
+                  [--max-channels N] [--max-udp-flows N]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
   kt-shadow help
@@ -69,6 +99,18 @@ SERVE OPTIONS:
   --heartbeat-timeout SECS  exit 3 when no client has been connected for SECS seconds
                             (also if none ever connects)
   --allow-non-loopback      accept a --listen address that is not loopback
+  --remote-forward PORT     allow SSH remote forwards (tcpip-forward) on PORT; repeat
+                            for more ports [default: none, every request is refused].
+                            Bind addresses: 0.0.0.0, ::, \"\" or * (all of the pod's
+                            interfaces), localhost, or one of the pod's own IP addresses.
+                            PORT 0 allows requests for a free port the shadow picks
+  --max-preauth-connections N
+                            connections that have not logged in yet [default: 16]; one
+                            more gets an SSH disconnect (too many connections)
+  --max-channels N          open channels per SSH connection [default: 1024]; one more
+                            is refused with RESOURCE_SHORTAGE
+  --max-udp-flows N         open UDP flows per SSH connection [default: 1024]; one more
+                            is refused with RESOURCE_SHORTAGE
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
@@ -76,7 +118,8 @@ PROBE OPTIONS:
 ";
 
 /// Arguments of `kt-shadow serve`. [`Default`] is the shadow pod's configuration:
-/// loopback [`shadow::SSH_PORT`], keys from [`shadow::MOUNT_DIR`], no timeouts.
+/// loopback [`shadow::SSH_PORT`], keys from [`shadow::MOUNT_DIR`], no timeouts, no
+/// remote forwards, the default limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -91,6 +134,15 @@ pub struct ServeArgs {
     pub heartbeat_timeout: Option<Duration>,
     /// Accept a non-loopback [`ServeArgs::listen`].
     pub allow_non_loopback: bool,
+    /// Ports that `tcpip-forward` requests may listen on ([`REMOTE_FORWARD`]); empty:
+    /// every request is refused.
+    pub remote_forward_ports: Vec<u16>,
+    /// Connections that have not logged in yet ([`MAX_PREAUTH_CONNECTIONS`]).
+    pub max_preauth_connections: usize,
+    /// Open channels per SSH connection ([`MAX_CHANNELS`]).
+    pub max_channels: usize,
+    /// Open UDP flows per SSH connection ([`MAX_UDP_FLOWS`]).
+    pub max_udp_flows: usize,
 }
 
 impl Default for ServeArgs {
@@ -102,6 +154,10 @@ impl Default for ServeArgs {
             idle_exit: None,
             heartbeat_timeout: None,
             allow_non_loopback: false,
+            remote_forward_ports: Vec::new(),
+            max_preauth_connections: DEFAULT_MAX_PREAUTH_CONNECTIONS,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_udp_flows: DEFAULT_MAX_UDP_FLOWS,
         }
     }
 }
@@ -132,6 +188,17 @@ impl ServeArgs {
         if self.allow_non_loopback {
             args.push(ALLOW_NON_LOOPBACK.to_owned());
         }
+        for port in &self.remote_forward_ports {
+            args.extend([REMOTE_FORWARD.to_owned(), port.to_string()]);
+        }
+        args.extend([
+            MAX_PREAUTH_CONNECTIONS.to_owned(),
+            self.max_preauth_connections.to_string(),
+            MAX_CHANNELS.to_owned(),
+            self.max_channels.to_string(),
+            MAX_UDP_FLOWS.to_owned(),
+            self.max_udp_flows.to_string(),
+        ]);
         args
     }
 }
@@ -279,6 +346,25 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
                 opt.flag(ALLOW_NON_LOOPBACK)?;
                 serve.allow_non_loopback = true;
             }
+            REMOTE_FORWARD => {
+                let value = opt.value(REMOTE_FORWARD, &mut args)?;
+                let port = parse_port(REMOTE_FORWARD, value)?;
+                if !serve.remote_forward_ports.contains(&port) {
+                    serve.remote_forward_ports.push(port);
+                }
+            }
+            MAX_PREAUTH_CONNECTIONS => {
+                let value = opt.value(MAX_PREAUTH_CONNECTIONS, &mut args)?;
+                serve.max_preauth_connections = parse_count(MAX_PREAUTH_CONNECTIONS, value)?;
+            }
+            MAX_CHANNELS => {
+                let value = opt.value(MAX_CHANNELS, &mut args)?;
+                serve.max_channels = parse_count(MAX_CHANNELS, value)?;
+            }
+            MAX_UDP_FLOWS => {
+                let value = opt.value(MAX_UDP_FLOWS, &mut args)?;
+                serve.max_udp_flows = parse_count(MAX_UDP_FLOWS, value)?;
+            }
             _ => {
                 return Err(Error::UnknownOption {
                     command: SERVE,
@@ -347,6 +433,26 @@ fn parse_secs(option: &'static str, value: String) -> Result<Duration, Error> {
     }
 }
 
+fn parse_port(option: &'static str, value: String) -> Result<u16, Error> {
+    value.parse().map_err(|_| Error::InvalidValue {
+        option,
+        value,
+        reason: "expected a port number from 0 to 65535",
+    })
+}
+
+/// A limit: a whole number from 1 to 1 000 000 (beyond that it limits nothing).
+fn parse_count(option: &'static str, value: String) -> Result<usize, Error> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected a whole number from 1 to 1000000",
+        }),
+    }
+}
+
 fn secs_rounded_up(d: Duration) -> u64 {
     let secs = d.as_secs();
     let rounded = if d.subsec_nanos() > 0 {
@@ -379,6 +485,15 @@ mod tests {
             serve.authorized_keys,
             PathBuf::from("/etc/kt/authorized_keys")
         );
+        assert!(serve.remote_forward_ports.is_empty());
+        assert_eq!(
+            (
+                serve.max_preauth_connections,
+                serve.max_channels,
+                serve.max_udp_flows
+            ),
+            (16, 1024, 1024)
+        );
     }
 
     #[test]
@@ -390,6 +505,10 @@ mod tests {
             idle_exit: Some(Duration::from_secs(30)),
             heartbeat_timeout: Some(Duration::from_secs(90)),
             allow_non_loopback: true,
+            remote_forward_ports: vec![8080, 0],
+            max_preauth_connections: 3,
+            max_channels: 40,
+            max_udp_flows: 5,
         };
         let cmd = Command::Serve(serve);
         let args = cmd.to_args();
@@ -407,7 +526,17 @@ mod tests {
                 "30",
                 "--heartbeat-timeout",
                 "90",
-                "--allow-non-loopback"
+                "--allow-non-loopback",
+                "--remote-forward",
+                "8080",
+                "--remote-forward",
+                "0",
+                "--max-preauth-connections",
+                "3",
+                "--max-channels",
+                "40",
+                "--max-udp-flows",
+                "5"
             ]
         );
         assert_eq!(Command::parse(args).ok(), Some(cmd));
@@ -421,6 +550,26 @@ mod tests {
         };
         assert_eq!(serve.listen.port(), 1);
         assert_eq!(serve.heartbeat_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn remote_forward_adds_a_port_each_time_and_limits_are_written_out() {
+        let cmd = parse("serve --remote-forward 80 --remote-forward=443 --remote-forward 80").ok();
+        let Some(Command::Serve(serve)) = cmd else {
+            panic!("not a serve command: {cmd:?}");
+        };
+        assert_eq!(serve.remote_forward_ports, [80, 443]);
+        // The pod spec shows every limit, also the defaults.
+        let args = ServeArgs::default().to_args();
+        for (option, value) in [
+            (MAX_PREAUTH_CONNECTIONS, "16"),
+            (MAX_CHANNELS, "1024"),
+            (MAX_UDP_FLOWS, "1024"),
+        ] {
+            let at = args.iter().position(|a| a == option).map(|i| &args[i + 1]);
+            assert_eq!(at.map(String::as_str), Some(value), "{option}");
+        }
+        assert!(!args.iter().any(|a| a == REMOTE_FORWARD));
     }
 
     #[test]
@@ -485,6 +634,18 @@ mod tests {
             ("serve --heartbeat-timeout -1", "whole number of seconds"),
             ("serve --host-key=", "expected a file path"),
             ("serve --allow-non-loopback=yes", "takes no value"),
+            (
+                "serve --remote-forward 65536",
+                "port number from 0 to 65535",
+            ),
+            ("serve --remote-forward http", "port number from 0 to 65535"),
+            ("serve --remote-forward", "`--remote-forward` needs a value"),
+            ("serve --max-channels 0", "from 1 to 1000000"),
+            ("serve --max-udp-flows -3", "from 1 to 1000000"),
+            (
+                "serve --max-preauth-connections 1000001",
+                "from 1 to 1000000",
+            ),
             ("probe --listen 127.0.0.1:1", "for `kt-shadow probe`"),
             ("version now", "unknown option `now`"),
         ];
@@ -503,6 +664,10 @@ mod tests {
             IDLE_EXIT,
             HEARTBEAT_TIMEOUT,
             ALLOW_NON_LOOPBACK,
+            REMOTE_FORWARD,
+            MAX_PREAUTH_CONNECTIONS,
+            MAX_CHANNELS,
+            MAX_UDP_FLOWS,
             ADDR,
         ] {
             assert!(USAGE.contains(opt), "{opt}");

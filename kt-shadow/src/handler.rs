@@ -11,9 +11,9 @@ use russh::keys::ssh_key::{HashAlg, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -30,6 +30,17 @@ pub(crate) struct ConnHandler {
     forwards: HashMap<(String, u32), CancellationToken>,
     client: Option<ClientGuard>,
     authenticated: Option<oneshot::Sender<()>>,
+    /// The connection's pre-authentication slot, given back at login.
+    preauth: Option<OwnedSemaphorePermit>,
+    /// Channel slots of open session channels, given back when the client closes them
+    /// (`direct-tcpip` channels hold theirs in their task).
+    session_channels: HashMap<ChannelId, ChannelSlots>,
+}
+
+/// What an open channel holds (see [`ConnHandler::slots`]); dropped when it ends.
+pub(crate) struct ChannelSlots {
+    _channel: OwnedSemaphorePermit,
+    _udp_flow: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for ConnHandler {
@@ -44,6 +55,7 @@ impl ConnHandler {
         ctx: ConnCtx,
         peer: SocketAddr,
         authenticated: oneshot::Sender<()>,
+        preauth: OwnedSemaphorePermit,
     ) -> Self {
         ConnHandler {
             state,
@@ -52,7 +64,32 @@ impl ConnHandler {
             forwards: HashMap::new(),
             client: None,
             authenticated: Some(authenticated),
+            preauth: Some(preauth),
+            session_channels: HashMap::new(),
         }
+    }
+
+    /// The slots a channel being opened holds while open: a channel slot, and a UDP
+    /// flow slot for a UDP flow. Over a limit: the open failure to answer with, logged.
+    fn slots(&self, kind: &str, udp: bool) -> Result<ChannelSlots, ChannelOpenFailure> {
+        let limits = &self.ctx.limits;
+        let taken = limits.channel().and_then(|channel| {
+            let flow = if udp { Some(limits.udp_flow()?) } else { None };
+            Ok(ChannelSlots {
+                _channel: channel,
+                _udp_flow: flow,
+            })
+        });
+        if let Err(failure) = &taken {
+            warn!(
+                conn = self.ctx.id,
+                peer = %self.peer,
+                kind,
+                "channel open refused: {}",
+                failure.description()
+            );
+        }
+        taken
     }
 
     fn check_key(&self, user: &str, key: &PublicKey) -> Auth {
@@ -101,6 +138,9 @@ impl Handler for ConnHandler {
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        // Before the success reply is sent: a client that saw it can count on the slot
+        // being free for the next connection.
+        self.preauth = None;
         self.client = Some(ClientGuard::new(&self.state.clients));
         if let Some(tx) = self.authenticated.take() {
             let _ = tx.send(());
@@ -110,12 +150,27 @@ impl Handler for ConnHandler {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Only `exec kt-health` is served; requests arrive through the session methods.
-        reply.accept().await;
+        match self.slots("session", false) {
+            Ok(slots) => {
+                self.session_channels.insert(channel.id(), slots);
+                reply.accept().await;
+            }
+            Err(failure) => reply.reject(failure).await,
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.session_channels.remove(&channel);
         Ok(())
     }
 
@@ -215,22 +270,24 @@ impl Handler for ConnHandler {
     ) -> Result<(), Self::Error> {
         let ctx = self.ctx.clone();
         let host = host_to_connect.to_owned();
-        if is_direct_udp(originator_address) {
-            self.ctx.tracker.spawn(udp::serve_direct_udp(
-                ctx,
-                channel,
-                reply,
-                host,
-                port_to_connect,
-            ));
+        let udp = is_direct_udp(originator_address);
+        let slots = match self.slots(if udp { "direct-udp" } else { "direct-tcpip" }, udp) {
+            Ok(slots) => slots,
+            Err(failure) => {
+                reply.reject(failure).await;
+                return Ok(());
+            }
+        };
+        if udp {
+            self.ctx.tracker.spawn(async move {
+                let _slots = slots;
+                udp::serve_direct_udp(ctx, channel, reply, host, port_to_connect).await;
+            });
         } else {
-            self.ctx.tracker.spawn(tcp::serve_direct_tcpip(
-                ctx,
-                channel,
-                reply,
-                host,
-                port_to_connect,
-            ));
+            self.ctx.tracker.spawn(async move {
+                let _slots = slots;
+                tcp::serve_direct_tcpip(ctx, channel, reply, host, port_to_connect).await;
+            });
         }
         Ok(())
     }
@@ -250,10 +307,21 @@ impl Handler for ConnHandler {
             );
             return Ok(false);
         };
-        let bind_addr = match tcp::forward_bind_addr(address, requested_port).await {
+        if !self.state.remote_forward_ports.contains(&requested_port) {
+            warn!(
+                conn = self.ctx.id,
+                address,
+                port = requested_port,
+                allowed = ?self.state.remote_forward_ports,
+                "tcpip-forward refused: this shadow may not listen on port {requested_port} \
+                 (only on the ports given with --remote-forward)"
+            );
+            return Ok(false);
+        }
+        let bind_addr = match tcp::forward_bind_addr(address, requested_port) {
             Ok(addr) => addr,
             Err(err) => {
-                warn!(conn = self.ctx.id, address, error = %err, "tcpip-forward refused: cannot resolve the address");
+                warn!(conn = self.ctx.id, address, error = %err, "tcpip-forward refused");
                 return Ok(false);
             }
         };

@@ -47,6 +47,7 @@
 mod error;
 mod handler;
 pub mod keys;
+mod limits;
 pub mod probe;
 mod server;
 mod stream;

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::handler::ConnHandler;
 use crate::keys::{AuthorizedKeys, load_host_key};
+use crate::limits::{ConnLimits, Slots, refuse, too_many_connections};
 use crate::stream::decouple;
 use crate::{Error, Exit};
 
@@ -113,17 +114,24 @@ pub(crate) struct State {
     pub(crate) tracker: TaskTracker,
     pub(crate) clients: watch::Sender<Clients>,
     pub(crate) tuning: Arc<Tuning>,
+    /// Ports `tcpip-forward` may listen on (`--remote-forward`); empty: none.
+    pub(crate) remote_forward_ports: Vec<u16>,
+    /// Connections that have not logged in yet (`--max-preauth-connections`).
+    preauth: Slots,
+    max_channels: usize,
+    max_udp_flows: usize,
     next_conn: AtomicU64,
 }
 
 /// What a connection's tasks need: its id for logs, its cancellation (fired when the
-/// connection ends or the server shuts down), the task tracker, the tuning.
+/// connection ends or the server shuts down), the task tracker, the tuning, its limits.
 #[derive(Clone)]
 pub(crate) struct ConnCtx {
     pub(crate) id: u64,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) tuning: Arc<Tuning>,
+    pub(crate) limits: Arc<ConnLimits>,
 }
 
 /// A bound, ready-to-run shadow SSH server.
@@ -175,10 +183,7 @@ impl Shadow {
             })?;
 
         let config = Config {
-            server_id: SshId::Standard(Cow::Owned(format!(
-                "SSH-2.0-kt-shadow_{}",
-                kt_proto::VERSION
-            ))),
+            server_id: SshId::Standard(Cow::Owned(server_id())),
             methods: MethodSet::from(&[MethodKind::PublicKey][..]),
             auth_rejection_time: Duration::from_millis(500),
             // OpenSSH clients start with a "none" attempt to learn the methods.
@@ -200,6 +205,10 @@ impl Shadow {
             listen = %args.listen,
             authorized_keys = authorized.len(),
             version = kt_proto::VERSION,
+            remote_forward_ports = ?args.remote_forward_ports,
+            max_preauth_connections = args.max_preauth_connections,
+            max_channels = args.max_channels,
+            max_udp_flows = args.max_udp_flows,
             "kt-shadow listening"
         );
         Ok(Shadow {
@@ -210,6 +219,10 @@ impl Shadow {
                 tracker: TaskTracker::new(),
                 clients,
                 tuning: Arc::new(tuning),
+                remote_forward_ports: args.remote_forward_ports.clone(),
+                preauth: Slots::new(args.max_preauth_connections),
+                max_channels: args.max_channels,
+                max_udp_flows: args.max_udp_flows,
                 next_conn: AtomicU64::new(1),
             }),
             idle_exit: args.idle_exit,
@@ -302,6 +315,11 @@ impl Shadow {
     }
 }
 
+/// The SSH identification string the shadow sends.
+fn server_id() -> String {
+    format!("SSH-2.0-kt-shadow_{}", kt_proto::VERSION)
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -316,15 +334,35 @@ fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // Held by the handler until the client logs in or the connection ends.
+    let Some(preauth) = state.preauth.take() else {
+        let limit = state.preauth.max();
+        warn!(
+            %peer,
+            limit,
+            "connection refused: {limit} connections are already waiting to log in \
+             (--max-preauth-connections)"
+        );
+        let message = format!(
+            "kt-shadow: too many connections waiting to log in ({limit}, the shadow's \
+             --max-preauth-connections); try again in a moment"
+        );
+        let refusal = too_many_connections(&server_id(), &message);
+        state
+            .tracker
+            .spawn(refuse(stream, peer, refusal, stop.clone()));
+        return;
+    };
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let ctx = ConnCtx {
         id,
         cancel: stop.child_token(),
         tracker: state.tracker.clone(),
         tuning: Arc::clone(&state.tuning),
+        limits: Arc::new(ConnLimits::new(state.max_channels, state.max_udp_flows)),
     };
     let (auth_tx, auth_rx) = oneshot::channel();
-    let handler = ConnHandler::new(Arc::clone(state), ctx.clone(), peer, auth_tx);
+    let handler = ConnHandler::new(Arc::clone(state), ctx.clone(), peer, auth_tx, preauth);
     let config = Arc::clone(config);
     let stop = stop.clone();
     let _ = stream.set_nodelay(true);

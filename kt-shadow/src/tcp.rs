@@ -228,28 +228,28 @@ pub(crate) async fn splice(
     }
 }
 
-/// Where a `tcpip-forward` request asks the shadow to listen.
+/// Where a `tcpip-forward` request asks the shadow to listen: an address of the pod
+/// itself, never a name to look up (a lookup would hold up the whole connection, and
+/// the client knows the pod's addresses as well as the pod does).
 ///
 /// `""`, `*`, `0.0.0.0` mean every IPv4 interface (the pod IP, so Services reach it);
 /// `::` every IPv6 interface; `localhost` the IPv4 loopback; other IP literals
-/// themselves; names are resolved and the first address is used.
-pub(crate) async fn forward_bind_addr(address: &str, port: u16) -> std::io::Result<SocketAddr> {
+/// themselves (binding an address that is not the pod's then fails: the kernel
+/// refuses non-local addresses). Any other name is refused.
+pub(crate) fn forward_bind_addr(address: &str, port: u16) -> Result<SocketAddr, String> {
     let ip = match address {
         "" | "*" | "0.0.0.0" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         "::" | "[::]" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        other => match other.trim_matches(['[', ']']).parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => {
-                let mut addrs = tokio::net::lookup_host((other, port)).await?;
-                return addrs.next().ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("`{other}` resolves to no address"),
-                    )
-                });
-            }
-        },
+        other => other
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .map_err(|_| {
+                format!(
+                    "`{other}` is not an IP address; ask for 0.0.0.0, ::, localhost or one of \
+                     the pod's addresses"
+                )
+            })?,
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -280,11 +280,25 @@ pub(crate) async fn run_forward_listener(
                 }
             }
         };
+        let slot = match ctx.limits.channel() {
+            Ok(slot) => slot,
+            Err(failure) => {
+                warn!(
+                    conn = ctx.id,
+                    %peer,
+                    port = bound_port,
+                    "forwarded connection closed: {}",
+                    failure.description()
+                );
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let conn = ctx.clone();
         let handle = handle.clone();
         let address = Arc::clone(&requested_address);
         ctx.tracker.spawn(async move {
+            let _slot = slot;
             let open = handle.channel_open_forwarded_tcpip(
                 address.to_string(),
                 u32::from(bound_port),
@@ -322,32 +336,44 @@ pub(crate) async fn run_forward_listener(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn forward_addresses_follow_openssh_conventions() {
+    #[test]
+    fn forward_addresses_follow_openssh_conventions() {
         let v4any = SocketAddr::from(([0, 0, 0, 0], 80));
         for any in ["", "*", "0.0.0.0"] {
-            assert_eq!(
-                forward_bind_addr(any, 80).await.ok(),
-                Some(v4any),
-                "{any:?}"
-            );
+            assert_eq!(forward_bind_addr(any, 80).ok(), Some(v4any), "{any:?}");
         }
         assert_eq!(
-            forward_bind_addr("localhost", 80).await.ok(),
+            forward_bind_addr("localhost", 80).ok(),
             Some(SocketAddr::from(([127, 0, 0, 1], 80)))
         );
         assert_eq!(
-            forward_bind_addr("::", 0).await.ok(),
+            forward_bind_addr("::", 0).ok(),
             Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
         );
         assert_eq!(
-            forward_bind_addr("[::1]", 5).await.ok(),
+            forward_bind_addr("[::1]", 5).ok(),
             Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 5))
         );
         assert_eq!(
-            forward_bind_addr("127.0.0.2", 5).await.ok(),
+            forward_bind_addr("127.0.0.2", 5).ok(),
             Some(SocketAddr::from(([127, 0, 0, 2], 5)))
         );
+    }
+
+    #[test]
+    fn forward_addresses_are_never_looked_up() {
+        for name in [
+            "web",
+            "kubernetes.default",
+            "example.com",
+            "127.0.0.1.nip.io",
+        ] {
+            let refused = forward_bind_addr(name, 80).err().unwrap_or_default();
+            assert!(
+                refused.contains("is not an IP address"),
+                "{name}: {refused}"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use common::{
     EchoServer, Shadowed, TestResult, free_port, keygen, pattern, round_trip, socks5_connect,
     wait_listening,
 };
+use kt_shadow::Tuning;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -92,7 +93,12 @@ async fn local_forward_to_a_closed_port_reports_the_connect_failure() -> TestRes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_forward_on_port_zero_reaches_a_local_server() -> TestResult {
-    let shadow = Shadowed::start().await?;
+    // Port 0 is allowed explicitly (kt's shadows never allow it).
+    let shadow = Shadowed::start_with(
+        |args| args.remote_forward_ports = vec![0],
+        Tuning::default(),
+    )
+    .await?;
     let echo = EchoServer::start().await?;
     let spec = format!("0:127.0.0.1:{}", echo.addr.port());
     let mut ssh = shadow
@@ -130,9 +136,13 @@ async fn remote_forward_on_port_zero_reaches_a_local_server() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_forward_on_a_fixed_port_closes_when_the_client_leaves() -> TestResult {
-    let shadow = Shadowed::start().await?;
-    let echo = EchoServer::start().await?;
     let port = free_port().await?;
+    let shadow = Shadowed::start_with(
+        |args| args.remote_forward_ports = vec![port],
+        Tuning::default(),
+    )
+    .await?;
+    let echo = EchoServer::start().await?;
     let remote = SocketAddr::from(([127, 0, 0, 1], port));
     let spec = format!("127.0.0.1:{port}:127.0.0.1:{}", echo.addr.port());
     let mut ssh = ssh_forwarding(&shadow, &["-R", &spec], remote).await?;
@@ -182,6 +192,49 @@ async fn kt_health_prints_ok_and_other_commands_are_refused() -> TestResult {
     let out = shadow.ssh().args(["-T", "127.0.0.1"]).output().await?;
     assert_ne!(out.status.code(), Some(0));
 
+    shadow.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_shows_why_a_connection_over_the_preauth_limit_is_refused() -> TestResult {
+    let shadow =
+        Shadowed::start_with(|args| args.max_preauth_connections = 1, Tuning::default()).await?;
+    let waiting = TcpStream::connect(shadow.addr).await?;
+    let out = shadow
+        .ssh()
+        .args(["127.0.0.1", "kt-health"])
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("Received disconnect")
+            && stderr.contains("too many connections waiting to log in (1,"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // Once the waiting connection is gone, ssh gets in.
+    drop(waiting);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = shadow
+            .ssh()
+            .args(["127.0.0.1", "kt-health"])
+            .output()
+            .await?;
+        if out.status.success() {
+            assert_eq!(out.stdout, b"ok\n");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ssh still refused after the waiting connection closed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     shadow.stop().await?;
     Ok(())
 }
@@ -251,9 +304,9 @@ async fn dynamic_forward_socks_reaches_a_server_by_name_and_by_ip() -> TestResul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_stalls_other_channels_only_briefly() -> TestResult {
-    let tuning = kt_shadow::Tuning {
+    let tuning = Tuning {
         write_stall_timeout: Duration::from_secs(1),
-        ..kt_shadow::Tuning::default()
+        ..Tuning::default()
     };
     let shadow = Shadowed::start_with(|_| {}, tuning).await?;
     let echo = EchoServer::start().await?;

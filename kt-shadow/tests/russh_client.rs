@@ -250,7 +250,11 @@ async fn idle_exit_waits_for_a_first_client_then_exits_zero() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_disconnects_clients_and_closes_their_forwards() -> TestResult {
-    let shadow = Shadowed::start().await?;
+    let shadow = Shadowed::start_with(
+        |args| args.remote_forward_ports = vec![0],
+        Tuning::default(),
+    )
+    .await?;
     let client = shadow.russh_client().await?;
     let port = client.tcpip_forward("127.0.0.1", 0).await?;
     let listener = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port)?));

@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kt_proto::cli::ServeArgs;
@@ -213,7 +213,130 @@ impl Shadowed {
         }
         Ok(handle)
     }
+
+    /// Runs the SSH handshake over `stream` (a connection to the shadow, opened
+    /// earlier) with `handler`, and logs in with the client key.
+    pub async fn russh_login<H>(
+        &self,
+        stream: TcpStream,
+        handler: H,
+    ) -> TestResult<russh::client::Handle<H>>
+    where
+        H: russh::client::Handler<Error = russh::Error> + Send + 'static,
+    {
+        let key = PrivateKey::read_openssh_file(&self.client_key)?;
+        let mut handle =
+            russh::client::connect_stream(Arc::new(russh_client_config()), stream, handler).await?;
+        let auth = handle
+            .authenticate_publickey(
+                kt_proto::shadow::SSH_USER,
+                PrivateKeyWithHashAlg::new(Arc::new(key), None),
+            )
+            .await?;
+        if !auth.success() {
+            return Err("russh client: public key refused".into());
+        }
+        Ok(handle)
+    }
+
+    /// A client handler pinned to this shadow's host key that records what the shadow
+    /// says besides the protocol's codes.
+    pub fn recorder(&self) -> TestResult<Recorder> {
+        Ok(Recorder {
+            pinned: PublicKey::from_openssh(&self.host_public)?,
+            said: Arc::default(),
+        })
+    }
 }
+
+/// A russh client handler accepting only the pinned host key and recording the texts
+/// of channel open failures (`open failure <code>: <text>`) and of a disconnect
+/// (`disconnect <code>: <text>`). It greets remote-forwarded connections.
+#[derive(Clone)]
+pub struct Recorder {
+    pinned: PublicKey,
+    pub said: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    /// Everything recorded so far.
+    pub fn said(&self) -> Vec<String> {
+        self.said.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, line: String) {
+        if let Ok(mut said) = self.said.lock() {
+            said.push(line);
+        }
+    }
+}
+
+impl russh::client::Handler for Recorder {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        PinnedHost(self.pinned.clone())
+            .check_server_key(server_public_key)
+            .await
+    }
+
+    async fn channel_open_failure(
+        &mut self,
+        _channel: russh::ChannelId,
+        reason: russh::ChannelOpenFailure,
+        description: &str,
+        _language: &str,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.record(format!("open failure {}: {description}", reason.code()));
+        Ok(())
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: russh::client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        match reason {
+            russh::client::DisconnectReason::ReceivedDisconnect(info) => {
+                self.record(format!(
+                    "disconnect {}: {}",
+                    info.reason_code as u32, info.message
+                ));
+                Ok(())
+            }
+            russh::client::DisconnectReason::Error(e) => Err(e),
+        }
+    }
+
+    /// Accepts every remote-forwarded connection and greets it with [`GREETING`], then
+    /// EOF.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        tokio::spawn(async move {
+            let _ = channel.data_bytes(GREETING).await;
+            let _ = channel.eof().await;
+            // Keep the channel until the shadow closes it.
+            let mut channel = channel;
+            while channel.wait().await.is_some() {}
+        });
+        Ok(())
+    }
+}
+
+/// What a [`Recorder`] client sends on each remote-forwarded connection.
+pub const GREETING: &[u8] = b"forwarded by the client";
 
 impl Drop for Shadowed {
     fn drop(&mut self) {
