@@ -88,7 +88,14 @@ impl Session {
         let cluster = Cluster::connect(&opts).await?;
         leftovers::sweep(&cluster, &events).await;
         let id = session_id();
-        let shape = PodShape::default();
+        // A connect shadow serves no port to the cluster, so it allows no remote forward
+        // (but for a test's `allow_remote_forward`).
+        let shape = PodShape {
+            ports: (opts.remote_forward_ports.iter())
+                .map(|port| (String::new(), port.get()))
+                .collect(),
+            ..PodShape::default()
+        };
         let (shadow, dns_ip) = tokio::join!(
             Shadow::launch(&cluster, &opts, &id, Role::ShadowConnect, &shape, &events),
             discover::from_api(&cluster, opts.dns_server),
@@ -341,9 +348,12 @@ impl Session {
             .await
     }
 
-    /// Connections to `port` of the shadow pod (0: a free port) arrive at `local` on
-    /// this machine, through an SSH remote forward that survives reconnects; returns
-    /// the port the shadow listens on. The inbound operations build on this.
+    /// Connections to `port` of the shadow pod arrive at `local` on this machine,
+    /// through an SSH remote forward that survives reconnects; returns the port the
+    /// shadow listens on. The inbound operations build on this. The shadow listens only
+    /// on the ports its role allows (none for a connect session, unless allowed with
+    /// `ConnectOptions::allow_remote_forward`); any other port fails with
+    /// [`Error::Unsupported`].
     #[doc(hidden)]
     pub async fn remote_forward(&self, port: u16, local: SocketAddr) -> Result<u16> {
         self.check_open()?;

@@ -8,6 +8,7 @@ mod vpn;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +122,8 @@ pub struct ConnectOptions {
     pub(crate) http_proxy_port: u16,
     pub(crate) on_event: Option<Callback>,
     pub(crate) vpn: Option<VpnOptions>,
+    /// Ports the connect shadow may listen on for remote forwards (tests only).
+    pub(crate) remote_forward_ports: Vec<NonZeroU16>,
 }
 
 impl Default for ConnectOptions {
@@ -152,6 +155,7 @@ impl Default for ConnectOptions {
             http_proxy_port: 0,
             on_event: None,
             vpn: None,
+            remote_forward_ports: Vec::new(),
         }
     }
 }
@@ -351,6 +355,19 @@ impl ConnectOptions {
     /// displays). Keep it quick: it runs on kt's tasks.
     pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(callback));
+        self
+    }
+
+    /// Lets this session's shadow listen on `port` for
+    /// [`Session::remote_forward`](crate::Session::remote_forward): a connect shadow
+    /// allows no remote forward otherwise (the inbound roles allow their target ports
+    /// themselves). For tests of the remote-forward groundwork; the port is also declared
+    /// as a container port of the shadow pod.
+    #[doc(hidden)]
+    pub fn allow_remote_forward(mut self, port: NonZeroU16) -> Self {
+        if !self.remote_forward_ports.contains(&port) {
+            self.remote_forward_ports.push(port);
+        }
         self
     }
 

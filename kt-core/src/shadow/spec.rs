@@ -85,9 +85,32 @@ pub(crate) struct PodShape {
     /// workload's pod labels so that its Service selects it).
     pub(crate) pod_labels: BTreeMap<String, String>,
     /// Ports the shadow serves to the cluster, declared as container ports
-    /// (`(name, port)`; named ports of a Service resolve through them).
+    /// (`(name, port)`; named ports of a Service resolve through them). They are also
+    /// the only ports the shadow's SSH remote forwards may listen on
+    /// (`kt-shadow serve --remote-forward`, sshd's `PermitListen`): none for connect.
     pub(crate) ports: Vec<(String, u16)>,
 }
+
+impl PodShape {
+    /// The ports remote forwards may listen on, each once.
+    fn listen_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.ports.iter().map(|(_, port)| *port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+/// The shadow container's memory request: what kt-shadow uses under a modest load
+/// (about 27 MB peak RSS with 20 TCP streams of 1 MiB each way and 20 UDP flows at
+/// once; 5 MB idle), so the scheduler places it where that much is free.
+const MEMORY_REQUEST: &str = "32Mi";
+
+/// The shadow container's memory limit: about four times kt-shadow's peak at its
+/// channel limit (57 MB with 1000 channels open at once), leaving room for data in
+/// flight (up to 8 MiB of SSH output queued per connection, socket buffers charged to
+/// the pod). A shadow that grows past it is killed, not the node's other pods.
+const MEMORY_LIMIT: &str = "256Mi";
 
 /// Everything that names, labels and shapes one shadow's objects.
 pub(crate) struct ShadowSpec<'a> {
@@ -154,7 +177,10 @@ impl ShadowSpec<'_> {
         if self.opts.flavour == ShadowFlavour::OpenSsh {
             data.insert(
                 SECRET_SSHD_CONFIG.to_owned(),
-                ByteString(sshd_config(self.opts.ssh_port).into_bytes()),
+                ByteString(
+                    sshd_config_listening(self.opts.ssh_port, &self.shape.listen_ports())
+                        .into_bytes(),
+                ),
             );
         }
         Ok(Secret {
@@ -190,8 +216,12 @@ impl ShadowSpec<'_> {
         let resources = ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), Quantity("10m".to_owned())),
-                ("memory".to_owned(), Quantity("16Mi".to_owned())),
+                ("memory".to_owned(), Quantity(MEMORY_REQUEST.to_owned())),
             ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity(MEMORY_LIMIT.to_owned()),
+            )])),
             ..ResourceRequirements::default()
         };
         let (container, pod_security, secret_mode) = match opts.flavour {
@@ -202,6 +232,7 @@ impl ShadowSpec<'_> {
                         opts.ssh_port,
                     )),
                     heartbeat_timeout: opts.shadow_heartbeat_timeout,
+                    remote_forward_ports: self.shape.listen_ports(),
                     ..ServeArgs::default()
                 };
                 let probe = ProbeArgs { addr: serve.listen };
@@ -356,11 +387,23 @@ fn restricted_container() -> SecurityContext {
 }
 
 /// The configuration of the OpenSSH shadow: loopback only, the session's keys from the
-/// Secret, public-key login only, TCP forwarding (and remote forwards reachable from
-/// other pods, as kt-connect's `GatewayPorts yes`). Public so that tools running
-/// their own sshd beside kt (benchmarks, kt-connect-style images) use the same file.
+/// Secret, public-key login only, TCP forwarding, and no remote forward (`PermitListen
+/// none`, what a connect shadow needs). Public so that tools running their own sshd
+/// beside kt (benchmarks, kt-connect-style images) use the same file.
 pub fn sshd_config(port: u16) -> String {
+    sshd_config_listening(port, &[])
+}
+
+/// [`sshd_config`] whose remote forwards may listen on `listen_ports` (reachable from
+/// other pods, as kt-connect's `GatewayPorts yes`); none when empty.
+pub(crate) fn sshd_config_listening(port: u16, listen_ports: &[u16]) -> String {
     let dir = shadow::MOUNT_DIR;
+    let permit_listen = if listen_ports.is_empty() {
+        "none".to_owned()
+    } else {
+        let ports: Vec<String> = listen_ports.iter().map(u16::to_string).collect();
+        ports.join(" ")
+    };
     format!(
         "# Written by kt for one session.\n\
          Port {port}\n\
@@ -374,6 +417,7 @@ pub fn sshd_config(port: u16) -> String {
          StrictModes no\n\
          AllowTcpForwarding yes\n\
          GatewayPorts yes\n\
+         PermitListen {permit_listen}\n\
          X11Forwarding no\n\
          PermitTTY no\n\
          UseDNS no\n\
@@ -415,10 +459,103 @@ mod tests {
             "PasswordAuthentication no",
             "AllowTcpForwarding yes",
             "GatewayPorts yes",
+            "PermitListen none",
             "PidFile none",
             "UsePAM no",
         ] {
             assert!(c.lines().any(|l| l == line), "missing `{line}` in\n{c}");
+        }
+        let c = sshd_config_listening(2222, &[80, 8080]);
+        assert!(c.lines().any(|l| l == "PermitListen 80 8080"), "{c}");
+        assert_eq!(c.matches("PermitListen").count(), 1, "{c}");
+    }
+
+    /// The `--remote-forward` ports of a kt-shadow pod, and sshd's `PermitListen` line.
+    fn listen_config(role: Role, shape: &PodShape, flavour: ShadowFlavour) -> Vec<String> {
+        let opts = ConnectOptions::new().flavour(flavour);
+        let spec = ShadowSpec {
+            session: "t4",
+            name: "kt-t4",
+            image: "kt.dev/kt-shadow:0.1.0",
+            role,
+            shape,
+            opts: &opts,
+        };
+        match flavour {
+            ShadowFlavour::KtShadow => {
+                let args = spec.pod().spec.unwrap_or_default().containers[0]
+                    .args
+                    .clone()
+                    .unwrap_or_default();
+                args.windows(2)
+                    .filter(|w| w[0] == kt_proto::cli::REMOTE_FORWARD)
+                    .map(|w| w[1].clone())
+                    .collect()
+            }
+            _ => {
+                let keys = SessionKeys::generate("t4").expect("keys");
+                let data = spec.secret(&keys).expect("secret").data.unwrap_or_default();
+                let config = String::from_utf8_lossy(&data[SECRET_SSHD_CONFIG].0).into_owned();
+                config
+                    .lines()
+                    .filter(|l| l.starts_with("PermitListen"))
+                    .map(str::to_owned)
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn remote_forwards_are_allowed_on_the_shapes_ports_only() {
+        let connect = PodShape::default();
+        let swap = PodShape {
+            ports: vec![("http".to_owned(), 8080), (String::new(), 9090)],
+            ..PodShape::default()
+        };
+        assert!(listen_config(Role::ShadowConnect, &connect, ShadowFlavour::KtShadow).is_empty());
+        assert_eq!(
+            listen_config(Role::ShadowSwap, &swap, ShadowFlavour::KtShadow),
+            ["8080", "9090"]
+        );
+        assert_eq!(
+            listen_config(Role::ShadowConnect, &connect, ShadowFlavour::OpenSsh),
+            ["PermitListen none"]
+        );
+        assert_eq!(
+            listen_config(Role::ShadowSwap, &swap, ShadowFlavour::OpenSsh),
+            ["PermitListen 8080 9090"]
+        );
+    }
+
+    #[test]
+    fn both_flavours_request_and_limit_memory() {
+        for flavour in [ShadowFlavour::KtShadow, ShadowFlavour::OpenSsh] {
+            let opts = ConnectOptions::new().flavour(flavour);
+            let spec = ShadowSpec {
+                session: "t5",
+                name: "kt-shadow-t5",
+                image: "kt.dev/kt-shadow:0.1.0",
+                role: Role::ShadowConnect,
+                shape: &PodShape::default(),
+                opts: &opts,
+            };
+            let resources = spec.pod().spec.unwrap_or_default().containers[0]
+                .resources
+                .clone()
+                .unwrap_or_default();
+            let memory = |map: Option<BTreeMap<String, Quantity>>| {
+                map.unwrap_or_default().get("memory").map(|q| q.0.clone())
+            };
+            assert_eq!(
+                memory(resources.requests).as_deref(),
+                Some("32Mi"),
+                "{flavour}"
+            );
+            assert_eq!(
+                memory(resources.limits).as_deref(),
+                Some("256Mi"),
+                "{flavour}"
+            );
         }
     }
 

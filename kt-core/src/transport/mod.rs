@@ -294,20 +294,20 @@ impl Link {
         };
         // A new link (first or after a drop) asks again for every remote forward.
         for (address, port) in remote.registered() {
-            link.listen(&address, port).await.map_err(ssh_error)?;
+            link.listen(&address, port)
+                .await
+                .map_err(|e| ssh_error(listen_refused(&address, port, &e)))?;
         }
         Ok(link)
     }
 
     /// Asks the shadow to listen on `address:port` (`tcpip-forward`; port 0: any free
-    /// port); the port it bound.
-    async fn listen(&self, address: &str, port: u32) -> Result<u32, String> {
+    /// port); the port it bound. [`russh::Error::RequestDenied`] when the shadow said no.
+    async fn listen(&self, address: &str, port: u32) -> Result<u32, russh::Error> {
         match self.handle.tcpip_forward(address, port).await {
             Ok(bound) if port == 0 => Ok(bound),
             Ok(_) => Ok(port),
-            Err(e) => Err(format!(
-                "the shadow refused to listen on {address}:{port} for a remote forward ({e})"
-            )),
+            Err(e) => Err(e),
         }
     }
 
@@ -522,13 +522,20 @@ impl Tunnel {
     /// [`RemoteForward`].
     pub(crate) async fn remote_forward(&self, address: &str, port: u16) -> Result<RemoteForward> {
         let link = self.current().await?;
-        let bound = link
-            .listen(address, u32::from(port))
-            .await
-            .map_err(|reason| Error::Ssh {
-                pod: self.cfg.pod.clone(),
-                reason,
-            })?;
+        let bound = link.listen(address, u32::from(port)).await.map_err(|e| {
+            let reason = listen_refused(address, u32::from(port), &e);
+            match e {
+                // An answer, not a broken link: this shadow does not do that.
+                russh::Error::RequestDenied => Error::Unsupported {
+                    feature: "a remote forward",
+                    reason: format!("shadow pod `{}`: {reason}", self.cfg.pod),
+                },
+                _ => Error::Ssh {
+                    pod: self.cfg.pod.clone(),
+                    reason,
+                },
+            }
+        })?;
         Ok(self.remote.register(address, bound))
     }
 
@@ -746,6 +753,20 @@ impl Tunnel {
     }
 }
 
+/// Why a `tcpip-forward` for `address:port` failed, and what to do.
+fn listen_refused(address: &str, port: u32, e: &russh::Error) -> String {
+    match e {
+        russh::Error::RequestDenied => format!(
+            "the shadow refused to listen on {address}:{port}; a shadow listens only on the \
+             ports of its role (none for a connect session) and only while the port is free \
+             (the shadow pod's log says which)"
+        ),
+        other => {
+            format!("the shadow did not answer a request to listen on {address}:{port} ({other})")
+        }
+    }
+}
+
 fn open_failure(why: &ChannelOpenFailure) -> String {
     match why {
         ChannelOpenFailure::ConnectFailed => {
@@ -755,7 +776,12 @@ fn open_failure(why: &ChannelOpenFailure) -> String {
         ChannelOpenFailure::AdministrativelyProhibited => {
             "the shadow does not allow TCP forwarding (sshd: AllowTcpForwarding)".to_owned()
         }
-        ChannelOpenFailure::ResourceShortage => "the shadow is out of resources".to_owned(),
+        ChannelOpenFailure::ResourceShortage => {
+            "the shadow is at its limit of open channels or UDP flows for this session \
+             (kt-shadow --max-channels, --max-udp-flows), or out of resources; close some \
+             connections (the shadow pod's log says which limit)"
+                .to_owned()
+        }
         ChannelOpenFailure::UnknownChannelType => {
             "the shadow does not support direct-tcpip channels".to_owned()
         }
@@ -788,6 +814,20 @@ mod tests {
             "it is being deleted"
         );
         assert_eq!(identity("u1", None).unwrap_err(), "it was deleted");
+    }
+
+    #[test]
+    fn refusals_for_the_shadows_limits_say_which_limits() {
+        let shortage = open_failure(&ChannelOpenFailure::ResourceShortage);
+        assert!(
+            shortage.contains("--max-channels") && shortage.contains("--max-udp-flows"),
+            "{shortage}"
+        );
+        let denied = listen_refused("0.0.0.0", 8080, &russh::Error::RequestDenied);
+        assert!(
+            denied.contains("0.0.0.0:8080") && denied.contains("none for a connect session"),
+            "{denied}"
+        );
     }
 
     #[test]
