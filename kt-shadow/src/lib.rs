@@ -6,11 +6,19 @@
 //! - `direct-tcpip` channels: connect to a host and port in the cluster (names resolved
 //!   by the pod's resolver, i.e. cluster DNS) and splice, with half-close;
 //! - `tcpip-forward` / `cancel-tcpip-forward`: listen in the pod and open a
-//!   `forwarded-tcpip` channel back to the client per accepted connection;
+//!   `forwarded-tcpip` channel back to the client per accepted connection, only on
+//!   the ports given with `--remote-forward` (none by default: a connect shadow refuses
+//!   every remote forward) and only on the pod's own addresses;
 //! - `direct-udp@kt.dev` flows: UDP datagrams framed on a channel (see
 //!   [`kt_proto::channel`]), relayed through a connected UDP socket;
 //! - `exec kt-health` on a session channel, which prints `ok` (nothing else runs: the
 //!   shadow has no shell).
+//!
+//! It bounds what a peer can hold open: connections waiting to log in
+//! (`--max-preauth-connections`, default 16; one more gets an SSH disconnect), and per
+//! connection channels (`--max-channels`, default 1024) and UDP flows
+//! (`--max-udp-flows`, default 1024; one more of either is refused with
+//! `RESOURCE_SHORTAGE`). Every refusal carries a text and is logged.
 //!
 //! It writes nothing to disk, runs as any non-root user, and exits with code 3 when no
 //! client has been connected for `--heartbeat-timeout` seconds.
