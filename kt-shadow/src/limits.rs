@@ -15,11 +15,6 @@ use tracing::debug;
 
 use crate::tcp::open_failure;
 
-/// How long a refused connection is kept to deliver the disconnect and read what the
-/// client already sent (closing with unread input would reset the connection, and the
-/// client might lose the message).
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-
 /// `max` slots of one kind; a taken slot is held until its permit is dropped.
 #[derive(Debug)]
 pub(crate) struct Slots {
@@ -132,14 +127,17 @@ fn put_string(buf: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// Sends `refusal` (see [`too_many_connections`]) and closes the connection, reading
-/// and dropping whatever the client sends for a moment so that the close is orderly.
+/// and dropping whatever the client sends for up to `linger` so that the close is
+/// orderly (closing with unread input resets the connection, and the client might lose
+/// the message).
 pub(crate) async fn refuse(
     mut stream: TcpStream,
     peer: SocketAddr,
     refusal: Vec<u8>,
+    linger: Duration,
     stop: CancellationToken,
 ) {
-    let linger = async {
+    let send = async {
         stream.write_all(&refusal).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
@@ -148,7 +146,7 @@ pub(crate) async fn refuse(
     };
     tokio::select! {
         () = stop.cancelled() => {}
-        r = tokio::time::timeout(REFUSAL_LINGER, linger) => {
+        r = tokio::time::timeout(linger, send) => {
             if let Ok(Err(err)) = r {
                 debug!(%peer, error = %err, "refused connection ended");
             }

@@ -52,6 +52,13 @@ pub struct Tuning {
     /// socket (see the `stream` module: keeps russh-to-russh connections from
     /// deadlocking when both ends write at once).
     pub write_buffer: usize,
+    /// How long a connection refused for `--max-preauth-connections` is kept open to
+    /// deliver its disconnect message and read what the client already sent.
+    pub refusal_linger: Duration,
+    /// How many refused connections may be delivering their disconnect at once; beyond
+    /// that a refused connection is closed at once, without a message, so that a flood
+    /// of connections holds no more sockets than this.
+    pub refusals_in_flight: usize,
 }
 
 impl Default for Tuning {
@@ -67,6 +74,8 @@ impl Default for Tuning {
             channel_buffer: 32,
             write_buffer: 8 * 1024 * 1024,
             write_stall_timeout: Duration::from_secs(60),
+            refusal_linger: Duration::from_secs(2),
+            refusals_in_flight: 64,
         }
     }
 }
@@ -118,6 +127,8 @@ pub(crate) struct State {
     pub(crate) remote_forward_ports: Vec<u16>,
     /// Connections that have not logged in yet (`--max-preauth-connections`).
     preauth: Slots,
+    /// Refused connections still delivering their disconnect.
+    refusals: Slots,
     max_channels: usize,
     max_udp_flows: usize,
     next_conn: AtomicU64,
@@ -201,6 +212,7 @@ impl Shadow {
             ..Config::default()
         };
         let (clients, _) = watch::channel(Clients::default());
+        let refusals_in_flight = tuning.refusals_in_flight;
         info!(
             listen = %args.listen,
             authorized_keys = authorized.len(),
@@ -221,6 +233,7 @@ impl Shadow {
                 tuning: Arc::new(tuning),
                 remote_forward_ports: args.remote_forward_ports.clone(),
                 preauth: Slots::new(args.max_preauth_connections),
+                refusals: Slots::new(refusals_in_flight),
                 max_channels: args.max_channels,
                 max_udp_flows: args.max_udp_flows,
                 next_conn: AtomicU64::new(1),
@@ -337,6 +350,11 @@ fn spawn_connection(
     // Held by the handler until the client logs in or the connection ends.
     let Some(preauth) = state.preauth.take() else {
         let limit = state.preauth.max();
+        let Some(refusing) = state.refusals.take() else {
+            // A flood: close at once rather than hold one more socket.
+            debug!(%peer, "connection closed: too many refusals in flight");
+            return;
+        };
         warn!(
             %peer,
             limit,
@@ -348,9 +366,12 @@ fn spawn_connection(
              --max-preauth-connections); try again in a moment"
         );
         let refusal = too_many_connections(&server_id(), &message);
-        state
-            .tracker
-            .spawn(refuse(stream, peer, refusal, stop.clone()));
+        let linger = state.tuning.refusal_linger;
+        let stop = stop.clone();
+        state.tracker.spawn(async move {
+            let _refusing = refusing;
+            refuse(stream, peer, refusal, linger, stop).await;
+        });
         return;
     };
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -368,3 +368,69 @@ async fn a_udp_flow_over_the_limit_is_refused_with_resource_shortage() -> TestRe
     shadow.stop().await?;
     Ok(())
 }
+
+/// Reads until `stream` has delivered the refusal's disconnect text (the connection
+/// stays open: the test holds it).
+async fn read_refusal(stream: &mut TcpStream) -> TestResult<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&got).contains("try again in a moment") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_connections_holds_a_bounded_number_of_sockets() -> TestResult {
+    let tuning = Tuning {
+        refusals_in_flight: 3,
+        // Refused connections stay until the client closes them (for the test).
+        refusal_linger: Duration::from_secs(600),
+        ..Tuning::default()
+    };
+    let shadow = Shadowed::start_with(|args| args.max_preauth_connections = 1, tuning).await?;
+    let _waiting = TcpStream::connect(shadow.addr).await?;
+
+    // Three refusals in flight, each told why...
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(shadow.addr).await?;
+        let got = read_refusal(&mut stream).await?;
+        assert!(
+            got.starts_with(b"SSH-2.0-kt-shadow_")
+                && String::from_utf8_lossy(&got).contains("too many connections waiting"),
+            "{got:?}"
+        );
+        refused.push(stream);
+    }
+    // ... and the next one is closed at once, without a word.
+    let mut closed = TcpStream::connect(shadow.addr).await?;
+    let mut got = Vec::new();
+    let read = closed.read_to_end(&mut got).await;
+    assert!(
+        got.is_empty() && (matches!(read, Ok(0)) || read.is_err()),
+        "over the refusals in flight: {read:?} {got:?}"
+    );
+
+    // Once the refused clients hang up, refusals carry their message again.
+    drop(refused);
+    let deadline = tokio::time::Instant::now() + SLOT_BACK;
+    loop {
+        let mut stream = TcpStream::connect(shadow.addr).await?;
+        let got = read_refusal(&mut stream).await?;
+        if String::from_utf8_lossy(&got).contains("too many connections waiting") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusals still silent after the refused clients left: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shadow.stop().await?;
+    Ok(())
+}
