@@ -131,6 +131,33 @@ build_shadow() {
 	export KT_SHADOW_BIN=$BIN/kt-shadow
 }
 
+# The cargo-deny version testbed/check installs when the machine has none.
+CARGO_DENY_VERSION=0.20.2
+
+# deny_check runs cargo-deny over the workspace (deny.toml): licenses, bans and sources,
+# then advisories against the RustSec database. The database is fetched from GitHub;
+# where GitHub cannot be reached, the copy fetched last is used and its date printed.
+# With no copy at all the check fails: advisories never pass unchecked.
+deny_check() {
+	local root=$1 db_dir
+	command -v cargo-deny >/dev/null || {
+		say "installing cargo-deny $CARGO_DENY_VERSION (once)"
+		cargo install -q --locked "cargo-deny@$CARGO_DENY_VERSION" || return 1
+	}
+	(cd "$root" && cargo deny --locked check licenses bans sources) || return 1
+	if (cd "$root" && cargo deny --locked fetch db >/dev/null 2>&1); then
+		(cd "$root" && cargo deny --locked check advisories)
+		return
+	fi
+	db_dir=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-*/.git 2>/dev/null | head -1)
+	if [ -z "$db_dir" ]; then
+		printf '\033[31m[lab] error:\033[0m %s\n' "the RustSec advisory database cannot be fetched (github.com unreachable?) and no earlier copy exists in ${CARGO_HOME:-$HOME/.cargo}/advisory-dbs: advisories NOT checked" >&2
+		return 1
+	fi
+	say "advisory database unreachable; using the local copy of $(git -C "$db_dir/.." log -1 --format=%cs)"
+	(cd "$root" && cargo deny --offline --locked check advisories)
+}
+
 pid_alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 
 # start NAME NS CMD...: start a component in the background in its own session,
