@@ -253,6 +253,7 @@ impl Dropped {
         } else if sources.counts.len() < DROPPED_SOURCES_KEPT {
             sources.counts.insert(source, 1);
             tracing::debug!(
+                target: "kt",
                 %source, %listen,
                 "local DNS server: dropping queries from {source}, not an allowed source; \
                  further ones from it are counted, not logged"
@@ -260,6 +261,7 @@ impl Dropped {
         } else {
             if sources.others == 0 {
                 tracing::debug!(
+                    target: "kt",
                     %listen,
                     "local DNS server: queries from more than {DROPPED_SOURCES_KEPT} \
                      sources not allowed; further sources are counted together, not logged"
@@ -286,6 +288,7 @@ impl Dropped {
             counts.push(format!("further sources ({})", sources.others));
         }
         tracing::debug!(
+            target: "kt",
             %listen,
             "local DNS server: dropped {total} queries from sources not allowed: {}",
             counts.join(", ")
