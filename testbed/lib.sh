@@ -50,6 +50,10 @@ ensure_packages() {
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v dig >/dev/null || missing+=(dnsutils)
 	command -v setpriv >/dev/null || missing+=(util-linux)
+	# testbed/laptop-resolved: a D-Bus system bus of its own for systemd-resolved.
+	command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
+	[ -f /usr/share/dbus-1/system.conf ] || missing+=(dbus-system-bus-common)
+	command -v dpkg-deb >/dev/null || missing+=(dpkg)
 	# kt-ffi's tests compile C programs against libkt (pkg-config) and run them under valgrind.
 	command -v cc >/dev/null || missing+=(gcc libc6-dev)
 	command -v pkg-config >/dev/null || missing+=(pkg-config)
@@ -309,6 +313,31 @@ corp.test:53 {
 }
 EOF
 	start laptop-dns "$HOST_NS" "$KTLAB" coredns -conf "$KTLAB_STATE/laptop-dns.Corefile"
+}
+
+# ensure_resolved prints the directory holding systemd-resolved and resolvectl of
+# the machine's systemd version ($KT_CACHE/resolved/<version>): the distribution's
+# package, downloaded with apt-get and unpacked, never installed (installing it
+# would take over the machine's own /etc/resolv.conf). testbed/laptop-resolved runs it.
+ensure_resolved() {
+	local version dir tmp
+	version=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null) ||
+		die "the systemd package is not installed; the laptop's systemd-resolved must match its libsystemd-shared"
+	dir=$KT_CACHE/resolved/$version
+	if [ ! -x "$dir/lib/systemd/systemd-resolved" ]; then
+		say "downloading systemd-resolved $version (unpacked in $dir, not installed)"
+		mkdir -p "$KT_CACHE/resolved"
+		tmp=$(mktemp -d "$KT_CACHE/resolved/.download.XXXXXX")
+		if ! (cd "$tmp" && apt-get download -q=2 "systemd-resolved=$version" >&2 &&
+			dpkg-deb -x systemd-resolved_*.deb root); then
+			rm -rf "$tmp"
+			die "cannot download systemd-resolved=$version (apt-get download); run apt-get update, or check the network"
+		fi
+		# Another run may have unpacked it meanwhile: either copy will do.
+		mv -T "$tmp/root" "$dir" 2>/dev/null || true
+		rm -rf "$tmp"
+	fi
+	echo "$dir"
 }
 
 # The laptop's view: a kubeconfig through the laptop's link, and the resolv.conf and

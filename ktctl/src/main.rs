@@ -103,6 +103,7 @@ struct ConnectArgs {
     #[arg(long)]
     mtu: Option<u16>,
     /// VPN mode: where the local DNS server listens (default 127.0.0.1:53 when free).
+    /// It answers only this machine (loopback, the tun address, this address).
     #[arg(long)]
     dns_listen: Option<SocketAddr>,
     /// The shadow's SSH server: kt-shadow (kt's own agent: restricted Pod Security,
