@@ -356,13 +356,15 @@ impl ConnectOptions {
 
     /// The image the shadow pod will run.
     pub fn image(&self) -> String {
+        self.image_with(std::env::var(SHADOW_IMAGE_ENV).ok())
+    }
+
+    /// [`image`](Self::image), given the value of `KT_SHADOW_IMAGE`.
+    fn image_with(&self, from_env: Option<String>) -> String {
         if let Some(image) = &self.shadow_image {
             return image.clone();
         }
-        if let Some(image) = std::env::var(SHADOW_IMAGE_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        {
+        if let Some(image) = from_env.filter(|v| !v.trim().is_empty()) {
             return image;
         }
         match self.flavour {
@@ -378,19 +380,26 @@ mod tests {
 
     #[test]
     fn default_images_follow_the_flavour() {
-        if std::env::var_os(SHADOW_IMAGE_ENV).is_some() {
-            return;
-        }
+        let openssh = ConnectOptions::new().flavour(ShadowFlavour::OpenSsh);
         assert_eq!(
-            ConnectOptions::new().image(),
+            ConnectOptions::new().image_with(None),
             format!("kt.dev/kt-shadow:{}", kt_proto::VERSION)
         );
+        assert_eq!(openssh.image_with(None), "kt.dev/openssh");
+        // A blank variable counts as unset.
+        assert_eq!(openssh.image_with(Some(" ".into())), "kt.dev/openssh");
+    }
+
+    #[test]
+    fn the_option_beats_the_environment_which_beats_the_default() {
+        let env = Some("lab/kt-shadow:dev".to_owned());
         assert_eq!(
-            ConnectOptions::new()
-                .flavour(ShadowFlavour::OpenSsh)
-                .image(),
-            "kt.dev/openssh"
+            ConnectOptions::new().image_with(env.clone()),
+            "lab/kt-shadow:dev"
         );
-        assert_eq!(ConnectOptions::new().shadow_image("x/y:1").image(), "x/y:1");
+        assert_eq!(
+            ConnectOptions::new().shadow_image("x/y:1").image_with(env),
+            "x/y:1"
+        );
     }
 }
