@@ -5,10 +5,11 @@
 //! `kt-shadow`, or a stock OpenSSH `sshd`), port-forwards to it through the API server
 //! with a fresh key pair, and serves, on 127.0.0.1:
 //!
-//! - a SOCKS5 proxy ([`Session::socks5_addr`]) and an HTTP proxy
-//!   ([`Session::http_proxy_addr`], `CONNECT` and plain `http://` forwarding), both
+//! - a SOCKS5 proxy ([`Session::socks5_url`]) and an HTTP proxy
+//!   ([`Session::http_proxy_url`], `CONNECT` and plain `http://` forwarding), both
 //!   resolving names in the cluster with the search list of a pod in the session's
-//!   namespace (`web`, `web.other-ns`, `web.other-ns.svc.cluster.local`);
+//!   namespace (`web`, `web.other-ns`, `web.other-ns.svc.cluster.local`), optionally
+//!   with per-session credentials ([`ConnectOptions::proxy_auth`]);
 //! - per-target local forwards ([`Session::forward`]), and for UDP
 //!   ([`Session::forward_udp`], [`Session::udp_channel`]; kt-shadow only);
 //! - DNS lookups through the cluster DNS ([`Session::resolve`]);
@@ -25,8 +26,8 @@
 //! let session = Session::connect(ConnectOptions::new().namespace("dev")).await?;
 //!
 //! // Any HTTP client: point it at the proxy (or pass session.env() to a child process).
-//! println!("HTTP_PROXY=http://{}", session.http_proxy_addr());
-//! println!("ALL_PROXY=socks5h://{}", session.socks5_addr());
+//! println!("HTTP_PROXY={}", session.http_proxy_url());
+//! println!("ALL_PROXY={}", session.socks5_url());
 //!
 //! // A local port for one Service, and a DNS lookup in the cluster.
 //! let db = session.forward("svc/postgres", 5432).await?;
@@ -72,11 +73,15 @@
 //!
 //! # Security notes
 //!
-//! The local proxies and forwards have no authentication, like `kubectl
+//! By default the local proxies and forwards have no authentication, like `kubectl
 //! port-forward` and `ssh -D`: they listen on 127.0.0.1 only, but while the session
 //! lives any process on the machine, of any user, can use them to reach what the
-//! shadow pod reaches. On a machine shared with people who should not have that access,
-//! run kt in a network namespace or container of your own. Text a pod wrote is quoted
+//! shadow pod reaches. [`ConnectOptions::proxy_auth`] makes the proxies require
+//! random per-session credentials (SOCKS5 username/password, HTTP `Proxy-Authorization:
+//! Basic`), which the URLs of [`Session::env`], [`Session::socks5_url`] and
+//! [`Session::http_proxy_url`] carry and kt never logs. Forwards stay plain TCP; on a
+//! machine shared with people who should not have that access, use the proxies with
+//! credentials, or run kt in a network namespace or container of your own. Text a pod wrote is quoted
 //! in errors with its control characters escaped, and helpers run as root
 //! (`resolvectl`) are taken from the system directories, never from `PATH`.
 //!

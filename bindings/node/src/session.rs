@@ -159,6 +159,22 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// The SOCKS5 proxy as a URL: `socks5h://127.0.0.1:port`, or
+    /// `socks5h://user:password@127.0.0.1:port` when the session was opened with
+    /// `proxyAuth: true` (then keep it secret).
+    #[napi(catch_unwind, getter)]
+    pub fn socks5_url(&self) -> String {
+        self.core().map(|s| s.socks5_url()).unwrap_or_default()
+    }
+
+    /// The HTTP proxy as a URL: `http://127.0.0.1:port`, or
+    /// `http://user:password@127.0.0.1:port` when the session was opened with
+    /// `proxyAuth: true` (then keep it secret).
+    #[napi(catch_unwind, getter)]
+    pub fn http_proxy_url(&self) -> String {
+        self.core().map(|s| s.http_proxy_url()).unwrap_or_default()
+    }
+
     /// The cluster DNS server the session queries (as the shadow pod reaches it).
     #[napi(catch_unwind, getter)]
     pub fn dns_server(&self) -> String {

@@ -119,6 +119,7 @@ pub struct ConnectOptions {
     pub(crate) dns_server: Option<IpAddr>,
     pub(crate) socks5_port: u16,
     pub(crate) http_proxy_port: u16,
+    pub(crate) proxy_auth: bool,
     pub(crate) on_event: Option<Callback>,
     pub(crate) vpn: Option<VpnOptions>,
 }
@@ -150,6 +151,7 @@ impl Default for ConnectOptions {
             dns_server: None,
             socks5_port: 0,
             http_proxy_port: 0,
+            proxy_auth: false,
             on_event: None,
             vpn: None,
         }
@@ -171,6 +173,7 @@ impl fmt::Debug for ConnectOptions {
             .field("port_forward_timeout", &self.port_forward_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("proxy_auth", &self.proxy_auth)
             .field("on_event", &self.on_event.is_some())
             .finish_non_exhaustive()
     }
@@ -334,6 +337,28 @@ impl ConnectOptions {
     /// The local HTTP proxy port (default: any free port on 127.0.0.1).
     pub fn http_proxy_port(mut self, port: u16) -> Self {
         self.http_proxy_port = port;
+        self
+    }
+
+    /// Whether the local SOCKS5 and HTTP proxies require per-session credentials
+    /// (default `false`).
+    ///
+    /// The proxies listen on 127.0.0.1 only, but without credentials, like `kubectl
+    /// port-forward` and `ssh -D`, any process on the machine, of any user, can use
+    /// them to reach what the shadow pod reaches while the session lives. With `true`,
+    /// the session makes a random user name and password (from a cryptographically
+    /// secure generator) and the proxies require them: SOCKS5 only with
+    /// username/password authentication (RFC 1929; a client offering only "no
+    /// authentication" is refused), the HTTP proxy only for requests with
+    /// `Proxy-Authorization: Basic` (else `407 Proxy Authentication Required`). The
+    /// URLs in [`Session::env`](crate::Session::env), [`Session::socks5_url`](crate::Session::socks5_url)
+    /// and [`Session::http_proxy_url`](crate::Session::http_proxy_url) carry them
+    /// (`socks5h://user:password@127.0.0.1:port`), so programs given those use them
+    /// without more ado; kt never logs the password. Local forwards
+    /// ([`Session::forward`](crate::Session::forward)) are plain TCP and stay open to
+    /// every local process.
+    pub fn proxy_auth(mut self, required: bool) -> Self {
+        self.proxy_auth = required;
         self
     }
 
