@@ -136,7 +136,7 @@ pub struct DnsServerConfig {
     /// namespace `default` unless set.
     pub search: Vec<String>,
     /// A pod's `ndots` (5). The server no longer uses it: only single-label names are
-    /// expanded with the search list (see the [module docs](self)); kept so that
+    /// expanded with the search list (see this module's docs); kept so that
     /// existing configurations still build.
     pub ndots: usize,
     /// TTL of answers made from the cluster (5 s by default: Service IPs change).
