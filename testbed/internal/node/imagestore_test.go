@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 // privateDir makes a directory only its owner can search (like /root), inside
@@ -199,5 +201,18 @@ func TestSearchableByAll(t *testing.T) {
 	}
 	if err := searchableByAll(link); err == nil || !strings.Contains(err.Error(), private+" is mode 0700") {
 		t.Errorf("through a symlink: %v", err)
+	}
+}
+
+func TestAgentRefusesAStateDirectoryUsersCannotReach(t *testing.T) {
+	requireRoot(t)
+	_, private := privateDir(t)
+	cfg, err := Config{StateDir: filepath.Join(private, "state"), ImagesFile: filepath.Join(private, "images.yaml"), Ktlab: "/bin/true"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = newAgent(cfg, fake.NewSimpleClientset(), &netManager{}).run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "state directory "+cfg.StateDir) || !strings.Contains(err.Error(), private+" is mode 0700") {
+		t.Errorf("agent with a state directory under a private one: %v", err)
 	}
 }

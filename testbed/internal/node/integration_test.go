@@ -561,6 +561,9 @@ func TestCleanupAll(t *testing.T) {
 	if !r.running() {
 		t.Fatalf("not running: %+v", r.Exit)
 	}
+	if _, err := newImageStore(state.imagesDir()).install("/bin/true"); err != nil {
+		t.Fatal(err)
+	}
 
 	// Not while an agent holds the state directory.
 	lock, err := lockStateDir(state)
@@ -586,5 +589,8 @@ func TestCleanupAll(t *testing.T) {
 	}
 	if fileExists(state.podsDir()) {
 		t.Error("pod state survived")
+	}
+	if fileExists(state.imagesDir()) {
+		t.Error("the image store survived")
 	}
 }
