@@ -74,19 +74,18 @@ func (s *imageStore) install(src string) (string, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p, ok := s.installed[entry]; ok && sameSize(p, st.Size()) {
-		return p, nil
-	}
-	if err := s.ensureDir(); err != nil {
-		return "", err
-	}
-	if !sameSize(target, st.Size()) {
-		if err := s.copyIn(src, entry, target); err != nil {
-			return "", fmt.Errorf("installing image executable %s into %s: %w", src, s.dir, err)
+	if p, ok := s.installed[entry]; !ok || !sameSize(p, st.Size()) {
+		if err := s.ensureDir(); err != nil {
+			return "", err
 		}
-		klog.Infof("Installed image executable %s as %s", src, target)
+		if !sameSize(target, st.Size()) {
+			if err := s.copyIn(src, entry, target); err != nil {
+				return "", fmt.Errorf("installing image executable %s into %s: %w", src, s.dir, err)
+			}
+			klog.Infof("Installed image executable %s as %s", src, target)
+		}
+		s.installed[entry] = target
 	}
-	s.installed[entry] = target
 	if prev := s.current[id]; prev != entry {
 		s.prune(id, entry, prev)
 		s.current[id] = entry

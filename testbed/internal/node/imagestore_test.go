@@ -216,3 +216,38 @@ func TestAgentRefusesAStateDirectoryUsersCannotReach(t *testing.T) {
 		t.Errorf("agent with a state directory under a private one: %v", err)
 	}
 }
+
+// A source named through a symlink that is pointed elsewhere and back: the
+// store keeps what it handed out last, whichever version that is.
+func TestImageStoreKeepsWhatItHandedOutLast(t *testing.T) {
+	requireRoot(t)
+	open, private := privateDir(t)
+	store := newImageStore(filepath.Join(open, "images"))
+	named := filepath.Join(private, "ktlab")
+	point := func(to string, pad int) string {
+		t.Helper()
+		copyExecutable(t, "/bin/true", to, pad)
+		_ = os.Remove(named)
+		if err := os.Symlink(to, named); err != nil {
+			t.Fatal(err)
+		}
+		p, err := store.install(named)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a := point(filepath.Join(private, "a"), 1)
+	b := point(filepath.Join(private, "b"), 2)
+	_ = os.Remove(named)
+	if err := os.Symlink(filepath.Join(private, "a"), named); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := store.install(named); err != nil || again != a {
+		t.Fatalf("back to a: %s, %v (want %s)", again, err, a)
+	}
+	c := point(filepath.Join(private, "c"), 3)
+	if !fileExists(a) || fileExists(b) || !fileExists(c) {
+		t.Errorf("after a, b, a, c: a kept %v (want true), b kept %v (want false), c kept %v (want true)", fileExists(a), fileExists(b), fileExists(c))
+	}
+}
