@@ -64,8 +64,10 @@ pub const AUTHORIZED_KEYS_PATH: &str = "/etc/kt/authorized_keys";
 /// [`SECRET_HOST_KEY`] as mounted: [`MOUNT_DIR`]`/ssh_host_ed25519_key`.
 pub const HOST_KEY_PATH: &str = "/etc/kt/ssh_host_ed25519_key";
 
-/// File mode for the mounted Secret's files (`defaultMode`): read-only for owner and
-/// group. The pod runs with `fsGroup` = [`RUN_AS_GROUP`] so the shadow can read them.
+/// File mode for a Secret's files mounted for a kt-shadow that reads its keys from
+/// files (`defaultMode`): read-only for owner and group; give the pod `fsGroup` =
+/// [`RUN_AS_GROUP`] so the shadow can read them. (kt runs kt-shadow with
+/// `--authorized-key` and mounts nothing.)
 pub const SECRET_FILE_MODE: i32 = 0o440;
 
 /// The SSH port of the shadow, on the pod's loopback only. The client reaches it
