@@ -766,6 +766,12 @@ mod tests {
                 namespace: "x".into(),
                 reason: "it was deleted".into(),
             },
+            Error::ShadowHostKey {
+                pod: "p".into(),
+                namespace: "x".into(),
+                reason: "no host-key line".into(),
+                log: String::new(),
+            },
             Error::NeedsCapability {
                 action: "a".into(),
                 capability: "CAP_NET_ADMIN",

@@ -356,6 +356,28 @@ mod tests {
     }
 
     #[test]
+    fn the_error_says_what_to_check_and_quotes_the_log_escaped() {
+        let e = Error::ShadowHostKey {
+            pod: "kt-shadow-t1".to_owned(),
+            namespace: "dev".to_owned(),
+            reason: "no line starting with `kt-shadow host-key ` in the first 16384 bytes"
+                .to_owned(),
+            log: quote("sshd: unknown option --authorized-key\u{1b}]0;x\u{7}\n"),
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::Shadow);
+        let msg = e.to_string();
+        for part in [
+            "shadow pod `kt-shadow-t1` did not report its SSH host key",
+            "no line starting with `kt-shadow host-key `",
+            "`kubectl logs kt-shadow-t1 -n dev`",
+            "its log begins:\nsshd: unknown option --authorized-key\\u{1b}]0;x\\u{7}",
+        ] {
+            assert!(msg.contains(part), "`{part}` missing from: {msg}");
+        }
+        assert!(!msg.contains('\u{1b}'), "{msg}");
+    }
+
+    #[test]
     fn quoted_log_is_bounded_and_escaped() {
         let long: String = (0..100).map(|i| format!("line {i} \u{7}\n")).collect();
         let q = quote(&long);

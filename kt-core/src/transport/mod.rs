@@ -259,13 +259,10 @@ impl Link {
                     .ok()
                     .and_then(|o| o.clone())
                     .unwrap_or_default();
-                return Err(ssh_error(format!(
-                    "the shadow presented host key `{offered}`, not the one pinned for it \
-                     (`{}`: the key kt-shadow reported in its log when it started, or the \
-                     one this session made for the OpenSSH shadow); something other than the \
-                     shadow answered on port {} — refusing to continue",
-                    cfg.host_key.to_openssh().unwrap_or_default(),
-                    cfg.port
+                return Err(ssh_error(host_key_mismatch(
+                    &offered,
+                    &cfg.host_key,
+                    cfg.port,
                 )));
             }
             Err(e) => {
@@ -343,6 +340,18 @@ impl Link {
         .await;
         self.dead.cancel();
     }
+}
+
+/// Why a link was refused when the server offered `offered` (OpenSSH text; empty if
+/// unknown) and `pinned` is the shadow's key.
+fn host_key_mismatch(offered: &str, pinned: &PublicKey, port: u16) -> String {
+    format!(
+        "the shadow presented host key `{offered}`, not the one pinned for it (`{}`: the key \
+         kt-shadow reported in its log when it started, or the one this session made for the \
+         OpenSSH shadow); something other than the shadow answered on port {port} — refusing \
+         to continue",
+        pinned.to_openssh().unwrap_or_default(),
+    )
 }
 
 /// Fails with [`Error::ShadowReplaced`] unless the pod named `cfg.pod` is the one the
@@ -793,6 +802,29 @@ mod tests {
             "it is being deleted"
         );
         assert_eq!(identity("u1", None).unwrap_err(), "it was deleted");
+    }
+
+    #[test]
+    fn a_host_key_mismatch_names_both_keys_and_is_not_retried_on_the_first_link() {
+        let pinned = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPDBp3khpUoQDgs/jC6tYksSwC/LKe35IRMRz4hAr1x4",
+        )
+        .expect("test key");
+        let offered =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN+CPjJ5Kcn/Hm2zN0Ehqrq02FK9HbW3N9m9gs/5+GLb";
+        let reason = host_key_mismatch(offered, &pinned, 2222);
+        assert!(
+            reason.contains(offered)
+                && reason.contains("AAAAIPDBp3khpUoQDgs")
+                && reason.contains("reported in its log")
+                && reason.contains("refusing to continue"),
+            "{reason}"
+        );
+        let err = Error::Ssh {
+            pod: "kt-shadow-t1".to_owned(),
+            reason,
+        };
+        assert!(!Retry::FIRST_LINK.retries(&err));
     }
 
     #[test]
