@@ -156,9 +156,9 @@ export interface LocalAddress {
  */
 export declare class Session {
   /**
-   * Opens a session: creates the shadow pod and its Secret, waits until it is
-   * Ready, tunnels SSH to it through the API server and starts the local proxies.
-   * Rejects with a `KtError` (see `code`); whatever was created is removed first.
+   * Opens a session: creates the shadow pod (and, for the OpenSSH flavour, its
+   * Secret), waits until it is Ready, tunnels SSH to it through the API server and
+   * starts the local proxies. Rejects with a `KtError` (see `code`); whatever was created is removed first.
    */
   static connect(options?: ConnectOptions | null): Promise<Session>
   /** The session id (the `kt.dev/session` label on its objects). */
@@ -226,8 +226,8 @@ export declare class Session {
   /** Every event since the session started, then new ones, ending after `Closed`. */
   events(): EventStream
   /**
-   * Removes the shadow pod and its Secret (waiting until they are gone), ends the
-   * tunnel, the proxies and the forwards. Calling it again does nothing. After it,
+   * Removes the shadow pod and its Secret if any (waiting until they are gone),
+   * ends the tunnel, the proxies and the forwards. Calling it again does nothing. After it,
    * methods reject with `KT_CLOSED`.
    */
   close(): Promise<void>

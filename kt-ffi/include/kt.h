@@ -116,7 +116,8 @@ typedef enum {
 
 // What happened. The fields each kind has (for `kt_event_field`) are listed.
 typedef enum {
-  // The Secret and shadow pod are being created: `namespace`, `pod`, `image`.
+  // The shadow pod (and, for the OpenSSH flavour, its Secret) is being created:
+  // `namespace`, `pod`, `image`.
   KT_EVENT_KIND_CREATING = 0,
   // The shadow pod was placed on a node: `node`.
   KT_EVENT_KIND_SCHEDULED = 1,
@@ -465,10 +466,10 @@ kt_status kt_vpn_options_disable_discovery(kt_vpn_options *vpn, char *err, size_
 // reads it. Any other `mode` gives `KT_STATUS_INVALID_ARGUMENT`.
 kt_status kt_vpn_options_set_dns(kt_vpn_options *vpn, uint32_t mode, const char *namespaces, char *err, size_t err_len);
 
-// Opens a session with `options` (which stays the caller's): creates the shadow's
-// Secret and Pod, waits until it is Ready, tunnels to it and starts the local
-// proxies. Blocks until connected or failed; whatever was created is removed
-// again on failure. Stores the new session in `*session` (NULL on failure).
+// Opens a session with `options` (which stays the caller's): creates the shadow pod
+// (and, for the OpenSSH flavour, its Secret), waits until it is Ready, tunnels to it
+// and starts the local proxies. Blocks until connected or failed; whatever was
+// created is removed again on failure. Stores the new session in `*session` (NULL on failure).
 //
 // Errors: `KT_STATUS_CONFIG` (kubeconfig), `KT_STATUS_UNREACHABLE` (API server),
 // `KT_STATUS_NOT_FOUND` (namespace), `KT_STATUS_FORBIDDEN` (RBAC),

@@ -86,10 +86,10 @@ struct EventStream {
 
 static SESSIONS: Table<Entry> = Table::new(3, "kt_session_connect");
 
-/// Opens a session with `options` (which stays the caller's): creates the shadow's
-/// Secret and Pod, waits until it is Ready, tunnels to it and starts the local
-/// proxies. Blocks until connected or failed; whatever was created is removed
-/// again on failure. Stores the new session in `*session` (NULL on failure).
+/// Opens a session with `options` (which stays the caller's): creates the shadow pod
+/// (and, for the OpenSSH flavour, its Secret), waits until it is Ready, tunnels to it
+/// and starts the local proxies. Blocks until connected or failed; whatever was
+/// created is removed again on failure. Stores the new session in `*session` (NULL on failure).
 ///
 /// Errors: `KT_STATUS_CONFIG` (kubeconfig), `KT_STATUS_UNREACHABLE` (API server),
 /// `KT_STATUS_NOT_FOUND` (namespace), `KT_STATUS_FORBIDDEN` (RBAC),

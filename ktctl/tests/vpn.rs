@@ -456,7 +456,7 @@ async fn a_killed_clients_shadow_ends_itself_and_the_next_session_deletes_it() -
         phase == "Failed" || phase == "Succeeded",
         "the shadow of a killed client is still {phase}"
     );
-    // The next session in the namespace removes it (and its Secret, which it owns).
+    // The next session in the namespace removes it.
     let kt = Ktctl::start_mode(&ns, "proxy", &[]).await?;
     let (code, stderr) = kt.signal("INT").await?;
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
@@ -468,7 +468,7 @@ async fn a_killed_clients_shadow_ends_itself_and_the_next_session_deletes_it() -
         )),
         "no sweep reported:\n{stderr}"
     );
-    // The Secret goes through the garbage collector: wait for it (bounded).
+    // The deletion is in the background: wait for it (bounded).
     let mut left = String::new();
     for _ in 0..30 {
         left = ns.kubectl(&["get", "pods,secrets", "-o", "name"]).await?;

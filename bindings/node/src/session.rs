@@ -89,9 +89,9 @@ fn required<'a>(value: Option<Unknown<'a>>, name: &str) -> Result<Unknown<'a>, K
 
 #[napi]
 impl Session {
-    /// Opens a session: creates the shadow pod and its Secret, waits until it is
-    /// Ready, tunnels SSH to it through the API server and starts the local proxies.
-    /// Rejects with a `KtError` (see `code`); whatever was created is removed first.
+    /// Opens a session: creates the shadow pod (and, for the OpenSSH flavour, its
+    /// Secret), waits until it is Ready, tunnels SSH to it through the API server and
+    /// starts the local proxies. Rejects with a `KtError` (see `code`); whatever was created is removed first.
     #[napi(
         catch_unwind,
         ts_args_type = "options?: ConnectOptions | null",
@@ -335,8 +335,8 @@ impl Session {
         }
     }
 
-    /// Removes the shadow pod and its Secret (waiting until they are gone), ends the
-    /// tunnel, the proxies and the forwards. Calling it again does nothing. After it,
+    /// Removes the shadow pod and its Secret if any (waiting until they are gone),
+    /// ends the tunnel, the proxies and the forwards. Calling it again does nothing. After it,
     /// methods reject with `KT_CLOSED`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {

@@ -42,6 +42,9 @@ pub enum ShadowFlavour {
     /// `kt.dev/kt-shadow:<version>` by default): a small static binary that runs as a
     /// non-root user under the **restricted** Pod Security Standard, with an exec
     /// readiness probe (`kt-shadow probe`), a heartbeat watchdog and a UDP channel.
+    /// It gets the client's public key as an argument and makes its host key in
+    /// memory, reporting the public half on its log: no Secret, no private key in the
+    /// API.
     #[default]
     KtShadow,
     /// A stock OpenSSH `sshd` (kt-connect's shadow is sshd with `GatewayPorts yes`),
@@ -50,7 +53,9 @@ pub enum ShadowFlavour {
     /// loopback only, the session's keys only, TCP forwarding on), so it needs a
     /// namespace that allows root pods (baseline, not restricted), and the image must
     /// have sshd's privilege-separation directory (`/run/sshd` on Debian). No readiness
-    /// probe: the client retries the SSH handshake until sshd answers.
+    /// probe: the client retries the SSH handshake until sshd answers. Its host key,
+    /// made by the client, is in the Secret (sshd reads it from a file), so against a
+    /// namespace peer who can read Secrets only the pod UID check protects the session.
     OpenSsh,
 }
 

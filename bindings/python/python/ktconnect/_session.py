@@ -467,10 +467,10 @@ class Session:
         on_event: Optional[Callable[[Event], None]] = None,
         options: Optional[_kt.ConnectOptions] = None,
     ) -> "Session":
-        """Opens a session: creates the shadow pod and its Secret, waits until the pod
-        is Ready, tunnels SSH to it through the API server and starts the local
-        proxies. Blocks (with the GIL released; Ctrl-C abandons the connect and removes
-        what it created).
+        """Opens a session: creates the shadow pod (and, for the OpenSSH flavour, its
+        Secret), waits until the pod is Ready, tunnels SSH to it through the API server
+        and starts the local proxies. Blocks (with the GIL released; Ctrl-C abandons
+        the connect and removes what it created).
 
         Options (all optional):
 
@@ -730,8 +730,8 @@ class Session:
         return DatagramChannel._adopt(self._native.udp_channel(target, port))
 
     def close(self) -> None:
-        """Removes the shadow pod and its Secret, waits until they are gone, and ends
-        every proxy and forward. Calling it again does nothing. Raises
+        """Removes the shadow pod and its Secret if any, waits until they are gone, and
+        ends every proxy and forward. Calling it again does nothing. Raises
         :class:`ktconnect.CleanupError` (with the kubectl command to finish) if
         something could not be removed."""
         try:
