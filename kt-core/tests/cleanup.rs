@@ -18,7 +18,8 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     let _one = ONE_AT_A_TIME.lock().await;
     let f = Fixture::start("kt-close", flavour, 1).await?;
     let session_label = format!("kt.dev/session={}", f.session.id());
-    // While the session lives: a pod and a Secret, labelled, the Secret owned by the pod.
+    // While the session lives: a pod, labelled; for the OpenSSH shadow also a Secret,
+    // owned by the pod. The kt-shadow flavour makes no Secret at all.
     let live = f
         .lab
         .kubectl(&[
@@ -34,24 +35,24 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     let mut names: Vec<&str> = live.lines().collect();
     names.sort_unstable();
     let pod = f.session.pod_name().to_owned();
-    ensure!(
-        names
-            == [
-                format!("pod/{pod}").as_str(),
-                format!("secret/{pod}").as_str()
-            ],
-        "objects of the live session: {names:?}"
-    );
-    let owner =
-        f.ns.kubectl(&[
-            "get",
-            "secret",
-            &pod,
-            "-o",
-            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
-        ])
-        .await?;
-    ensure!(owner == format!("Pod/{pod}"), "secret owner: {owner}");
+    let expected = if flavour == ShadowFlavour::OpenSsh {
+        vec![format!("pod/{pod}"), format!("secret/{pod}")]
+    } else {
+        vec![format!("pod/{pod}")]
+    };
+    ensure!(names == expected, "objects of the live session: {names:?}");
+    if flavour == ShadowFlavour::OpenSsh {
+        let owner =
+            f.ns.kubectl(&[
+                "get",
+                "secret",
+                &pod,
+                "-o",
+                "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+            ])
+            .await?;
+        ensure!(owner == format!("Pod/{pod}"), "secret owner: {owner}");
+    }
     let heartbeat =
         f.ns.kubectl(&[
             "get",

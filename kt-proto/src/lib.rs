@@ -3,7 +3,8 @@
 //!
 //! - [`labels`] and [`annotations`]: the names kt puts on every Kubernetes object it
 //!   creates, the [`Role`] of a pod, and the heartbeat timestamp format.
-//! - [`shadow`]: the shadow pod's Secret keys and mount point, its SSH port, image,
+//! - [`shadow`]: how the shadow learns the client's key and reports its host key, the
+//!   OpenSSH flavour's Secret keys and mount point, the SSH port, image,
 //!   user id, exit codes and the `kt-health` liveness command.
 //! - [`cli`]: the shadow's command line, both built (by the client, for the pod spec)
 //!   and parsed (by the shadow) from the same code.

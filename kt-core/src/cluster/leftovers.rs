@@ -1,7 +1,7 @@
 //! Shadow pods whose client vanished: the shadow's watchdog ends the pod when
 //! heartbeats stop (its client crashed or lost the network for good), and the next
-//! session in the namespace deletes such ended pods (their Secrets go with them: the
-//! pod owns them). Live sessions' pods are running and never touched.
+//! session in the namespace deletes such ended pods (an OpenSSH shadow's Secret goes
+//! with it: the pod owns it). Live sessions' pods are running and never touched.
 
 use k8s_openapi::api::core::v1::Pod;
 use kt_proto::labels;
@@ -37,7 +37,7 @@ pub(crate) async fn sweep(cluster: &Cluster, events: &EventBus) {
             Ok(_) => events.emit(Event::Recovered {
                 what: format!(
                     "the ended shadow pod {}/{name} of a session whose client vanished \
-                     (deleted, with its Secret)",
+                     (deleted, with its Secret if it had one)",
                     cluster.namespace
                 ),
             }),
