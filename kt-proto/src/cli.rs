@@ -4,7 +4,7 @@
 //! ```text
 //! kt-shadow serve [--listen 127.0.0.1:2222] [--host-key /etc/kt/ssh_host_ed25519_key]
 //!                 [--authorized-keys /etc/kt/authorized_keys] [--idle-exit <secs>]
-//!                 [--heartbeat-timeout <secs>] [--allow-non-loopback]
+//!                 [--heartbeat-timeout <secs>] [--lease <name>] [--allow-non-loopback]
 //! kt-shadow probe [--addr 127.0.0.1:2222]
 //! kt-shadow version
 //! kt-shadow help
@@ -40,6 +40,12 @@ pub const IDLE_EXIT: &str = "--idle-exit";
 /// for this many seconds (counted from start until a first client connects, then from
 /// each moment the last client disconnects).
 pub const HEARTBEAT_TIMEOUT: &str = "--heartbeat-timeout";
+/// `serve`: the session's Lease (`coordination.k8s.io/v1`, in the pod's namespace) to
+/// watch with the pod's in-cluster credentials: exit [`shadow::EXIT_LEASE_EXPIRED`]
+/// when it is deleted or its holder stops renewing it for its `leaseDurationSeconds`.
+/// Without credentials, or while the API server cannot be read, only
+/// [`HEARTBEAT_TIMEOUT`] applies.
+pub const LEASE: &str = "--lease";
 /// `serve`: allow a listen address that is not loopback (off by default, so that
 /// exposing the SSH port to the pod network is never an accident).
 pub const ALLOW_NON_LOOPBACK: &str = "--allow-non-loopback";
@@ -52,7 +58,8 @@ kt-shadow: kt's in-cluster agent, an SSH server for port forwarding
 
 USAGE:
   kt-shadow serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
-                  [--idle-exit SECS] [--heartbeat-timeout SECS] [--allow-non-loopback]
+                  [--idle-exit SECS] [--heartbeat-timeout SECS] [--lease NAME]
+                  [--allow-non-loopback]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
   kt-shadow help
@@ -68,6 +75,10 @@ SERVE OPTIONS:
                             after the last one disconnected
   --heartbeat-timeout SECS  exit 3 when no client has been connected for SECS seconds
                             (also if none ever connects)
+  --lease NAME              with the pod's ServiceAccount token, watch the session's Lease
+                            NAME in the pod's namespace; exit 4 when it is deleted or not
+                            renewed for its leaseDurationSeconds (API errors: logged, and
+                            only --heartbeat-timeout applies)
   --allow-non-loopback      accept a --listen address that is not loopback
 
 PROBE OPTIONS:
@@ -89,6 +100,8 @@ pub struct ServeArgs {
     pub idle_exit: Option<Duration>,
     /// Exit [`shadow::EXIT_HEARTBEAT_TIMEOUT`] when no client has been connected this long.
     pub heartbeat_timeout: Option<Duration>,
+    /// The session's Lease to watch (the shadow pod's name); see [`LEASE`].
+    pub lease: Option<String>,
     /// Accept a non-loopback [`ServeArgs::listen`].
     pub allow_non_loopback: bool,
 }
@@ -101,6 +114,7 @@ impl Default for ServeArgs {
             authorized_keys: PathBuf::from(shadow::AUTHORIZED_KEYS_PATH),
             idle_exit: None,
             heartbeat_timeout: None,
+            lease: None,
             allow_non_loopback: false,
         }
     }
@@ -128,6 +142,9 @@ impl ServeArgs {
                 HEARTBEAT_TIMEOUT.to_owned(),
                 secs_rounded_up(timeout).to_string(),
             ]);
+        }
+        if let Some(lease) = &self.lease {
+            args.extend([LEASE.to_owned(), lease.clone()]);
         }
         if self.allow_non_loopback {
             args.push(ALLOW_NON_LOOPBACK.to_owned());
@@ -275,6 +292,10 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
                 let value = opt.value(HEARTBEAT_TIMEOUT, &mut args)?;
                 serve.heartbeat_timeout = Some(parse_secs(HEARTBEAT_TIMEOUT, value)?);
             }
+            LEASE => {
+                let value = opt.value(LEASE, &mut args)?;
+                serve.lease = Some(parse_object_name(LEASE, value)?);
+            }
             ALLOW_NON_LOOPBACK => {
                 opt.flag(ALLOW_NON_LOOPBACK)?;
                 serve.allow_non_loopback = true;
@@ -336,6 +357,28 @@ fn parse_path(option: &'static str, value: String) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(value))
 }
 
+/// A Kubernetes object name (a DNS-1123 subdomain): 1 to 253 characters of `a-z`,
+/// `0-9`, `-` and `.`, starting and ending with a letter or digit.
+fn parse_object_name(option: &'static str, value: String) -> Result<String, Error> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value.chars().all(ok_char)
+        && alnum(value.chars().next())
+        && alnum(value.chars().last());
+    if valid {
+        Ok(value)
+    } else {
+        Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected a Kubernetes object name (lowercase letters, digits, `-` and `.`, \
+                     at most 253 characters, starting and ending with a letter or digit)",
+        })
+    }
+}
+
 fn parse_secs(option: &'static str, value: String) -> Result<Duration, Error> {
     match value.parse::<u64>() {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
@@ -389,6 +432,7 @@ mod tests {
             authorized_keys: PathBuf::from("/k/auth"),
             idle_exit: Some(Duration::from_secs(30)),
             heartbeat_timeout: Some(Duration::from_secs(90)),
+            lease: Some("kt-shadow-abc".to_owned()),
             allow_non_loopback: true,
         };
         let cmd = Command::Serve(serve);
@@ -407,6 +451,8 @@ mod tests {
                 "30",
                 "--heartbeat-timeout",
                 "90",
+                "--lease",
+                "kt-shadow-abc",
                 "--allow-non-loopback"
             ]
         );
@@ -485,6 +531,10 @@ mod tests {
             ("serve --heartbeat-timeout -1", "whole number of seconds"),
             ("serve --host-key=", "expected a file path"),
             ("serve --allow-non-loopback=yes", "takes no value"),
+            ("serve --lease", "`--lease` needs a value"),
+            ("serve --lease Kt-Shadow", "Kubernetes object name"),
+            ("serve --lease -x", "Kubernetes object name"),
+            ("serve --lease=a/b", "Kubernetes object name"),
             ("probe --listen 127.0.0.1:1", "for `kt-shadow probe`"),
             ("version now", "unknown option `now`"),
         ];
@@ -502,6 +552,7 @@ mod tests {
             AUTHORIZED_KEYS,
             IDLE_EXIT,
             HEARTBEAT_TIMEOUT,
+            LEASE,
             ALLOW_NON_LOOPBACK,
             ADDR,
         ] {

@@ -1,5 +1,5 @@
 //! The shadow pod: its Secret, where the Secret is mounted, its SSH port, image,
-//! user and exit codes.
+//! user, ServiceAccount, the session's Lease and exit codes.
 //!
 //! The client makes two key pairs per session. The **client key**'s private half
 //! never leaves the client; its public half goes into the Secret under
@@ -70,6 +70,20 @@ pub const HEALTH_OUTPUT: &str = "ok\n";
 /// `--heartbeat-timeout` seconds: the client vanished, the cluster needs restoring.
 pub const EXIT_HEARTBEAT_TIMEOUT: i32 = 3;
 
+/// The ServiceAccount the kt-shadow flavour's pod runs as. Its only permission is
+/// reading Leases (the shipped `connect.yaml` and `vpn.yaml` make it, with Role and
+/// RoleBinding `kt-shadow`), so that the shadow's watchdog can see its session's
+/// Lease (`--lease`).
+pub const SERVICE_ACCOUNT: &str = "kt-shadow";
+
+/// Exit code of `kt-shadow serve --lease NAME` when the session's Lease expired (its
+/// holder stopped renewing it for `leaseDurationSeconds`, as seen by the shadow) or
+/// was deleted: the client is gone, the cluster needs restoring.
+///
+/// The Lease (`coordination.k8s.io/v1`) has the shadow pod's name, is owned by the
+/// pod, is held by the session id and renewed by the client every heartbeat interval.
+pub const EXIT_LEASE_EXPIRED: i32 = 4;
+
 /// Exit code for a usage error (bad command line), as in BSD `sysexits.h`.
 pub const EXIT_USAGE: i32 = 64;
 
@@ -99,10 +113,15 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct_and_nonzero() {
-        let codes = [EXIT_FAILURE, EXIT_HEARTBEAT_TIMEOUT, EXIT_USAGE];
+        let codes = [
+            EXIT_FAILURE,
+            EXIT_HEARTBEAT_TIMEOUT,
+            EXIT_LEASE_EXPIRED,
+            EXIT_USAGE,
+        ];
         assert!(codes.iter().all(|c| *c != 0));
-        assert_ne!(EXIT_FAILURE, EXIT_HEARTBEAT_TIMEOUT);
-        assert_ne!(EXIT_USAGE, EXIT_HEARTBEAT_TIMEOUT);
+        let distinct: std::collections::HashSet<_> = codes.iter().collect();
+        assert_eq!(distinct.len(), codes.len());
     }
 
     #[test]
