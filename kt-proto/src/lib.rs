@@ -2,9 +2,10 @@
 //! (`kt-shadow`), defined once so the two sides cannot drift apart.
 //!
 //! - [`labels`] and [`annotations`]: the names kt puts on every Kubernetes object it
-//!   creates, the [`Role`] of a pod, and the heartbeat timestamp format.
+//!   creates and the [`Role`] of a pod.
 //! - [`shadow`]: the shadow pod's Secret keys and mount point, its SSH port, image,
-//!   user id, exit codes and the `kt-health` liveness command.
+//!   user id, ServiceAccount, session Lease, exit codes and the `kt-health` liveness
+//!   command.
 //! - [`cli`]: the shadow's command line, both built (by the client, for the pod spec)
 //!   and parsed (by the shadow) from the same code.
 //! - [`channel`]: SSH channel and request names, and the framing of UDP datagrams on a
