@@ -1,5 +1,6 @@
 //! After `close()`, nothing kt made is left anywhere in the cluster:
-//! `kubectl get all,secrets,configmaps -A -l app.kubernetes.io/managed-by=kt` is empty.
+//! `kubectl get all,secrets,configmaps,leases -A -l app.kubernetes.io/managed-by=kt` is
+//! empty. While the session lives, its Lease is renewed.
 //! The two flavours run one after the other (a shared lock), so that each looks at a
 //! cluster where only its own session existed.
 
@@ -18,12 +19,13 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     let _one = ONE_AT_A_TIME.lock().await;
     let f = Fixture::start("kt-close", flavour, 1).await?;
     let session_label = format!("kt.dev/session={}", f.session.id());
-    // While the session lives: a pod and a Secret, labelled, the Secret owned by the pod.
+    // While the session lives: a pod, a Secret and a Lease, labelled, the Secret and
+    // the Lease owned by the pod.
     let live = f
         .lab
         .kubectl(&[
             "get",
-            "pods,secrets",
+            "pods,secrets,leases",
             "-A",
             "-l",
             &session_label,
@@ -37,34 +39,34 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     ensure!(
         names
             == [
+                format!("lease.coordination.k8s.io/{pod}").as_str(),
                 format!("pod/{pod}").as_str(),
-                format!("secret/{pod}").as_str()
+                format!("secret/{pod}").as_str(),
             ],
         "objects of the live session: {names:?}"
     );
-    let owner =
+    for kind in ["secret", "lease"] {
+        let owner =
+            f.ns.kubectl(&[
+                "get",
+                kind,
+                &pod,
+                "-o",
+                "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+            ])
+            .await?;
+        ensure!(owner == format!("Pod/{pod}"), "{kind} owner: {owner}");
+    }
+    let holder =
         f.ns.kubectl(&[
             "get",
-            "secret",
+            "lease",
             &pod,
             "-o",
-            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+            "jsonpath={.spec.holderIdentity}",
         ])
         .await?;
-    ensure!(owner == format!("Pod/{pod}"), "secret owner: {owner}");
-    let heartbeat =
-        f.ns.kubectl(&[
-            "get",
-            "pod",
-            &pod,
-            "-o",
-            "jsonpath={.metadata.annotations.kt\\.dev/heartbeat}",
-        ])
-        .await?;
-    ensure!(
-        kt_proto::annotations::parse_heartbeat(&heartbeat).is_ok(),
-        "heartbeat `{heartbeat}`"
-    );
+    ensure!(holder == f.session.id(), "lease holder `{holder}`");
 
     let mut events = f.session.events();
     f.session.close().await?;
@@ -72,7 +74,7 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
         .lab
         .kubectl(&[
             "get",
-            "all,secrets,configmaps",
+            "all,secrets,configmaps,leases",
             "-A",
             "-l",
             "app.kubernetes.io/managed-by=kt",
@@ -98,8 +100,8 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     Ok(())
 }
 
-both_flavours!(the_heartbeat_annotation_is_refreshed_while_the_session_lives);
-async fn the_heartbeat_annotation_is_refreshed_while_the_session_lives(
+both_flavours!(the_sessions_lease_is_renewed_while_the_session_lives);
+async fn the_sessions_lease_is_renewed_while_the_session_lives(
     flavour: ShadowFlavour,
 ) -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -110,19 +112,15 @@ async fn the_heartbeat_annotation_is_refreshed_while_the_session_lives(
     let pod = f.session.pod_name().to_owned();
     let read = || async {
         let value =
-            f.ns.kubectl(&[
-                "get",
-                "pod",
-                &pod,
-                "-o",
-                "jsonpath={.metadata.annotations.kt\\.dev/heartbeat}",
-            ])
-            .await?;
-        kt_proto::annotations::parse_heartbeat(&value).map_err(anyhow::Error::from)
+            f.ns.kubectl(&["get", "lease", &pod, "-o", "jsonpath={.spec.renewTime}"])
+                .await?;
+        value
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .map_err(|e| anyhow::anyhow!("renewTime `{value}`: {e}"))
     };
     let first = read().await?;
     kt_lab_tests::wait_until(
-        "the heartbeat annotation to advance",
+        "the Lease's renewTime to advance",
         kt_lab_tests::WAIT,
         || async {
             let now = read().await?;
