@@ -103,7 +103,7 @@ impl Watchdog {
 }
 
 /// How long to wait before the next read of a Lease of `duration`: a quarter of it,
-/// between [`MIN_POLL`] and [`MAX_POLL`].
+/// between 1 s and 10 s.
 pub fn poll_interval(duration: Option<Duration>) -> Duration {
     match duration {
         Some(d) => (d / 4).clamp(MIN_POLL, MAX_POLL),
