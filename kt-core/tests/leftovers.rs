@@ -61,6 +61,44 @@ async fn the_shadow_ends_itself_when_its_lease_is_not_renewed() -> Result<()> {
     Ok(())
 }
 
+/// A live session with a shadow timeout far below the default heartbeat interval
+/// (3 s against 30 s) renews its Lease often enough: through several renewals its
+/// shadow keeps running and the session keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_with_a_short_shadow_timeout_keeps_its_shadow() -> Result<()> {
+    let f = Box::pin(Fixture::start_with(
+        "kt-lease-short",
+        ShadowFlavour::KtShadow,
+        1,
+        |o| o.shadow_heartbeat_timeout(Some(Duration::from_secs(3))),
+    ))
+    .await?;
+    let pod = f.session.pod_name().to_owned();
+    let read = || async {
+        f.ns.kubectl(&["get", "lease", &pod, "-o", "jsonpath={.spec.renewTime}"])
+            .await
+    };
+    let mut seen = vec![read().await?];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() <= 3 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than three renewals of the Lease: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = read().await?;
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+    }
+    let phase =
+        f.ns.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.status.phase}"])
+            .await?;
+    ensure!(phase == "Running", "the live session's shadow is {phase}");
+    ensure!(!f.session.resolve("echo").await?.is_empty());
+    f.finish().await
+}
+
 /// The Lease is deleted (as an admin ending a session would): the shadow exits with
 /// the Lease's exit code long before its 10-minute duration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

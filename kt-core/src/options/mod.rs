@@ -275,7 +275,8 @@ impl ConnectOptions {
     }
 
     /// How often the session's Lease (`coordination.k8s.io`, named like the shadow
-    /// pod) is renewed (default 30 s).
+    /// pod) is renewed (default 30 s; at least 1 s, and at least three times per
+    /// [`ConnectOptions::shadow_heartbeat_timeout`], whatever is set here).
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval.max(Duration::from_secs(1));
         self

@@ -48,6 +48,17 @@ fn whole_seconds(d: Duration) -> i32 {
     i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
 }
 
+/// How often to renew a Lease lasting `duration`: every `interval`, but at least three
+/// times per duration (a short shadow timeout must not expire a live session between
+/// two renewals), and not more than once a second.
+pub(crate) fn renew_interval(interval: Duration, duration: Option<Duration>) -> Duration {
+    let interval = match duration {
+        Some(d) => interval.min(d / 3),
+        None => interval,
+    };
+    interval.max(Duration::from_secs(1))
+}
+
 /// The merge patch renewing the Lease at `now`.
 pub(crate) fn renewal(now: Timestamp) -> serde_json::Value {
     serde_json::json!({ "spec": { "renewTime": MicroTime(now) } })
@@ -99,6 +110,16 @@ mod tests {
     use super::*;
     use crate::options::ConnectOptions;
     use crate::shadow::PodShape;
+
+    #[test]
+    fn renewals_come_at_least_three_times_per_duration() {
+        let s = Duration::from_secs;
+        assert_eq!(renew_interval(s(30), Some(s(600))), s(30));
+        assert_eq!(renew_interval(s(30), None), s(30));
+        assert_eq!(renew_interval(s(30), Some(s(60))), s(20));
+        assert_eq!(renew_interval(s(30), Some(s(3))), s(1));
+        assert_eq!(renew_interval(s(1), Some(s(1))), s(1));
+    }
 
     #[test]
     fn renewal_sets_only_the_renew_time() {

@@ -83,7 +83,7 @@ impl Shadow {
                 tasks.spawn(lease::renew(
                     cluster.clone(),
                     name.clone(),
-                    opts.heartbeat_interval,
+                    lease::renew_interval(opts.heartbeat_interval, opts.shadow_heartbeat_timeout),
                     renewal.clone(),
                     Arc::clone(events),
                 ));
