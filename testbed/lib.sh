@@ -50,6 +50,10 @@ ensure_packages() {
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v dig >/dev/null || missing+=(dnsutils)
 	command -v setpriv >/dev/null || missing+=(util-linux)
+	# testbed/laptop-resolved: a D-Bus system bus of its own for systemd-resolved.
+	command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
+	[ -f /usr/share/dbus-1/system.conf ] || missing+=(dbus-system-bus-common)
+	command -v dpkg-deb >/dev/null || missing+=(dpkg)
 	# kt-ffi's tests compile C programs against libkt (pkg-config) and run them under valgrind.
 	command -v cc >/dev/null || missing+=(gcc libc6-dev)
 	command -v pkg-config >/dev/null || missing+=(pkg-config)
@@ -129,6 +133,33 @@ build_shadow() {
 	install -m 0755 "$target/release/kt-shadow" "$BIN/kt-shadow.new"
 	mv -f "$BIN/kt-shadow.new" "$BIN/kt-shadow"
 	export KT_SHADOW_BIN=$BIN/kt-shadow
+}
+
+# The cargo-deny version testbed/check installs when the machine has none.
+CARGO_DENY_VERSION=0.20.2
+
+# deny_check runs cargo-deny over the workspace (deny.toml): licenses, bans and sources,
+# then advisories against the RustSec database. The database is fetched from GitHub;
+# where GitHub cannot be reached, the copy fetched last is used and its date printed.
+# With no copy at all the check fails: advisories never pass unchecked.
+deny_check() {
+	local root=$1 db_dir
+	command -v cargo-deny >/dev/null || {
+		say "installing cargo-deny $CARGO_DENY_VERSION (once)"
+		cargo install -q --locked "cargo-deny@$CARGO_DENY_VERSION" || return 1
+	}
+	(cd "$root" && cargo deny --locked check licenses bans sources) || return 1
+	if (cd "$root" && cargo deny --locked fetch db >/dev/null 2>&1); then
+		(cd "$root" && cargo deny --locked check advisories)
+		return
+	fi
+	db_dir=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-*/.git 2>/dev/null | head -1)
+	if [ -z "$db_dir" ]; then
+		printf '\033[31m[lab] error:\033[0m %s\n' "the RustSec advisory database cannot be fetched (github.com unreachable?) and no earlier copy exists in ${CARGO_HOME:-$HOME/.cargo}/advisory-dbs: advisories NOT checked" >&2
+		return 1
+	fi
+	say "advisory database unreachable; using the local copy of $(git -C "$db_dir/.." log -1 --format=%cs)"
+	(cd "$root" && cargo deny --offline --locked check advisories)
 }
 
 pid_alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
@@ -282,6 +313,31 @@ corp.test:53 {
 }
 EOF
 	start laptop-dns "$HOST_NS" "$KTLAB" coredns -conf "$KTLAB_STATE/laptop-dns.Corefile"
+}
+
+# ensure_resolved prints the directory holding systemd-resolved and resolvectl of
+# the machine's systemd version ($KT_CACHE/resolved/<version>): the distribution's
+# package, downloaded with apt-get and unpacked, never installed (installing it
+# would take over the machine's own /etc/resolv.conf). testbed/laptop-resolved runs it.
+ensure_resolved() {
+	local version dir tmp
+	version=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null) ||
+		die "the systemd package is not installed; the laptop's systemd-resolved must match its libsystemd-shared"
+	dir=$KT_CACHE/resolved/$version
+	if [ ! -x "$dir/lib/systemd/systemd-resolved" ]; then
+		say "downloading systemd-resolved $version (unpacked in $dir, not installed)"
+		mkdir -p "$KT_CACHE/resolved"
+		tmp=$(mktemp -d "$KT_CACHE/resolved/.download.XXXXXX")
+		if ! (cd "$tmp" && apt-get download -q=2 "systemd-resolved=$version" >&2 &&
+			dpkg-deb -x systemd-resolved_*.deb root); then
+			rm -rf "$tmp"
+			die "cannot download systemd-resolved=$version (apt-get download); run apt-get update, or check the network"
+		fi
+		# Another run may have unpacked it meanwhile: either copy will do.
+		mv -T "$tmp/root" "$dir" 2>/dev/null || true
+		rm -rf "$tmp"
+	fi
+	echo "$dir"
 }
 
 # The laptop's view: a kubeconfig through the laptop's link, and the resolv.conf and

@@ -61,6 +61,13 @@ export interface ConnectOptions {
   socks5Port?: number
   /** Local HTTP proxy port (default: any free port on 127.0.0.1). */
   httpProxyPort?: number
+  /**
+   * Whether the local proxies require random per-session credentials (default
+   * false: like `kubectl port-forward`, any local process of any user may use
+   * them). `socks5Url`, `httpProxyUrl` and `env()` carry them
+   * (`http://user:password@127.0.0.1:port`).
+   */
+  proxyAuth?: boolean
   /** VPN mode (needs CAP_NET_ADMIN): a tun device routes the cluster's ranges. */
   vpn?: VpnConnectOptions
   /**
@@ -149,9 +156,9 @@ export interface LocalAddress {
  */
 export declare class Session {
   /**
-   * Opens a session: creates the shadow pod and its Secret, waits until it is
-   * Ready, tunnels SSH to it through the API server and starts the local proxies.
-   * Rejects with a `KtError` (see `code`); whatever was created is removed first.
+   * Opens a session: creates the shadow pod (and, for the OpenSSH flavour, its
+   * Secret), waits until it is Ready, tunnels SSH to it through the API server and
+   * starts the local proxies. Rejects with a `KtError` (see `code`); whatever was created is removed first.
    */
   static connect(options?: ConnectOptions | null): Promise<Session>
   /** The session id (the `kt.dev/session` label on its objects). */
@@ -167,6 +174,18 @@ export declare class Session {
   get socks5Addr(): string
   /** The local HTTP proxy, `127.0.0.1:port` (`CONNECT` and absolute-URL requests). */
   get httpProxyAddr(): string
+  /**
+   * The SOCKS5 proxy as a URL: `socks5h://127.0.0.1:port`, or
+   * `socks5h://user:password@127.0.0.1:port` when the session was opened with
+   * `proxyAuth: true` (then keep it secret).
+   */
+  get socks5Url(): string
+  /**
+   * The HTTP proxy as a URL: `http://127.0.0.1:port`, or
+   * `http://user:password@127.0.0.1:port` when the session was opened with
+   * `proxyAuth: true` (then keep it secret).
+   */
+  get httpProxyUrl(): string
   /** The cluster DNS server the session queries (as the shadow pod reaches it). */
   get dnsServer(): string
   /** VPN mode's local DNS server, `ip:port`; `null` in proxy mode or without one. */
@@ -207,8 +226,8 @@ export declare class Session {
   /** Every event since the session started, then new ones, ending after `Closed`. */
   events(): EventStream
   /**
-   * Removes the shadow pod and its Secret (waiting until they are gone), ends the
-   * tunnel, the proxies and the forwards. Calling it again does nothing. After it,
+   * Removes the shadow pod and its Secret if any (waiting until they are gone),
+   * ends the tunnel, the proxies and the forwards. Calling it again does nothing. After it,
    * methods reject with `KT_CLOSED`.
    */
   close(): Promise<void>

@@ -44,5 +44,5 @@ try {
   if (res.status !== 200) process.exitCode = 1
 } finally {
   await session.close()
-  console.log('closed: the shadow pod and its Secret are gone')
+  console.log('closed: the shadow pod is gone')
 }

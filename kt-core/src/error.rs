@@ -171,6 +171,28 @@ pub enum Error {
         log: String,
     },
 
+    /// The kt-shadow pod did not report a host key kt can pin: no
+    /// `kt-shadow host-key <key>` line at the start of its log in time, or one without
+    /// a public key. kt-shadow makes its host key in memory and reports only the
+    /// public half there, so without it the client cannot know whom it talks to.
+    #[error(
+        "the shadow pod `{pod}` did not report its SSH host key: {reason}. kt-shadow prints \
+         `kt-shadow host-key <key>` on its log when it starts: check that the shadow image \
+         is kt-shadow of the same version as this kt (`kt-shadow version`) and see \
+         `kubectl logs {pod} -n {namespace}`{}",
+        if log.is_empty() { String::new() } else { format!("; its log begins:\n{log}") }
+    )]
+    ShadowHostKey {
+        /// The shadow pod.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// What is wrong with the line, or that it is missing.
+        reason: String,
+        /// The start of its log, control characters escaped.
+        log: String,
+    },
+
     /// The pod under the shadow's name is not the one the session created: another pod
     /// of the same name (a different UID), or the pod was deleted or is being deleted.
     /// The tunnel refuses to reconnect to it (whoever made it could receive the
@@ -612,6 +634,7 @@ impl Error {
             Error::Api { .. } => ErrorKind::Api,
             Error::ShadowImage { .. }
             | Error::ShadowFailed { .. }
+            | Error::ShadowHostKey { .. }
             | Error::ShadowReplaced { .. } => ErrorKind::Shadow,
             Error::PodReadyTimeout { .. } => ErrorKind::Timeout,
             Error::PortForward { .. } | Error::Ssh { .. } | Error::TunnelDown { .. } => {
@@ -837,6 +860,12 @@ mod tests {
             Error::ShadowServiceAccount {
                 namespace: "x".into(),
                 message: "serviceaccount \"kt-shadow\" not found".into(),
+            },
+            Error::ShadowHostKey {
+                pod: "p".into(),
+                namespace: "x".into(),
+                reason: "no host-key line".into(),
+                log: String::new(),
             },
             Error::NeedsCapability {
                 action: "a".into(),

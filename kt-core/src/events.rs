@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The Secret and the shadow pod are being created.
+    /// The shadow pod (and, for the OpenSSH flavour, its Secret) is being created.
     Creating {
         /// The namespace.
         namespace: String,
@@ -133,7 +133,7 @@ impl fmt::Display for Event {
             }
             Event::TunnelLost { reason } => write!(f, "tunnel lost: {reason}"),
             Event::HeartbeatFailed { reason } => write!(f, "heartbeat failed: {reason}"),
-            Event::Closing => f.write_str("closing: removing the shadow pod and its Secret"),
+            Event::Closing => f.write_str("closing: removing the shadow pod"),
             Event::Closed => f.write_str("closed"),
         }
     }
@@ -500,6 +500,6 @@ mod tests {
         })));
         bus.emit(Event::Closing);
         let seen = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        assert_eq!(seen, ["closing: removing the shadow pod and its Secret"]);
+        assert_eq!(seen, ["closing: removing the shadow pod"]);
     }
 }

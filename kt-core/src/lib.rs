@@ -5,10 +5,11 @@
 //! `kt-shadow`, or a stock OpenSSH `sshd`), port-forwards to it through the API server
 //! with a fresh key pair, and serves, on 127.0.0.1:
 //!
-//! - a SOCKS5 proxy ([`Session::socks5_addr`]) and an HTTP proxy
-//!   ([`Session::http_proxy_addr`], `CONNECT` and plain `http://` forwarding), both
+//! - a SOCKS5 proxy ([`Session::socks5_url`]) and an HTTP proxy
+//!   ([`Session::http_proxy_url`], `CONNECT` and plain `http://` forwarding), both
 //!   resolving names in the cluster with the search list of a pod in the session's
-//!   namespace (`web`, `web.other-ns`, `web.other-ns.svc.cluster.local`);
+//!   namespace (`web`, `web.other-ns`, `web.other-ns.svc.cluster.local`), optionally
+//!   with per-session credentials ([`ConnectOptions::proxy_auth`]);
 //! - per-target local forwards ([`Session::forward`]), and for UDP
 //!   ([`Session::forward_udp`], [`Session::udp_channel`]; kt-shadow only);
 //! - DNS lookups through the cluster DNS ([`Session::resolve`]);
@@ -25,8 +26,8 @@
 //! let session = Session::connect(ConnectOptions::new().namespace("dev")).await?;
 //!
 //! // Any HTTP client: point it at the proxy (or pass session.env() to a child process).
-//! println!("HTTP_PROXY=http://{}", session.http_proxy_addr());
-//! println!("ALL_PROXY=socks5h://{}", session.socks5_addr());
+//! println!("HTTP_PROXY={}", session.http_proxy_url());
+//! println!("ALL_PROXY={}", session.socks5_url());
 //!
 //! // A local port for one Service, and a DNS lookup in the cluster.
 //! let db = session.forward("svc/postgres", 5432).await?;
@@ -43,11 +44,11 @@
 //! In the session's namespace, labelled `app.kubernetes.io/managed-by=kt`,
 //! `kt.dev/session=<id>` and `kt.dev/role=shadow-connect`:
 //!
-//! - a Secret `kt-shadow-<id>` with the client's **public** key, the shadow's host key
-//!   (made by the client and pinned, so no one else can answer) and, for sshd, its
-//!   configuration; owned by the pod, so deleting the pod deletes it too;
 //! - a Pod `kt-shadow-<id>`, whose SSH server listens on the pod's loopback only. The
-//!   kt-shadow pod passes the **restricted** Pod Security Standard (non-root 65532, no
+//!   kt-shadow pod carries the client's **public** key as an argument and nothing
+//!   secret; it makes its own host key in memory and prints the public half on its log,
+//!   where the client reads it through the API server and pins it (see Security
+//!   notes). It passes the **restricted** Pod Security Standard (non-root 65532, no
 //!   privilege escalation, all capabilities dropped, seccomp `RuntimeDefault`, read-only
 //!   root filesystem). It runs as ServiceAccount `kt-shadow` (made by the shipped Role
 //!   files; its only permission is reading Leases), with its token mounted;
@@ -56,7 +57,11 @@
 //!   every [`ConnectOptions::heartbeat_interval`]; owned by the pod. When the client
 //!   stops renewing it (crash, lost network), kt-shadow's watchdog ends the pod, and
 //!   the next session in the namespace deletes the pods of expired Leases and ended
-//!   pods.
+//!   pods;
+//! - for [`ShadowFlavour::OpenSsh`] only, a Secret `kt-shadow-<id>` with the client's
+//!   public key, the sshd host key (made by the client and pinned) and the sshd
+//!   configuration, which sshd reads from files; owned by the pod, so deleting the pod
+//!   deletes it too.
 //!
 //! # Errors
 //!
@@ -78,13 +83,28 @@
 //!
 //! # Security notes
 //!
-//! The local proxies and forwards have no authentication, like `kubectl
+//! By default the local proxies and forwards have no authentication, like `kubectl
 //! port-forward` and `ssh -D`: they listen on 127.0.0.1 only, but while the session
 //! lives any process on the machine, of any user, can use them to reach what the
-//! shadow pod reaches. On a machine shared with people who should not have that access,
-//! run kt in a network namespace or container of your own. Text a pod wrote is quoted
+//! shadow pod reaches. [`ConnectOptions::proxy_auth`] makes the proxies require
+//! random per-session credentials (SOCKS5 username/password, HTTP `Proxy-Authorization:
+//! Basic`), which the URLs of [`Session::env`], [`Session::socks5_url`] and
+//! [`Session::http_proxy_url`] carry and kt never logs. Forwards stay plain TCP; on a
+//! machine shared with people who should not have that access, use the proxies with
+//! credentials, or run kt in a network namespace or container of your own. Text a pod wrote is quoted
 //! in errors with its control characters escaped, and helpers run as root
 //! (`resolvectl`) are taken from the system directories, never from `PATH`.
+//!
+//! Every link to the shadow (the first and each reconnect) checks that the pod of the
+//! shadow's name still has the UID it was created with, and pins the shadow's host
+//! key: a pod recreated under the same name is refused ([`Error::ShadowReplaced`]).
+//! With kt-shadow (the default) the host key's private half never leaves the pod's
+//! memory: no Secret, no file; the client reads the public half from the pod's log
+//! through the API server, between two reads of the pod that show the pinned UID, so
+//! the log it read was that pod's; a pod made later, even from the same spec, has
+//! another key and cannot answer the handshake. The OpenSSH flavour keeps its host key
+//! in a Secret (sshd reads it from a file), so there the UID check alone stands between
+//! a peer who can read Secrets and the session.
 //!
 //! # Permissions
 //!
@@ -100,8 +120,8 @@
 //! |---|---|---|
 //! | `pods` | create, get, list, watch, delete | the shadow pod, its UID check, waiting for it, the leftover sweep |
 //! | `pods/portforward` | create, get | the tunnel |
-//! | `pods/log` | get | the shadow's log in error messages |
-//! | `secrets` | create, patch, delete | the shadow's keys (patch: the owner reference); never read back |
+//! | `pods/log` | get | kt-shadow's host key (reported on its log); the shadow's log in error messages |
+//! | `secrets` | create, patch, delete | the OpenSSH flavour only: sshd's keys and configuration (patch: the owner reference); never read back |
 //! | `leases` | create, get, patch | the session's Lease (patch: renewals; get: the sweep, close) |
 //! | `services` | get | `forward("svc/name")` |
 //! | `services` | list (`kt-vpn` only) | VPN mode: the namespace's ClusterIPs, the hosts-file names |

@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::events::{Event, EventBus, Events};
 use crate::inbound;
 use crate::options::{ConnectOptions, ShadowFlavour};
+use crate::outbound::auth::ProxyCredentials;
 use crate::outbound::proxies::Proxies;
 use crate::outbound::udp::{self, DatagramChannel};
 use crate::outbound::{Dialer, forward};
@@ -146,8 +147,15 @@ impl Session {
             tunnel: Arc::clone(tunnel),
             resolver,
         };
-        let proxies =
-            Proxies::start(&dialer, tasks, opts.socks5_port, opts.http_proxy_port).await?;
+        let credentials = opts.proxy_auth.then(ProxyCredentials::generate);
+        let proxies = Proxies::start(
+            &dialer,
+            tasks,
+            opts.socks5_port,
+            opts.http_proxy_port,
+            credentials,
+        )
+        .await?;
         events.emit(Event::TunnelUp {
             socks5: proxies.socks5,
             http_proxy: proxies.http,
@@ -184,15 +192,35 @@ impl Session {
         &self.inner.shadow.name
     }
 
-    /// The local SOCKS5 proxy (no authentication, `CONNECT`, names resolved in the
-    /// cluster: use it as `socks5h://`).
+    /// The local SOCKS5 proxy (`CONNECT`, names resolved in the cluster: use it as
+    /// `socks5h://`). It needs no authentication unless
+    /// [`ConnectOptions::proxy_auth`] is set; then use [`Session::socks5_url`], which
+    /// carries the credentials.
     pub fn socks5_addr(&self) -> SocketAddr {
         self.inner.proxies.socks5
     }
 
-    /// The local HTTP proxy (`CONNECT` and plain absolute-form requests).
+    /// The local HTTP proxy (`CONNECT` and plain absolute-form requests). It needs no
+    /// authentication unless [`ConnectOptions::proxy_auth`] is set; then use
+    /// [`Session::http_proxy_url`], which carries the credentials.
     pub fn http_proxy_addr(&self) -> SocketAddr {
         self.inner.proxies.http
+    }
+
+    /// The SOCKS5 proxy as a URL with names resolved in the cluster:
+    /// `socks5h://127.0.0.1:<port>`, or `socks5h://<user>:<password>@127.0.0.1:<port>`
+    /// with [`ConnectOptions::proxy_auth`] (the value of `ALL_PROXY` in
+    /// [`Session::env`]). Treat it as a secret then.
+    pub fn socks5_url(&self) -> String {
+        self.inner.proxies.socks5_url()
+    }
+
+    /// The HTTP proxy as a URL: `http://127.0.0.1:<port>`, or
+    /// `http://<user>:<password>@127.0.0.1:<port>` with [`ConnectOptions::proxy_auth`]
+    /// (the value of `HTTP_PROXY` and `HTTPS_PROXY` in [`Session::env`]). Treat it as a
+    /// secret then.
+    pub fn http_proxy_url(&self) -> String {
+        self.inner.proxies.http_url()
     }
 
     /// VPN mode's device, routes and DNS ([`None`] in proxy mode).
@@ -214,7 +242,10 @@ impl Session {
     /// Environment variables that send a child process's traffic through the session:
     /// `HTTP_PROXY`/`HTTPS_PROXY` (and lower case) to the HTTP proxy,
     /// `ALL_PROXY` to the SOCKS5 proxy (`socks5h://`), `NO_PROXY` for loopback, and
-    /// `NODE_USE_ENV_PROXY=1` so Node.js's built-in `fetch` honours them.
+    /// `NODE_USE_ENV_PROXY=1` so Node.js's built-in `fetch` honours them. With
+    /// [`ConnectOptions::proxy_auth`], the proxy URLs carry the session's credentials
+    /// (`http://<user>:<password>@127.0.0.1:<port>`), which clients such as curl,
+    /// Python's `requests` and Node's `fetch` send by themselves.
     pub fn env(&self) -> BTreeMap<String, String> {
         self.inner.proxies.env()
     }

@@ -1,7 +1,8 @@
 //! Outbound access through a session, with each shadow flavour, as a ServiceAccount
 //! bound to the shipped Role only: HTTP through the SOCKS5 and HTTP proxies by every
 //! name form, a 64 MiB TCP echo through a local forward, DNS, a Service in another
-//! namespace, 200 concurrent connections, and recovery after the tunnel drops.
+//! namespace, 200 concurrent connections, recovery after the tunnel drops, and the
+//! proxies with per-session credentials (`proxy_auth`) reached through `env()`'s URLs.
 
 mod common;
 
@@ -316,5 +317,95 @@ async fn session_reconnects_after_the_tunnel_drops_and_new_requests_succeed(
         reconnected == 3,
         "saw {reconnected} Reconnected events, expected 3"
     );
+    f.finish().await
+}
+
+/// curl `args` with `env` only (and `PATH`); (success, stdout, stderr).
+async fn curl_with_env(
+    args: &[&str],
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(bool, String, String)> {
+    let mut curl = tokio::process::Command::new("curl");
+    curl.args(["-sS", "--max-time", "30"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env);
+    let what = format!("curl {args:?}");
+    let out = kt_lab_tests::run_bounded(curl, &what, None, Duration::from_secs(60)).await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proxy_auth_the_env_urls_reach_echo_and_the_bare_proxies_refuse() -> Result<()> {
+    let f = Fixture::start_with("kt-pauth", ShadowFlavour::KtShadow, 1, |o| {
+        o.proxy_auth(true)
+    })
+    .await?;
+    let env = f.session.env();
+    let http_url = f.session.http_proxy_url();
+    let socks_url = f.session.socks5_url();
+    ensure!(
+        env["HTTP_PROXY"] == http_url && env["https_proxy"] == http_url,
+        "{env:?}"
+    );
+    ensure!(env["ALL_PROXY"] == socks_url, "{env:?}");
+    let userinfo = http_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('@'))
+        .map(|(userinfo, _)| userinfo.to_owned())
+        .with_context(|| format!("no credentials in {http_url}"))?;
+    ensure!(
+        socks_url == format!("socks5h://{userinfo}@{}", f.session.socks5_addr()),
+        "{socks_url}"
+    );
+    ensure!(
+        !format!("{:?}", f.session).contains(&userinfo),
+        "Debug shows the credentials"
+    );
+    // A program given one variable of env() reaches echo through that proxy.
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("http_proxy", "/plain", &[]),
+        ("http_proxy", "/connect", &["--proxytunnel"]),
+        ("ALL_PROXY", "/socks5", &[]),
+    ];
+    for (var, path, extra) in cases {
+        let only = std::collections::BTreeMap::from([(var.to_owned(), env[var].clone())]);
+        let url = format!("http://echo{path}");
+        let mut args = extra.to_vec();
+        args.extend(["--fail-with-body", url.as_str()]);
+        let (ok, out, err) = curl_with_env(&args, &only).await?;
+        ensure!(ok, "{var} {extra:?}: {out}\n{err}");
+        let reply = kt_lab_tests::EchoReply::from_json(serde_json::from_str(&out)?)?;
+        ensure!(reply.path == path, "{var}: echo saw {}", reply.path);
+        ensure!(f.echo.pods.contains(&reply.pod), "{var}: {}", reply.pod);
+    }
+    // The same proxies without the credentials refuse.
+    let none = std::collections::BTreeMap::new();
+    let bare_http = format!("http://{}", f.session.http_proxy_addr());
+    let (_, out, err) = curl_with_env(
+        &[
+            "--proxy",
+            &bare_http,
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            "http://echo/",
+        ],
+        &none,
+    )
+    .await?;
+    ensure!(
+        out == "407",
+        "plain request without credentials: {out}\n{err}"
+    );
+    let bare_socks = format!("socks5h://{}", f.session.socks5_addr());
+    let (ok, out, err) = curl_with_env(&["--proxy", &bare_socks, "http://echo/"], &none).await?;
+    ensure!(!ok, "SOCKS5 without credentials served: {out}\n{err}");
     f.finish().await
 }

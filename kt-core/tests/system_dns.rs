@@ -3,20 +3,24 @@
 //! forwarded to a fake upstream), and the resolv.conf installer with its restore
 //! record (normal restore, recovery after a simulated crash, and no recovery of a
 //! record about another file than the one the path names here, as for a record
-//! written in another network namespace). Never touches the machine's
-//! /etc/resolv.conf: every file is in a temporary directory.
+//! written in another network namespace). The server's source allow-list is proven
+//! with sockets bound to other loopback addresses (127.0.0.2 may ask, 127.0.0.3 may
+//! not). Never touches the machine's /etc/resolv.conf: every file is in a temporary
+//! directory.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
-use hickory_proto::op::{Message, ResponseCode};
+use anyhow::{Context as _, Result, bail, ensure};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kt_core::{ClusterResolver, DnsServer, DnsServerConfig, Error, ResolvConf};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 /// A cluster of a map from absolute names (without the trailing dot) to addresses,
 /// remembering every name it was asked.
@@ -184,10 +188,141 @@ async fn upstream_down_is_servfail() -> Result<()> {
     // A bound socket that never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").await?;
     let mut config = DnsServerConfig::new("127.0.0.1:0".parse()?, silent.local_addr()?);
-    config.upstream_timeout = std::time::Duration::from_millis(300);
+    config.upstream_timeout = Duration::from_millis(300);
     let server = DnsServer::start(config, Arc::new(FakeCluster::new(HashMap::new()))).await?;
     let (status, _) = dig(server.local_addr(), "outside.example.com", "A", false).await?;
     ensure!(status == "SERVFAIL", "got {status}");
+    Ok(())
+}
+
+/// An `A` query for `name` with message id `id`.
+fn a_query(id: u16, name: &str) -> Result<Vec<u8>> {
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    Ok(query.to_vec()?)
+}
+
+/// The `A` addresses of a DNS answer, after checking its id.
+fn a_answers(reply: &[u8], id: u16) -> Result<Vec<String>> {
+    let reply = Message::from_vec(reply)?;
+    ensure!(
+        reply.metadata.id == id,
+        "answer to query {}, not {id}",
+        reply.metadata.id
+    );
+    Ok(reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A TCP connection to `server` from `source`.
+async fn tcp_from(source: &str, server: SocketAddr) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse()?)?;
+    Ok(socket.connect(server).await?)
+}
+
+/// Reads one length-prefixed DNS message from a TCP stream.
+async fn read_tcp_message(stream: &mut TcpStream) -> Result<Vec<u8>> {
+    let len = stream.read_u16().await?;
+    let mut message = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut message).await?;
+    Ok(message)
+}
+
+/// Waits until the server has dropped `n` queries (it has decided about them: no
+/// answer will ever come). The guard only keeps a broken server from hanging the test.
+async fn wait_dropped(server: &DnsServer, n: u64) -> Result<()> {
+    let guard = tokio::time::timeout(Duration::from_secs(60), async {
+        while server.dropped() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    if guard.await.is_err() {
+        bail!("the server dropped {} queries, not {n}", server.dropped());
+    }
+    ensure!(
+        server.dropped() == n,
+        "dropped {}, want {n}",
+        server.dropped()
+    );
+    Ok(())
+}
+
+/// A query from a source outside the allow-list gets nothing back at all (not even
+/// `REFUSED`), over UDP and TCP, while one from an allowed source is answered; the
+/// default allow-list is loopback.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_allowed_sources_get_answers() -> Result<()> {
+    let upstream = fake_upstream().await?;
+    let cluster = FakeCluster::new(HashMap::from([(
+        "echo.dev.svc.cluster.local".to_owned(),
+        vec!["10.96.0.10".parse()?],
+    )]));
+    let mut config = DnsServerConfig::new("127.0.0.1:0".parse()?, upstream).namespace("dev");
+    let default: Vec<String> = config
+        .allowed_sources
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    ensure!(
+        default == ["127.0.0.0/8", "::1/128"],
+        "default allow-list {default:?}"
+    );
+    // 127.0.0.3 stands for a neighbour: a source of its own, not in the list.
+    config.allowed_sources = vec!["127.0.0.2/32".parse()?];
+    let server = DnsServer::start(config, Arc::new(cluster)).await?;
+    let addr = server.local_addr();
+    let name = "echo.dev.svc.cluster.local.";
+    let want = vec!["10.96.0.10".to_owned()];
+
+    // UDP: the neighbour asks first; the allowed source's answer comes back.
+    let neighbour = UdpSocket::bind("127.0.0.3:0").await?;
+    neighbour.send_to(&a_query(1, name)?, addr).await?;
+    let allowed = UdpSocket::bind("127.0.0.2:0").await?;
+    allowed.send_to(&a_query(2, name)?, addr).await?;
+    let mut buf = vec![0u8; 4096];
+    let (len, from) = tokio::time::timeout(Duration::from_secs(30), allowed.recv_from(&mut buf))
+        .await
+        .context("no answer for the allowed source")??;
+    ensure!(from == addr, "answer from {from}");
+    ensure!(
+        a_answers(&buf[..len], 2)? == want,
+        "allowed source's answer"
+    );
+    wait_dropped(&server, 1).await?;
+    match neighbour.try_recv_from(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((len, from)) => bail!("the neighbour got {len} bytes from {from}"),
+        Err(e) => bail!("the neighbour's socket: {e}"),
+    }
+
+    // TCP: the same, on connections from each source.
+    let mut neighbour = tcp_from("127.0.0.3", addr).await?;
+    let query = a_query(3, name)?;
+    neighbour.write_u16(u16::try_from(query.len())?).await?;
+    neighbour.write_all(&query).await?;
+    let mut allowed = tcp_from("127.0.0.2", addr).await?;
+    let query = a_query(4, name)?;
+    allowed.write_u16(u16::try_from(query.len())?).await?;
+    allowed.write_all(&query).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(30), read_tcp_message(&mut allowed))
+        .await
+        .context("no TCP answer for the allowed source")??;
+    ensure!(a_answers(&reply, 4)? == want, "allowed source's TCP answer");
+    wait_dropped(&server, 2).await?;
+    match neighbour.try_read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok(len) => bail!("the neighbour's TCP connection got {len} bytes"),
+        Err(e) => bail!("the neighbour's TCP connection: {e}"),
+    }
+    server.shutdown().await;
     Ok(())
 }
 

@@ -116,7 +116,8 @@ typedef enum {
 
 // What happened. The fields each kind has (for `kt_event_field`) are listed.
 typedef enum {
-  // The Secret and shadow pod are being created: `namespace`, `pod`, `image`.
+  // The shadow pod (and, for the OpenSSH flavour, its Secret) is being created:
+  // `namespace`, `pod`, `image`.
   KT_EVENT_KIND_CREATING = 0,
   // The shadow pod was placed on a node: `node`.
   KT_EVENT_KIND_SCHEDULED = 1,
@@ -405,6 +406,17 @@ kt_status kt_options_set_socks5_port(kt_options *options, uint16_t port, char *e
 // The local HTTP proxy's port on 127.0.0.1 (default 0: any free port).
 kt_status kt_options_set_http_proxy_port(kt_options *options, uint16_t port, char *err, size_t err_len);
 
+// Whether the local SOCKS5 and HTTP proxies require per-session credentials
+// (default false). Without them, like `kubectl port-forward` and `ssh -D`, any
+// process on the machine, of any user, can use the proxies while the session
+// lives. With `required` true, the session makes a random user name and password
+// and the proxies require them (SOCKS5 username/password; HTTP
+// `Proxy-Authorization: Basic`, else `407`); `kt_session_socks5_url`,
+// `kt_session_http_proxy_url` and `kt_session_env` carry them in their URLs
+// (`http://user:password@127.0.0.1:port`). Local forwards stay open to every local
+// process.
+kt_status kt_options_set_proxy_auth(kt_options *options, bool required, char *err, size_t err_len);
+
 // The SSH port inside the shadow pod, on its loopback (default 2222).
 kt_status kt_options_set_ssh_port(kt_options *options, uint16_t port, char *err, size_t err_len);
 
@@ -454,10 +466,10 @@ kt_status kt_vpn_options_disable_discovery(kt_vpn_options *vpn, char *err, size_
 // reads it. Any other `mode` gives `KT_STATUS_INVALID_ARGUMENT`.
 kt_status kt_vpn_options_set_dns(kt_vpn_options *vpn, uint32_t mode, const char *namespaces, char *err, size_t err_len);
 
-// Opens a session with `options` (which stays the caller's): creates the shadow's
-// Secret and Pod, waits until it is Ready, tunnels to it and starts the local
-// proxies. Blocks until connected or failed; whatever was created is removed
-// again on failure. Stores the new session in `*session` (NULL on failure).
+// Opens a session with `options` (which stays the caller's): creates the shadow pod
+// (and, for the OpenSSH flavour, its Secret), waits until it is Ready, tunnels to it
+// and starts the local proxies. Blocks until connected or failed; whatever was
+// created is removed again on failure. Stores the new session in `*session` (NULL on failure).
 //
 // Errors: `KT_STATUS_CONFIG` (kubeconfig), `KT_STATUS_UNREACHABLE` (API server),
 // `KT_STATUS_NOT_FOUND` (namespace), `KT_STATUS_FORBIDDEN` (RBAC),
@@ -499,13 +511,29 @@ kt_status kt_session_dns_server(const kt_session *session, const char **server, 
 // session. `KT_STATUS_NOT_FOUND` in proxy mode, `KT_STATUS_CLOSED` after close.
 kt_status kt_session_vpn_device(const kt_session *session, const char **device, char *err, size_t err_len);
 
-// Stores in `*addr` the local SOCKS5 proxy (no authentication; names resolve in
-// the cluster: use it as `socks5h://`). `KT_STATUS_CLOSED` after close.
+// Stores in `*addr` the local SOCKS5 proxy (names resolve in the cluster: use it
+// as `socks5h://`). It needs no authentication unless `kt_options_set_proxy_auth`
+// was set; then use `kt_session_socks5_url`, which carries the credentials.
+// `KT_STATUS_CLOSED` after close.
 kt_status kt_session_socks5_addr(const kt_session *session, kt_addr *addr, char *err, size_t err_len);
 
 // Stores in `*addr` the local HTTP proxy (`CONNECT` and plain `http://`
-// requests). `KT_STATUS_CLOSED` after close.
+// requests). It needs no authentication unless `kt_options_set_proxy_auth` was
+// set; then use `kt_session_http_proxy_url`, which carries the credentials.
+// `KT_STATUS_CLOSED` after close.
 kt_status kt_session_http_proxy_addr(const kt_session *session, kt_addr *addr, char *err, size_t err_len);
+
+// Stores in `*url` the SOCKS5 proxy as a URL: `socks5h://127.0.0.1:<port>`, or
+// `socks5h://<user>:<password>@127.0.0.1:<port>` with `kt_options_set_proxy_auth`
+// (then keep it secret). The string belongs to the session. `KT_STATUS_CLOSED`
+// after close.
+kt_status kt_session_socks5_url(const kt_session *session, const char **url, char *err, size_t err_len);
+
+// Stores in `*url` the HTTP proxy as a URL: `http://127.0.0.1:<port>`, or
+// `http://<user>:<password>@127.0.0.1:<port>` with `kt_options_set_proxy_auth`
+// (then keep it secret). The string belongs to the session. `KT_STATUS_CLOSED`
+// after close.
+kt_status kt_session_http_proxy_url(const kt_session *session, const char **url, char *err, size_t err_len);
 
 // VPN mode: stores in `*addr` the local DNS server (cluster names through the
 // tunnel, the rest to the previous resolver). `KT_STATUS_NOT_FOUND` in proxy
@@ -525,7 +553,8 @@ kt_status kt_session_vpn_routes(const kt_session *session, kt_list **routes, cha
 
 // Stores in `*env` a new key/value `kt_list` of environment variables that send a
 // child process's traffic through the session (`HTTP_PROXY`, `HTTPS_PROXY`,
-// `ALL_PROXY`, `NO_PROXY`, their lower-case forms, `NODE_USE_ENV_PROXY`). Free it
+// `ALL_PROXY`, `NO_PROXY`, their lower-case forms, `NODE_USE_ENV_PROXY`); with
+// `kt_options_set_proxy_auth`, the proxy URLs carry the credentials. Free it
 // with `kt_list_free`. `KT_STATUS_CLOSED` after close.
 kt_status kt_session_env(const kt_session *session, kt_list **env, char *err, size_t err_len);
 

@@ -23,7 +23,8 @@ pub struct kt_event {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum kt_event_kind {
-    /// The Secret and shadow pod are being created: `namespace`, `pod`, `image`.
+    /// The shadow pod (and, for the OpenSSH flavour, its Secret) is being created:
+    /// `namespace`, `pod`, `image`.
     Creating = 0,
     /// The shadow pod was placed on a node: `node`.
     Scheduled = 1,

@@ -516,6 +516,27 @@ pub unsafe extern "C" fn kt_options_set_http_proxy_port(
     })
 }
 
+/// Whether the local SOCKS5 and HTTP proxies require per-session credentials
+/// (default false). Without them, like `kubectl port-forward` and `ssh -D`, any
+/// process on the machine, of any user, can use the proxies while the session
+/// lives. With `required` true, the session makes a random user name and password
+/// and the proxies require them (SOCKS5 username/password; HTTP
+/// `Proxy-Authorization: Basic`, else `407`); `kt_session_socks5_url`,
+/// `kt_session_http_proxy_url` and `kt_session_env` carry them in their URLs
+/// (`http://user:password@127.0.0.1:port`). Local forwards stay open to every local
+/// process.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_options_set_proxy_auth(
+    options: *mut kt_options,
+    required: bool,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        update(options, |o| Ok(o.proxy_auth(required)))
+    })
+}
+
 /// The SSH port inside the shadow pod, on its loopback (default 2222).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_options_set_ssh_port(

@@ -43,6 +43,9 @@ struct Entry {
     namespace: CString,
     pod: CString,
     dns_server: CString,
+    /// The proxies' URLs, with the credentials when the proxies require them.
+    socks5_url: CString,
+    http_proxy_url: CString,
     vpn_device: Option<CString>,
     vpn_dns_detail: Option<CString>,
     /// The session's events since it started, for `kt_session_next_event`.
@@ -83,10 +86,10 @@ struct EventStream {
 
 static SESSIONS: Table<Entry> = Table::new(3, "kt_session_connect");
 
-/// Opens a session with `options` (which stays the caller's): creates the shadow's
-/// Secret and Pod, waits until it is Ready, tunnels to it and starts the local
-/// proxies. Blocks until connected or failed; whatever was created is removed
-/// again on failure. Stores the new session in `*session` (NULL on failure).
+/// Opens a session with `options` (which stays the caller's): creates the shadow pod
+/// (and, for the OpenSSH flavour, its Secret), waits until it is Ready, tunnels to it
+/// and starts the local proxies. Blocks until connected or failed; whatever was
+/// created is removed again on failure. Stores the new session in `*session` (NULL on failure).
 ///
 /// Errors: `KT_STATUS_CONFIG` (kubeconfig), `KT_STATUS_UNREACHABLE` (API server),
 /// `KT_STATUS_NOT_FOUND` (namespace), `KT_STATUS_FORBIDDEN` (RBAC),
@@ -111,6 +114,8 @@ pub unsafe extern "C" fn kt_session_connect(
             namespace: cstring(s.namespace()),
             pod: cstring(s.pod_name()),
             dns_server: cstring(s.dns_server()),
+            socks5_url: cstring(&s.socks5_url()),
+            http_proxy_url: cstring(&s.http_proxy_url()),
             vpn_device: vpn.map(|v| cstring(&v.device)),
             vpn_dns_detail: vpn.map(|v| cstring(&v.dns_detail)),
             events: tokio::sync::Mutex::new(EventStream {
@@ -331,8 +336,10 @@ fn not_vpn() -> Failure {
     )
 }
 
-/// Stores in `*addr` the local SOCKS5 proxy (no authentication; names resolve in
-/// the cluster: use it as `socks5h://`). `KT_STATUS_CLOSED` after close.
+/// Stores in `*addr` the local SOCKS5 proxy (names resolve in the cluster: use it
+/// as `socks5h://`). It needs no authentication unless `kt_options_set_proxy_auth`
+/// was set; then use `kt_session_socks5_url`, which carries the credentials.
+/// `KT_STATUS_CLOSED` after close.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_session_socks5_addr(
     session: *const kt_session,
@@ -343,7 +350,9 @@ pub unsafe extern "C" fn kt_session_socks5_addr(
     get_addr(session, addr, err, err_len, |s| Ok(s.socks5_addr()))
 }
 /// Stores in `*addr` the local HTTP proxy (`CONNECT` and plain `http://`
-/// requests). `KT_STATUS_CLOSED` after close.
+/// requests). It needs no authentication unless `kt_options_set_proxy_auth` was
+/// set; then use `kt_session_http_proxy_url`, which carries the credentials.
+/// `KT_STATUS_CLOSED` after close.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_session_http_proxy_addr(
     session: *const kt_session,
@@ -352,6 +361,36 @@ pub unsafe extern "C" fn kt_session_http_proxy_addr(
     err_len: usize,
 ) -> kt_status {
     get_addr(session, addr, err, err_len, |s| Ok(s.http_proxy_addr()))
+}
+/// Stores in `*url` the SOCKS5 proxy as a URL: `socks5h://127.0.0.1:<port>`, or
+/// `socks5h://<user>:<password>@127.0.0.1:<port>` with `kt_options_set_proxy_auth`
+/// (then keep it secret). The string belongs to the session. `KT_STATUS_CLOSED`
+/// after close.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_session_socks5_url(
+    session: *const kt_session,
+    url: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    get_string(session, url, "url", err, err_len, |e| {
+        e.open().map(|_| e.socks5_url.as_ptr())
+    })
+}
+/// Stores in `*url` the HTTP proxy as a URL: `http://127.0.0.1:<port>`, or
+/// `http://<user>:<password>@127.0.0.1:<port>` with `kt_options_set_proxy_auth`
+/// (then keep it secret). The string belongs to the session. `KT_STATUS_CLOSED`
+/// after close.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_session_http_proxy_url(
+    session: *const kt_session,
+    url: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    get_string(session, url, "url", err, err_len, |e| {
+        e.open().map(|_| e.http_proxy_url.as_ptr())
+    })
 }
 /// VPN mode: stores in `*addr` the local DNS server (cluster names through the
 /// tunnel, the rest to the previous resolver). `KT_STATUS_NOT_FOUND` in proxy
@@ -414,7 +453,8 @@ pub unsafe extern "C" fn kt_session_vpn_routes(
 
 /// Stores in `*env` a new key/value `kt_list` of environment variables that send a
 /// child process's traffic through the session (`HTTP_PROXY`, `HTTPS_PROXY`,
-/// `ALL_PROXY`, `NO_PROXY`, their lower-case forms, `NODE_USE_ENV_PROXY`). Free it
+/// `ALL_PROXY`, `NO_PROXY`, their lower-case forms, `NODE_USE_ENV_PROXY`); with
+/// `kt_options_set_proxy_auth`, the proxy URLs carry the credentials. Free it
 /// with `kt_list_free`. `KT_STATUS_CLOSED` after close.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_session_env(

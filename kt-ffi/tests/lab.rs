@@ -1,10 +1,11 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
 //! whole session from C (directly and under valgrind), a missing namespace and an
 //! RBAC refusal with their kinds' statuses, VPN mode refused without
-//! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program leaves open
-//! (closed at exit), and the C example. Each runs in its own namespace made by
-//! `testbed/test-namespace` (restricted Pod Security, kt's Role only), and checks
-//! that the session left nothing in the cluster.
+//! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program
+//! leaves open (closed at exit), proxies with per-session credentials, and the C
+//! example. Each runs in its own namespace made by `testbed/test-namespace`
+//! (restricted Pod Security, kt's Role only), and checks that the session left
+//! nothing in the cluster.
 
 mod common;
 
@@ -55,6 +56,21 @@ fn whole_session_from_c_forwards_proxies_resolves_and_leaves_nothing() {
 #[test]
 fn whole_session_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
     whole_session("kt-ffi-valgrind", true);
+}
+
+#[test]
+fn proxy_auth_from_c_puts_credentials_in_the_urls_and_the_proxies_require_them() {
+    let ns = LabNamespace::create("kt-ffi-pauth");
+    let exe = compile(&crate_dir().join("tests/c/proxy_auth.c"), "proxy_auth");
+    let out = run_checked(Command::new(&exe).arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(
+        out.status.success(),
+        "proxy_auth.c failed (see its output above)"
+    );
+    assert_fresh_libkt(&out);
+    let id = printed(&out, "SESSION_ID");
+    let left = ns.objects(&format!("kt.dev/session={id}"));
+    assert!(left.is_empty(), "session {id} left objects behind:\n{left}");
 }
 
 #[test]

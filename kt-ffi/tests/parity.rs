@@ -56,6 +56,7 @@ const CONNECT: &[(&str, &[&str])] = &[
     ("dns_server", &["kt_options_set_dns_server"]),
     ("socks5_port", &["kt_options_set_socks5_port"]),
     ("http_proxy_port", &["kt_options_set_http_proxy_port"]),
+    ("proxy_auth", &["kt_options_set_proxy_auth"]),
     ("vpn", &["kt_options_set_vpn"]),
     // C pulls events instead of taking a callback.
     ("on_event", &["kt_session_next_event", "kt_event_get_kind"]),
@@ -78,6 +79,8 @@ const SESSION: &[(&str, &[&str])] = &[
     ("pod_name", &["kt_session_pod_name"]),
     ("socks5_addr", &["kt_session_socks5_addr"]),
     ("http_proxy_addr", &["kt_session_http_proxy_addr"]),
+    ("socks5_url", &["kt_session_socks5_url"]),
+    ("http_proxy_url", &["kt_session_http_proxy_url"]),
     (
         "vpn",
         &[

@@ -5,6 +5,7 @@
 //! kt-shadow serve [--listen 127.0.0.1:2222] [--host-key /etc/kt/ssh_host_ed25519_key]
 //!                 [--authorized-keys /etc/kt/authorized_keys] [--idle-exit <secs>]
 //!                 [--heartbeat-timeout <secs>] [--lease <name>] [--allow-non-loopback]
+//! kt-shadow serve [--listen 127.0.0.1:2222] --authorized-key '<openssh public key>' [...]
 //! kt-shadow probe [--addr 127.0.0.1:2222]
 //! kt-shadow version
 //! kt-shadow help
@@ -46,6 +47,11 @@ pub const HEARTBEAT_TIMEOUT: &str = "--heartbeat-timeout";
 /// Without credentials, or while the API server cannot be read, only
 /// [`HEARTBEAT_TIMEOUT`] applies.
 pub const LEASE: &str = "--lease";
+/// `serve`: the one public key allowed to log in, given inline (OpenSSH format, one
+/// argument). The shadow then makes its own host key in memory and prints its public
+/// half on one log line ([`shadow::host_key_log_line`]) before it listens; no key file
+/// is read, so [`HOST_KEY`] and [`AUTHORIZED_KEYS`] cannot be given with it.
+pub const AUTHORIZED_KEY: &str = "--authorized-key";
 /// `serve`: allow a listen address that is not loopback (off by default, so that
 /// exposing the SSH port to the pod network is never an accident).
 pub const ALLOW_NON_LOOPBACK: &str = "--allow-non-loopback";
@@ -60,6 +66,7 @@ USAGE:
   kt-shadow serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
                   [--idle-exit SECS] [--heartbeat-timeout SECS] [--lease NAME]
                   [--allow-non-loopback]
+  kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
   kt-shadow help
@@ -80,6 +87,11 @@ SERVE OPTIONS:
                             renewed for its leaseDurationSeconds (API errors: logged, and
                             only --heartbeat-timeout applies)
   --allow-non-loopback      accept a --listen address that is not loopback
+  --authorized-key KEY      the one public key allowed to log in, OpenSSH format, one
+                            argument (`ssh-ed25519 AAAA... comment`); the host key is then
+                            made in memory, never written, and its public key printed to
+                            stdout as `kt-shadow host-key <key>` before listening; not
+                            with --host-key or --authorized-keys
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
@@ -104,6 +116,11 @@ pub struct ServeArgs {
     pub lease: Option<String>,
     /// Accept a non-loopback [`ServeArgs::listen`].
     pub allow_non_loopback: bool,
+    /// [`AUTHORIZED_KEY`]: the one public key allowed to log in; when set, the host
+    /// key is made in memory and [`ServeArgs::host_key`] and
+    /// [`ServeArgs::authorized_keys`] are not used (nor written by
+    /// [`ServeArgs::to_args`]).
+    pub authorized_key: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -116,24 +133,27 @@ impl Default for ServeArgs {
             heartbeat_timeout: None,
             lease: None,
             allow_non_loopback: false,
+            authorized_key: None,
         }
     }
 }
 
 impl ServeArgs {
-    /// The arguments after the binary name, starting with `serve`. Every option is
-    /// written out, so the pod spec shows the whole configuration. Durations are
-    /// written in whole seconds, rounded up.
+    /// The arguments after the binary name, starting with `serve`. Every option in
+    /// use is written out, so the pod spec shows the whole configuration (the key
+    /// files only without [`ServeArgs::authorized_key`]). Durations are written in
+    /// whole seconds, rounded up.
     pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![
-            SERVE.to_owned(),
-            LISTEN.to_owned(),
-            self.listen.to_string(),
-            HOST_KEY.to_owned(),
-            self.host_key.display().to_string(),
-            AUTHORIZED_KEYS.to_owned(),
-            self.authorized_keys.display().to_string(),
-        ];
+        let mut args = vec![SERVE.to_owned(), LISTEN.to_owned(), self.listen.to_string()];
+        match &self.authorized_key {
+            Some(key) => args.extend([AUTHORIZED_KEY.to_owned(), key.clone()]),
+            None => args.extend([
+                HOST_KEY.to_owned(),
+                self.host_key.display().to_string(),
+                AUTHORIZED_KEYS.to_owned(),
+                self.authorized_keys.display().to_string(),
+            ]),
+        }
         if let Some(idle) = self.idle_exit {
             args.extend([IDLE_EXIT.to_owned(), secs_rounded_up(idle).to_string()]);
         }
@@ -275,14 +295,23 @@ impl Opt {
 
 fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Error> {
     let mut serve = ServeArgs::default();
+    let mut key_files = false;
     while let Some(arg) = args.next() {
         let opt = Opt::split(arg);
         match opt.name.as_str() {
             LISTEN => serve.listen = parse_addr(LISTEN, opt.value(LISTEN, &mut args)?)?,
-            HOST_KEY => serve.host_key = parse_path(HOST_KEY, opt.value(HOST_KEY, &mut args)?)?,
+            HOST_KEY => {
+                key_files = true;
+                serve.host_key = parse_path(HOST_KEY, opt.value(HOST_KEY, &mut args)?)?;
+            }
             AUTHORIZED_KEYS => {
+                key_files = true;
                 let value = opt.value(AUTHORIZED_KEYS, &mut args)?;
                 serve.authorized_keys = parse_path(AUTHORIZED_KEYS, value)?;
+            }
+            AUTHORIZED_KEY => {
+                let value = opt.value(AUTHORIZED_KEY, &mut args)?;
+                serve.authorized_key = Some(parse_public_key(AUTHORIZED_KEY, value)?);
             }
             IDLE_EXIT => {
                 let value = opt.value(IDLE_EXIT, &mut args)?;
@@ -308,7 +337,16 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
             }
         }
     }
-    Ok(serve)
+    match serve.authorized_key {
+        Some(key) if key_files => Err(Error::InvalidValue {
+            option: AUTHORIZED_KEY,
+            value: key,
+            reason: "it cannot be combined with --host-key or --authorized-keys: with \
+                     --authorized-key the shadow makes its host key in memory and reads no \
+                     key file",
+        }),
+        _ => Ok(serve),
+    }
 }
 
 fn parse_probe(mut args: impl Iterator<Item = String>) -> Result<ProbeArgs, Error> {
@@ -379,6 +417,21 @@ fn parse_object_name(option: &'static str, value: String) -> Result<String, Erro
     }
 }
 
+/// One OpenSSH public key line, checked only for its shape here (the shadow parses the
+/// key itself).
+fn parse_public_key(option: &'static str, value: String) -> Result<String, Error> {
+    let value = value.trim().to_owned();
+    if value.is_empty() || value.contains(['\n', '\r']) {
+        return Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected one OpenSSH public key on one line, like \
+                     `ssh-ed25519 AAAA... comment`",
+        });
+    }
+    Ok(value)
+}
+
 fn parse_secs(option: &'static str, value: String) -> Result<Duration, Error> {
     match value.parse::<u64>() {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
@@ -434,6 +487,7 @@ mod tests {
             heartbeat_timeout: Some(Duration::from_secs(90)),
             lease: Some("kt-shadow-abc".to_owned()),
             allow_non_loopback: true,
+            authorized_key: None,
         };
         let cmd = Command::Serve(serve);
         let args = cmd.to_args();
@@ -457,6 +511,36 @@ mod tests {
             ]
         );
         assert_eq!(Command::parse(args).ok(), Some(cmd));
+    }
+
+    #[test]
+    fn an_inline_authorized_key_replaces_the_key_files_on_the_command_line() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPDBp3khpUoQDgs/jC6tYksSwC/LKe35IRMRz4hAr1x4 kt-session-a1";
+        let serve = ServeArgs {
+            authorized_key: Some(key.to_owned()),
+            ..ServeArgs::default()
+        };
+        let args = serve.to_args();
+        assert_eq!(
+            args,
+            [
+                "serve",
+                "--listen",
+                "127.0.0.1:2222",
+                "--authorized-key",
+                key
+            ]
+        );
+        assert_eq!(
+            Command::parse(args).ok(),
+            Some(Command::Serve(serve.clone()))
+        );
+        let inline = Command::parse(["serve".to_owned(), format!("--authorized-key={key}")]);
+        assert_eq!(inline.ok(), Some(Command::Serve(serve)));
+        // One key, on one line: a second line would be a second key.
+        let two = Command::parse(["serve", "--authorized-key", &format!("{key}\n{key}")]);
+        let msg = two.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("one OpenSSH public key on one line"), "{msg}");
     }
 
     #[test]
@@ -536,6 +620,19 @@ mod tests {
             ("serve --lease -x", "Kubernetes object name"),
             ("serve --lease=a/b", "Kubernetes object name"),
             ("probe --listen 127.0.0.1:1", "for `kt-shadow probe`"),
+            ("serve --authorized-key", "`--authorized-key` needs a value"),
+            (
+                "serve --authorized-key=",
+                "one OpenSSH public key on one line",
+            ),
+            (
+                "serve --authorized-key=ssh-ed25519:AAAA --host-key /k",
+                "cannot be combined with --host-key or --authorized-keys",
+            ),
+            (
+                "serve --authorized-keys /k --authorized-key=ssh-ed25519:AAAA",
+                "cannot be combined with --host-key or --authorized-keys",
+            ),
             ("version now", "unknown option `now`"),
         ];
         for (line, expected) in cases {
@@ -554,6 +651,7 @@ mod tests {
             HEARTBEAT_TIMEOUT,
             LEASE,
             ALLOW_NON_LOOPBACK,
+            AUTHORIZED_KEY,
             ADDR,
         ] {
             assert!(USAGE.contains(opt), "{opt}");

@@ -1,21 +1,61 @@
-//! The shadow pod: its Secret, where the Secret is mounted, its SSH port, image,
-//! user, ServiceAccount, the session's Lease and exit codes.
+//! The shadow pod: how it learns the client's key and reports its host key, its Secret
+//! (the OpenSSH flavour only) and where it is mounted, its SSH port, image, user,
+//! ServiceAccount, the session's Lease and exit codes.
 //!
-//! The client makes two key pairs per session. The **client key**'s private half
-//! never leaves the client; its public half goes into the Secret under
-//! [`SECRET_AUTHORIZED_KEYS`]. The **host key** is made by the client too: its private
-//! half goes into the Secret under [`SECRET_HOST_KEY`] and its public half is pinned
-//! by the client, so the SSH session cannot be intercepted without the Secret.
+//! The client makes a key pair per session, the **client key**: its private half never
+//! leaves the client. What happens to its public half and to the shadow's **host key**
+//! depends on the flavour:
+//!
+//! - **kt-shadow**: the client's public key is an argument of the pod
+//!   (`serve --authorized-key <key>`, see [`crate::cli`]); a pod's containers' arguments
+//!   cannot be changed after it is created, so no one can swap the key. kt-shadow makes its own
+//!   host key pair in memory when it starts, never writes it anywhere, and prints the
+//!   public half on one line of its log, [`HOST_KEY_LOG_PREFIX`] followed by the key
+//!   ([`host_key_log_line`]), before it listens. The client reads that line through the
+//!   API server ([`reported_host_key`]) and pins the key. No Secret, so the host key's
+//!   private half is never in the API at all.
+//! - **OpenSSH** (a stock sshd, which reads its host key and configuration from files):
+//!   the client makes the host key too and puts its private half, the client's public
+//!   key and the sshd configuration into a Secret mounted at [`MOUNT_DIR`]; the client
+//!   pins the host key's public half. Whoever can read that Secret holds the host key,
+//!   so this flavour relies on the client's check of the pod's UID alone.
 
-/// Secret key holding the client's ephemeral public key, one OpenSSH
+/// The start of the one log line in which kt-shadow reports its host key (a
+/// `--authorized-key` shadow): the prefix, then the public key in OpenSSH format
+/// (`ssh-ed25519 AAAA...`), on a line of its own at the very start of a line, printed
+/// to stdout before the shadow listens, so before any client could make it log
+/// anything.
+pub const HOST_KEY_LOG_PREFIX: &str = "kt-shadow host-key ";
+
+/// The line kt-shadow prints to report its host key (`openssh_public_key` as written by
+/// `PublicKey::to_openssh`), without the line break.
+pub fn host_key_log_line(openssh_public_key: &str) -> String {
+    format!("{HOST_KEY_LOG_PREFIX}{}", openssh_public_key.trim())
+}
+
+/// The host key a shadow reported in `log` (the start of its log): the text after
+/// [`HOST_KEY_LOG_PREFIX`] on the **first** complete line (one ending in `\n`) that
+/// starts with it, trimmed; `None` when no line does. Only the first counts: kt-shadow
+/// prints it before it listens, so any later line that looks the same was written
+/// after a client could reach it. A last line without its `\n` (still being written,
+/// or cut by a byte limit) does not count.
+pub fn reported_host_key(log: &str) -> Option<&str> {
+    log.split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .find_map(|line| line.strip_prefix(HOST_KEY_LOG_PREFIX))
+        .map(str::trim)
+}
+
+/// Secret key (OpenSSH flavour) holding the client's ephemeral public key, one OpenSSH
 /// `authorized_keys` line (`ssh-ed25519 AAAA... comment`).
 pub const SECRET_AUTHORIZED_KEYS: &str = "authorized_keys";
 
-/// Secret key holding the shadow's host private key, OpenSSH PEM format
+/// Secret key (OpenSSH flavour) holding the shadow's host private key, OpenSSH PEM format
 /// (`-----BEGIN OPENSSH PRIVATE KEY-----`), unencrypted, Ed25519.
 pub const SECRET_HOST_KEY: &str = "ssh_host_ed25519_key";
 
-/// Directory where the shadow pod mounts its Secret (read-only).
+/// Directory where the shadow pod mounts its Secret (read-only; OpenSSH flavour, or a
+/// kt-shadow started with key files).
 pub const MOUNT_DIR: &str = "/etc/kt";
 
 /// [`SECRET_AUTHORIZED_KEYS`] as mounted: [`MOUNT_DIR`]`/authorized_keys`.
@@ -24,8 +64,10 @@ pub const AUTHORIZED_KEYS_PATH: &str = "/etc/kt/authorized_keys";
 /// [`SECRET_HOST_KEY`] as mounted: [`MOUNT_DIR`]`/ssh_host_ed25519_key`.
 pub const HOST_KEY_PATH: &str = "/etc/kt/ssh_host_ed25519_key";
 
-/// File mode for the mounted Secret's files (`defaultMode`): read-only for owner and
-/// group. The pod runs with `fsGroup` = [`RUN_AS_GROUP`] so the shadow can read them.
+/// File mode for a Secret's files mounted for a kt-shadow that reads its keys from
+/// files (`defaultMode`): read-only for owner and group; give the pod `fsGroup` =
+/// [`RUN_AS_GROUP`] so the shadow can read them. (kt runs kt-shadow with
+/// `--authorized-key` and mounts nothing.)
 pub const SECRET_FILE_MODE: i32 = 0o440;
 
 /// The SSH port of the shadow, on the pod's loopback only. The client reaches it
@@ -102,6 +144,32 @@ mod tests {
             format!("{MOUNT_DIR}/{SECRET_AUTHORIZED_KEYS}")
         );
         assert_eq!(HOST_KEY_PATH, format!("{MOUNT_DIR}/{SECRET_HOST_KEY}"));
+    }
+
+    #[test]
+    fn the_host_key_line_is_found_by_its_prefix_and_only_the_first_counts() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPDBp3khpUoQDgs/jC6tYksSwC/LKe35IRMRz4hAr1x4";
+        let line = host_key_log_line(&format!("{key}\n"));
+        assert_eq!(line, format!("kt-shadow host-key {key}"));
+        let log = format!(
+            "2026-01-01T00:00:00Z  INFO warming up\n{line}\r\n\
+             2026-01-01T00:00:01Z  INFO kt-shadow listening\n\
+             kt-shadow host-key ssh-ed25519 AAAAlater\n"
+        );
+        assert_eq!(reported_host_key(&log), Some(key));
+        // Not at the start of a line: not the line.
+        assert_eq!(reported_host_key(&format!("INFO user said {line}\n")), None);
+        assert_eq!(reported_host_key("kt-shadow listening\n"), None);
+        assert_eq!(reported_host_key(""), None);
+        // A line with the prefix and garbage is still the line (the caller refuses it).
+        assert_eq!(
+            reported_host_key("kt-shadow host-key nonsense\n"),
+            Some("nonsense")
+        );
+        // A line cut short (a byte limit, or still being written) is not a line yet.
+        assert_eq!(reported_host_key(&line[..line.len() - 3]), None);
+        assert_eq!(reported_host_key(&line), None);
     }
 
     #[test]

@@ -63,6 +63,39 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The host key could not be made in memory (or its public half written).
+    #[error("cannot make the host key: {source}")]
+    GenerateHostKey {
+        /// Why.
+        #[source]
+        source: ssh_key::Error,
+    },
+
+    /// The host-key line could not be written to stdout, so no client could learn
+    /// the key to pin.
+    #[error(
+        "cannot write the host-key line to stdout ({source}); the client reads the host \
+         key from the pod's log, so kt-shadow needs its stdout"
+    )]
+    ReportHostKey {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `--authorized-key` is not an OpenSSH public key.
+    #[error(
+        "--authorized-key `{value}` is not an OpenSSH public key ({source}); expected one \
+         argument like `ssh-ed25519 AAAA... comment`"
+    )]
+    AuthorizedKeyArg {
+        /// The value as given.
+        value: String,
+        /// Why the parser refused it.
+        #[source]
+        source: ssh_key::Error,
+    },
+
     /// A line of the `authorized_keys` file is not a public key.
     #[error(
         "line {line} of {path} is not an OpenSSH public key ({source}); expected a line like \

@@ -1,10 +1,39 @@
-//! Loading the host key and the `authorized_keys` file.
+//! The host key and the keys allowed to log in: made in memory and given on the
+//! command line (`serve --authorized-key`, what the shadow pod runs), or loaded from
+//! files (`--host-key`, `--authorized-keys`).
 
 use std::path::Path;
 
-use russh::keys::ssh_key::{PrivateKey, PublicKey};
+use russh::keys::ssh_key::{Algorithm, PrivateKey, PublicKey};
 
 use crate::Error;
+
+/// A fresh Ed25519 host key pair, made in memory from the operating system's random
+/// source. It lives only in this process: it is never written anywhere, and only its
+/// public half is reported ([`host_key_line`]).
+///
+/// # Errors
+///
+/// [`Error::GenerateHostKey`] if the key cannot be made.
+pub fn generate_host_key() -> Result<PrivateKey, Error> {
+    let mut rng = rand::rng();
+    PrivateKey::random(&mut rng, Algorithm::Ed25519)
+        .map_err(|source| Error::GenerateHostKey { source })
+}
+
+/// The log line reporting `host_key`'s public half
+/// ([`kt_proto::shadow::host_key_log_line`]), without the line break.
+///
+/// # Errors
+///
+/// [`Error::GenerateHostKey`] if the public key cannot be written in OpenSSH format.
+pub fn host_key_line(host_key: &PrivateKey) -> Result<String, Error> {
+    let public = host_key
+        .public_key()
+        .to_openssh()
+        .map_err(|source| Error::GenerateHostKey { source })?;
+    Ok(kt_proto::shadow::host_key_log_line(&public))
+}
 
 /// Reads the host private key (OpenSSH format, unencrypted).
 ///
@@ -36,6 +65,20 @@ pub struct AuthorizedKeys {
 }
 
 impl AuthorizedKeys {
+    /// The one key given with `--authorized-key` (an OpenSSH public key line).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AuthorizedKeyArg`] if it is not a public key.
+    pub fn from_arg(line: &str) -> Result<Self, Error> {
+        let key =
+            PublicKey::from_openssh(line.trim()).map_err(|source| Error::AuthorizedKeyArg {
+                value: line.to_owned(),
+                source,
+            })?;
+        Ok(AuthorizedKeys { keys: vec![key] })
+    }
+
     /// Reads an `authorized_keys` file.
     ///
     /// # Errors
@@ -129,6 +172,39 @@ mod tests {
 
     fn key(line: &str) -> Option<PublicKey> {
         PublicKey::from_openssh(line).ok()
+    }
+
+    #[test]
+    fn a_made_host_key_is_fresh_ed25519_and_its_line_carries_only_the_public_half() {
+        let (Ok(a), Ok(b)) = (generate_host_key(), generate_host_key()) else {
+            panic!("key generation failed");
+        };
+        assert_eq!(a.algorithm(), Algorithm::Ed25519);
+        assert_ne!(a.public_key().key_data(), b.public_key().key_data());
+        let line = host_key_line(&a).unwrap_or_default();
+        let reported = kt_proto::shadow::reported_host_key(&format!("{line}\n"))
+            .and_then(|k| PublicKey::from_openssh(k).ok());
+        assert_eq!(
+            reported.as_ref().map(PublicKey::key_data),
+            Some(a.public_key().key_data())
+        );
+        assert!(!line.contains("PRIVATE"), "{line}");
+    }
+
+    #[test]
+    fn the_command_line_key_is_the_only_one_authorized() {
+        let keys = AuthorizedKeys::from_arg(KEY_A).ok();
+        assert_eq!(keys.as_ref().map(AuthorizedKeys::len), Some(1));
+        let (Some(keys), Some(a), Some(b)) = (keys, key(KEY_A), key(KEY_B)) else {
+            panic!("test keys do not parse");
+        };
+        assert!(keys.contains(&a));
+        assert!(!keys.contains(&b));
+        let msg = AuthorizedKeys::from_arg("ssh-ed25519 not-base64")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("--authorized-key"), "{msg}");
     }
 
     #[test]

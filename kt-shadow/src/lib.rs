@@ -12,6 +12,15 @@
 //! - `exec kt-health` on a session channel, which prints `ok` (nothing else runs: the
 //!   shadow has no shell).
 //!
+//! In the shadow pod it runs as `serve --authorized-key <the client's public key>`: it
+//! makes its host key pair in memory, never writes it anywhere, and prints the public
+//! half on one line of its log (`kt-shadow host-key ssh-ed25519 ...`, see
+//! [`kt_proto::shadow`]) before it listens; the client reads that line through the API
+//! server and pins the key. So the host key is in no Secret and no file: a pod
+//! recreated under the same name (same image, same arguments) has another host key and
+//! cannot answer the client's handshake. With `--host-key` and `--authorized-keys` it
+//! reads both from files instead (tests, or running it beside kt by hand).
+//!
 //! It writes nothing to disk, runs as any non-root user, and exits with code 3 when no
 //! client has been connected for `--heartbeat-timeout` seconds, and (`--lease NAME`,
 //! with the pod's ServiceAccount token) with code 4 when the session's Lease expires or

@@ -1,6 +1,7 @@
 //! The SSH server: listening, per-connection tasks, the client watchdog, shutdown.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use kt_proto::cli::ServeArgs;
 use kt_proto::shadow;
+use russh::keys::PrivateKey;
 use russh::server::{Config, run_stream};
 use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::handler::ConnHandler;
-use crate::keys::{AuthorizedKeys, load_host_key};
+use crate::keys::{AuthorizedKeys, generate_host_key, host_key_line, load_host_key};
 use crate::lease::LeaseWatch;
 use crate::stream::decouple;
 use crate::{Error, Exit};
@@ -149,11 +151,21 @@ impl std::fmt::Debug for Shadow {
 }
 
 impl Shadow {
-    /// Loads the keys named in `args`, checks the listen address and binds it.
+    /// Makes or loads the keys `args` ask for, checks the listen address and binds it.
+    ///
+    /// With [`ServeArgs::authorized_key`] (what the shadow pod runs), that key is the
+    /// only one allowed to log in and the host key is made in memory
+    /// ([`generate_host_key`]): it is never written anywhere, and its public half is
+    /// written to stdout as one line ([`kt_proto::shadow::host_key_log_line`]) before
+    /// the listen socket exists, so the line is in the log before any client can make
+    /// the shadow log anything. The client reads it there and pins it. Otherwise the
+    /// keys come from the files [`ServeArgs::host_key`] and
+    /// [`ServeArgs::authorized_keys`], and nothing is printed.
     ///
     /// # Errors
     ///
-    /// [`Error::NonLoopbackListen`], key loading errors ([`Error::ReadFile`],
+    /// [`Error::NonLoopbackListen`], key errors ([`Error::AuthorizedKeyArg`],
+    /// [`Error::GenerateHostKey`], [`Error::ReportHostKey`], [`Error::ReadFile`],
     /// [`Error::HostKey`], [`Error::AuthorizedKeysLine`], ...) or [`Error::Bind`].
     pub async fn bind(args: &ServeArgs) -> Result<Shadow, Error> {
         Self::bind_with(args, Tuning::default()).await
@@ -168,8 +180,18 @@ impl Shadow {
         if !args.listen.ip().is_loopback() && !args.allow_non_loopback {
             return Err(Error::NonLoopbackListen { addr: args.listen });
         }
-        let host_key = load_host_key(&args.host_key)?;
-        let authorized = AuthorizedKeys::load(&args.authorized_keys)?;
+        let (host_key, authorized) = match &args.authorized_key {
+            Some(line) => {
+                let authorized = AuthorizedKeys::from_arg(line)?;
+                let host_key = generate_host_key()?;
+                report_host_key(&host_key)?;
+                (host_key, authorized)
+            }
+            None => (
+                load_host_key(&args.host_key)?,
+                AuthorizedKeys::load(&args.authorized_keys)?,
+            ),
+        };
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -239,8 +261,9 @@ impl Shadow {
     }
 
     /// Serves until `shutdown` is cancelled, the heartbeat timeout or the idle exit
-    /// fires, or the watched Lease ([`Shadow::watch_lease`]) expires. Then disconnects every client, closes every listener and waits (up to a
-    /// few seconds) for every task to finish before returning why it stopped.
+    /// fires, or the watched Lease ([`Shadow::watch_lease`]) expires. Then disconnects
+    /// every client, closes every listener and waits (up to a few seconds) for every
+    /// task to finish before returning why it stopped.
     pub async fn run(self, shutdown: CancellationToken) -> Exit {
         let Shadow {
             listener,
@@ -321,6 +344,16 @@ impl Shadow {
         }
         exit
     }
+}
+
+/// Writes the host-key line to stdout, flushed (one `write`, so it is one line in
+/// the log even beside other output).
+fn report_host_key(host_key: &PrivateKey) -> Result<(), Error> {
+    let line = format!("{}\n", host_key_line(host_key)?);
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| Error::ReportHostKey { source })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -103,6 +103,7 @@ struct ConnectArgs {
     #[arg(long)]
     mtu: Option<u16>,
     /// VPN mode: where the local DNS server listens (default 127.0.0.1:53 when free).
+    /// It answers only this machine (loopback, the tun address, this address).
     #[arg(long)]
     dns_listen: Option<SocketAddr>,
     /// The shadow's SSH server: kt-shadow (kt's own agent: restricted Pod Security,
@@ -122,6 +123,11 @@ struct ConnectArgs {
     /// HTTP proxy port on 127.0.0.1 (default: a free one).
     #[arg(long, default_value_t = 0)]
     http_port: u16,
+    /// Make the SOCKS5 and HTTP proxies require random credentials made for this
+    /// session; the printed proxy URLs carry them. Without it, like `kubectl
+    /// port-forward`, any local user may use the proxies.
+    #[arg(long)]
+    proxy_auth: bool,
 }
 
 /// Parses `--dns` with kt-core's `DnsMode` parser.
@@ -211,6 +217,7 @@ fn options(args: &ConnectArgs) -> ConnectOptions {
         .socks5_port(args.socks5_port)
         .shadow_heartbeat_timeout(Some(std::time::Duration::from_secs(args.shadow_timeout)))
         .http_proxy_port(args.http_port)
+        .proxy_auth(args.proxy_auth)
         .on_event(|e| eprintln!("ktctl: {e}"));
     if let Some(ns) = &args.namespace {
         opts = opts.namespace(ns);
@@ -263,7 +270,7 @@ async fn connect(args: ConnectArgs) -> Result<(), kt_core::Error> {
             return Ok(());
         }
     };
-    print_summary(&session);
+    print_summary(&session, args.proxy_auth);
     shutdown_signal().await;
     eprintln!("ktctl: disconnecting (interrupt again to leave at once)");
     tokio::select! {
@@ -277,7 +284,10 @@ async fn connect(args: ConnectArgs) -> Result<(), kt_core::Error> {
     }
 }
 
-fn print_summary(session: &Session) {
+/// What `connect` prints once connected: the proxies, the VPN, and the line that
+/// points a shell at the proxies (proxy mode, or whenever the proxies need
+/// credentials, which only that line carries).
+fn print_summary(session: &Session, proxy_auth: bool) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -285,24 +295,35 @@ fn print_summary(session: &Session) {
         session.namespace(),
         session.pod_name()
     );
-    let _ = writeln!(out, "  socks5      {}", session.socks5_addr());
-    let _ = writeln!(out, "  http proxy  {}", session.http_proxy_addr());
+    let auth = if proxy_auth {
+        " (credentials required: use the URLs below)"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "  socks5      {}{auth}", session.socks5_addr());
+    let _ = writeln!(out, "  http proxy  {}{auth}", session.http_proxy_addr());
     if let Some(vpn) = session.vpn() {
         let routes: Vec<String> = vpn.routes.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "  vpn         {}: {}", vpn.device, routes.join(", "));
         if let Some(dns) = vpn.dns_addr {
             let _ = writeln!(out, "  dns         {dns} ({})", vpn.dns_detail);
         }
-    } else {
-        let _ = writeln!(
-            out,
-            "  for a shell: export ALL_PROXY=socks5h://{0} HTTPS_PROXY=http://{1} HTTP_PROXY=http://{1}",
-            session.socks5_addr(),
-            session.http_proxy_addr()
-        );
+    }
+    if session.vpn().is_none() || proxy_auth {
+        let _ = writeln!(out, "  for a shell: {}", export_line(session));
     }
     let _ = writeln!(out, "press Ctrl-C to disconnect");
     let _ = out.flush();
+}
+
+/// `export ALL_PROXY=... HTTPS_PROXY=... HTTP_PROXY=...` with the session's proxy
+/// URLs (and so its proxy credentials, if any).
+fn export_line(session: &Session) -> String {
+    let http = session.http_proxy_url();
+    format!(
+        "export ALL_PROXY={} HTTPS_PROXY={http} HTTP_PROXY={http}",
+        session.socks5_url()
+    )
 }
 
 fn recover() -> Result<(), kt_core::Error> {
@@ -412,6 +433,24 @@ mod tests {
         let failure = kt_core::Error::example(ErrorKind::NotFound);
         assert_eq!(exit_status(failure.kind()), 9);
         assert!(message(&failure).contains("does not exist"));
+    }
+
+    #[test]
+    fn proxy_auth_reaches_the_options_only_when_asked_for() {
+        let args = |extra: &[&str]| {
+            let argv = ["ktctl", "connect"]
+                .into_iter()
+                .chain(extra.iter().copied());
+            let cli = Cli::try_parse_from(argv).expect("parses");
+            let Command::Connect(args) = cli.command else {
+                panic!("not connect")
+            };
+            args
+        };
+        let off = format!("{:?}", options(&args(&[])));
+        assert!(off.contains("proxy_auth: false"), "{off}");
+        let on = format!("{:?}", options(&args(&["--proxy-auth"])));
+        assert!(on.contains("proxy_auth: true"), "{on}");
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! stay untouched. One of them also runs its own office resolver (the lab's CoreDNS
 //! binary on 127.0.0.53 in the laptop namespace) and asks getent inside ktctl's mount
 //! namespace (`nsenter --mount`). One test runs ktctl outside the laptop namespace: a
-//! missing namespace ends it with the `not_found` exit status.
+//! missing namespace ends it with the `not_found` exit status. One runs the laptop with
+//! systemd-resolved as its resolver (`testbed/laptop-resolved`: the distribution's
+//! resolved and a D-Bus system bus in a mount namespace of their own, entered with
+//! `nsenter --mount`) and adds a neighbour of the laptop: a network namespace of its
+//! own (`ktlab-nb<pid>`, deleted at the end, also on failure) behind a veth pair.
 
 use std::process::Stdio;
 use std::sync::LazyLock;
@@ -452,7 +456,7 @@ async fn a_killed_clients_shadow_ends_itself_and_the_next_session_deletes_it() -
         phase == "Failed" || phase == "Succeeded",
         "the shadow of a killed client is still {phase}"
     );
-    // The next session in the namespace removes it (and its Secret, which it owns).
+    // The next session in the namespace removes it.
     let kt = Ktctl::start_mode(&ns, "proxy", &[]).await?;
     let (code, stderr) = kt.signal("INT").await?;
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
@@ -464,7 +468,7 @@ async fn a_killed_clients_shadow_ends_itself_and_the_next_session_deletes_it() -
         )),
         "no sweep reported:\n{stderr}"
     );
-    // The Secret goes through the garbage collector: wait for it (bounded).
+    // The deletion is in the background: wait for it (bounded).
     let mut left = String::new();
     for _ in 0..30 {
         left = ns.kubectl(&["get", "pods,secrets", "-o", "name"]).await?;
@@ -751,6 +755,283 @@ async fn an_upstream_name_equal_to_a_services_svc_ns_is_the_upstreams() -> Resul
         bail!("{e:#}\nktctl stderr:\n{stderr}");
     }
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+    assert_same(&before, &snapshot().await?, "after the session")?;
+    no_shadow_left(&ns).await
+}
+
+/// The lab's laptop with systemd-resolved as its resolver (`testbed/laptop-resolved`):
+/// resolved, its D-Bus system bus and an /etc such as a resolved machine has, in a
+/// mount namespace of their own inside the laptop namespace. Ended when dropped, with
+/// everything it started.
+struct LaptopResolved {
+    child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl LaptopResolved {
+    /// Starts it and waits until resolved answers on its bus.
+    async fn start() -> Result<LaptopResolved> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/laptop-resolved");
+        let mut child = Command::new(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {script}"))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut stderr = child.stderr.take().context("stderr")?;
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        // Long enough to download the package on first use; a guard against a hang only.
+        let ready = tokio::time::timeout(Duration::from_secs(300), async {
+            while let Some(line) = lines.next_line().await? {
+                if line == "ready" {
+                    return Ok::<bool, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        let mut started = LaptopResolved { child, stderr };
+        match ready {
+            Ok(Ok(true)) => Ok(started),
+            other => {
+                let err = started.stop().await;
+                bail!("testbed/laptop-resolved did not get ready ({other:?}):\n{err}")
+            }
+        }
+    }
+
+    /// nsenter's option that enters its mount namespace (the process it runs as holds
+    /// that namespace).
+    fn enter_mounts(&self) -> Result<String> {
+        let pid = self.child.id().context("laptop-resolved already ended")?;
+        Ok(format!("--mount=/proc/{pid}/ns/mnt"))
+    }
+
+    /// Ends it; returns its stderr (resolved's log).
+    async fn stop(&mut self) -> String {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        (&mut self.stderr).await.unwrap_or_default()
+    }
+}
+
+/// A neighbour of the laptop, as a host on another interface of a laptop or a
+/// container on a bridge is: a network namespace of its own joined to the laptop by a
+/// veth pair (10.88.254.1/30 on the laptop, 10.88.254.2/30 here), with a route to one
+/// address through the laptop. Deleted, veth pair and all, when dropped.
+struct Neighbour {
+    ns: String,
+    /// The laptop's end of the veth pair.
+    link: String,
+}
+
+/// The neighbour's address, on its link to the laptop.
+const NEIGHBOUR_IP: &str = "10.88.254.2";
+/// The laptop's address on its link to the neighbour.
+const NEIGHBOUR_GATEWAY: &str = "10.88.254.1";
+
+impl Neighbour {
+    /// Creates it, routing `target` (an address of the laptop) through the laptop.
+    fn create(target: &str) -> Result<Neighbour> {
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output()?;
+            ensure!(out.status.success(), "ip {args:?}: {out:?}");
+            Ok::<_, anyhow::Error>(())
+        };
+        let id = std::process::id();
+        let ns = format!("ktlab-nb{id}");
+        ip(&["netns", "add", &ns])?;
+        // From here on, dropping it deletes whatever was made.
+        let neighbour = Neighbour {
+            ns,
+            link: format!("nb{id}"),
+        };
+        let (ns, link) = (neighbour.ns.as_str(), neighbour.link.as_str());
+        ip(&[
+            "-n", LAPTOP_NS, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns",
+            ns,
+        ])?;
+        ip(&[
+            "-n",
+            LAPTOP_NS,
+            "addr",
+            "add",
+            &format!("{NEIGHBOUR_GATEWAY}/30"),
+            "dev",
+            link,
+        ])?;
+        ip(&["-n", LAPTOP_NS, "link", "set", link, "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{NEIGHBOUR_IP}/30"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            &format!("{target}/32"),
+            "via",
+            NEIGHBOUR_GATEWAY,
+        ])?;
+        Ok(neighbour)
+    }
+
+    /// Runs a command in the neighbour's namespace; returns (exit code, stdout+stderr).
+    async fn run(&self, program: &str, args: &[&str]) -> Result<(Option<i32>, String)> {
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns, program])
+                .args(args)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .with_context(|| format!("{program} {args:?} in the neighbour did not end"))??;
+        Ok((
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        // The laptop's end first: deleting it deletes the pair at once (a namespace's
+        // devices go asynchronously after `netns del`).
+        let _ = std::process::Command::new("ip")
+            .args(["-n", LAPTOP_NS, "link", "del", &self.link])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn in_resolved_mode_the_laptop_resolves_cluster_names_and_its_neighbour_gets_no_answer()
+-> Result<()> {
+    let _one = LAPTOP.lock().await;
+    let (_lab, ns, echo) = setup("vpn-resolved").await?;
+    let n = ns.name();
+    let before = snapshot().await?;
+    let mut resolved = LaptopResolved::start().await?;
+    let result = async {
+        let mounts = resolved.enter_mounts()?;
+        let kt = Ktctl::start_wrapped(
+            &ns,
+            "vpn",
+            &["--dns", "resolved", "--debug"],
+            &["nsenter", &mounts],
+        )
+        .await?;
+        let checks = async {
+            // The local DNS server listens on the tun address, port 53.
+            let dns = kt
+                .summary
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("dns"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .with_context(|| format!("no dns line in ktctl's summary:\n{}", kt.summary))?
+                .to_owned();
+            ensure!(
+                kt.summary.contains("systemd-resolved on link"),
+                "not in resolved mode:\n{}",
+                kt.summary
+            );
+            let tun_ip = dns
+                .strip_suffix(":53")
+                .with_context(|| format!("the DNS server is not on port 53: {dns}"))?
+                .to_owned();
+            let fqdn = format!("echo.{n}.svc.cluster.local");
+            // The laptop itself: through resolved (getent, glibc, the stub 127.0.0.53,
+            // resolved's query to the server on the tun link) and directly (dig).
+            for (program, args) in [
+                ("getent", vec!["ahostsv4", fqdn.as_str()]),
+                (
+                    "dig",
+                    vec![
+                        "+short",
+                        "+time=5",
+                        "+tries=2",
+                        &format!("@{tun_ip}"),
+                        &fqdn,
+                    ],
+                ),
+            ] {
+                let mut full = vec![mounts.as_str(), program];
+                full.extend(args.iter().copied());
+                let out = laptop_ok("nsenter", &full).await?;
+                ensure!(
+                    out.split_whitespace().next() == Some(echo.cluster_ip.as_str()),
+                    "{program} {args:?} on the laptop: {out:?}, want {}",
+                    echo.cluster_ip
+                );
+            }
+            // The neighbour reaches the tun address (ping) but gets no DNS answer from
+            // it, over UDP or TCP.
+            let neighbour = Neighbour::create(&tun_ip)?;
+            let (code, out) = neighbour
+                .run("ping", &["-c", "1", "-W", "10", &tun_ip])
+                .await?;
+            ensure!(
+                code == Some(0),
+                "the neighbour cannot reach {tun_ip} at all: {out}"
+            );
+            for transport in ["+notcp", "+tcp"] {
+                let server = format!("@{tun_ip}");
+                let (code, out) = neighbour
+                    .run("dig", &["+time=3", "+tries=2", transport, &server, &fqdn])
+                    .await?;
+                // dig's exit status 9: no reply from the server.
+                ensure!(
+                    code == Some(9) && !out.contains("status:"),
+                    "the neighbour asked {tun_ip} ({transport}) and got an answer \
+                     (dig exit {code:?}):\n{out}"
+                );
+            }
+            drop(neighbour);
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        let (code, stderr) = kt.signal("INT").await?;
+        if let Err(e) = checks {
+            bail!("{e:#}\nktctl stderr:\n{stderr}");
+        }
+        ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
+        // The server decided: the neighbour's queries were dropped, not lost.
+        ensure!(
+            stderr.contains(&format!("dropping queries from {NEIGHBOUR_IP}")),
+            "ktctl's debug log does not say it dropped the neighbour's queries:\n{stderr}"
+        );
+        Ok(())
+    }
+    .await;
+    let log = resolved.stop().await;
+    if let Err(e) = result {
+        bail!("{e:#}\nlaptop-resolved's log:\n{log}");
+    }
     assert_same(&before, &snapshot().await?, "after the session")?;
     no_shadow_left(&ns).await
 }

@@ -82,6 +82,11 @@ pub struct ConnectOptions {
     pub socks5_port: Option<u32>,
     /// Local HTTP proxy port (default: any free port on 127.0.0.1).
     pub http_proxy_port: Option<u32>,
+    /// Whether the local proxies require random per-session credentials (default
+    /// false: like `kubectl port-forward`, any local process of any user may use
+    /// them). `socks5Url`, `httpProxyUrl` and `env()` carry them
+    /// (`http://user:password@127.0.0.1:port`).
+    pub proxy_auth: Option<bool>,
     /// VPN mode (needs CAP_NET_ADMIN): a tun device routes the cluster's ranges.
     pub vpn: Option<VpnConnectOptions>,
     /// Called with every event as it happens, from the start of `connect` on (for
@@ -144,6 +149,7 @@ const CONNECT_KEYS: &[&str] = &[
     "dnsServer",
     "socks5Port",
     "httpProxyPort",
+    "proxyAuth",
     "vpn",
     "onEvent",
 ];
@@ -213,6 +219,7 @@ pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError
             "dnsServer" => opts.dns_server(ip(value, &path)?),
             "socks5Port" => opts.socks5_port(port(value, &path, true)?),
             "httpProxyPort" => opts.http_proxy_port(port(value, &path, true)?),
+            "proxyAuth" => opts.proxy_auth(boolean(value, &path)?),
             "vpn" => opts.vpn(vpn(value, &path)?),
             "onEvent" => {
                 if !is(&value, ValueType::Function) {

@@ -89,9 +89,9 @@ fn required<'a>(value: Option<Unknown<'a>>, name: &str) -> Result<Unknown<'a>, K
 
 #[napi]
 impl Session {
-    /// Opens a session: creates the shadow pod and its Secret, waits until it is
-    /// Ready, tunnels SSH to it through the API server and starts the local proxies.
-    /// Rejects with a `KtError` (see `code`); whatever was created is removed first.
+    /// Opens a session: creates the shadow pod (and, for the OpenSSH flavour, its
+    /// Secret), waits until it is Ready, tunnels SSH to it through the API server and
+    /// starts the local proxies. Rejects with a `KtError` (see `code`); whatever was created is removed first.
     #[napi(
         catch_unwind,
         ts_args_type = "options?: ConnectOptions | null",
@@ -157,6 +157,22 @@ impl Session {
         self.core()
             .map(|s| s.http_proxy_addr().to_string())
             .unwrap_or_default()
+    }
+
+    /// The SOCKS5 proxy as a URL: `socks5h://127.0.0.1:port`, or
+    /// `socks5h://user:password@127.0.0.1:port` when the session was opened with
+    /// `proxyAuth: true` (then keep it secret).
+    #[napi(catch_unwind, getter)]
+    pub fn socks5_url(&self) -> String {
+        self.core().map(|s| s.socks5_url()).unwrap_or_default()
+    }
+
+    /// The HTTP proxy as a URL: `http://127.0.0.1:port`, or
+    /// `http://user:password@127.0.0.1:port` when the session was opened with
+    /// `proxyAuth: true` (then keep it secret).
+    #[napi(catch_unwind, getter)]
+    pub fn http_proxy_url(&self) -> String {
+        self.core().map(|s| s.http_proxy_url()).unwrap_or_default()
     }
 
     /// The cluster DNS server the session queries (as the shadow pod reaches it).
@@ -319,8 +335,8 @@ impl Session {
         }
     }
 
-    /// Removes the shadow pod and its Secret (waiting until they are gone), ends the
-    /// tunnel, the proxies and the forwards. Calling it again does nothing. After it,
+    /// Removes the shadow pod and its Secret if any (waiting until they are gone),
+    /// ends the tunnel, the proxies and the forwards. Calling it again does nothing. After it,
     /// methods reject with `KT_CLOSED`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {

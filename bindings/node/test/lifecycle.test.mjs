@@ -55,7 +55,9 @@ test('Symbol.asyncDispose exists (or its polyfill) and is what ktconnect exports
 test('session[Symbol.asyncDispose]() closes the session and removes its objects (await using)', LIMIT, async () => {
   const session = await Session.connect({ kubeconfig: ns.kubeconfig, namespace: ns.namespace })
   const id = session.id
-  assert.equal(objectsLabelled(ns.namespace, `kt.dev/session=${id}`).length, 2, 'a pod and a Secret')
+  // The kt-shadow pod alone: no Secret (the client's key is its argument, its host key
+  // never leaves it).
+  assert.deepEqual(objectsLabelled(ns.namespace, `kt.dev/session=${id}`), [`pod/${session.podName}`])
   await session[asyncDispose]()
   assert.deepEqual(objectsLabelled(ns.namespace, `kt.dev/session=${id}`), [])
   await assert.rejects(session.resolve('echo'), expectCode('KT_CLOSED', 'Closed'))

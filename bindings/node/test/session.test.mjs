@@ -1,11 +1,14 @@
 // One session in a namespace of its own, used the way a test harness would: HTTP
 // through the proxy with undici's fetch, TCP and UDP forwards, cluster DNS, env for a
-// child process, events; then close, which must leave nothing behind.
+// child process, events; then close, which must leave nothing behind. A second
+// session with proxyAuth checks the credentials in its URLs and that the proxies
+// require them.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
+import http from 'node:http'
 import net from 'node:net'
 import { promisify } from 'node:util'
 import { fetch, ProxyAgent } from 'undici'
@@ -288,4 +291,54 @@ test('after close every method rejects with KT_CLOSED', LIMIT, async () => {
       return true
     })
   }
+})
+
+test('proxyAuth: the URLs and env() carry credentials, the proxies require them', LIMIT, async () => {
+  const guarded = await Session.connect({ kubeconfig: ns.kubeconfig, namespace: ns.namespace, proxyAuth: true })
+  try {
+    const url = guarded.httpProxyUrl
+    assert.match(url, /^http:\/\/[A-Za-z0-9]+:[A-Za-z0-9]+@127\.0\.0\.1:\d+$/)
+    assert.ok(url.endsWith(`@${guarded.httpProxyAddr}`), url)
+    const userinfo = url.slice('http://'.length, url.lastIndexOf('@'))
+    assert.equal(guarded.socks5Url, `socks5h://${userinfo}@${guarded.socks5Addr}`)
+    const env = guarded.env()
+    assert.equal(env.HTTP_PROXY, url)
+    assert.equal(env.ALL_PROXY, guarded.socks5Url)
+    // undici takes the credentials from the URL.
+    const withCredentials = new ProxyAgent(url)
+    try {
+      const reply = await getJson('http://echo/with-credentials', withCredentials)
+      assert.equal(reply.path, '/with-credentials')
+    } finally {
+      await withCredentials.close()
+    }
+    // A request without them: 407 and the Basic challenge.
+    const [host, port] = guarded.httpProxyAddr.split(':')
+    const refused = await new Promise((resolve, reject) => {
+      const req = http.request({ host, port, path: 'http://echo/bare', headers: { host: 'echo' } }, (res) => {
+        res.resume()
+        resolve(res)
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    assert.equal(refused.statusCode, 407)
+    assert.match(refused.headers['proxy-authenticate'], /^Basic realm="kt"/)
+    // A child process given env() authenticates by itself.
+    const { stdout } = await promisify(execFile)('curl', ['-sS', '--max-time', '60', 'http://echo/child'], {
+      env: { PATH: process.env.PATH, ...env },
+    })
+    assert.equal(JSON.parse(stdout).path, '/child')
+  } finally {
+    await guarded.close()
+  }
+  assert.deepEqual(objectsLabelled(ns.namespace, `kt.dev/session=${guarded.id}`), [])
+})
+
+test('proxyAuth must be a boolean', LIMIT, async () => {
+  await assert.rejects(Session.connect({ proxyAuth: 'yes' }), (e) => {
+    assert.equal(e.code, 'KT_INVALID_ARGUMENT')
+    assert.match(e.message, /options\.proxyAuth must be a boolean, got a string/)
+    return true
+  })
 })

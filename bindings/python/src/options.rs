@@ -199,6 +199,7 @@ impl ConnectOptions {
         ssh_port=None,
         socks5_port=0,
         http_proxy_port=0,
+        proxy_auth=false,
         cluster_domain=None,
         dns_server=None,
         vpn=None,
@@ -231,6 +232,7 @@ impl ConnectOptions {
         ssh_port: Option<i64>,
         socks5_port: i64,
         http_proxy_port: i64,
+        proxy_auth: bool,
         cluster_domain: Option<String>,
         dns_server: Option<String>,
         vpn: Option<PyRef<'_, VpnOptions>>,
@@ -344,7 +346,8 @@ impl ConnectOptions {
         }
         o = o
             .socks5_port(port("socks5_port", socks5_port, true)?)
-            .http_proxy_port(port("http_proxy_port", http_proxy_port, true)?);
+            .http_proxy_port(port("http_proxy_port", http_proxy_port, true)?)
+            .proxy_auth(proxy_auth);
         if let Some(domain) = &cluster_domain {
             o = o.cluster_domain(domain);
         }
@@ -382,8 +385,9 @@ impl ConnectOptions {
         }
         let summary = format!(
             "ConnectOptions(kubeconfig={kubeconfig:?}, context={context:?}, \
-             namespace={namespace:?}, flavour={flavour:?}, image={:?}, vpn={})",
+             namespace={namespace:?}, flavour={flavour:?}, image={:?}, proxy_auth={}, vpn={})",
             o.image(),
+            if proxy_auth { "True" } else { "False" },
             vpn_summary.as_deref().unwrap_or("None"),
         );
         Ok(ConnectOptions { inner: o, summary })

@@ -218,6 +218,19 @@ impl NativeSession {
         address(self.inner.http_proxy_addr())
     }
 
+    /// The SOCKS5 proxy as a URL (`socks5h://`), with the credentials when the
+    /// proxies require them.
+    #[getter]
+    fn socks5_url(&self) -> String {
+        self.inner.socks5_url()
+    }
+
+    /// The HTTP proxy as a URL, with the credentials when the proxies require them.
+    #[getter]
+    fn http_proxy_url(&self) -> String {
+        self.inner.http_proxy_url()
+    }
+
     /// The cluster DNS server the session queries.
     #[getter]
     fn dns_server(&self) -> &str {

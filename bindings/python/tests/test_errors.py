@@ -136,11 +136,12 @@ def test_a_namespace_that_does_not_exist_raises_not_found_saying_how_to_create_i
 
 
 def test_a_namespace_outside_the_role_raises_forbidden_naming_the_role(namespace: Namespace) -> None:
-    with pytest.raises(ktconnect.Forbidden, match="you may not create secrets") as info:
+    # The first object kt creates is the shadow pod (the kt-shadow flavour has no Secret).
+    with pytest.raises(ktconnect.Forbidden, match="you may not create pods") as info:
         ktconnect.Session.connect(kubeconfig=namespace.kubeconfig, namespace="kube-system")
     assert isinstance(info.value, PermissionError)
     assert info.value.kind == "forbidden"
-    assert info.value.verb == "create" and info.value.resource == "secrets"
+    assert info.value.verb == "create" and info.value.resource == "pods"
     assert "kt-core/rbac/connect.yaml" in str(info.value)
 
 

@@ -41,7 +41,7 @@ def test_close_is_idempotent_and_leaves_nothing_labelled_with_the_session(
     namespace: Namespace,
 ) -> None:
     session = ktconnect.Session.connect(**namespace.connect_options())
-    assert namespace.objects_of_session(session.id) != []  # the pod and its Secret
+    assert namespace.objects_of_session(session.id) != []  # the pod
     session.close()
     assert session.closed
     assert namespace.objects_of_session(session.id) == []

@@ -1,5 +1,6 @@
 """Reaching the cluster through one shared session (the plugin's ``kt_session``):
-proxies with requests and httpx, forwards with raw sockets, DNS, environment."""
+proxies with requests and httpx, forwards with raw sockets, DNS, environment; and a
+session of its own whose proxies require credentials (``proxy_auth=True``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import requests
 
 import ktconnect
@@ -217,3 +219,50 @@ def test_the_bench_prints_one_line_per_measurement(namespace: Namespace) -> None
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["connect", "resolve", "connect", "resolve"]
     assert all(float(line.split()[1]) > 0 for line in lines)
+
+
+def test_proxy_auth_puts_credentials_in_the_urls_and_the_proxies_require_them(
+    namespace: Namespace,
+) -> None:
+    with ktconnect.Session.connect(**namespace.connect_options(), proxy_auth=True) as session:
+        host, port = session.http_proxy_addr
+        shost, sport = session.socks5_addr
+        url = session.http_proxy_url
+        assert url.startswith("http://") and url.endswith(f"@{host}:{port}"), url
+        userinfo = url[len("http://") : url.rindex("@")]
+        assert ":" in userinfo
+        assert session.socks5_url == f"socks5h://{userinfo}@{shost}:{sport}"
+        env = session.env()
+        assert env["HTTP_PROXY"] == env["https_proxy"] == url
+        assert env["ALL_PROXY"] == session.socks5_url
+        assert userinfo not in repr(session)
+        # Without the credentials: 407 from the proxy.
+        bare = {"http": f"http://{host}:{port}"}
+        refused = requests.get("http://echo/hello", proxies=bare, timeout=30)
+        assert refused.status_code == 407
+        assert refused.headers["Proxy-Authenticate"].startswith("Basic")
+        # With them (requests reads them from the URL): the echo's reply.
+        r = requests.get("http://echo/hello", proxies=session.requests_proxies(), timeout=30)
+        assert r.status_code == 200
+        assert r.json()["pod"] in namespace.echo_pods()
+        # A child process given env() authenticates by itself (urllib's ProxyHandler).
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import urllib.request; print(urllib.request.urlopen('http://echo/auth', timeout=30).read().decode())",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert child.returncode == 0, child.stderr
+        assert echo_reply(child.stdout.encode())["path"] == "/auth"
+    assert namespace.objects_of_session(session.id) == []
+
+
+def test_proxy_auth_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="proxy_auth must be a bool, not int"):
+        ktconnect.connect_options(proxy_auth=1)
+    assert "proxy_auth=True" in repr(ktconnect.connect_options(proxy_auth=True))

@@ -13,7 +13,8 @@
 //! judge. When the Lease cannot be read (RBAC, the API), the pod is left alone. The
 //! expiry compares the holder's `renewTime` with this machine's clock, so clocks
 //! that disagree by more than the shadow timeout could end a live session: keep
-//! them synchronised (NTP). The Secret and the Lease go with the pod (it owns them).
+//! them synchronised (NTP). The Lease (and an OpenSSH shadow's Secret) go with the
+//! pod: it owns them.
 
 use std::time::Duration;
 
@@ -142,7 +143,7 @@ pub(crate) async fn sweep(cluster: &Cluster, events: &EventBus) {
             Ok(_) => events.emit(Event::Recovered {
                 what: format!(
                     "{} {}/{name} of a session whose client vanished (deleted, with its \
-                     Secret and Lease)",
+                     Lease, and its Secret if it had one)",
                     why.describe(),
                     cluster.namespace
                 ),

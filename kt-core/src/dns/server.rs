@@ -43,10 +43,26 @@
 //! - [`DnsServerConfig::max_in_flight`] bounds the queries being answered, but waiting
 //!   UDP queries are tasks in memory rather than packets in the socket buffer, and TCP
 //!   connections are not limited (hickory-server has no limit; the listener is local).
+//!
+//! Who may ask: only the sources of [`DnsServerConfig::allowed_sources`] (loopback by
+//! default; VPN mode adds the tun device's own address, from which systemd-resolved's
+//! queries to a server on the tun link come, and the listen address). A query from any
+//! other address — a neighbour on another interface of the machine, a container bridge,
+//! anyone routing to the tun address — is dropped without an answer, counted
+//! ([`DnsServer::dropped`]) and logged at debug level once per source. Every allowed
+//! source is an address of this machine, so an answer never leaves it (the kernel drops
+//! a packet that arrives from outside with one of the machine's own addresses as its
+//! source, unless `accept_local` is set). The check is made on each decoded query, so,
+//! for lack of a hook before hickory-server decodes a message: a malformed message gets
+//! `FORMERR` (its own header echoed, nothing else) whatever its source, and a TCP
+//! connection from a source not allowed is accepted and stays open until idle, its
+//! queries unanswered.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hickory_proto::op::{
@@ -59,6 +75,7 @@ use hickory_server::net::NetError;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use ipnet::IpNet;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -119,7 +136,7 @@ pub struct DnsServerConfig {
     /// namespace `default` unless set.
     pub search: Vec<String>,
     /// A pod's `ndots` (5). The server no longer uses it: only single-label names are
-    /// expanded with the search list (see the [module docs](self)); kept so that
+    /// expanded with the search list (see this module's docs); kept so that
     /// existing configurations still build.
     pub ndots: usize,
     /// TTL of answers made from the cluster (5 s by default: Service IPs change).
@@ -128,11 +145,17 @@ pub struct DnsServerConfig {
     pub upstream_timeout: Duration,
     /// Queries answered at the same time (UDP and TCP together); further ones wait.
     pub max_in_flight: usize,
+    /// The sources whose queries are answered (an IPv4-mapped IPv6 source counts as
+    /// its IPv4 address). A query from any other address gets no answer: it is dropped,
+    /// counted in [`DnsServer::dropped`] and logged at debug level once per source.
+    /// Loopback only ([`DnsServerConfig::loopback`]) unless set; empty: no source.
+    pub allowed_sources: Vec<IpNet>,
 }
 
 impl DnsServerConfig {
     /// Defaults: cluster domain `cluster.local`, the search list of namespace
-    /// `default`, ndots 5, TTL 5 s, upstream timeout 3 s, 256 queries in flight.
+    /// `default`, ndots 5, TTL 5 s, upstream timeout 3 s, 256 queries in flight,
+    /// queries answered from loopback sources only.
     pub fn new(listen: SocketAddr, upstream: SocketAddr) -> DnsServerConfig {
         let search = SearchList::for_namespace("default", "cluster.local");
         DnsServerConfig {
@@ -144,7 +167,23 @@ impl DnsServerConfig {
             ttl: 5,
             upstream_timeout: Duration::from_secs(3),
             max_in_flight: 256,
+            allowed_sources: DnsServerConfig::loopback(),
         }
+    }
+
+    /// The loopback ranges, `127.0.0.0/8` and `::1/128`: the default
+    /// [`DnsServerConfig::allowed_sources`].
+    pub fn loopback() -> Vec<IpNet> {
+        vec![
+            IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+            IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+        ]
+    }
+
+    /// Whether a query from `source` is answered.
+    fn allows(&self, source: IpAddr) -> bool {
+        let source = source.to_canonical();
+        self.allowed_sources.iter().any(|net| net.contains(&source))
     }
 
     /// Sets [`DnsServerConfig::search`] to the search list of a pod in `namespace`
@@ -160,6 +199,7 @@ impl DnsServerConfig {
 pub struct DnsServer {
     addr: SocketAddr,
     tasks: JoinSet<()>,
+    dropped: Arc<Dropped>,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -174,12 +214,86 @@ impl std::fmt::Debug for DnsServer {
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 32;
+/// Sources not allowed that are logged (and counted one by one); queries from further
+/// ones are only counted in the total.
+const DROPPED_SOURCES_KEPT: usize = 256;
 
 /// The [`RequestHandler`] of the server.
 struct Handler<R> {
     config: DnsServerConfig,
     resolver: Arc<R>,
     permits: Semaphore,
+    dropped: Arc<Dropped>,
+}
+
+/// The queries dropped because their source is not allowed.
+#[derive(Default)]
+struct Dropped {
+    total: AtomicU64,
+    sources: Mutex<DroppedSources>,
+}
+
+/// Who sent the dropped queries.
+#[derive(Default)]
+struct DroppedSources {
+    /// Queries per source, for the first [`DROPPED_SOURCES_KEPT`] sources.
+    counts: HashMap<IpAddr, u64>,
+    /// Queries from further sources.
+    others: u64,
+}
+
+impl Dropped {
+    /// Counts a query dropped from `source`; logs the first one of each source (and,
+    /// once, that further sources are no longer told apart).
+    fn note(&self, source: IpAddr, listen: SocketAddr) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = sources.counts.get_mut(&source) {
+            *count += 1;
+        } else if sources.counts.len() < DROPPED_SOURCES_KEPT {
+            sources.counts.insert(source, 1);
+            tracing::debug!(
+                target: "kt",
+                %source, %listen,
+                "local DNS server: dropping queries from {source}, not an allowed source; \
+                 further ones from it are counted, not logged"
+            );
+        } else {
+            if sources.others == 0 {
+                tracing::debug!(
+                    target: "kt",
+                    %listen,
+                    "local DNS server: queries from more than {DROPPED_SOURCES_KEPT} \
+                     sources not allowed; further sources are counted together, not logged"
+                );
+            }
+            sources.others += 1;
+        }
+    }
+
+    /// Logs what was dropped, per source.
+    fn log_summary(&self, listen: SocketAddr) {
+        let total = self.total.load(Ordering::Relaxed);
+        if total == 0 {
+            return;
+        }
+        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts: Vec<String> = sources
+            .counts
+            .iter()
+            .map(|(source, count)| format!("{source} ({count})"))
+            .collect();
+        counts.sort();
+        if sources.others > 0 {
+            counts.push(format!("further sources ({})", sources.others));
+        }
+        tracing::debug!(
+            target: "kt",
+            %listen,
+            "local DNS server: dropped {total} queries from sources not allowed: {}",
+            counts.join(", ")
+        );
+    }
 }
 
 impl DnsServer {
@@ -208,10 +322,17 @@ impl DnsServer {
             }
         };
         let addr = udp.local_addr().map_err(|e| bind_err(config.listen, e))?;
+        // The address bound (the port picked), for the logs.
+        let config = DnsServerConfig {
+            listen: addr,
+            ..config
+        };
+        let dropped = Arc::new(Dropped::default());
         let mut server = Server::new(Handler {
             permits: Semaphore::new(config.max_in_flight.max(1)),
             config,
             resolver,
+            dropped: Arc::clone(&dropped),
         });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, TCP_RESPONSE_BUFFER);
@@ -223,7 +344,11 @@ impl DnsServer {
             }
         });
         tracing::debug!(%addr, "local DNS server listening");
-        Ok(DnsServer { addr, tasks })
+        Ok(DnsServer {
+            addr,
+            tasks,
+            dropped,
+        })
     }
 
     /// The address the server listens on (UDP and TCP).
@@ -231,9 +356,16 @@ impl DnsServer {
         self.addr
     }
 
-    /// Stops the server.
+    /// How many queries were dropped, unanswered, because their source is not in
+    /// [`DnsServerConfig::allowed_sources`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped.total.load(Ordering::Relaxed)
+    }
+
+    /// Stops the server (and logs, at debug level, the queries it dropped by source).
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
+        self.dropped.log_summary(self.addr);
     }
 }
 
@@ -290,14 +422,20 @@ impl<R: ClusterResolver> RequestHandler for Handler<R> {
         request: &Request,
         mut response_handle: H,
     ) -> ResponseInfo {
+        let source = request.src().ip();
+        if !self.config.allows(source) {
+            // No answer at all: not even REFUSED, which would say a server is here.
+            self.dropped.note(source.to_canonical(), self.config.listen);
+            return info(request, ResponseCode::Refused);
+        }
         let Ok(_permit) = self.permits.acquire().await else {
-            return servfail_info(request);
+            return info(request, ResponseCode::ServFail);
         };
         self.respond(request, &mut response_handle)
             .await
             .unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "cannot send a DNS answer");
-                servfail_info(request)
+                info(request, ResponseCode::ServFail)
             })
     }
 }
@@ -444,10 +582,11 @@ async fn send_error<H: ResponseHandler>(
     response_handle.send_response(response).await
 }
 
-/// What hickory-server records when no answer could be sent.
-fn servfail_info(request: &Request) -> ResponseInfo {
+/// What hickory-server records when no answer was sent (`code` says why: `SERVFAIL`
+/// for a failure, `REFUSED` for a source that may not ask).
+fn info(request: &Request, code: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
-    metadata.response_code = ResponseCode::ServFail;
+    metadata.response_code = code;
     ResponseInfo::from(Header {
         metadata,
         counts: HeaderCounts::default(),
@@ -457,9 +596,9 @@ fn servfail_info(request: &Request) -> ResponseInfo {
 /// Sends `packet` unchanged to the upstream and returns its answer (matching `id`).
 async fn forward(config: &DnsServerConfig, id: u16, packet: &[u8]) -> Option<Vec<u8>> {
     let bind: SocketAddr = if config.upstream.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let exchange = async {
         let socket = UdpSocket::bind(bind).await.ok()?;

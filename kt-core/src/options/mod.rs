@@ -43,6 +43,9 @@ pub enum ShadowFlavour {
     /// non-root user under the **restricted** Pod Security Standard, with an exec
     /// readiness probe (`kt-shadow probe`), a watchdog (on the session's Lease, read as
     /// ServiceAccount `kt-shadow`, and on SSH clients) and a UDP channel.
+    /// It gets the client's public key as an argument and makes its host key in
+    /// memory, reporting the public half on its log: no Secret, no private key in the
+    /// API.
     #[default]
     KtShadow,
     /// A stock OpenSSH `sshd` (kt-connect's shadow is sshd with `GatewayPorts yes`),
@@ -51,7 +54,9 @@ pub enum ShadowFlavour {
     /// loopback only, the session's keys only, TCP forwarding on), so it needs a
     /// namespace that allows root pods (baseline, not restricted), and the image must
     /// have sshd's privilege-separation directory (`/run/sshd` on Debian). No readiness
-    /// probe: the client retries the SSH handshake until sshd answers.
+    /// probe: the client retries the SSH handshake until sshd answers. Its host key,
+    /// made by the client, is in the Secret (sshd reads it from a file), so against a
+    /// namespace peer who can read Secrets only the pod UID check protects the session.
     OpenSsh,
 }
 
@@ -120,6 +125,7 @@ pub struct ConnectOptions {
     pub(crate) dns_server: Option<IpAddr>,
     pub(crate) socks5_port: u16,
     pub(crate) http_proxy_port: u16,
+    pub(crate) proxy_auth: bool,
     pub(crate) on_event: Option<Callback>,
     pub(crate) vpn: Option<VpnOptions>,
 }
@@ -151,6 +157,7 @@ impl Default for ConnectOptions {
             dns_server: None,
             socks5_port: 0,
             http_proxy_port: 0,
+            proxy_auth: false,
             on_event: None,
             vpn: None,
         }
@@ -172,6 +179,7 @@ impl fmt::Debug for ConnectOptions {
             .field("port_forward_timeout", &self.port_forward_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("proxy_auth", &self.proxy_auth)
             .field("on_event", &self.on_event.is_some())
             .finish_non_exhaustive()
     }
@@ -343,6 +351,28 @@ impl ConnectOptions {
         self
     }
 
+    /// Whether the local SOCKS5 and HTTP proxies require per-session credentials
+    /// (default `false`).
+    ///
+    /// The proxies listen on 127.0.0.1 only, but without credentials, like `kubectl
+    /// port-forward` and `ssh -D`, any process on the machine, of any user, can use
+    /// them to reach what the shadow pod reaches while the session lives. With `true`,
+    /// the session makes a random user name and password (from a cryptographically
+    /// secure generator) and the proxies require them: SOCKS5 only with
+    /// username/password authentication (RFC 1929; a client offering only "no
+    /// authentication" is refused), the HTTP proxy only for requests with
+    /// `Proxy-Authorization: Basic` (else `407 Proxy Authentication Required`). The
+    /// URLs in [`Session::env`](crate::Session::env), [`Session::socks5_url`](crate::Session::socks5_url)
+    /// and [`Session::http_proxy_url`](crate::Session::http_proxy_url) carry them
+    /// (`socks5h://user:password@127.0.0.1:port`), so programs given those use them
+    /// without more ado; kt never logs the password. Local forwards
+    /// ([`Session::forward`](crate::Session::forward)) are plain TCP and stay open to
+    /// every local process.
+    pub fn proxy_auth(mut self, required: bool) -> Self {
+        self.proxy_auth = required;
+        self
+    }
+
     /// VPN mode: besides the proxies, a tun device routes the cluster's pod and Service
     /// ranges through the tunnel, and cluster names resolve for every program on the
     /// machine (see [`VpnOptions`] and [`crate::DnsMode`]). Needs CAP_NET_ADMIN (root);
@@ -362,13 +392,15 @@ impl ConnectOptions {
 
     /// The image the shadow pod will run.
     pub fn image(&self) -> String {
+        self.image_with(std::env::var(SHADOW_IMAGE_ENV).ok())
+    }
+
+    /// [`image`](Self::image), given the value of `KT_SHADOW_IMAGE`.
+    fn image_with(&self, from_env: Option<String>) -> String {
         if let Some(image) = &self.shadow_image {
             return image.clone();
         }
-        if let Some(image) = std::env::var(SHADOW_IMAGE_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        {
+        if let Some(image) = from_env.filter(|v| !v.trim().is_empty()) {
             return image;
         }
         match self.flavour {
@@ -384,19 +416,26 @@ mod tests {
 
     #[test]
     fn default_images_follow_the_flavour() {
-        if std::env::var_os(SHADOW_IMAGE_ENV).is_some() {
-            return;
-        }
+        let openssh = ConnectOptions::new().flavour(ShadowFlavour::OpenSsh);
         assert_eq!(
-            ConnectOptions::new().image(),
+            ConnectOptions::new().image_with(None),
             format!("kt.dev/kt-shadow:{}", kt_proto::VERSION)
         );
+        assert_eq!(openssh.image_with(None), "kt.dev/openssh");
+        // A blank variable counts as unset.
+        assert_eq!(openssh.image_with(Some(" ".into())), "kt.dev/openssh");
+    }
+
+    #[test]
+    fn the_option_beats_the_environment_which_beats_the_default() {
+        let env = Some("lab/kt-shadow:dev".to_owned());
         assert_eq!(
-            ConnectOptions::new()
-                .flavour(ShadowFlavour::OpenSsh)
-                .image(),
-            "kt.dev/openssh"
+            ConnectOptions::new().image_with(env.clone()),
+            "lab/kt-shadow:dev"
         );
-        assert_eq!(ConnectOptions::new().shadow_image("x/y:1").image(), "x/y:1");
+        assert_eq!(
+            ConnectOptions::new().shadow_image("x/y:1").image_with(env),
+            "x/y:1"
+        );
     }
 }

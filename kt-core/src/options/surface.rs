@@ -30,6 +30,7 @@ pub const CONNECT_OPTIONS: &[&str] = &[
     "dns_server",
     "socks5_port",
     "http_proxy_port",
+    "proxy_auth",
     "vpn",
     "on_event",
 ];
@@ -54,6 +55,8 @@ pub const SESSION_OPERATIONS: &[&str] = &[
     "pod_name",
     "socks5_addr",
     "http_proxy_addr",
+    "socks5_url",
+    "http_proxy_url",
     "vpn",
     "dns_addr",
     "dns_server",

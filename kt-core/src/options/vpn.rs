@@ -118,7 +118,10 @@ impl VpnOptions {
     }
 
     /// Where the local DNS server listens (default: 127.0.0.1:53 when free, else
-    /// another loopback address on port 53).
+    /// another loopback address on port 53; the tun address in
+    /// [`DnsMode::Resolved`]). Wherever it listens, it answers only this machine:
+    /// loopback, the tun device's address and this address (unless a wildcard);
+    /// queries from other sources get no answer.
     pub fn dns_listen(mut self, addr: SocketAddr) -> Self {
         self.dns_listen = Some(addr);
         self

@@ -1,8 +1,12 @@
 //! An HTTP proxy: `CONNECT host:port` tunnels (what clients use for `https://` URLs) and
 //! plain absolute-form requests (`GET http://svc/path`, what clients send for `http://`
-//! URLs through `HTTP_PROXY`). Names are resolved in the cluster.
+//! URLs through `HTTP_PROXY`). Names are resolved in the cluster. With per-session
+//! credentials, every request must carry them (`Proxy-Authorization: Basic`); one that
+//! does not gets `407 Proxy Authentication Required` with a `Proxy-Authenticate`
+//! challenge. The header is never passed on.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -15,16 +19,33 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::Error;
-use crate::outbound::{Dialer, Tasks, splice};
+use crate::outbound::auth::ProxyCredentials;
+use crate::outbound::{Tasks, Upstream, splice};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Serves one client connection (several requests with keep-alive).
-pub(crate) async fn handle(client: TcpStream, dialer: Dialer, tasks: Tasks) {
-    let service = service_fn(move |req| {
-        let dialer = dialer.clone();
+/// Serves one client connection (several requests with keep-alive); with
+/// `credentials`, only requests that carry them.
+pub(crate) async fn handle<U: Upstream>(
+    client: TcpStream,
+    upstream: U,
+    tasks: Tasks,
+    credentials: Option<Arc<ProxyCredentials>>,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let upstream = upstream.clone();
         let tasks = tasks.clone();
-        async move { Ok::<_, Infallible>(proxy(req, dialer, tasks).await) }
+        let authorized = credentials.as_deref().is_none_or(|c| authorized(&req, c));
+        async move {
+            if !authorized {
+                tracing::debug!(
+                    target: "kt",
+                    "HTTP proxy: refused a request without the session's proxy credentials"
+                );
+                return Ok::<_, Infallible>(authentication_required());
+            }
+            Ok(proxy(req, upstream, tasks).await)
+        }
     });
     let served = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
@@ -36,16 +57,39 @@ pub(crate) async fn handle(client: TcpStream, dialer: Dialer, tasks: Tasks) {
     }
 }
 
-async fn proxy(req: Request<Incoming>, dialer: Dialer, tasks: Tasks) -> Response<Body> {
+/// Whether one of the request's `Proxy-Authorization` headers carries `credentials`.
+fn authorized(req: &Request<Incoming>, credentials: &ProxyCredentials) -> bool {
+    req.headers()
+        .get_all(header::PROXY_AUTHORIZATION)
+        .iter()
+        .any(|value| credentials.matches_basic(value.as_bytes()))
+}
+
+/// `407 Proxy Authentication Required` with the `Basic` challenge.
+fn authentication_required() -> Response<Body> {
+    let mut resp = error(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "kt HTTP proxy: this session's proxies need its credentials: use the proxy URLs \
+         of the session's environment (HTTP_PROXY, HTTPS_PROXY), which carry them"
+            .to_owned(),
+    );
+    if let Ok(challenge) = HeaderValue::from_str(&ProxyCredentials::challenge()) {
+        resp.headers_mut()
+            .insert(header::PROXY_AUTHENTICATE, challenge);
+    }
+    resp
+}
+
+async fn proxy<U: Upstream>(req: Request<Incoming>, upstream: U, tasks: Tasks) -> Response<Body> {
     if req.method() == Method::CONNECT {
-        connect(req, dialer, tasks).await
+        connect(req, upstream, tasks).await
     } else {
-        forward(req, dialer, tasks).await
+        forward(req, upstream, tasks).await
     }
 }
 
 /// `CONNECT host:port`: answer 200 once the cluster side is connected, then splice.
-async fn connect(req: Request<Incoming>, dialer: Dialer, tasks: Tasks) -> Response<Body> {
+async fn connect<U: Upstream>(req: Request<Incoming>, upstream: U, tasks: Tasks) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -54,7 +98,7 @@ async fn connect(req: Request<Incoming>, dialer: Dialer, tasks: Tasks) -> Respon
     };
     let host = unbracket(authority.host());
     let port = authority.port_u16().unwrap_or(443);
-    match dialer.dial(&host, port).await {
+    match upstream.connect(&host, port).await {
         Ok(remote) => {
             tasks.spawn(async move {
                 match hyper::upgrade::on(req).await {
@@ -69,7 +113,7 @@ async fn connect(req: Request<Incoming>, dialer: Dialer, tasks: Tasks) -> Respon
 }
 
 /// A plain request with an absolute-form URI: send it in origin form to the cluster.
-async fn forward(req: Request<Incoming>, dialer: Dialer, tasks: Tasks) -> Response<Body> {
+async fn forward<U: Upstream>(req: Request<Incoming>, upstream: U, tasks: Tasks) -> Response<Body> {
     let uri = req.uri().clone();
     let Some(authority) = uri.authority().cloned() else {
         return error(
@@ -90,7 +134,7 @@ async fn forward(req: Request<Incoming>, dialer: Dialer, tasks: Tasks) -> Respon
     }
     let host = unbracket(authority.host());
     let port = authority.port_u16().unwrap_or(80);
-    let remote = match dialer.dial(&host, port).await {
+    let remote = match upstream.connect(&host, port).await {
         Ok(r) => r,
         Err(e) => return error(status_for(&e), format!("kt HTTP proxy: {e}")),
     };

@@ -1,7 +1,8 @@
 //! What goes out through the tunnel: the [`Dialer`] (streams and flows to a host and
-//! port in the cluster, by IP or by name), the SOCKS5 and HTTP proxies, local forwards
-//! and UDP flows.
+//! port in the cluster, by IP or by name), the SOCKS5 and HTTP proxies (with optional
+//! per-session credentials, [`auth`]), local forwards and UDP flows.
 
+pub(crate) mod auth;
 pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod proxies;
@@ -112,6 +113,36 @@ impl Dialer {
     }
 }
 
+/// Where the proxies connect their clients to once a request is accepted: the tunnel
+/// ([`Dialer`]); the proxies' component tests connect directly over TCP instead.
+pub(crate) trait Upstream: Clone + Send + Sync + 'static {
+    /// A connection to the destination.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// A stream to `host:port`, `host` being a name (resolved in the cluster) or an IP
+    /// literal.
+    fn connect(&self, host: &str, port: u16) -> impl Future<Output = Result<Self::Stream>> + Send;
+
+    /// A stream to `ip:port`.
+    fn connect_ip(
+        &self,
+        ip: IpAddr,
+        port: u16,
+    ) -> impl Future<Output = Result<Self::Stream>> + Send;
+}
+
+impl Upstream for Dialer {
+    type Stream = RemoteStream;
+
+    async fn connect(&self, host: &str, port: u16) -> Result<RemoteStream> {
+        self.dial(host, port).await
+    }
+
+    async fn connect_ip(&self, ip: IpAddr, port: u16) -> Result<RemoteStream> {
+        self.dial_ip(ip, port).await
+    }
+}
+
 /// Binds a listener on `addr`.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -152,9 +183,10 @@ const COPY_BUF: usize = 64 * 1024;
 
 /// Copies both ways until both sides are done; errors end the copy quietly (the peer
 /// reset the connection).
-pub(crate) async fn splice<L>(mut local: L, mut remote: RemoteStream)
+pub(crate) async fn splice<L, R>(mut local: L, mut remote: R)
 where
     L: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + AsyncWrite + Unpin,
 {
     if let Err(e) =
         tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, COPY_BUF, COPY_BUF).await

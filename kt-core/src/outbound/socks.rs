@@ -1,17 +1,27 @@
-//! A SOCKS5 server (RFC 1928): no authentication, `CONNECT` only, names resolved in
-//! the cluster (`socks5h://` semantics: the client sends the name, kt resolves it with
-//! the namespace search list).
+//! A SOCKS5 server (RFC 1928): `CONNECT` only, names resolved in the cluster
+//! (`socks5h://` semantics: the client sends the name, kt resolves it with the
+//! namespace search list). No authentication, or, with per-session credentials,
+//! username/password only (RFC 1929): a client that does not offer that method gets
+//! "no acceptable methods", one with other credentials a failure status, and both are
+//! disconnected.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::error::Error;
-use crate::outbound::{Dialer, splice};
+use crate::outbound::auth::ProxyCredentials;
+use crate::outbound::{Upstream, splice};
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
+const USER_PASSWORD: u8 = 2;
+/// The version byte of the username/password sub-negotiation (RFC 1929).
+const AUTH_VERSION: u8 = 1;
+const AUTH_OK: u8 = 0;
+const AUTH_FAILED: u8 = 1;
 const NO_ACCEPTABLE_METHOD: u8 = 0xff;
 const CMD_CONNECT: u8 = 1;
 const ATYP_V4: u8 = 1;
@@ -35,13 +45,18 @@ pub(crate) enum Dest {
     Name(String),
 }
 
-/// Serves one SOCKS5 client connection.
-pub(crate) async fn handle(mut client: TcpStream, dialer: Dialer) {
-    match negotiate(&mut client).await {
+/// Serves one SOCKS5 client connection; with `credentials`, only a client that
+/// authenticates with them.
+pub(crate) async fn handle<U: Upstream>(
+    mut client: TcpStream,
+    upstream: U,
+    credentials: Option<Arc<ProxyCredentials>>,
+) {
+    match negotiate(&mut client, credentials.as_deref()).await {
         Ok(Some((dest, port))) => {
             let dialed = match &dest {
-                Dest::Ip(ip) => dialer.dial_ip(*ip, port).await,
-                Dest::Name(name) => dialer.dial(name, port).await,
+                Dest::Ip(ip) => upstream.connect_ip(*ip, port).await,
+                Dest::Name(name) => upstream.connect(name, port).await,
             };
             match dialed {
                 Ok(remote) => {
@@ -71,9 +86,12 @@ fn reply_code(e: &Error) -> u8 {
     }
 }
 
-/// Reads the greeting and the request. `Ok(None)` when the request was refused (and the
-/// refusal already sent).
-async fn negotiate(client: &mut TcpStream) -> std::io::Result<Option<(Dest, u16)>> {
+/// Reads the greeting, the credentials when `credentials` are required, and the
+/// request. `Ok(None)` when the client was refused (and the refusal already sent).
+async fn negotiate(
+    client: &mut TcpStream,
+    credentials: Option<&ProxyCredentials>,
+) -> std::io::Result<Option<(Dest, u16)>> {
     let mut head = [0u8; 2];
     client.read_exact(&mut head).await?;
     if head[0] != VERSION {
@@ -84,11 +102,27 @@ async fn negotiate(client: &mut TcpStream) -> std::io::Result<Option<(Dest, u16)
     }
     let mut methods = vec![0u8; usize::from(head[1])];
     client.read_exact(&mut methods).await?;
-    if !methods.contains(&NO_AUTH) {
+    let method = if credentials.is_some() {
+        USER_PASSWORD
+    } else {
+        NO_AUTH
+    };
+    if !methods.contains(&method) {
+        if credentials.is_some() {
+            tracing::debug!(
+                target: "kt",
+                "SOCKS5: refused a client that offers no username/password authentication"
+            );
+        }
         client.write_all(&[VERSION, NO_ACCEPTABLE_METHOD]).await?;
         return Ok(None);
     }
-    client.write_all(&[VERSION, NO_AUTH]).await?;
+    client.write_all(&[VERSION, method]).await?;
+    if let Some(credentials) = credentials
+        && !authenticate(client, credentials).await?
+    {
+        return Ok(None);
+    }
     let mut req = [0u8; 4];
     client.read_exact(&mut req).await?;
     let dest = match req[3] {
@@ -124,6 +158,35 @@ async fn negotiate(client: &mut TcpStream) -> std::io::Result<Option<(Dest, u16)
         return Ok(None);
     }
     Ok(Some((dest, port)))
+}
+
+/// The username/password sub-negotiation (RFC 1929): whether the client sent
+/// `credentials` (it is told either way). The values sent are never logged.
+async fn authenticate(
+    client: &mut TcpStream,
+    credentials: &ProxyCredentials,
+) -> std::io::Result<bool> {
+    let version = client.read_u8().await?;
+    if version != AUTH_VERSION {
+        client.write_all(&[AUTH_VERSION, AUTH_FAILED]).await?;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a username/password sub-negotiation (version byte {version})"),
+        ));
+    }
+    let user_len = client.read_u8().await?;
+    let mut user = vec![0u8; usize::from(user_len)];
+    client.read_exact(&mut user).await?;
+    let password_len = client.read_u8().await?;
+    let mut password = vec![0u8; usize::from(password_len)];
+    client.read_exact(&mut password).await?;
+    let ok = credentials.matches(&user, &password);
+    let status = if ok { AUTH_OK } else { AUTH_FAILED };
+    client.write_all(&[AUTH_VERSION, status]).await?;
+    if !ok {
+        tracing::debug!(target: "kt", "SOCKS5: refused a client with other proxy credentials");
+    }
+    Ok(ok)
 }
 
 /// Sends a reply with an unspecified bound address.

@@ -1,8 +1,10 @@
-//! The shadow: a pod kt runs in the cluster with an SSH server, its Secret and keys,
-//! the transport to it and the session's Lease. [`Shadow::launch`] makes one for a role
-//! (connect today; swap, expose and the mesh router use the same call with their own
-//! role and [`PodShape`]) and [`Shadow::close`] removes it.
+//! The shadow: a pod kt runs in the cluster with an SSH server, its keys (and, for
+//! the OpenSSH flavour, its Secret), the transport to it and the session's Lease.
+//! [`Shadow::launch`] makes one for a role (connect today; swap, expose and the mesh
+//! router use the same call with their own role and [`PodShape`]) and
+//! [`Shadow::close`] removes it.
 
+pub(crate) mod host_key;
 pub(crate) mod lease;
 pub(crate) mod spec;
 pub(crate) mod wait;
@@ -26,7 +28,7 @@ use spec::{SessionKeys, ShadowSpec};
 
 /// A running shadow pod and the tunnel to it.
 pub(crate) struct Shadow {
-    /// The pod's name (and its Secret's).
+    /// The pod's name (and, for the OpenSSH flavour, its Secret's).
     pub(crate) name: String,
     /// The session id it belongs to.
     pub(crate) session: String,
@@ -42,10 +44,10 @@ pub(crate) struct Shadow {
 }
 
 impl Shadow {
-    /// Creates the shadow's Secret, pod and Lease for `role` (named `kt-shadow-<id>` for
-    /// a connect shadow, `kt-<role>-<id>` otherwise), waits until the pod is Ready,
-    /// brings the first link up, and starts the tunnel's supervisor and the Lease's
-    /// renewal.
+    /// Creates the shadow's pod and Lease (and, for the OpenSSH flavour, its Secret)
+    /// for `role` (named `kt-shadow-<id>` for a connect shadow, `kt-<role>-<id>`
+    /// otherwise), waits until the pod is Ready, learns its host key, brings the first
+    /// link up, and starts the tunnel's supervisor and the Lease's renewal.
     /// On failure, whatever was created is removed before the error is returned.
     pub(crate) async fn launch(
         cluster: &Cluster,
@@ -109,7 +111,7 @@ impl Shadow {
         }
     }
 
-    /// Ends the tunnel and the Lease's renewal, removes the pod and its Secret and
+    /// Ends the tunnel and the Lease's renewal, removes the pod (and its Secret) and
     /// waits until the API server no longer has them (nor the Lease, which the garbage
     /// collector removes with the pod).
     pub(crate) async fn close(&self) -> Result<()> {
@@ -138,7 +140,15 @@ impl Shadow {
     }
 }
 
-/// Creates the objects, waits for the pod and brings the first link up.
+/// Creates the objects, waits for the pod, learns its host key and brings the first
+/// link up.
+///
+/// The host key pinned for every link: for kt-shadow, the one the pod reports in its
+/// log, read through the API server while the pod is checked to be the one created
+/// here ([`host_key::read`] says why a peer can neither forge it nor answer with it
+/// later); for the OpenSSH flavour, the one made here and handed over in the Secret
+/// (so that flavour relies on the UID check of every link alone: whoever can read the
+/// Secret holds its host key).
 async fn start(
     cluster: &Cluster,
     opts: &ConnectOptions,
@@ -147,17 +157,19 @@ async fn start(
     events: &EventBus,
 ) -> Result<Arc<Tunnel>> {
     let deadline = tokio::time::Instant::now() + opts.pod_ready_timeout;
-    let keys = SessionKeys::generate(spec.session)?;
+    let keys = SessionKeys::generate(spec.session, opts.flavour)?;
     let pp = PostParams::default();
-    cluster
-        .secrets()
-        .create(&pp, &spec.secret(&keys)?)
-        .await
-        .map_err(|e| cluster.error(e, "create", "secrets", "(the shadow's keys)"))?;
-    objects.created(ObjectKind::Secret, spec.name);
+    if let Some(host) = &keys.host {
+        cluster
+            .secrets()
+            .create(&pp, &spec.secret(&keys, host)?)
+            .await
+            .map_err(|e| cluster.error(e, "create", "secrets", "(the shadow's keys)"))?;
+        objects.created(ObjectKind::Secret, spec.name);
+    }
     let pod = cluster
         .pods()
-        .create(&pp, &spec.pod())
+        .create(&pp, &spec.pod(&keys.client_public()?))
         .await
         .map_err(|e| pod_create_error(cluster, e))?;
     objects.created(ObjectKind::Pod, spec.name);
@@ -179,7 +191,9 @@ async fn start(
         .await
         .map_err(|e| cluster.error(e, "create", "leases", "(the session's Lease)"))?;
     objects.created(ObjectKind::Lease, spec.name);
-    if let Some(owner) = ShadowSpec::owner_reference(&pod) {
+    if keys.host.is_some()
+        && let Some(owner) = ShadowSpec::owner_reference(&pod)
+    {
         let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
         cluster
             .secrets()
@@ -197,6 +211,10 @@ async fn start(
         events,
     )
     .await?;
+    let host_key = match &keys.host {
+        Some(host) => host.public_key().clone(),
+        None => host_key::read(cluster, spec.name, &uid, spec.image, deadline).await?,
+    };
     let cfg = TransportConfig {
         pods: cluster.pods(),
         server: cluster.server.clone(),
@@ -206,7 +224,7 @@ async fn start(
         port: opts.ssh_port,
         user: opts.flavour.user().to_owned(),
         key: Arc::clone(&keys.client),
-        host_key: keys.host_public(),
+        host_key,
         attempt_timeout: opts.port_forward_timeout,
         open_timeout: opts.connect_timeout,
         reconnect_timeout: opts.reconnect_timeout,

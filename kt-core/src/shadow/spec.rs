@@ -1,4 +1,4 @@
-//! The shadow's key pairs, Secret and Pod.
+//! The shadow's key pairs, Secret (OpenSSH flavour) and Pod.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use kt_proto::cli::{ProbeArgs, ServeArgs};
 use kt_proto::{Role, annotations, labels, shadow};
 use kube::api::ObjectMeta;
 use russh::keys::ssh_key::LineEnding;
-use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use russh::keys::{Algorithm, PrivateKey};
 
 use crate::error::{Error, Result};
 use crate::options::{ConnectOptions, ShadowFlavour};
@@ -29,52 +29,56 @@ const KEYS_VOLUME: &str = "kt-keys";
 /// The shadow container's name.
 pub(crate) const CONTAINER: &str = "shadow";
 
-/// The two key pairs of a session. The client's private key never leaves this
-/// process; the host key's private half goes into the Secret, its public half is pinned.
+/// The key pairs of a session. The client's private key never leaves this process.
+/// The host key pair is made here only for the OpenSSH flavour (sshd reads it from the
+/// Secret): kt-shadow makes its own in memory and reports the public half in its log
+/// (see [`super::host_key`]).
 pub(crate) struct SessionKeys {
     pub(crate) client: Arc<PrivateKey>,
-    pub(crate) host: PrivateKey,
+    /// The OpenSSH shadow's host key: its private half goes into the Secret, its
+    /// public half is pinned. `None` for kt-shadow.
+    pub(crate) host: Option<PrivateKey>,
 }
 
 impl SessionKeys {
-    /// Two fresh Ed25519 key pairs.
-    pub(crate) fn generate(session: &str) -> Result<SessionKeys> {
+    /// A fresh Ed25519 client key pair and, for a `flavour` that reads its host key
+    /// from the Secret, a fresh Ed25519 host key pair.
+    pub(crate) fn generate(session: &str, flavour: ShadowFlavour) -> Result<SessionKeys> {
         let mut rng = rand::rng();
         let mut client = PrivateKey::random(&mut rng, Algorithm::Ed25519)
             .map_err(|source| Error::Keys { source })?;
         client.set_comment(format!("kt-session-{session}"));
-        let mut host = PrivateKey::random(&mut rng, Algorithm::Ed25519)
-            .map_err(|source| Error::Keys { source })?;
-        host.set_comment(format!("kt-shadow-{session}"));
+        let host = match flavour {
+            ShadowFlavour::KtShadow => None,
+            ShadowFlavour::OpenSsh => {
+                let mut host = PrivateKey::random(&mut rng, Algorithm::Ed25519)
+                    .map_err(|source| Error::Keys { source })?;
+                host.set_comment(format!("kt-shadow-{session}"));
+                Some(host)
+            }
+        };
         Ok(SessionKeys {
             client: Arc::new(client),
             host,
         })
     }
 
-    /// The host's public key, to pin.
-    pub(crate) fn host_public(&self) -> PublicKey {
-        self.host.public_key().clone()
-    }
-
-    /// The `authorized_keys` line for the client's public key.
-    fn authorized_keys(&self) -> Result<String> {
-        let line = self
-            .client
+    /// The client's public key, one OpenSSH line without a line break
+    /// (`ssh-ed25519 AAAA... kt-session-<id>`).
+    pub(crate) fn client_public(&self) -> Result<String> {
+        self.client
             .public_key()
             .to_openssh()
-            .map_err(|source| Error::Keys { source })?;
-        Ok(format!("{line}\n"))
+            .map_err(|source| Error::Keys { source })
     }
+}
 
-    /// The host private key, OpenSSH PEM.
-    fn host_key_pem(&self) -> Result<String> {
-        let pem = self
-            .host
-            .to_openssh(LineEnding::LF)
-            .map_err(|source| Error::Keys { source })?;
-        Ok(pem.as_str().to_owned())
-    }
+/// The host private key, OpenSSH PEM.
+fn host_key_pem(host: &PrivateKey) -> Result<String> {
+    let pem = host
+        .to_openssh(LineEnding::LF)
+        .map_err(|source| Error::Keys { source })?;
+    Ok(pem.as_str().to_owned())
 }
 
 /// What a shadow pod looks like beyond what every shadow has: what inbound shadows
@@ -136,24 +140,24 @@ impl ShadowSpec<'_> {
         }
     }
 
-    /// The Secret: the client's public key, the shadow's host key and, for sshd, its
-    /// configuration. Never the client's private key.
-    pub(crate) fn secret(&self, keys: &SessionKeys) -> Result<Secret> {
+    /// The OpenSSH shadow's Secret: the client's public key, the host key `host` and
+    /// the sshd configuration. Never the client's private key. (kt-shadow has no
+    /// Secret: its pod carries the client's public key as an argument and it makes its
+    /// host key itself.)
+    pub(crate) fn secret(&self, keys: &SessionKeys, host: &PrivateKey) -> Result<Secret> {
         let mut data = BTreeMap::new();
         data.insert(
             shadow::SECRET_AUTHORIZED_KEYS.to_owned(),
-            ByteString(keys.authorized_keys()?.into_bytes()),
+            ByteString(format!("{}\n", keys.client_public()?).into_bytes()),
         );
         data.insert(
             shadow::SECRET_HOST_KEY.to_owned(),
-            ByteString(keys.host_key_pem()?.into_bytes()),
+            ByteString(host_key_pem(host)?.into_bytes()),
         );
-        if self.opts.flavour == ShadowFlavour::OpenSsh {
-            data.insert(
-                SECRET_SSHD_CONFIG.to_owned(),
-                ByteString(sshd_config(self.opts.ssh_port).into_bytes()),
-            );
-        }
+        data.insert(
+            SECRET_SSHD_CONFIG.to_owned(),
+            ByteString(sshd_config(self.opts.ssh_port).into_bytes()),
+        );
         Ok(Secret {
             metadata: self.meta(&BTreeMap::new()),
             data: Some(data),
@@ -163,7 +167,8 @@ impl ShadowSpec<'_> {
         })
     }
 
-    /// An owner reference to the shadow pod: deleting the pod garbage-collects the Secret.
+    /// An owner reference to the shadow pod: deleting the pod garbage-collects the
+    /// (OpenSSH shadow's) Secret.
     pub(crate) fn owner_reference(pod: &Pod) -> Option<OwnerReference> {
         Some(OwnerReference {
             api_version: "v1".to_owned(),
@@ -175,8 +180,10 @@ impl ShadowSpec<'_> {
         })
     }
 
-    /// The shadow pod.
-    pub(crate) fn pod(&self) -> Pod {
+    /// The shadow pod; `client_public` is the client's public key
+    /// ([`SessionKeys::client_public`]), an argument of the kt-shadow pod (the OpenSSH
+    /// pod reads it from the Secret instead).
+    pub(crate) fn pod(&self, client_public: &str) -> Pod {
         let opts = self.opts;
         let mount = VolumeMount {
             name: KEYS_VOLUME.to_owned(),
@@ -193,14 +200,18 @@ impl ShadowSpec<'_> {
         };
         // `watchdog`: the pod runs as ServiceAccount kt-shadow with its token mounted,
         // so that kt-shadow can read the session's Lease (`--lease`).
-        let (container, pod_security, secret_mode, watchdog) = match opts.flavour {
+        let (container, pod_security, secret_volume, watchdog) = match opts.flavour {
             ShadowFlavour::KtShadow => {
+                // The client's public key as an argument (a pod's arguments cannot be
+                // changed once it exists); no Secret, no volume: the shadow makes its
+                // host key in memory and reports its public half in its log.
                 let serve = ServeArgs {
                     listen: std::net::SocketAddr::from((
                         std::net::Ipv4Addr::LOCALHOST,
                         opts.ssh_port,
                     )),
                     heartbeat_timeout: opts.shadow_heartbeat_timeout,
+                    authorized_key: Some(client_public.to_owned()),
                     // The session's Lease has the pod's name.
                     lease: Some(self.name.to_owned()),
                     ..ServeArgs::default()
@@ -216,7 +227,6 @@ impl ShadowSpec<'_> {
                     image_pull_policy: pull_policy(self.image),
                     // Only args: the image's entrypoint is the binary.
                     args: Some(serve.to_args()),
-                    volume_mounts: Some(vec![mount]),
                     readiness_probe: Some(Probe {
                         exec: Some(ExecAction {
                             command: Some(probe_command),
@@ -235,11 +245,10 @@ impl ShadowSpec<'_> {
                     run_as_non_root: Some(true),
                     run_as_user: Some(shadow::RUN_AS_USER),
                     run_as_group: Some(shadow::RUN_AS_GROUP),
-                    fs_group: Some(shadow::RUN_AS_GROUP),
                     seccomp_profile: Some(runtime_default()),
                     ..PodSecurityContext::default()
                 };
-                (container, pod_security, shadow::SECRET_FILE_MODE, true)
+                (container, pod_security, None, true)
             }
             ShadowFlavour::OpenSsh => {
                 let container = Container {
@@ -270,9 +279,19 @@ impl ShadowSpec<'_> {
                     seccomp_profile: Some(runtime_default()),
                     ..PodSecurityContext::default()
                 };
-                // sshd refuses a host key that others may read. No ServiceAccount
-                // token: sshd has no watchdog to use it.
-                (container, pod_security, 0o400, false)
+                // sshd refuses a host key that others may read.
+                let volume = Volume {
+                    name: KEYS_VOLUME.to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(self.name.to_owned()),
+                        default_mode: Some(0o400),
+                        optional: Some(false),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                };
+                // No ServiceAccount token: sshd has no watchdog to use it.
+                (container, pod_security, Some(volume), false)
             }
         };
         let mut container = container;
@@ -308,16 +327,7 @@ impl ShadowSpec<'_> {
                 security_context: Some(pod_security),
                 image_pull_secrets: pull_secrets,
                 node_selector: (!opts.node_selector.is_empty()).then(|| opts.node_selector.clone()),
-                volumes: Some(vec![Volume {
-                    name: KEYS_VOLUME.to_owned(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(self.name.to_owned()),
-                        default_mode: Some(secret_mode),
-                        optional: Some(false),
-                        ..SecretVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                }]),
+                volumes: secret_volume.map(|v| vec![v]),
                 ..PodSpec::default()
             }),
             status: None,
@@ -425,10 +435,79 @@ mod tests {
         }
     }
 
+    /// Lines of `key`'s OpenSSH PEM that carry key material unique to it.
+    fn private_lines(key: &PrivateKey) -> Vec<String> {
+        let pem = key.to_openssh(LineEnding::LF).expect("pem");
+        let unique: Vec<String> = pem
+            .lines()
+            .skip(3)
+            .filter(|l| l.len() > 20 && !l.starts_with("-----"))
+            .map(str::to_owned)
+            .collect();
+        assert!(!unique.is_empty());
+        unique
+    }
+
     #[test]
-    fn secret_holds_public_client_key_and_host_key_but_no_client_private_key() {
-        let keys = SessionKeys::generate("t1").expect("key generation");
+    fn the_kt_shadow_pod_carries_the_client_public_key_only_and_no_secret() {
+        let keys = SessionKeys::generate("t0", ShadowFlavour::KtShadow).expect("keys");
+        assert!(keys.host.is_none(), "a host key made by the client");
+        let client_public = keys.client_public().expect("public key");
+        assert!(client_public.starts_with("ssh-ed25519 "), "{client_public}");
+        assert!(client_public.ends_with(" kt-session-t0"), "{client_public}");
         let opts = ConnectOptions::new();
+        let spec = ShadowSpec {
+            session: "t0",
+            name: "kt-shadow-t0",
+            image: "kt.dev/kt-shadow:0.1.0",
+            role: Role::ShadowConnect,
+            shape: &PodShape::default(),
+            opts: &opts,
+        };
+        let pod = spec.pod(&client_public);
+        let pod_spec = pod.spec.clone().unwrap_or_default();
+        let args = pod_spec.containers[0].args.clone().unwrap_or_default();
+        let at = args.iter().position(|a| a == "--authorized-key");
+        assert_eq!(
+            at.and_then(|i| args.get(i + 1)),
+            Some(&client_public),
+            "{args:?}"
+        );
+        for files in ["--host-key", "--authorized-keys"] {
+            assert!(!args.iter().any(|a| a == files), "{args:?}");
+        }
+        // Nothing mounted, nothing from a Secret.
+        assert_eq!(pod_spec.volumes, None);
+        assert_eq!(pod_spec.containers[0].volume_mounts, None);
+        let json = serde_json::to_string(&pod).expect("json");
+        assert!(!json.to_lowercase().contains("secret"), "{json}");
+        // No private key material anywhere in the pod.
+        assert!(!json.contains("PRIVATE KEY"), "{json}");
+        for line in private_lines(&keys.client) {
+            assert!(
+                !json.contains(&line),
+                "client private key material in the pod"
+            );
+        }
+        // The kt-shadow command line the pod runs parses back to that one key.
+        let parsed = kt_proto::cli::Command::parse(args).expect("the shadow's arguments");
+        let kt_proto::cli::Command::Serve(serve) = parsed else {
+            panic!("not a serve command: {parsed:?}");
+        };
+        assert_eq!(
+            serve.authorized_key.as_deref(),
+            Some(client_public.as_str())
+        );
+    }
+
+    #[test]
+    fn the_openssh_secret_holds_public_client_key_and_host_key_but_no_client_private_key() {
+        let keys = SessionKeys::generate("t1", ShadowFlavour::OpenSsh).expect("key generation");
+        let host = keys
+            .host
+            .as_ref()
+            .expect("sshd's host key is made by the client");
+        let opts = ConnectOptions::new().flavour(ShadowFlavour::OpenSsh);
         let spec = ShadowSpec {
             session: "t1",
             name: "kt-shadow-t1",
@@ -437,28 +516,22 @@ mod tests {
             shape: &PodShape::default(),
             opts: &opts,
         };
-        let secret = spec.secret(&keys).expect("secret").data.unwrap_or_default();
+        let secret = spec
+            .secret(&keys, host)
+            .expect("secret")
+            .data
+            .unwrap_or_default();
         let auth = String::from_utf8_lossy(&secret[shadow::SECRET_AUTHORIZED_KEYS].0).into_owned();
         assert!(auth.starts_with("ssh-ed25519 "), "{auth}");
-        let host = String::from_utf8_lossy(&secret[shadow::SECRET_HOST_KEY].0).into_owned();
-        let parsed = PrivateKey::from_openssh(&host).expect("host key parses");
-        assert_eq!(
-            parsed.public_key().key_data(),
-            keys.host_public().key_data()
-        );
-        let client_pem = keys.client.to_openssh(LineEnding::LF).expect("pem");
-        // Lines past the first two carry key material unique to this key.
-        let unique: Vec<&str> = client_pem
-            .lines()
-            .skip(3)
-            .filter(|l| l.len() > 20 && !l.starts_with("-----"))
-            .collect();
-        assert!(!unique.is_empty());
+        let host_pem = String::from_utf8_lossy(&secret[shadow::SECRET_HOST_KEY].0).into_owned();
+        let parsed = PrivateKey::from_openssh(&host_pem).expect("host key parses");
+        assert_eq!(parsed.public_key().key_data(), host.public_key().key_data());
+        let unique = private_lines(&keys.client);
         for value in secret.values() {
             let text = String::from_utf8_lossy(&value.0);
             for line in &unique {
                 assert!(
-                    !text.contains(line),
+                    !text.contains(line.as_str()),
                     "client private key material in the Secret"
                 );
             }
@@ -469,7 +542,19 @@ mod tests {
                 );
             }
         }
-        assert!(!secret.contains_key(SECRET_SSHD_CONFIG));
+        assert!(secret.contains_key(SECRET_SSHD_CONFIG));
+        // The sshd pod mounts it; the client's key is not an argument.
+        let pod = spec.pod(&keys.client_public().expect("public key"));
+        let pod_spec = pod.spec.unwrap_or_default();
+        let volume = pod_spec.volumes.unwrap_or_default();
+        assert_eq!(
+            volume[0]
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("kt-shadow-t1")
+        );
+        assert_eq!(pod_spec.containers[0].args, None);
     }
 
     #[test]
@@ -483,7 +568,7 @@ mod tests {
             shape: &PodShape::default(),
             opts: &opts,
         };
-        let pod = spec.pod();
+        let pod = spec.pod("ssh-ed25519 AAAA kt-session-t2");
         let pod_spec = pod.spec.unwrap_or_default();
         let psc = pod_spec.security_context.unwrap_or_default();
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -548,7 +633,10 @@ mod tests {
             shape: &PodShape::default(),
             opts: &opts,
         };
-        let pod_spec = spec.pod().spec.unwrap_or_default();
+        let pod_spec = spec
+            .pod("ssh-ed25519 AAAA kt-session-t4")
+            .spec
+            .unwrap_or_default();
         assert_eq!(pod_spec.service_account_name, None);
         assert_eq!(pod_spec.automount_service_account_token, Some(false));
     }
@@ -571,7 +659,7 @@ mod tests {
             shape: &shape,
             opts: &opts,
         };
-        let pod = spec.pod();
+        let pod = spec.pod("ssh-ed25519 AAAA kt-session-t3");
         let l = pod.metadata.labels.unwrap_or_default();
         assert_eq!(l.get("app").map(String::as_str), Some("web"));
         assert_eq!(l.get(labels::ROLE).map(String::as_str), Some("shadow-swap"));
@@ -584,10 +672,11 @@ mod tests {
             .map(|p| (p.name.clone(), p.container_port))
             .collect();
         assert_eq!(ports, [(Some("http".to_owned()), 8080), (None, 9090)]);
-        // The Secret carries the role but not the workload's labels.
-        let keys = SessionKeys::generate("t3").expect("keys");
+        // The (OpenSSH shadow's) Secret carries the role but not the workload's labels.
+        let keys = SessionKeys::generate("t3", ShadowFlavour::OpenSsh).expect("keys");
+        let host = keys.host.as_ref().expect("host key");
         let secret_labels = spec
-            .secret(&keys)
+            .secret(&keys, host)
             .expect("secret")
             .metadata
             .labels

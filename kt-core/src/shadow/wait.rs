@@ -271,7 +271,7 @@ fn shadow_failed(pod: &str, namespace: &str, reason: String, log: &str) -> Error
 /// sequences, `\r`, NUL, C1 controls) and bidirectional overrides are shown escaped
 /// (`\u{1b}`, `\r`, `\0`), so a log cannot move the cursor, rewrite the lines before it
 /// or retitle the terminal of whoever reads the error. Line breaks and tabs stay.
-fn escape_controls(text: &str) -> String {
+pub(crate) fn escape_controls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');

@@ -34,6 +34,8 @@ pub(crate) struct TransportConfig {
     pub(crate) port: u16,
     pub(crate) user: String,
     pub(crate) key: Arc<PrivateKey>,
+    /// The host key every link pins: reported by kt-shadow in its log (see
+    /// `shadow::host_key`), or made by the session for the OpenSSH shadow.
     pub(crate) host_key: PublicKey,
     /// Bound on one port-forward + handshake + login.
     pub(crate) attempt_timeout: Duration,
@@ -165,8 +167,9 @@ impl Link {
     /// key and logs in with the session key.
     ///
     /// The port-forward goes to the pod by name, and a namespace peer could delete the
-    /// shadow and create a pod of the same name (with a copy of its Secret, so with the
-    /// pinned host key). So the pod's UID is checked against the one it was created with
+    /// shadow and create a pod of the same name (for the OpenSSH flavour with a copy of
+    /// its Secret, so with the pinned host key; a recreated kt-shadow has a host key of
+    /// its own, which the handshake refuses). So the pod's UID is checked against the one it was created with
     /// before the port-forward (no connection at all to a stranger, in the common case)
     /// and again once the port-forward is up, before any SSH byte is sent: a pod of that
     /// name with the session's UID still there then means the port-forward reached it
@@ -256,12 +259,10 @@ impl Link {
                     .ok()
                     .and_then(|o| o.clone())
                     .unwrap_or_default();
-                return Err(ssh_error(format!(
-                    "the shadow presented host key `{offered}`, not the one this session made \
-                     and pinned (`{}`); something other than the shadow answered on port {} — \
-                     refusing to continue",
-                    cfg.host_key.to_openssh().unwrap_or_default(),
-                    cfg.port
+                return Err(ssh_error(host_key_mismatch(
+                    &offered,
+                    &cfg.host_key,
+                    cfg.port,
                 )));
             }
             Err(e) => {
@@ -281,8 +282,9 @@ impl Link {
             .map_err(|e| ssh_error(format!("login failed: {e}")))?;
         if !auth.success() {
             return Err(ssh_error(format!(
-                "the shadow refused the session key for user `{}`; its authorized_keys \
-                 (from the Secret) does not hold this session's key",
+                "the shadow refused the session key for user `{}`; the key it was given \
+                 (kt-shadow: its --authorized-key argument; OpenSSH: authorized_keys from \
+                 the Secret) is not this session's",
                 cfg.user
             )));
         }
@@ -340,6 +342,18 @@ impl Link {
     }
 }
 
+/// Why a link was refused when the server offered `offered` (OpenSSH text; empty if
+/// unknown) and `pinned` is the shadow's key.
+fn host_key_mismatch(offered: &str, pinned: &PublicKey, port: u16) -> String {
+    format!(
+        "the shadow presented host key `{offered}`, not the one pinned for it (`{}`: the key \
+         kt-shadow reported in its log when it started, or the one this session made for the \
+         OpenSSH shadow); something other than the shadow answered on port {port} — refusing \
+         to continue",
+        pinned.to_openssh().unwrap_or_default(),
+    )
+}
+
 /// Fails with [`Error::ShadowReplaced`] unless the pod named `cfg.pod` is the one the
 /// session created (UID `cfg.uid`) and is not being deleted.
 async fn check_identity(cfg: &TransportConfig) -> Result<()> {
@@ -365,7 +379,7 @@ async fn check_identity(cfg: &TransportConfig) -> Result<()> {
 
 /// Why `pod` (read by the shadow's name; `None`: not found) is not the shadow created
 /// with UID `uid`.
-fn identity(uid: &str, pod: Option<&Pod>) -> Result<(), String> {
+pub(crate) fn identity(uid: &str, pod: Option<&Pod>) -> Result<(), String> {
     let Some(pod) = pod else {
         return Err("it was deleted".to_owned());
     };
@@ -788,6 +802,29 @@ mod tests {
             "it is being deleted"
         );
         assert_eq!(identity("u1", None).unwrap_err(), "it was deleted");
+    }
+
+    #[test]
+    fn a_host_key_mismatch_names_both_keys_and_is_not_retried_on_the_first_link() {
+        let pinned = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPDBp3khpUoQDgs/jC6tYksSwC/LKe35IRMRz4hAr1x4",
+        )
+        .expect("test key");
+        let offered =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN+CPjJ5Kcn/Hm2zN0Ehqrq02FK9HbW3N9m9gs/5+GLb";
+        let reason = host_key_mismatch(offered, &pinned, 2222);
+        assert!(
+            reason.contains(offered)
+                && reason.contains("AAAAIPDBp3khpUoQDgs")
+                && reason.contains("reported in its log")
+                && reason.contains("refusing to continue"),
+            "{reason}"
+        );
+        let err = Error::Ssh {
+            pod: "kt-shadow-t1".to_owned(),
+            reason,
+        };
+        assert!(!Retry::FIRST_LINK.retries(&err));
     }
 
     #[test]

@@ -335,7 +335,8 @@ fn nameservers(content: &str) -> Vec<IpAddr> {
 }
 
 /// Binds the local DNS server: where asked, else port 53 on a loopback address (or on
-/// the tun address for systemd-resolved, which wants a server on the link).
+/// the tun address for systemd-resolved, which wants a server on the link). Wherever it
+/// listens, it answers only [`dns_sources`].
 async fn start_dns_server(
     opts: &VpnOptions,
     mode: &DnsMode,
@@ -356,12 +357,29 @@ async fn start_dns_server(
     for listen in candidates {
         let mut config = DnsServerConfig::new(listen, upstream).namespace(&cx.cluster.namespace);
         config.cluster_domain = cx.cluster_domain.to_owned();
+        config.allowed_sources = dns_sources(tun_address, listen);
         match DnsServer::start(config, Arc::clone(&resolver)).await {
             Ok(server) => return Ok(server),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or(Error::Closed))
+}
+
+/// Who may query the local DNS server: loopback, the tun device's own address (a query
+/// to a server on the tun link — systemd-resolved's — comes from it) and the address
+/// the server listens on, unless a wildcard (a process of this machine asking that
+/// address sends from it). Each is an address of this machine, so an answer never
+/// leaves it; a neighbour on another interface, a container bridge or anyone else that
+/// routes to the tun address gets none.
+fn dns_sources(tun_address: Ipv4Addr, listen: SocketAddr) -> Vec<IpNet> {
+    let mut sources = DnsServerConfig::loopback();
+    for ip in [IpAddr::V4(tun_address), listen.ip().to_canonical()] {
+        if !ip.is_unspecified() && !sources.iter().any(|net| net.contains(&ip)) {
+            sources.push(IpNet::from(ip));
+        }
+    }
+    sources
 }
 
 /// Hosts-file entries for the Services of `namespaces` (the session's when empty).
@@ -435,5 +453,39 @@ mod tests {
             .collect();
         assert_eq!(nameservers(conf), want);
         assert!(nameservers("").is_empty());
+    }
+
+    #[test]
+    fn dns_answers_loopback_the_tun_address_and_the_listen_address_only() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|e| panic!("{s}: {e}"));
+        let tun = Ipv4Addr::new(198, 18, 0, 1);
+        let loopback = vec![net("127.0.0.0/8"), net("::1/128")];
+        let with = |extra: &[&str]| {
+            let mut v = loopback.clone();
+            v.extend(extra.iter().map(|s| net(s)));
+            v
+        };
+        // Resolved mode: the server listens on the tun address.
+        let on_tun = SocketAddr::from((tun, DNS_PORT));
+        assert_eq!(dns_sources(tun, on_tun), with(&["198.18.0.1/32"]));
+        // Other modes: a loopback address, already covered.
+        let on_lo: SocketAddr = "127.0.0.2:53".parse().unwrap();
+        assert_eq!(dns_sources(tun, on_lo), with(&["198.18.0.1/32"]));
+        // An explicit listen address on another interface: that address too.
+        let on_lan: SocketAddr = "10.88.255.2:53".parse().unwrap();
+        assert_eq!(
+            dns_sources(tun, on_lan),
+            with(&["198.18.0.1/32", "10.88.255.2/32"])
+        );
+        let mapped: SocketAddr = "[::ffff:10.88.255.2]:53".parse().unwrap();
+        assert_eq!(
+            dns_sources(tun, mapped),
+            with(&["198.18.0.1/32", "10.88.255.2/32"])
+        );
+        // A wildcard adds nothing: every source would match.
+        for wildcard in ["0.0.0.0:53", "[::]:53"] {
+            let any: SocketAddr = wildcard.parse().unwrap();
+            assert_eq!(dns_sources(tun, any), with(&["198.18.0.1/32"]));
+        }
     }
 }

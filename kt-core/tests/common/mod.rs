@@ -94,9 +94,8 @@ pub(crate) fn options(
 }
 
 /// For the kt-shadow flavour, makes `ns` enforce the restricted Pod Security Standard
-/// (the shadow must pass it). Call it after deploying the echo app, which does not
-/// pass it (enforcement applies to pods created afterwards). sshd runs as root and needs
-/// the default (privileged) namespace.
+/// (the shadow must pass it). Call it before deploying anything: the echo app passes it
+/// too. sshd runs as root and needs the default (privileged) namespace.
 pub(crate) async fn restrict_for(ns: &TestNamespace, flavour: ShadowFlavour) -> Result<()> {
     if flavour == ShadowFlavour::KtShadow {
         ns.lab()
@@ -227,8 +226,8 @@ impl Fixture {
     ) -> Result<Fixture> {
         let lab = Lab::connect().await?;
         let ns = lab.namespace(test).await?;
-        let echo = ns.deploy_echo(replicas).await?;
         restrict_for(&ns, flavour).await?;
+        let echo = ns.deploy_echo(replicas).await?;
         let kubeconfig = scoped_kubeconfig_for(&ns, shipped, true).await?;
         let opts = tweak(options(flavour, ns.name(), &kubeconfig)?);
         let started = std::time::Instant::now();

@@ -73,6 +73,10 @@ pub const KT_CONNECT_YAML: &str = include_str!("../../../kt-core/rbac/connect.ya
 /// Label put on every namespace the tests create, so leftovers can be found.
 pub const E2E_LABEL: &str = "kt.dev/e2e";
 
+/// The namespace label that makes Pod Security admission enforce the restricted
+/// standard.
+pub const ENFORCE_RESTRICTED: (&str, &str) = ("pod-security.kubernetes.io/enforce", "restricted");
+
 /// The kt-shadow binary the lab runs for image `kt.dev/kt-shadow`: `$KT_SHADOW_BIN`,
 /// else the value `testbed/up` wrote into `/run/ktlab/env`. Fails with what to do when
 /// neither is set (the lab then cannot run kt's shadow).
@@ -186,12 +190,35 @@ impl Lab {
     /// with kt's [`KT_CONNECT_YAML`] applied, as in every namespace kt works in (it makes
     /// the shadow pod's ServiceAccount `kt-shadow`; its Role `kt-connect` stays unbound).
     pub async fn namespace(&self, test: &str) -> Result<TestNamespace> {
+        self.namespace_with_labels(test, &[]).await
+    }
+
+    /// [`Lab::namespace`] enforcing the restricted Pod Security Standard from its
+    /// creation on ([`ENFORCE_RESTRICTED`]): every pod in it must run as a non-root
+    /// user, drop all capabilities and use the runtime's default seccomp profile. The
+    /// echo app ([`TestNamespace::deploy_echo`]) and kt-shadow pass it.
+    pub async fn restricted_namespace(&self, test: &str) -> Result<TestNamespace> {
+        self.namespace_with_labels(test, &[ENFORCE_RESTRICTED])
+            .await
+    }
+
+    async fn namespace_with_labels(
+        &self,
+        test: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<TestNamespace> {
         let name = unique_name(&format!("e2e-{test}"));
         let api: Api<Namespace> = Api::all(self.client());
+        let mut all = std::collections::BTreeMap::from([(E2E_LABEL.to_owned(), "true".to_owned())]);
+        all.extend(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some([(E2E_LABEL.to_owned(), "true".to_owned())].into()),
+                labels: Some(all),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()
@@ -522,9 +549,10 @@ impl TestNamespace {
     }
 
     /// Deploys the echo app: Deployment `echo` with `replicas` pods of `kt.dev/echo`
-    /// (POD_NAME/POD_NAMESPACE from the downward API, readiness on `/healthz`) and
-    /// Service `echo` (http 80→8080, tcp 9000, udp 9001). Waits until the Deployment
-    /// is Available and the Service's endpoints list every pod.
+    /// (POD_NAME/POD_NAMESPACE from the downward API, readiness on `/healthz`, uid
+    /// 65532 under the restricted Pod Security Standard) and Service `echo` (http
+    /// 80→8080, tcp 9000, udp 9001). Waits until the Deployment is Available and the
+    /// Service's endpoints list every pod.
     pub async fn deploy_echo(&self, replicas: i32) -> Result<EchoApp> {
         self.apply(&echo_manifest(replicas)).await?;
         self.wait_deployment_available("echo", replicas).await?;
@@ -829,7 +857,8 @@ pub struct EchoApp {
     pub cluster_ip: String,
 }
 
-/// The echo app's Deployment and Service, as YAML.
+/// The echo app's Deployment and Service, as YAML. Its pods run as uid 65532 and
+/// pass the restricted Pod Security Standard.
 pub fn echo_manifest(replicas: i32) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -849,9 +878,20 @@ spec:
         app: echo
     spec:
       terminationGracePeriodSeconds: 5
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile:
+          type: RuntimeDefault
       containers:
       - name: echo
         image: kt.dev/echo
+        securityContext:
+          allowPrivilegeEscalation: false
+          capabilities:
+            drop: [ALL]
+          readOnlyRootFilesystem: true
         env:
         - name: POD_NAME
           valueFrom:

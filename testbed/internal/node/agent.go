@@ -89,11 +89,13 @@ func Run(ctx context.Context, cfg Config) error {
 // newAgent wires an agent; cfg must have its defaults applied.
 func newAgent(cfg Config, client kubernetes.Interface, netm *netManager) *Agent {
 	tokens := newTokenManager(client)
+	images := newImageTable(cfg.ImagesFile, cfg.Ktlab)
+	images.store = newImageStore(stateDir(cfg.StateDir).imagesDir())
 	return &Agent{
 		cfg:      cfg,
 		client:   client,
 		state:    stateDir(cfg.StateDir),
-		images:   newImageTable(cfg.ImagesFile, cfg.Ktlab),
+		images:   images,
 		net:      netm,
 		tokens:   tokens,
 		volumes:  &volumeManager{client: client, tokens: tokens, nodeAllocatable: nodeAllocatable()},
@@ -126,6 +128,11 @@ func (a *Agent) run(ctx context.Context) error {
 	for _, d := range []string{cfg.StateDir, a.state.podsDir()} {
 		_ = os.Chmod(d, 0o755) // volume files must be reachable by non-root workloads
 	}
+	// Pods run as any user: their volumes and image executables live here.
+	if err := searchableByAll(cfg.StateDir); err != nil {
+		return fmt.Errorf("state directory %s: %w", cfg.StateDir, err)
+	}
+	a.images.store.removeTemporaries()
 	if err := a.net.hostSysctl("net/ipv4/ip_forward", "1"); err != nil {
 		return fmt.Errorf("enabling forwarding in %s: %w", cfg.HostNetNS, err)
 	}

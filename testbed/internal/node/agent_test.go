@@ -32,6 +32,13 @@ type testAgent struct {
 }
 
 func newTestAgent(t *testing.T, objects ...runtime.Object) *testAgent {
+	return newTestAgentWith(t, nil, objects...)
+}
+
+// newTestAgentWith is newTestAgent with the configuration changed by tweak
+// (given the test's temporary directory, which every user can search) before
+// the agent starts.
+func newTestAgentWith(t *testing.T, tweak func(cfg *Config, tmp string), objects ...runtime.Object) *testAgent {
 	requireRoot(t)
 	n, _, _ := labNamespaces(t)
 	tmp := t.TempDir()
@@ -57,10 +64,14 @@ func newTestAgent(t *testing.T, objects ...runtime.Object) *testAgent {
 		tr.Status.ExpirationTimestamp = metav1.NewTime(time.Now().Add(time.Hour))
 		return true, tr, nil
 	})
-	cfg, err := Config{
+	cfg := Config{
 		NodeName: "testnode", NodeIP: "10.88.77.1", StateDir: filepath.Join(tmp, "state"),
 		ImagesFile: images, Ktlab: self, HostNetNS: n.hostNS, podNSPrefix: "ktlabtest-q",
-	}.withDefaults()
+	}
+	if tweak != nil {
+		tweak(&cfg, tmp)
+	}
+	cfg, err := cfg.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}

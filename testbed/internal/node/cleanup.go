@@ -103,7 +103,7 @@ func cleanupAll(ctx context.Context, dir, hostNS string) error {
 		return nil
 	})
 	// 4. State.
-	for _, p := range []string{state.podsDir(), state.ipamFile(), state.mountLock()} {
+	for _, p := range []string{state.podsDir(), state.ipamFile(), state.mountLock(), state.imagesDir()} {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 		}

@@ -12,6 +12,8 @@
 //	<state>/ipam.json                          pod IP allocations (node podCIDR)
 //	<state>/agent.lock                         flock held by the running agent (one per state dir)
 //	<state>/mounts.lock                        flock serialising mountpoint creation/removal
+//	<state>/images/<id>-<version>/<name>       lab-built executables images run ({ktlab},
+//	                                           {env:NAME}), copied where every user can run them
 //	<state>/pods/<uid>/pod.json                namespace, name, uid, netns, link, IP, mount paths
 //	<state>/pods/<uid>/{resolv.conf,hosts,hostname}
 //	<state>/pods/<uid>/volumes/<volume>/       volume contents (bind-mounted into containers)

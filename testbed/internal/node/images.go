@@ -16,7 +16,10 @@ import (
 // imageEntry is one row of the image table (testbed/images.yaml): how the lab
 // runs an image. Strings may use the placeholders {ktlab} (the ktlab binary),
 // {root} (the directory holding the table) and {env:NAME} (the agent's
-// environment variable NAME, which must be set).
+// environment variable NAME, which must be set). With an image store, {ktlab}
+// means the store's copy of the ktlab binary, and an entrypoint or cmd word
+// that is a whole {env:NAME} naming an executable file means the store's copy
+// of that file: lab-built executables run as image files do, for any user.
 type imageEntry struct {
 	// Entrypoint and Cmd follow the Docker image config: a container's command
 	// replaces Entrypoint, its args replace Cmd.
@@ -62,6 +65,9 @@ type imageTable struct {
 	path   string
 	ktlab  string
 	getenv func(string) (string, bool)
+	// store, if set, installs the executables placeholders name (see
+	// imageEntry); nil runs them where they are.
+	store *imageStore
 
 	mu      sync.Mutex
 	modTime time.Time
@@ -185,10 +191,27 @@ func (t *imageTable) expand(repo string, e *imageEntry) (*resolvedImage, error) 
 		}
 		return out
 	}
+	// xexec is xs for entrypoint and cmd: a word that is a whole {env:NAME}
+	// naming an executable file runs from the store.
+	xexec := func(in []string) []string {
+		out := xs(in)
+		for i, raw := range in {
+			if t.store == nil || firstErr != nil || !isEnvPlaceholder(raw) || !isExecutableFile(out[i]) {
+				continue
+			}
+			p, err := t.store.install(out[i])
+			if err != nil {
+				firstErr = err
+				continue
+			}
+			out[i] = p
+		}
+		return out
+	}
 	r := &resolvedImage{
 		Repository: repo,
-		Entrypoint: xs(e.Entrypoint),
-		Cmd:        xs(e.Cmd),
+		Entrypoint: xexec(e.Entrypoint),
+		Cmd:        xexec(e.Cmd),
 		Env:        xs(e.Env),
 		WorkingDir: x(e.WorkingDir),
 	}
@@ -223,7 +246,14 @@ func (t *imageTable) expandString(s string) (string, error) {
 		key := s[i+1 : i+j]
 		switch {
 		case key == "ktlab":
-			b.WriteString(t.ktlab)
+			p := t.ktlab
+			if t.store != nil {
+				var err error
+				if p, err = t.store.install(t.ktlab); err != nil {
+					return "", err
+				}
+			}
+			b.WriteString(p)
 		case key == "root":
 			b.WriteString(filepath.Dir(t.path))
 		case strings.HasPrefix(key, "env:"):
@@ -238,6 +268,17 @@ func (t *imageTable) expandString(s string) (string, error) {
 		}
 		s = s[i+j+1:]
 	}
+}
+
+// isEnvPlaceholder reports whether s is exactly one {env:NAME} placeholder.
+func isEnvPlaceholder(s string) bool {
+	return strings.HasPrefix(s, "{env:") && strings.IndexByte(s, '}') == len(s)-1
+}
+
+// isExecutableFile reports whether path is a regular file with an execute bit.
+func isExecutableFile(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
 }
 
 // parseUser parses "uid" or "uid:gid" (numeric only).

@@ -138,3 +138,69 @@ func TestImageTableRejectsBadEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestImageTableRunsLabExecutablesFromTheStore(t *testing.T) {
+	requireRoot(t)
+	open, private := privateDir(t)
+	ktlab := filepath.Join(private, "ktlab")
+	shadow := filepath.Join(private, "kt-shadow")
+	copyExecutable(t, "/bin/true", ktlab, 0)
+	copyExecutable(t, "/bin/true", shadow, 1)
+	path := filepath.Join(open, "images.yaml")
+	if err := os.WriteFile(path, []byte(`
+kt.dev/echo:
+  entrypoint: ["{ktlab}", "echo"]
+  env: ["SELF={ktlab}"]
+kt.dev/kt-shadow:
+  entrypoint: ["{env:KT_SHADOW_BIN}"]
+kt.dev/unbuilt:
+  cmd: ["{env:NOT_BUILT}", "--flag={env:KT_SHADOW_BIN}"]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tab := newImageTable(path, ktlab)
+	tab.store = newImageStore(filepath.Join(open, "state", "images"))
+	tab.getenv = func(name string) (string, bool) {
+		return map[string]string{"KT_SHADOW_BIN": shadow, "NOT_BUILT": "/build/kt-shadow"}[name], true
+	}
+	inStore := func(p, name string) bool {
+		return strings.HasPrefix(p, tab.store.dir+"/") && filepath.Base(p) == name && searchableByAll(p) == nil
+	}
+
+	echo, err := tab.Resolve("kt.dev/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inStore(echo.Entrypoint[0], "ktlab") || echo.Entrypoint[1] != "echo" || echo.Env[0] != "SELF="+echo.Entrypoint[0] {
+		t.Errorf("{ktlab} must mean the store's copy: entrypoint %q env %q", echo.Entrypoint, echo.Env)
+	}
+	if err := runAs(echo.Entrypoint[0]); err != nil {
+		t.Errorf("uid 65532 cannot run %s: %v", echo.Entrypoint[0], err)
+	}
+	ks, err := tab.Resolve("kt.dev/kt-shadow:0.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inStore(ks.Entrypoint[0], "kt-shadow") {
+		t.Errorf("{env:KT_SHADOW_BIN} naming an executable must run from the store: %q", ks.Entrypoint)
+	}
+	// Not an existing executable, or not a whole word: left as it is.
+	unbuilt, err := tab.Resolve("kt.dev/unbuilt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(unbuilt.Cmd, []string{"/build/kt-shadow", "--flag=" + shadow}) {
+		t.Errorf("cmd %q", unbuilt.Cmd)
+	}
+
+	// A ktlab binary that is gone fails like a pull, saying why.
+	if err := os.Remove(ktlab); err != nil {
+		t.Fatal(err)
+	}
+	tab.store = newImageStore(tab.store.dir)
+	_, err = tab.Resolve("kt.dev/echo")
+	var pe *imagePullError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "image executable") || !strings.Contains(err.Error(), ktlab) {
+		t.Errorf("missing ktlab binary: %v", err)
+	}
+}

@@ -151,6 +151,12 @@ func TestPodNetwork(t *testing.T) {
 	if v, err := readSysctlInNetNS(n.hostNS, "net/ipv4/conf/"+link+"/proxy_arp"); err != nil || v != "1" {
 		t.Errorf("proxy_arp = %q, %v", v, err)
 	}
+	// As containerd's pods: any user binds ports below 1024 and pings.
+	for key, want := range map[string]string{"net/ipv4/ip_unprivileged_port_start": "0", "net/ipv4/ping_group_range": "0\t2147483647"} {
+		if v, err := readSysctlInNetNS(podNS, key); err != nil || v != want {
+			t.Errorf("pod %s = %q, %v; want %q", key, v, err, want)
+		}
+	}
 
 	// TCP from the node (host namespace) to the pod and back.
 	var ln net.Listener
@@ -555,6 +561,9 @@ func TestCleanupAll(t *testing.T) {
 	if !r.running() {
 		t.Fatalf("not running: %+v", r.Exit)
 	}
+	if _, err := newImageStore(state.imagesDir()).install("/bin/true"); err != nil {
+		t.Fatal(err)
+	}
 
 	// Not while an agent holds the state directory.
 	lock, err := lockStateDir(state)
@@ -580,5 +589,8 @@ func TestCleanupAll(t *testing.T) {
 	}
 	if fileExists(state.podsDir()) {
 		t.Error("pod state survived")
+	}
+	if fileExists(state.imagesDir()) {
+		t.Error("the image store survived")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"testing"
+
+	"kt.dev/testbed/internal/echo"
 )
 
 // netnsHelper is "<test binary> netns-helper add|delete <name>": it creates or
@@ -33,8 +35,12 @@ func netnsHelper(args []string) int {
 }
 
 // TestMain lets the test binary play `ktlab run-container` for the
-// integration tests (spawnRunner runs "<binary> run-container <spec>").
+// integration tests (spawnRunner runs "<binary> run-container <spec>"), and
+// `ktlab echo` for image kt.dev/echo ("{ktlab} echo").
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "echo" {
+		os.Exit(echo.Main(os.Args[2:]))
+	}
 	if len(os.Args) > 2 && os.Args[1] == "run-container" {
 		os.Exit(RunContainer(os.Args[2:]))
 	}

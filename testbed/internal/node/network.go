@@ -132,13 +132,27 @@ func (n *netManager) adoptNetNS(ctx context.Context, name string, pid int) error
 	return nil
 }
 
-// setupPod creates (idempotently) the pod's network: netns with lo up, a veth
-// pair (host end `link` in the host namespace with proxy ARP and no address,
-// pod end eth0 with ip/32), routes via the link-local gateway, and the host
-// route to the pod.
+// podSysctls are the network sysctls of every pod namespace.
+var podSysctls = []struct{ key, value string }{
+	{"net/ipv4/ip_unprivileged_port_start", "0"},
+	{"net/ipv4/ping_group_range", "0 2147483647"},
+}
+
+// setupPod creates (idempotently) the pod's network: netns with podSysctls
+// and lo up, a veth pair (host end `link` in the host namespace with proxy ARP
+// and no address, pod end eth0 with ip/32), routes via the link-local gateway,
+// and the host route to the pod.
 func (n *netManager) setupPod(ctx context.Context, netns, link, ip string) error {
 	if err := n.ensureNetNS(ctx, netns); err != nil {
 		return err
+	}
+	// As containerd (2.x, CRI) sets up every pod that does not use the host's
+	// network: any user may bind ports below 1024 (a non-root pod serves on
+	// port 80) and open ICMP echo sockets (ping without privileges).
+	for _, s := range podSysctls {
+		if err := sysctlInNetNS(netns, s.key, s.value); err != nil {
+			return fmt.Errorf("pod network namespace %s: %w", netns, err)
+		}
 	}
 	steps := [][]string{{"-n", netns, "link", "set", "lo", "up"}}
 	if !n.linkExists(ctx, n.hostNS, link) {

@@ -23,6 +23,7 @@ func (s stateDir) podsDir() string               { return filepath.Join(string(s
 func (s stateDir) ipamFile() string              { return filepath.Join(string(s), "ipam.json") }
 func (s stateDir) mountLock() string             { return filepath.Join(string(s), "mounts.lock") }
 func (s stateDir) agentLock() string             { return filepath.Join(string(s), "agent.lock") }
+func (s stateDir) imagesDir() string             { return filepath.Join(string(s), "images") }
 func (s stateDir) pod(uid types.UID) podDir      { return podDir(filepath.Join(s.podsDir(), string(uid))) }
 func (s stateDir) ensure() error                 { return os.MkdirAll(s.podsDir(), 0o755) }
 func (s stateDir) podUIDs() ([]types.UID, error) { return listPodUIDs(s.podsDir()) }

@@ -109,6 +109,7 @@ class ConnectOptions:
         ssh_port: Optional[int] = None,
         socks5_port: int = 0,
         http_proxy_port: int = 0,
+        proxy_auth: bool = False,
         cluster_domain: Optional[str] = None,
         dns_server: Optional[str] = None,
         vpn: Optional[VpnOptions] = None,
@@ -148,6 +149,10 @@ class NativeSession:
     def socks5_addr(self) -> Address: ...
     @property
     def http_proxy_addr(self) -> Address: ...
+    @property
+    def socks5_url(self) -> str: ...
+    @property
+    def http_proxy_url(self) -> str: ...
     @property
     def dns_server(self) -> str: ...
     @property

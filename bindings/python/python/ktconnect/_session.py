@@ -126,6 +126,7 @@ def _check_options(values: Dict[str, Any]) -> None:
             (int, float, datetime.timedelta),
             "seconds (int or float), a timedelta, or None (never)",
         )
+    _require("proxy_auth", values["proxy_auth"], bool, "a bool")
     _check("vpn", values["vpn"], _kt.VpnOptions, "a ktconnect.VpnOptions")
 
 
@@ -153,6 +154,7 @@ def connect_options(
     ssh_port: Optional[int] = None,
     socks5_port: int = 0,
     http_proxy_port: int = 0,
+    proxy_auth: bool = False,
     cluster_domain: Optional[str] = None,
     dns_server: Optional[str] = None,
     vpn: Optional[_kt.VpnOptions] = None,
@@ -197,6 +199,7 @@ def connect_options(
         ssh_port=ssh_port,
         socks5_port=socks5_port,
         http_proxy_port=http_proxy_port,
+        proxy_auth=proxy_auth,
         cluster_domain=cluster_domain,
         dns_server=dns_server,
         vpn=vpn,
@@ -457,16 +460,17 @@ class Session:
         ssh_port: Optional[int] = None,
         socks5_port: int = 0,
         http_proxy_port: int = 0,
+        proxy_auth: bool = False,
         cluster_domain: Optional[str] = None,
         dns_server: Optional[str] = None,
         vpn: Optional[_kt.VpnOptions] = None,
         on_event: Optional[Callable[[Event], None]] = None,
         options: Optional[_kt.ConnectOptions] = None,
     ) -> "Session":
-        """Opens a session: creates the shadow pod and its Secret, waits until the pod
-        is Ready, tunnels SSH to it through the API server and starts the local
-        proxies. Blocks (with the GIL released; Ctrl-C abandons the connect and removes
-        what it created).
+        """Opens a session: creates the shadow pod (and, for the OpenSSH flavour, its
+        Secret), waits until the pod is Ready, tunnels SSH to it through the API server
+        and starts the local proxies. Blocks (with the GIL released; Ctrl-C abandons
+        the connect and removes what it created).
 
         Options (all optional):
 
@@ -489,6 +493,11 @@ class Session:
           stops running (seconds or ``timedelta``; default 10 minutes; ``None``: never).
         - ports: ``ssh_port`` (in the pod), ``socks5_port``, ``http_proxy_port`` (local;
           0 picks a free one).
+        - ``proxy_auth``: the local proxies require random per-session credentials
+          (default ``False``: like ``kubectl port-forward``, any local process of any
+          user may use them). :attr:`Session.http_proxy_url`,
+          :attr:`Session.socks5_url` and :meth:`Session.env` carry them
+          (``http://user:password@127.0.0.1:<port>``); keep those secret.
         - ``cluster_domain`` (``cluster.local``), ``dns_server`` (an IP).
         - ``vpn``: a :class:`ktconnect.VpnOptions` for VPN mode (needs CAP_NET_ADMIN).
         - ``on_event``: called with each :class:`ktconnect.Event` from the start (on a
@@ -522,6 +531,7 @@ class Session:
                 ssh_port=ssh_port,
                 socks5_port=socks5_port,
                 http_proxy_port=http_proxy_port,
+                proxy_auth=proxy_auth,
                 cluster_domain=cluster_domain,
                 dns_server=dns_server,
                 vpn=vpn,
@@ -559,6 +569,7 @@ class Session:
         ssh_port: Optional[int] = None,
         socks5_port: int = 0,
         http_proxy_port: int = 0,
+        proxy_auth: bool = False,
         cluster_domain: Optional[str] = None,
         dns_server: Optional[str] = None,
         vpn: Optional[_kt.VpnOptions] = None,
@@ -593,6 +604,7 @@ class Session:
                 ssh_port=ssh_port,
                 socks5_port=socks5_port,
                 http_proxy_port=http_proxy_port,
+                proxy_auth=proxy_auth,
                 cluster_domain=cluster_domain,
                 dns_server=dns_server,
                 vpn=vpn,
@@ -633,15 +645,16 @@ class Session:
 
     @property
     def http_proxy_url(self) -> str:
-        """The HTTP proxy as a URL: ``http://127.0.0.1:<port>``."""
-        host, port = self.http_proxy_addr
-        return f"http://{host}:{port}"
+        """The HTTP proxy as a URL: ``http://127.0.0.1:<port>``, or
+        ``http://<user>:<password>@127.0.0.1:<port>`` when the session was opened with
+        ``proxy_auth=True`` (then keep it secret)."""
+        return self._native.http_proxy_url
 
     @property
     def socks5_url(self) -> str:
-        """The SOCKS5 proxy as a URL with remote DNS: ``socks5h://127.0.0.1:<port>``."""
-        host, port = self.socks5_addr
-        return f"socks5h://{host}:{port}"
+        """The SOCKS5 proxy as a URL with remote DNS: ``socks5h://127.0.0.1:<port>``,
+        with ``<user>:<password>@`` before the address under ``proxy_auth=True``."""
+        return self._native.socks5_url
 
     @property
     def dns_server(self) -> str:
@@ -668,7 +681,8 @@ class Session:
         """Environment variables that send a child process's traffic through the
         session (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, in both
         cases, and ``NODE_USE_ENV_PROXY``): ``subprocess.run(..., env={**os.environ,
-        **session.env()})``."""
+        **session.env()})``. Under ``proxy_auth=True`` the proxy URLs carry the
+        session's credentials."""
         return self._native.env()
 
     def requests_proxies(self) -> Dict[str, str]:
@@ -716,8 +730,8 @@ class Session:
         return DatagramChannel._adopt(self._native.udp_channel(target, port))
 
     def close(self) -> None:
-        """Removes the shadow pod and its Secret, waits until they are gone, and ends
-        every proxy and forward. Calling it again does nothing. Raises
+        """Removes the shadow pod and its Secret if any, waits until they are gone, and
+        ends every proxy and forward. Calling it again does nothing. Raises
         :class:`ktconnect.CleanupError` (with the kubectl command to finish) if
         something could not be removed."""
         try:

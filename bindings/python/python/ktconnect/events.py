@@ -51,7 +51,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Creating(Event):
-    """The shadow's Secret and pod are being created."""
+    """The shadow pod (and, for the OpenSSH flavour, its Secret) is being created."""
 
     namespace: str
     pod: str
