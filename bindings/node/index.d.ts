@@ -45,7 +45,7 @@ export interface ConnectOptions {
   closeTimeoutMs?: number
   /** How long to keep re-establishing a dropped tunnel (default 120000). */
   reconnectTimeoutMs?: number
-  /** How often the shadow pod's heartbeat annotation is refreshed (default 30000). */
+  /** How often the session's Lease (named like the shadow pod) is renewed (default 30000). */
   heartbeatIntervalMs?: number
   /**
    * The shadow's watchdog: after how long without any connected client kt-shadow

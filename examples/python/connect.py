@@ -5,8 +5,8 @@ session's HTTP proxy by its cluster name, print the answer, close.
     pip install ./bindings/python
     python examples/python/connect.py --namespace demo [--kubeconfig FILE]
 
-The namespace needs the echo app (testbed/examples/echo.yaml) and kt's Role
-(kt-core/rbac/kt-role.yaml); the lab's testbed/test-namespace sets up both.
+The namespace needs the echo app (testbed/examples/echo.yaml) and kt's Role file
+(kt-core/rbac/connect.yaml); the lab's testbed/test-namespace sets up both.
 """
 
 import argparse

@@ -5,8 +5,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the namespace-scoped Role that kt needs is shipped (see the crate docs).
-pub const ROLE_YAML: &str = "kt-core/rbac/kt-role.yaml";
+/// Where the namespace-scoped Role `kt-connect` (proxy mode) is shipped, with the
+/// shadow's ServiceAccount (see the crate docs).
+pub const CONNECT_ROLE_YAML: &str = "kt-core/rbac/connect.yaml";
+
+/// Where the namespace-scoped Role `kt-vpn` (VPN mode: `kt-connect` plus reading and
+/// dry-run creating Services) is shipped, with the shadow's ServiceAccount.
+pub const VPN_ROLE_YAML: &str = "kt-core/rbac/vpn.yaml";
+
+/// The shipped Role file and Role name that grant `verb` on `resource`: `vpn.yaml`
+/// (`kt-vpn`) for what only VPN mode does (listing and dry-run creating Services),
+/// `connect.yaml` (`kt-connect`) for the rest.
+pub(crate) fn role_for(verb: &str, resource: &str) -> (&'static str, &'static str) {
+    let vpn_only = resource == "services" && (verb == "list" || verb.starts_with("create"));
+    if vpn_only {
+        (VPN_ROLE_YAML, "kt-vpn")
+    } else {
+        (CONNECT_ROLE_YAML, "kt-connect")
+    }
+}
 
 /// A `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,12 +100,20 @@ pub enum Error {
         namespace: String,
     },
 
-    /// RBAC refused a call kt needs.
+    /// RBAC refused a call kt needs. The message names the shipped Role file that
+    /// grants it: [`CONNECT_ROLE_YAML`], or [`VPN_ROLE_YAML`] for what only VPN mode does.
     #[error(
         "forbidden: you may not {verb} {resource} in namespace `{namespace}` ({message}); \
-         kt needs the namespace-scoped Role shipped in {ROLE_YAML}: \
-         `kubectl apply -n {namespace} -f {ROLE_YAML}` and bind it to your user or ServiceAccount \
-         (`kubectl create rolebinding kt --role=kt -n {namespace} --user=<you>`)"
+         kt needs the namespace-scoped Role `{role}` shipped in {file}: \
+         `kubectl apply -n {namespace} -f {file}` and bind it to your user or ServiceAccount \
+         (`kubectl create rolebinding kt --role={role} -n {namespace} --user=<you>`){vpn}",
+        file = role_for(verb, resource).0,
+        role = role_for(verb, resource).1,
+        vpn = if role_for(verb, resource).0 == CONNECT_ROLE_YAML {
+            format!("; for VPN mode use {VPN_ROLE_YAML} (Role `kt-vpn`, a superset) instead")
+        } else {
+            String::new()
+        }
     )]
     Forbidden {
         /// The verb (`create`, `get`, `watch`, ...).
@@ -189,6 +214,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// The kt-shadow pod runs as ServiceAccount `kt-shadow` (its watchdog reads the
+    /// session's Lease with it), and the namespace has none: the shipped Role file was
+    /// not applied there.
+    #[error(
+        "the shadow pod cannot be created in namespace `{namespace}`: its ServiceAccount \
+         `kt-shadow` does not exist there ({message}); apply kt's Role file in that namespace, \
+         which makes it: `kubectl apply -n {namespace} -f {CONNECT_ROLE_YAML}` \
+         (or {VPN_ROLE_YAML} for VPN mode)"
+    )]
+    ShadowServiceAccount {
+        /// The namespace.
+        namespace: String,
+        /// The API server's message.
+        message: String,
+    },
+
     /// The shadow pod did not become ready in time.
     #[error(
         "the shadow pod `{pod}` was not ready within {timeout:?} (last seen: {last}); \
@@ -208,7 +249,7 @@ pub enum Error {
     /// The API server or the node refused or broke the port-forward to the shadow.
     #[error(
         "port-forward to pod `{pod}` port {port} failed: {reason}; check the `create \
-         pods/portforward` permission ({ROLE_YAML}), that the API server and any proxy in \
+         pods/portforward` permission ({CONNECT_ROLE_YAML}), that the API server and any proxy in \
          front of it allow WebSocket upgrades, and that the shadow listens on port {port}"
     )]
     PortForward {
@@ -589,7 +630,7 @@ impl Error {
             Error::NamespaceNotFound { .. }
             | Error::NameNotFound { .. }
             | Error::TargetNotFound { .. } => ErrorKind::NotFound,
-            Error::Forbidden { .. } => ErrorKind::Forbidden,
+            Error::Forbidden { .. } | Error::ShadowServiceAccount { .. } => ErrorKind::Forbidden,
             Error::Api { .. } => ErrorKind::Api,
             Error::ShadowImage { .. }
             | Error::ShadowFailed { .. }
@@ -744,6 +785,56 @@ mod tests {
     }
 
     #[test]
+    fn forbidden_names_the_role_file_that_grants_the_verb() {
+        let forbidden = |verb, resource| {
+            Error::Forbidden {
+                verb,
+                resource,
+                namespace: "dev".into(),
+                message: "no".into(),
+            }
+            .to_string()
+        };
+        for (verb, resource) in [
+            ("create", "pods"),
+            ("create", "leases"),
+            ("get", "services"),
+            ("create", "secrets"),
+        ] {
+            let text = forbidden(verb, resource);
+            assert!(
+                text.contains("`kubectl apply -n dev -f kt-core/rbac/connect.yaml`"),
+                "{text}"
+            );
+            assert!(text.contains("--role=kt-connect"), "{text}");
+            assert!(
+                text.contains("for VPN mode use kt-core/rbac/vpn.yaml"),
+                "{text}"
+            );
+        }
+        for (verb, resource) in [("list", "services"), ("create (dry-run)", "services")] {
+            let text = forbidden(verb, resource);
+            assert!(
+                text.contains("`kubectl apply -n dev -f kt-core/rbac/vpn.yaml`"),
+                "{text}"
+            );
+            assert!(text.contains("--role=kt-vpn"), "{text}");
+            assert!(!text.contains("connect.yaml"), "{text}");
+        }
+        let sa = Error::ShadowServiceAccount {
+            namespace: "dev".into(),
+            message: "serviceaccount \"kt-shadow\" not found".into(),
+        };
+        assert_eq!(sa.kind(), ErrorKind::Forbidden);
+        let text = sa.to_string();
+        assert!(
+            text.contains("`kubectl apply -n dev -f kt-core/rbac/connect.yaml`"),
+            "{text}"
+        );
+        assert!(text.contains("kt-core/rbac/vpn.yaml"), "{text}");
+    }
+
+    #[test]
     fn messages_name_no_rust_api() {
         let samples = [
             Error::NamespaceNotFound {
@@ -765,6 +856,10 @@ mod tests {
                 pod: "p".into(),
                 namespace: "x".into(),
                 reason: "it was deleted".into(),
+            },
+            Error::ShadowServiceAccount {
+                namespace: "x".into(),
+                message: "serviceaccount \"kt-shadow\" not found".into(),
             },
             Error::ShadowHostKey {
                 pod: "p".into(),

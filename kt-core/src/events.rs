@@ -88,7 +88,8 @@ pub enum Event {
         /// The last failure.
         reason: String,
     },
-    /// Refreshing the heartbeat annotation failed (the session goes on).
+    /// Renewing the session's Lease failed (the session goes on; if renewals keep
+    /// failing for the shadow timeout, the shadow ends itself).
     HeartbeatFailed {
         /// What the API server said.
         reason: String,

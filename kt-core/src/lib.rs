@@ -50,8 +50,14 @@
 //!   where the client reads it through the API server and pins it (see Security
 //!   notes). It passes the **restricted** Pod Security Standard (non-root 65532, no
 //!   privilege escalation, all capabilities dropped, seccomp `RuntimeDefault`, read-only
-//!   root filesystem). Its `kt.dev/heartbeat` annotation is refreshed while the session
-//!   lives;
+//!   root filesystem). It runs as ServiceAccount `kt-shadow` (made by the shipped Role
+//!   files; its only permission is reading Leases), with its token mounted;
+//! - a Lease `kt-shadow-<id>` (`coordination.k8s.io/v1`), held by the session id,
+//!   lasting the shadow timeout ([`ConnectOptions::shadow_heartbeat_timeout`]), renewed
+//!   every [`ConnectOptions::heartbeat_interval`]; owned by the pod. When the client
+//!   stops renewing it (crash, lost network), kt-shadow's watchdog ends the pod, and
+//!   the next session in the namespace deletes the pods of expired Leases and ended
+//!   pods;
 //! - for [`ShadowFlavour::OpenSsh`] only, a Secret `kt-shadow-<id>` with the client's
 //!   public key, the sshd host key (made by the client and pinned) and the sshd
 //!   configuration, which sshd reads from files; owned by the pod, so deleting the pod
@@ -102,16 +108,28 @@
 //!
 //! # Permissions
 //!
-//! A namespace-scoped Role is enough; it is shipped as `kt-core/rbac/kt-role.yaml`:
+//! A namespace-scoped Role is enough. Two are shipped, by what the user does; each file
+//! also makes the shadow's ServiceAccount `kt-shadow` (Role `kt-shadow`: `get` on
+//! Leases):
+//!
+//! - [`CONNECT_ROLE_YAML`] (`kt-core/rbac/connect.yaml`), Role `kt-connect`: proxy mode;
+//! - [`VPN_ROLE_YAML`] (`kt-core/rbac/vpn.yaml`), Role `kt-vpn`: VPN mode, `kt-connect`
+//!   plus `list` and `create` on Services.
 //!
 //! | resource | verbs | why |
 //! |---|---|---|
-//! | `pods` | create, get, list, watch, delete, patch | the shadow pod, waiting for it, the heartbeat |
-//! | `pods/portforward` | create | the tunnel |
+//! | `pods` | create, get, list, watch, delete | the shadow pod, its UID check, waiting for it, the leftover sweep |
+//! | `pods/portforward` | create, get | the tunnel |
 //! | `pods/log` | get | kt-shadow's host key (reported on its log); the shadow's log in error messages |
-//! | `secrets` | create, get, delete, patch | the OpenSSH flavour only: sshd's keys and configuration (patch: the owner reference) |
-//! | `services` | get, list | `forward("svc/name")`; VPN mode: the namespace's ClusterIPs |
-//! | `services` | create | VPN mode: a **dry-run** create whose refusal names the Service IP range (nothing is created) |
+//! | `secrets` | create, patch, delete | the OpenSSH flavour only: sshd's keys and configuration (patch: the owner reference); never read back |
+//! | `leases` | create, get, patch | the session's Lease (patch: renewals; get: the sweep, close) |
+//! | `services` | get | `forward("svc/name")` |
+//! | `services` | list (`kt-vpn` only) | VPN mode: the namespace's ClusterIPs, the hosts-file names |
+//! | `services` | create (`kt-vpn` only) | VPN mode: a **dry-run** create whose refusal names the Service IP range (nothing is created; the verb would also allow real Services, hence only in `kt-vpn`) |
+//!
+//! Neither Role can read Secrets or patch pods. A refused call fails with
+//! [`Error::Forbidden`], naming the file that grants it; a namespace without the
+//! ServiceAccount fails with [`Error::ShadowServiceAccount`].
 //!
 //! Reading `kube-system/kube-dns` is optional: without it the shadow's resolver finds
 //! the cluster DNS server. VPN mode reads the cluster-wide ServiceCIDRs and Nodes when
@@ -206,7 +224,7 @@ pub use cluster::target::Target;
 pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
-pub use error::{Error, ErrorKind, ROLE_YAML, Result};
+pub use error::{CONNECT_ROLE_YAML, Error, ErrorKind, Result, VPN_ROLE_YAML};
 pub use events::{Event, EventKind, EventValue, Events};
 pub use ipnet::IpNet;
 pub use options::surface;

@@ -408,6 +408,14 @@ impl Session {
         self.inner.shadow.break_link();
     }
 
+    /// Stops renewing the session's Lease while the tunnel stays up, as a client that
+    /// froze would, so that tests can watch the shadow's watchdog and the leftover
+    /// sweep of other sessions act on an expired Lease.
+    #[doc(hidden)]
+    pub fn stop_lease_renewal(&self) {
+        self.inner.shadow.stop_lease_renewal();
+    }
+
     fn check_open(&self) -> Result<()> {
         self.inner.teardown.check_open()
     }

@@ -1,5 +1,6 @@
 //! After `close()`, nothing kt made is left anywhere in the cluster:
-//! `kubectl get all,secrets,configmaps -A -l app.kubernetes.io/managed-by=kt` is empty.
+//! `kubectl get all,secrets,configmaps,leases -A -l app.kubernetes.io/managed-by=kt` is
+//! empty. While the session lives, its Lease is renewed.
 //! The two flavours run one after the other (a shared lock), so that each looks at a
 //! cluster where only its own session existed.
 
@@ -18,13 +19,14 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     let _one = ONE_AT_A_TIME.lock().await;
     let f = Fixture::start("kt-close", flavour, 1).await?;
     let session_label = format!("kt.dev/session={}", f.session.id());
-    // While the session lives: a pod, labelled; for the OpenSSH shadow also a Secret,
-    // owned by the pod. The kt-shadow flavour makes no Secret at all.
+    // While the session lives: a pod and a Lease, labelled, the Lease owned by the pod;
+    // for the OpenSSH shadow also a Secret, owned by the pod. The kt-shadow flavour
+    // makes no Secret at all.
     let live = f
         .lab
         .kubectl(&[
             "get",
-            "pods,secrets",
+            "pods,secrets,leases",
             "-A",
             "-l",
             &session_label,
@@ -35,37 +37,41 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     let mut names: Vec<&str> = live.lines().collect();
     names.sort_unstable();
     let pod = f.session.pod_name().to_owned();
-    let expected = if flavour == ShadowFlavour::OpenSsh {
-        vec![format!("pod/{pod}"), format!("secret/{pod}")]
-    } else {
-        vec![format!("pod/{pod}")]
-    };
-    ensure!(names == expected, "objects of the live session: {names:?}");
+    let mut expected = vec![
+        format!("lease.coordination.k8s.io/{pod}"),
+        format!("pod/{pod}"),
+    ];
     if flavour == ShadowFlavour::OpenSsh {
+        expected.push(format!("secret/{pod}"));
+    }
+    ensure!(names == expected, "objects of the live session: {names:?}");
+    let owned: &[&str] = if flavour == ShadowFlavour::OpenSsh {
+        &["secret", "lease"]
+    } else {
+        &["lease"]
+    };
+    for kind in owned {
         let owner =
             f.ns.kubectl(&[
                 "get",
-                "secret",
+                kind,
                 &pod,
                 "-o",
                 "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
             ])
             .await?;
-        ensure!(owner == format!("Pod/{pod}"), "secret owner: {owner}");
+        ensure!(owner == format!("Pod/{pod}"), "{kind} owner: {owner}");
     }
-    let heartbeat =
+    let holder =
         f.ns.kubectl(&[
             "get",
-            "pod",
+            "lease",
             &pod,
             "-o",
-            "jsonpath={.metadata.annotations.kt\\.dev/heartbeat}",
+            "jsonpath={.spec.holderIdentity}",
         ])
         .await?;
-    ensure!(
-        kt_proto::annotations::parse_heartbeat(&heartbeat).is_ok(),
-        "heartbeat `{heartbeat}`"
-    );
+    ensure!(holder == f.session.id(), "lease holder `{holder}`");
 
     let mut events = f.session.events();
     f.session.close().await?;
@@ -73,7 +79,7 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
         .lab
         .kubectl(&[
             "get",
-            "all,secrets,configmaps",
+            "all,secrets,configmaps,leases",
             "-A",
             "-l",
             "app.kubernetes.io/managed-by=kt",
@@ -99,8 +105,8 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
     Ok(())
 }
 
-both_flavours!(the_heartbeat_annotation_is_refreshed_while_the_session_lives);
-async fn the_heartbeat_annotation_is_refreshed_while_the_session_lives(
+both_flavours!(the_sessions_lease_is_renewed_while_the_session_lives);
+async fn the_sessions_lease_is_renewed_while_the_session_lives(
     flavour: ShadowFlavour,
 ) -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -111,19 +117,15 @@ async fn the_heartbeat_annotation_is_refreshed_while_the_session_lives(
     let pod = f.session.pod_name().to_owned();
     let read = || async {
         let value =
-            f.ns.kubectl(&[
-                "get",
-                "pod",
-                &pod,
-                "-o",
-                "jsonpath={.metadata.annotations.kt\\.dev/heartbeat}",
-            ])
-            .await?;
-        kt_proto::annotations::parse_heartbeat(&value).map_err(anyhow::Error::from)
+            f.ns.kubectl(&["get", "lease", &pod, "-o", "jsonpath={.spec.renewTime}"])
+                .await?;
+        value
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .map_err(|e| anyhow::anyhow!("renewTime `{value}`: {e}"))
     };
     let first = read().await?;
     kt_lab_tests::wait_until(
-        "the heartbeat annotation to advance",
+        "the Lease's renewTime to advance",
         kt_lab_tests::WAIT,
         || async {
             let now = read().await?;

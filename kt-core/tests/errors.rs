@@ -24,7 +24,13 @@ async fn missing_permissions_name_the_verb_the_resource_and_the_shipped_role() -
         Err(e @ Error::Forbidden { .. }) => {
             ensure!(e.kind() == ErrorKind::Forbidden, "kind {}", e.kind());
             let msg = e.to_string();
-            for part in ["create secrets", ns.name(), "kt-core/rbac/kt-role.yaml"] {
+            for part in [
+                "create secrets",
+                ns.name(),
+                "kubectl apply -n",
+                "kt-core/rbac/connect.yaml",
+                "--role=kt-connect",
+            ] {
                 ensure!(msg.contains(part), "`{part}` missing from: {msg}");
             }
         }
@@ -34,6 +40,51 @@ async fn missing_permissions_name_the_verb_the_resource_and_the_shipped_role() -
         .kubectl(&[
             "get",
             "pods,secrets",
+            "-l",
+            "app.kubernetes.io/managed-by=kt",
+            "-o",
+            "name",
+        ])
+        .await?;
+    ensure!(left.trim().is_empty(), "left behind: {left}");
+    Ok(())
+}
+
+/// A namespace where the shipped Role file was not applied has no ServiceAccount
+/// `kt-shadow`: connecting with the kt-shadow flavour fails saying which file to apply,
+/// and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_shadow_service_account_says_to_apply_the_role_file() -> Result<()> {
+    let lab = Lab::connect().await?;
+    let ns = lab.namespace("kt-no-sa").await?;
+    common::restrict_for(&ns, ShadowFlavour::KtShadow).await?;
+    let kubeconfig = scoped_kubeconfig(&ns, true).await?;
+    ns.kubectl(&["delete", "serviceaccount", "kt-shadow"])
+        .await?;
+    let opts = options(ShadowFlavour::KtShadow, ns.name(), &kubeconfig)?;
+    let res = Session::connect(opts).await;
+    let _ = std::fs::remove_file(&kubeconfig);
+    match res {
+        Err(e @ Error::ShadowServiceAccount { .. }) => {
+            ensure!(e.kind() == ErrorKind::Forbidden, "kind {}", e.kind());
+            let msg = e.to_string();
+            for part in [
+                "ServiceAccount `kt-shadow` does not exist",
+                &format!(
+                    "kubectl apply -n {} -f kt-core/rbac/connect.yaml",
+                    ns.name()
+                ),
+                "kt-core/rbac/vpn.yaml",
+            ] {
+                ensure!(msg.contains(part), "`{part}` missing from: {msg}");
+            }
+        }
+        other => bail!("expected ShadowServiceAccount, got {other:?}"),
+    }
+    let left = ns
+        .kubectl(&[
+            "get",
+            "pods,secrets,leases",
             "-l",
             "app.kubernetes.io/managed-by=kt",
             "-o",

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
-use common::{ROLE_YAML, scoped_kubeconfig, scoped_kubeconfig_with};
+use common::{Shipped, scoped_kubeconfig_for, scoped_kubeconfig_with};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kt_core::{ConnectOptions, IpNet, VpnOptions};
@@ -187,7 +187,7 @@ async fn namespace_scoped_role_gets_the_service_range_from_a_dry_run_and_creates
     let lab = Lab::connect().await?;
     let ns = lab.namespace("kt-ranges-ns").await?;
     let echo = ns.deploy_echo(2).await?;
-    let kubeconfig = scoped_kubeconfig(&ns, true).await?;
+    let kubeconfig = scoped_kubeconfig_for(&ns, Shipped::Vpn, true).await?;
     let before = service_names(&ns).await?;
     let found = discover(&kubeconfig, ns.name(), &VpnOptions::new()).await;
     let _ = std::fs::remove_file(&kubeconfig);
@@ -253,13 +253,14 @@ async fn without_create_on_services_the_range_covers_the_namespace_cluster_ips()
     let lab = Lab::connect().await?;
     let ns = lab.namespace("kt-ranges-nocreate").await?;
     let echo = ns.deploy_echo(1).await?;
-    let rule = r#"verbs: ["create", "get", "list"]"#;
+    let rule = r#"verbs: ["get", "list", "create"]"#;
+    let vpn = Shipped::Vpn.yaml();
     ensure!(
-        ROLE_YAML.matches(rule).count() == 1,
-        "the shipped Role's services rule changed; update this test"
+        vpn.matches(rule).count() == 1,
+        "the shipped kt-vpn Role's services rule changed; update this test"
     );
-    let role = ROLE_YAML.replace(rule, r#"verbs: ["get", "list"]"#);
-    let kubeconfig = scoped_kubeconfig_with(&ns, &role, true).await?;
+    let role = vpn.replace(rule, r#"verbs: ["get", "list"]"#);
+    let kubeconfig = scoped_kubeconfig_with(&ns, &role, Shipped::Vpn.role(), true).await?;
     let found = discover(&kubeconfig, ns.name(), &VpnOptions::new()).await;
     let _ = std::fs::remove_file(&kubeconfig);
     let found = found?;

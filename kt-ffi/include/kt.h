@@ -192,8 +192,8 @@ typedef enum {
   KT_TIMEOUT_RECONNECT = 4,
   // How long `kt_session_close` waits for the objects to be gone (default 60 s).
   KT_TIMEOUT_CLOSE = 5,
-  // How often the shadow pod's heartbeat annotation is refreshed (default 30 s,
-  // at least 1 s).
+  // How often the session's Lease (named like the shadow pod) is renewed (default
+  // 30 s, at least 1 s).
   KT_TIMEOUT_HEARTBEAT_INTERVAL = 6,
   // After how long without a client the shadow exits by itself (default 10 min;
   // 0 means never).

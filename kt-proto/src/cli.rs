@@ -4,7 +4,7 @@
 //! ```text
 //! kt-shadow serve [--listen 127.0.0.1:2222] [--host-key /etc/kt/ssh_host_ed25519_key]
 //!                 [--authorized-keys /etc/kt/authorized_keys] [--idle-exit <secs>]
-//!                 [--heartbeat-timeout <secs>] [--allow-non-loopback]
+//!                 [--heartbeat-timeout <secs>] [--lease <name>] [--allow-non-loopback]
 //!                 [--remote-forward <port>]... [--max-preauth-connections <n>]
 //!                 [--max-channels <n>] [--max-udp-flows <n>]
 //! kt-shadow serve [--listen 127.0.0.1:2222] --authorized-key '<openssh public key>' [...]
@@ -44,6 +44,12 @@ pub const IDLE_EXIT: &str = "--idle-exit";
 /// for this many seconds (counted from start until a first client connects, then from
 /// each moment the last client disconnects).
 pub const HEARTBEAT_TIMEOUT: &str = "--heartbeat-timeout";
+/// `serve`: the session's Lease (`coordination.k8s.io/v1`, in the pod's namespace) to
+/// watch with the pod's in-cluster credentials: exit [`shadow::EXIT_LEASE_EXPIRED`]
+/// when it is deleted or its holder stops renewing it for its `leaseDurationSeconds`.
+/// Without credentials, or while the API server cannot be read, only
+/// [`HEARTBEAT_TIMEOUT`] applies.
+pub const LEASE: &str = "--lease";
 /// `serve`: the one public key allowed to log in, given inline (OpenSSH format, one
 /// argument). The shadow then makes its own host key in memory and prints its public
 /// half on one log line ([`shadow::host_key_log_line`]) before it listens; no key file
@@ -86,9 +92,9 @@ kt-shadow: kt's in-cluster agent, an SSH server for port forwarding
 
 USAGE:
   kt-shadow serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
-                  [--idle-exit SECS] [--heartbeat-timeout SECS] [--allow-non-loopback]
-                  [--remote-forward PORT]... [--max-preauth-connections N]
-                  [--max-channels N] [--max-udp-flows N]
+                  [--idle-exit SECS] [--heartbeat-timeout SECS] [--lease NAME]
+                  [--allow-non-loopback] [--remote-forward PORT]...
+                  [--max-preauth-connections N] [--max-channels N] [--max-udp-flows N]
   kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
@@ -105,6 +111,10 @@ SERVE OPTIONS:
                             after the last one disconnected
   --heartbeat-timeout SECS  exit 3 when no client has been connected for SECS seconds
                             (also if none ever connects)
+  --lease NAME              with the pod's ServiceAccount token, watch the session's Lease
+                            NAME in the pod's namespace; exit 4 when it is deleted or not
+                            renewed for its leaseDurationSeconds (API errors: logged, and
+                            only --heartbeat-timeout applies)
   --allow-non-loopback      accept a --listen address that is not loopback
   --authorized-key KEY      the one public key allowed to log in, OpenSSH format, one
                             argument (`ssh-ed25519 AAAA... comment`); the host key is then
@@ -144,6 +154,8 @@ pub struct ServeArgs {
     pub idle_exit: Option<Duration>,
     /// Exit [`shadow::EXIT_HEARTBEAT_TIMEOUT`] when no client has been connected this long.
     pub heartbeat_timeout: Option<Duration>,
+    /// The session's Lease to watch (the shadow pod's name); see [`LEASE`].
+    pub lease: Option<String>,
     /// Accept a non-loopback [`ServeArgs::listen`].
     pub allow_non_loopback: bool,
     /// [`AUTHORIZED_KEY`]: the one public key allowed to log in; when set, the host
@@ -170,6 +182,7 @@ impl Default for ServeArgs {
             authorized_keys: PathBuf::from(shadow::AUTHORIZED_KEYS_PATH),
             idle_exit: None,
             heartbeat_timeout: None,
+            lease: None,
             allow_non_loopback: false,
             authorized_key: None,
             remote_forward_ports: Vec::new(),
@@ -204,6 +217,9 @@ impl ServeArgs {
                 HEARTBEAT_TIMEOUT.to_owned(),
                 secs_rounded_up(timeout).to_string(),
             ]);
+        }
+        if let Some(lease) = &self.lease {
+            args.extend([LEASE.to_owned(), lease.clone()]);
         }
         if self.allow_non_loopback {
             args.push(ALLOW_NON_LOOPBACK.to_owned());
@@ -371,6 +387,10 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
                 let value = opt.value(HEARTBEAT_TIMEOUT, &mut args)?;
                 serve.heartbeat_timeout = Some(parse_secs(HEARTBEAT_TIMEOUT, value)?);
             }
+            LEASE => {
+                let value = opt.value(LEASE, &mut args)?;
+                serve.lease = Some(parse_object_name(LEASE, value)?);
+            }
             ALLOW_NON_LOOPBACK => {
                 opt.flag(ALLOW_NON_LOOPBACK)?;
                 serve.allow_non_loopback = true;
@@ -458,6 +478,28 @@ fn parse_path(option: &'static str, value: String) -> Result<PathBuf, Error> {
         });
     }
     Ok(PathBuf::from(value))
+}
+
+/// A Kubernetes object name (a DNS-1123 subdomain): 1 to 253 characters of `a-z`,
+/// `0-9`, `-` and `.`, starting and ending with a letter or digit.
+fn parse_object_name(option: &'static str, value: String) -> Result<String, Error> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value.chars().all(ok_char)
+        && alnum(value.chars().next())
+        && alnum(value.chars().last());
+    if valid {
+        Ok(value)
+    } else {
+        Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected a Kubernetes object name (lowercase letters, digits, `-` and `.`, \
+                     at most 253 characters, starting and ending with a letter or digit)",
+        })
+    }
 }
 
 /// One OpenSSH public key line, checked only for its shape here (the shadow parses the
@@ -557,6 +599,7 @@ mod tests {
             authorized_keys: PathBuf::from("/k/auth"),
             idle_exit: Some(Duration::from_secs(30)),
             heartbeat_timeout: Some(Duration::from_secs(90)),
+            lease: Some("kt-shadow-abc".to_owned()),
             allow_non_loopback: true,
             authorized_key: None,
             remote_forward_ports: vec![8080, 0],
@@ -580,6 +623,8 @@ mod tests {
                 "30",
                 "--heartbeat-timeout",
                 "90",
+                "--lease",
+                "kt-shadow-abc",
                 "--allow-non-loopback",
                 "--remote-forward",
                 "8080",
@@ -736,6 +781,10 @@ mod tests {
                 "serve --max-preauth-connections 1000001",
                 "from 1 to 1000000",
             ),
+            ("serve --lease", "`--lease` needs a value"),
+            ("serve --lease Kt-Shadow", "Kubernetes object name"),
+            ("serve --lease -x", "Kubernetes object name"),
+            ("serve --lease=a/b", "Kubernetes object name"),
             ("probe --listen 127.0.0.1:1", "for `kt-shadow probe`"),
             ("serve --authorized-key", "`--authorized-key` needs a value"),
             (
@@ -766,6 +815,7 @@ mod tests {
             AUTHORIZED_KEYS,
             IDLE_EXIT,
             HEARTBEAT_TIMEOUT,
+            LEASE,
             ALLOW_NON_LOOPBACK,
             AUTHORIZED_KEY,
             REMOTE_FORWARD,

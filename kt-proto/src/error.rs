@@ -11,19 +11,6 @@ pub enum Error {
     )]
     UnknownRole(String),
 
-    /// A `kt.dev/heartbeat` annotation that is not an RFC 3339 UTC timestamp.
-    #[error(
-        "heartbeat `{value}` is not an RFC 3339 UTC timestamp like 2025-01-31T12:00:00Z; \
-         the annotation was edited by hand or written by another tool: delete it and let kt rewrite it"
-    )]
-    InvalidHeartbeat {
-        /// The annotation value as found.
-        value: String,
-        /// Why the timestamp parser refused it.
-        #[source]
-        source: humantime::TimestampError,
-    },
-
     /// A datagram handed to [`crate::DatagramCodec::encode`] is longer than the codec's limit.
     #[error(
         "UDP datagram of {len} bytes exceeds the {max}-byte limit of direct-udp@kt.dev framing; \

@@ -2,10 +2,10 @@
 //! (`kt-shadow`), defined once so the two sides cannot drift apart.
 //!
 //! - [`labels`] and [`annotations`]: the names kt puts on every Kubernetes object it
-//!   creates, the [`Role`] of a pod, and the heartbeat timestamp format.
+//!   creates and the [`Role`] of a pod.
 //! - [`shadow`]: how the shadow learns the client's key and reports its host key, the
-//!   OpenSSH flavour's Secret keys and mount point, the SSH port, image,
-//!   user id, exit codes and the `kt-health` liveness command.
+//!   OpenSSH flavour's Secret keys and mount point, the SSH port, image, user id,
+//!   ServiceAccount, session Lease, exit codes and the `kt-health` liveness command.
 //! - [`cli`]: the shadow's command line, both built (by the client, for the pod spec)
 //!   and parsed (by the shadow) from the same code.
 //! - [`channel`]: SSH channel and request names, and the framing of UDP datagrams on a

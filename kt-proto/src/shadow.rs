@@ -1,6 +1,6 @@
 //! The shadow pod: how it learns the client's key and reports its host key, its Secret
-//! (the OpenSSH flavour only) and where it is mounted, its SSH port, image, user and
-//! exit codes.
+//! (the OpenSSH flavour only) and where it is mounted, its SSH port, image, user,
+//! ServiceAccount, the session's Lease and exit codes.
 //!
 //! The client makes a key pair per session, the **client key**: its private half never
 //! leaves the client. What happens to its public half and to the shadow's **host key**
@@ -112,6 +112,20 @@ pub const HEALTH_OUTPUT: &str = "ok\n";
 /// `--heartbeat-timeout` seconds: the client vanished, the cluster needs restoring.
 pub const EXIT_HEARTBEAT_TIMEOUT: i32 = 3;
 
+/// The ServiceAccount the kt-shadow flavour's pod runs as. Its only permission is
+/// reading Leases (the shipped `connect.yaml` and `vpn.yaml` make it, with Role and
+/// RoleBinding `kt-shadow`), so that the shadow's watchdog can see its session's
+/// Lease (`--lease`).
+pub const SERVICE_ACCOUNT: &str = "kt-shadow";
+
+/// Exit code of `kt-shadow serve --lease NAME` when the session's Lease expired (its
+/// holder stopped renewing it for `leaseDurationSeconds`, as seen by the shadow) or
+/// was deleted: the client is gone, the cluster needs restoring.
+///
+/// The Lease (`coordination.k8s.io/v1`) has the shadow pod's name, is owned by the
+/// pod, is held by the session id and renewed by the client every heartbeat interval.
+pub const EXIT_LEASE_EXPIRED: i32 = 4;
+
 /// Exit code for a usage error (bad command line), as in BSD `sysexits.h`.
 pub const EXIT_USAGE: i32 = 64;
 
@@ -167,10 +181,15 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct_and_nonzero() {
-        let codes = [EXIT_FAILURE, EXIT_HEARTBEAT_TIMEOUT, EXIT_USAGE];
+        let codes = [
+            EXIT_FAILURE,
+            EXIT_HEARTBEAT_TIMEOUT,
+            EXIT_LEASE_EXPIRED,
+            EXIT_USAGE,
+        ];
         assert!(codes.iter().all(|c| *c != 0));
-        assert_ne!(EXIT_FAILURE, EXIT_HEARTBEAT_TIMEOUT);
-        assert_ne!(EXIT_USAGE, EXIT_HEARTBEAT_TIMEOUT);
+        let distinct: std::collections::HashSet<_> = codes.iter().collect();
+        assert_eq!(distinct.len(), codes.len());
     }
 
     #[test]

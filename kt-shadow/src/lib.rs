@@ -30,7 +30,9 @@
 //! reads both from files instead (tests, or running it beside kt by hand).
 //!
 //! It writes nothing to disk, runs as any non-root user, and exits with code 3 when no
-//! client has been connected for `--heartbeat-timeout` seconds.
+//! client has been connected for `--heartbeat-timeout` seconds, and (`--lease NAME`,
+//! with the pod's ServiceAccount token) with code 4 when the session's Lease expires or
+//! is deleted ([`lease`]).
 //!
 //! # Example
 //!
@@ -64,6 +66,7 @@
 mod error;
 mod handler;
 pub mod keys;
+pub mod lease;
 mod limits;
 pub mod probe;
 mod server;
@@ -83,15 +86,19 @@ pub enum Exit {
     IdleExit,
     /// `--heartbeat-timeout`: no client was connected for that long.
     HeartbeatTimeout,
+    /// `--lease`: the session's Lease expired or was deleted.
+    LeaseExpired,
 }
 
 impl Exit {
-    /// The process exit code for this outcome: 0, 0 and
-    /// [`kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT`].
+    /// The process exit code for this outcome: 0, 0,
+    /// [`kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT`] and
+    /// [`kt_proto::shadow::EXIT_LEASE_EXPIRED`].
     pub const fn code(self) -> i32 {
         match self {
             Exit::Shutdown | Exit::IdleExit => 0,
             Exit::HeartbeatTimeout => kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT,
+            Exit::LeaseExpired => kt_proto::shadow::EXIT_LEASE_EXPIRED,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use kt_proto::cli::{Command, ServeArgs, USAGE};
 use kt_proto::shadow::{EXIT_FAILURE, EXIT_USAGE};
+use kt_shadow::lease::LeaseWatch;
 use kt_shadow::probe::{PROBE_TIMEOUT, probe};
 use kt_shadow::{Exit, Shadow};
 use tokio_util::sync::CancellationToken;
@@ -52,13 +53,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> i32 {
-    let shadow = match Shadow::bind(&args).await {
+    let mut shadow = match Shadow::bind(&args).await {
         Ok(shadow) => shadow,
         Err(err) => {
             error!("{err}");
             return EXIT_FAILURE;
         }
     };
+    if let Some(watch) = args.lease.as_deref().and_then(LeaseWatch::in_cluster) {
+        shadow = shadow.watch_lease(watch);
+    }
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let exit = shadow.run(shutdown).await;

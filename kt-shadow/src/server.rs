@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::handler::ConnHandler;
 use crate::keys::{AuthorizedKeys, generate_host_key, host_key_line, load_host_key};
+use crate::lease::LeaseWatch;
 use crate::limits::{ConnLimits, Slots, refuse, too_many_connections};
 use crate::stream::decouple;
 use crate::{Error, Exit};
@@ -154,6 +155,7 @@ pub struct Shadow {
     state: Arc<State>,
     idle_exit: Option<Duration>,
     heartbeat_timeout: Option<Duration>,
+    lease: Option<LeaseWatch>,
 }
 
 impl std::fmt::Debug for Shadow {
@@ -162,6 +164,7 @@ impl std::fmt::Debug for Shadow {
             .field("local_addr", &self.listener.local_addr().ok())
             .field("idle_exit", &self.idle_exit)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
 }
@@ -262,7 +265,16 @@ impl Shadow {
             }),
             idle_exit: args.idle_exit,
             heartbeat_timeout: args.heartbeat_timeout,
+            lease: None,
         })
+    }
+
+    /// Also ends [`Shadow::run`] (with [`Exit::LeaseExpired`]) when the session's Lease
+    /// expires or is deleted (see [`crate::lease`]). The SSH-idle timer stays on.
+    #[must_use]
+    pub fn watch_lease(mut self, watch: LeaseWatch) -> Shadow {
+        self.lease = Some(watch);
+        self
     }
 
     /// The address the server listens on (useful with port 0).
@@ -275,8 +287,9 @@ impl Shadow {
     }
 
     /// Serves until `shutdown` is cancelled, the heartbeat timeout or the idle exit
-    /// fires. Then disconnects every client, closes every listener and waits (up to a
-    /// few seconds) for every task to finish before returning why it stopped.
+    /// fires, or the watched Lease ([`Shadow::watch_lease`]) expires. Then disconnects
+    /// every client, closes every listener and waits (up to a few seconds) for every
+    /// task to finish before returning why it stopped.
     pub async fn run(self, shutdown: CancellationToken) -> Exit {
         let Shadow {
             listener,
@@ -284,7 +297,15 @@ impl Shadow {
             state,
             idle_exit,
             heartbeat_timeout,
+            lease,
         } = self;
+        let lease = async move {
+            match lease {
+                Some(watch) => watch.run().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lease);
         let stop = shutdown.child_token();
         let mut clients = state.clients.subscribe();
         let mut last = Clients::default();
@@ -299,6 +320,7 @@ impl Shadow {
                 .map(|(t, d)| t + d);
             tokio::select! {
                 () = stop.cancelled() => break Exit::Shutdown,
+                _ = &mut lease => break Exit::LeaseExpired,
                 () = sleep_until(heartbeat_deadline) => {
                     warn!(
                         timeout = ?heartbeat_timeout.unwrap_or_default(),

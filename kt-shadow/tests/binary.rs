@@ -112,6 +112,40 @@ async fn serve_exits_3_when_no_client_comes_within_the_heartbeat_timeout() -> Te
 }
 
 #[tokio::test]
+async fn without_in_cluster_credentials_the_lease_is_not_watched_and_the_idle_timer_still_ends_it()
+-> TestResult {
+    let dir = TempDir::new()?;
+    let host = keygen(dir.path(), "host")?;
+    let client = keygen(dir.path(), "client")?;
+    let port = free_port().await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        kt_shadow()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--host-key")
+            .arg(&host)
+            .arg("--authorized-keys")
+            .arg(format!("{}.pub", client.display()))
+            .args(["--heartbeat-timeout", "1", "--lease", "kt-shadow-test"])
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no in-cluster credentials: the session's Lease is not watched"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn sigterm_shuts_down_cleanly_with_code_zero() -> TestResult {
     let dir = TempDir::new()?;
     let host = keygen(dir.path(), "host")?;

@@ -67,7 +67,7 @@ pub struct ConnectOptions {
     pub close_timeout_ms: Option<f64>,
     /// How long to keep re-establishing a dropped tunnel (default 120000).
     pub reconnect_timeout_ms: Option<f64>,
-    /// How often the shadow pod's heartbeat annotation is refreshed (default 30000).
+    /// How often the session's Lease (named like the shadow pod) is renewed (default 30000).
     pub heartbeat_interval_ms: Option<f64>,
     /// The shadow's watchdog: after how long without any connected client kt-shadow
     /// exits on its own, so that the pod of a crashed program stops (default 600000,

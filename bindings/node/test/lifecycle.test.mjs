@@ -195,7 +195,7 @@ test('connect to a namespace that does not exist rejects with KT_NOT_FOUND', LIM
 test('connect outside the namespace its Role covers rejects with KT_FORBIDDEN and creates nothing', LIMIT, async () => {
   await assert.rejects(Session.connect({ kubeconfig: ns.kubeconfig, namespace: 'default' }), (e) => {
     expectCode('KT_FORBIDDEN', 'Forbidden')(e)
-    assert.match(e.message, /kt-role\.yaml/)
+    assert.match(e.message, /kt-core\/rbac\/connect\.yaml/)
     return true
   })
   assert.deepEqual(objectsLabelled('default', KT_OBJECTS), [])

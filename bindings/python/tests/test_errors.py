@@ -142,7 +142,7 @@ def test_a_namespace_outside_the_role_raises_forbidden_naming_the_role(namespace
     assert isinstance(info.value, PermissionError)
     assert info.value.kind == "forbidden"
     assert info.value.verb == "create" and info.value.resource == "pods"
-    assert "kt-core/rbac/kt-role.yaml" in str(info.value)
+    assert "kt-core/rbac/connect.yaml" in str(info.value)
 
 
 def test_a_name_that_does_not_resolve_raises_name_not_found_listing_what_was_tried(

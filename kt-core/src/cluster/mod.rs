@@ -1,5 +1,5 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
-//! Secret and Pod, waiting for it, the heartbeat, looking up forward targets, cleanup.
+//! Secret, Pod and Lease, waiting for it, looking up forward targets, cleanup.
 
 pub(crate) mod cidr;
 mod client;
@@ -9,6 +9,7 @@ pub(crate) mod target;
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -95,6 +96,10 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    pub(crate) fn leases(&self) -> Api<Lease> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     pub(crate) fn services_in(&self, namespace: &str) -> Api<Service> {
         Api::namespaced(self.client.clone(), namespace)
     }
@@ -162,6 +167,9 @@ pub(crate) enum ObjectKind {
     Pod,
     /// A shadow's Secret.
     Secret,
+    /// A session's Lease: owned by the pod, so the garbage collector removes it with
+    /// the pod (kt may not delete Leases); cleanup waits until it is gone.
+    Lease,
 }
 
 impl ObjectKind {
@@ -169,6 +177,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Pod => "pod",
             ObjectKind::Secret => "secret",
+            ObjectKind::Lease => "lease",
         }
     }
 }
@@ -204,7 +213,9 @@ impl Objects {
     }
 
     /// Deletes every object that was created (newest first) and waits (up to
-    /// `timeout`) until the API server no longer has them.
+    /// `timeout`) until the API server no longer has them. A Secret is known gone from
+    /// the answer to its deletion (kt may not read Secrets); a Lease is removed by the
+    /// garbage collector once its pod is gone.
     pub(crate) async fn delete(&self, cluster: &Cluster, timeout: Duration) -> Result<()> {
         let mut remaining = Vec::new();
         for (kind, name) in self.created.iter().rev() {
@@ -216,11 +227,26 @@ impl Objects {
                     };
                     cluster.pods().delete(name, &dp).await.map(drop)
                 }
-                ObjectKind::Secret => cluster
-                    .secrets()
-                    .delete(name, &DeleteParams::background())
-                    .await
-                    .map(drop),
+                ObjectKind::Secret => {
+                    match cluster
+                        .secrets()
+                        .delete(name, &DeleteParams::background())
+                        .await
+                    {
+                        // Deleted at once: the API server answers with a Status.
+                        Ok(answer) if answer.is_right() => Ok(()),
+                        // The object itself: still there, marked for deletion (a
+                        // finalizer holds it).
+                        Ok(_) => {
+                            remaining.push(format!(
+                                "secret `{name}` (still present: a finalizer holds it)"
+                            ));
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                ObjectKind::Lease => Ok(()),
             };
             if let Err(e) = deleted
                 && !is_not_found(&e)
@@ -234,7 +260,8 @@ impl Objects {
             for (kind, name) in &self.created {
                 let exists = match kind {
                     ObjectKind::Pod => exists(&cluster.pods(), name).await,
-                    ObjectKind::Secret => exists(&cluster.secrets(), name).await,
+                    ObjectKind::Secret => false,
+                    ObjectKind::Lease => exists(&cluster.leases(), name).await,
                 };
                 if exists {
                     present.push(format!("{} `{name}` (still present)", kind.noun()));

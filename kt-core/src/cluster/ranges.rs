@@ -2,7 +2,7 @@
 //! and the pod ranges, found with whatever the caller is allowed to read.
 //!
 //! Cluster-wide objects say it exactly, but a user with the namespace-scoped Role
-//! ([`crate::ROLE_YAML`]) may not read them; every source falls back to the next when
+//! ([`crate::VPN_ROLE_YAML`]) may not read them; every source falls back to the next when
 //! the API server refuses it (any API status other than 401 Unauthorized: 403
 //! Forbidden, 404 Not Found on clusters without that API, a webhook's refusal, ...).
 //! A failure to reach the API server at all is an error.
@@ -14,8 +14,9 @@
 //!    a ClusterIP no cluster uses (`0.0.0.1`, and `100::1` for IPv6) is refused with
 //!    "... The range of valid IPs is 10.96.0.0/16", which names the range. Dry-run
 //!    persists nothing and allocates nothing; it needs `create` on `services` in the
-//!    namespace (in the shipped Role). With several ServiceCIDRs the API server names
-//!    one of them, picked at random, so the next step still adds what it missed;
+//!    namespace (in the shipped `kt-vpn` Role, not in `kt-connect`). With several
+//!    ServiceCIDRs the API server names one of them, picked at random, so the next
+//!    step still adds what it missed;
 //! 3. the **ClusterIPs of the namespace's Services**, each widened to its /16 (/108
 //!    for IPv6, the largest Service range Kubernetes allows), merged. This is a guess:
 //!    it covers the Services that exist now and any in the same /16.

@@ -42,7 +42,8 @@ pub enum ShadowFlavour {
     /// kt's own agent, `kt-shadow` (built from `kt-shadow/`, image
     /// `kt.dev/kt-shadow:<version>` by default): a small static binary that runs as a
     /// non-root user under the **restricted** Pod Security Standard, with an exec
-    /// readiness probe (`kt-shadow probe`), a heartbeat watchdog and a UDP channel.
+    /// readiness probe (`kt-shadow probe`), a watchdog (on the session's Lease, read as
+    /// ServiceAccount `kt-shadow`, and on SSH clients) and a UDP channel.
     /// It gets the client's public key as an argument and makes its host key in
     /// memory, reporting the public half on its log: no Secret, no private key in the
     /// API.
@@ -285,15 +286,20 @@ impl ConnectOptions {
         self
     }
 
-    /// How often the heartbeat annotation on the shadow pod is refreshed (default 30 s).
+    /// How often the session's Lease (`coordination.k8s.io`, named like the shadow
+    /// pod) is renewed (default 30 s; at least 1 s, and at least three times per
+    /// [`ConnectOptions::shadow_heartbeat_timeout`], whatever is set here).
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval.max(Duration::from_secs(1));
         self
     }
 
     /// After how long without any connected client kt-shadow exits on its own
-    /// (`--heartbeat-timeout`; default 10 min; `None` never). Leftovers of a crashed
-    /// client then stop running even before `kt clean` removes them.
+    /// (`--heartbeat-timeout`; default 10 min; `None` never). It is also the duration
+    /// of the session's Lease: kt-shadow exits when the Lease goes that long without a
+    /// renewal, and the next session in the namespace deletes the pod of an expired
+    /// Lease (with `None` the Lease never expires). Leftovers of a crashed client thus
+    /// stop running, and are removed, without anyone cleaning up by hand.
     pub fn shadow_heartbeat_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.shadow_heartbeat_timeout = timeout;
         self

@@ -102,9 +102,16 @@ mod tests {
         assert_eq!(vpn, VPN_OPTIONS, "options/vpn.rs builders");
         let mut ops = methods(include_str!("../session.rs"), "&self");
         // Rust-only twins and test hooks: `forward_target` (a parsed `forward`), the
-        // doc-hidden `remote_forward` (inbound groundwork) and `simulate_tunnel_drop`.
+        // doc-hidden `remote_forward` (inbound groundwork), `simulate_tunnel_drop` and
+        // `stop_lease_renewal` (test hooks).
         ops.retain(|m| {
-            !["forward_target", "remote_forward", "simulate_tunnel_drop"].contains(&m.as_str())
+            ![
+                "forward_target",
+                "remote_forward",
+                "simulate_tunnel_drop",
+                "stop_lease_renewal",
+            ]
+            .contains(&m.as_str())
         });
         assert_eq!(ops, SESSION_OPERATIONS, "session.rs methods");
     }

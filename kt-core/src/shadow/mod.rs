@@ -1,18 +1,21 @@
 //! The shadow: a pod kt runs in the cluster with an SSH server, its keys (and, for
-//! the OpenSSH flavour, its Secret), the transport to it and its heartbeat. [`Shadow::launch`] makes one for a role
-//! (connect today; swap, expose and the mesh router use the same call with their own
-//! role and [`PodShape`]) and [`Shadow::close`] removes it.
+//! the OpenSSH flavour, its Secret), the transport to it and the session's Lease.
+//! [`Shadow::launch`] makes one for a role (connect today; swap, expose and the mesh
+//! router use the same call with their own role and [`PodShape`]) and
+//! [`Shadow::close`] removes it.
 
-pub(crate) mod heartbeat;
 pub(crate) mod host_key;
+pub(crate) mod lease;
 pub(crate) mod spec;
 pub(crate) mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kt_proto::Role;
 use kube::api::{Patch, PatchParams, PostParams};
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ObjectKind, Objects};
 use crate::error::{Error, Result};
@@ -33,16 +36,18 @@ pub(crate) struct Shadow {
     pub(crate) tunnel: Arc<Tunnel>,
     cluster: Cluster,
     objects: Objects,
-    /// The tunnel's supervisor and the heartbeat.
+    /// The tunnel's supervisor and the Lease's renewal.
     tasks: Tasks,
+    /// Stops renewing the Lease only (tests of the watchdog and the leftover sweep).
+    renewal: CancellationToken,
     close_timeout: Duration,
 }
 
 impl Shadow {
-    /// Creates the shadow's pod (and, for the OpenSSH flavour, its Secret) for `role`
-    /// (named `kt-shadow-<id>` for a connect shadow, `kt-<role>-<id>` otherwise), waits
-    /// until the pod is Ready, learns its host key, brings the first link up, and
-    /// starts the tunnel's supervisor and the heartbeat.
+    /// Creates the shadow's pod and Lease (and, for the OpenSSH flavour, its Secret)
+    /// for `role` (named `kt-shadow-<id>` for a connect shadow, `kt-<role>-<id>`
+    /// otherwise), waits until the pod is Ready, learns its host key, brings the first
+    /// link up, and starts the tunnel's supervisor and the Lease's renewal.
     /// On failure, whatever was created is removed before the error is returned.
     pub(crate) async fn launch(
         cluster: &Cluster,
@@ -76,11 +81,12 @@ impl Shadow {
                 let tasks = Tasks::new();
                 tasks
                     .spawn(Arc::clone(&tunnel).supervise(tasks.cancel.clone(), Arc::clone(events)));
-                tasks.spawn(heartbeat::run(
+                let renewal = tasks.cancel.child_token();
+                tasks.spawn(lease::renew(
                     cluster.clone(),
                     name.clone(),
-                    opts.heartbeat_interval,
-                    tasks.cancel.clone(),
+                    lease::renew_interval(opts.heartbeat_interval, opts.shadow_heartbeat_timeout),
+                    renewal.clone(),
                     Arc::clone(events),
                 ));
                 Ok(Shadow {
@@ -90,6 +96,7 @@ impl Shadow {
                     cluster: cluster.clone(),
                     objects,
                     tasks,
+                    renewal,
                     close_timeout: opts.close_timeout,
                 })
             }
@@ -104,8 +111,9 @@ impl Shadow {
         }
     }
 
-    /// Ends the tunnel and the heartbeat, removes the pod (and its Secret) and waits
-    /// until the API server no longer has them.
+    /// Ends the tunnel and the Lease's renewal, removes the pod (and its Secret) and
+    /// waits until the API server no longer has them (nor the Lease, which the garbage
+    /// collector removes with the pod).
     pub(crate) async fn close(&self) -> Result<()> {
         self.tasks.cancel.cancel();
         self.tunnel.close().await;
@@ -118,6 +126,12 @@ impl Shadow {
     /// runs in the background).
     pub(crate) fn stop_tasks(&self) {
         self.tasks.cancel.cancel();
+    }
+
+    /// Stops renewing the Lease, as a client that froze would (tests of the shadow's
+    /// watchdog and of the leftover sweep); the tunnel stays up.
+    pub(crate) fn stop_lease_renewal(&self) {
+        self.renewal.cancel();
     }
 
     /// Breaks the current link as a network failure would (tests of reconnects).
@@ -157,7 +171,7 @@ async fn start(
         .pods()
         .create(&pp, &spec.pod(&keys.client_public()?))
         .await
-        .map_err(|e| cluster.error(e, "create", "pods", "(the shadow pod)"))?;
+        .map_err(|e| pod_create_error(cluster, e))?;
     objects.created(ObjectKind::Pod, spec.name);
     // Pinned: every link checks that the pod of this name is still this one.
     let uid = pod
@@ -170,6 +184,13 @@ async fn start(
             reason: "the API server returned the created pod without a UID".to_owned(),
             log: String::new(),
         })?;
+    let lease = lease::object(spec, &pod, opts.shadow_heartbeat_timeout, Timestamp::now());
+    cluster
+        .leases()
+        .create(&pp, &lease)
+        .await
+        .map_err(|e| cluster.error(e, "create", "leases", "(the session's Lease)"))?;
+    objects.created(ObjectKind::Lease, spec.name);
     if keys.host.is_some()
         && let Some(owner) = ShadowSpec::owner_reference(&pod)
     {
@@ -209,4 +230,23 @@ async fn start(
         reconnect_timeout: opts.reconnect_timeout,
     };
     Tunnel::open_first(cfg, deadline).await
+}
+
+/// The error for a refused shadow pod: [`Error::ShadowServiceAccount`] when the
+/// namespace lacks ServiceAccount `kt-shadow` (the ServiceAccount admission refuses
+/// the pod with 403), else as any API error.
+fn pod_create_error(cluster: &Cluster, e: kube::Error) -> Error {
+    let missing = format!(
+        "serviceaccount \"{}\" not found",
+        kt_proto::shadow::SERVICE_ACCOUNT
+    );
+    match &e {
+        kube::Error::Api(status) if status.code == 403 && status.message.contains(&missing) => {
+            Error::ShadowServiceAccount {
+                namespace: cluster.namespace.clone(),
+                message: status.message.clone(),
+            }
+        }
+        _ => cluster.error(e, "create", "pods", "(the shadow pod)"),
+    }
 }

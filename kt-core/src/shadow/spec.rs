@@ -146,14 +146,11 @@ impl ShadowSpec<'_> {
             annotations::VERSION.to_owned(),
             kt_proto::VERSION.to_owned(),
         );
-        a.insert(
-            annotations::HEARTBEAT.to_owned(),
-            annotations::format_heartbeat(std::time::SystemTime::now()),
-        );
         a
     }
 
-    fn meta(&self, extra_labels: &BTreeMap<String, String>) -> ObjectMeta {
+    /// Name, kt's labels plus `extra_labels` (kt's win) and annotations.
+    pub(crate) fn meta(&self, extra_labels: &BTreeMap<String, String>) -> ObjectMeta {
         let mut labels = extra_labels.clone();
         // kt's own labels win over the workload's.
         labels.extend(self.labels());
@@ -230,7 +227,9 @@ impl ShadowSpec<'_> {
             )])),
             ..ResourceRequirements::default()
         };
-        let (container, pod_security, secret_volume) = match opts.flavour {
+        // `watchdog`: the pod runs as ServiceAccount kt-shadow with its token mounted,
+        // so that kt-shadow can read the session's Lease (`--lease`).
+        let (container, pod_security, secret_volume, watchdog) = match opts.flavour {
             ShadowFlavour::KtShadow => {
                 // The client's public key as an argument (a pod's arguments cannot be
                 // changed once it exists); no Secret, no volume: the shadow makes its
@@ -243,6 +242,8 @@ impl ShadowSpec<'_> {
                     heartbeat_timeout: opts.shadow_heartbeat_timeout,
                     remote_forward_ports: self.shape.listen_ports(),
                     authorized_key: Some(client_public.to_owned()),
+                    // The session's Lease has the pod's name.
+                    lease: Some(self.name.to_owned()),
                     ..ServeArgs::default()
                 };
                 let probe = ProbeArgs { addr: serve.listen };
@@ -277,7 +278,7 @@ impl ShadowSpec<'_> {
                     seccomp_profile: Some(runtime_default()),
                     ..PodSecurityContext::default()
                 };
-                (container, pod_security, None)
+                (container, pod_security, None, true)
             }
             ShadowFlavour::OpenSsh => {
                 let container = Container {
@@ -319,7 +320,8 @@ impl ShadowSpec<'_> {
                     }),
                     ..Volume::default()
                 };
-                (container, pod_security, Some(volume))
+                // No ServiceAccount token: sshd has no watchdog to use it.
+                (container, pod_security, Some(volume), false)
             }
         };
         let mut container = container;
@@ -348,7 +350,8 @@ impl ShadowSpec<'_> {
             spec: Some(PodSpec {
                 containers: vec![container],
                 restart_policy: Some("Never".to_owned()),
-                automount_service_account_token: Some(false),
+                service_account_name: watchdog.then(|| shadow::SERVICE_ACCOUNT.to_owned()),
+                automount_service_account_token: Some(watchdog),
                 enable_service_links: Some(false),
                 termination_grace_period_seconds: Some(2),
                 security_context: Some(pod_security),
@@ -734,7 +737,24 @@ mod tests {
             .and_then(|e| e.command)
             .unwrap_or_default();
         assert_eq!(probe, ["kt-shadow", "probe", "--addr", "127.0.0.1:2222"]);
-        assert_eq!(c.args.clone().unwrap_or_default()[0], "serve");
+        let args = c.args.clone().unwrap_or_default();
+        assert_eq!(args[0], "serve");
+        // The watchdog reads the session's Lease (named like the pod) with the token
+        // of ServiceAccount kt-shadow.
+        let lease = args
+            .iter()
+            .position(|a| a == "--lease")
+            .map(|i| &args[i + 1]);
+        assert_eq!(lease.map(String::as_str), Some("kt-shadow-t2"));
+        assert_eq!(pod_spec.service_account_name.as_deref(), Some("kt-shadow"));
+        assert_eq!(pod_spec.automount_service_account_token, Some(true));
+        assert!(
+            !pod.metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .contains_key("kt.dev/heartbeat")
+        );
         let l = pod.metadata.labels.unwrap_or_default();
         assert_eq!(
             l.get("app.kubernetes.io/managed-by").map(String::as_str),
@@ -745,6 +765,25 @@ mod tests {
             l.get("kt.dev/role").map(String::as_str),
             Some("shadow-connect")
         );
+    }
+
+    #[test]
+    fn the_openssh_pod_has_no_service_account_token() {
+        let opts = ConnectOptions::new().flavour(ShadowFlavour::OpenSsh);
+        let spec = ShadowSpec {
+            session: "t4",
+            name: "kt-shadow-t4",
+            image: "example/sshd:1",
+            role: Role::ShadowConnect,
+            shape: &PodShape::default(),
+            opts: &opts,
+        };
+        let pod_spec = spec
+            .pod("ssh-ed25519 AAAA kt-session-t4")
+            .spec
+            .unwrap_or_default();
+        assert_eq!(pod_spec.service_account_name, None);
+        assert_eq!(pod_spec.automount_service_account_token, Some(false));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Shared set-up of kt-core's end-to-end tests: a namespace with the echo app, the
-//! shipped Role bound to a ServiceAccount, a kubeconfig for that ServiceAccount (so
-//! every test runs with namespace-scoped permissions only), and a session.
+//! Shared set-up of kt-core's end-to-end tests: a namespace with the echo app, a
+//! shipped Role (`connect.yaml` unless a test asks for `vpn.yaml`) bound to a
+//! ServiceAccount, a kubeconfig for that ServiceAccount (so every test runs with
+//! namespace-scoped permissions only), and a session.
 //!
 //! Every test talks to the lab (`testbed/up`) and fails when it is down. The flavour
 //! of the shadow is a parameter: [`both_flavours!`] makes one test per flavour.
@@ -22,8 +23,35 @@ use kt_lab_tests::{EchoApp, EchoReply, Lab, TestNamespace};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-/// The Role shipped with kt-core.
-pub(crate) const ROLE_YAML: &str = include_str!("../../rbac/kt-role.yaml");
+/// A Role file shipped with kt-core (each also makes the shadow's ServiceAccount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shipped {
+    /// `rbac/connect.yaml`, Role `kt-connect`: proxy mode.
+    Connect,
+    /// `rbac/vpn.yaml`, Role `kt-vpn`: VPN mode.
+    Vpn,
+}
+
+impl Shipped {
+    /// Every shipped Role.
+    pub(crate) const ALL: [Shipped; 2] = [Shipped::Connect, Shipped::Vpn];
+
+    /// The file's text.
+    pub(crate) fn yaml(self) -> &'static str {
+        match self {
+            Shipped::Connect => include_str!("../../rbac/connect.yaml"),
+            Shipped::Vpn => include_str!("../../rbac/vpn.yaml"),
+        }
+    }
+
+    /// The Role's name.
+    pub(crate) fn role(self) -> &'static str {
+        match self {
+            Shipped::Connect => "kt-connect",
+            Shipped::Vpn => "kt-vpn",
+        }
+    }
+}
 
 /// The ServiceAccount the tests run kt as.
 pub(crate) const TEST_USER: &str = "kt-user";
@@ -82,17 +110,29 @@ pub(crate) async fn restrict_for(ns: &TestNamespace, flavour: ShadowFlavour) -> 
     Ok(())
 }
 
-/// Applies the shipped Role in `ns`, makes ServiceAccount [`TEST_USER`] (bound to the
-/// Role when `bind`), and writes a kubeconfig that authenticates as it.
+/// Applies the shipped `connect.yaml` in `ns`, makes ServiceAccount [`TEST_USER`]
+/// (bound to Role `kt-connect` when `bind`), and writes a kubeconfig that
+/// authenticates as it.
 pub(crate) async fn scoped_kubeconfig(ns: &TestNamespace, bind: bool) -> Result<PathBuf> {
-    scoped_kubeconfig_with(ns, ROLE_YAML, bind).await
+    scoped_kubeconfig_for(ns, Shipped::Connect, bind).await
 }
 
-/// [`scoped_kubeconfig`] with another Role named `kt` (`role_yaml`) in place of the
-/// shipped one; it is in place before the binding, so no request sees the old rules.
+/// [`scoped_kubeconfig`] with the shipped Role file `shipped`.
+pub(crate) async fn scoped_kubeconfig_for(
+    ns: &TestNamespace,
+    shipped: Shipped,
+    bind: bool,
+) -> Result<PathBuf> {
+    scoped_kubeconfig_with(ns, shipped.yaml(), shipped.role(), bind).await
+}
+
+/// [`scoped_kubeconfig`] with another Role file (`role_yaml`, defining Role `role`) in
+/// place of a shipped one; it is in place before the binding, so no request sees the
+/// old rules.
 pub(crate) async fn scoped_kubeconfig_with(
     ns: &TestNamespace,
     role_yaml: &str,
+    role: &str,
     bind: bool,
 ) -> Result<PathBuf> {
     ns.apply(role_yaml).await?;
@@ -103,7 +143,7 @@ pub(crate) async fn scoped_kubeconfig_with(
             "create",
             "rolebinding",
             "kt",
-            "--role=kt",
+            &format!("--role={role}"),
             &format!("--serviceaccount={sa}"),
         ])
         .await?;
@@ -139,7 +179,8 @@ pub(crate) async fn scoped_kubeconfig_with(
     Ok(path)
 }
 
-/// A namespace with the echo app and a session in it, made with the shipped Role only.
+/// A namespace with the echo app and a session in it, made with a shipped Role only
+/// (`connect.yaml` unless [`Fixture::start_as`] says otherwise).
 pub(crate) struct Fixture {
     pub(crate) lab: Lab,
     pub(crate) ns: TestNamespace,
@@ -165,11 +206,29 @@ impl Fixture {
         replicas: i32,
         tweak: impl FnOnce(ConnectOptions) -> ConnectOptions,
     ) -> Result<Fixture> {
+        Box::pin(Self::start_as(
+            test,
+            flavour,
+            replicas,
+            Shipped::Connect,
+            tweak,
+        ))
+        .await
+    }
+
+    /// [`Fixture::start_with`] as a user bound to the shipped Role `shipped`.
+    pub(crate) async fn start_as(
+        test: &str,
+        flavour: ShadowFlavour,
+        replicas: i32,
+        shipped: Shipped,
+        tweak: impl FnOnce(ConnectOptions) -> ConnectOptions,
+    ) -> Result<Fixture> {
         let lab = Lab::connect().await?;
         let ns = lab.namespace(test).await?;
         restrict_for(&ns, flavour).await?;
         let echo = ns.deploy_echo(replicas).await?;
-        let kubeconfig = scoped_kubeconfig(&ns, true).await?;
+        let kubeconfig = scoped_kubeconfig_for(&ns, shipped, true).await?;
         let opts = tweak(options(flavour, ns.name(), &kubeconfig)?);
         let started = std::time::Instant::now();
         let session = Session::connect(opts).await;
@@ -194,7 +253,7 @@ impl Fixture {
             .ns
             .kubectl(&[
                 "get",
-                "all,secrets,configmaps",
+                "all,secrets,configmaps,leases",
                 "-l",
                 &format!("kt.dev/session={}", self.session.id()),
                 "-o",

@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
 	s = (kt_session *)&argv;
 	EXPECT(connect_as(argv[3], argv[4], &s), KT_STATUS_FORBIDDEN, "forbidden");
 	CHECK(s == NULL);
-	CHECK(strstr(err, "kt-role.yaml") != NULL);
+	CHECK(strstr(err, "kt-core/rbac/connect.yaml") != NULL);
 	CHECK(strstr(err, argv[4]) != NULL);
 	return finish("same_failure");
 }

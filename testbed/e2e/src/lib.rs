@@ -67,6 +67,9 @@ pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(150);
 /// How often [`wait_until`] probes.
 const POLL: Duration = Duration::from_millis(500);
 
+/// kt's shipped proxy-mode Role file, with the shadow's ServiceAccount.
+pub const KT_CONNECT_YAML: &str = include_str!("../../../kt-core/rbac/connect.yaml");
+
 /// Label put on every namespace the tests create, so leftovers can be found.
 pub const E2E_LABEL: &str = "kt.dev/e2e";
 
@@ -183,7 +186,9 @@ impl Lab {
         run_bounded(cmd, &describe_kubectl(args), stdin, KUBECTL_TIMEOUT).await
     }
 
-    /// Creates a namespace `e2e-<test>-<random>` that is deleted when the handle drops.
+    /// Creates a namespace `e2e-<test>-<random>` that is deleted when the handle drops,
+    /// with kt's [`KT_CONNECT_YAML`] applied, as in every namespace kt works in (it makes
+    /// the shadow pod's ServiceAccount `kt-shadow`; its Role `kt-connect` stays unbound).
     pub async fn namespace(&self, test: &str) -> Result<TestNamespace> {
         self.namespace_with_labels(test, &[]).await
     }
@@ -236,6 +241,10 @@ impl Lab {
             })
         })
         .await?;
+        handle
+            .apply(KT_CONNECT_YAML)
+            .await
+            .context("applying kt-core/rbac/connect.yaml")?;
         Ok(handle)
     }
 }
