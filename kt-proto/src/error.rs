@@ -78,4 +78,31 @@ pub enum Error {
     /// A flag that takes no value was given one (`--flag=value`).
     #[error("option `{0}` takes no value; write it alone")]
     UnexpectedValue(&'static str),
+
+    /// A [`RestorePlan`](crate::restore::RestorePlan) or
+    /// [`Record`](crate::restore::Record) that is not valid JSON of its schema.
+    #[error(
+        "invalid {what}: {reason}; it was not written by kt, or was edited by hand \
+         (remove the kt.dev/* annotations and restore the object yourself)"
+    )]
+    InvalidRestore {
+        /// `restore plan` or `restore record`.
+        what: &'static str,
+        /// What serde_json reported.
+        reason: String,
+    },
+
+    /// A restore plan or record of a schema version newer than this kt reads.
+    #[error(
+        "{what} version {found} is newer than this kt reads (up to {supported}); \
+         upgrade kt to undo it"
+    )]
+    NewerRestoreVersion {
+        /// `restore plan` or `restore record`.
+        what: &'static str,
+        /// The version found.
+        found: u32,
+        /// [`PLAN_VERSION`](crate::restore::PLAN_VERSION).
+        supported: u32,
+    },
 }

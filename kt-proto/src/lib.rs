@@ -8,10 +8,13 @@
 //!   ServiceAccount, session Lease, exit codes and the `kt-health` liveness command.
 //! - [`cli`]: the shadow's command line, both built (by the client, for the pod spec)
 //!   and parsed (by the shadow) from the same code.
+//! - [`restore`]: the [`RestorePlan`](restore::RestorePlan) of changes a swap makes to
+//!   objects it does not own, and the record kept on each of them.
 //! - [`channel`]: SSH channel and request names, and the framing of UDP datagrams on a
 //!   `direct-udp@kt.dev` channel ([`DatagramCodec`], [`DatagramReader`]).
 //!
-//! This crate has no async runtime and no I/O: it only names and encodes things.
+//! This crate has no async runtime and no I/O: it only names and encodes things (JSON via
+//! serde for the restore ledger).
 //!
 //! # Example
 //!
@@ -61,6 +64,7 @@ pub mod channel;
 pub mod cli;
 mod error;
 pub mod labels;
+pub mod restore;
 pub mod shadow;
 
 pub use channel::{DatagramCodec, DatagramReader, Decoded};
