@@ -1,5 +1,7 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
 //! Secret, Pod and Lease, waiting for it, looking up forward targets, cleanup.
+//! [`restore`] (not yet wired) computes the guarded patches that make and undo the
+//! changes a swap makes to objects kt does not own.
 
 pub(crate) mod cidr;
 mod client;

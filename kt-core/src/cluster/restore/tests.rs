@@ -608,3 +608,25 @@ fn an_undo_patch_fails_if_the_hold_changed_hands_meanwhile() {
     assert!(json_patch::patch(&mut deploy, stale.patch.as_ref().unwrap()).is_err());
     assert_eq!(deploy, before);
 }
+
+#[test]
+fn a_record_naming_a_field_kt_never_changes_is_not_undone() {
+    // Annotations anyone with `patch` can write: a forged record must not make a later
+    // kt run rewrite arbitrary fields of the object when it takes over.
+    let mut deploy = deployment();
+    let first = scale_to_zero(&deploy);
+    make(&mut deploy, &first, &hold("s-1", "alice", now()));
+    let forged = Record::new(vec![FieldChange {
+        path: "/spec/template/spec/containers/0/image".to_owned(),
+        original: Some(json!("evil:latest")),
+        written: Some(json!("ghcr.io/shop/web:1.4.2")),
+    }]);
+    deploy["metadata"]["annotations"]["kt.dev/restore"] = json!(forged.to_json());
+    let later = now() + SignedDuration::from_secs(60);
+    let message = invalid(ownership(&deploy, "s-2", later));
+    assert!(
+        message.contains("/spec/template/spec/containers/0/image")
+            && message.contains("/spec/replicas of a Deployment or StatefulSet"),
+        "{message}"
+    );
+}
