@@ -1,8 +1,8 @@
 //! Annotations kt writes on the objects it creates or changes.
 //!
-//! Liveness is not an annotation: each session renews a `coordination.k8s.io` Lease
-//! named like its shadow pod (see [`crate::shadow`]).
-
+//! A session's own liveness is not an annotation: each session renews a
+//! `coordination.k8s.io` Lease named like its shadow pod (see [`crate::shadow`]). Only
+//! its hold on objects it does not own carries an expiry, [`LEASE_EXPIRY`] below.
 //!
 //! # On objects kt changes but does not own
 //!
