@@ -65,6 +65,7 @@
 
 mod error;
 mod handler;
+mod inbound;
 pub mod keys;
 pub mod lease;
 mod limits;
@@ -75,6 +76,7 @@ mod tcp;
 mod udp;
 
 pub use error::Error;
+pub use inbound::{HeldConnections, HeldStats};
 pub use server::{Shadow, Tuning};
 
 /// Why [`Shadow::run`] returned.
