@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Shadowed, TestResult, pattern};
-use kt_shadow::{HeldStats, Tuning};
+use kt_shadow::{Exit, HeldStats, Tuning};
 use russh::keys::PublicKey;
 use russh::{ChannelMsg, Disconnect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,10 +167,15 @@ async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> TestResult {
     Ok(())
 }
 
-/// Writes `request` to a connection the shadow gives up on, and reads: it must end in
-/// a reset (which the write may already see).
-async fn expect_reset(mut stream: TcpStream, request: &[u8]) -> TestResult {
+/// Connects to `addr`, writes `request` and reads: the shadow gives the connection up,
+/// so it must end in a reset (which the connect or the write may already see: the
+/// shadow accepts a connection before it resets it).
+async fn expect_reset(addr: SocketAddr, request: &[u8]) -> TestResult {
     let reset = |err: &std::io::Error| err.kind() == std::io::ErrorKind::ConnectionReset;
+    let mut stream = match TcpStream::connect(addr).await {
+        Err(err) if reset(&err) => return Ok(()),
+        other => other?,
+    };
     match stream.write_all(request).await {
         Err(err) if reset(&err) => return Ok(()),
         other => other?,
@@ -263,8 +268,7 @@ async fn a_held_connection_past_the_hold_timeout_is_reset_and_counted() -> TestR
     let port = first_conn.tcpip_forward("127.0.0.1", 0).await?;
     leave(first_conn).await?;
 
-    let stream = TcpStream::connect(local(port)?).await?;
-    expect_reset(stream, b"nobody reads this").await?;
+    expect_reset(local(port)?, b"nobody reads this").await?;
     assert_eq!(
         shadow.held.snapshot(),
         HeldStats {
@@ -310,8 +314,7 @@ async fn one_connection_more_than_max_held_is_reset_and_counted() -> TestResult 
         shadow.held.snapshot().held == 1
     })
     .await?;
-    let extra = TcpStream::connect(local(port)?).await?;
-    expect_reset(extra, b"one too many").await?;
+    expect_reset(local(port)?, b"one too many").await?;
     assert_eq!(shadow.held.snapshot().overflowed, 1);
 
     let second = Client::new(&shadow, b"second:", Mode::Echo)?;
@@ -436,5 +439,45 @@ async fn forwarded_connections_carry_half_close_both_ways_and_large_transfers() 
         speaker.received() == Some(upload),
         "the upload arrived intact"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_ports_do_not_keep_the_shadow_alive_and_close_when_it_exits() -> TestResult {
+    let mut shadow = Shadowed::start_with(
+        |args| {
+            args.remote_forward_ports = vec![0];
+            args.idle_exit = Some(Duration::from_secs(1));
+        },
+        Tuning::default(),
+    )
+    .await?;
+    let client = Client::new(&shadow, b"c:", Mode::Echo)?;
+    let conn = client.login(&shadow).await?;
+    let port = conn.tcpip_forward("127.0.0.1", 0).await?;
+    leave(conn).await?;
+    let mut held = TcpStream::connect(local(port)?).await?;
+    held.write_all(b"waiting").await?;
+    wait_for("the connection to be held", || {
+        shadow.held.snapshot().held == 1
+    })
+    .await?;
+
+    // A held connection is not a client: --idle-exit still ends the shadow, which
+    // resets what it held and closes the port.
+    let exit = tokio::time::timeout(Duration::from_secs(30), shadow.wait()).await??;
+    assert_eq!(exit, Exit::IdleExit);
+    let mut rest = Vec::new();
+    let read = held.read_to_end(&mut rest).await;
+    assert_eq!(
+        read.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
+    let refused = TcpStream::connect(local(port)?).await.err();
+    assert_eq!(
+        refused.map(|e| e.kind()),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
+    assert_eq!(shadow.held.snapshot().expired, 0);
     Ok(())
 }
