@@ -230,6 +230,13 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// A connection whose open failed because its client's connection was gone (`conn`).
+struct Again {
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: u64,
+}
+
 /// A connection accepted while its port had no client.
 struct Held {
     stream: TcpStream,
@@ -254,15 +261,19 @@ struct Port {
 impl Port {
     async fn run(mut self) {
         let port = self.bound.port();
-        // Connections whose open failed because the client's connection was gone.
-        let (again_tx, mut again_rx) = mpsc::unbounded_channel::<(TcpStream, SocketAddr)>();
+        // Connections whose open failed because the client's connection was gone, with
+        // that connection's id.
+        let (again_tx, mut again_rx) = mpsc::unbounded_channel::<Again>();
         let mut had_client = true;
+        // A client whose connection failed an open: gone, even if its end has not been
+        // noticed yet (until a connection asks for the port again).
+        let mut failed: Option<u64> = None;
         loop {
             let client = self
                 .clients
                 .borrow()
                 .clone()
-                .filter(|c| !c.ctx.cancel.is_cancelled());
+                .filter(|c| !c.ctx.cancel.is_cancelled() && failed != Some(c.ctx.id));
             match &client {
                 Some(client) => {
                     if !had_client {
@@ -275,6 +286,7 @@ impl Port {
                     }
                     had_client = true;
                     if !self.deliver_held(client).await {
+                        failed = Some(client.ctx.id);
                         continue;
                     }
                 }
@@ -298,10 +310,20 @@ impl Port {
             let expiry = self.held.front().map(|h| h.until);
             tokio::select! {
                 () = self.cancel.cancelled() => break,
-                changed = self.clients.changed() => if changed.is_err() { break },
+                changed = self.clients.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    failed = None;
+                }
                 () = client_gone => {}
                 () = sleep_until(expiry) => self.expire(),
-                Some((stream, peer)) = again_rx.recv() => self.hold(stream, peer),
+                Some(again) = again_rx.recv() => {
+                    if client.as_ref().is_some_and(|c| c.ctx.id == again.conn) {
+                        failed = Some(again.conn);
+                    }
+                    self.hold(again.stream, again.peer);
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
@@ -475,7 +497,7 @@ async fn open_and_splice(
     port: u16,
     stream: TcpStream,
     peer: SocketAddr,
-    again: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    again: mpsc::UnboundedSender<Again>,
 ) {
     match open(&client, port, peer).await {
         Opened::Channel(channel, slot) => {
@@ -484,8 +506,9 @@ async fn open_and_splice(
         }
         Opened::Refused => reset(stream),
         Opened::Gone => {
-            if let Err(mpsc::error::SendError((stream, _))) = again.send((stream, peer)) {
-                reset(stream);
+            let conn = client.ctx.id;
+            if let Err(mpsc::error::SendError(again)) = again.send(Again { stream, peer, conn }) {
+                reset(again.stream);
             }
         }
     }
