@@ -7,6 +7,7 @@
 //!                 [--heartbeat-timeout <secs>] [--lease <name>] [--allow-non-loopback]
 //!                 [--remote-forward <port>]... [--max-preauth-connections <n>]
 //!                 [--max-channels <n>] [--max-udp-flows <n>]
+//!                 [--max-held-connections <n>] [--hold-timeout <secs>]
 //! kt-shadow serve [--listen 127.0.0.1:2222] --authorized-key '<openssh public key>' [...]
 //! kt-shadow probe [--addr 127.0.0.1:2222]
 //! kt-shadow version
@@ -72,6 +73,12 @@ pub const MAX_CHANNELS: &str = "--max-channels";
 /// `serve`: how many `direct-udp@kt.dev` flows one SSH connection may have open; one
 /// more is refused with `RESOURCE_SHORTAGE`.
 pub const MAX_UDP_FLOWS: &str = "--max-udp-flows";
+/// `serve`: how many connections one remote-forwarded port holds while no SSH
+/// connection has it registered (between a client's connections); one more is reset.
+pub const MAX_HELD_CONNECTIONS: &str = "--max-held-connections";
+/// `serve`: how long a connection held on a remote-forwarded port waits for a client to
+/// register the port again before it is reset.
+pub const HOLD_TIMEOUT: &str = "--hold-timeout";
 /// `probe`: address to probe.
 pub const ADDR: &str = "--addr";
 
@@ -85,6 +92,13 @@ pub const DEFAULT_MAX_CHANNELS: usize = 1024;
 /// Default of [`MAX_UDP_FLOWS`]: one flow per (local socket, target) pair; a VPN
 /// session resolving and talking to a few hundred peers stays far below it.
 pub const DEFAULT_MAX_UDP_FLOWS: usize = 1024;
+/// Default of [`MAX_HELD_CONNECTIONS`]: a burst of new connections during a tunnel
+/// reconnect of a few seconds, per port.
+pub const DEFAULT_MAX_HELD_CONNECTIONS: usize = 256;
+/// Default of [`HOLD_TIMEOUT`]: long enough for kt's client to notice a dropped tunnel,
+/// reconnect and register its forwards again; short enough that a caller's own
+/// timeout is rarely reached first.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Usage text for `kt-shadow help`.
 pub const USAGE: &str = "\
@@ -95,6 +109,7 @@ USAGE:
                   [--idle-exit SECS] [--heartbeat-timeout SECS] [--lease NAME]
                   [--allow-non-loopback] [--remote-forward PORT]...
                   [--max-preauth-connections N] [--max-channels N] [--max-udp-flows N]
+                  [--max-held-connections N] [--hold-timeout SECS]
   kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
@@ -125,7 +140,14 @@ SERVE OPTIONS:
                             for more ports [default: none, every request is refused].
                             Bind addresses: 0.0.0.0, ::, \"\" or * (all of the pod's
                             interfaces), localhost, or one of the pod's own IP addresses.
-                            PORT 0 allows requests for a free port the shadow picks
+                            PORT 0 allows requests for a free port the shadow picks.
+                            A forwarded port's listener belongs to the shadow, not to
+                            the SSH connection that asked for it: when that connection
+                            ends, the port stays open and new connections on it are
+                            held until a client asks for the port again (then they are
+                            delivered to it in order) or --hold-timeout passes (then
+                            they are reset). The newest request for a port wins.
+                            cancel-tcpip-forward closes the port for good
   --max-preauth-connections N
                             connections that have not logged in yet [default: 16]; one
                             more gets an SSH disconnect (too many connections)
@@ -133,6 +155,10 @@ SERVE OPTIONS:
                             is refused with RESOURCE_SHORTAGE
   --max-udp-flows N         open UDP flows per SSH connection [default: 1024]; one more
                             is refused with RESOURCE_SHORTAGE
+  --max-held-connections N  connections held per forwarded port while no client has it
+                            [default: 256]; one more is reset
+  --hold-timeout SECS       how long a held connection waits for a client [default: 10];
+                            then it is reset (TCP RST) and logged
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
@@ -172,6 +198,11 @@ pub struct ServeArgs {
     pub max_channels: usize,
     /// Open UDP flows per SSH connection ([`MAX_UDP_FLOWS`]).
     pub max_udp_flows: usize,
+    /// Connections held per remote-forwarded port while no client has it registered
+    /// ([`MAX_HELD_CONNECTIONS`]).
+    pub max_held_connections: usize,
+    /// How long a held connection waits for a client ([`HOLD_TIMEOUT`]).
+    pub hold_timeout: Duration,
 }
 
 impl Default for ServeArgs {
@@ -189,6 +220,8 @@ impl Default for ServeArgs {
             max_preauth_connections: DEFAULT_MAX_PREAUTH_CONNECTIONS,
             max_channels: DEFAULT_MAX_CHANNELS,
             max_udp_flows: DEFAULT_MAX_UDP_FLOWS,
+            max_held_connections: DEFAULT_MAX_HELD_CONNECTIONS,
+            hold_timeout: DEFAULT_HOLD_TIMEOUT,
         }
     }
 }
@@ -235,6 +268,16 @@ impl ServeArgs {
             MAX_UDP_FLOWS.to_owned(),
             self.max_udp_flows.to_string(),
         ]);
+        // Holding applies to remote-forwarded ports only: written out when there are
+        // some, so a connect shadow's arguments stay as they were.
+        if !self.remote_forward_ports.is_empty() {
+            args.extend([
+                MAX_HELD_CONNECTIONS.to_owned(),
+                self.max_held_connections.to_string(),
+                HOLD_TIMEOUT.to_owned(),
+                secs_rounded_up(self.hold_timeout).to_string(),
+            ]);
+        }
         args
     }
 }
@@ -274,6 +317,10 @@ impl ProbeArgs {
 
 /// A parsed `kt-shadow` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing `ServeArgs` would only make matching clumsier"
+)]
 pub enum Command {
     /// `kt-shadow serve ...`
     Serve(ServeArgs),
@@ -413,6 +460,14 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
             MAX_UDP_FLOWS => {
                 let value = opt.value(MAX_UDP_FLOWS, &mut args)?;
                 serve.max_udp_flows = parse_count(MAX_UDP_FLOWS, value)?;
+            }
+            MAX_HELD_CONNECTIONS => {
+                let value = opt.value(MAX_HELD_CONNECTIONS, &mut args)?;
+                serve.max_held_connections = parse_count(MAX_HELD_CONNECTIONS, value)?;
+            }
+            HOLD_TIMEOUT => {
+                let value = opt.value(HOLD_TIMEOUT, &mut args)?;
+                serve.hold_timeout = parse_secs(HOLD_TIMEOUT, value)?;
             }
             _ => {
                 return Err(Error::UnknownOption {
@@ -606,6 +661,8 @@ mod tests {
             max_preauth_connections: 3,
             max_channels: 40,
             max_udp_flows: 5,
+            max_held_connections: 7,
+            hold_timeout: Duration::from_secs(3),
         };
         let cmd = Command::Serve(serve);
         let args = cmd.to_args();
@@ -635,7 +692,11 @@ mod tests {
                 "--max-channels",
                 "40",
                 "--max-udp-flows",
-                "5"
+                "5",
+                "--max-held-connections",
+                "7",
+                "--hold-timeout",
+                "3"
             ]
         );
         assert_eq!(Command::parse(args).ok(), Some(cmd));
@@ -705,6 +766,39 @@ mod tests {
             assert_eq!(at.map(String::as_str), Some(value), "{option}");
         }
         assert!(!args.iter().any(|a| a == REMOTE_FORWARD));
+        // Holding is about forwarded ports: a connect shadow's line does not mention it.
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == MAX_HELD_CONNECTIONS || a == HOLD_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn held_connections_have_defaults_and_are_written_out_with_forwards() {
+        let serve = ServeArgs::default();
+        assert_eq!(
+            (serve.max_held_connections, serve.hold_timeout),
+            (256, Duration::from_secs(10))
+        );
+        let serve = ServeArgs {
+            remote_forward_ports: vec![80],
+            ..ServeArgs::default()
+        };
+        let args = serve.to_args();
+        for (option, value) in [(MAX_HELD_CONNECTIONS, "256"), (HOLD_TIMEOUT, "10")] {
+            let at = args.iter().position(|a| a == option).map(|i| &args[i + 1]);
+            assert_eq!(at.map(String::as_str), Some(value), "{option}");
+        }
+        assert_eq!(Command::parse(args).ok(), Some(Command::Serve(serve)));
+        let cmd = parse("serve --max-held-connections=3 --hold-timeout 2").ok();
+        let Some(Command::Serve(serve)) = cmd else {
+            panic!("not a serve command: {cmd:?}");
+        };
+        assert_eq!(
+            (serve.max_held_connections, serve.hold_timeout),
+            (3, Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -777,6 +871,9 @@ mod tests {
             ("serve --remote-forward", "`--remote-forward` needs a value"),
             ("serve --max-channels 0", "from 1 to 1000000"),
             ("serve --max-udp-flows -3", "from 1 to 1000000"),
+            ("serve --max-held-connections 0", "from 1 to 1000000"),
+            ("serve --hold-timeout 0", "greater than 0"),
+            ("serve --hold-timeout", "`--hold-timeout` needs a value"),
             (
                 "serve --max-preauth-connections 1000001",
                 "from 1 to 1000000",

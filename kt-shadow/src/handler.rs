@@ -12,22 +12,19 @@ use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::server::{ClientGuard, ConnCtx, State};
-use crate::{tcp, udp};
+use crate::{inbound, tcp, udp};
 
 /// One SSH connection. Dropped by russh when the connection ends, which cancels every
-/// task and listener of the connection.
+/// task of the connection; its forwarded ports stay open and hold new connections
+/// ([`crate::inbound`]).
 pub(crate) struct ConnHandler {
     state: Arc<State>,
     ctx: ConnCtx,
     peer: SocketAddr,
-    /// Remote-forward listeners by (requested address, bound port).
-    forwards: HashMap<(String, u32), CancellationToken>,
     client: Option<ClientGuard>,
     authenticated: Option<oneshot::Sender<()>>,
     /// The connection's pre-authentication slot, given back at login.
@@ -61,7 +58,6 @@ impl ConnHandler {
             state,
             ctx,
             peer,
-            forwards: HashMap::new(),
             client: None,
             authenticated: Some(authenticated),
             preauth: Some(preauth),
@@ -307,17 +303,6 @@ impl Handler for ConnHandler {
             );
             return Ok(false);
         };
-        if !self.state.remote_forward_ports.contains(&requested_port) {
-            warn!(
-                conn = self.ctx.id,
-                address,
-                port = requested_port,
-                allowed = ?self.state.remote_forward_ports,
-                "tcpip-forward refused: this shadow may not listen on port {requested_port} \
-                 (only on the ports given with --remote-forward)"
-            );
-            return Ok(false);
-        }
         let bind_addr = match tcp::forward_bind_addr(address, requested_port) {
             Ok(addr) => addr,
             Err(err) => {
@@ -325,60 +310,64 @@ impl Handler for ConnHandler {
                 return Ok(false);
             }
         };
-        let listener = match TcpListener::bind(bind_addr).await {
-            Ok(listener) => listener,
-            Err(err) => {
+        let allowed = self.state.remote_forward_ports.contains(&requested_port);
+        let client = inbound::Client {
+            ctx: self.ctx.clone(),
+            handle: session.handle(),
+            address: Arc::from(address),
+        };
+        match self.state.inbound.register(bind_addr, allowed, client) {
+            Ok((bound_port, existed)) => {
+                *port = u32::from(bound_port);
+                if existed {
+                    info!(conn = self.ctx.id, address, %bind_addr, "remote forward taken over by this connection");
+                } else {
+                    info!(conn = self.ctx.id, address, %bind_addr, port = bound_port, "remote forward listening");
+                }
+                Ok(true)
+            }
+            Err(inbound::Refusal::NotAllowed) => {
+                warn!(
+                    conn = self.ctx.id,
+                    address,
+                    port = requested_port,
+                    allowed = ?self.state.remote_forward_ports,
+                    "tcpip-forward refused: this shadow may not listen on port {requested_port} \
+                     (only on the ports given with --remote-forward)"
+                );
+                Ok(false)
+            }
+            Err(inbound::Refusal::Bind(err)) => {
                 warn!(conn = self.ctx.id, %bind_addr, error = %err, "tcpip-forward refused: cannot listen");
-                return Ok(false);
+                Ok(false)
             }
-        };
-        let bound_port = match listener.local_addr() {
-            Ok(local) => local.port(),
-            Err(err) => {
-                warn!(conn = self.ctx.id, %bind_addr, error = %err, "tcpip-forward refused");
-                return Ok(false);
-            }
-        };
-        *port = u32::from(bound_port);
-        let key = (address.to_owned(), u32::from(bound_port));
-        let cancel = self.ctx.cancel.child_token();
-        if let Some(previous) = self.forwards.insert(key, cancel.clone()) {
-            previous.cancel();
         }
-        info!(conn = self.ctx.id, address, %bind_addr, port = bound_port, "remote forward listening");
-        self.ctx.tracker.spawn(tcp::run_forward_listener(
-            self.ctx.clone(),
-            session.handle(),
-            listener,
-            Arc::from(address),
-            bound_port,
-            cancel,
-        ));
-        Ok(true)
     }
 
+    /// Closes the port for good, whichever connection asked for it (there is one
+    /// authorized client).
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        match self.forwards.remove(&(address.to_owned(), port)) {
-            Some(cancel) => {
-                cancel.cancel();
-                info!(
-                    conn = self.ctx.id,
-                    address, port, "remote forward cancelled"
-                );
-                Ok(true)
-            }
-            None => {
-                debug!(
-                    conn = self.ctx.id,
-                    address, port, "cancel-tcpip-forward for an unknown forward"
-                );
-                Ok(false)
-            }
+        let addr = tcp::wire_port(port)
+            .filter(|p| *p != 0)
+            .and_then(|p| tcp::forward_bind_addr(address, p).ok());
+        if let Some(addr) = addr
+            && self.state.inbound.cancel(addr)
+        {
+            info!(
+                conn = self.ctx.id,
+                address, port, "remote forward cancelled"
+            );
+            return Ok(true);
         }
+        debug!(
+            conn = self.ctx.id,
+            address, port, "cancel-tcpip-forward for an unknown forward"
+        );
+        Ok(false)
     }
 }

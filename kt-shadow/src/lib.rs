@@ -6,9 +6,18 @@
 //! - `direct-tcpip` channels: connect to a host and port in the cluster (names resolved
 //!   by the pod's resolver, i.e. cluster DNS) and splice, with half-close;
 //! - `tcpip-forward` / `cancel-tcpip-forward`: listen in the pod and open a
-//!   `forwarded-tcpip` channel back to the client per accepted connection, only on
-//!   the ports given with `--remote-forward` (none by default: a connect shadow refuses
-//!   every remote forward) and only on the pod's own addresses;
+//!   `forwarded-tcpip` channel back to the client per accepted connection, with
+//!   half-close both ways, only on the ports given with `--remote-forward` (none by
+//!   default: a connect shadow refuses every remote forward) and only on the pod's own
+//!   addresses. Such a port belongs to the shadow, not to the SSH connection that asked
+//!   for it, so a tunnel reconnect does not close it: while no connection has it,
+//!   connections to it are held (at most `--max-held-connections` per port, default
+//!   256, each for at most `--hold-timeout`, default 10 s) and delivered in arrival
+//!   order to the next connection that asks `tcpip-forward` for the same port; past
+//!   the wait, or over the count, they are reset (TCP RST), logged and counted
+//!   ([`Shadow::held_connections`]). The newest request for a port wins;
+//!   `cancel-tcpip-forward` closes it for good. Held connections keep nothing alive:
+//!   `--idle-exit` and the watchdogs still end the shadow;
 //! - `direct-udp@kt.dev` flows: UDP datagrams framed on a channel (see
 //!   [`kt_proto::channel`]), relayed through a connected UDP socket;
 //! - `exec kt-health` on a session channel, which prints `ok` (nothing else runs: the
@@ -65,6 +74,7 @@
 
 mod error;
 mod handler;
+mod inbound;
 pub mod keys;
 pub mod lease;
 mod limits;
@@ -75,6 +85,7 @@ mod tcp;
 mod udp;
 
 pub use error::Error;
+pub use inbound::{HeldConnections, HeldStats};
 pub use server::{Shadow, Tuning};
 
 /// Why [`Shadow::run`] returned.

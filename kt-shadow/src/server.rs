@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::handler::ConnHandler;
+use crate::inbound::{HeldConnections, Inbound};
 use crate::keys::{AuthorizedKeys, generate_host_key, host_key_line, load_host_key};
 use crate::lease::LeaseWatch;
 use crate::limits::{ConnLimits, Slots, refuse, too_many_connections};
@@ -128,6 +129,8 @@ pub(crate) struct State {
     pub(crate) tuning: Arc<Tuning>,
     /// Ports `tcpip-forward` may listen on (`--remote-forward`); empty: none.
     pub(crate) remote_forward_ports: Vec<u16>,
+    /// The forwarded ports, which outlive the connections that asked for them.
+    pub(crate) inbound: Inbound,
     /// Connections that have not logged in yet (`--max-preauth-connections`).
     preauth: Slots,
     /// Refused connections still delivering their disconnect.
@@ -237,6 +240,7 @@ impl Shadow {
             ..Config::default()
         };
         let (clients, _) = watch::channel(Clients::default());
+        let tracker = TaskTracker::new();
         let refusals_in_flight = tuning.refusals_in_flight;
         info!(
             listen = %args.listen,
@@ -246,6 +250,8 @@ impl Shadow {
             max_preauth_connections = args.max_preauth_connections,
             max_channels = args.max_channels,
             max_udp_flows = args.max_udp_flows,
+            max_held_connections = args.max_held_connections,
+            hold_timeout = ?args.hold_timeout,
             "kt-shadow listening"
         );
         Ok(Shadow {
@@ -253,7 +259,12 @@ impl Shadow {
             config: Arc::new(config),
             state: Arc::new(State {
                 authorized,
-                tracker: TaskTracker::new(),
+                inbound: Inbound::new(
+                    args.max_held_connections,
+                    args.hold_timeout,
+                    tracker.clone(),
+                ),
+                tracker,
                 clients,
                 tuning: Arc::new(tuning),
                 remote_forward_ports: args.remote_forward_ports.clone(),
@@ -284,6 +295,12 @@ impl Shadow {
     /// The socket's error if the address cannot be read.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Counters of connections held on forwarded ports while no client had them (see
+    /// `--hold-timeout`); they keep counting while [`Shadow::run`] runs.
+    pub fn held_connections(&self) -> HeldConnections {
+        self.state.inbound.counters()
     }
 
     /// Serves until `shutdown` is cancelled, the heartbeat timeout or the idle exit
@@ -358,6 +375,7 @@ impl Shadow {
 
         drop(listener);
         stop.cancel();
+        state.inbound.close();
         state.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, state.tracker.wait())
             .await

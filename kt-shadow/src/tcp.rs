@@ -1,16 +1,15 @@
-//! TCP: `direct-tcpip` channels (connect and splice) and `tcpip-forward` listeners.
+//! TCP: `direct-tcpip` channels (connect and splice), the splice that forwarded
+//! connections share, and `tcpip-forward` bind addresses.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::BytesMut;
-use russh::server::{Handle, Msg};
+use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
@@ -252,84 +251,6 @@ pub(crate) fn forward_bind_addr(address: &str, port: u16) -> Result<SocketAddr, 
             })?,
     };
     Ok(SocketAddr::new(ip, port))
-}
-
-/// A remote-forward listener: accepts connections until `cancel` fires and opens a
-/// `forwarded-tcpip` channel back to the client for each.
-pub(crate) async fn run_forward_listener(
-    ctx: ConnCtx,
-    handle: Handle,
-    listener: TcpListener,
-    requested_address: Arc<str>,
-    bound_port: u16,
-    cancel: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(conn = ctx.id, port = bound_port, error = %err, "remote forward accept failed");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-        };
-        let slot = match ctx.limits.channel() {
-            Ok(slot) => slot,
-            Err(failure) => {
-                warn!(
-                    conn = ctx.id,
-                    %peer,
-                    port = bound_port,
-                    "forwarded connection closed: {}",
-                    failure.description()
-                );
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = ctx.clone();
-        let handle = handle.clone();
-        let address = Arc::clone(&requested_address);
-        ctx.tracker.spawn(async move {
-            let _slot = slot;
-            let open = handle.channel_open_forwarded_tcpip(
-                address.to_string(),
-                u32::from(bound_port),
-                peer.ip().to_string(),
-                u32::from(peer.port()),
-            );
-            let channel = tokio::select! {
-                () = conn.cancel.cancelled() => return,
-                r = open => match r {
-                    Ok(channel) => channel,
-                    Err(err) => {
-                        debug!(conn = conn.id, %peer, port = bound_port, error = %err, "client refused forwarded-tcpip");
-                        return;
-                    }
-                },
-            };
-            let id = channel.id();
-            debug!(conn = conn.id, channel = %id, %peer, port = bound_port, "forwarded-tcpip open");
-            let moved = splice(channel, stream, &conn.cancel, &conn.tuning).await;
-            debug!(
-                conn = conn.id,
-                channel = %id,
-                %peer,
-                port = bound_port,
-                up = moved.up,
-                down = moved.down,
-                "forwarded-tcpip closed"
-            );
-        });
-    }
-    debug!(conn = ctx.id, address = %requested_address, port = bound_port, "remote forward closed");
 }
 
 #[cfg(test)]

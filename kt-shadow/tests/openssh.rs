@@ -135,7 +135,8 @@ async fn remote_forward_on_port_zero_reaches_a_local_server() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_forward_on_a_fixed_port_closes_when_the_client_leaves() -> TestResult {
+async fn remote_forward_on_a_fixed_port_outlives_the_client_and_serves_the_next_one() -> TestResult
+{
     let port = free_port().await?;
     let shadow = Shadowed::start_with(
         |args| args.remote_forward_ports = vec![port],
@@ -150,17 +151,34 @@ async fn remote_forward_on_a_fixed_port_closes_when_the_client_leaves() -> TestR
     let back = round_trip(TcpStream::connect(remote).await?, b"through the shadow").await?;
     assert_eq!(back, b"through the shadow");
 
-    // Disconnecting closes every listener of the session.
+    // The client goes away: the port stays open and holds what arrives meanwhile.
     ssh.start_kill()?;
     let _ = ssh.wait().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(remote).await.is_ok() {
+    let data = pattern(MIB, 4);
+    let held = TcpStream::connect(remote).await?;
+    let to_send = data.clone();
+    let waiting = tokio::spawn(async move { round_trip(held, &to_send).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shadow.held.snapshot().held < 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the remote-forward listener outlived its SSH connection"
+            "the connection made while no client was there was not held"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // A new ssh asks for the same port: the held connection reaches its echo server.
+    let mut again = shadow
+        .ssh()
+        .args(["-N", "-R", &spec, "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let back = waiting.await??;
+    assert!(back == data, "echoed bytes differ");
+    assert_eq!(shadow.held.snapshot().delivered, 1);
+    again.start_kill()?;
+    let _ = again.wait().await;
     shadow.stop().await?;
     Ok(())
 }

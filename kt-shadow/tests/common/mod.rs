@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kt_proto::cli::ServeArgs;
-use kt_shadow::{Exit, Shadow, Tuning};
+use kt_shadow::{Exit, HeldConnections, Shadow, Tuning};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -94,6 +94,8 @@ pub struct Shadowed {
     pub host_public: String,
     /// known_hosts pinning the host key for `addr`.
     pub known_hosts: PathBuf,
+    /// Counters of connections held on forwarded ports.
+    pub held: HeldConnections,
     shutdown: CancellationToken,
     server: Option<JoinHandle<Exit>>,
 }
@@ -122,6 +124,7 @@ impl Shadowed {
         configure(&mut args);
         let shadow = Shadow::bind_with(&args, tuning).await?;
         let addr = shadow.local_addr()?;
+        let held = shadow.held_connections();
         let host_public = public_line(&args.host_key)?;
         let known_hosts = dir.path().join("known_hosts");
         std::fs::write(
@@ -136,6 +139,7 @@ impl Shadowed {
             client_key,
             host_public,
             known_hosts,
+            held,
             shutdown,
             server: Some(server),
         })
