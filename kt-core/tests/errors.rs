@@ -36,17 +36,7 @@ async fn missing_permissions_name_the_verb_the_resource_and_the_shipped_role() -
         }
         other => bail!("expected Forbidden, got {other:?}"),
     }
-    let left = ns
-        .kubectl(&[
-            "get",
-            "pods,secrets",
-            "-l",
-            "app.kubernetes.io/managed-by=kt",
-            "-o",
-            "name",
-        ])
-        .await?;
-    ensure!(left.trim().is_empty(), "left behind: {left}");
+    common::nothing_of_kt_left(&ns, "pods,secrets").await?;
     Ok(())
 }
 
@@ -81,17 +71,7 @@ async fn a_missing_shadow_service_account_says_to_apply_the_role_file() -> Resul
         }
         other => bail!("expected ShadowServiceAccount, got {other:?}"),
     }
-    let left = ns
-        .kubectl(&[
-            "get",
-            "pods,secrets,leases",
-            "-l",
-            "app.kubernetes.io/managed-by=kt",
-            "-o",
-            "name",
-        ])
-        .await?;
-    ensure!(left.trim().is_empty(), "left behind: {left}");
+    common::nothing_of_kt_left(&ns, "pods,secrets,leases").await?;
     Ok(())
 }
 
@@ -204,17 +184,7 @@ async fn a_shadow_image_that_cannot_be_pulled_is_named_with_the_reason() -> Resu
         events.iter().any(|e| matches!(e, Event::Scheduled { .. })),
         "events: {events:?}"
     );
-    let left = ns
-        .kubectl(&[
-            "get",
-            "pods,secrets",
-            "-l",
-            "app.kubernetes.io/managed-by=kt",
-            "-o",
-            "name",
-        ])
-        .await?;
-    ensure!(left.trim().is_empty(), "left behind: {left}");
+    common::nothing_of_kt_left(&ns, "pods,secrets").await?;
     Ok(())
 }
 

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use kt_lab_tests::{EchoReply, Lab};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::Command;
 
-/// How long connect may take before the test gives up (not a performance bound).
-const CONNECT_WAIT: Duration = Duration::from_secs(150);
+mod common;
+use common::Ktctl;
 
 /// The `KEY=value` pairs of the `export` line ktctl printed.
 fn exported(summary: &str) -> Result<BTreeMap<String, String>> {
@@ -61,41 +60,12 @@ async fn proxy_auth_prints_urls_with_credentials_that_the_proxies_require() -> R
     let ns = lab.namespace("ktctl-pauth").await?;
     let echo = ns.deploy_echo(1).await?;
     let kubeconfig = lab.kubeconfig().to_string_lossy().into_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ktctl"))
-        .args(["connect", "--proxy-auth", "--kubeconfig", &kubeconfig])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ktctl"));
+    cmd.args(["connect", "--proxy-auth", "--kubeconfig", &kubeconfig])
         .args(["-n", ns.name()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting ktctl")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut stderr = child.stderr.take().context("stderr")?;
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-    let mut lines = BufReader::new(stdout).lines();
-    let mut summary = String::new();
-    let ready = tokio::time::timeout(CONNECT_WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            summary.push_str(&line);
-            summary.push('\n');
-            if line.starts_with("press Ctrl-C") {
-                return Ok::<bool, std::io::Error>(true);
-            }
-        }
-        Ok(false)
-    })
-    .await;
-    if !matches!(ready, Ok(Ok(true))) {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        let err = stderr.await.unwrap_or_default();
-        bail!("ktctl did not connect ({ready:?}):\nstdout:\n{summary}\nstderr:\n{err}");
-    }
+        .stdin(Stdio::null());
+    let kt = Ktctl::spawn(cmd).await?;
+    let summary = kt.summary.clone();
 
     let checks = async {
         let vars = exported(&summary)?;
@@ -162,20 +132,11 @@ async fn proxy_auth_prints_urls_with_credentials_that_the_proxies_require() -> R
     }
     .await;
 
-    let pid = child.id().context("ktctl ended early")?.to_string();
-    let killed = Command::new("kill")
-        .args(["-s", "INT", &pid])
-        .output()
-        .await?;
-    ensure!(killed.status.success(), "kill -s INT {pid}: {killed:?}");
-    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
-        .await
-        .context("ktctl did not exit within 90 s of SIGINT")??;
-    let err = stderr.await.unwrap_or_default();
+    let (code, err) = kt.signal("INT").await?;
     if let Err(e) = checks {
         bail!("{e:#}\nktctl stdout:\n{summary}\nktctl stderr:\n{err}");
     }
-    ensure!(status.code() == Some(0), "ktctl exit {status:?}:\n{err}");
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{err}");
     let left = ns
         .kubectl(&[
             "get",

@@ -26,6 +26,9 @@ use kt_lab_tests::{EchoApp, Lab, TestNamespace};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+use common::Ktctl;
+
 const LAPTOP_NS: &str = "ktlab-laptop";
 const LAPTOP_RESOLV: &str = "/etc/netns/ktlab-laptop/resolv.conf";
 const LAPTOP_HOSTS: &str = "/etc/netns/ktlab-laptop/hosts";
@@ -36,8 +39,6 @@ const API_FROM_LAPTOP: &str = "10.88.255.1";
 const LAPTOP_SUBNET_ADDR: &str = "10.88.255.0";
 /// The upstream DNS server in the resolv.conf one test gives ktctl (TEST-NET-2).
 const TEST_UPSTREAM: &str = "198.51.100.53";
-/// How long connect may take before the test gives up (not a performance bound).
-const CONNECT_WAIT: Duration = Duration::from_secs(150);
 
 /// One VPN test at a time: they share the laptop namespace.
 static LAPTOP: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
@@ -169,16 +170,10 @@ async fn stop_and_compare(
     assert_same(before, &snapshot().await?, when)
 }
 
-/// A running `ktctl connect` in the laptop namespace.
-struct Ktctl {
-    child: Child,
-    /// Its stdout up to the ready line.
-    summary: String,
-    stderr: tokio::task::JoinHandle<String>,
-}
-
+/// Ways to start `ktctl connect` in the laptop namespace.
 impl Ktctl {
-    /// Starts it and waits for "press Ctrl-C"; fails with its stderr if it exits.
+    /// Starts it in VPN mode and waits for "press Ctrl-C"; fails with its stderr if it
+    /// exits.
     async fn start(ns: &TestNamespace, extra: &[&str]) -> Result<Ktctl> {
         Self::start_mode(ns, "vpn", extra).await
     }
@@ -216,71 +211,9 @@ impl Ktctl {
                 (*program, all)
             }
         };
-        let mut child = laptop(program, &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting ktctl in the laptop namespace")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut stderr = child.stderr.take().context("stderr")?;
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        let mut summary = String::new();
-        let ready = tokio::time::timeout(CONNECT_WAIT, async {
-            while let Some(line) = lines.next_line().await? {
-                summary.push_str(&line);
-                summary.push('\n');
-                if line.starts_with("press Ctrl-C") {
-                    return Ok::<bool, std::io::Error>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await;
-        match ready {
-            Ok(Ok(true)) => Ok(Ktctl {
-                child,
-                summary,
-                stderr,
-            }),
-            other => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                let err = stderr.await.unwrap_or_default();
-                bail!("ktctl did not connect ({other:?}):\nstdout:\n{summary}\nstderr:\n{err}")
-            }
-        }
-    }
-
-    fn pid(&self) -> Result<i32> {
-        let pid = self.child.id().context("ktctl already ended")?;
-        i32::try_from(pid).context("pid")
-    }
-
-    /// Sends `signal` and waits for the exit; returns (exit code, stderr).
-    async fn signal(mut self, signal: &str) -> Result<(Option<i32>, String)> {
-        let pid = self.pid()?.to_string();
-        let out = Command::new("kill")
-            .args(["-s", signal, &pid])
-            .output()
-            .await?;
-        ensure!(out.status.success(), "kill -s {signal} {pid}: {out:?}");
-        let status = tokio::time::timeout(Duration::from_secs(90), self.child.wait()).await;
-        let status = match status {
-            Ok(status) => status?,
-            Err(_) => {
-                let _ = self.child.start_kill();
-                let _ = self.child.wait().await;
-                let err = self.stderr.await.unwrap_or_default();
-                bail!("ktctl did not exit within 90 s of SIG{signal}; its stderr:\n{err}");
-            }
-        };
-        let err = self.stderr.await.unwrap_or_default();
-        Ok((status.code(), err))
+        Ktctl::spawn(laptop(program, &args))
+            .await
+            .context("ktctl in the laptop namespace")
     }
 }
 

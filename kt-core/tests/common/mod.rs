@@ -266,6 +266,23 @@ impl Fixture {
     }
 }
 
+/// Fails, naming them, when kt objects of `kinds` (`kubectl get` kinds, comma
+/// separated: "pods,secrets,leases") are left in `ns`.
+pub(crate) async fn nothing_of_kt_left(ns: &TestNamespace, kinds: &str) -> Result<()> {
+    let left = ns
+        .kubectl(&[
+            "get",
+            kinds,
+            "-l",
+            "app.kubernetes.io/managed-by=kt",
+            "-o",
+            "name",
+        ])
+        .await?;
+    ensure!(left.trim().is_empty(), "left behind: {left}");
+    Ok(())
+}
+
 /// Runs curl with the given proxy arguments against `url`; returns the echo reply.
 pub(crate) async fn curl_echo(proxy_args: &[&str], url: &str) -> Result<EchoReply> {
     let mut cmd = tokio::process::Command::new("curl");
