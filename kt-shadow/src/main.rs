@@ -53,6 +53,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> i32 {
+    // Catch signals before the port listens: a SIGTERM that comes as soon as the shadow
+    // answers (a pod deleted right after it started) must shut it down cleanly, not end
+    // it by the signal's default action.
+    let signals = Signals::install();
     let mut shadow = match Shadow::bind(&args).await {
         Ok(shadow) => shadow,
         Err(err) => {
@@ -64,33 +68,48 @@ async fn serve(args: ServeArgs) -> i32 {
         shadow = shadow.watch_lease(watch);
     }
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let signals = signals.map(|s| tokio::spawn(s.cancel_on_first(shutdown.clone())));
     let exit = shadow.run(shutdown).await;
-    signals.abort();
+    if let Some(signals) = signals {
+        signals.abort();
+    }
     if exit == Exit::Shutdown {
         info!("shut down");
     }
     exit.code()
 }
 
-/// Cancels `shutdown` on SIGTERM (what the kubelet sends) or SIGINT.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received, shutting down"),
-                _ = int.recv() => info!("SIGINT received, shutting down"),
+/// SIGTERM (what the kubelet sends) and SIGINT, caught from the moment they are
+/// installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs both handlers; `None` (logged) if the system refuses.
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some(Signals { term, int }),
+            _ => {
+                error!("cannot install signal handlers; stop kt-shadow with SIGKILL");
+                None
             }
         }
-        _ => {
-            error!("cannot install signal handlers; stop kt-shadow with SIGKILL");
-            return;
-        }
     }
-    shutdown.cancel();
+
+    /// Cancels `shutdown` on the first of the two signals.
+    async fn cancel_on_first(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received, shutting down"),
+            _ = self.int.recv() => info!("SIGINT received, shutting down"),
+        }
+        shutdown.cancel();
+    }
 }
 
 fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
