@@ -263,19 +263,20 @@ async fn connect(args: ConnectArgs) -> Result<(), kt_core::Error> {
     if args.mode == Mode::Proxy && (!args.include_cidr.is_empty() || args.no_discovery) {
         eprintln!("ktctl: note: --include-cidr and --no-discovery only apply to --mode vpn");
     }
+    let mut stop = Stop::install();
     let session = tokio::select! {
         s = Session::connect(options(&args)) => s?,
-        () = shutdown_signal() => {
+        () = stop.next() => {
             eprintln!("ktctl: interrupted while connecting; what was created has been removed");
             return Ok(());
         }
     };
     print_summary(&session, args.proxy_auth);
-    shutdown_signal().await;
+    stop.next().await;
     eprintln!("ktctl: disconnecting (interrupt again to leave at once)");
     tokio::select! {
         r = session.close() => r,
-        () = shutdown_signal() => {
+        () = stop.next() => {
             // close() restores system DNS first; what may remain is the shadow pod,
             // which ends itself (--shadow-timeout) and the next session deletes.
             eprintln!("ktctl: leaving without waiting for the cluster");
@@ -337,26 +338,45 @@ fn recover() -> Result<(), kt_core::Error> {
     Ok(())
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP.
-async fn shutdown_signal() {
+/// Ctrl-C, SIGTERM or SIGHUP, caught from the moment [`Stop::install`] runs: one that
+/// comes between two waits (say, right after "press Ctrl-C" is printed) is kept for
+/// the next wait, neither lost nor left to the signal's default action.
+struct Stop {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Stop {
+    fn install() -> Stop {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = (|| {
+                Ok::<_, std::io::Error>([
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                ])
+            })();
+            Stop {
+                streams: streams.ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Stop {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Waits for the next of the three signals.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some([int, term, hup]) = &mut self.streams {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -364,6 +384,22 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A signal that comes before ktctl waits for one (between connect and the wait
+    /// for Ctrl-C) ends the next wait; it neither kills the process by the default
+    /// action (this test binary would die of the SIGHUP) nor gets lost.
+    #[tokio::test]
+    async fn a_signal_before_the_wait_ends_the_next_wait() {
+        let mut stop = Stop::install();
+        let status = std::process::Command::new("kill")
+            .args(["-s", "HUP", &std::process::id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        tokio::time::timeout(std::time::Duration::from_secs(30), stop.next())
+            .await
+            .expect("the SIGHUP sent before the wait ends it");
+    }
 
     #[test]
     fn dns_modes_parse_as_kt_core_reads_them() {
