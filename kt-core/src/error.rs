@@ -454,6 +454,34 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another kt session holds what a swap or expose asked for (a Service or workload
+    /// under a live lease, a Service name already taken).
+    #[error("{message}")]
+    TargetHeld {
+        /// Who holds it, since when, and what to do.
+        message: String,
+    },
+
+    /// Nothing listens on a local port that a swap or expose would send cluster traffic
+    /// to.
+    #[error(
+        "nothing listens on 127.0.0.1:{port} ({reason}): start the local process first, \
+         or turn the check off (`check_local(false)`, ktctl `--skip-local-check`)"
+    )]
+    NotListening {
+        /// The local port.
+        port: u16,
+        /// What connecting to it said.
+        reason: String,
+    },
+
+    /// A failure inside kt that the caller cannot fix.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What failed.
+        what: String,
+    },
+
     /// Closing could not remove every object the session created.
     #[error(
         "could not remove everything the session created: {}; delete them with \
@@ -515,6 +543,9 @@ pub enum ErrorKind {
     Cleanup,
     /// A failure inside kt that the caller cannot fix (making SSH keys).
     Internal,
+    /// Another kt session holds what was asked for (a swapped Service or workload, a
+    /// Service name expose would create).
+    Conflict,
 }
 
 impl ErrorKind {
@@ -538,6 +569,7 @@ impl ErrorKind {
         ErrorKind::Cleanup,
         ErrorKind::Internal,
         ErrorKind::Connect,
+        ErrorKind::Conflict,
     ];
 
     /// The stable name, `snake_case` (`not_found`, `api_unreachable`, ...): Node's
@@ -562,6 +594,7 @@ impl ErrorKind {
             ErrorKind::Vpn => "vpn",
             ErrorKind::Cleanup => "cleanup",
             ErrorKind::Internal => "internal",
+            ErrorKind::Conflict => "conflict",
         }
     }
 
@@ -587,6 +620,7 @@ impl ErrorKind {
             ErrorKind::Cleanup => 19,
             ErrorKind::Internal => 22,
             ErrorKind::Connect => 23,
+            ErrorKind::Conflict => 24,
         }
     }
 }
@@ -652,6 +686,9 @@ impl Error {
             Error::NeedsCapability { .. } => ErrorKind::NeedsCapability,
             Error::Vpn { .. } | Error::SystemDns { .. } => ErrorKind::Vpn,
             Error::Cleanup { .. } => ErrorKind::Cleanup,
+            Error::TargetHeld { .. } => ErrorKind::Conflict,
+            Error::NotListening { .. } => ErrorKind::Connect,
+            Error::Internal { .. } => ErrorKind::Internal,
         }
     }
 
@@ -742,6 +779,12 @@ impl Error {
             },
             ErrorKind::Internal => Error::Keys {
                 source: russh::keys::ssh_key::Error::AlgorithmUnknown,
+            },
+            ErrorKind::Conflict => Error::TargetHeld {
+                message: text(
+                    "Service dev/web is held by kt session `a1b2c3d4` of alice since \
+                     2026-12-07T18:00:00Z",
+                ),
             },
         }
     }

@@ -98,6 +98,56 @@ pub enum Event {
     Closing,
     /// Every object is gone and every task ended. The last event.
     Closed,
+    /// Swap, expose: the shadow listens on these ports in the cluster, each forwarded
+    /// to a local port (`8080 -> 127.0.0.1:3000`).
+    Listening {
+        /// `remote -> 127.0.0.1:local`, one per port.
+        ports: Vec<String>,
+    },
+    /// Swap, selector mode: a Service now selects the swap shadow.
+    SelectorSwitched {
+        /// The Service.
+        service: String,
+        /// Its new selector (`kt.dev/swap=...`).
+        selector: String,
+    },
+    /// Swap, scale mode: the workload was scaled to 0 (its replica count is recorded
+    /// on it, and restored on close).
+    Scaled {
+        /// `deploy/web`, `sts/db`.
+        workload: String,
+        /// Replicas before.
+        from: u32,
+        /// Replicas after.
+        to: u32,
+    },
+    /// Expose: the Service was created.
+    ServiceCreated {
+        /// Its name.
+        service: String,
+    },
+    /// A connection from the cluster arrived at the shadow and is handed to the local
+    /// port.
+    Inbound {
+        /// Who connected (address in the cluster).
+        peer: String,
+        /// The shadow's port it connected to.
+        port: u32,
+    },
+    /// Something kt changed was put back (by close, by a take-over of an expired
+    /// session, by `clean` or `recover`).
+    Restored {
+        /// The object (`Service dev/web`).
+        object: String,
+        /// What was put back.
+        detail: String,
+    },
+    /// A value kt changed was changed again by someone else meanwhile: kt left it as
+    /// it is and says so.
+    RestoreConflict {
+        /// The object, the field, what it holds, what kt wrote and the original.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -135,6 +185,22 @@ impl fmt::Display for Event {
             Event::HeartbeatFailed { reason } => write!(f, "heartbeat failed: {reason}"),
             Event::Closing => f.write_str("closing: removing the shadow pod"),
             Event::Closed => f.write_str("closed"),
+            Event::Listening { ports } => {
+                write!(f, "listening in the cluster: {}", ports.join(", "))
+            }
+            Event::SelectorSwitched { service, selector } => {
+                write!(
+                    f,
+                    "Service {service} now selects the swap shadow ({selector})"
+                )
+            }
+            Event::Scaled { workload, from, to } => {
+                write!(f, "scaled {workload} from {from} to {to} replicas")
+            }
+            Event::ServiceCreated { service } => write!(f, "created Service {service}"),
+            Event::Inbound { peer, port } => write!(f, "connection from {peer} to port {port}"),
+            Event::Restored { object, detail } => write!(f, "restored {object}: {detail}"),
+            Event::RestoreConflict { detail } => write!(f, "not restored: {detail}"),
         }
     }
 }
@@ -175,6 +241,20 @@ pub enum EventKind {
     Closing,
     /// [`Event::Closed`].
     Closed,
+    /// [`Event::Listening`].
+    Listening,
+    /// [`Event::SelectorSwitched`].
+    SelectorSwitched,
+    /// [`Event::Scaled`].
+    Scaled,
+    /// [`Event::ServiceCreated`].
+    ServiceCreated,
+    /// [`Event::Inbound`].
+    Inbound,
+    /// [`Event::Restored`].
+    Restored,
+    /// [`Event::RestoreConflict`].
+    RestoreConflict,
 }
 
 impl EventKind {
@@ -195,6 +275,13 @@ impl EventKind {
         EventKind::HeartbeatFailed,
         EventKind::Closing,
         EventKind::Closed,
+        EventKind::Listening,
+        EventKind::SelectorSwitched,
+        EventKind::Scaled,
+        EventKind::ServiceCreated,
+        EventKind::Inbound,
+        EventKind::Restored,
+        EventKind::RestoreConflict,
     ];
 
     /// The stable name, `snake_case` (`tunnel_up`, ...).
@@ -215,6 +302,13 @@ impl EventKind {
             EventKind::HeartbeatFailed => "heartbeat_failed",
             EventKind::Closing => "closing",
             EventKind::Closed => "closed",
+            EventKind::Listening => "listening",
+            EventKind::SelectorSwitched => "selector_switched",
+            EventKind::Scaled => "scaled",
+            EventKind::ServiceCreated => "service_created",
+            EventKind::Inbound => "inbound",
+            EventKind::Restored => "restored",
+            EventKind::RestoreConflict => "restore_conflict",
         }
     }
 
@@ -238,6 +332,13 @@ impl EventKind {
             EventKind::HeartbeatFailed => 12,
             EventKind::Closing => 13,
             EventKind::Closed => 14,
+            EventKind::Listening => 15,
+            EventKind::SelectorSwitched => 16,
+            EventKind::Scaled => 17,
+            EventKind::ServiceCreated => 18,
+            EventKind::Inbound => 19,
+            EventKind::Restored => 20,
+            EventKind::RestoreConflict => 21,
         }
     }
 }
@@ -292,6 +393,13 @@ impl Event {
             Event::HeartbeatFailed { .. } => EventKind::HeartbeatFailed,
             Event::Closing => EventKind::Closing,
             Event::Closed => EventKind::Closed,
+            Event::Listening { .. } => EventKind::Listening,
+            Event::SelectorSwitched { .. } => EventKind::SelectorSwitched,
+            Event::Scaled { .. } => EventKind::Scaled,
+            Event::ServiceCreated { .. } => EventKind::ServiceCreated,
+            Event::Inbound { .. } => EventKind::Inbound,
+            Event::Restored { .. } => EventKind::Restored,
+            Event::RestoreConflict { .. } => EventKind::RestoreConflict,
         }
     }
 
@@ -334,6 +442,23 @@ impl Event {
                 vec![("reason", t(reason))]
             }
             Event::Closing | Event::Closed => Vec::new(),
+            Event::Listening { ports } => vec![("ports", EventValue::List(ports.clone()))],
+            Event::SelectorSwitched { service, selector } => {
+                vec![("service", t(service)), ("selector", t(selector))]
+            }
+            Event::Scaled { workload, from, to } => vec![
+                ("workload", t(workload)),
+                ("from", EventValue::Number(*from)),
+                ("to", EventValue::Number(*to)),
+            ],
+            Event::ServiceCreated { service } => vec![("service", t(service))],
+            Event::Inbound { peer, port } => {
+                vec![("peer", t(peer)), ("port", EventValue::Number(*port))]
+            }
+            Event::Restored { object, detail } => {
+                vec![("object", t(object)), ("detail", t(detail))]
+            }
+            Event::RestoreConflict { detail } => vec![("detail", t(detail))],
         }
     }
 }

@@ -226,11 +226,15 @@ pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
 pub use error::{CONNECT_ROLE_YAML, Error, ErrorKind, Result, VPN_ROLE_YAML};
 pub use events::{Event, EventKind, EventValue, Events};
+pub use inbound::clean::{CleanReport, clean, recover};
+pub use inbound::expose::Expose;
+pub use inbound::swap::Swap;
 pub use ipnet::IpNet;
 pub use options::surface;
 pub use options::{
-    ConnectOptions, DEFAULT_MTU, DEFAULT_OPENSSH_IMAGE, DnsMode, FALLBACK_DNS_SERVER,
-    SHADOW_IMAGE_ENV, ShadowFlavour, VpnOptions, parse_net,
+    ConnectOptions, DEFAULT_MTU, DEFAULT_OPENSSH_IMAGE, DEFAULT_RESTORE_TTL, DnsMode,
+    ExposeOptions, FALLBACK_DNS_SERVER, PortMap, RemotePort, SHADOW_IMAGE_ENV, ServiceType,
+    ShadowFlavour, SwapMode, SwapOptions, VpnOptions, parse_net,
 };
 pub use outbound::udp::DatagramChannel;
 pub use session::Session;

@@ -16,7 +16,9 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::events::{Event, EventBus, Events};
 use crate::inbound;
-use crate::options::{ConnectOptions, ShadowFlavour};
+use crate::inbound::expose::Expose;
+use crate::inbound::swap::Swap;
+use crate::options::{ConnectOptions, ExposeOptions, PortMap, ShadowFlavour, SwapOptions};
 use crate::outbound::auth::ProxyCredentials;
 use crate::outbound::proxies::Proxies;
 use crate::outbound::udp::{self, DatagramChannel};
@@ -48,6 +50,8 @@ struct Inner {
     flavour: ShadowFlavour,
     vpn: Option<VpnState>,
     teardown: Teardown,
+    /// The options it was opened with (inbound handles launch their shadows with them).
+    opts: ConnectOptions,
 }
 
 impl fmt::Debug for Session {
@@ -117,6 +121,7 @@ impl Session {
                     flavour: opts.flavour,
                     vpn,
                     teardown: Teardown::new(),
+                    opts: opts.clone(),
                 }),
             }),
             Err(e) => {
@@ -379,6 +384,96 @@ impl Session {
             .await
     }
 
+    /// Takes over the traffic of `target` in the cluster: connections to its ports
+    /// arrive at local ports on this machine, until the returned [`Swap`] is closed
+    /// (or dropped, or this process dies: then the swap shadow's watchdog restores the
+    /// cluster within the restore TTL). Selector mode with the defaults of
+    /// [`SwapOptions`]; see [`Session::swap_with`].
+    ///
+    /// `target` is `deploy/NAME`, `sts/NAME`, `svc/NAME` or a bare name (a Service of
+    /// that name, else a Deployment, else a StatefulSet). Each [`PortMap`]'s remote
+    /// port may be a Service port, a container port or a port name of the target.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: &kt_core::Session) -> Result<(), kt_core::Error> {
+    /// use kt_core::PortMap;
+    /// // Pods calling the `web` Service now reach 127.0.0.1:8080 here.
+    /// let swap = session.swap("deploy/web", &PortMap::parse_list(["8080:80"])?).await?;
+    /// // ... run the local process, send requests in the cluster ...
+    /// swap.close().await?; // the Service's selector is as it was
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Nothing in the cluster changes when: the target or a port does not exist
+    /// ([`Error::TargetNotFound`], [`Error::InvalidArgument`]), nothing listens on a
+    /// local port ([`Error::NotListening`]), another live kt session holds the target
+    /// ([`Error::TargetHeld`], naming it), or RBAC refuses a call ([`Error::Forbidden`]).
+    pub async fn swap(&self, target: &str, ports: &[PortMap]) -> Result<Swap> {
+        self.swap_with(target, ports, SwapOptions::new()).await
+    }
+
+    /// [`Session::swap`] with options: the mode (selector or scale), the restore TTL,
+    /// the local-port check, an event callback.
+    pub async fn swap_with(
+        &self,
+        target: &str,
+        ports: &[PortMap],
+        opts: SwapOptions,
+    ) -> Result<Swap> {
+        self.check_open()?;
+        let inner = &self.inner;
+        Box::pin(Swap::start(
+            &inner.cluster,
+            &inner.opts,
+            target,
+            ports,
+            opts,
+        ))
+        .await
+    }
+
+    /// Publishes local ports as a new Service `name` in the session's namespace (a
+    /// ClusterIP Service by default): pods connecting to `name:remote` reach
+    /// `127.0.0.1:local` here, until the returned [`Expose`] is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: &kt_core::Session) -> Result<(), kt_core::Error> {
+    /// let preview = session.expose("my-preview", &kt_core::PortMap::parse_list(["3000:80"])?).await?;
+    /// // pods reach http://my-preview/ (port 80) -> 127.0.0.1:3000
+    /// preview.close().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An existing Service of that name is refused ([`Error::TargetHeld`]); nothing
+    /// listening locally: [`Error::NotListening`].
+    pub async fn expose(&self, name: &str, ports: &[PortMap]) -> Result<Expose> {
+        self.expose_with(name, ports, ExposeOptions::new()).await
+    }
+
+    /// [`Session::expose`] with options: the Service type, the local-port check, an
+    /// event callback.
+    pub async fn expose_with(
+        &self,
+        name: &str,
+        ports: &[PortMap],
+        opts: ExposeOptions,
+    ) -> Result<Expose> {
+        self.check_open()?;
+        let inner = &self.inner;
+        Box::pin(Expose::start(
+            &inner.cluster,
+            &inner.opts,
+            name,
+            ports,
+            opts,
+        ))
+        .await
+    }
+
     /// Connections to `port` of the shadow pod arrive at `local` on this machine,
     /// through an SSH remote forward that survives reconnects; returns the port the
     /// shadow listens on. The inbound operations build on this. The shadow listens only
@@ -395,9 +490,13 @@ impl Session {
             .remote_forward("0.0.0.0", port)
             .await?;
         let bound = u16::try_from(forward.port).unwrap_or(port);
-        self.inner
-            .tasks
-            .spawn(inbound::serve(forward, local, self.inner.tasks.clone()));
+        self.inner.tasks.spawn(inbound::serve(
+            forward,
+            local,
+            self.inner.tasks.clone(),
+            Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            Arc::clone(&self.inner.events),
+        ));
         Ok(bound)
     }
 
@@ -475,7 +574,7 @@ impl ClusterResolver for Session {
 }
 
 /// 8 characters of `[a-z0-9]`: unique enough per namespace, short in pod names.
-fn session_id() -> String {
+pub(crate) fn session_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..8)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))

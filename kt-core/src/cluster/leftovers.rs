@@ -106,20 +106,22 @@ pub(crate) fn leftover(pod: &Pod, lease: &LeaseState, now: Timestamp) -> Option<
     }
 }
 
-/// Deletes the kt pods of the session's namespace that are leftovers (see the module
-/// docs), reporting each as [`Event::Recovered`]. Best effort: failures (a missing
-/// permission, the API) are logged and never fail the connect.
-pub(crate) async fn sweep(cluster: &Cluster, events: &EventBus) {
+/// The kt pods of the session's namespace that are leftovers (see the module docs),
+/// with why.
+///
+/// # Errors
+///
+/// Listing kt pods failed (RBAC, the API).
+pub(crate) async fn find(cluster: &Cluster) -> crate::error::Result<Vec<(String, &'static str)>> {
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
-    let api = cluster.pods();
-    let pods = match api.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => list.items,
-        Err(e) => {
-            tracing::debug!(target: "kt", "looking for leftover kt pods: {e}");
-            return;
-        }
-    };
+    let pods = (cluster
+        .pods()
+        .list(&ListParams::default().labels(&selector))
+        .await)
+        .map_err(|e| cluster.error(e, "list", "pods", "(looking for leftover kt pods)"))?
+        .items;
     let leases = cluster.leases();
+    let mut found = Vec::new();
     for pod in &pods {
         let Some(name) = pod.metadata.name.as_deref() else {
             continue;
@@ -136,19 +138,47 @@ pub(crate) async fn sweep(cluster: &Cluster, events: &EventBus) {
                 }
             }
         };
-        let Some(why) = leftover(pod, &lease, Timestamp::now()) else {
-            continue;
-        };
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => events.emit(Event::Recovered {
+        if let Some(why) = leftover(pod, &lease, Timestamp::now()) {
+            found.push((name.to_owned(), why.describe()));
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes kt pod `name` with its grace period (a swap shadow restores what its
+/// session changed on SIGTERM); gone already counts as deleted.
+pub(crate) async fn delete(cluster: &Cluster, name: &str) -> crate::error::Result<()> {
+    match cluster
+        .pods()
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(cluster.error(e, "delete", "pods", &format!("`{name}` (a leftover)"))),
+    }
+}
+
+/// Deletes the kt pods of the session's namespace that are leftovers (see the module
+/// docs), reporting each as [`Event::Recovered`]. Best effort: failures (a missing
+/// permission, the API) are logged and never fail the connect.
+pub(crate) async fn sweep(cluster: &Cluster, events: &EventBus) {
+    let found = match find(cluster).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(target: "kt", "looking for leftover kt pods: {e}");
+            return;
+        }
+    };
+    for (name, why) in found {
+        match delete(cluster, &name).await {
+            Ok(()) => events.emit(Event::Recovered {
                 what: format!(
-                    "{} {}/{name} of a session whose client vanished (deleted, with its \
+                    "{why} {}/{name} of a session whose client vanished (deleted, with its \
                      Lease, and its Secret if it had one)",
-                    why.describe(),
                     cluster.namespace
                 ),
             }),
-            Err(e) if is_not_found(&e) => {}
             Err(e) => tracing::warn!(target: "kt", "deleting leftover kt pod {name}: {e}"),
         }
     }

@@ -1,18 +1,15 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
 //! Secret, Pod and Lease, waiting for it, looking up forward targets, cleanup.
-//! [`restore`] (not yet wired) computes the guarded patches that make and undo the
-//! changes a swap makes to objects kt does not own.
+//! [`restore`] computes the guarded patches that make and undo the changes a swap makes
+//! to objects kt does not own; [`workload`] finds what a swap takes over.
 
 pub(crate) mod cidr;
 mod client;
 pub(crate) mod leftovers;
 pub(crate) mod ranges;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "not yet wired to swap/expose (issue 12)")
-)]
 pub(crate) mod restore;
 pub(crate) mod target;
+pub(crate) mod workload;
 
 use std::time::Duration;
 

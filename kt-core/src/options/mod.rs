@@ -2,6 +2,7 @@
 //! shadow's [`ShadowFlavour`], and the parsers every front end shares
 //! ([`FromStr`](std::str::FromStr) for [`ShadowFlavour`] and [`DnsMode`], [`parse_net`]).
 
+mod inbound;
 pub mod surface;
 mod vpn;
 
@@ -18,6 +19,9 @@ use kt_proto::shadow;
 use crate::error::{Error, Result};
 use crate::events::{Callback, Event};
 
+pub use inbound::{
+    DEFAULT_RESTORE_TTL, ExposeOptions, PortMap, RemotePort, ServiceType, SwapMode, SwapOptions,
+};
 pub use vpn::{DEFAULT_MTU, DnsMode, VpnOptions, parse_net};
 
 /// The SSH user of the OpenSSH shadow (sshd runs as root and needs a real user).

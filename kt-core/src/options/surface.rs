@@ -67,10 +67,44 @@ pub const SESSION_OPERATIONS: &[&str] = &[
     "forward_udp",
     "udp_channel",
     "close",
+    // With their `_with` twins (the same operation with options), one operation each:
+    // a binding takes the options as optional arguments.
+    "swap",
+    "expose",
+];
+
+/// Every [`SwapOptions`](crate::SwapOptions) setting, by builder method name.
+pub const SWAP_OPTIONS: &[&str] = &["mode", "check_local", "restore_ttl", "on_event"];
+
+/// Every [`ExposeOptions`](crate::ExposeOptions) setting, by builder method name.
+pub const EXPOSE_OPTIONS: &[&str] = &["service_type", "check_local", "on_event"];
+
+/// Every operation of a [`Swap`](crate::Swap), by method name.
+pub const SWAP_OPERATIONS: &[&str] = &[
+    "id",
+    "target",
+    "mode",
+    "pod_name",
+    "services",
+    "ports",
+    "connections",
+    "events",
+    "close",
+];
+
+/// Every operation of an [`Expose`](crate::Expose), by method name.
+pub const EXPOSE_OPERATIONS: &[&str] = &[
+    "id",
+    "service",
+    "pod_name",
+    "ports",
+    "connections",
+    "events",
+    "close",
 ];
 
 /// Functions outside a session.
-pub const FUNCTIONS: &[&str] = &["recover_system_dns"];
+pub const FUNCTIONS: &[&str] = &["recover_system_dns", "clean", "recover"];
 
 #[cfg(test)]
 mod tests {
@@ -114,5 +148,29 @@ mod tests {
             .contains(&m.as_str())
         });
         assert_eq!(ops, SESSION_OPERATIONS, "session.rs methods");
+        let inbound = include_str!("inbound.rs");
+        let (swap_src, expose_src) = inbound
+            .split_once("impl ServiceType")
+            .expect("inbound.rs has ServiceType after SwapOptions");
+        assert_eq!(
+            methods(swap_src, "mut self"),
+            SWAP_OPTIONS,
+            "SwapOptions builders"
+        );
+        assert_eq!(
+            methods(expose_src, "mut self"),
+            EXPOSE_OPTIONS,
+            "ExposeOptions builders"
+        );
+        assert_eq!(
+            methods(include_str!("../inbound/swap.rs"), "&self"),
+            SWAP_OPERATIONS,
+            "swap.rs methods"
+        );
+        assert_eq!(
+            methods(include_str!("../inbound/expose.rs"), "&self"),
+            EXPOSE_OPERATIONS,
+            "expose.rs methods"
+        );
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct Shadow {
     pub(crate) name: String,
     /// The session id it belongs to.
     pub(crate) session: String,
+    /// The pod as created (its UID, for owner references).
+    pub(crate) pod: k8s_openapi::api::core::v1::Pod,
     /// The transport to the pod's SSH server, reconnecting by itself.
     pub(crate) tunnel: Arc<Tunnel>,
     cluster: Cluster,
@@ -57,10 +59,7 @@ impl Shadow {
         shape: &PodShape,
         events: &Arc<EventBus>,
     ) -> Result<Shadow> {
-        let name = match role {
-            Role::ShadowConnect => format!("kt-shadow-{session}"),
-            other => format!("kt-{}-{session}", other.as_str()),
-        };
+        let name = pod_name(role, session);
         let image = opts.image();
         let spec = ShadowSpec {
             session,
@@ -77,7 +76,7 @@ impl Shadow {
         });
         let mut objects = Objects::new(session);
         match start(cluster, opts, &spec, &mut objects, events).await {
-            Ok(tunnel) => {
+            Ok((tunnel, pod)) => {
                 let tasks = Tasks::new();
                 tasks
                     .spawn(Arc::clone(&tunnel).supervise(tasks.cancel.clone(), Arc::clone(events)));
@@ -92,6 +91,7 @@ impl Shadow {
                 Ok(Shadow {
                     name,
                     session: session.to_owned(),
+                    pod,
                     tunnel,
                     cluster: cluster.clone(),
                     objects,
@@ -140,6 +140,16 @@ impl Shadow {
     }
 }
 
+/// The name of the shadow pod of `role` for `session`: `kt-shadow-<id>` for a connect
+/// shadow, `kt-<role>-<id>` otherwise (`kt-shadow-swap-<id>`). Its Lease, and an inbound
+/// shadow's ServiceAccount, Role and RoleBinding, have the same name.
+pub(crate) fn pod_name(role: Role, session: &str) -> String {
+    match role {
+        Role::ShadowConnect => format!("kt-shadow-{session}"),
+        other => format!("kt-{}-{session}", other.as_str()),
+    }
+}
+
 /// Creates the objects, waits for the pod, learns its host key and brings the first
 /// link up.
 ///
@@ -155,7 +165,7 @@ async fn start(
     spec: &ShadowSpec<'_>,
     objects: &mut Objects,
     events: &EventBus,
-) -> Result<Arc<Tunnel>> {
+) -> Result<(Arc<Tunnel>, k8s_openapi::api::core::v1::Pod)> {
     let deadline = tokio::time::Instant::now() + opts.pod_ready_timeout;
     let keys = SessionKeys::generate(spec.session, opts.flavour)?;
     let pp = PostParams::default();
@@ -229,7 +239,7 @@ async fn start(
         open_timeout: opts.connect_timeout,
         reconnect_timeout: opts.reconnect_timeout,
     };
-    Tunnel::open_first(cfg, deadline).await
+    Ok((Tunnel::open_first(cfg, deadline).await?, pod))
 }
 
 /// The error for a refused shadow pod: [`Error::ShadowServiceAccount`] when the

@@ -93,6 +93,14 @@ pub(crate) struct PodShape {
     /// the only ports the shadow's SSH remote forwards may listen on
     /// (`kt-shadow serve --remote-forward`, sshd's `PermitListen`): none for connect.
     pub(crate) ports: Vec<(String, u16)>,
+    /// The ServiceAccount the pod runs as instead of `kt-shadow` (an inbound shadow's
+    /// own identity, see `inbound::identity`).
+    pub(crate) service_account: Option<String>,
+    /// Arguments appended to `kt-shadow serve` (the restoring watchdog's).
+    pub(crate) extra_args: Vec<String>,
+    /// The pod's termination grace period, when it needs more than the default 2 s
+    /// (a swap shadow restores on SIGTERM).
+    pub(crate) grace_seconds: Option<i64>,
 }
 
 impl PodShape {
@@ -251,12 +259,14 @@ impl ShadowSpec<'_> {
                 if let Some(bin) = &opts.shadow_probe_binary {
                     probe_command[0].clone_from(bin);
                 }
+                let mut args = serve.to_args();
+                args.extend(self.shape.extra_args.iter().cloned());
                 let container = Container {
                     name: CONTAINER.to_owned(),
                     image: Some(self.image.to_owned()),
                     image_pull_policy: pull_policy(self.image),
                     // Only args: the image's entrypoint is the binary.
-                    args: Some(serve.to_args()),
+                    args: Some(args),
                     readiness_probe: Some(Probe {
                         exec: Some(ExecAction {
                             command: Some(probe_command),
@@ -350,10 +360,13 @@ impl ShadowSpec<'_> {
             spec: Some(PodSpec {
                 containers: vec![container],
                 restart_policy: Some("Never".to_owned()),
-                service_account_name: watchdog.then(|| shadow::SERVICE_ACCOUNT.to_owned()),
+                service_account_name: watchdog.then(|| {
+                    (self.shape.service_account.clone())
+                        .unwrap_or_else(|| shadow::SERVICE_ACCOUNT.to_owned())
+                }),
                 automount_service_account_token: Some(watchdog),
                 enable_service_links: Some(false),
-                termination_grace_period_seconds: Some(2),
+                termination_grace_period_seconds: Some(self.shape.grace_seconds.unwrap_or(2)),
                 security_context: Some(pod_security),
                 image_pull_secrets: pull_secrets,
                 node_selector: (!opts.node_selector.is_empty()).then(|| opts.node_selector.clone()),
@@ -795,6 +808,9 @@ mod tests {
                 (labels::ROLE.to_owned(), "spoofed".to_owned()),
             ]),
             ports: vec![("http".to_owned(), 8080), (String::new(), 9090)],
+            service_account: Some("kt-shadow-swap-t3".to_owned()),
+            extra_args: vec!["--self-delete".to_owned()],
+            grace_seconds: Some(20),
         };
         let spec = ShadowSpec {
             session: "t3",
@@ -805,6 +821,15 @@ mod tests {
             opts: &opts,
         };
         let pod = spec.pod("ssh-ed25519 AAAA kt-session-t3");
+        let pod_spec = pod.spec.clone().unwrap_or_default();
+        // The inbound shadow's own identity, watchdog arguments and grace period.
+        assert_eq!(
+            pod_spec.service_account_name.as_deref(),
+            Some("kt-shadow-swap-t3")
+        );
+        assert_eq!(pod_spec.termination_grace_period_seconds, Some(20));
+        let args = pod_spec.containers[0].args.clone().unwrap_or_default();
+        assert_eq!(args.last().map(String::as_str), Some("--self-delete"));
         let l = pod.metadata.labels.unwrap_or_default();
         assert_eq!(l.get("app").map(String::as_str), Some("web"));
         assert_eq!(l.get(labels::ROLE).map(String::as_str), Some("shadow-swap"));
