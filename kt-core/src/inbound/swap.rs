@@ -244,6 +244,13 @@ impl Swap {
         self.inner.events.subscribe()
     }
 
+    /// Drops the swap shadow's current link as a network failure would (tests of
+    /// reconnects: the shadow keeps its listeners and the forwards are asked for again).
+    #[doc(hidden)]
+    pub fn simulate_tunnel_drop(&self) {
+        self.inner.inbound.shadow.break_link();
+    }
+
     /// Puts the cluster back as it was (selector or replica count), waits until the
     /// original pods serve again, then removes the swap shadow and its identity.
     /// Calling it again does nothing.
