@@ -1,16 +1,12 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
 //! Secret, Pod and Lease, waiting for it, looking up forward targets, cleanup.
-//! [`restore`] (not yet wired) computes the guarded patches that make and undo the
-//! changes a swap makes to objects kt does not own.
+//! [`restore`] will make and undo, guarded, the changes a swap makes to objects kt does
+//! not own (the pure computation is [`kt_proto::guard`]).
 
 pub(crate) mod cidr;
 mod client;
 pub(crate) mod leftovers;
 pub(crate) mod ranges;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "not yet wired to swap/expose (issue 12)")
-)]
 pub(crate) mod restore;
 pub(crate) mod target;
 

@@ -1,7 +1,7 @@
 //! The ledger on real-shaped objects: JSON as the API server returns it, patched with the
 //! `json-patch` crate the way the API server applies a JSON Patch.
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde_json::json;
 
 use super::*;
@@ -490,8 +490,13 @@ fn a_recreated_object_is_left_alone() {
 
 fn invalid(result: Result<impl fmt::Debug>) -> String {
     match result {
-        Err(e @ Error::InvalidArgument { .. }) => e.to_string(),
-        other => panic!("expected InvalidArgument, got {other:?}"),
+        Err(
+            e @ (Error::NotAnObject { .. }
+            | Error::InvalidField { .. }
+            | Error::WrongObject { .. }
+            | Error::InvalidRecord { .. }),
+        ) => e.to_string(),
+        other => panic!("expected an error about the input, got {other:?}"),
     }
 }
 
@@ -628,5 +633,68 @@ fn a_record_naming_a_field_kt_never_changes_is_not_undone() {
         message.contains("/spec/template/spec/containers/0/image")
             && message.contains("/spec/replicas of a Deployment or StatefulSet"),
         "{message}"
+    );
+}
+
+#[test]
+fn hold_status_reports_any_holder_never_mine() {
+    let mut svc = service();
+    assert_eq!(hold_status(&svc, now()).unwrap(), Ownership::Free);
+    let first = swap_selector(&svc, "s-1");
+    make(&mut svc, &first, &hold("s-1", "alice", now()));
+    // Even for the holding session's own id: hold_status asks for no one.
+    let Ownership::Held(holder) = hold_status(&svc, now()).unwrap() else {
+        panic!("a live hold")
+    };
+    assert_eq!(holder.session, "s-1");
+    let later = now() + SignedDuration::from_secs(30);
+    let Ownership::Expired { holder, record } = hold_status(&svc, later).unwrap() else {
+        panic!("expired at its expiry")
+    };
+    assert_eq!((holder.session.as_str(), record), ("s-1", Some(first)));
+}
+
+#[test]
+fn an_expired_hold_without_a_record_is_released_by_an_empty_undo() {
+    // A hold whose record annotation is gone (edited by hand): the taker undoes an
+    // empty step, which only removes the hold annotations.
+    let original = service();
+    let mut svc = original.clone();
+    let first = swap_selector(&svc, "s-1");
+    make(&mut svc, &first, &hold("s-1", "alice", now()));
+    svc["spec"]["selector"] = original["spec"]["selector"].clone();
+    svc["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("kt.dev/restore");
+    let later = now() + SignedDuration::from_secs(31);
+    let Ownership::Expired {
+        holder,
+        record: None,
+    } = ownership(&svc, "s-2", later).unwrap()
+    else {
+        panic!("expired, without a record")
+    };
+    let empty = Step {
+        object: object_ref(&svc).unwrap(),
+        changes: vec![],
+    };
+    let undone = undo(&svc, &empty, &holder.session).unwrap();
+    assert!(undone.released && undone.restored.is_empty());
+    apply(&mut svc, undone.patch.as_ref().unwrap());
+    assert_eq!(content(&svc), content(&original));
+    assert_eq!(ownership(&svc, "s-2", later).unwrap(), Ownership::Free);
+}
+
+#[test]
+fn skipped_reasons_read_as_sentences() {
+    assert_eq!(Skipped::Gone.to_string(), "it no longer exists");
+    let recreated = Skipped::Recreated {
+        uid: "u2".to_owned(),
+    };
+    assert!(
+        recreated
+            .to_string()
+            .contains("deleted and created again (uid u2)")
     );
 }
