@@ -76,6 +76,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An option given without another one it needs.
+    #[error("option `{option}` needs `{needs}`: {reason}")]
+    NeedsOption {
+        /// The option given.
+        option: &'static str,
+        /// The option it needs.
+        needs: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A flag that takes no value was given one (`--flag=value`).
     #[error("option `{0}` takes no value; write it alone")]
     UnexpectedValue(&'static str),
