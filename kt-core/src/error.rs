@@ -454,6 +454,54 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another kt session holds the object a swap asked for, and its lease is alive.
+    /// The message is [`kt_proto::guard::Holder::refusal`]: who, since when, until
+    /// when, and what to do.
+    #[error("{holder}; {}", kt_proto::guard::REFUSAL_ADVICE)]
+    TargetHeld {
+        /// The holder, as [`kt_proto::guard::Holder`] displays it: `Service dev/web is
+        /// held by kt session `s-1` of alice since ... (lease until ...)`.
+        holder: String,
+    },
+
+    /// An object a session held is no longer held by it (deleted, released, or taken
+    /// over by another session after the hold expired): the heartbeat cannot renew it.
+    #[error(
+        "kt session `{session}` no longer holds {object}: {reason}; what the swap changed \
+         there may have been restored or taken over: close the swap and start it again"
+    )]
+    HoldLost {
+        /// The object (`Service dev/web`).
+        object: String,
+        /// The session.
+        session: String,
+        /// What happened to it.
+        reason: String,
+    },
+
+    /// A guarded change kept being refused because the object changed between every
+    /// read and write.
+    #[error(
+        "{object} changed between each of kt's {attempts} reads and its guarded write: \
+         something keeps writing it; try again, or find the writer (`kubectl get -w`)"
+    )]
+    ObjectBusy {
+        /// The object (`Service dev/web`).
+        object: String,
+        /// How many times kt read and tried.
+        attempts: u32,
+    },
+
+    /// A restore record or change kt cannot use (a field kt does not change on that
+    /// kind, an unreadable `kt.dev/restore` annotation, ...): the message says what to
+    /// do.
+    #[error(transparent)]
+    Restore {
+        /// What [`kt_proto::guard`] reported.
+        #[from]
+        source: kt_proto::Error,
+    },
+
     /// Closing could not remove every object the session created.
     #[error(
         "could not remove everything the session created: {}; delete them with \
@@ -515,6 +563,9 @@ pub enum ErrorKind {
     Cleanup,
     /// A failure inside kt that the caller cannot fix (making SSH keys).
     Internal,
+    /// Someone else holds what you asked for: another kt session holds the swap's
+    /// target, or the object kt held was taken or changed by someone else.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -538,6 +589,7 @@ impl ErrorKind {
         ErrorKind::Cleanup,
         ErrorKind::Internal,
         ErrorKind::Connect,
+        ErrorKind::Conflict,
     ];
 
     /// The stable name, `snake_case` (`not_found`, `api_unreachable`, ...): Node's
@@ -562,6 +614,7 @@ impl ErrorKind {
             ErrorKind::Vpn => "vpn",
             ErrorKind::Cleanup => "cleanup",
             ErrorKind::Internal => "internal",
+            ErrorKind::Conflict => "conflict",
         }
     }
 
@@ -587,6 +640,7 @@ impl ErrorKind {
             ErrorKind::Cleanup => 19,
             ErrorKind::Internal => 22,
             ErrorKind::Connect => 23,
+            ErrorKind::Conflict => 24,
         }
     }
 }
@@ -652,6 +706,10 @@ impl Error {
             Error::NeedsCapability { .. } => ErrorKind::NeedsCapability,
             Error::Vpn { .. } | Error::SystemDns { .. } => ErrorKind::Vpn,
             Error::Cleanup { .. } => ErrorKind::Cleanup,
+            Error::TargetHeld { .. } | Error::HoldLost { .. } | Error::ObjectBusy { .. } => {
+                ErrorKind::Conflict
+            }
+            Error::Restore { .. } => ErrorKind::InvalidArgument,
         }
     }
 
@@ -742,6 +800,12 @@ impl Error {
             },
             ErrorKind::Internal => Error::Keys {
                 source: russh::keys::ssh_key::Error::AlgorithmUnknown,
+            },
+            ErrorKind::Conflict => Error::TargetHeld {
+                holder: text(
+                    "Service dev/web is held by kt session `a1b2c3d4` of alice since \
+                     2026-12-07T17:00:00Z (lease until 2026-12-07T17:00:30Z)",
+                ),
             },
         }
     }

@@ -159,6 +159,11 @@ impl Hold {
     }
 }
 
+/// What [`Holder::refusal`] says after naming the holder: why, and what to do.
+pub const REFUSAL_ADVICE: &str = "only one kt session may swap it at a time: wait until that \
+     session closes, or until its lease expires (kt then restores what it changed and takes \
+     over)";
+
 /// A session's hold on an object, as its annotations say.
 ///
 /// ```
@@ -200,11 +205,7 @@ impl Holder {
     /// (lease until 2026-12-07T17:00:30Z); only one kt session may swap it at a time: ...
     /// ```
     pub fn refusal(&self) -> String {
-        format!(
-            "{self}; only one kt session may swap it at a time: wait until that session \
-             closes, or until its lease expires (kt then restores what it changed and takes \
-             over)"
-        )
+        format!("{self}; {REFUSAL_ADVICE}")
     }
 }
 
