@@ -27,17 +27,17 @@ use tracing::{info, warn};
 use super::{Cluster, is_not_found, map_error};
 use crate::error::{Error, Result};
 
-/// What [`take`] did.
+/// What `take` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Taken {
     /// The change as applied, with each field's original as seen at that moment: what
-    /// [`give_back`] undoes (and what the object's `kt.dev/restore` records).
+    /// `give_back` undoes (and what the object's `kt.dev/restore` records).
     pub step: Step,
     /// The expired hold taken over before, if any, and what undoing its record did.
     pub took_over: Option<TakeOver>,
 }
 
-/// An expired hold [`take`] undid before taking the object.
+/// An expired hold `take` undid before taking the object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TakeOver {
     /// The session whose lease had expired.
@@ -487,12 +487,12 @@ pub mod testing {
             Cluster::connect(opts).await.map(Executor)
         }
 
-        /// [`super::get`].
+        /// `get`.
         pub async fn get(&self, kind: Kind, name: &str) -> Result<Value> {
             super::get(&self.0, kind, name).await
         }
 
-        /// [`super::take_with`].
+        /// `take`, with a [`Between`] hook.
         pub async fn take(
             &self,
             kind: Kind,
@@ -504,7 +504,7 @@ pub mod testing {
             super::take_with(&self.0, kind, name, writes, hold, between).await
         }
 
-        /// [`super::give_back_with`].
+        /// `give_back`, with a [`Between`] hook.
         pub async fn give_back(
             &self,
             step: &Step,
@@ -514,12 +514,12 @@ pub mod testing {
             super::give_back_with(&self.0, step, session, between).await
         }
 
-        /// [`super::renew`].
+        /// `renew`.
         pub async fn renew(&self, steps: &[Step], session: &str, expires: Timestamp) -> Result<()> {
             super::renew(&self.0, steps, session, expires).await
         }
 
-        /// [`super::held`].
+        /// `held`.
         pub async fn held(&self, kind: Kind) -> Result<Vec<(Value, Ownership)>> {
             super::held(&self.0, kind).await
         }
