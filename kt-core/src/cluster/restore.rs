@@ -16,9 +16,11 @@
 //! record [`Error::Restore`], API refusals as everywhere ([`Error::Forbidden`], ...).
 
 use futures::future::BoxFuture;
-use k8s_openapi::jiff::Timestamp;
-use kt_proto::guard::{self, Forward, Hold, Holder, Ownership, Skipped, Undo};
-use kt_proto::restore::{Kind, Step};
+pub(crate) use k8s_openapi::jiff::Timestamp;
+use kt_proto::guard::{self, Forward};
+// What callers pass and get back, from the shared contract.
+pub(crate) use kt_proto::guard::{Hold, Holder, Ownership, Skipped, Undo};
+pub(crate) use kt_proto::restore::{Kind, Step};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
