@@ -10,7 +10,6 @@
 pub(crate) mod clean;
 pub(crate) mod expose;
 pub(crate) mod identity;
-pub(crate) mod ledger;
 mod pump;
 pub(crate) mod swap;
 
