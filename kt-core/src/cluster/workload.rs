@@ -185,10 +185,26 @@ pub(crate) struct ListenPort {
     pub(crate) name: Option<String>,
 }
 
+/// The selector that says which workload a Service belongs to: its own, or, while a
+/// kt swap holds it (its selector points at the swap shadow), the original one kt
+/// recorded on it.
 fn service_selector(svc: &Service) -> BTreeMap<String, String> {
-    (svc.spec.as_ref())
-        .and_then(|s| s.selector.clone())
-        .unwrap_or_default()
+    let recorded = (svc.metadata.annotations.as_ref())
+        .and_then(|a| a.get(kt_proto::annotations::RESTORE))
+        .and_then(|text| kt_proto::restore::Record::from_json(text).ok())
+        .and_then(|record| {
+            record
+                .changes
+                .into_iter()
+                .find(|c| c.path == kt_proto::restore::SELECTOR_PATH)
+        })
+        .and_then(|change| change.original)
+        .and_then(|original| serde_json::from_value::<BTreeMap<String, String>>(original).ok());
+    recorded.unwrap_or_else(|| {
+        (svc.spec.as_ref())
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default()
+    })
 }
 
 fn service_name(svc: &Service) -> &str {
@@ -624,6 +640,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("already taken by local port 1"), "{err}");
+    }
+
+    #[test]
+    fn a_swapped_service_is_matched_by_its_recorded_selector() {
+        let mut svc = resolved().services.remove(0);
+        svc.spec.as_mut().unwrap().selector =
+            Some(BTreeMap::from([("kt.dev/swap".to_owned(), "x".to_owned())]));
+        let record =
+            kt_proto::restore::Record::new(vec![kt_proto::restore::FieldChange::selector(
+                Some(serde_json::json!({"app": "web"})),
+                serde_json::json!({"kt.dev/swap": "x"}),
+            )]);
+        svc.metadata.annotations = Some(BTreeMap::from([(
+            kt_proto::annotations::RESTORE.to_owned(),
+            record.to_json(),
+        )]));
+        let w = resolved().workload.unwrap();
+        assert!(w.selected_by(&service_selector(&svc)));
     }
 
     #[test]
