@@ -72,6 +72,21 @@ fn close_everything_left() {
         std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
     waits.retain(|r| !r.handle.is_finished());
     let freed = waits.len();
+    // Swaps and exposes first: closing one puts the cluster back through its session.
+    let inbound = crate::inbound::close_all_open(rt);
+    if !inbound.is_empty() {
+        eprintln!(
+            "kt: closing {} swap(s) or expose(s) the program left open (at most {} s)",
+            inbound.len(),
+            EXIT_LIMIT.as_secs()
+        );
+        let all = async {
+            for removal in inbound {
+                let _ = removal.handle.await;
+            }
+        };
+        let _ = rt.block_on(tokio::time::timeout(EXIT_LIMIT, all));
+    }
     let open = crate::session::close_all_open(rt);
     if open.is_empty() && waits.is_empty() {
         return;
