@@ -1,5 +1,6 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
-//! whole session from C (directly and under valgrind), a missing namespace and an
+//! whole session from C (directly and under valgrind), a swap of the echo app from C
+//! (directly and under valgrind), a missing namespace and an
 //! RBAC refusal with their kinds' statuses, VPN mode refused without
 //! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program
 //! leaves open (closed at exit), proxies with per-session credentials, and the C
@@ -56,6 +57,73 @@ fn whole_session_from_c_forwards_proxies_resolves_and_leaves_nothing() {
 #[test]
 fn whole_session_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
     whole_session("kt-ffi-valgrind", true);
+}
+
+/// What a swap must leave as it found it: the Service's and the Deployment's spec,
+/// labels and annotations.
+fn echo_snapshot(ns: &LabNamespace) -> String {
+    let fields = "{.spec}{.metadata.labels}{.metadata.annotations}";
+    ns.kubectl(&format!(
+        "get service/echo deployment/echo -o jsonpath='{fields}'"
+    ))
+}
+
+/// Runs `tests/c/swap.c` (optionally under valgrind) in a fresh namespace bound to
+/// the shipped inbound Role; afterwards the echo Service and Deployment equal a
+/// snapshot taken before, and nothing of the session or the swap is left.
+fn swap_from_c(prefix: &str, under_valgrind: bool) {
+    let ns = LabNamespace::create_with_role(prefix, "inbound");
+    let before = echo_snapshot(&ns);
+    let exe = compile(&crate_dir().join("tests/c/swap.c"), prefix);
+    let mut cmd = if under_valgrind {
+        valgrind(&exe)
+    } else {
+        Command::new(&exe)
+    };
+    let out = run_checked(cmd.arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(
+        out.status.success(),
+        "swap.c failed (see its output above{})",
+        if under_valgrind {
+            "; exit 99 is valgrind's: memory errors or leaks"
+        } else {
+            ""
+        }
+    );
+    if under_valgrind {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("ERROR SUMMARY: 0 errors"),
+            "valgrind reported errors"
+        );
+    }
+    assert_fresh_libkt(&out);
+    assert_eq!(
+        before,
+        echo_snapshot(&ns),
+        "the echo Service or Deployment differs from before the swap"
+    );
+    for key in ["SESSION_ID", "SWAP_ID", "EXPOSE_ID"] {
+        let id = printed(&out, key);
+        let left = ns.kubectl(&format!(
+            "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
+             -l kt.dev/session={id} -o name"
+        ));
+        assert!(
+            left.trim().is_empty(),
+            "{key} {id} left objects behind:\n{left}"
+        );
+    }
+}
+
+#[test]
+fn swap_from_c_sends_the_services_traffic_to_a_local_server_and_puts_it_back() {
+    swap_from_c("kt-ffi-swap", false);
+}
+
+#[test]
+fn swap_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
+    swap_from_c("kt-ffi-swap-vg", true);
 }
 
 #[test]

@@ -2,13 +2,14 @@
  * kt_session_swap takes deploy/echo's traffic (selector mode) to it; a connection
  * to the Service `echo` by name from inside the cluster (the session's shadow pod,
  * through a TCP forward) gets the token; the swap's names, ports, connection count
- * and events (listening, selector switched, inbound) read back; a second swap of the
- * same target is refused with KT_STATUS_CONFLICT naming the holder; close puts the
- * echo app back (its JSON answers again), twice is fine; events end with restored
- * and closed; free twice is an invalid handle. Then kt_clean and kt_recover in dry
- * runs, bad input to kt_session_swap, and the session closed.
- * Usage: swap KUBECONFIG NAMESPACE. Prints SESSION_ID=<id> and SWAP_ID=<id> for the
- * caller, which checks the Service's selector and that nothing is left. */
+ * and events (listening, selector switched, inbound) read back; exposing over the
+ * existing Service is refused with KT_STATUS_CONFLICT; close puts the echo app back
+ * (its JSON answers again), twice is fine; events end with restored and closed;
+ * free twice is an invalid handle. Then an expose (a new Service reaching the local
+ * server), kt_clean and kt_recover in dry runs, bad input to kt_session_swap, and
+ * the session closed.
+ * Usage: swap KUBECONFIG NAMESPACE. Prints SESSION_ID, SWAP_ID and EXPOSE_ID for the
+ * caller, which checks the echo app against a snapshot and that nothing is left. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -212,19 +213,11 @@ int main(int argc, char **argv) {
 	seen = events(swap, KT_EVENT_KIND_INBOUND);
 	CHECK(seen & (1UL << KT_EVENT_KIND_INBOUND));
 
-	/* A second swap of the target is refused, naming the holder. */
-	kt_swap_options *nocheck = NULL;
-	REQUIRE_OK(kt_swap_options_new(&nocheck, E));
-	REQUIRE_OK(kt_swap_options_set_check_local(nocheck, false, E));
-	kt_swap *second = NULL;
-	EXPECT(kt_session_swap(s, "deploy/echo", "9", nocheck, &second, E), KT_STATUS_CONFLICT,
-	       swap_id);
-	CHECK(second == NULL);
-	REQUIRE_OK(kt_swap_options_free(nocheck, E));
-	/* recover refuses a target a live session holds. */
+	/* Exposing over the existing Service `echo` is refused as a conflict. */
+	kt_expose *clash = NULL;
+	EXPECT(kt_session_expose(s, "echo", ports, NULL, &clash, E), KT_STATUS_CONFLICT, "echo");
+	CHECK(clash == NULL);
 	kt_list *report = NULL;
-	EXPECT(kt_recover(opts, "deploy/echo", true, &report, E), KT_STATUS_CONFLICT, swap_id);
-	CHECK(report == NULL);
 
 	/* Close: the echo app answers again. */
 	EXPECT(kt_swap_close(swap, E), KT_STATUS_OK, "");
@@ -243,6 +236,37 @@ int main(int argc, char **argv) {
 	EXPECT(kt_swap_free(swap, E), KT_STATUS_INVALID_HANDLE, "freed already");
 	EXPECT(kt_swap_id(swap, &swap_id, E), KT_STATUS_INVALID_HANDLE, "kt_swap");
 
+	/* Expose: a new Service `c-preview` whose port 8081 reaches the local server. */
+	char expose_ports[32];
+	snprintf(expose_ports, sizeof expose_ports, "%u:8081", (unsigned)local);
+	kt_expose_options *eo = NULL;
+	REQUIRE_OK(kt_expose_options_new(&eo, E));
+	REQUIRE_OK(kt_expose_options_set_service_type(eo, KT_SERVICE_TYPE_CLUSTER_IP, E));
+	kt_expose *expose = NULL;
+	REQUIRE_OK(kt_session_expose(s, "c-preview", expose_ports, eo, &expose, E));
+	REQUIRE_OK(kt_expose_options_free(eo, E));
+	const char *service = NULL, *expose_id = NULL;
+	EXPECT(kt_expose_service(expose, &service, E), KT_STATUS_OK, "");
+	CHECK(service != NULL && strcmp(service, "c-preview") == 0);
+	REQUIRE_OK(kt_expose_id(expose, &expose_id, E));
+	printf("EXPOSE_ID=%s\n", expose_id);
+	fflush(stdout);
+	EXPECT(kt_expose_ports(expose, &list, E), KT_STATUS_OK, "");
+	kt_list_len(list, &n, E);
+	CHECK(n == 1);
+	kt_list_free(list, E);
+	kt_addr preview;
+	REQUIRE_OK(kt_session_forward(s, "c-preview", 8081, &preview, E));
+	CHECK(get_until(preview.port, token, reply, sizeof reply));
+	EXPECT(kt_expose_connections(expose, &count, E), KT_STATUS_OK, "");
+	CHECK(count >= 1);
+	EXPECT(kt_expose_next_event(expose, 0, &ev, E), KT_STATUS_OK, "");
+	if (ev != NULL)
+		kt_event_free(ev, E);
+	EXPECT(kt_expose_close(expose, E), KT_STATUS_OK, "");
+	EXPECT(kt_expose_free(expose, E), KT_STATUS_OK, "");
+	EXPECT(kt_expose_free(expose, E), KT_STATUS_INVALID_HANDLE, "kt_expose");
+
 	/* Nothing is left to clean or recover. */
 	EXPECT(kt_clean(opts, true, &report, E), KT_STATUS_OK, "");
 	n = 99;
@@ -260,7 +284,7 @@ int main(int argc, char **argv) {
 	kt_options_free(opts, E);
 
 	EXPECT(kt_session_close(s, E), KT_STATUS_OK, "");
-	EXPECT(kt_session_swap(s, "deploy/echo", ports, NULL, &bad, E), KT_STATUS_CLOSED, NULL);
+	EXPECT(kt_session_swap(s, "deploy/echo", ports, NULL, &bad, E), KT_STATUS_CLOSED, "");
 	EXPECT(kt_session_free(s, E), KT_STATUS_OK, "");
 	shutdown(server_fd, SHUT_RDWR);
 	close(server_fd);
