@@ -80,12 +80,7 @@ fn close_everything_left() {
             inbound.len(),
             EXIT_LIMIT.as_secs()
         );
-        let all = async {
-            for removal in inbound {
-                let _ = removal.handle.await;
-            }
-        };
-        let _ = rt.block_on(tokio::time::timeout(EXIT_LIMIT, all));
+        wait_for(&inbound);
     }
     let open = crate::session::close_all_open(rt);
     if open.is_empty() && waits.is_empty() {
@@ -98,18 +93,30 @@ fn close_everything_left() {
         EXIT_LIMIT.as_secs()
     );
     waits.extend(open);
-    let all = async {
-        for removal in &mut waits {
-            let _ = (&mut removal.handle).await;
-        }
-    };
-    if rt.block_on(tokio::time::timeout(EXIT_LIMIT, all)).is_err() {
+    if !wait_for(&waits) {
         let left: Vec<(&str, &str)> = waits
             .iter()
             .filter(|r| !r.handle.is_finished())
             .map(|r| (r.namespace.as_str(), r.session.as_str()))
             .collect();
         eprintln!("{}", gave_up(&left));
+    }
+}
+
+/// Waits until every removal has finished, at most [`EXIT_LIMIT`]; whether all did.
+/// It polls instead of entering the runtime: by the time `atexit` handlers run, glibc
+/// has run the exiting thread's TLS destructors, tokio's context among them, so
+/// `Runtime::block_on` would panic on this thread.
+fn wait_for(removals: &[Removal]) -> bool {
+    let deadline = std::time::Instant::now() + EXIT_LIMIT;
+    loop {
+        if removals.iter().all(|r| r.handle.is_finished()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

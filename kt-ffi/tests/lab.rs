@@ -242,6 +242,10 @@ fn sessions_left_open_or_freed_without_close_are_gone_when_the_program_exits() {
         stderr.contains("closing 1 session(s) the program left open"),
         "the exit handler did not say what it closed: {stderr}"
     );
+    assert!(
+        !stderr.contains("panicked"),
+        "the exit handler panicked instead of waiting for the removals: {stderr}"
+    );
     for key in ["FREED_ID", "OPEN_ID"] {
         let id = printed(&out, key);
         let left = ns.objects(&format!("kt.dev/session={id}"));
