@@ -1,6 +1,6 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
-//! whole session from C (directly and under valgrind), a swap of the echo app from C
-//! (directly and under valgrind), a missing namespace and an
+//! whole session from C (directly and under valgrind), a swap and an expose from C
+//! (directly and under valgrind), a swap left open at exit, a missing namespace and an
 //! RBAC refusal with their kinds' statuses, VPN mode refused without
 //! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program
 //! leaves open (closed at exit), proxies with per-session credentials, and the C
@@ -124,6 +124,38 @@ fn swap_from_c_sends_the_services_traffic_to_a_local_server_and_puts_it_back() {
 #[test]
 fn swap_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
     swap_from_c("kt-ffi-swap-vg", true);
+}
+
+#[test]
+fn a_swap_left_open_is_put_back_when_the_program_exits() {
+    let ns = LabNamespace::create_with_role("kt-ffi-swap-exit", "inbound");
+    let before = echo_snapshot(&ns);
+    let exe = compile(&crate_dir().join("tests/c/swap_exit.c"), "swap_exit");
+    let out = run_checked(Command::new(&exe).arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(out.status.success(), "swap_exit.c failed (see above)");
+    assert_fresh_libkt(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("closing 1 swap(s) or expose(s) the program left open")
+            && !stderr.contains("panicked"),
+        "the exit handler did not close the swap: {stderr}"
+    );
+    assert_eq!(
+        before,
+        echo_snapshot(&ns),
+        "the echo Service or Deployment was not put back at exit"
+    );
+    for key in ["SESSION_ID", "SWAP_ID"] {
+        let id = printed(&out, key);
+        let left = ns.kubectl(&format!(
+            "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
+             -l kt.dev/session={id} -o name"
+        ));
+        assert!(
+            left.trim().is_empty(),
+            "{key} {id} left objects behind:\n{left}"
+        );
+    }
 }
 
 #[test]
