@@ -58,18 +58,21 @@ struct Cli {
 enum Command {
     /// Reach the cluster's Services and pods from this machine until Ctrl-C.
     Connect(Box<ConnectArgs>),
-    /// Send the cluster's traffic for a workload or Service to a process on this
-    /// machine until Ctrl-C; then put everything back exactly as it was.
+    /// Send a workload's or Service's traffic in the cluster to this machine until
+    /// Ctrl-C, then put everything back exactly as it was.
     #[command(visible_alias = "swap", after_long_help = EXCHANGE_HELP)]
     Exchange(Box<ExchangeArgs>),
-    /// Make a new Service in the cluster whose traffic reaches a process on this
-    /// machine until Ctrl-C; then remove it.
+    /// Make a new Service in the cluster whose traffic reaches this machine until
+    /// Ctrl-C, then remove it.
     #[command(visible_alias = "expose")]
     Preview(Box<PreviewArgs>),
-    /// Put back and remove what kt sessions that died left in the namespace (swapped
-    /// selectors and replica counts, shadow pods, their identities and Services).
-    /// Live sessions are left alone.
+    /// Put back and remove what dead kt sessions left in the namespace.
+    ///
+    /// Swapped selectors and replica counts are put back; shadow pods, their
+    /// identities and Services are removed. Live sessions are left alone.
     Clean(CleanArgs),
+    /// Put back system DNS settings, or with a target what a dead swap left changed.
+    ///
     /// Without a target: put back system DNS settings (resolv.conf, hosts,
     /// /etc/resolver) that a ktctl killed without a chance to clean up left behind
     /// (`connect` does this by itself). With a target (`deploy/web`, `sts/db`,
