@@ -220,6 +220,8 @@ mod task;
 mod transport;
 mod vpn;
 
+#[doc(hidden)]
+pub use cluster::restore::testing as restore_testing;
 pub use cluster::target::Target;
 pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
