@@ -3,7 +3,10 @@
 //! --restricted --role inbound` (restricted Pod Security from the start, the echo
 //! app, and a kubeconfig of a ServiceAccount bound to the shipped Roles only). The
 //! local process is an HTTP server on 127.0.0.1 answering a token only it knows; an
-//! echo pod calls the Service by name with curl.
+//! echo pod (or, in scale mode, a client pod) calls the Service by name with curl.
+//! Selector mode ended by Ctrl-C, scale mode ended by SIGTERM, ktctl killed with
+//! SIGKILL (the swap shadow restores after `--restore-ttl`), preview, a held target,
+//! clean and recover dry runs, bad input.
 //!
 //! Needs the lab (`testbed/up`); fails when it is down.
 
@@ -123,6 +126,47 @@ impl Namespace {
     /// cluster) until `url`, fetched with curl in an echo pod, answers with `want`.
     async fn wait_answer(&self, url: &str, want: &str) -> Result<()> {
         let pod = self.echo_pod().await?;
+        self.wait_answer_from(&pod, url, want).await
+    }
+
+    /// A client pod that passes the restricted standard (for calls while the echo
+    /// pods are scaled away); returns its name.
+    async fn client_pod(&self) -> Result<String> {
+        let manifest = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  terminationGracePeriodSeconds: 0
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+  - name: client
+    image: kt.dev/shell
+    command: ["sleep", "3600"]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities:
+        drop: [ALL]
+"#;
+        self.lab
+            .kubectl_stdin(&["-n", &self.name, "apply", "-f", "-"], manifest)
+            .await?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/client",
+            "--timeout=120s",
+        ])
+        .await?;
+        Ok("client".to_owned())
+    }
+
+    /// As [`Namespace::wait_answer`], from `pod`.
+    async fn wait_answer_from(&self, pod: &str, url: &str, want: &str) -> Result<()> {
         let mut last = String::new();
         for _ in 0..100 {
             let out = self
@@ -132,7 +176,7 @@ impl Namespace {
                         "-n",
                         &self.name,
                         "exec",
-                        &pod,
+                        pod,
                         "--",
                         "curl",
                         "-sS",
@@ -285,6 +329,113 @@ async fn exchange_sends_the_services_traffic_here_and_ctrl_c_puts_it_back() -> R
     ns.wait_answer("http://echo/again", "\"path\":\"/again\"")
         .await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exchange_in_scale_mode_scales_the_workload_away_and_ctrl_c_brings_it_back() -> Result<()> {
+    let lab = Lab::connect().await?;
+    let ns = Namespace::create(&lab, "ktctl-scale").await?;
+    let client = ns.client_pod().await?;
+    let svc_before = ns.snapshot("service/echo").await?;
+    let deploy_before = ns.snapshot("deployment/echo").await?;
+    let token = token();
+    let local = local_server(token.clone()).await?;
+    let expose = format!("{local}:http");
+    let kt = Ktctl::spawn(ns.ktctl(&[
+        "exchange",
+        "deploy/echo",
+        "--expose",
+        &expose,
+        "--mode",
+        "scale",
+    ]))
+    .await?;
+    let summary = kt.summary.clone();
+    let checks = async {
+        ensure!(summary.contains("(scale mode"), "{summary}");
+        ns.wait_answer_from(&client, "http://echo/scaled", &token)
+            .await?;
+        let replicas = ns
+            .kubectl(&["get", "deployment/echo", "-o", "jsonpath={.spec.replicas}"])
+            .await?;
+        ensure!(
+            replicas.trim() == "0",
+            "deployment/echo has {replicas} replicas"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let (code, err) = kt.signal("TERM").await?;
+    if let Err(e) = checks {
+        bail!("{e:#}\nktctl stdout:\n{summary}\nktctl stderr:\n{err}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{err}");
+    ensure!(
+        err.contains("ktctl: scaled"),
+        "no scaled event printed:\n{err}"
+    );
+    ensure!(ns.snapshot("service/echo").await? == svc_before);
+    ensure!(
+        ns.snapshot("deployment/echo").await? == deploy_before,
+        "deployment/echo differs from before the exchange"
+    );
+    ns.wait_answer_from(&client, "http://echo/back", "\"path\":\"/back\"")
+        .await?;
+    ns.nothing_of_kt_left().await
+}
+
+/// ktctl killed with SIGKILL: nothing of it runs, and the swap shadow's watchdog puts
+/// the Service back by itself once `--restore-ttl` passes without a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_kill_9_the_swap_shadow_puts_the_service_back_after_the_restore_ttl() -> Result<()> {
+    let lab = Lab::connect().await?;
+    let ns = Namespace::create(&lab, "ktctl-kill").await?;
+    let svc_before = ns.snapshot("service/echo").await?;
+    let token = token();
+    let local = local_server(token.clone()).await?;
+    let expose = format!("{local}:80");
+    let kt = Ktctl::spawn(ns.ktctl(&[
+        "exchange",
+        "deploy/echo",
+        "--expose",
+        &expose,
+        "--restore-ttl",
+        "5",
+        "--shadow-timeout",
+        "5",
+    ]))
+    .await?;
+    let summary = kt.summary.clone();
+    let swap_id = summary
+        .split("shadow pod kt-shadow-swap-")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .with_context(|| format!("no swap shadow in:\n{summary}"))?
+        .to_owned();
+    ns.wait_answer("http://echo/before-kill", &token).await?;
+    let (code, _) = kt.signal("KILL").await?;
+    ensure!(code.is_none(), "ktctl was not killed: {code:?}");
+
+    // Bounded wait, far above the TTL: the watchdog restores, then the shadow and
+    // its identity go.
+    let selector = format!("kt.dev/session={swap_id}");
+    let mut last = String::new();
+    for _ in 0..120 {
+        let now = ns.snapshot("service/echo").await?;
+        last = ns
+            .kubectl(&["get", KT_KINDS, "-l", &selector, "-o", "name"])
+            .await?;
+        if now == svc_before && last.trim().is_empty() {
+            ns.wait_answer("http://echo/after-kill", "\"path\":\"/after-kill\"")
+                .await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    bail!(
+        "after kill -9 the Service was not put back or the swap's objects stayed:\n{last}\nService now: {}",
+        ns.snapshot("service/echo").await?
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
