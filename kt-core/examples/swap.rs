@@ -38,8 +38,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mode: SwapMode = rest.first().map_or(Ok(SwapMode::Selector), |m| m.parse())?;
     let ttl = rest.get(1).map_or(Ok(30), |t| t.parse::<u64>())?;
+    // The session's own shadow ends as soon after a crash as the swap's is restored.
     let opts = ConnectOptions::new()
         .namespace(namespace)
+        .shadow_heartbeat_timeout(Some(Duration::from_secs(ttl)))
         .on_event(|e| eprintln!("kt: {e}"));
     let session = Session::connect(opts).await?;
     let swap_opts = SwapOptions::new()
