@@ -332,13 +332,13 @@ impl EventKind {
             EventKind::HeartbeatFailed => 12,
             EventKind::Closing => 13,
             EventKind::Closed => 14,
-            EventKind::Listening => 15,
-            EventKind::SelectorSwitched => 16,
-            EventKind::Scaled => 17,
-            EventKind::ServiceCreated => 18,
-            EventKind::Inbound => 19,
-            EventKind::Restored => 20,
-            EventKind::RestoreConflict => 21,
+            EventKind::Listening => 16,
+            EventKind::SelectorSwitched => 17,
+            EventKind::Scaled => 18,
+            EventKind::ServiceCreated => 19,
+            EventKind::Inbound => 20,
+            EventKind::Restored => 21,
+            EventKind::RestoreConflict => 22,
         }
     }
 }

@@ -13,8 +13,9 @@
  *   causes, and what to do) into it, cut to fit and always NUL-terminated; on
  *   success it holds "". Pass NULL, 0 to skip the message. There is no global
  *   last-error: each call reports its own.
- * - Handles (kt_options, kt_vpn_options, kt_session, kt_event, kt_list) are opaque
- *   tokens, never addresses: never dereference them. Each constructor has a _free;
+ * - Handles (kt_options, kt_vpn_options, kt_session, kt_event, kt_list,
+ *   kt_udp_channel, kt_swap_options, kt_expose_options, kt_swap, kt_expose) are
+ *   opaque tokens, never addresses: never dereference them. Each constructor has a _free;
  *   the caller owns what a constructor gives. A handle that was freed, that kt never
  *   made, or of the wrong type gives KT_STATUS_INVALID_HANDLE (so a double free is
  *   detected, not undefined).
@@ -26,13 +27,14 @@
  *   are copied: the caller may free them when the call returns. Strings out
  *   (const char *) belong to the handle that gave them and stay valid until that
  *   handle is freed; never free them.
- * - Enum arguments (kt_flavour, kt_timeout, kt_dns_mode) are passed as uint32_t, so
- *   that a number that is no value of the enum is safe: it gives
- *   KT_STATUS_INVALID_ARGUMENT. Enum results are written as the enum type.
+ * - Enum arguments (kt_flavour, kt_timeout, kt_dns_mode, kt_swap_mode,
+ *   kt_service_type) are passed as uint32_t, so that a number that is no value of
+ *   the enum is safe: it gives KT_STATUS_INVALID_ARGUMENT. Enum results are written as the enum type.
  * - Threads: libkt runs one process-wide, multi-threaded runtime (started on first
- *   use). Blocking functions (connect, close, forward, resolve, next_event) block
- *   only the calling thread. Call kt from your own threads, never from a thread kt
- *   started (KT_STATUS_WRONG_THREAD). Each type says what may run concurrently.
+ *   use). Blocking functions (connect, close, forward, resolve, next_event,
+ *   swap, expose, clean, recover) block only the calling thread. Call kt from your
+ *   own threads, never from a thread kt started (KT_STATUS_WRONG_THREAD). Each
+ *   type says what may run concurrently.
  * - Panics inside kt never cross into C: the call returns KT_STATUS_PANIC.
  */
 
@@ -112,6 +114,10 @@ typedef enum {
   // unreachable, no answer), e.g. a UDP flow the pod's network refuses (earlier
   // libkt builds reported this as `KT_STATUS_TUNNEL`).
   KT_STATUS_CONNECT = 23,
+  // Someone else holds what a swap or expose would change: another live kt session
+  // swapped the target (the message names it and since when), or a Service of the
+  // name to expose exists already.
+  KT_STATUS_CONFLICT = 24,
 } kt_status;
 
 // What happened. The fields each kind has (for `kt_event_field`) are listed.
@@ -147,9 +153,38 @@ typedef enum {
   KT_EVENT_KIND_CLOSING = 13,
   // Everything is removed: the last event of a session.
   KT_EVENT_KIND_CLOSED = 14,
-  // An event this version of the header does not know (only the text).
+  // An event this version of the header does not know (only the text and the
+  // fields kt-core gives it).
   KT_EVENT_KIND_OTHER = 15,
+  // Swap, expose: the shadow listens on its ports in the cluster, each forwarded to
+  // a local port: `ports` (comma-separated `remote -> 127.0.0.1:local`).
+  KT_EVENT_KIND_LISTENING = 16,
+  // Swap, selector mode: a Service now selects the swap shadow: `service`,
+  // `selector`.
+  KT_EVENT_KIND_SELECTOR_SWITCHED = 17,
+  // Swap, scale mode: the workload was scaled: `workload`, `from`, `to`.
+  KT_EVENT_KIND_SCALED = 18,
+  // Expose: the Service was created: `service`.
+  KT_EVENT_KIND_SERVICE_CREATED = 19,
+  // A connection from the cluster arrived and goes to the local port: `peer` (its
+  // address in the cluster), `port` (the shadow's port).
+  KT_EVENT_KIND_INBOUND = 20,
+  // Something kt changed was put back: `object`, `detail`.
+  KT_EVENT_KIND_RESTORED = 21,
+  // A value kt changed was changed again by someone else meanwhile and left as it
+  // is: `detail`.
+  KT_EVENT_KIND_RESTORE_CONFLICT = 22,
 } kt_event_kind;
+
+// How a swap takes a workload's traffic (`kt_swap_options_set_mode`, `kt_swap_mode`).
+typedef enum {
+  // The Services that select the target select the swap shadow instead; the
+  // workload keeps running. The default.
+  KT_SWAP_MODE_SELECTOR = 0,
+  // The swap shadow carries the workload's pod labels and the workload is scaled to
+  // 0 (refused for a workload under a HorizontalPodAutoscaler).
+  KT_SWAP_MODE_SCALE = 1,
+} kt_swap_mode;
 
 // How the system resolver finds cluster names in VPN mode
 // (`kt_vpn_options_set_dns`, `kt_session_vpn_dns`).
@@ -200,8 +235,20 @@ typedef enum {
   KT_TIMEOUT_SHADOW_HEARTBEAT = 7,
 } kt_timeout;
 
-// One event of a session (connect progress, tunnel state, closing): its kind, a
-// one-line text, and named fields.
+// The type of the Service `kt_session_expose` makes
+// (`kt_expose_options_set_service_type`).
+typedef enum {
+  // Reachable inside the cluster. The default.
+  KT_SERVICE_TYPE_CLUSTER_IP = 0,
+  // Also on a port of every node.
+  KT_SERVICE_TYPE_NODE_PORT = 1,
+  // Also through the cluster's load balancer, where it has one.
+  KT_SERVICE_TYPE_LOAD_BALANCER = 2,
+} kt_service_type;
+
+// One event of a session (connect progress, tunnel state, closing), of a swap or of
+// an expose (listening, selector switched, scaled, inbound connections, restored):
+// its kind, a one-line text, and named fields.
 //
 // Owned by the caller: free it with `kt_event_free`. The strings it hands out
 // belong to it and stay valid until then.
@@ -209,6 +256,24 @@ typedef enum {
 // Thread-safety: immutable; any function may be called on it from any thread at
 // the same time, except that `kt_event_free` must come after every other use.
 typedef struct kt_event kt_event;
+
+// A preview in progress, made by `kt_session_expose`: a new Service in the cluster
+// whose connections arrive at local ports here.
+//
+// Owned by the caller: `kt_expose_close` removes the Service and its shadow (and
+// waits), then `kt_expose_free` releases the handle; otherwise as `kt_swap`.
+//
+// Thread-safety: as `kt_session`. Strings it hands out stay valid until
+// `kt_expose_free`.
+typedef struct kt_expose kt_expose;
+
+// How `kt_session_expose` makes its Service: the type, the local-port check. Made
+// by `kt_expose_options_new` with the defaults (ClusterIP, local ports checked).
+//
+// Owned by the caller: free it with `kt_expose_options_free`.
+//
+// Thread-safety: as `kt_options`.
+typedef struct kt_expose_options kt_expose_options;
 
 // A list of strings that kt made for the caller: IP addresses, routes, or
 // environment variables (each item then also has a key).
@@ -248,6 +313,32 @@ typedef struct kt_options kt_options;
 // another forwards or closes), except that `kt_session_free` must come after every
 // other use. Strings a session hands out stay valid until `kt_session_free`.
 typedef struct kt_session kt_session;
+
+// A swap in progress, made by `kt_session_swap`: connections to the target's ports
+// in the cluster arrive at local ports here.
+//
+// Owned by the caller: `kt_swap_close` puts the cluster back exactly (selector or
+// replica count; a value someone else changed meanwhile is left and reported as a
+// `KT_EVENT_KIND_RESTORE_CONFLICT` event) and waits until the original pods serve
+// again; then `kt_swap_free` releases the handle. Freeing a swap that is not closed
+// starts the restore in the background; when the program exits normally libkt waits
+// for it (with the sessions, up to 30 s). If the process dies, the swap shadow puts
+// the cluster back by itself once the restore TTL passes without a heartbeat.
+// Close the swap before its session.
+//
+// Thread-safety: as `kt_session`. Strings it hands out stay valid until
+// `kt_swap_free`.
+typedef struct kt_swap kt_swap;
+
+// How `kt_session_swap` takes the traffic: the mode, the local-port check, the
+// restore TTL. Made by `kt_swap_options_new` with the defaults (selector mode, local
+// ports checked, 30 s); each `kt_swap_options_set_*` changes one setting.
+//
+// Owned by the caller: free it with `kt_swap_options_free` (a swap made with it does
+// not need it any more).
+//
+// Thread-safety: as `kt_options`.
+typedef struct kt_swap_options kt_swap_options;
 
 // A UDP flow through the session's shadow to one target, made by
 // `kt_session_udp_channel` (kt-shadow flavour only). Datagrams keep their
@@ -322,6 +413,159 @@ kt_status kt_event_get_field(const kt_event *event, const char *name, const char
 kt_status kt_event_free(kt_event *event, char *err, size_t err_len);
 
 extern int atexit(void (*callback)(void));
+
+// Takes over the traffic of `target` in the cluster (`deploy/NAME`, `sts/NAME`,
+// `svc/NAME`, or a bare name: a Service of that name, else a Deployment, else a
+// StatefulSet): connections to its ports arrive at local ports here until
+// `kt_swap_close`. `ports` is a comma-separated list of `local[:remote]`
+// (`"8080:80,9090"`; remote: a Service port, container port or port name of the
+// target, default the same number as local). `options` may be NULL (the defaults of
+// `kt_swap_options_new`). Stores the new swap in `*swap` (NULL on failure). Blocking
+// until the swap shadow serves and the selector or replica count is switched.
+//
+// Nothing in the cluster changes when it fails: `KT_STATUS_NOT_FOUND` (no such
+// target), `KT_STATUS_INVALID_ARGUMENT` (bad ports, a port the target lacks),
+// `KT_STATUS_CONNECT` (nothing listens on a local port; see
+// `kt_swap_options_set_check_local`), `KT_STATUS_CONFLICT` (another live session
+// holds the target; the message names it and since when), `KT_STATUS_FORBIDDEN`,
+// `KT_STATUS_CLOSED` (the session is closed).
+kt_status kt_session_swap(const kt_session *session, const char *target, const char *ports, const kt_swap_options *options, kt_swap **swap, char *err, size_t err_len);
+
+// Makes a new Service `name` (it must not exist) whose connections arrive at local
+// ports here until `kt_expose_close`. `ports` is a comma-separated list of
+// `local[:remote]` (remote: the Service's port, default the same number as local).
+// `options` may be NULL (a ClusterIP Service, local ports checked). Stores the new
+// expose in `*expose` (NULL on failure). Blocking.
+//
+// `KT_STATUS_CONFLICT` when a Service of that name exists, `KT_STATUS_CONNECT` when
+// nothing listens on a local port, `KT_STATUS_INVALID_ARGUMENT` (bad name or ports),
+// `KT_STATUS_FORBIDDEN`, `KT_STATUS_CLOSED`.
+kt_status kt_session_expose(const kt_session *session, const char *name, const char *ports, const kt_expose_options *options, kt_expose **expose, char *err, size_t err_len);
+
+// Makes a `kt_swap_options` with the defaults (selector mode, local ports checked,
+// restore TTL 30 s) and stores it in `*options`. Free it with `kt_swap_options_free`.
+kt_status kt_swap_options_new(kt_swap_options **options, char *err, size_t err_len);
+
+// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_swap_options_free(kt_swap_options *options, char *err, size_t err_len);
+
+// The mode: a `kt_swap_mode` value. Any other number gives
+// `KT_STATUS_INVALID_ARGUMENT`.
+kt_status kt_swap_options_set_mode(kt_swap_options *options, uint32_t mode, char *err, size_t err_len);
+
+// Whether `kt_session_swap` refuses (`KT_STATUS_CONNECT`) when nothing listens on a
+// local port (default true). Turn it off to start the local process after the swap.
+kt_status kt_swap_options_set_check_local(kt_swap_options *options, bool check, char *err, size_t err_len);
+
+// How long after the last heartbeat the swap shadow puts the cluster back by
+// itself (this process died), in milliseconds (default 30 000; a value below 3 000
+// is raised to 3 000; at most 30 days). 0 gives `KT_STATUS_INVALID_ARGUMENT`.
+kt_status kt_swap_options_set_restore_ttl_ms(kt_swap_options *options, uint64_t millis, char *err, size_t err_len);
+
+// Makes a `kt_expose_options` with the defaults (a ClusterIP Service, local ports
+// checked) and stores it in `*options`. Free it with `kt_expose_options_free`.
+kt_status kt_expose_options_new(kt_expose_options **options, char *err, size_t err_len);
+
+// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_expose_options_free(kt_expose_options *options, char *err, size_t err_len);
+
+// The Service's type: a `kt_service_type` value. Any other number gives
+// `KT_STATUS_INVALID_ARGUMENT`.
+kt_status kt_expose_options_set_service_type(kt_expose_options *options, uint32_t service_type, char *err, size_t err_len);
+
+// Whether `kt_session_expose` refuses (`KT_STATUS_CONNECT`) when nothing listens on
+// a local port (default true).
+kt_status kt_expose_options_set_check_local(kt_expose_options *options, bool check, char *err, size_t err_len);
+
+// Stores in `*id` the swap's id (the `kt.dev/session` label of its objects). The
+// string belongs to the swap (valid until `kt_swap_free`).
+kt_status kt_swap_id(const kt_swap *swap, const char **id, char *err, size_t err_len);
+
+// Stores in `*target` the target as resolved (`deploy/web`, `svc/web`). The string
+// belongs to the swap.
+kt_status kt_swap_target(const kt_swap *swap, const char **target, char *err, size_t err_len);
+
+// Stores in `*mode` the mode the swap runs in.
+kt_status kt_swap_get_mode(const kt_swap *swap, kt_swap_mode *mode, char *err, size_t err_len);
+
+// Stores in `*pod` the swap shadow pod's name. The string belongs to the swap.
+kt_status kt_swap_pod_name(const kt_swap *swap, const char **pod, char *err, size_t err_len);
+
+// Stores in `*services` a new `kt_list` of the Services that select the target (in
+// selector mode, those switched to the swap shadow). Free it with `kt_list_free`.
+kt_status kt_swap_services(const kt_swap *swap, kt_list **services, char *err, size_t err_len);
+
+// Stores in `*ports` a new `kt_list` with one `local:remote` text per port
+// (`"8080:80"`: connections to the shadow's port 80 arrive at 127.0.0.1:8080).
+// Free it with `kt_list_free`.
+kt_status kt_swap_ports(const kt_swap *swap, kt_list **ports, char *err, size_t err_len);
+
+// Stores in `*count` how many connections arrived from the cluster so far (each is
+// also a `KT_EVENT_KIND_INBOUND` event naming who connected).
+kt_status kt_swap_connections(const kt_swap *swap, uint64_t *count, char *err, size_t err_len);
+
+// As `kt_session_next_event` for the swap's events (from its start: listening,
+// selector switched or scaled, inbound connections, then closing, restored,
+// closed).
+kt_status kt_swap_next_event(const kt_swap *swap, uint64_t timeout_ms, kt_event **event, char *err, size_t err_len);
+
+// Puts the cluster back as it was (selector or replica count), waits until the
+// original pods serve again, then removes the swap shadow and its identity.
+// Blocking. Calling it again does nothing and gives `KT_STATUS_OK`.
+// `KT_STATUS_CLEANUP` names what could not be removed.
+kt_status kt_swap_close(kt_swap *swap, char *err, size_t err_len);
+
+// Frees `swap`. If it was not closed, the cluster is put back in the background
+// (not waited for here; libkt waits at a normal exit). Freeing it twice gives
+// `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_swap_free(kt_swap *swap, char *err, size_t err_len);
+
+// Stores in `*id` the expose's id (the `kt.dev/session` label of its objects). The
+// string belongs to the expose (valid until `kt_expose_free`).
+kt_status kt_expose_id(const kt_expose *expose, const char **id, char *err, size_t err_len);
+
+// Stores in `*service` the name of the Service it made. The string belongs to the
+// expose.
+kt_status kt_expose_service(const kt_expose *expose, const char **service, char *err, size_t err_len);
+
+// Stores in `*pod` the expose shadow pod's name. The string belongs to the expose.
+kt_status kt_expose_pod_name(const kt_expose *expose, const char **pod, char *err, size_t err_len);
+
+// As `kt_swap_ports`: one `local:remote` text per port of the Service.
+kt_status kt_expose_ports(const kt_expose *expose, kt_list **ports, char *err, size_t err_len);
+
+// As `kt_swap_connections`.
+kt_status kt_expose_connections(const kt_expose *expose, uint64_t *count, char *err, size_t err_len);
+
+// As `kt_session_next_event` for the expose's events (listening, service
+// created, inbound connections, closing, closed).
+kt_status kt_expose_next_event(const kt_expose *expose, uint64_t timeout_ms, kt_event **event, char *err, size_t err_len);
+
+// Removes the Service and the expose shadow and waits until they are gone.
+// Blocking. Calling it again does nothing and gives `KT_STATUS_OK`.
+kt_status kt_expose_close(kt_expose *expose, char *err, size_t err_len);
+
+// Frees `expose`. If it was not closed, its objects are removed in the background.
+// Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_expose_free(kt_expose *expose, char *err, size_t err_len);
+
+// Puts back and removes what kt sessions that died left in the namespace of
+// `options` (selectors and replica counts they changed, shadow pods whose Lease
+// expired, their identities and Services); live sessions are left alone. With
+// `dry_run`, changes nothing and only lists what it would do.
+//
+// On success, `*report` is a new key/value `kt_list`, one item per line: the key is
+// `"done"` (`"would do"` in a dry run) or `"left"` (found but left alone, and why),
+// the value says what, in words; empty when there was nothing to clean. Free it with
+// `kt_list_free`. Blocking. `KT_STATUS_FORBIDDEN`, `KT_STATUS_UNREACHABLE`,
+// `KT_STATUS_CONFIG`.
+kt_status kt_clean(const kt_options *options, bool dry_run, kt_list **report, char *err, size_t err_len);
+
+// Puts back one swap `target` (written as for `kt_session_swap`) that a kt session
+// which died left changed, in the namespace of `options`. With `dry_run`, only
+// lists what it would do. `*report` as for `kt_clean`. Blocking.
+// `KT_STATUS_CONFLICT` while a live session holds the target, `KT_STATUS_NOT_FOUND`.
+kt_status kt_recover(const kt_options *options, const char *target, bool dry_run, kt_list **report, char *err, size_t err_len);
 
 // Stores the number of items of `list` in `*len`.
 kt_status kt_list_len(const kt_list *list, size_t *len, char *err, size_t err_len);

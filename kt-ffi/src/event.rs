@@ -1,14 +1,18 @@
-//! `kt_event`: one event of a session, from `kt_session_next_event`.
+//! `kt_event`: one event of a session, a swap or an expose, from
+//! `kt_session_next_event`, `kt_swap_next_event` or `kt_expose_next_event`.
 
 use std::ffi::{CString, c_char};
+use std::time::Duration;
 
-use kt_core::{Event, EventKind};
+use kt_core::{Event, EventKind, Events};
 
+use crate::block_on;
 use crate::handle::Table;
 use crate::status::{Failure, Out, cstring, guard, kt_status, str_arg};
 
-/// One event of a session (connect progress, tunnel state, closing): its kind, a
-/// one-line text, and named fields.
+/// One event of a session (connect progress, tunnel state, closing), of a swap or of
+/// an expose (listening, selector switched, scaled, inbound connections, restored):
+/// its kind, a one-line text, and named fields.
 ///
 /// Owned by the caller: free it with `kt_event_free`. The strings it hands out
 /// belong to it and stay valid until then.
@@ -54,8 +58,27 @@ pub enum kt_event_kind {
     Closing = 13,
     /// Everything is removed: the last event of a session.
     Closed = 14,
-    /// An event this version of the header does not know (only the text).
+    /// An event this version of the header does not know (only the text and the
+    /// fields kt-core gives it).
     Other = 15,
+    /// Swap, expose: the shadow listens on its ports in the cluster, each forwarded to
+    /// a local port: `ports` (comma-separated `remote -> 127.0.0.1:local`).
+    Listening = 16,
+    /// Swap, selector mode: a Service now selects the swap shadow: `service`,
+    /// `selector`.
+    SelectorSwitched = 17,
+    /// Swap, scale mode: the workload was scaled: `workload`, `from`, `to`.
+    Scaled = 18,
+    /// Expose: the Service was created: `service`.
+    ServiceCreated = 19,
+    /// A connection from the cluster arrived and goes to the local port: `peer` (its
+    /// address in the cluster), `port` (the shadow's port).
+    Inbound = 20,
+    /// Something kt changed was put back: `object`, `detail`.
+    Restored = 21,
+    /// A value kt changed was changed again by someone else meanwhile and left as it
+    /// is: `detail`.
+    RestoreConflict = 22,
 }
 
 /// An event as C sees it.
@@ -68,9 +91,9 @@ pub(crate) struct EventData {
 static EVENTS: Table<EventData> = Table::new(4, "kt_session_next_event");
 
 impl kt_event_kind {
-    /// Every kind this header declares (`Other` aside), in numeric order: kt-core's
-    /// `EventKind::code` is the position.
-    pub(crate) const KNOWN: [kt_event_kind; 15] = [
+    /// Every kind this header declares (`Other` aside), in numeric order: the number
+    /// is kt-core's `EventKind::code`.
+    pub(crate) const KNOWN: [kt_event_kind; 22] = [
         kt_event_kind::Creating,
         kt_event_kind::Scheduled,
         kt_event_kind::Pulling,
@@ -86,14 +109,21 @@ impl kt_event_kind {
         kt_event_kind::HeartbeatFailed,
         kt_event_kind::Closing,
         kt_event_kind::Closed,
+        kt_event_kind::Listening,
+        kt_event_kind::SelectorSwitched,
+        kt_event_kind::Scaled,
+        kt_event_kind::ServiceCreated,
+        kt_event_kind::Inbound,
+        kt_event_kind::Restored,
+        kt_event_kind::RestoreConflict,
     ];
 
     /// The C kind numbered `kind.code()`; `Other` for a kind this header does not
     /// declare (a newer kt-core).
     pub(crate) fn of(kind: EventKind) -> kt_event_kind {
-        usize::try_from(kind.code())
-            .ok()
-            .and_then(|i| kt_event_kind::KNOWN.get(i))
+        kt_event_kind::KNOWN
+            .iter()
+            .find(|k| **k as u32 == kind.code())
             .copied()
             .unwrap_or(kt_event_kind::Other)
     }
@@ -118,6 +148,72 @@ impl EventData {
     pub(crate) fn into_handle(self) -> *mut kt_event {
         EVENTS.insert(self)
     }
+}
+
+/// The events of a session, swap or expose, and whether the closed event was handed
+/// out.
+pub(crate) struct EventStream {
+    events: Events,
+    ended: bool,
+}
+
+impl EventStream {
+    pub(crate) fn new(events: Events) -> tokio::sync::Mutex<EventStream> {
+        tokio::sync::Mutex::new(EventStream {
+            events,
+            ended: false,
+        })
+    }
+}
+
+/// The body of the `_next_event` functions: waits up to `timeout_ms` for the next
+/// event of `stream`, which belongs to a `owner` (`session`, `swap`, `expose`).
+pub(crate) fn next_event(
+    stream: &tokio::sync::Mutex<EventStream>,
+    timeout_ms: u64,
+    owner: &str,
+) -> Result<*mut kt_event, Failure> {
+    let ended = || {
+        Failure::new(
+            kt_status::Closed,
+            format!("the {owner}'s event stream has ended (its closed event was returned already)"),
+        )
+    };
+    // The wait covers taking the stream too: callers on several threads take turns
+    // without overrunning their own timeouts. (A year stands in for "forever".)
+    let wait = Duration::from_millis(timeout_ms.min(365 * 24 * 3600 * 1000));
+    let next = block_on(async {
+        let take = async {
+            let mut stream = stream.lock().await;
+            if stream.ended {
+                return Err(ended());
+            }
+            let next = if timeout_ms == 0 {
+                stream.events.try_next()
+            } else {
+                match stream.events.next().await {
+                    None => {
+                        stream.ended = true;
+                        return Err(ended());
+                    }
+                    some => some,
+                }
+            };
+            if next == Some(Event::Closed) {
+                stream.ended = true;
+            }
+            Ok(next)
+        };
+        match tokio::time::timeout(wait, take).await {
+            Ok(Ok(Some(event))) => Ok(event),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(None)) | Err(_) => Err(Failure::new(
+                kt_status::Timeout,
+                format!("no event within {timeout_ms} ms"),
+            )),
+        }
+    })??;
+    Ok(EventData::new(&next).into_handle())
 }
 
 /// Stores the kind of `event` in `*kind`.

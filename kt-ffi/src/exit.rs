@@ -72,6 +72,16 @@ fn close_everything_left() {
         std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
     waits.retain(|r| !r.handle.is_finished());
     let freed = waits.len();
+    // Swaps and exposes first: closing one puts the cluster back through its session.
+    let inbound = crate::inbound::close_all_open(rt);
+    if !inbound.is_empty() {
+        eprintln!(
+            "kt: closing {} swap(s) or expose(s) the program left open (at most {} s)",
+            inbound.len(),
+            EXIT_LIMIT.as_secs()
+        );
+        wait_for(&inbound);
+    }
     let open = crate::session::close_all_open(rt);
     if open.is_empty() && waits.is_empty() {
         return;
@@ -83,18 +93,30 @@ fn close_everything_left() {
         EXIT_LIMIT.as_secs()
     );
     waits.extend(open);
-    let all = async {
-        for removal in &mut waits {
-            let _ = (&mut removal.handle).await;
-        }
-    };
-    if rt.block_on(tokio::time::timeout(EXIT_LIMIT, all)).is_err() {
+    if !wait_for(&waits) {
         let left: Vec<(&str, &str)> = waits
             .iter()
             .filter(|r| !r.handle.is_finished())
             .map(|r| (r.namespace.as_str(), r.session.as_str()))
             .collect();
         eprintln!("{}", gave_up(&left));
+    }
+}
+
+/// Waits until every removal has finished, at most [`EXIT_LIMIT`]; whether all did.
+/// It polls instead of entering the runtime: by the time `atexit` handlers run, glibc
+/// has run the exiting thread's TLS destructors, tokio's context among them, so
+/// `Runtime::block_on` would panic on this thread.
+fn wait_for(removals: &[Removal]) -> bool {
+    let deadline = std::time::Instant::now() + EXIT_LIMIT;
+    loop {
+        if removals.iter().all(|r| r.handle.is_finished()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::status::{Failure, kt_status};
 
 /// Bits of a token that name its type.
-const TAG_BITS: usize = 3;
+const TAG_BITS: usize = 4;
 const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 
 /// The C type names, by tag (0 is never used, so no token is 0 = NULL).
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 16] = [
     "",
     "kt_options",
     "kt_vpn_options",
@@ -22,6 +22,14 @@ const KINDS: [&str; 8] = [
     "kt_event",
     "kt_list",
     "kt_udp_channel",
+    "kt_swap_options",
+    "kt_expose_options",
+    "kt_swap",
+    "kt_expose",
+    "",
+    "",
+    "",
+    "",
     "",
 ];
 

@@ -25,6 +25,7 @@ use std::sync::LazyLock;
 pub mod event;
 mod exit;
 pub mod handle;
+pub mod inbound;
 pub mod list;
 pub mod options;
 pub mod session;

@@ -4,11 +4,10 @@
 use std::ffi::{CString, c_char};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use kt_core::{Event, Events, Session};
+use kt_core::Session;
 
-use crate::event::{EventData, kt_event};
+use crate::event::{EventStream, kt_event, next_event};
 use crate::handle::Table;
 use crate::list::{List, kt_list};
 use crate::options::kt_options;
@@ -78,13 +77,16 @@ impl Drop for Entry {
     }
 }
 
-/// The events of a session and whether the closed event was handed out.
-struct EventStream {
-    events: Events,
-    ended: bool,
-}
-
 static SESSIONS: Table<Entry> = Table::new(3, "kt_session_connect");
+
+/// Runs `f` with the open session behind `session` (`KT_STATUS_CLOSED` after close).
+pub(crate) fn with_open<T>(
+    session: *const kt_session,
+    f: impl FnOnce(&Session) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let entry = SESSIONS.get(session, "session")?;
+    f(entry.open()?)
+}
 
 /// Opens a session with `options` (which stays the caller's): creates the shadow pod
 /// (and, for the OpenSSH flavour, its Secret), waits until it is Ready, tunnels to it
@@ -118,10 +120,7 @@ pub unsafe extern "C" fn kt_session_connect(
             http_proxy_url: cstring(&s.http_proxy_url()),
             vpn_device: vpn.map(|v| cstring(&v.device)),
             vpn_dns_detail: vpn.map(|v| cstring(&v.dns_detail)),
-            events: tokio::sync::Mutex::new(EventStream {
-                events: s.events(),
-                ended: false,
-            }),
+            events: EventStream::new(s.events()),
             closed: AtomicBool::new(false),
             session: Some(s),
         };
@@ -580,48 +579,7 @@ pub unsafe extern "C" fn kt_session_next_event(
     guard(err, err_len, || {
         let out = handle_out(event, "event")?;
         let entry = SESSIONS.get(session, "session")?;
-        // The wait covers taking the stream too: callers on several threads take turns
-        // without overrunning their own timeouts. (A year stands in for "forever".)
-        let wait = Duration::from_millis(timeout_ms.min(365 * 24 * 3600 * 1000));
-        let next = block_on(async {
-            let take = async {
-                let mut stream = entry.events.lock().await;
-                if stream.ended {
-                    return Err(ended());
-                }
-                let next = if timeout_ms == 0 {
-                    stream.events.try_next()
-                } else {
-                    match stream.events.next().await {
-                        None => {
-                            stream.ended = true;
-                            return Err(ended());
-                        }
-                        some => some,
-                    }
-                };
-                if next == Some(Event::Closed) {
-                    stream.ended = true;
-                }
-                Ok(next)
-            };
-            match tokio::time::timeout(wait, take).await {
-                Ok(Ok(Some(event))) => Ok(event),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(None)) | Err(_) => Err(Failure::new(
-                    kt_status::Timeout,
-                    format!("no event within {timeout_ms} ms"),
-                )),
-            }
-        })??;
-        out.write(EventData::new(&next).into_handle());
+        out.write(next_event(&entry.events, timeout_ms, "session")?);
         Ok(())
     })
-}
-
-fn ended() -> Failure {
-    Failure::new(
-        kt_status::Closed,
-        "the session's event stream has ended (its closed event was returned already)",
-    )
 }

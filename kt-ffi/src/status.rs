@@ -67,6 +67,10 @@ pub enum kt_status {
     /// unreachable, no answer), e.g. a UDP flow the pod's network refuses (earlier
     /// libkt builds reported this as `KT_STATUS_TUNNEL`).
     Connect = 23,
+    /// Someone else holds what a swap or expose would change: another live kt session
+    /// swapped the target (the message names it and since when), or a Service of the
+    /// name to expose exists already.
+    Conflict = 24,
 }
 
 impl kt_status {
@@ -97,11 +101,12 @@ impl kt_status {
             kt_status::Panic => c"KT_STATUS_PANIC",
             kt_status::Internal => c"KT_STATUS_INTERNAL",
             kt_status::Connect => c"KT_STATUS_CONNECT",
+            kt_status::Conflict => c"KT_STATUS_CONFLICT",
         }
     }
 
     /// Every status, in numeric order.
-    pub(crate) const ALL: [kt_status; 24] = [
+    pub(crate) const ALL: [kt_status; 25] = [
         kt_status::Ok,
         kt_status::InvalidArgument,
         kt_status::NullPointer,
@@ -126,6 +131,7 @@ impl kt_status {
         kt_status::Panic,
         kt_status::Internal,
         kt_status::Connect,
+        kt_status::Conflict,
     ];
 
     /// The status of a kt-core error kind: the one whose number is `kind.code()`
@@ -383,6 +389,11 @@ mod tests {
             Some(kt_status::Connect)
         );
         assert_eq!(kt_status::Connect as u32, 23, "KT_STATUS_CONNECT is 23");
+        assert_eq!(
+            kt_status::of_kind(ErrorKind::Conflict),
+            Some(kt_status::Conflict)
+        );
+        assert_eq!(kt_status::Conflict as u32, 24, "KT_STATUS_CONFLICT is 24");
     }
 
     #[test]

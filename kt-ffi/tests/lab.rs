@@ -1,9 +1,10 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
-//! whole session from C (directly and under valgrind), a missing namespace and an
+//! whole session from C (directly and under valgrind), a swap and an expose from C
+//! (directly and under valgrind), a swap left open at exit, a missing namespace and an
 //! RBAC refusal with their kinds' statuses, VPN mode refused without
 //! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program
 //! leaves open (closed at exit), proxies with per-session credentials, and the C
-//! example. Each runs in its own namespace made by `testbed/test-namespace`
+//! examples (connect, and swap until Ctrl-C). Each runs in its own namespace made by `testbed/test-namespace`
 //! (restricted Pod Security, kt's Role only), and checks that the session left
 //! nothing in the cluster.
 
@@ -56,6 +57,105 @@ fn whole_session_from_c_forwards_proxies_resolves_and_leaves_nothing() {
 #[test]
 fn whole_session_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
     whole_session("kt-ffi-valgrind", true);
+}
+
+/// What a swap must leave as it found it: the Service's and the Deployment's spec,
+/// labels and annotations.
+fn echo_snapshot(ns: &LabNamespace) -> String {
+    let fields = "{.spec}{.metadata.labels}{.metadata.annotations}";
+    ns.kubectl(&format!(
+        "get service/echo deployment/echo -o jsonpath='{fields}'"
+    ))
+}
+
+/// Runs `tests/c/swap.c` (optionally under valgrind) in a fresh namespace bound to
+/// the shipped inbound Role; afterwards the echo Service and Deployment equal a
+/// snapshot taken before, and nothing of the session or the swap is left.
+fn swap_from_c(prefix: &str, under_valgrind: bool) {
+    let ns = LabNamespace::create_with_role(prefix, "inbound");
+    let before = echo_snapshot(&ns);
+    let exe = compile(&crate_dir().join("tests/c/swap.c"), prefix);
+    let mut cmd = if under_valgrind {
+        valgrind(&exe)
+    } else {
+        Command::new(&exe)
+    };
+    let out = run_checked(cmd.arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(
+        out.status.success(),
+        "swap.c failed (see its output above{})",
+        if under_valgrind {
+            "; exit 99 is valgrind's: memory errors or leaks"
+        } else {
+            ""
+        }
+    );
+    if under_valgrind {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("ERROR SUMMARY: 0 errors"),
+            "valgrind reported errors"
+        );
+    }
+    assert_fresh_libkt(&out);
+    assert_eq!(
+        before,
+        echo_snapshot(&ns),
+        "the echo Service or Deployment differs from before the swap"
+    );
+    for key in ["SESSION_ID", "SWAP_ID", "EXPOSE_ID"] {
+        let id = printed(&out, key);
+        let left = ns.kubectl(&format!(
+            "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
+             -l kt.dev/session={id} -o name"
+        ));
+        assert!(
+            left.trim().is_empty(),
+            "{key} {id} left objects behind:\n{left}"
+        );
+    }
+}
+
+#[test]
+fn swap_from_c_sends_the_services_traffic_to_a_local_server_and_puts_it_back() {
+    swap_from_c("kt-ffi-swap", false);
+}
+
+#[test]
+fn swap_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
+    swap_from_c("kt-ffi-swap-vg", true);
+}
+
+#[test]
+fn a_swap_left_open_is_put_back_when_the_program_exits() {
+    let ns = LabNamespace::create_with_role("kt-ffi-swap-exit", "inbound");
+    let before = echo_snapshot(&ns);
+    let exe = compile(&crate_dir().join("tests/c/swap_exit.c"), "swap_exit");
+    let out = run_checked(Command::new(&exe).arg(&ns.kubeconfig).arg(&ns.name));
+    assert!(out.status.success(), "swap_exit.c failed (see above)");
+    assert_fresh_libkt(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("closing 1 swap(s) or expose(s) the program left open")
+            && !stderr.contains("panicked"),
+        "the exit handler did not close the swap: {stderr}"
+    );
+    assert_eq!(
+        before,
+        echo_snapshot(&ns),
+        "the echo Service or Deployment was not put back at exit"
+    );
+    for key in ["SESSION_ID", "SWAP_ID"] {
+        let id = printed(&out, key);
+        let left = ns.kubectl(&format!(
+            "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
+             -l kt.dev/session={id} -o name"
+        ));
+        assert!(
+            left.trim().is_empty(),
+            "{key} {id} left objects behind:\n{left}"
+        );
+    }
 }
 
 #[test]
@@ -159,6 +259,121 @@ fn c_example_fetches_the_echo_through_the_http_proxy() {
     assert!(left.is_empty(), "the example left objects behind:\n{left}");
 }
 
+/// A local HTTP server on 127.0.0.1 (a free port) answering every request with
+/// `token`, on a thread; returns the port.
+fn local_server(token: String) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+    let port = listener.local_addr().expect("local address").port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{token}",
+                token.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
+/// Whether `url`, fetched with curl in an echo pod of `ns`, answers with `want`,
+/// tried a bounded number of times (kube-proxy applies a selector asynchronously).
+fn echo_pod_gets(ns: &LabNamespace, url: &str, want: &str) -> bool {
+    for _ in 0..60 {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source /run/ktlab/env && kubectl -n {} exec deploy/echo -- curl -sS \
+                 --max-time 10 {url}",
+                ns.name
+            ))
+            .output()
+            .expect("running kubectl exec");
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(want) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    false
+}
+
+#[test]
+fn c_swap_example_serves_the_service_from_here_until_ctrl_c_then_puts_it_back() {
+    use std::io::BufRead as _;
+    let ns = LabNamespace::create_with_role("kt-ffi-swap-example", "inbound");
+    let before = echo_snapshot(&ns);
+    let token = format!("c-example-token-{}", std::process::id());
+    let local = local_server(token.clone());
+    let exe = compile(&crate_dir().join("../examples/c/swap.c"), "example_swap");
+    let mut child = Command::new(&exe)
+        .arg("deploy/echo")
+        .arg(format!("{local}:80"))
+        .args(["--kubeconfig", &ns.kubeconfig])
+        .args(["--namespace", &ns.name])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the example");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(300)) {
+        let ready = line.starts_with("press Ctrl-C");
+        printed.push(line);
+        if ready {
+            break;
+        }
+    }
+    let served = printed.iter().any(|l| l.starts_with("press Ctrl-C"))
+        && echo_pod_gets(&ns, "http://echo/from-example", &token);
+    let killed = Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("waiting for the example");
+    printed.extend(rx.try_iter());
+    assert!(
+        served,
+        "the Service did not answer with the token: {printed:?}"
+    );
+    assert!(
+        status.success(),
+        "the example failed: {status}; {printed:?}"
+    );
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("restored deploy/echo after")),
+        "{printed:?}"
+    );
+    assert_eq!(
+        before,
+        echo_snapshot(&ns),
+        "the echo Service or Deployment was not put back"
+    );
+    let left = ns.kubectl(
+        "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
+         -l app.kubernetes.io/managed-by=kt -o name",
+    );
+    assert!(
+        left.trim().is_empty(),
+        "the example left objects behind:\n{left}"
+    );
+}
+
 #[test]
 fn sessions_left_open_or_freed_without_close_are_gone_when_the_program_exits() {
     let ns = LabNamespace::create("kt-ffi-exit");
@@ -173,6 +388,10 @@ fn sessions_left_open_or_freed_without_close_are_gone_when_the_program_exits() {
     assert!(
         stderr.contains("closing 1 session(s) the program left open"),
         "the exit handler did not say what it closed: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "the exit handler panicked instead of waiting for the removals: {stderr}"
     );
     for key in ["FREED_ID", "OPEN_ID"] {
         let id = printed(&out, key);

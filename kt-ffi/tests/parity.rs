@@ -4,7 +4,10 @@
 //! a name kt-core adds without an entry here fails the test, and so does a symbol
 //! that `include/kt.h` does not declare.
 
-use kt_core::surface::{CONNECT_OPTIONS, FUNCTIONS, SESSION_OPERATIONS, VPN_OPTIONS};
+use kt_core::surface::{
+    CONNECT_OPTIONS, EXPOSE_OPERATIONS, EXPOSE_OPTIONS, FUNCTIONS, SESSION_OPERATIONS,
+    SWAP_OPERATIONS, SWAP_OPTIONS, VPN_OPTIONS,
+};
 
 /// kt-core name -> the C symbols that reach it (all must be in kt.h).
 const CONNECT: &[(&str, &[&str])] = &[
@@ -105,9 +108,58 @@ const SESSION: &[(&str, &[&str])] = &[
         ],
     ),
     ("close", &["kt_session_close"]),
+    ("swap", &["kt_session_swap"]),
+    ("expose", &["kt_session_expose"]),
 ];
 
-const FREE_FUNCTIONS: &[(&str, &[&str])] = &[("recover_system_dns", &["kt_recover_system_dns"])];
+const SWAP_OPTS: &[(&str, &[&str])] = &[
+    ("mode", &["kt_swap_options_set_mode", "KT_SWAP_MODE_SCALE"]),
+    ("check_local", &["kt_swap_options_set_check_local"]),
+    ("restore_ttl", &["kt_swap_options_set_restore_ttl_ms"]),
+    // C pulls events instead of taking a callback.
+    ("on_event", &["kt_swap_next_event", "kt_event_get_kind"]),
+];
+
+const EXPOSE_OPTS: &[(&str, &[&str])] = &[
+    (
+        "service_type",
+        &[
+            "kt_expose_options_set_service_type",
+            "KT_SERVICE_TYPE_NODE_PORT",
+            "KT_SERVICE_TYPE_LOAD_BALANCER",
+        ],
+    ),
+    ("check_local", &["kt_expose_options_set_check_local"]),
+    ("on_event", &["kt_expose_next_event", "kt_event_get_kind"]),
+];
+
+const SWAP: &[(&str, &[&str])] = &[
+    ("id", &["kt_swap_id"]),
+    ("target", &["kt_swap_target"]),
+    ("mode", &["kt_swap_get_mode"]),
+    ("pod_name", &["kt_swap_pod_name"]),
+    ("services", &["kt_swap_services"]),
+    ("ports", &["kt_swap_ports"]),
+    ("connections", &["kt_swap_connections"]),
+    ("events", &["kt_swap_next_event"]),
+    ("close", &["kt_swap_close", "kt_swap_free"]),
+];
+
+const EXPOSE: &[(&str, &[&str])] = &[
+    ("id", &["kt_expose_id"]),
+    ("service", &["kt_expose_service"]),
+    ("pod_name", &["kt_expose_pod_name"]),
+    ("ports", &["kt_expose_ports"]),
+    ("connections", &["kt_expose_connections"]),
+    ("events", &["kt_expose_next_event"]),
+    ("close", &["kt_expose_close", "kt_expose_free"]),
+];
+
+const FREE_FUNCTIONS: &[(&str, &[&str])] = &[
+    ("recover_system_dns", &["kt_recover_system_dns"]),
+    ("clean", &["kt_clean"]),
+    ("recover", &["kt_recover"]),
+];
 
 /// Whether `header` declares `symbol`: a function (`symbol(`) or an enum constant
 /// (`symbol =`), as a whole word.
@@ -169,6 +221,23 @@ fn every_vpn_option_of_kt_core_is_reachable_from_c() {
 #[test]
 fn every_session_operation_of_kt_core_is_reachable_from_c() {
     check("Session operation", SESSION_OPERATIONS, SESSION, &header());
+}
+
+#[test]
+fn every_swap_and_expose_option_of_kt_core_is_reachable_from_c() {
+    check("SwapOptions setting", SWAP_OPTIONS, SWAP_OPTS, &header());
+    check(
+        "ExposeOptions setting",
+        EXPOSE_OPTIONS,
+        EXPOSE_OPTS,
+        &header(),
+    );
+}
+
+#[test]
+fn every_swap_and_expose_operation_of_kt_core_is_reachable_from_c() {
+    check("Swap operation", SWAP_OPERATIONS, SWAP, &header());
+    check("Expose operation", EXPOSE_OPERATIONS, EXPOSE, &header());
 }
 
 #[test]

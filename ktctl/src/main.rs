@@ -3,11 +3,16 @@
 //! ```text
 //! ktctl connect -n dev                 # proxy mode: SOCKS5 + HTTP proxies, no root needed
 //! sudo ktctl connect -n dev --mode vpn # VPN mode: every program reaches the cluster
+//! ktctl exchange deploy/web --expose 8080:80  # the cluster's calls to web reach 127.0.0.1:8080
+//! ktctl preview mine --expose 8080     # a new Service `mine` in the cluster for 127.0.0.1:8080
+//! ktctl clean --dry-run                # what dead sessions left in the namespace
+//! ktctl recover deploy/web             # put back a target a dead session left swapped
 //! sudo ktctl recover                   # put back system DNS a crashed ktctl left changed
 //! ```
 //!
 //! Everything is done by `kt-core`; this binary parses flags, prints progress and waits
-//! for Ctrl-C (or SIGTERM/SIGHUP), then closes the session, which removes what it made.
+//! for Ctrl-C (or SIGTERM/SIGHUP), then closes the session (and the swap or preview),
+//! which puts back and removes what it made.
 //!
 //! Values kt-core knows how to read (`--dns`, `--include-cidr`, `--exclude-cidr`,
 //! `--flavour`) are read by kt-core's own parsers, as every kt front end reads them.
@@ -21,7 +26,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kt_core::{
-    ConnectOptions, DnsMode, ErrorKind, IpNet, Session, ShadowFlavour, SystemPaths, VpnOptions,
+    ConnectOptions, DnsMode, ErrorKind, ExposeOptions, IpNet, PortMap, ServiceType, Session,
+    ShadowFlavour, SwapMode, SwapOptions, SystemPaths, VpnOptions,
 };
 
 /// What `--help` says about exit statuses (the table is [`exit_status`]'s).
@@ -33,7 +39,7 @@ usage error (bad flags or values); otherwise the kind of kt failure, also printe
    8 forbidden          9 not_found      10 kubeconfig    11 api_unreachable
   12 api               13 shadow         14 tunnel        15 dns
   16 unsupported       17 io             18 vpn           19 cleanup
-  22 internal          23 connect
+  22 internal          23 connect           24 conflict
 (the kind's stable code, which is also libkt's KT_STATUS_* number; 64 + code where
 the code is 1 or 2, which mean something else here).";
 
@@ -52,10 +58,48 @@ struct Cli {
 enum Command {
     /// Reach the cluster's Services and pods from this machine until Ctrl-C.
     Connect(Box<ConnectArgs>),
-    /// Put back system DNS settings (resolv.conf, hosts, /etc/resolver) that a ktctl
-    /// killed without a chance to clean up left behind. `connect` does this by itself.
-    Recover,
+    /// Send a workload's or Service's traffic in the cluster to this machine until
+    /// Ctrl-C, then put everything back exactly as it was.
+    #[command(visible_alias = "swap", after_long_help = EXCHANGE_HELP)]
+    Exchange(Box<ExchangeArgs>),
+    /// Make a new Service in the cluster whose traffic reaches this machine until
+    /// Ctrl-C, then remove it.
+    #[command(visible_alias = "expose")]
+    Preview(Box<PreviewArgs>),
+    /// Put back and remove what dead kt sessions left in the namespace.
+    ///
+    /// Swapped selectors and replica counts are put back; shadow pods, their
+    /// identities and Services are removed. Live sessions are left alone.
+    Clean(CleanArgs),
+    /// Put back system DNS settings, or with a target what a dead swap left changed.
+    ///
+    /// Without a target: put back system DNS settings (resolv.conf, hosts,
+    /// /etc/resolver) that a ktctl killed without a chance to clean up left behind
+    /// (`connect` does this by itself). With a target (`deploy/web`, `sts/db`,
+    /// `svc/web` or a bare name): put back that target, which a swap whose session
+    /// died left changed (refused while a live session holds it).
+    #[command(after_long_help = RECOVER_HELP)]
+    Recover(RecoverArgs),
 }
+
+/// What `exchange --help` adds.
+const EXCHANGE_HELP: &str = "\
+The target is deploy/NAME, sts/NAME, svc/NAME, or a bare name (a Service of that name,
+else a Deployment, else a StatefulSet). Each --expose local[:remote] sends the
+cluster's connections to the target's port `remote` (a Service port, a container port
+or a port name; default: the same number as local) to 127.0.0.1:local here.
+
+If ktctl dies without restoring, the swap shadow puts the cluster back by itself once
+--restore-ttl seconds pass without a heartbeat; `ktctl clean` and `ktctl recover
+<target>` do it by hand. A target another live session holds is refused (exit status
+24, conflict), naming the holder.";
+
+/// What `recover --help` adds.
+const RECOVER_HELP: &str = "\
+Examples:
+  sudo ktctl recover                 put back system DNS (needs root)
+  ktctl recover deploy/web -n dev    put back what a dead swap of deploy/web left changed
+  ktctl recover web --dry-run        only say what would be put back";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -65,8 +109,9 @@ enum Mode {
     Vpn,
 }
 
+/// Which cluster and namespace: the flags every command that talks to the cluster has.
 #[derive(Debug, Args)]
-struct ConnectArgs {
+struct ClusterArgs {
     /// Namespace to work in (default: the context's).
     #[arg(short, long)]
     namespace: Option<String>,
@@ -76,6 +121,63 @@ struct ConnectArgs {
     /// Context in the kubeconfig.
     #[arg(long)]
     context: Option<String>,
+}
+
+impl ClusterArgs {
+    fn is_set(&self) -> bool {
+        self.namespace.is_some() || self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    fn apply(&self, mut opts: ConnectOptions) -> ConnectOptions {
+        if let Some(ns) = &self.namespace {
+            opts = opts.namespace(ns);
+        }
+        if let Some(path) = &self.kubeconfig {
+            opts = opts.kubeconfig(path);
+        }
+        if let Some(ctx) = &self.context {
+            opts = opts.context(ctx);
+        }
+        opts
+    }
+}
+
+/// The shadow pod's flags, shared by the commands that open a session.
+#[derive(Debug, Args)]
+struct ShadowArgs {
+    /// The shadow's SSH server: kt-shadow (kt's own agent: restricted Pod Security,
+    /// UDP relay) or openssh (a stock sshd, runs as root in the pod; TCP only).
+    #[arg(long, default_value = "kt-shadow", value_parser = parse_flavour)]
+    flavour: ShadowFlavour,
+    /// The shadow image (default: KT_SHADOW_IMAGE, then kt's published image).
+    #[arg(short, long)]
+    image: Option<String>,
+    /// How long the shadow pod waits for a vanished ktctl (killed, or off the network)
+    /// before it ends itself, in seconds; the next session in the namespace deletes it.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    shadow_timeout: u64,
+}
+
+impl ShadowArgs {
+    /// The options of a proxy-mode session with these flags and `cluster`'s.
+    fn options(&self, cluster: &ClusterArgs) -> ConnectOptions {
+        let mut opts = ConnectOptions::new()
+            .flavour(self.flavour)
+            .shadow_heartbeat_timeout(Some(std::time::Duration::from_secs(self.shadow_timeout)))
+            .on_event(|e| eprintln!("ktctl: {e}"));
+        if let Some(image) = &self.image {
+            opts = opts.shadow_image(image);
+        }
+        cluster.apply(opts)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    shadow: ShadowArgs,
     /// proxy (default) or vpn.
     #[arg(long, value_enum, default_value_t = Mode::Proxy)]
     mode: Mode,
@@ -106,17 +208,6 @@ struct ConnectArgs {
     /// It answers only this machine (loopback, the tun address, this address).
     #[arg(long)]
     dns_listen: Option<SocketAddr>,
-    /// The shadow's SSH server: kt-shadow (kt's own agent: restricted Pod Security,
-    /// UDP relay) or openssh (a stock sshd, runs as root in the pod; TCP only).
-    #[arg(long, default_value = "kt-shadow", value_parser = parse_flavour)]
-    flavour: ShadowFlavour,
-    /// The shadow image (default: KT_SHADOW_IMAGE, then kt's published image).
-    #[arg(short, long)]
-    image: Option<String>,
-    /// How long the shadow pod waits for a vanished ktctl (killed, or off the network)
-    /// before it ends itself, in seconds; the next session in the namespace deletes it.
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
-    shadow_timeout: u64,
     /// SOCKS5 proxy port on 127.0.0.1 (default: a free one).
     #[arg(long, default_value_t = 0)]
     socks5_port: u16,
@@ -128,6 +219,90 @@ struct ConnectArgs {
     /// port-forward`, any local user may use the proxies.
     #[arg(long)]
     proxy_auth: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExchangeArgs {
+    /// What to take the traffic of: deploy/NAME, sts/NAME, svc/NAME or a bare name.
+    target: String,
+    /// local[:remote]: the cluster's connections to port `remote` of the target arrive
+    /// at 127.0.0.1:local (comma separated or repeated; at least one).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_port_map)]
+    expose: Vec<PortMap>,
+    /// selector (the Services select the swap shadow; the workload keeps running) or
+    /// scale (the workload is scaled to 0 and the shadow carries its pod labels).
+    #[arg(long, default_value = "selector", value_parser = parse_swap_mode)]
+    mode: SwapMode,
+    /// Seconds without a heartbeat after which the swap shadow puts the cluster back
+    /// by itself (ktctl killed or off the network); at least 3.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    restore_ttl: u64,
+    /// Swap even when nothing listens on a local port yet (start the process later).
+    #[arg(long)]
+    skip_local_check: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    shadow: ShadowArgs,
+}
+
+#[derive(Debug, Args)]
+struct PreviewArgs {
+    /// The name of the Service to create (it must not exist).
+    name: String,
+    /// local[:remote]: the new Service's port `remote` (default: the same number)
+    /// reaches 127.0.0.1:local (comma separated or repeated; at least one).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_port_map)]
+    expose: Vec<PortMap>,
+    /// The Service's type: ClusterIP (default), NodePort or LoadBalancer.
+    #[arg(long = "type", value_parser = parse_service_type, conflicts_with = "external")]
+    service_type: Option<ServiceType>,
+    /// A LoadBalancer Service (kt-connect's flag; the same as --type LoadBalancer).
+    #[arg(long)]
+    external: bool,
+    /// Create the Service even when nothing listens on a local port yet.
+    #[arg(long)]
+    skip_local_check: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    shadow: ShadowArgs,
+}
+
+#[derive(Debug, Args)]
+struct CleanArgs {
+    /// Only list what would be put back and removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+struct RecoverArgs {
+    /// The swap target to put back (deploy/NAME, sts/NAME, svc/NAME or a bare name);
+    /// none: put back system DNS settings instead.
+    target: Option<String>,
+    /// Only list what would be put back; change nothing (with a target).
+    #[arg(long, requires = "target")]
+    dry_run: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Parses one `--expose` item with kt-core's `PortMap` parser.
+fn parse_port_map(s: &str) -> Result<PortMap, String> {
+    s.parse().map_err(|e: kt_core::Error| e.to_string())
+}
+
+/// Parses `exchange --mode` with kt-core's `SwapMode` parser.
+fn parse_swap_mode(s: &str) -> Result<SwapMode, String> {
+    s.parse().map_err(|e: kt_core::Error| e.to_string())
+}
+
+/// Parses `preview --type` with kt-core's `ServiceType` parser.
+fn parse_service_type(s: &str) -> Result<ServiceType, String> {
+    s.parse().map_err(|e: kt_core::Error| e.to_string())
 }
 
 /// Parses `--dns` with kt-core's `DnsMode` parser.
@@ -169,8 +344,27 @@ fn message(e: &kt_core::Error) -> String {
     text
 }
 
+/// What clap cannot say: `recover` without a target (system DNS) takes no cluster flags.
+fn check_usage(cli: &Cli) -> Result<(), clap::Error> {
+    if let Command::Recover(args) = &cli.command
+        && args.target.is_none()
+        && args.cluster.is_set()
+    {
+        use clap::CommandFactory as _;
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--namespace, --kubeconfig and --context need a target: `ktctl recover <target> \
+             -n NS` puts back a swap target; `ktctl recover` alone puts back system DNS",
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = check_usage(&cli) {
+        e.exit();
+    }
     init_logging(cli.debug);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -185,7 +379,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Connect(args) => Box::pin(connect(*args)).await,
-            Command::Recover => recover(),
+            Command::Exchange(args) => Box::pin(exchange(*args)).await,
+            Command::Preview(args) => Box::pin(preview(*args)).await,
+            Command::Clean(args) => clean(args).await,
+            Command::Recover(args) => match &args.target {
+                None => recover_dns(),
+                Some(target) => recover_target(&args, target).await,
+            },
         }
     });
     match result {
@@ -212,25 +412,12 @@ fn init_logging(debug: bool) {
 }
 
 fn options(args: &ConnectArgs) -> ConnectOptions {
-    let mut opts = ConnectOptions::new()
-        .flavour(args.flavour)
+    let mut opts = args
+        .shadow
+        .options(&args.cluster)
         .socks5_port(args.socks5_port)
-        .shadow_heartbeat_timeout(Some(std::time::Duration::from_secs(args.shadow_timeout)))
         .http_proxy_port(args.http_port)
-        .proxy_auth(args.proxy_auth)
-        .on_event(|e| eprintln!("ktctl: {e}"));
-    if let Some(ns) = &args.namespace {
-        opts = opts.namespace(ns);
-    }
-    if let Some(path) = &args.kubeconfig {
-        opts = opts.kubeconfig(path);
-    }
-    if let Some(ctx) = &args.context {
-        opts = opts.context(ctx);
-    }
-    if let Some(image) = &args.image {
-        opts = opts.shadow_image(image);
-    }
+        .proxy_auth(args.proxy_auth);
     if args.mode == Mode::Vpn {
         let mut vpn = VpnOptions::new().dns(args.dns.clone());
         for net in &args.include_cidr {
@@ -327,7 +514,167 @@ fn export_line(session: &Session) -> String {
     )
 }
 
-fn recover() -> Result<(), kt_core::Error> {
+/// The `--expose` ports as `remote -> 127.0.0.1:local` lines, for the summary.
+fn print_ports(out: &mut impl std::io::Write, ports: &[(u16, u16)]) {
+    for (local, remote) in ports {
+        let _ = writeln!(out, "  port        {remote} -> 127.0.0.1:{local}");
+    }
+}
+
+/// Opens a session with `opts`, unless a signal comes first (then `None`).
+async fn open_session(
+    opts: ConnectOptions,
+    stop: &mut Stop,
+) -> Result<Option<Session>, kt_core::Error> {
+    tokio::select! {
+        s = Session::connect(opts) => s.map(Some),
+        () = stop.next() => {
+            eprintln!("ktctl: interrupted while connecting; what was created has been removed");
+            Ok(None)
+        }
+    }
+}
+
+/// Runs `start` on the open `session` unless a signal comes first; on failure or a
+/// signal, closes the session before returning.
+async fn start_on<T>(
+    session: &Session,
+    stop: &mut Stop,
+    start: impl Future<Output = Result<T, kt_core::Error>>,
+) -> Result<Option<T>, kt_core::Error> {
+    let started = tokio::select! {
+        r = start => r.map(Some),
+        () = stop.next() => {
+            eprintln!("ktctl: interrupted; putting back what was changed");
+            Ok(None)
+        }
+    };
+    match started {
+        Ok(Some(handle)) => Ok(Some(handle)),
+        Ok(None) => session.close().await.map(|()| None),
+        Err(e) => {
+            if let Err(close) = session.close().await {
+                eprintln!("ktctl: {close}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Waits for a signal, then runs `close` (the swap's or preview's, then the
+/// session's); a second signal leaves at once.
+async fn wait_and_close(
+    stop: &mut Stop,
+    what: &str,
+    close: impl Future<Output = Result<(), kt_core::Error>>,
+) -> Result<(), kt_core::Error> {
+    stop.next().await;
+    eprintln!("ktctl: {what} (interrupt again to leave at once)");
+    tokio::select! {
+        r = close => r,
+        () = stop.next() => {
+            eprintln!(
+                "ktctl: leaving without waiting for the cluster; the shadow puts it back \
+                 when its lease expires, or run `ktctl clean`"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn exchange(args: ExchangeArgs) -> Result<(), kt_core::Error> {
+    let mut stop = Stop::install();
+    let Some(session) = open_session(args.shadow.options(&args.cluster), &mut stop).await? else {
+        return Ok(());
+    };
+    let opts = SwapOptions::new()
+        .mode(args.mode)
+        .check_local(!args.skip_local_check)
+        .restore_ttl(std::time::Duration::from_secs(args.restore_ttl))
+        .on_event(|e| eprintln!("ktctl: {e}"));
+    let start = session.swap_with(&args.target, &args.expose, opts);
+    let Some(swap) = start_on(&session, &mut stop, start).await? else {
+        return Ok(());
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "exchanged {} in namespace {} ({} mode, shadow pod {})",
+            swap.target(),
+            session.namespace(),
+            swap.mode(),
+            swap.pod_name()
+        );
+        if !swap.services().is_empty() {
+            let _ = writeln!(out, "  services    {}", swap.services().join(", "));
+        }
+        print_ports(&mut out, &swap.ports());
+        let _ = writeln!(out, "press Ctrl-C to put {} back and exit", swap.target());
+        let _ = out.flush();
+    }
+    let close = async {
+        let restored = swap.close().await;
+        let closed = session.close().await;
+        restored.and(closed)
+    };
+    wait_and_close(&mut stop, "putting the target back", close).await
+}
+
+async fn preview(args: PreviewArgs) -> Result<(), kt_core::Error> {
+    let service_type = if args.external {
+        ServiceType::LoadBalancer
+    } else {
+        args.service_type.unwrap_or_default()
+    };
+    let mut stop = Stop::install();
+    let Some(session) = open_session(args.shadow.options(&args.cluster), &mut stop).await? else {
+        return Ok(());
+    };
+    let opts = ExposeOptions::new()
+        .service_type(service_type)
+        .check_local(!args.skip_local_check)
+        .on_event(|e| eprintln!("ktctl: {e}"));
+    let start = session.expose_with(&args.name, &args.expose, opts);
+    let Some(expose) = start_on(&session, &mut stop, start).await? else {
+        return Ok(());
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "previewing Service {} ({service_type}) in namespace {} (shadow pod {})",
+            expose.service(),
+            session.namespace(),
+            expose.pod_name()
+        );
+        print_ports(&mut out, &expose.ports());
+        let _ = writeln!(out, "press Ctrl-C to remove it and exit");
+        let _ = out.flush();
+    }
+    let close = async {
+        let removed = expose.close().await;
+        let closed = session.close().await;
+        removed.and(closed)
+    };
+    wait_and_close(&mut stop, "removing the Service", close).await
+}
+
+async fn clean(args: CleanArgs) -> Result<(), kt_core::Error> {
+    let opts = args.cluster.apply(ConnectOptions::new());
+    let report = kt_core::clean(&opts, args.dry_run).await?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn recover_target(args: &RecoverArgs, target: &str) -> Result<(), kt_core::Error> {
+    let opts = args.cluster.apply(ConnectOptions::new());
+    let report = kt_core::recover(&opts, target, args.dry_run).await?;
+    print!("{report}");
+    Ok(())
+}
+
+fn recover_dns() -> Result<(), kt_core::Error> {
     let restored = kt_core::recover_system_dns(&SystemPaths::default())?;
     if restored.is_empty() {
         println!("nothing to recover");
@@ -442,7 +789,7 @@ mod tests {
             panic!("not connect")
         };
         assert_eq!(args.include_cidr.len(), 2);
-        assert_eq!(args.flavour, ShadowFlavour::OpenSsh);
+        assert_eq!(args.shadow.flavour, ShadowFlavour::OpenSsh);
     }
 
     #[test]
@@ -487,6 +834,133 @@ mod tests {
         assert!(off.contains("proxy_auth: false"), "{off}");
         let on = format!("{:?}", options(&args(&["--proxy-auth"])));
         assert!(on.contains("proxy_auth: true"), "{on}");
+    }
+
+    fn parse(argv: &[&str]) -> Result<Cli, String> {
+        let cli = Cli::try_parse_from(["ktctl"].iter().chain(argv)).map_err(|e| e.to_string())?;
+        check_usage(&cli).map_err(|e| e.to_string())?;
+        Ok(cli)
+    }
+
+    #[test]
+    fn exchange_takes_kt_connects_flags_and_comma_lists_of_ports() {
+        let cli = parse(&[
+            "swap",
+            "deploy/web",
+            "--expose",
+            "8080:80,9090:grpc",
+            "--expose",
+            "7000",
+            "--mode",
+            "scale",
+            "--restore-ttl",
+            "12",
+            "--skip-local-check",
+            "-n",
+            "dev",
+        ])
+        .expect("parses");
+        let Command::Exchange(args) = cli.command else {
+            panic!("swap is not an alias of exchange")
+        };
+        assert_eq!(args.target, "deploy/web");
+        let ports: Vec<String> = args.expose.iter().map(ToString::to_string).collect();
+        assert_eq!(ports, ["8080:80", "9090:grpc", "7000"]);
+        assert_eq!(args.mode, SwapMode::Scale);
+        assert_eq!(args.restore_ttl, 12);
+        assert!(args.skip_local_check);
+        assert_eq!(args.cluster.namespace.as_deref(), Some("dev"));
+        let Command::Exchange(defaults) = parse(&["exchange", "web", "--expose", "8080"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not exchange")
+        };
+        assert_eq!(defaults.mode, SwapMode::Selector);
+        assert_eq!(defaults.restore_ttl, 30);
+        assert!(!defaults.skip_local_check);
+    }
+
+    #[test]
+    fn bad_exchange_input_says_what_is_accepted() {
+        let err = parse(&["exchange", "web", "--expose", "8080:"]).unwrap_err();
+        assert!(err.contains("`local:remote`"), "{err}");
+        let err = parse(&["exchange", "web", "--expose", "0"]).unwrap_err();
+        assert!(err.contains("1-65535"), "{err}");
+        let err = parse(&["exchange", "web", "--expose", "80", "--mode", "ephemeral"]).unwrap_err();
+        assert!(
+            err.contains("`selector`") && err.contains("`scale`"),
+            "{err}"
+        );
+        let err = parse(&["exchange", "web"]).unwrap_err();
+        assert!(err.contains("--expose"), "{err}");
+        let err = parse(&["exchange", "web", "--expose", "80", "--restore-ttl", "1"]).unwrap_err();
+        assert!(err.contains("3"), "{err}");
+    }
+
+    #[test]
+    fn preview_takes_a_type_or_external() {
+        let service_type = |argv: &[&str]| {
+            let Command::Preview(args) = parse(argv).expect("parses").command else {
+                panic!("not preview")
+            };
+            (args.service_type, args.external)
+        };
+        assert_eq!(
+            service_type(&["expose", "mine", "--expose", "80"]),
+            (None, false)
+        );
+        assert_eq!(
+            service_type(&["preview", "mine", "--expose", "80", "--type", "nodeport"]),
+            (Some(ServiceType::NodePort), false)
+        );
+        assert_eq!(
+            service_type(&["preview", "mine", "--expose", "80", "--external"]),
+            (None, true)
+        );
+        let err = parse(&["preview", "mine", "--expose", "80", "--type", "Ingress"]).unwrap_err();
+        assert!(err.contains("ClusterIP, NodePort or LoadBalancer"), "{err}");
+        let err = parse(&[
+            "preview",
+            "mine",
+            "--expose",
+            "80",
+            "--type",
+            "NodePort",
+            "--external",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--external"), "{err}");
+    }
+
+    #[test]
+    fn recover_without_a_target_is_system_dns_and_takes_no_cluster_flags() {
+        let Command::Recover(args) = parse(&["recover"]).expect("parses").command else {
+            panic!("not recover")
+        };
+        assert!(args.target.is_none() && !args.dry_run);
+        let Command::Recover(args) = parse(&["recover", "deploy/web", "--dry-run", "-n", "dev"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not recover")
+        };
+        assert_eq!(args.target.as_deref(), Some("deploy/web"));
+        assert!(args.dry_run);
+        let err = parse(&["recover", "--dry-run"]).unwrap_err();
+        assert!(err.contains("<TARGET>"), "{err}");
+        let err = parse(&["recover", "-n", "dev"]).unwrap_err();
+        assert!(err.contains("need a target"), "{err}");
+        let Command::Clean(args) = parse(&["clean", "--dry-run"]).expect("parses").command else {
+            panic!("not clean")
+        };
+        assert!(args.dry_run);
+    }
+
+    #[test]
+    fn a_held_target_exits_with_the_conflict_status() {
+        let held = kt_core::Error::example(ErrorKind::Conflict);
+        assert_eq!(exit_status(held.kind()), 24);
     }
 
     #[test]

@@ -32,7 +32,9 @@ int main(void) {
 	CHECK(strcmp(kt_status_name(KT_STATUS_NEEDS_CAPABILITY), "KT_STATUS_NEEDS_CAPABILITY") == 0);
 	CHECK(strcmp(kt_status_name(KT_STATUS_CONNECT), "KT_STATUS_CONNECT") == 0);
 	CHECK(KT_STATUS_CONNECT == 23 && KT_STATUS_INTERNAL == 22 && KT_STATUS_TUNNEL == 14);
-	CHECK(strcmp(kt_status_name(24), "KT_STATUS_UNKNOWN") == 0);
+	CHECK(strcmp(kt_status_name(KT_STATUS_CONFLICT), "KT_STATUS_CONFLICT") == 0);
+	CHECK(KT_STATUS_CONFLICT == 24);
+	CHECK(strcmp(kt_status_name(25), "KT_STATUS_UNKNOWN") == 0);
 	CHECK(strcmp(kt_status_name(9999), "KT_STATUS_UNKNOWN") == 0);
 
 	/* NULL pointers. */
@@ -160,6 +162,36 @@ int main(void) {
 	memset(small, 'X', sizeof small);
 	CHECK(kt_options_set_dns_server(opts, "d\xc3\xa9", small, 4) == KT_STATUS_INVALID_ARGUMENT);
 	CHECK(strcmp(small, "`d") == 0);
+
+	/* Swap and expose: bad handles, enum values and ports, before anything is made. */
+	kt_swap *swap = NULL;
+	EXPECT(kt_session_swap(bogus, "deploy/web", "8080", NULL, &swap, E), KT_STATUS_INVALID_HANDLE,
+	       "not a kt_session handle kt made");
+	EXPECT(kt_session_swap(bogus, "deploy/web", "8080:", NULL, &swap, E),
+	       KT_STATUS_INVALID_ARGUMENT, "`local:remote`");
+	EXPECT(kt_session_swap(bogus, NULL, "8080", NULL, &swap, E), KT_STATUS_NULL_POINTER, "`target`");
+	EXPECT(kt_session_swap(bogus, "deploy/web", "8080", NULL, NULL, E), KT_STATUS_NULL_POINTER,
+	       "`swap`");
+	CHECK(swap == NULL);
+	kt_swap_options *swap_opts = NULL;
+	REQUIRE_OK(kt_swap_options_new(&swap_opts, E));
+	EXPECT(kt_swap_options_set_mode(swap_opts, 2, E), KT_STATUS_INVALID_ARGUMENT, "KT_SWAP_MODE_SCALE");
+	EXPECT(kt_swap_options_set_restore_ttl_ms(swap_opts, 0, E), KT_STATUS_INVALID_ARGUMENT, "3000");
+	EXPECT(kt_swap_free((kt_swap *)swap_opts, E), KT_STATUS_INVALID_HANDLE,
+	       "it looks like a kt_swap_options handle");
+	EXPECT(kt_swap_options_free(swap_opts, E), KT_STATUS_OK, "");
+	EXPECT(kt_swap_options_free(swap_opts, E), KT_STATUS_INVALID_HANDLE, "freed already");
+	kt_expose_options *expose_opts = NULL;
+	REQUIRE_OK(kt_expose_options_new(&expose_opts, E));
+	EXPECT(kt_expose_options_set_service_type(expose_opts, 3, E), KT_STATUS_INVALID_ARGUMENT,
+	       "KT_SERVICE_TYPE_LOAD_BALANCER");
+	EXPECT(kt_expose_options_set_service_type(expose_opts, KT_SERVICE_TYPE_NODE_PORT, E), KT_STATUS_OK,
+	       "");
+	EXPECT(kt_expose_options_free(expose_opts, E), KT_STATUS_OK, "");
+	kt_list *report = NULL;
+	EXPECT(kt_clean(NULL, true, &report, E), KT_STATUS_NULL_POINTER, "`options`");
+	EXPECT(kt_recover(opts, NULL, true, &report, E), KT_STATUS_NULL_POINTER, "`target`");
+	CHECK(report == NULL);
 
 	/* Options freed: use after free and double free are reported. */
 	EXPECT(kt_options_free(opts, E), KT_STATUS_OK, "");

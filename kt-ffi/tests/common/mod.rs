@@ -224,10 +224,18 @@ fn test_namespace_script() -> PathBuf {
 
 impl LabNamespace {
     pub(crate) fn create(prefix: &str) -> LabNamespace {
+        Self::create_with_role(prefix, "vpn")
+    }
+
+    /// As [`LabNamespace::create`] with the shipped Role `role` (`--role`: connect,
+    /// vpn, or inbound for swap and expose).
+    pub(crate) fn create_with_role(prefix: &str, role: &str) -> LabNamespace {
         let out = run_checked(Command::new(test_namespace_script()).args([
             "create",
             prefix,
             "--restricted",
+            "--role",
+            role,
         ]));
         assert!(
             out.status.success(),

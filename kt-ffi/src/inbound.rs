@@ -1,0 +1,1073 @@
+//! Inbound traffic: `kt_swap` (a workload's traffic in the cluster goes to a local
+//! port) and `kt_expose` (a new Service whose traffic goes to a local port), their
+//! options, and `kt_clean`/`kt_recover`, which put back what dead sessions left.
+
+use std::ffi::{CString, c_char};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use kt_core::{
+    CleanReport, Events, Expose, ExposeOptions, PortMap, ServiceType, Swap, SwapMode, SwapOptions,
+};
+
+use crate::event::{EventStream, kt_event, next_event};
+use crate::handle::Table;
+use crate::list::{List, kt_list};
+use crate::options::{kt_options, snapshot};
+use crate::session::{kt_session, with_open};
+use crate::status::{Failure, Out, cstring, guard, handle_out, kt_status, str_arg};
+use crate::{block_on, runtime};
+
+/// How `kt_session_swap` takes the traffic: the mode, the local-port check, the
+/// restore TTL. Made by `kt_swap_options_new` with the defaults (selector mode, local
+/// ports checked, 30 s); each `kt_swap_options_set_*` changes one setting.
+///
+/// Owned by the caller: free it with `kt_swap_options_free` (a swap made with it does
+/// not need it any more).
+///
+/// Thread-safety: as `kt_options`.
+pub struct kt_swap_options {
+    _private: [u8; 0],
+}
+
+/// How `kt_session_expose` makes its Service: the type, the local-port check. Made
+/// by `kt_expose_options_new` with the defaults (ClusterIP, local ports checked).
+///
+/// Owned by the caller: free it with `kt_expose_options_free`.
+///
+/// Thread-safety: as `kt_options`.
+pub struct kt_expose_options {
+    _private: [u8; 0],
+}
+
+/// A swap in progress, made by `kt_session_swap`: connections to the target's ports
+/// in the cluster arrive at local ports here.
+///
+/// Owned by the caller: `kt_swap_close` puts the cluster back exactly (selector or
+/// replica count; a value someone else changed meanwhile is left and reported as a
+/// `KT_EVENT_KIND_RESTORE_CONFLICT` event) and waits until the original pods serve
+/// again; then `kt_swap_free` releases the handle. Freeing a swap that is not closed
+/// starts the restore in the background; when the program exits normally libkt waits
+/// for it (with the sessions, up to 30 s). If the process dies, the swap shadow puts
+/// the cluster back by itself once the restore TTL passes without a heartbeat.
+/// Close the swap before its session.
+///
+/// Thread-safety: as `kt_session`. Strings it hands out stay valid until
+/// `kt_swap_free`.
+pub struct kt_swap {
+    _private: [u8; 0],
+}
+
+/// A preview in progress, made by `kt_session_expose`: a new Service in the cluster
+/// whose connections arrive at local ports here.
+///
+/// Owned by the caller: `kt_expose_close` removes the Service and its shadow (and
+/// waits), then `kt_expose_free` releases the handle; otherwise as `kt_swap`.
+///
+/// Thread-safety: as `kt_session`. Strings it hands out stay valid until
+/// `kt_expose_free`.
+pub struct kt_expose {
+    _private: [u8; 0],
+}
+
+/// How a swap takes a workload's traffic (`kt_swap_options_set_mode`, `kt_swap_mode`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kt_swap_mode {
+    /// The Services that select the target select the swap shadow instead; the
+    /// workload keeps running. The default.
+    Selector = 0,
+    /// The swap shadow carries the workload's pod labels and the workload is scaled to
+    /// 0 (refused for a workload under a HorizontalPodAutoscaler).
+    Scale = 1,
+}
+
+/// Each `kt_swap_mode` and kt-core's spelling of it (read with `SwapMode`'s `FromStr`).
+const SWAP_MODES: [(kt_swap_mode, &str); 2] = [
+    (kt_swap_mode::Selector, "selector"),
+    (kt_swap_mode::Scale, "scale"),
+];
+
+/// The type of the Service `kt_session_expose` makes
+/// (`kt_expose_options_set_service_type`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kt_service_type {
+    /// Reachable inside the cluster. The default.
+    ClusterIp = 0,
+    /// Also on a port of every node.
+    NodePort = 1,
+    /// Also through the cluster's load balancer, where it has one.
+    LoadBalancer = 2,
+}
+
+/// Each `kt_service_type` and kt-core's spelling of it.
+const SERVICE_TYPES: [(kt_service_type, &str); 3] = [
+    (kt_service_type::ClusterIp, "ClusterIP"),
+    (kt_service_type::NodePort, "NodePort"),
+    (kt_service_type::LoadBalancer, "LoadBalancer"),
+];
+
+static SWAP_OPTIONS: Table<Mutex<SwapOptions>> = Table::new(7, "kt_swap_options_new");
+static EXPOSE_OPTIONS: Table<Mutex<ExposeOptions>> = Table::new(8, "kt_expose_options_new");
+static SWAPS: Table<Entry<Swap>> = Table::new(9, "kt_session_swap");
+static EXPOSES: Table<Entry<Expose>> = Table::new(10, "kt_session_expose");
+
+/// What C reads of a swap or an expose.
+trait Inbound: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    fn pod_name(&self) -> &str;
+    fn ports(&self) -> Vec<(u16, u16)>;
+    fn connections(&self) -> u64;
+    fn events(&self) -> Events;
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send;
+}
+
+impl Inbound for Swap {
+    fn id(&self) -> &str {
+        Swap::id(self)
+    }
+    fn pod_name(&self) -> &str {
+        Swap::pod_name(self)
+    }
+    fn ports(&self) -> Vec<(u16, u16)> {
+        Swap::ports(self)
+    }
+    fn connections(&self) -> u64 {
+        Swap::connections(self)
+    }
+    fn events(&self) -> Events {
+        Swap::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        Swap::close(self)
+    }
+}
+
+impl Inbound for Expose {
+    fn id(&self) -> &str {
+        Expose::id(self)
+    }
+    fn pod_name(&self) -> &str {
+        Expose::pod_name(self)
+    }
+    fn ports(&self) -> Vec<(u16, u16)> {
+        Expose::ports(self)
+    }
+    fn connections(&self) -> u64 {
+        Expose::connections(self)
+    }
+    fn events(&self) -> Events {
+        Expose::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        Expose::close(self)
+    }
+}
+
+/// A swap or an expose as C sees it.
+struct Entry<T: Inbound> {
+    /// Always `Some` until dropped.
+    handle: Option<T>,
+    id: CString,
+    /// The swap's target (`deploy/web`) or the exposed Service's name.
+    name: CString,
+    pod: CString,
+    /// The swap's Services (empty for an expose).
+    services: Vec<String>,
+    mode: kt_swap_mode,
+    namespace: String,
+    events: tokio::sync::Mutex<EventStream>,
+    closed: AtomicBool,
+}
+
+impl<T: Inbound> Entry<T> {
+    fn new(
+        handle: T,
+        name: &str,
+        services: Vec<String>,
+        mode: kt_swap_mode,
+        namespace: String,
+    ) -> Self {
+        Entry {
+            id: cstring(handle.id()),
+            name: cstring(name),
+            pod: cstring(handle.pod_name()),
+            services,
+            mode,
+            namespace,
+            events: EventStream::new(handle.events()),
+            closed: AtomicBool::new(false),
+            handle: Some(handle),
+        }
+    }
+
+    fn get(&self) -> &T {
+        self.handle.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<T: Inbound> Drop for Entry<T> {
+    fn drop(&mut self) {
+        // kt-core puts back an unclosed swap on a task of the runtime it is dropped
+        // in: enter ours, whichever thread drops the last reference.
+        let guard = runtime().ok().map(|rt| rt.enter());
+        drop(self.handle.take());
+        drop(guard);
+    }
+}
+
+/// The ports text of the C API: a comma-separated list of `local[:remote]`.
+fn ports_arg(ports: *const c_char) -> Result<Vec<PortMap>, Failure> {
+    // SAFETY: the caller passes a NUL-terminated string or NULL.
+    let text = unsafe { str_arg(ports, "ports") }?;
+    Ok(PortMap::parse_list([text])?)
+}
+
+/// `(local, remote)` pairs as `local:remote` texts.
+fn port_texts(ports: &[(u16, u16)]) -> List {
+    let texts: Vec<String> = ports.iter().map(|(l, r)| format!("{l}:{r}")).collect();
+    List::values(texts.iter().map(String::as_str))
+}
+
+/// The namespace of the open session behind `session`.
+fn namespace_of(session: *const kt_session) -> Result<String, Failure> {
+    with_open(session, |s| Ok(s.namespace().to_owned()))
+}
+
+/// Takes over the traffic of `target` in the cluster (`deploy/NAME`, `sts/NAME`,
+/// `svc/NAME`, or a bare name: a Service of that name, else a Deployment, else a
+/// StatefulSet): connections to its ports arrive at local ports here until
+/// `kt_swap_close`. `ports` is a comma-separated list of `local[:remote]`
+/// (`"8080:80,9090"`; remote: a Service port, container port or port name of the
+/// target, default the same number as local). `options` may be NULL (the defaults of
+/// `kt_swap_options_new`). Stores the new swap in `*swap` (NULL on failure). Blocking
+/// until the swap shadow serves and the selector or replica count is switched.
+///
+/// Nothing in the cluster changes when it fails: `KT_STATUS_NOT_FOUND` (no such
+/// target), `KT_STATUS_INVALID_ARGUMENT` (bad ports, a port the target lacks),
+/// `KT_STATUS_CONNECT` (nothing listens on a local port; see
+/// `kt_swap_options_set_check_local`), `KT_STATUS_CONFLICT` (another live session
+/// holds the target; the message names it and since when), `KT_STATUS_FORBIDDEN`,
+/// `KT_STATUS_CLOSED` (the session is closed).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_session_swap(
+    session: *const kt_session,
+    target: *const c_char,
+    ports: *const c_char,
+    options: *const kt_swap_options,
+    swap: *mut *mut kt_swap,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(swap, "swap")?;
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let target = unsafe { str_arg(target, "target") }?;
+        let ports = ports_arg(ports)?;
+        let opts = if options.is_null() {
+            SwapOptions::new()
+        } else {
+            SWAP_OPTIONS
+                .get(options, "options")?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        let namespace = namespace_of(session)?;
+        let s = with_open(session, |s| {
+            Ok(block_on(s.swap_with(target, &ports, opts))??)
+        })?;
+        let mode = match s.mode() {
+            SwapMode::Scale => kt_swap_mode::Scale,
+            _ => kt_swap_mode::Selector,
+        };
+        let target = s.target().to_owned();
+        let services = s.services().to_vec();
+        out.write(SWAPS.insert(Entry::new(s, &target, services, mode, namespace)));
+        crate::exit::arm();
+        Ok(())
+    })
+}
+
+/// Makes a new Service `name` (it must not exist) whose connections arrive at local
+/// ports here until `kt_expose_close`. `ports` is a comma-separated list of
+/// `local[:remote]` (remote: the Service's port, default the same number as local).
+/// `options` may be NULL (a ClusterIP Service, local ports checked). Stores the new
+/// expose in `*expose` (NULL on failure). Blocking.
+///
+/// `KT_STATUS_CONFLICT` when a Service of that name exists, `KT_STATUS_CONNECT` when
+/// nothing listens on a local port, `KT_STATUS_INVALID_ARGUMENT` (bad name or ports),
+/// `KT_STATUS_FORBIDDEN`, `KT_STATUS_CLOSED`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_session_expose(
+    session: *const kt_session,
+    name: *const c_char,
+    ports: *const c_char,
+    options: *const kt_expose_options,
+    expose: *mut *mut kt_expose,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(expose, "expose")?;
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let name = unsafe { str_arg(name, "name") }?;
+        let ports = ports_arg(ports)?;
+        let opts = if options.is_null() {
+            ExposeOptions::new()
+        } else {
+            EXPOSE_OPTIONS
+                .get(options, "options")?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        let namespace = namespace_of(session)?;
+        let e = with_open(session, |s| {
+            Ok(block_on(s.expose_with(name, &ports, opts))??)
+        })?;
+        let service = e.service().to_owned();
+        out.write(EXPOSES.insert(Entry::new(
+            e,
+            &service,
+            Vec::new(),
+            kt_swap_mode::Selector,
+            namespace,
+        )));
+        crate::exit::arm();
+        Ok(())
+    })
+}
+
+// ---- options ----
+
+/// Makes a `kt_swap_options` with the defaults (selector mode, local ports checked,
+/// restore TTL 30 s) and stores it in `*options`. Free it with `kt_swap_options_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_options_new(
+    options: *mut *mut kt_swap_options,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(options, "options")?;
+        out.write(SWAP_OPTIONS.insert(Mutex::new(SwapOptions::new())));
+        Ok(())
+    })
+}
+
+/// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_options_free(
+    options: *mut kt_swap_options,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        SWAP_OPTIONS.remove(options, "options")?;
+        Ok(())
+    })
+}
+
+/// Changes the swap options behind `options` with `f`.
+fn update_swap(
+    options: *mut kt_swap_options,
+    f: impl FnOnce(SwapOptions) -> Result<SwapOptions, Failure>,
+) -> Result<(), Failure> {
+    let entry = SWAP_OPTIONS.get(options, "options")?;
+    let mut opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
+    *opts = f(opts.clone())?;
+    Ok(())
+}
+
+/// Changes the expose options behind `options` with `f`.
+fn update_expose(
+    options: *mut kt_expose_options,
+    f: impl FnOnce(ExposeOptions) -> Result<ExposeOptions, Failure>,
+) -> Result<(), Failure> {
+    let entry = EXPOSE_OPTIONS.get(options, "options")?;
+    let mut opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
+    *opts = f(opts.clone())?;
+    Ok(())
+}
+
+/// The mode: a `kt_swap_mode` value. Any other number gives
+/// `KT_STATUS_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_options_set_mode(
+    options: *mut kt_swap_options,
+    mode: u32,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let mode = SWAP_MODES
+            .iter()
+            .find(|(c, _)| *c as u32 == mode)
+            .map(|(_, spelling)| spelling.parse::<SwapMode>())
+            .ok_or_else(|| {
+                Failure::invalid(format!(
+                    "{mode} is not a kt_swap_mode; use KT_SWAP_MODE_SELECTOR (0) or \
+                     KT_SWAP_MODE_SCALE (1)"
+                ))
+            })??;
+        update_swap(options, |o| Ok(o.mode(mode)))
+    })
+}
+
+/// Whether `kt_session_swap` refuses (`KT_STATUS_CONNECT`) when nothing listens on a
+/// local port (default true). Turn it off to start the local process after the swap.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_options_set_check_local(
+    options: *mut kt_swap_options,
+    check: bool,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        update_swap(options, |o| Ok(o.check_local(check)))
+    })
+}
+
+/// How long after the last heartbeat the swap shadow puts the cluster back by
+/// itself (this process died), in milliseconds (default 30 000; a value below 3 000
+/// is raised to 3 000; at most 30 days). 0 gives `KT_STATUS_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_options_set_restore_ttl_ms(
+    options: *mut kt_swap_options,
+    millis: u64,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        const MAX_MILLIS: u64 = 30 * 24 * 3600 * 1000;
+        if millis == 0 || millis > MAX_MILLIS {
+            return Err(Failure::invalid(format!(
+                "a restore TTL of {millis} ms is not accepted; give 3000 to {MAX_MILLIS} ms"
+            )));
+        }
+        update_swap(
+            options,
+            |o| Ok(o.restore_ttl(Duration::from_millis(millis))),
+        )
+    })
+}
+
+/// Makes a `kt_expose_options` with the defaults (a ClusterIP Service, local ports
+/// checked) and stores it in `*options`. Free it with `kt_expose_options_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_options_new(
+    options: *mut *mut kt_expose_options,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(options, "options")?;
+        out.write(EXPOSE_OPTIONS.insert(Mutex::new(ExposeOptions::new())));
+        Ok(())
+    })
+}
+
+/// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_options_free(
+    options: *mut kt_expose_options,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        EXPOSE_OPTIONS.remove(options, "options")?;
+        Ok(())
+    })
+}
+
+/// The Service's type: a `kt_service_type` value. Any other number gives
+/// `KT_STATUS_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_options_set_service_type(
+    options: *mut kt_expose_options,
+    service_type: u32,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let t = SERVICE_TYPES
+            .iter()
+            .find(|(c, _)| *c as u32 == service_type)
+            .map(|(_, spelling)| spelling.parse::<ServiceType>())
+            .ok_or_else(|| {
+                Failure::invalid(format!(
+                    "{service_type} is not a kt_service_type; use KT_SERVICE_TYPE_CLUSTER_IP \
+                     (0), KT_SERVICE_TYPE_NODE_PORT (1) or KT_SERVICE_TYPE_LOAD_BALANCER (2)"
+                ))
+            })??;
+        update_expose(options, |o| Ok(o.service_type(t)))
+    })
+}
+
+/// Whether `kt_session_expose` refuses (`KT_STATUS_CONNECT`) when nothing listens on
+/// a local port (default true).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_options_set_check_local(
+    options: *mut kt_expose_options,
+    check: bool,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        update_expose(options, |o| Ok(o.check_local(check)))
+    })
+}
+
+// ---- swap and expose handles: shared bodies ----
+
+fn get_string<T: Inbound>(
+    table: &Table<Entry<T>>,
+    handle: *const (),
+    what_handle: &str,
+    out: *mut *const c_char,
+    what: &str,
+    f: impl FnOnce(&Entry<T>) -> *const c_char,
+) -> Result<(), Failure> {
+    let out = Out::new(out, what)?;
+    let entry = table.get(handle, what_handle)?;
+    out.write(f(&entry));
+    Ok(())
+}
+
+fn get_ports<T: Inbound>(
+    table: &Table<Entry<T>>,
+    handle: *const (),
+    what_handle: &str,
+    ports: *mut *mut kt_list,
+) -> Result<(), Failure> {
+    let out = handle_out(ports, "ports")?;
+    let entry = table.get(handle, what_handle)?;
+    out.write(port_texts(&entry.get().ports()).into_handle());
+    Ok(())
+}
+
+fn get_connections<T: Inbound>(
+    table: &Table<Entry<T>>,
+    handle: *const (),
+    what_handle: &str,
+    count: *mut u64,
+) -> Result<(), Failure> {
+    let out = Out::new(count, "count")?;
+    let entry = table.get(handle, what_handle)?;
+    out.write(entry.get().connections());
+    Ok(())
+}
+
+fn get_next_event<T: Inbound>(
+    table: &Table<Entry<T>>,
+    handle: *const (),
+    what_handle: &str,
+    timeout_ms: u64,
+    event: *mut *mut kt_event,
+) -> Result<(), Failure> {
+    let out = handle_out(event, "event")?;
+    let entry = table.get(handle, what_handle)?;
+    out.write(next_event(&entry.events, timeout_ms, what_handle)?);
+    Ok(())
+}
+
+fn close<T: Inbound>(
+    table: &Table<Entry<T>>,
+    handle: *const (),
+    what_handle: &str,
+) -> Result<(), Failure> {
+    let entry = table.get(handle, what_handle)?;
+    entry.closed.store(true, Ordering::SeqCst);
+    block_on(entry.get().close())??;
+    Ok(())
+}
+
+fn free<T: Inbound>(
+    table: &Table<Entry<T>>,
+    handle: *const (),
+    what_handle: &'static str,
+) -> Result<(), Failure> {
+    let entry = table.remove(handle, what_handle)?;
+    if !entry.closed.swap(true, Ordering::SeqCst) {
+        let rt = runtime()?;
+        crate::exit::track(crate::exit::Removal {
+            namespace: entry.namespace.clone(),
+            session: entry.get().id().to_owned(),
+            handle: rt.spawn(async move {
+                if let Err(e) = entry.get().close().await {
+                    eprintln!("kt: closing freed {what_handle} {:?}: {e}", entry.id);
+                }
+            }),
+        });
+    }
+    Ok(())
+}
+
+/// Starts closing every swap and expose that is neither closed nor freed (for the
+/// exit handler); returns the closes to wait for.
+pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<crate::exit::Removal> {
+    fn start<T: Inbound>(
+        table: &Table<Entry<T>>,
+        rt: &tokio::runtime::Runtime,
+    ) -> Vec<crate::exit::Removal> {
+        table
+            .values()
+            .into_iter()
+            .filter(|entry| !entry.closed.swap(true, Ordering::SeqCst))
+            .map(|entry| crate::exit::Removal {
+                namespace: entry.namespace.clone(),
+                session: entry.get().id().to_owned(),
+                handle: rt.spawn(async move {
+                    if let Err(e) = entry.get().close().await {
+                        eprintln!("kt: closing {:?} at exit: {e}", entry.id);
+                    }
+                }),
+            })
+            .collect()
+    }
+    let mut all = start(&SWAPS, rt);
+    all.extend(start(&EXPOSES, rt));
+    all
+}
+
+// ---- kt_swap ----
+
+/// Stores in `*id` the swap's id (the `kt.dev/session` label of its objects). The
+/// string belongs to the swap (valid until `kt_swap_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_id(
+    swap: *const kt_swap,
+    id: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&SWAPS, swap.cast(), "swap", id, "id", |e| e.id.as_ptr())
+    })
+}
+
+/// Stores in `*target` the target as resolved (`deploy/web`, `svc/web`). The string
+/// belongs to the swap.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_target(
+    swap: *const kt_swap,
+    target: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&SWAPS, swap.cast(), "swap", target, "target", |e| {
+            e.name.as_ptr()
+        })
+    })
+}
+
+/// Stores in `*mode` the mode the swap runs in.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_get_mode(
+    swap: *const kt_swap,
+    mode: *mut kt_swap_mode,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = Out::new(mode, "mode")?;
+        out.write(SWAPS.get(swap, "swap")?.mode);
+        Ok(())
+    })
+}
+
+/// Stores in `*pod` the swap shadow pod's name. The string belongs to the swap.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_pod_name(
+    swap: *const kt_swap,
+    pod: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&SWAPS, swap.cast(), "swap", pod, "pod", |e| e.pod.as_ptr())
+    })
+}
+
+/// Stores in `*services` a new `kt_list` of the Services that select the target (in
+/// selector mode, those switched to the swap shadow). Free it with `kt_list_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_services(
+    swap: *const kt_swap,
+    services: *mut *mut kt_list,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(services, "services")?;
+        let entry = SWAPS.get(swap, "swap")?;
+        out.write(List::values(entry.services.iter().map(String::as_str)).into_handle());
+        Ok(())
+    })
+}
+
+/// Stores in `*ports` a new `kt_list` with one `local:remote` text per port
+/// (`"8080:80"`: connections to the shadow's port 80 arrive at 127.0.0.1:8080).
+/// Free it with `kt_list_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_ports(
+    swap: *const kt_swap,
+    ports: *mut *mut kt_list,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_ports(&SWAPS, swap.cast(), "swap", ports)
+    })
+}
+
+/// Stores in `*count` how many connections arrived from the cluster so far (each is
+/// also a `KT_EVENT_KIND_INBOUND` event naming who connected).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_connections(
+    swap: *const kt_swap,
+    count: *mut u64,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_connections(&SWAPS, swap.cast(), "swap", count)
+    })
+}
+
+/// As `kt_session_next_event` for the swap's events (from its start: listening,
+/// selector switched or scaled, inbound connections, then closing, restored,
+/// closed).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_next_event(
+    swap: *const kt_swap,
+    timeout_ms: u64,
+    event: *mut *mut kt_event,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_next_event(&SWAPS, swap.cast(), "swap", timeout_ms, event)
+    })
+}
+
+/// Puts the cluster back as it was (selector or replica count), waits until the
+/// original pods serve again, then removes the swap shadow and its identity.
+/// Blocking. Calling it again does nothing and gives `KT_STATUS_OK`.
+/// `KT_STATUS_CLEANUP` names what could not be removed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_close(
+    swap: *mut kt_swap,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || close(&SWAPS, swap.cast(), "swap"))
+}
+
+/// Frees `swap`. If it was not closed, the cluster is put back in the background
+/// (not waited for here; libkt waits at a normal exit). Freeing it twice gives
+/// `KT_STATUS_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_swap_free(
+    swap: *mut kt_swap,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || free(&SWAPS, swap.cast(), "swap"))
+}
+
+// ---- kt_expose ----
+
+/// Stores in `*id` the expose's id (the `kt.dev/session` label of its objects). The
+/// string belongs to the expose (valid until `kt_expose_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_id(
+    expose: *const kt_expose,
+    id: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&EXPOSES, expose.cast(), "expose", id, "id", |e| {
+            e.id.as_ptr()
+        })
+    })
+}
+
+/// Stores in `*service` the name of the Service it made. The string belongs to the
+/// expose.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_service(
+    expose: *const kt_expose,
+    service: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&EXPOSES, expose.cast(), "expose", service, "service", |e| {
+            e.name.as_ptr()
+        })
+    })
+}
+
+/// Stores in `*pod` the expose shadow pod's name. The string belongs to the expose.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_pod_name(
+    expose: *const kt_expose,
+    pod: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&EXPOSES, expose.cast(), "expose", pod, "pod", |e| {
+            e.pod.as_ptr()
+        })
+    })
+}
+
+/// As `kt_swap_ports`: one `local:remote` text per port of the Service.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_ports(
+    expose: *const kt_expose,
+    ports: *mut *mut kt_list,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_ports(&EXPOSES, expose.cast(), "expose", ports)
+    })
+}
+
+/// As `kt_swap_connections`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_connections(
+    expose: *const kt_expose,
+    count: *mut u64,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_connections(&EXPOSES, expose.cast(), "expose", count)
+    })
+}
+
+/// As `kt_session_next_event` for the expose's events (listening, service
+/// created, inbound connections, closing, closed).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_next_event(
+    expose: *const kt_expose,
+    timeout_ms: u64,
+    event: *mut *mut kt_event,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_next_event(&EXPOSES, expose.cast(), "expose", timeout_ms, event)
+    })
+}
+
+/// Removes the Service and the expose shadow and waits until they are gone.
+/// Blocking. Calling it again does nothing and gives `KT_STATUS_OK`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_close(
+    expose: *mut kt_expose,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || close(&EXPOSES, expose.cast(), "expose"))
+}
+
+/// Frees `expose`. If it was not closed, its objects are removed in the background.
+/// Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_expose_free(
+    expose: *mut kt_expose,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || free(&EXPOSES, expose.cast(), "expose"))
+}
+
+// ---- clean and recover ----
+
+/// A report as a key/value list: the key says what the line is (`done`, `would do`
+/// in a dry run, `left`), the value what, in words.
+fn report_list(report: &CleanReport) -> List {
+    let verb = if report.dry_run { "would do" } else { "done" };
+    List::pairs(
+        report
+            .actions
+            .iter()
+            .map(|a| (verb, a.as_str()))
+            .chain(report.left.iter().map(|l| ("left", l.as_str()))),
+    )
+}
+
+/// Puts back and removes what kt sessions that died left in the namespace of
+/// `options` (selectors and replica counts they changed, shadow pods whose Lease
+/// expired, their identities and Services); live sessions are left alone. With
+/// `dry_run`, changes nothing and only lists what it would do.
+///
+/// On success, `*report` is a new key/value `kt_list`, one item per line: the key is
+/// `"done"` (`"would do"` in a dry run) or `"left"` (found but left alone, and why),
+/// the value says what, in words; empty when there was nothing to clean. Free it with
+/// `kt_list_free`. Blocking. `KT_STATUS_FORBIDDEN`, `KT_STATUS_UNREACHABLE`,
+/// `KT_STATUS_CONFIG`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_clean(
+    options: *const kt_options,
+    dry_run: bool,
+    report: *mut *mut kt_list,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(report, "report")?;
+        let opts = snapshot(options)?;
+        let r = block_on(kt_core::clean(&opts, dry_run))??;
+        out.write(report_list(&r).into_handle());
+        Ok(())
+    })
+}
+
+/// Puts back one swap `target` (written as for `kt_session_swap`) that a kt session
+/// which died left changed, in the namespace of `options`. With `dry_run`, only
+/// lists what it would do. `*report` as for `kt_clean`. Blocking.
+/// `KT_STATUS_CONFLICT` while a live session holds the target, `KT_STATUS_NOT_FOUND`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_recover(
+    options: *const kt_options,
+    target: *const c_char,
+    dry_run: bool,
+    report: *mut *mut kt_list,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(report, "report")?;
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let target = unsafe { str_arg(target, "target") }?;
+        let opts = snapshot(options)?;
+        let r = block_on(kt_core::recover(&opts, target, dry_run))??;
+        out.write(report_list(&r).into_handle());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_c_swap_mode_and_service_type_is_read_by_kt_core() {
+        for (c, spelling) in SWAP_MODES {
+            let mode: SwapMode = spelling.parse().expect(spelling);
+            assert_eq!(mode.as_str(), spelling, "{c:?}");
+        }
+        for (c, spelling) in SERVICE_TYPES {
+            let t: ServiceType = spelling.parse().expect(spelling);
+            assert_eq!(t.as_str(), spelling, "{c:?}");
+        }
+    }
+
+    /// The key and value of every item of `list`, read through the C functions.
+    fn items(list: *mut kt_list) -> Vec<(String, String)> {
+        let text = |p: *const c_char| {
+            // SAFETY: kt_list_key/kt_list_get gave a NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut len = 0;
+        // SAFETY: a live list and valid out-pointers.
+        unsafe {
+            assert_eq!(
+                crate::list::kt_list_len(list, &raw mut len, std::ptr::null_mut(), 0),
+                kt_status::Ok
+            );
+            let mut out = Vec::new();
+            for i in 0..len {
+                let (mut k, mut v) = (std::ptr::null(), std::ptr::null());
+                crate::list::kt_list_key(list, i, &raw mut k, std::ptr::null_mut(), 0);
+                crate::list::kt_list_get(list, i, &raw mut v, std::ptr::null_mut(), 0);
+                out.push((text(k), text(v)));
+            }
+            crate::list::kt_list_free(list, std::ptr::null_mut(), 0);
+            out
+        }
+    }
+
+    #[test]
+    fn reports_are_key_value_lists_saying_what_each_line_is() {
+        let mut report = CleanReport::default();
+        report.dry_run = true;
+        report.actions = vec!["restore Service dev/web: /spec/selector".to_owned()];
+        report.left = vec!["Service dev/api: held by a live session".to_owned()];
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            items(report_list(&report).into_handle()),
+            [
+                pair("would do", "restore Service dev/web: /spec/selector"),
+                pair("left", "Service dev/api: held by a live session"),
+            ]
+        );
+        report.dry_run = false;
+        assert_eq!(
+            items(report_list(&report).into_handle())[0].0,
+            "done",
+            "a real run's actions are done"
+        );
+    }
+
+    #[test]
+    fn bad_ports_and_options_are_invalid_arguments_that_say_what_is_accepted() {
+        let bad = ports_arg(c"8080:".as_ptr()).unwrap_err();
+        assert_eq!(bad.status, kt_status::InvalidArgument);
+        assert!(bad.message.contains("`local:remote`"), "{}", bad.message);
+        assert_eq!(
+            ports_arg(std::ptr::null()).unwrap_err().status,
+            kt_status::NullPointer
+        );
+        let ports = ports_arg(c"8080:80, 9090".as_ptr()).expect("two ports");
+        assert_eq!(ports.len(), 2);
+        let mut opts = std::ptr::null_mut();
+        let mut err = [0 as c_char; 256];
+        // SAFETY: valid out-pointers and a buffer of its length.
+        unsafe {
+            assert_eq!(
+                kt_swap_options_new(&raw mut opts, std::ptr::null_mut(), 0),
+                kt_status::Ok
+            );
+            assert_eq!(
+                kt_swap_options_set_mode(opts, 7, err.as_mut_ptr(), err.len()),
+                kt_status::InvalidArgument
+            );
+            let msg = std::ffi::CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            assert!(msg.contains("KT_SWAP_MODE_SCALE"), "{msg}");
+            assert_eq!(
+                kt_swap_options_set_restore_ttl_ms(opts, 0, std::ptr::null_mut(), 0),
+                kt_status::InvalidArgument
+            );
+            assert_eq!(
+                kt_swap_options_set_mode(opts, 1, std::ptr::null_mut(), 0),
+                kt_status::Ok
+            );
+            let mode = SWAP_OPTIONS.get(opts, "options").expect("live");
+            let text = format!("{:?}", mode.lock().unwrap_or_else(PoisonError::into_inner));
+            assert!(text.contains("Scale"), "{text}");
+            assert_eq!(
+                kt_swap_options_free(opts, std::ptr::null_mut(), 0),
+                kt_status::Ok
+            );
+            assert_eq!(
+                kt_swap_options_free(opts, std::ptr::null_mut(), 0),
+                kt_status::InvalidHandle
+            );
+        }
+    }
+}
