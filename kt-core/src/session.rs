@@ -23,7 +23,7 @@ use crate::outbound::auth::ProxyCredentials;
 use crate::outbound::proxies::Proxies;
 use crate::outbound::udp::{self, DatagramChannel};
 use crate::outbound::{Dialer, forward};
-use crate::shadow::{PodShape, Shadow};
+use crate::shadow::{PodShape, Shadow, session_id};
 use crate::task::{Tasks, Teardown};
 use crate::vpn::VpnInfo;
 use crate::vpn::setup::{VpnContext, VpnState, check_capability, recover_left_overs};
@@ -571,14 +571,6 @@ impl ClusterResolver for Session {
     async fn resolve_first(&self, candidates: &[String]) -> Result<Vec<IpAddr>> {
         Session::resolve_first(self, candidates).await
     }
-}
-
-/// 8 characters of `[a-z0-9]`: unique enough per namespace, short in pod names.
-pub(crate) fn session_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..8)
-        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
-        .collect()
 }
 
 #[cfg(test)]

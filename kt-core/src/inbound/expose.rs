@@ -151,7 +151,7 @@ impl Expose {
         if opts.check_local {
             check_local(listen.iter().map(|p| p.local)).await?;
         }
-        let id = crate::session::session_id();
+        let id = crate::shadow::session_id();
         let mut shadow_opts = session_opts.clone();
         shadow_opts.shadow_heartbeat_timeout = Some(EXPOSE_TTL);
         shadow_opts.heartbeat_interval = EXPOSE_TTL / 3;

@@ -123,7 +123,7 @@ impl Swap {
         if opts.check_local {
             check_local(listen.iter().map(|p| p.local)).await?;
         }
-        let id = crate::session::session_id();
+        let id = crate::shadow::session_id();
         for (kind, object_name, _) in &objects {
             refuse_if_held(cluster, *kind, object_name, &id).await?;
         }

@@ -140,6 +140,16 @@ impl Shadow {
     }
 }
 
+/// A new id for a session or an inbound handle (the `kt.dev/session` label of its
+/// objects): 8 characters of `[a-z0-9]`, unique enough per namespace, short in pod
+/// names.
+pub(crate) fn session_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 /// The name of the shadow pod of `role` for `session`: `kt-shadow-<id>` for a connect
 /// shadow, `kt-<role>-<id>` otherwise (`kt-shadow-swap-<id>`). Its Lease, and an inbound
 /// shadow's ServiceAccount, Role and RoleBinding, have the same name.
