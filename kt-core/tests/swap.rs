@@ -204,6 +204,27 @@ async fn selector_swap_of_a_deployment_reaches_the_local_process_and_restores_ex
         Ok(_) => bail!("a second swap of a held Service was accepted"),
     }
 
+    // Nor in the other mode, by any name of the target.
+    for target in ["deploy/echo", "echo"] {
+        let scale = SwapOptions::new().mode(SwapMode::Scale);
+        match f.session.swap_with(target, &ports, scale).await {
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            other => bail!("a scale swap of {target} while it is swapped: {other:?}"),
+        }
+    }
+    // clean leaves a live swap alone and says so; recover refuses it.
+    let opts = common::options(ShadowFlavour::KtShadow, f.ns.name(), &f.kubeconfig)?;
+    let report = kt_core::clean(&opts, true).await?;
+    ensure!(report.actions.is_empty(), "{report}");
+    ensure!(
+        report.left.iter().any(|l| l.contains(swap.id())),
+        "{report}"
+    );
+    match kt_core::recover(&opts, "deploy/echo", false).await {
+        Err(e) if e.kind() == ErrorKind::Conflict => {}
+        other => bail!("recover of a live swap: {other:?}"),
+    }
+
     let events = swap.events();
     swap.close().await?;
     let events = drain(events).await;

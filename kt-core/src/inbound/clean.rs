@@ -126,9 +126,18 @@ async fn held_objects(cluster: &Cluster, kind: TargetKind) -> Result<Vec<Value>>
         .list(&ListParams::default())
         .await
         .map_err(|e| cluster.error(e, "list", plural, "(looking for what kt changed)"))?;
+    // The items of a list carry no apiVersion and kind of their own.
+    let types = kube::api::TypeMeta {
+        api_version: ar.api_version.clone(),
+        kind: ar.kind.clone(),
+    };
     Ok(list
         .items
         .into_iter()
+        .map(|mut o| {
+            o.types = Some(types.clone());
+            o
+        })
         .filter_map(|o| serde_json::to_value(o).ok())
         .filter(holds)
         .collect())

@@ -124,8 +124,14 @@ impl Swap {
             check_local(listen.iter().map(|p| p.local)).await?;
         }
         let id = crate::shadow::session_id();
-        for (kind, object_name, _) in &objects {
-            refuse_if_held(cluster, *kind, object_name, &id).await?;
+        // Everything the target is made of, whatever the mode: a selector swap of a
+        // scaled-away workload (or the reverse) would stack two swaps on one target.
+        let related = (resolved.services.iter())
+            .filter_map(|s| s.metadata.name.clone())
+            .map(|n| (TargetKind::Service, n))
+            .chain(resolved.workload.iter().map(|w| (w.kind, w.name.clone())));
+        for (kind, object_name) in related {
+            refuse_if_held(cluster, kind, &object_name, &id).await?;
         }
         let mut pod_labels = BTreeMap::new();
         if opts.mode == SwapMode::Scale
@@ -445,10 +451,11 @@ impl Inner {
     }
 
     /// After a restore, before the shadow goes: waits until every Service's endpoints
-    /// list a ready original pod and no longer list the shadow (scale mode: the
-    /// workload's replicas are back and ready first), then gives kube-proxy
-    /// [`PROXY_SETTLE`] to apply that, so no new connection is sent to a shadow that is
-    /// gone.
+    /// list a ready original pod and (selector mode) no longer list the shadow; in
+    /// scale mode the workload's replicas must be ready first, and the shadow, which
+    /// carries the workload's labels, leaves the endpoints only when it is deleted
+    /// (connections kube-proxy still sends it in that moment can be refused: the
+    /// benchmark reports that gap). Then gives kube-proxy [`PROXY_SETTLE`].
     async fn wait_for_originals(&self) {
         let deadline = tokio::time::Instant::now() + self.ready_timeout;
         loop {
@@ -509,7 +516,9 @@ impl Inner {
                     .as_ref()
                     .is_some_and(|r| r.name.as_deref() == Some(pod))
             };
-            if endpoints().any(is_shadow) {
+            // In scale mode the shadow carries the workload's labels, so it stays an
+            // endpoint until it is deleted: wait for the originals only.
+            if self.workload.is_none() && endpoints().any(is_shadow) {
                 return false;
             }
             let original_ready = endpoints().any(|e| {
