@@ -126,7 +126,7 @@ impl Swap {
         // What changes, before anything is created.
         let objects = changed_objects(cluster, &name, &resolved, opts.mode).await?;
         if opts.check_local {
-            check_local(listen.iter().map(|p| p.local)).await?;
+            check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
         let id = crate::session::session_id();
         for (kind, object_name, _) in &objects {
