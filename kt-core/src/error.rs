@@ -13,10 +13,28 @@ pub const CONNECT_ROLE_YAML: &str = "kt-core/rbac/connect.yaml";
 /// dry-run creating Services) is shipped, with the shadow's ServiceAccount.
 pub const VPN_ROLE_YAML: &str = "kt-core/rbac/vpn.yaml";
 
-/// The shipped Role file and Role name that grant `verb` on `resource`: `vpn.yaml`
-/// (`kt-vpn`) for what only VPN mode does (listing and dry-run creating Services),
-/// `connect.yaml` (`kt-connect`) for the rest.
+/// Where the namespace-scoped Role `kt-inbound` (what swap, expose, clean and recover
+/// add to `kt-connect`) is shipped.
+pub const INBOUND_ROLE_YAML: &str = "kt-core/rbac/inbound.yaml";
+
+/// The shipped Role file and Role name that grant `verb` on `resource`: `inbound.yaml`
+/// (`kt-inbound`) for what only swap and expose do, `vpn.yaml` (`kt-vpn`) for what only
+/// VPN mode does (listing and dry-run creating Services), `connect.yaml`
+/// (`kt-connect`) for the rest.
 pub(crate) fn role_for(verb: &str, resource: &str) -> (&'static str, &'static str) {
+    let inbound_only = matches!(
+        resource,
+        "deployments"
+            | "statefulsets"
+            | "horizontalpodautoscalers"
+            | "endpointslices"
+            | "serviceaccounts"
+            | "roles"
+            | "rolebindings"
+    ) || (resource == "services" && (verb == "patch" || verb == "delete"));
+    if inbound_only {
+        return (INBOUND_ROLE_YAML, "kt-inbound");
+    }
     let vpn_only = resource == "services" && (verb == "list" || verb.starts_with("create"));
     if vpn_only {
         (VPN_ROLE_YAML, "kt-vpn")

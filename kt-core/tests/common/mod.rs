@@ -30,6 +30,9 @@ pub(crate) enum Shipped {
     Connect,
     /// `rbac/vpn.yaml`, Role `kt-vpn`: VPN mode.
     Vpn,
+    /// `rbac/vpn.yaml` and `rbac/inbound.yaml`, Roles `kt-vpn` and `kt-inbound`: swap,
+    /// expose, clean, recover.
+    Inbound,
 }
 
 impl Shipped {
@@ -40,7 +43,7 @@ impl Shipped {
     pub(crate) fn yaml(self) -> &'static str {
         match self {
             Shipped::Connect => include_str!("../../rbac/connect.yaml"),
-            Shipped::Vpn => include_str!("../../rbac/vpn.yaml"),
+            Shipped::Vpn | Shipped::Inbound => include_str!("../../rbac/vpn.yaml"),
         }
     }
 
@@ -48,7 +51,7 @@ impl Shipped {
     pub(crate) fn role(self) -> &'static str {
         match self {
             Shipped::Connect => "kt-connect",
-            Shipped::Vpn => "kt-vpn",
+            Shipped::Vpn | Shipped::Inbound => "kt-vpn",
         }
     }
 }
@@ -123,7 +126,22 @@ pub(crate) async fn scoped_kubeconfig_for(
     shipped: Shipped,
     bind: bool,
 ) -> Result<PathBuf> {
-    scoped_kubeconfig_with(ns, shipped.yaml(), shipped.role(), bind).await
+    let path = scoped_kubeconfig_with(ns, shipped.yaml(), shipped.role(), bind).await?;
+    if shipped == Shipped::Inbound {
+        ns.apply(include_str!("../../rbac/inbound.yaml")).await?;
+        if bind {
+            let sa = format!("{}:{TEST_USER}", ns.name());
+            ns.kubectl(&[
+                "create",
+                "rolebinding",
+                "kt-inbound",
+                "--role=kt-inbound",
+                &format!("--serviceaccount={sa}"),
+            ])
+            .await?;
+        }
+    }
+    Ok(path)
 }
 
 /// [`scoped_kubeconfig`] with another Role file (`role_yaml`, defining Role `role`) in
@@ -278,6 +296,21 @@ pub(crate) async fn nothing_of_kt_left(ns: &TestNamespace, kinds: &str) -> Resul
             "-o",
             "name",
         ])
+        .await?;
+    ensure!(left.trim().is_empty(), "left behind: {left}");
+    Ok(())
+}
+
+/// [`nothing_of_kt_left`], but for the objects of the still open session `session`
+/// (its connect shadow and Lease).
+pub(crate) async fn nothing_of_kt_left_but(
+    ns: &TestNamespace,
+    kinds: &str,
+    session: &str,
+) -> Result<()> {
+    let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
+    let left = ns
+        .kubectl(&["get", kinds, "-l", &selector, "-o", "name"])
         .await?;
     ensure!(left.trim().is_empty(), "left behind: {left}");
     Ok(())
