@@ -189,11 +189,6 @@ def test_a_selector_swap_of_the_echo_deployment_reaches_this_process_and_is_undo
         held = json.loads(inbound.kubectl("get", "service/echo", "-o", "json"))
         assert held["spec"]["selector"]["kt.dev/swap"] == swap.id
 
-        # A second swap of the same target is refused, naming the holder.
-        with pytest.raises(ktconnect.Conflict) as refused:
-            session.swap("svc/echo", f"{local.port}:80")
-        assert refused.value.kind == "conflict"
-        assert swap.id in str(refused.value) and "since" in str(refused.value)
         stream = swap.events(timeout=120)
 
     assert swap.closed
@@ -213,6 +208,35 @@ def test_a_selector_swap_of_the_echo_deployment_reaches_this_process_and_is_undo
     reply = json.loads(curl(inbound, "http://echo/hello"))
     assert reply["pod"] in inbound.echo_pods()
     swap.close()  # again: nothing to do
+
+
+def test_a_scale_swap_takes_the_workload_and_a_second_swap_of_it_is_a_conflict(
+    inbound: Namespace, session: ktconnect.Session, local: LocalServer
+) -> None:
+    deploy_before = snapshot(inbound, "deployment/echo")
+    svc_before = snapshot(inbound, "service/echo")
+    with session.swap("deploy/echo", f"{local.port}:http", mode="scale", restore_ttl=20) as swap:
+        assert swap.mode == "scale"
+        assert swap.ports == [(local.port, 8080)]
+        replicas = inbound.kubectl("get", "deployment/echo", "-o", "jsonpath={.spec.replicas}")
+        assert replicas.strip() == "0"
+        wait_answer(inbound, "http://echo/hello", local.token)
+
+        # A second swap of the same target is refused, naming the holder and since when.
+        with pytest.raises(ktconnect.Conflict) as refused:
+            session.swap("deploy/echo", f"{local.port}:http", mode="scale")
+        assert refused.value.kind == "conflict" and refused.value.variant == "target_held"
+        assert swap.id in str(refused.value) and "since" in str(refused.value)
+        stream = swap.events(timeout=120)
+    scaled = [e for e in stream if isinstance(e, events.Scaled)]
+    assert scaled and (scaled[0].from_, scaled[0].to) == (1, 0), scaled
+    assert snapshot(inbound, "deployment/echo") == deploy_before
+    assert snapshot(inbound, "service/echo") == svc_before
+    # close() returned once the original pods were ready again.
+    ready = inbound.kubectl("get", "deployment/echo", "-o", "jsonpath={.status.readyReplicas}")
+    assert ready.strip() == "1"
+    assert swap_objects(inbound, swap.id) == ""
+    assert kt_objects_but(inbound, session.id) == ""
 
 
 def test_expose_publishes_this_process_as_a_new_service(
@@ -306,16 +330,17 @@ def test_clean_and_recover_report_what_they_did_and_refuse_a_held_target(
     assert isinstance(report.actions, tuple) and isinstance(report.left, tuple)
 
     with session.swap("deploy/echo", f"{local.port}:80") as swap:
-        # A live session holds it: recover refuses, clean leaves it alone.
-        with pytest.raises(ktconnect.Conflict):
-            ktconnect.recover("deploy/echo", **opts)
-        report = ktconnect.clean(**opts)
-        assert report.dry_run is False
-        assert not any("echo" in a for a in report.actions), report
+        # A live session holds it: recover refuses and changes nothing.
+        with pytest.raises(ktconnect.Conflict, match="held by kt session"):
+            ktconnect.recover("svc/echo", **opts)
         svc = json.loads(inbound.kubectl("get", "service/echo", "-o", "json"))
         assert svc["spec"]["selector"]["kt.dev/swap"] == swap.id
 
-    report = asyncio.run(ktconnect.recover_async("deploy/echo", dry_run=True, **opts))
+    report = ktconnect.clean(**opts)
+    assert report.dry_run is False
+    assert not any("echo" in a for a in report.actions), report
+
+    report = asyncio.run(ktconnect.recover_async("svc/echo", dry_run=True, **opts))
     assert report.dry_run is True and report.actions == (), report
     assert "nothing to clean" in str(report)
 
