@@ -268,3 +268,21 @@ test('clean and recover report what they did, and recover refuses a held target'
   assert.deepEqual(report.actions, [])
   assert.match(report.text, /nothing to clean/)
 })
+
+test('a swap the program leaves open is closed before Node exits', LIMIT, async () => {
+  const before = snapshot('service/echo')
+  const program = `
+    const { Session } = require(${JSON.stringify(new URL('../index.js', import.meta.url).pathname)})
+    ;(async () => {
+      const s = await Session.connect({ kubeconfig: ${JSON.stringify(ns.kubeconfig)}, namespace: ${JSON.stringify(ns.namespace)} })
+      const swap = await s.swap('deploy/echo', { expose: '8080', checkLocal: false, restoreTtlMs: 600000 })
+      console.log(swap.id)
+    })()
+  `
+  const { stdout } = await promisify(execFile)(process.execPath, ['-e', program], { encoding: 'utf8', timeout: 240_000 })
+  const id = stdout.trim()
+  assert.match(id, /^[a-z0-9]+$/)
+  // restoreTtlMs is 10 minutes: only the close at exit can have put it back already.
+  assert.deepEqual(snapshot('service/echo'), before)
+  assert.equal(kubectl('-n', ns.namespace, 'get', KT_KINDS, '-l', `kt.dev/session=${id}`, '-o', 'name').trim(), '')
+})

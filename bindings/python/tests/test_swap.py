@@ -400,3 +400,21 @@ os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(1)
     assert snapshot(inbound, "service/echo") == before
     assert swap_objects(inbound, swap_id) == ""
+
+
+def test_a_swap_left_open_is_closed_at_interpreter_exit(inbound: Namespace) -> None:
+    """A script that forgets close(): the package closes the swap at exit, so the
+    Service is back as soon as the process has ended (not a TTL later)."""
+    before = snapshot(inbound, "service/echo")
+    script = f"""
+import ktconnect
+s = ktconnect.Session.connect(kubeconfig={inbound.kubeconfig!r}, namespace={inbound.name!r})
+swap = s.swap("deploy/echo", "8080", check_local=False, restore_ttl=600)
+print(swap.id, flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    swap_id = done.stdout.strip()
+    assert swap_id, done.stderr
+    assert snapshot(inbound, "service/echo") == before
+    assert swap_objects(inbound, swap_id) == ""
