@@ -173,7 +173,7 @@ def test_a_selector_swap_of_the_echo_deployment_reaches_this_process_and_is_undo
 ) -> None:
     svc_before = snapshot(inbound, "service/echo")
     deploy_before = snapshot(inbound, "deployment/echo")
-    seen = []
+    seen: list = []
 
     with session.swap("deploy/echo", [f"{local.port}:80"], on_event=seen.append) as swap:
         assert isinstance(swap, ktconnect.Swap)

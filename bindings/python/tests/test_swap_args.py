@@ -48,7 +48,7 @@ def test_swap_checks_its_argument_types(kwargs, error, match) -> None:
     s = _session()
     with pytest.raises(error, match=match):
         s.swap("deploy/web", **kwargs)
-    assert s._native.calls == []
+    assert s._native.calls == []  # type: ignore[attr-defined]
 
 
 def test_swap_and_expose_check_the_target_type() -> None:

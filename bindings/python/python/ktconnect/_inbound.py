@@ -124,6 +124,7 @@ class _Handle:
     """What :class:`Swap` and :class:`Expose` share: events, connections, close."""
 
     __slots__ = ("_native", "__weakref__")
+    _native: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(f"a {type(self).__name__} is made by Session.{type(self).__name__.lower()}(...)")
