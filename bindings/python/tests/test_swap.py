@@ -205,6 +205,10 @@ def test_a_selector_swap_of_the_echo_deployment_reaches_this_process_and_is_undo
     assert snapshot(inbound, "deployment/echo") == deploy_before
     assert kt_objects_but(inbound, session.id) == ""
     assert swap_objects(inbound, swap.id) == ""
+    # The original pods serve again. kube-proxy applies the restored selector
+    # asynchronously: a request right after close() can still be refused (reported to
+    # kt-core), so this waits (bounded) for the echo app's own answer.
+    wait_answer(inbound, "http://echo/hello", '"pod":"echo-')
     reply = json.loads(curl(inbound, "http://echo/hello"))
     assert reply["pod"] in inbound.echo_pods()
     swap.close()  # again: nothing to do
