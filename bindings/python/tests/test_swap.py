@@ -422,3 +422,19 @@ print(swap.id, flush=True)
     assert swap_id, done.stderr
     assert snapshot(inbound, "service/echo") == before
     assert swap_objects(inbound, swap_id) == ""
+
+
+def test_a_swap_garbage_collected_without_close_is_closed_in_the_background(
+    inbound: Namespace, session: ktconnect.Session
+) -> None:
+    import gc
+
+    before = snapshot(inbound, "service/echo")
+    swap = session.swap("deploy/echo", "8080", check_local=False, restore_ttl=600)
+    swap_id = swap.id
+    del swap
+    gc.collect()
+    # The close runs on kt's runtime as a counted clean-up; wait for it to finish.
+    assert ktconnect._native.wait_for_cleanups(120)
+    assert snapshot(inbound, "service/echo") == before
+    assert swap_objects(inbound, swap_id) == ""
