@@ -500,6 +500,44 @@ pub enum Error {
         what: String,
     },
 
+    /// An object a session held is no longer held by it (deleted, released, or taken
+    /// over by another session after the hold expired): the heartbeat cannot renew it.
+    #[error(
+        "kt session `{session}` no longer holds {object}: {reason}; what the swap changed \
+         there may have been restored or taken over: close the swap and start it again"
+    )]
+    HoldLost {
+        /// The object (`Service dev/web`).
+        object: String,
+        /// The session.
+        session: String,
+        /// What happened to it.
+        reason: String,
+    },
+
+    /// A guarded change kept being refused because the object changed between every
+    /// read and write.
+    #[error(
+        "{object} changed between each of kt's {attempts} reads and its guarded write: \
+         something keeps writing it; try again, or find the writer (`kubectl get -w`)"
+    )]
+    ObjectBusy {
+        /// The object (`Service dev/web`).
+        object: String,
+        /// How many times kt read and tried.
+        attempts: u32,
+    },
+
+    /// A restore record or change kt cannot use (a field kt does not change on that
+    /// kind, an unreadable `kt.dev/restore` annotation, ...): the message says what to
+    /// do.
+    #[error(transparent)]
+    Restore {
+        /// What [`kt_proto::guard`] reported.
+        #[from]
+        source: kt_proto::Error,
+    },
+
     /// Closing could not remove every object the session created.
     #[error(
         "could not remove everything the session created: {}; delete them with \
@@ -704,9 +742,12 @@ impl Error {
             Error::NeedsCapability { .. } => ErrorKind::NeedsCapability,
             Error::Vpn { .. } | Error::SystemDns { .. } => ErrorKind::Vpn,
             Error::Cleanup { .. } => ErrorKind::Cleanup,
-            Error::TargetHeld { .. } => ErrorKind::Conflict,
+            Error::TargetHeld { .. } | Error::HoldLost { .. } | Error::ObjectBusy { .. } => {
+                ErrorKind::Conflict
+            }
             Error::NotListening { .. } => ErrorKind::Connect,
             Error::Internal { .. } => ErrorKind::Internal,
+            Error::Restore { .. } => ErrorKind::InvalidArgument,
         }
     }
 

@@ -220,13 +220,13 @@ mod task;
 mod transport;
 mod vpn;
 
+#[doc(hidden)]
+pub use cluster::restore::testing as restore_testing;
 pub use cluster::target::Target;
 pub use dns::install::{STATE_DIR_ENV, SystemPaths, recover as recover_system_dns};
 pub use dns::server::{ClusterResolver, DnsServer, DnsServerConfig};
 pub use dns::system::{ResolvConf, ResolvConfGuard};
-pub use error::{
-    CONNECT_ROLE_YAML, Error, ErrorKind, INBOUND_ROLE_YAML, Result, VPN_ROLE_YAML,
-};
+pub use error::{CONNECT_ROLE_YAML, Error, ErrorKind, INBOUND_ROLE_YAML, Result, VPN_ROLE_YAML};
 pub use events::{Event, EventKind, EventValue, Events};
 pub use inbound::clean::{CleanReport, clean, recover};
 pub use inbound::expose::Expose;

@@ -8,6 +8,7 @@
 //!                 [--remote-forward <port>]... [--max-preauth-connections <n>]
 //!                 [--max-channels <n>] [--max-udp-flows <n>]
 //!                 [--max-held-connections <n>] [--hold-timeout <secs>]
+//!                 [--session <id> --restore <Kind/name/uid>...] [--self-delete]
 //! kt-shadow serve [--listen 127.0.0.1:2222] --authorized-key '<openssh public key>' [...]
 //! kt-shadow probe [--addr 127.0.0.1:2222]
 //! kt-shadow version
@@ -15,13 +16,14 @@
 //! ```
 //!
 //! Options take their value as the next argument or after `=`. A later occurrence of
-//! an option replaces an earlier one, except `--remote-forward`, which adds a port
-//! each time.
+//! an option replaces an earlier one, except `--remote-forward` and `--restore`, which
+//! add a port or an object each time.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::restore::Kind;
 use crate::{Error, shadow};
 
 /// The `serve` command: run the SSH server.
@@ -79,6 +81,22 @@ pub const MAX_HELD_CONNECTIONS: &str = "--max-held-connections";
 /// `serve`: how long a connection held on a remote-forwarded port waits for a client to
 /// register the port again before it is reset.
 pub const HOLD_TIMEOUT: &str = "--hold-timeout";
+/// `serve`: an object the session ([`SESSION`]) changed, for the shadow's watchdog to
+/// put back when the shadow stops (the watched [`LEASE`] expired or is gone, SIGTERM or
+/// SIGINT, or any other reason it stops serving): `KIND/NAME/UID`, KIND one of
+/// `Service`, `Deployment`, `StatefulSet`, in the pod's namespace; repeat it for more
+/// (restored last first). The object's own `kt.dev/restore` annotation says what to put
+/// back; it is restored only while its `kt.dev/owner` is the [`SESSION`] and its UID
+/// is UID. Needs [`SESSION`].
+pub const RESTORE: &str = "--restore";
+/// `serve`: the session id holding the [`RESTORE`] objects (the value of their
+/// `kt.dev/owner` annotation). Only with [`RESTORE`].
+pub const SESSION: &str = "--session";
+/// `serve`: when the watched [`LEASE`] expired or is gone, after restoring (and only if
+/// nothing failed), delete the shadow's own pod (its name from the `POD_NAME`
+/// environment variable, else the host name), so that what the pod owns (the Lease, a
+/// per-swap identity) goes with it. Needs [`LEASE`].
+pub const SELF_DELETE: &str = "--self-delete";
 /// `probe`: address to probe.
 pub const ADDR: &str = "--addr";
 
@@ -110,6 +128,7 @@ USAGE:
                   [--allow-non-loopback] [--remote-forward PORT]...
                   [--max-preauth-connections N] [--max-channels N] [--max-udp-flows N]
                   [--max-held-connections N] [--hold-timeout SECS]
+                  [--session ID --restore KIND/NAME/UID...] [--self-delete]
   kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
@@ -159,6 +178,20 @@ SERVE OPTIONS:
                             [default: 256]; one more is reset
   --hold-timeout SECS       how long a held connection waits for a client [default: 10];
                             then it is reset (TCP RST) and logged
+  --restore KIND/NAME/UID   an object of the pod's namespace (KIND Service, Deployment or
+                            StatefulSet) that --session changed: when kt-shadow stops
+                            (--lease expired or gone, SIGTERM/SIGINT, any other reason),
+                            it puts back what the object's kt.dev/restore annotation
+                            records, with the pod's ServiceAccount token (get and patch),
+                            only while kt.dev/owner is the session and the UID matches,
+                            never overwriting a value someone else changed meanwhile (that
+                            is logged); repeat for more objects (restored last first).
+                            Exit 5 if a restore failed
+  --session ID              the session holding the --restore objects (their kt.dev/owner);
+                            needed with --restore
+  --self-delete             with --lease: when the Lease expired or is gone, after
+                            restoring without failure, delete the shadow's own pod (name
+                            from $POD_NAME, else the host name), then exit 4
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
@@ -203,6 +236,81 @@ pub struct ServeArgs {
     pub max_held_connections: usize,
     /// How long a held connection waits for a client ([`HOLD_TIMEOUT`]).
     pub hold_timeout: Duration,
+    /// The objects to restore when the shadow stops ([`RESTORE`]), in the order the
+    /// session changed them.
+    pub restore: Vec<RestoreTarget>,
+    /// The session holding [`ServeArgs::restore`] ([`SESSION`]).
+    pub session: Option<String>,
+    /// Delete the shadow's own pod after restoring on lease expiry ([`SELF_DELETE`]).
+    pub self_delete: bool,
+}
+
+/// One [`RESTORE`] object: `KIND/NAME/UID`, in the pod's namespace.
+///
+/// ```
+/// use kt_proto::cli::RestoreTarget;
+/// use kt_proto::restore::Kind;
+///
+/// let target: RestoreTarget = "Deployment/web/0f6d1f0e-2a53-4c8b-a1c4-6f8b4a2d9c01".parse()?;
+/// assert_eq!((target.kind, target.name.as_str()), (Kind::Deployment, "web"));
+/// assert_eq!(target.to_string(), "Deployment/web/0f6d1f0e-2a53-4c8b-a1c4-6f8b4a2d9c01");
+/// # Ok::<(), kt_proto::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RestoreTarget {
+    /// The object's kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// Its `metadata.uid` when the session changed it: an object re-created under the
+    /// same name is left alone.
+    pub uid: String,
+}
+
+impl std::fmt::Display for RestoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.name, self.uid)
+    }
+}
+
+impl std::str::FromStr for RestoreTarget {
+    type Err = Error;
+
+    /// Parses `KIND/NAME/UID`; errors name [`RESTORE`] and what a valid value is.
+    fn from_str(s: &str) -> Result<RestoreTarget, Error> {
+        let invalid = |reason| Error::InvalidValue {
+            option: RESTORE,
+            value: s.to_owned(),
+            reason,
+        };
+        let mut parts = s.split('/');
+        let (Some(kind), Some(name), Some(uid), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid(
+                "expected KIND/NAME/UID, like Service/web/5b0c6a52-7c43-4f5e-9d1e-0d4a0c1f2e11",
+            ));
+        };
+        let kind = kind.parse().map_err(|_| {
+            invalid("expected KIND Service, Deployment or StatefulSet, as in KIND/NAME/UID")
+        })?;
+        let name = parse_object_name(RESTORE, name.to_owned())
+            .map_err(|_| invalid("expected NAME a Kubernetes object name, as in KIND/NAME/UID"))?;
+        let uid_ok = !uid.is_empty()
+            && uid.len() <= 128
+            && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !uid_ok {
+            return Err(invalid(
+                "expected UID the object's metadata.uid (letters, digits and `-`), as in \
+                 KIND/NAME/UID",
+            ));
+        }
+        Ok(RestoreTarget {
+            kind,
+            name,
+            uid: uid.to_owned(),
+        })
+    }
 }
 
 impl Default for ServeArgs {
@@ -222,6 +330,9 @@ impl Default for ServeArgs {
             max_udp_flows: DEFAULT_MAX_UDP_FLOWS,
             max_held_connections: DEFAULT_MAX_HELD_CONNECTIONS,
             hold_timeout: DEFAULT_HOLD_TIMEOUT,
+            restore: Vec::new(),
+            session: None,
+            self_delete: false,
         }
     }
 }
@@ -253,6 +364,15 @@ impl ServeArgs {
         }
         if let Some(lease) = &self.lease {
             args.extend([LEASE.to_owned(), lease.clone()]);
+        }
+        if let Some(session) = &self.session {
+            args.extend([SESSION.to_owned(), session.clone()]);
+        }
+        for target in &self.restore {
+            args.extend([RESTORE.to_owned(), target.to_string()]);
+        }
+        if self.self_delete {
+            args.push(SELF_DELETE.to_owned());
         }
         if self.allow_non_loopback {
             args.push(ALLOW_NON_LOOPBACK.to_owned());
@@ -469,6 +589,33 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
                 let value = opt.value(HOLD_TIMEOUT, &mut args)?;
                 serve.hold_timeout = parse_secs(HOLD_TIMEOUT, value)?;
             }
+            RESTORE => {
+                let target: RestoreTarget = opt.value(RESTORE, &mut args)?.parse()?;
+                let same_object = serve
+                    .restore
+                    .iter()
+                    .find(|t| t.kind == target.kind && t.name == target.name);
+                match same_object {
+                    Some(t) if t.uid == target.uid => {}
+                    Some(_) => {
+                        return Err(Error::InvalidValue {
+                            option: RESTORE,
+                            value: target.to_string(),
+                            reason: "the same object was given before with another UID; give \
+                                     each object once",
+                        });
+                    }
+                    None => serve.restore.push(target),
+                }
+            }
+            SESSION => {
+                let value = opt.value(SESSION, &mut args)?;
+                serve.session = Some(parse_session(SESSION, value)?);
+            }
+            SELF_DELETE => {
+                opt.flag(SELF_DELETE)?;
+                serve.self_delete = true;
+            }
             _ => {
                 return Err(Error::UnknownOption {
                     command: SERVE,
@@ -476,6 +623,29 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
                 });
             }
         }
+    }
+    if !serve.restore.is_empty() && serve.session.is_none() {
+        return Err(Error::NeedsOption {
+            option: RESTORE,
+            needs: SESSION,
+            reason: "the session holding the objects (their kt.dev/owner annotation): only \
+                     its changes are restored",
+        });
+    }
+    if serve.session.is_some() && serve.restore.is_empty() {
+        return Err(Error::NeedsOption {
+            option: SESSION,
+            needs: RESTORE,
+            reason: "--session names the holder of the objects to restore; give at least \
+                     one",
+        });
+    }
+    if serve.self_delete && serve.lease.is_none() {
+        return Err(Error::NeedsOption {
+            option: SELF_DELETE,
+            needs: LEASE,
+            reason: "the pod deletes itself when the session's Lease expired or is gone",
+        });
     }
     match serve.authorized_key {
         Some(key) if key_files => Err(Error::InvalidValue {
@@ -553,6 +723,28 @@ fn parse_object_name(option: &'static str, value: String) -> Result<String, Erro
             value,
             reason: "expected a Kubernetes object name (lowercase letters, digits, `-` and `.`, \
                      at most 253 characters, starting and ending with a letter or digit)",
+        })
+    }
+}
+
+/// A session id, the value of a `kt.dev/owner` annotation: 1 to 63 letters, digits, `-`,
+/// `_` and `.`, starting and ending with a letter or digit (what kt's 8-character ids
+/// always are).
+fn parse_session(option: &'static str, value: String) -> Result<String, Error> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid = (1..=63).contains(&value.len())
+        && value.chars().all(ok_char)
+        && alnum(value.chars().next())
+        && alnum(value.chars().last());
+    if valid {
+        Ok(value)
+    } else {
+        Err(Error::InvalidValue {
+            option,
+            value,
+            reason: "expected a kt session id (1 to 63 letters, digits, `-`, `_` and `.`, \
+                     starting and ending with a letter or digit)",
         })
     }
 }
@@ -663,6 +855,20 @@ mod tests {
             max_udp_flows: 5,
             max_held_connections: 7,
             hold_timeout: Duration::from_secs(3),
+            restore: vec![
+                RestoreTarget {
+                    kind: Kind::Service,
+                    name: "web".to_owned(),
+                    uid: "5b0c6a52-7c43".to_owned(),
+                },
+                RestoreTarget {
+                    kind: Kind::StatefulSet,
+                    name: "db.v2".to_owned(),
+                    uid: "c2a9".to_owned(),
+                },
+            ],
+            session: Some("a1b2c3d4".to_owned()),
+            self_delete: true,
         };
         let cmd = Command::Serve(serve);
         let args = cmd.to_args();
@@ -682,6 +888,13 @@ mod tests {
                 "90",
                 "--lease",
                 "kt-shadow-abc",
+                "--session",
+                "a1b2c3d4",
+                "--restore",
+                "Service/web/5b0c6a52-7c43",
+                "--restore",
+                "StatefulSet/db.v2/c2a9",
+                "--self-delete",
                 "--allow-non-loopback",
                 "--remote-forward",
                 "8080",
@@ -802,6 +1015,37 @@ mod tests {
     }
 
     #[test]
+    fn restore_targets_are_kept_in_order_once_each_and_need_a_session() {
+        let cmd = parse(
+            "serve --lease kt-shadow-s1 --session s1 --restore Deployment/web/u1 \
+             --restore=Service/web/u2 --restore Deployment/web/u1 --self-delete",
+        )
+        .ok();
+        let Some(Command::Serve(serve)) = cmd else {
+            panic!("not a serve command: {cmd:?}");
+        };
+        assert_eq!(
+            serve
+                .restore
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["Deployment/web/u1", "Service/web/u2"]
+        );
+        assert_eq!(serve.session.as_deref(), Some("s1"));
+        assert!(serve.self_delete);
+        assert_eq!(
+            Command::parse(serve.to_args()).ok(),
+            Some(Command::Serve(serve))
+        );
+        // Nothing to restore: nothing written, as before these options existed.
+        let plain = ServeArgs::default().to_args();
+        for opt in [RESTORE, SESSION, SELF_DELETE] {
+            assert!(!plain.iter().any(|a| a == opt), "{opt}");
+        }
+    }
+
+    #[test]
     fn durations_are_written_in_whole_seconds_rounded_up() {
         let serve = ServeArgs {
             idle_exit: Some(Duration::from_millis(1500)),
@@ -897,6 +1141,54 @@ mod tests {
                 "cannot be combined with --host-key or --authorized-keys",
             ),
             ("version now", "unknown option `now`"),
+            ("serve --restore", "`--restore` needs a value"),
+            (
+                "serve --restore Pod/web/u1 --session s",
+                "KIND Service, Deployment",
+            ),
+            (
+                "serve --restore service/web/u1 --session s",
+                "KIND Service, Deployment",
+            ),
+            (
+                "serve --restore Service/web --session s",
+                "expected KIND/NAME/UID",
+            ),
+            (
+                "serve --restore Service/web/u/1 --session s",
+                "expected KIND/NAME/UID",
+            ),
+            (
+                "serve --restore Service/Web/u1 --session s",
+                "NAME a Kubernetes",
+            ),
+            (
+                "serve --restore Service/web/ --session s",
+                "UID the object's",
+            ),
+            (
+                "serve --restore=Service/web/u~1 --session s",
+                "UID the object's",
+            ),
+            (
+                "serve --restore Service/web/u1 --restore Service/web/u2 --session s",
+                "another UID",
+            ),
+            (
+                "serve --restore Service/web/u1",
+                "option `--restore` needs `--session`",
+            ),
+            ("serve --session s", "option `--session` needs `--restore`"),
+            (
+                "serve --session=-s --restore Service/web/u1",
+                "a kt session id",
+            ),
+            ("serve --session", "`--session` needs a value"),
+            (
+                "serve --self-delete",
+                "option `--self-delete` needs `--lease`",
+            ),
+            ("serve --lease l --self-delete=yes", "takes no value"),
         ];
         for (line, expected) in cases {
             let msg = parse(line).err().map(|e| e.to_string()).unwrap_or_default();
@@ -919,6 +1211,11 @@ mod tests {
             MAX_PREAUTH_CONNECTIONS,
             MAX_CHANNELS,
             MAX_UDP_FLOWS,
+            MAX_HELD_CONNECTIONS,
+            HOLD_TIMEOUT,
+            RESTORE,
+            SESSION,
+            SELF_DELETE,
             ADDR,
         ] {
             assert!(USAGE.contains(opt), "{opt}");

@@ -1,6 +1,7 @@
 //! The error type of this crate.
 
-/// Everything that can go wrong when reading kt's names, command line or framing.
+/// Everything that can go wrong when reading kt's names, command line or framing, or
+/// computing a guarded restore ([`crate::guard`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -75,6 +76,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An option given without another one it needs.
+    #[error("option `{option}` needs `{needs}`: {reason}")]
+    NeedsOption {
+        /// The option given.
+        option: &'static str,
+        /// The option it needs.
+        needs: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A flag that takes no value was given one (`--flag=value`).
     #[error("option `{0}` takes no value; write it alone")]
     UnexpectedValue(&'static str),
@@ -104,5 +116,91 @@ pub enum Error {
         found: u32,
         /// [`PLAN_VERSION`](crate::restore::PLAN_VERSION).
         supported: u32,
+    },
+
+    /// A kind of object kt does not change (`--restore`, [`crate::restore::Kind`]).
+    #[error(
+        "unknown kind `{0}`: kt changes and restores only Service, Deployment and \
+         StatefulSet objects"
+    )]
+    UnknownKind(String),
+
+    /// JSON handed to [`crate::guard`] that is not a Kubernetes object as the API server
+    /// returns it.
+    #[error(
+        "invalid object to restore `{value}`; expected a Kubernetes object as the API server \
+         returns it, with apiVersion, kind, metadata.namespace, metadata.name and metadata.uid"
+    )]
+    NotAnObject {
+        /// The JSON, shortened.
+        value: String,
+    },
+
+    /// A field kt does not change on that kind (or one the object cannot have), in a
+    /// step to make or in a record found on an object.
+    #[error("invalid field to change on {object} `{path}`; expected {expected}")]
+    InvalidField {
+        /// The object (`Service dev/web`).
+        object: String,
+        /// The field's JSON pointer.
+        path: String,
+        /// What kt changes on that kind.
+        expected: String,
+    },
+
+    /// A step applied to an object other than the one it names.
+    #[error(
+        "invalid object for this restore step `{found}`; expected the step's object, \
+         {expected}: read that object and pass its JSON"
+    )]
+    WrongObject {
+        /// The object passed (`v1 Service dev/web (uid ...)`).
+        found: String,
+        /// The step's object.
+        expected: String,
+    },
+
+    /// The `kt.dev/restore` annotation on an object is not a record this kt reads.
+    #[error(
+        "invalid `kt.dev/restore` annotation on {object} `{value}`; expected a restore record \
+         written by kt ({source}); restore the fields yourself and remove the kt.dev/owner, \
+         kt.dev/owner-user, kt.dev/owner-since, kt.dev/lease-expiry and kt.dev/restore \
+         annotations"
+    )]
+    InvalidRecord {
+        /// The object.
+        object: String,
+        /// The annotation's value.
+        value: String,
+        /// Why it cannot be read ([`Error::InvalidRestore`] or
+        /// [`Error::NewerRestoreVersion`]).
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A session asked to change an object it already holds with other changes.
+    #[error(
+        "invalid change of {object} by session `{session}`; expected one change per object \
+         per session: this session already holds the object with other changes; undo them \
+         first"
+    )]
+    AlreadyChanged {
+        /// The object.
+        object: String,
+        /// The session.
+        session: String,
+    },
+
+    /// An undo whose operations do not apply to the object they were computed from (a
+    /// record whose changes contradict the object).
+    #[error(
+        "the restore step for {object} does not apply to the object as it is ({reason}); \
+         check its kt.dev/restore annotation against the object and restore it by hand"
+    )]
+    StepDoesNotApply {
+        /// The object.
+        object: String,
+        /// What json-patch reported.
+        reason: String,
     },
 }

@@ -10,11 +10,14 @@
 //!   and parsed (by the shadow) from the same code.
 //! - [`restore`]: the [`RestorePlan`](restore::RestorePlan) of changes a swap makes to
 //!   objects it does not own, and the record kept on each of them.
+//! - [`guard`]: the guarded, idempotent JSON Patches that make, renew and undo those
+//!   changes, and who holds an object, computed alike by the client and the shadow's
+//!   watchdog.
 //! - [`channel`]: SSH channel and request names, and the framing of UDP datagrams on a
 //!   `direct-udp@kt.dev` channel ([`DatagramCodec`], [`DatagramReader`]).
 //!
 //! This crate has no async runtime and no I/O: it only names and encodes things (JSON via
-//! serde for the restore ledger).
+//! serde for the restore ledger, JSON Patches for [`guard`]).
 //!
 //! # Example
 //!
@@ -63,6 +66,7 @@ pub mod annotations;
 pub mod channel;
 pub mod cli;
 mod error;
+pub mod guard;
 pub mod labels;
 pub mod restore;
 pub mod shadow;

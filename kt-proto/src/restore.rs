@@ -13,7 +13,9 @@
 //! [`annotations`](crate::annotations) for the keys, and [`Record`] for the JSON in
 //! [`annotations::RESTORE`](crate::annotations::RESTORE).
 //!
-//! Not yet wired: nothing in kt creates a plan yet (issue 12's swap and expose will).
+//! [`crate::guard`] computes the guarded patches that make and undo these changes; the
+//! swap shadow's watchdog is told which objects to restore ([`Kind`], name, UID on its
+//! command line, see [`crate::cli`]) and reads each one's record from the object itself.
 //!
 //! # Example
 //!
@@ -53,6 +55,96 @@ pub const SELECTOR_PATH: &str = "/spec/selector";
 /// JSON pointer of a Deployment's or StatefulSet's replica count (`spec.replicas`),
 /// changed in scale mode.
 pub const REPLICAS_PATH: &str = "/spec/replicas";
+
+/// The kinds of object a swap changes, and so the only ones kt restores.
+///
+/// ```
+/// use kt_proto::restore::Kind;
+///
+/// let kind: Kind = "StatefulSet".parse()?;
+/// assert_eq!((kind.api_version(), kind.plural()), ("apps/v1", "statefulsets"));
+/// assert_eq!(Kind::Service.to_string(), "Service");
+/// assert!("Pod".parse::<Kind>().is_err());
+/// # Ok::<(), kt_proto::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `v1` Service: its selector (selector mode).
+    Service,
+    /// `apps/v1` Deployment: its replica count (scale mode).
+    Deployment,
+    /// `apps/v1` StatefulSet: its replica count (scale mode).
+    StatefulSet,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Deployment, Kind::StatefulSet];
+
+    /// The kind's name, as in an object's `kind`.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+        }
+    }
+
+    /// The API group (`""` for the core group).
+    pub const fn group(self) -> &'static str {
+        match self {
+            Kind::Service => "",
+            Kind::Deployment | Kind::StatefulSet => "apps",
+        }
+    }
+
+    /// The version within the group.
+    pub const fn version(self) -> &'static str {
+        "v1"
+    }
+
+    /// The `apiVersion` of its objects (`v1`, `apps/v1`).
+    pub const fn api_version(self) -> &'static str {
+        match self {
+            Kind::Service => "v1",
+            Kind::Deployment | Kind::StatefulSet => "apps/v1",
+        }
+    }
+
+    /// The resource name in URLs and RBAC rules (`services`, ...).
+    pub const fn plural(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+        }
+    }
+
+    /// The kind of `object`, if it is one of these (same `apiVersion` and `kind`).
+    pub fn of(object: &ObjectRef) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.kind() == object.kind && k.api_version() == object.api_version)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = Error;
+
+    /// Parses the kind's name exactly (`Service`, `Deployment`, `StatefulSet`).
+    fn from_str(s: &str) -> Result<Kind, Error> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.kind() == s)
+            .ok_or_else(|| Error::UnknownKind(s.to_owned()))
+    }
+}
 
 /// Everything one session changed on objects it does not own, in the order it changed
 /// them (undo runs in reverse order).

@@ -126,12 +126,23 @@ pub const SERVICE_ACCOUNT: &str = "kt-shadow";
 /// pod, is held by the session id and renewed by the client every heartbeat interval.
 pub const EXIT_LEASE_EXPIRED: i32 = 4;
 
+/// Exit code of `kt-shadow serve --restore ...` when putting back an object failed
+/// (the API server refused or did not answer in time, or the object's record could not
+/// be read): the log names the object and why, and the record stays on the object for
+/// a later kt run (`clean`, `recover`, or a take-over) to restore. Conflicts (a value
+/// someone else changed meanwhile, left as it is) are logged but are not failures.
+pub const EXIT_RESTORE_FAILED: i32 = 5;
+
 /// Exit code for a usage error (bad command line), as in BSD `sysexits.h`.
 pub const EXIT_USAGE: i32 = 64;
 
 /// Exit code of `kt-shadow serve` when it cannot start or fails while running
 /// (unreadable keys, port in use, refused listen address).
 pub const EXIT_FAILURE: i32 = 1;
+
+/// The environment variable that tells kt-shadow its own pod's name (kt sets it from
+/// the downward API, `metadata.name`): `serve --self-delete` deletes that pod.
+pub const POD_NAME_ENV: &str = "POD_NAME";
 
 #[cfg(test)]
 mod tests {
@@ -185,6 +196,7 @@ mod tests {
             EXIT_FAILURE,
             EXIT_HEARTBEAT_TIMEOUT,
             EXIT_LEASE_EXPIRED,
+            EXIT_RESTORE_FAILED,
             EXIT_USAGE,
         ];
         assert!(codes.iter().all(|c| *c != 0));

@@ -177,4 +177,24 @@ pub enum Error {
         /// What came back (at most one line, lossily decoded).
         answer: String,
     },
+
+    /// `--restore` or `--self-delete` without Kubernetes credentials: the shadow would
+    /// serve a swap it could not undo.
+    #[error(
+        "cannot restore the --restore objects or delete the pod (--self-delete): no \
+         Kubernetes credentials ({reason}); run the shadow pod with its ServiceAccount \
+         token mounted (automountServiceAccountToken), or set KT_SHADOW_KUBECONFIG \
+         outside a pod"
+    )]
+    NoCluster {
+        /// Why there are none.
+        reason: String,
+    },
+
+    /// `--self-delete` without a way to know the pod's name.
+    #[error(
+        "--self-delete needs the pod's name: set the POD_NAME environment variable \
+         (downward API, fieldPath metadata.name)"
+    )]
+    NoPodName,
 }

@@ -11,14 +11,14 @@
 //!   value. The timestamps themselves are never compared with the shadow's clock, so
 //!   a client whose clock is off by any amount is not ended early.
 //!
-//! Without in-cluster credentials, or while the API server cannot be read (network,
-//! RBAC, a Lease not created yet), the watchdog only logs: the SSH-idle timer
-//! (`--heartbeat-timeout`) stays the fallback and is always on.
+//! Without in-cluster credentials ([`crate::cluster`]), or while the API server cannot
+//! be read (network, RBAC, a Lease not created yet), the watchdog only logs: the
+//! SSH-idle timer (`--heartbeat-timeout`) stays the fallback and is always on.
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -134,37 +134,6 @@ impl LeaseWatch {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-        }
-    }
-
-    /// Watches Lease `name` of the pod's own namespace with the pod's ServiceAccount
-    /// token. `None` (logged) when the pod has no in-cluster credentials: then only
-    /// the SSH-idle timer applies.
-    pub fn in_cluster(name: &str) -> Option<LeaseWatch> {
-        let config = match Config::incluster() {
-            Ok(config) => config,
-            Err(err) => {
-                warn!(
-                    lease = name,
-                    error = %err,
-                    "no in-cluster credentials: the session's Lease is not watched, only \
-                     --heartbeat-timeout applies (is the pod's ServiceAccount token mounted?)"
-                );
-                return None;
-            }
-        };
-        let namespace = config.default_namespace.clone();
-        match Client::try_from(config) {
-            Ok(client) => Some(LeaseWatch::new(client, &namespace, name)),
-            Err(err) => {
-                warn!(
-                    lease = name,
-                    error = %err,
-                    "cannot build a Kubernetes client: the session's Lease is not watched, \
-                     only --heartbeat-timeout applies"
-                );
-                None
-            }
         }
     }
 

@@ -43,6 +43,14 @@
 //! with the pod's ServiceAccount token) with code 4 when the session's Lease expires or
 //! is deleted ([`lease`]).
 //!
+//! A swap shadow is also told which objects its session changed (`--session ID
+//! --restore KIND/NAME/UID...`): whenever it stops (Lease expired or gone, SIGTERM,
+//! SIGINT, any other reason), it first puts them back from the record on each object,
+//! guarded exactly as the client's own restore ([`restore`]), and exits with code 5 if
+//! that failed; with `--self-delete` it then deletes its own pod after a restore on
+//! Lease expiry. Its credentials are the pod's ServiceAccount token, or for tests a
+//! kubeconfig named by `KT_SHADOW_KUBECONFIG` ([`cluster`]).
+//!
 //! # Example
 //!
 //! Run a shadow in-process until Ctrl-C (the binary does the same with its command
@@ -72,6 +80,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 mod error;
 mod handler;
 mod inbound;
@@ -79,6 +88,7 @@ pub mod keys;
 pub mod lease;
 mod limits;
 pub mod probe;
+pub mod restore;
 mod server;
 mod stream;
 mod tcp;
@@ -99,17 +109,22 @@ pub enum Exit {
     HeartbeatTimeout,
     /// `--lease`: the session's Lease expired or was deleted.
     LeaseExpired,
+    /// `--restore`: the shadow stopped (for one of the reasons above) and putting back
+    /// at least one object failed ([`restore`]).
+    RestoreFailed,
 }
 
 impl Exit {
     /// The process exit code for this outcome: 0, 0,
-    /// [`kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT`] and
-    /// [`kt_proto::shadow::EXIT_LEASE_EXPIRED`].
+    /// [`kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT`],
+    /// [`kt_proto::shadow::EXIT_LEASE_EXPIRED`] and
+    /// [`kt_proto::shadow::EXIT_RESTORE_FAILED`].
     pub const fn code(self) -> i32 {
         match self {
             Exit::Shutdown | Exit::IdleExit => 0,
             Exit::HeartbeatTimeout => kt_proto::shadow::EXIT_HEARTBEAT_TIMEOUT,
             Exit::LeaseExpired => kt_proto::shadow::EXIT_LEASE_EXPIRED,
+            Exit::RestoreFailed => kt_proto::shadow::EXIT_RESTORE_FAILED,
         }
     }
 }

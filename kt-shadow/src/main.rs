@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use kt_proto::cli::{Command, ServeArgs, USAGE};
 use kt_proto::shadow::{EXIT_FAILURE, EXIT_USAGE};
+use kt_shadow::cluster::Cluster;
 use kt_shadow::lease::LeaseWatch;
 use kt_shadow::probe::{PROBE_TIMEOUT, probe};
-use kt_shadow::{Exit, Shadow};
+use kt_shadow::restore::{Restorer, own_pod_name};
+use kt_shadow::{Error, Exit, Shadow};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Environment variable choosing the log level: error, warn, info (default), debug, trace.
 const LOG_ENV: &str = "KT_SHADOW_LOG";
@@ -64,8 +66,33 @@ async fn serve(args: ServeArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    if let Some(watch) = args.lease.as_deref().and_then(LeaseWatch::in_cluster) {
-        shadow = shadow.watch_lease(watch);
+    let restoring = !args.restore.is_empty() || args.self_delete;
+    let cluster = if args.lease.is_some() || restoring {
+        Some(Cluster::connect().await)
+    } else {
+        None
+    };
+    match (&cluster, args.lease.as_deref()) {
+        (Some(Ok(cluster)), Some(lease)) => {
+            let watch = LeaseWatch::new(cluster.client.clone(), &cluster.namespace, lease);
+            shadow = shadow.watch_lease(watch);
+        }
+        (Some(Err(reason)), Some(lease)) => warn!(
+            lease,
+            error = %reason,
+            "no in-cluster credentials: the session's Lease is not watched, only \
+             --heartbeat-timeout applies (is the pod's ServiceAccount token mounted?)"
+        ),
+        _ => {}
+    }
+    if restoring {
+        match restorer(&args, cluster) {
+            Ok(restorer) => shadow = shadow.restore_on_stop(restorer),
+            Err(err) => {
+                error!("{err}");
+                return EXIT_FAILURE;
+            }
+        }
     }
     let shutdown = CancellationToken::new();
     let signals = signals.map(|s| tokio::spawn(s.cancel_on_first(shutdown.clone())));
@@ -77,6 +104,28 @@ async fn serve(args: ServeArgs) -> i32 {
         info!("shut down");
     }
     exit.code()
+}
+
+/// The restoring watchdog of `--restore`/`--self-delete`: refused (the shadow does not
+/// start) without credentials or without a name for its own pod, rather than serving a
+/// swap it could not undo.
+fn restorer(args: &ServeArgs, cluster: Option<Result<Cluster, String>>) -> Result<Restorer, Error> {
+    let cluster = match cluster {
+        Some(Ok(cluster)) => cluster,
+        Some(Err(reason)) => return Err(Error::NoCluster { reason }),
+        None => {
+            return Err(Error::NoCluster {
+                reason: "not loaded".to_owned(),
+            });
+        }
+    };
+    let session = args.session.as_deref().unwrap_or_default();
+    let mut restorer = Restorer::new(cluster, session, args.restore.clone());
+    if args.self_delete {
+        let pod = own_pod_name().ok_or(Error::NoPodName)?;
+        restorer = restorer.delete_pod_on_lease_expiry(&pod);
+    }
+    Ok(restorer)
 }
 
 /// SIGTERM (what the kubelet sends) and SIGINT, caught from the moment they are

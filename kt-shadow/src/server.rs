@@ -24,6 +24,7 @@ use crate::inbound::{HeldConnections, Inbound};
 use crate::keys::{AuthorizedKeys, generate_host_key, host_key_line, load_host_key};
 use crate::lease::LeaseWatch;
 use crate::limits::{ConnLimits, Slots, refuse, too_many_connections};
+use crate::restore::Restorer;
 use crate::stream::decouple;
 use crate::{Error, Exit};
 
@@ -159,6 +160,7 @@ pub struct Shadow {
     idle_exit: Option<Duration>,
     heartbeat_timeout: Option<Duration>,
     lease: Option<LeaseWatch>,
+    restorer: Option<Restorer>,
 }
 
 impl std::fmt::Debug for Shadow {
@@ -168,6 +170,7 @@ impl std::fmt::Debug for Shadow {
             .field("idle_exit", &self.idle_exit)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("lease", &self.lease)
+            .field("restorer", &self.restorer)
             .finish_non_exhaustive()
     }
 }
@@ -277,6 +280,7 @@ impl Shadow {
             idle_exit: args.idle_exit,
             heartbeat_timeout: args.heartbeat_timeout,
             lease: None,
+            restorer: None,
         })
     }
 
@@ -285,6 +289,16 @@ impl Shadow {
     #[must_use]
     pub fn watch_lease(mut self, watch: LeaseWatch) -> Shadow {
         self.lease = Some(watch);
+        self
+    }
+
+    /// When [`Shadow::run`] stops, for whatever reason, first runs `restorer`
+    /// ([`Restorer::on_stop`]: puts back what the session changed, and deletes the
+    /// shadow's pod after a Lease expiry with `--self-delete`) while the listeners
+    /// still serve, then shuts down; [`Exit::RestoreFailed`] if restoring failed.
+    #[must_use]
+    pub fn restore_on_stop(mut self, restorer: Restorer) -> Shadow {
+        self.restorer = Some(restorer);
         self
     }
 
@@ -304,9 +318,10 @@ impl Shadow {
     }
 
     /// Serves until `shutdown` is cancelled, the heartbeat timeout or the idle exit
-    /// fires, or the watched Lease ([`Shadow::watch_lease`]) expires. Then disconnects
-    /// every client, closes every listener and waits (up to a few seconds) for every
-    /// task to finish before returning why it stopped.
+    /// fires, or the watched Lease ([`Shadow::watch_lease`]) expires. Then restores
+    /// (with [`Shadow::restore_on_stop`]), disconnects every client, closes every
+    /// listener and waits (up to a few seconds) for every task to finish before
+    /// returning why it stopped.
     pub async fn run(self, shutdown: CancellationToken) -> Exit {
         let Shadow {
             listener,
@@ -315,6 +330,7 @@ impl Shadow {
             idle_exit,
             heartbeat_timeout,
             lease,
+            restorer,
         } = self;
         let lease = async move {
             match lease {
@@ -373,6 +389,12 @@ impl Shadow {
             }
         };
 
+        // Put back what points at this shadow while it still serves: connections that
+        // arrive before the Service selects the original pods again are still answered.
+        let exit = match &restorer {
+            Some(restorer) => restorer.on_stop(exit).await,
+            None => exit,
+        };
         drop(listener);
         stop.cancel();
         state.inbound.close();

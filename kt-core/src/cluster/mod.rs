@@ -1,7 +1,8 @@
 //! Everything kt does with the Kubernetes API: loading the configuration, the shadow's
 //! Secret, Pod and Lease, waiting for it, looking up forward targets, cleanup.
-//! [`restore`] computes the guarded patches that make and undo the changes a swap makes
-//! to objects kt does not own; [`workload`] finds what a swap takes over.
+//! [`restore`] makes and undoes, guarded, the changes a swap makes to objects kt
+//! does not own (the pure computation is [`kt_proto::guard`]); [`workload`] finds
+//! what a swap takes over.
 
 pub(crate) mod cidr;
 mod client;

@@ -1,708 +1,529 @@
-//! The restore ledger's pure core: the JSON Patches that make, undo and guard the changes
-//! a swap makes to objects kt does not own (a Service's selector, a workload's replica
-//! count, annotations), and the ownership decision on a target.
+//! The restore ledger against the API server: take an object for a session (guarded,
+//! with a take-over of an expired holder), give it back, renew the hold, and list what
+//! is held, for swap, `clean` and `recover`.
 //!
-//! **Not yet wired**: swap and expose (issue 12) will call this; nothing in kt does yet.
-//! It makes no API calls: each function reads an object's JSON as the API server returns
-//! it and gives back a [`json_patch::Patch`] for the caller to send
-//! (`kube::api::Patch::Json`), or a decision.
+//! The patches and decisions are [`kt_proto::guard`]'s (the same code kt-shadow's
+//! watchdog runs, so both undo alike); this module reads the objects, sends the
+//! patches (`application/json-patch+json`) and retries: when the API server refuses a
+//! guarded patch because the object changed since it was read
+//! ([`guard::is_stale`]: HTTP 422 from a failed `test`, or 409), the object is read
+//! again and the patch recomputed, at most [`guard::ATTEMPTS`] times in all.
 //!
-//! # The three operations
-//!
-//! - [`step`] snapshots the fields a swap is about to change, giving the
-//!   [`Step`] of the session's [`RestorePlan`](kt_proto::restore::RestorePlan).
-//! - [`forward`] makes the change: a patch that `test`s the object's UID, its
-//!   `resourceVersion` and each field's snapshot value, then writes each field and the
-//!   hold annotations ([`kt_proto::annotations`]: owner session, user, since, lease
-//!   expiry, and the [`Record`] of the changes). Any change to the object since it was
-//!   read fails the patch (HTTP 422); read it again and recompute.
-//! - [`undo`] puts it back, guarded and idempotent, from the object's current JSON:
-//!   - a field still holding what kt wrote is `test`ed and set back to its original;
-//!   - a field already holding its original is left alone (undo twice = undo once);
-//!   - a field holding anything else was changed by someone else meanwhile: it is
-//!     **not** overwritten but reported as a [`Conflict`] naming the field, its current
-//!     value, the value kt expected and the original.
-//!
-//!   The hold annotations are removed when they still name the undoing session (the
-//!   patch `test`s it), **even if a field conflicted**: whoever changed the field now
-//!   owns its value, and a hold kept on a change kt will never undo would refuse every
-//!   later swap of the object. The conflict, with the original value, is the report.
-//!   When the annotations name another session (it took the object over after this
-//!   one's lease expired, having undone this one's record first), undo writes nothing
-//!   and says so ([`Skipped::HeldByOther`]); when the UID differs (the object was
-//!   deleted and re-created), likewise ([`Skipped::Recreated`]).
-//!
-//! [`ownership`] decides whether a session may change a target: free, already its own,
-//! held by a live other session (refused, with a message naming the holder and since
-//! when: [`Holder::refusal`]), or held by an expired one, whose [`Record`] is returned so
-//! the caller can [`undo`] it before taking over.
-//!
-//! # Example
-//!
-//! (Crate-internal, so not a doctest; the unit test `module_example` runs this code.)
-//!
-//! ```ignore
-//! let svc = json!({"apiVersion": "v1", "kind": "Service",
-//!     "metadata": {"name": "web", "namespace": "dev", "uid": "u1", "resourceVersion": "7"},
-//!     "spec": {"selector": {"app": "web"}}});
-//! let hold = Hold::new("s-1", "alice", now, now + 30s);
-//! let step = step(&svc, vec![(SELECTOR_PATH.into(), Some(json!({"kt.dev/swap": "s-1"})))])?;
-//! let Forward::Apply(patch) = forward(&svc, &step, &hold)? else { panic!() };
-//! let mut swapped = svc.clone();
-//! json_patch::patch(&mut swapped, &patch)?;
-//! let Undo { patch: Some(patch), conflicts, .. } = undo(&swapped, &step, "s-1")? else { panic!() };
-//! assert!(conflicts.is_empty());
-//! json_patch::patch(&mut swapped, &patch)?;   // swapped == svc again, but resourceVersion
-//! ```
+//! Every object is addressed by [`Kind`] and name in the session's namespace (a
+//! [`Step`] names its own namespace). Errors are kt's: a live holder is
+//! [`Error::TargetHeld`] (whose message is [`Holder::refusal`]), a hold lost meanwhile
+//! [`Error::HoldLost`], a missing object [`Error::TargetNotFound`], an unreadable
+//! record [`Error::Restore`], API refusals as everywhere ([`Error::Forbidden`], ...).
 
-use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
+use futures::future::BoxFuture;
+pub(crate) use k8s_openapi::jiff::Timestamp;
+use kt_proto::guard::{self, Forward};
+// What callers pass and get back, from the shared contract.
+pub(crate) use kt_proto::guard::{Hold, Holder, Ownership, Skipped, Undo};
+pub(crate) use kt_proto::restore::{Kind, Step};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::Value;
+use tracing::{info, warn};
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{
-    AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation,
-};
-use k8s_openapi::jiff::Timestamp;
-use kt_proto::annotations;
-use kt_proto::restore::{
-    FieldChange, ObjectRef, REPLICAS_PATH, Record, SELECTOR_PATH, Step, escape_pointer,
-};
-use serde_json::{Map, Value};
-
+use super::{Cluster, is_not_found, map_error};
 use crate::error::{Error, Result};
 
-const ANNOTATIONS: &str = "/metadata/annotations";
-const LABELS: &str = "/metadata/labels";
-
-/// The session taking hold of an object: who, since when, until when.
-///
-/// ```ignore
-/// let hold = Hold::new("s-1", "alice", now, now + SignedDuration::from_secs(30));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Hold {
-    /// The session id ([`annotations::OWNER`]).
-    pub(crate) session: String,
-    /// The user ([`annotations::OWNER_USER`]).
-    pub(crate) user: String,
-    /// When it took the object ([`annotations::OWNER_SINCE`]); also "now" for the
-    /// ownership check of [`forward`].
-    pub(crate) since: Timestamp,
-    /// When the hold expires unless renewed ([`annotations::LEASE_EXPIRY`]).
-    pub(crate) expires: Timestamp,
-}
-
-impl Hold {
-    /// A hold by `session` of `user` from `since` until `expires`.
-    pub(crate) fn new(
-        session: impl Into<String>,
-        user: impl Into<String>,
-        since: Timestamp,
-        expires: Timestamp,
-    ) -> Hold {
-        Hold {
-            session: session.into(),
-            user: user.into(),
-            since,
-            expires,
-        }
-    }
-}
-
-/// Another session's hold on an object, as its annotations say.
-///
-/// ```ignore
-/// let Ownership::Held(holder) = ownership(&svc, "s-2", now)? else { panic!() };
-/// assert!(holder.refusal().contains("held by kt session `s-1` of alice since"));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Holder {
-    /// The object held.
-    pub(crate) object: ObjectRef,
-    /// The holding session ([`annotations::OWNER`]).
-    pub(crate) session: String,
-    /// Its user, if recorded.
-    pub(crate) user: Option<String>,
-    /// Since when, if recorded and readable.
-    pub(crate) since: Option<Timestamp>,
-    /// Until when, if recorded and readable (`None`: treated as expired).
-    pub(crate) expires: Option<Timestamp>,
-}
-
-impl Holder {
-    /// The message refusing a swap of a target held by this live session.
-    ///
-    /// ```text
-    /// Service dev/web is held by kt session `s-1` of alice since 2026-12-07T17:00:00Z
-    /// (lease until 2026-12-07T17:00:30Z); only one kt session may swap it at a time: ...
-    /// ```
-    pub(crate) fn refusal(&self) -> String {
-        format!(
-            "{self}; only one kt session may swap it at a time: wait until that session \
-             closes, or until its lease expires (kt then restores what it changed and takes \
-             over)"
-        )
-    }
-}
-
-impl fmt::Display for Holder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is held by kt session `{}`",
-            self.object, self.session
-        )?;
-        if let Some(user) = &self.user {
-            write!(f, " of {user}")?;
-        }
-        match &self.since {
-            Some(since) => write!(f, " since {since}")?,
-            None => write!(f, " (since an unrecorded time)")?,
-        }
-        match &self.expires {
-            Some(expires) => write!(f, " (lease until {expires})"),
-            None => write!(f, " (no readable lease expiry)"),
-        }
-    }
-}
-
-/// Whether a session may change an object ([`ownership`]).
+/// What `take` did.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Ownership {
-    /// No kt session holds it.
-    Free,
-    /// The asking session already holds it.
-    Mine,
-    /// A live other session holds it: refuse, with [`Holder::refusal`].
-    Held(Holder),
-    /// Another session held it and its lease expired: [`undo`] `record` (as
-    /// `holder.session`), then take over. `record` is `None` when it recorded no changes.
-    Expired {
-        /// The expired holder.
-        holder: Holder,
-        /// Its changes, read from [`annotations::RESTORE`].
-        record: Option<Step>,
-    },
+pub struct Taken {
+    /// The change as applied, with each field's original as seen at that moment: what
+    /// `give_back` undoes (and what the object's `kt.dev/restore` records).
+    pub step: Step,
+    /// The expired hold taken over before, if any, and what undoing its record did.
+    pub took_over: Option<TakeOver>,
 }
 
-/// What [`forward`] decided.
+/// An expired hold `take` undid before taking the object.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Forward {
-    /// Send this patch.
-    Apply(Patch),
-    /// The object already carries exactly this change by this session: nothing to send.
-    AlreadyApplied,
-    /// Another session holds the object (live or expired: an expired hold is undone
-    /// first, see [`Ownership::Expired`]).
-    Refused(Holder),
+pub struct TakeOver {
+    /// The session whose lease had expired.
+    pub holder: Holder,
+    /// What undoing its record did: the fields restored, and the conflicts (values
+    /// someone else had changed meanwhile, left as they were; also logged).
+    pub undone: Undo,
 }
 
-/// A field someone else changed while kt held it; undo left it as it is.
+/// Called between reading an object and sending the patch computed from it, with the
+/// attempt's number (from 1). Nothing in kt; tests change the object there to prove
+/// the retry.
+pub type Between<'a> = &'a mut (dyn FnMut(u32) -> BoxFuture<'static, ()> + Send);
+
+/// Reads the object `name` of `kind` in the session's namespace, as the API server
+/// returns it.
 ///
-/// ```text
-/// Service dev/web: /spec/selector was changed by someone else while kt held it: it is
-/// now {"app":"web-v2"}, kt wrote {"kt.dev/swap":"s-1"}; kt left it as it is (the
-/// original was {"app":"web"})
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Conflict {
-    /// The object.
-    pub(crate) object: ObjectRef,
-    /// The field (JSON pointer).
-    pub(crate) path: String,
-    /// Its value now (`None`: absent).
-    pub(crate) current: Option<Value>,
-    /// The value kt wrote and expected to find.
-    pub(crate) expected: Option<Value>,
-    /// The value kt would have restored.
-    pub(crate) original: Option<Value>,
-}
-
-impl fmt::Display for Conflict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} was changed by someone else while kt held it: it is now {}, kt wrote {}; \
-             kt left it as it is (the original was {})",
-            self.object,
-            self.path,
-            show(self.current.as_ref()),
-            show(self.expected.as_ref()),
-            show(self.original.as_ref()),
-        )
-    }
-}
-
-fn show(value: Option<&Value>) -> String {
-    value.map_or_else(|| "absent".to_owned(), Value::to_string)
-}
-
-/// Why [`undo`] wrote nothing without looking at the fields.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Skipped {
-    /// The object under that name has another UID: the one kt changed is gone.
-    Recreated {
-        /// The UID found.
-        uid: String,
-    },
-    /// Another session holds the object now (it undid this one's changes to take over).
-    HeldByOther(Holder),
-}
-
-/// What [`undo`] decided.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Undo {
-    /// The patch to send; `None` when there is nothing to write.
-    pub(crate) patch: Option<Patch>,
-    /// The fields the patch puts back.
-    pub(crate) restored: Vec<String>,
-    /// The fields someone else changed; not overwritten.
-    pub(crate) conflicts: Vec<Conflict>,
-    /// Whether the patch removes the hold annotations.
-    pub(crate) released: bool,
-    /// Set when undo did not look at the fields at all.
-    pub(crate) skipped: Option<Skipped>,
-}
-
-/// The reference of an object's JSON (apiVersion, kind, namespace, name, UID); a clear
-/// error when one is missing.
-pub(crate) fn object_ref(object: &Value) -> Result<ObjectRef> {
-    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
-    let fields = (
-        text("/apiVersion"),
-        text("/kind"),
-        text("/metadata/namespace"),
-        text("/metadata/name"),
-        text("/metadata/uid"),
-    );
-    match fields {
-        (Some(api_version), Some(kind), Some(namespace), Some(name), Some(uid)) => {
-            Ok(ObjectRef::new(api_version, kind, namespace, name, uid))
-        }
-        _ => Err(Error::InvalidArgument {
-            what: "object to restore".to_owned(),
-            value: brief(object),
-            expected: "a Kubernetes object as the API server returns it, with apiVersion, \
-                       kind, metadata.namespace, metadata.name and metadata.uid"
-                .to_owned(),
-        }),
-    }
-}
-
-/// Snapshots the fields about to change: a [`Step`] whose changes record each field's
-/// current value as `original` and the value to write (`None`: remove it).
+/// # Errors
 ///
-/// Refuses a path kt does not change on that kind: `/spec/selector` only on a Service,
-/// `/spec/replicas` only on a Deployment or StatefulSet, otherwise only
-/// `/metadata/annotations/<key>` and `/metadata/labels/<key>` (not kt's own hold
-/// annotations); a path whose parent the object lacks; a path given twice.
-///
-/// ```ignore
-/// let step = step(&deployment, vec![(REPLICAS_PATH.to_owned(), Some(json!(0)))])?;
-/// assert_eq!(step.changes[0].original, Some(json!(3)));
-/// ```
-pub(crate) fn step(object: &Value, writes: Vec<(String, Option<Value>)>) -> Result<Step> {
-    let object_ref = object_ref(object)?;
-    let changes = writes
-        .into_iter()
-        .map(|(path, written)| FieldChange {
-            original: object.pointer(&path).cloned(),
-            path,
-            written,
-        })
-        .collect();
-    let step = Step {
-        object: object_ref,
-        changes,
-    };
-    check_paths(object, &step)?;
-    Ok(step)
+/// [`Error::TargetNotFound`] when there is none; API errors.
+pub(crate) async fn get(cluster: &Cluster, kind: Kind, name: &str) -> Result<Value> {
+    get_opt(cluster, kind, &cluster.namespace, name)
+        .await?
+        .ok_or_else(|| not_found(kind, name, &cluster.namespace))
 }
 
-/// Decides whether `session` may change `object` at `now`, from its hold annotations.
+/// Takes the object for `hold.session` and writes `writes` (JSON pointer, new value or
+/// `None` to remove it) with the hold annotations, in one guarded JSON Patch.
 ///
-/// A hold without a readable expiry counts as expired: kt always writes one, and a hold
-/// no one can renew must not block the object forever. A malformed or newer
-/// [`annotations::RESTORE`] record of an expired hold is an error (restore it by hand).
+/// - Held by another live session: [`Error::TargetHeld`], whose message is
+///   [`Holder::refusal`] (who, since when, until when).
+/// - Held by a session whose lease expired (at `hold.since`): its record is undone
+///   first (a take-over; conflicts are logged and returned in [`Taken::took_over`]),
+///   then the object is taken.
+/// - Already held by `hold.session` with exactly these writes (a retry whose first
+///   patch landed): nothing is sent; the recorded step is returned.
 ///
-/// ```ignore
-/// match ownership(&svc, "s-2", Timestamp::now())? {
-///     Ownership::Free | Ownership::Mine => { /* forward */ }
-///     Ownership::Held(holder) => return Err(holder.refusal()),
-///     Ownership::Expired { holder, record } => { /* undo(record, holder.session), then forward */ }
-/// }
-/// ```
-pub(crate) fn ownership(object: &Value, session: &str, now: Timestamp) -> Result<Ownership> {
-    let object_ref = object_ref(object)?;
-    let Some(holder) = holder(object, &object_ref) else {
-        return Ok(Ownership::Free);
-    };
-    if holder.session == session {
-        return Ok(Ownership::Mine);
-    }
-    match holder.expires {
-        Some(expires) if now < expires => Ok(Ownership::Held(holder)),
-        _ => Ok(Ownership::Expired {
-            record: recorded_step(object)?,
-            holder,
-        }),
-    }
+/// # Errors
+///
+/// Besides the above: [`Error::TargetNotFound`]; [`Error::Restore`] for a path kt does
+/// not change on that kind, for other changes already held by this session, or for an
+/// expired holder's unreadable record; [`Error::ObjectBusy`] when the object kept
+/// changing for [`guard::ATTEMPTS`] reads; API errors.
+pub(crate) async fn take(
+    cluster: &Cluster,
+    kind: Kind,
+    name: &str,
+    writes: Vec<(String, Option<Value>)>,
+    hold: &Hold,
+) -> Result<Taken> {
+    take_with(cluster, kind, name, writes, hold, &mut |_| {
+        Box::pin(async {})
+    })
+    .await
 }
 
-/// The [`Step`] recorded on `object` in [`annotations::RESTORE`], if any.
-pub(crate) fn recorded_step(object: &Value) -> Result<Option<Step>> {
-    let object_ref = object_ref(object)?;
-    let Some(text) = annotation(object, annotations::RESTORE) else {
-        return Ok(None);
-    };
-    let record = Record::from_json(text).map_err(|e| Error::InvalidArgument {
-        what: format!("`{}` annotation on {object_ref}", annotations::RESTORE),
-        value: text.to_owned(),
-        expected: format!(
-            "a restore record written by kt ({e}); restore the fields yourself and remove \
-             the kt.dev/owner, kt.dev/owner-user, kt.dev/owner-since, kt.dev/lease-expiry \
-             and kt.dev/restore annotations"
-        ),
-    })?;
-    let step = Step {
-        object: object_ref,
-        changes: record.changes,
-    };
-    check_paths(object, &step)?;
-    Ok(Some(step))
-}
-
-/// The patch making `step`'s changes on `object` (as just read) for `hold`; see the
-/// module docs for its guards.
-///
-/// ```ignore
-/// let Forward::Apply(patch) = forward(&svc, &step, &hold)? else { /* refused */ };
-/// api.patch(name, &PatchParams::default(), &kube::api::Patch::Json::<()>(patch)).await?;
-/// ```
-pub(crate) fn forward(object: &Value, step: &Step, hold: &Hold) -> Result<Forward> {
-    let found = object_ref(object)?;
-    same_object(&found, &step.object, true)?;
-    check_paths(object, step)?;
-    match ownership(object, &hold.session, hold.since)? {
-        Ownership::Free => {}
-        Ownership::Mine => {
-            let applied = recorded_step(object)?.is_some_and(|r| r.changes == step.changes)
-                && step
-                    .changes
-                    .iter()
-                    .all(|c| object.pointer(&c.path) == c.written.as_ref());
-            if applied {
-                return Ok(Forward::AlreadyApplied);
+/// [`take`] with a [`Between`] hook.
+pub(crate) async fn take_with(
+    cluster: &Cluster,
+    kind: Kind,
+    name: &str,
+    writes: Vec<(String, Option<Value>)>,
+    hold: &Hold,
+    between: Between<'_>,
+) -> Result<Taken> {
+    let namespace = cluster.namespace.as_str();
+    let mut took_over = None;
+    let mut stale = None;
+    for attempt in 1..=guard::ATTEMPTS {
+        let object = get(cluster, kind, name).await?;
+        match guard::ownership(&object, &hold.session, hold.since)? {
+            Ownership::Held(holder) => {
+                return Err(Error::TargetHeld {
+                    message: holder.refusal(),
+                });
             }
-            return Err(Error::InvalidArgument {
-                what: "change".to_owned(),
-                value: format!("{} by session `{}`", step.object, hold.session),
-                expected: "one change per object per session: this session already holds \
-                           the object with other changes; undo them first"
-                    .to_owned(),
-            });
-        }
-        Ownership::Held(holder) | Ownership::Expired { holder, .. } => {
-            return Ok(Forward::Refused(holder));
-        }
-    }
-
-    let mut ops = vec![test("/metadata/uid", Value::from(found.uid.clone()))];
-    if let Some(version) = object.pointer("/metadata/resourceVersion") {
-        ops.push(test("/metadata/resourceVersion", version.clone()));
-    }
-    let map_missing = |map: &str| object.pointer(map).is_none();
-    if step.changes.iter().any(|c| c.path.starts_with(LABELS)) && map_missing(LABELS) {
-        ops.push(add(LABELS, Value::Object(Map::new())));
-    }
-    if map_missing(ANNOTATIONS) {
-        ops.push(add(ANNOTATIONS, Value::Object(Map::new())));
-    }
-    for change in &step.changes {
-        if let Some(original) = &change.original {
-            ops.push(test(&change.path, original.clone()));
-        }
-        ops.extend(write(&change.path, &change.original, &change.written));
-    }
-    let record = Record::new(step.changes.clone()).to_json();
-    for (key, value) in [
-        (annotations::OWNER, hold.session.clone()),
-        (annotations::OWNER_USER, hold.user.clone()),
-        (annotations::OWNER_SINCE, hold.since.to_string()),
-        (annotations::LEASE_EXPIRY, hold.expires.to_string()),
-        (annotations::RESTORE, record),
-    ] {
-        ops.push(add(&annotation_path(key), Value::from(value)));
-    }
-    Ok(Forward::Apply(Patch(ops)))
-}
-
-/// The heartbeat's patch: moves the lease expiry of `session`'s hold to `expires`,
-/// failing (HTTP 422) if the object is no longer held by `session`.
-///
-/// ```ignore
-/// let patch = renew("s-1", now + SignedDuration::from_secs(30));
-/// ```
-pub(crate) fn renew(session: &str, expires: Timestamp) -> Patch {
-    Patch(vec![
-        test(&annotation_path(annotations::OWNER), Value::from(session)),
-        PatchOperation::Replace(ReplaceOperation {
-            path: pointer(&annotation_path(annotations::LEASE_EXPIRY)),
-            value: Value::from(expires.to_string()),
-        }),
-    ])
-}
-
-/// Undoes `step` (made by `session`) on `object` as it is now; see the module docs.
-///
-/// ```ignore
-/// let undone = undo(&svc_now, &step, "s-1")?;
-/// for conflict in &undone.conflicts { warn!("{conflict}") }
-/// if let Some(patch) = undone.patch { /* send it */ }
-/// ```
-pub(crate) fn undo(object: &Value, step: &Step, session: &str) -> Result<Undo> {
-    let found = object_ref(object)?;
-    same_object(&found, &step.object, false)?;
-    if !step.object.uid.is_empty() && found.uid != step.object.uid {
-        return Ok(Undo {
-            skipped: Some(Skipped::Recreated { uid: found.uid }),
-            ..Undo::default()
-        });
-    }
-    check_paths(object, step)?;
-    let holder = holder(object, &found);
-    if let Some(holder) = holder.as_ref().filter(|h| h.session != session) {
-        return Ok(Undo {
-            skipped: Some(Skipped::HeldByOther(holder.clone())),
-            ..Undo::default()
-        });
-    }
-
-    let mut undone = Undo::default();
-    let mut ops = Vec::new();
-    let mut needs_version = false;
-    for change in step.changes.iter().rev() {
-        let current = object.pointer(&change.path).cloned();
-        if current == change.original {
-            continue;
-        }
-        if current != change.written {
-            undone.conflicts.push(Conflict {
-                object: found.clone(),
-                path: change.path.clone(),
-                current,
-                expected: change.written.clone(),
-                original: change.original.clone(),
-            });
-            continue;
-        }
-        match &change.written {
-            Some(written) => ops.push(test(&change.path, written.clone())),
-            // JSON Patch cannot test that a field is absent: guard with the version.
-            None => needs_version = true,
-        }
-        ops.extend(write(&change.path, &change.written, &change.original));
-        undone.restored.push(change.path.clone());
-    }
-    if holder.is_some() {
-        ops.push(test(
-            &annotation_path(annotations::OWNER),
-            Value::from(session),
-        ));
-        for key in annotations::HOLD {
-            if annotation(object, key).is_some() {
-                ops.push(remove(&annotation_path(key)));
+            Ownership::Expired { holder, record } => {
+                let record = match record {
+                    Some(record) => record,
+                    // A hold without a record: undoing nothing releases it.
+                    None => Step {
+                        object: guard::object_ref(&object)?,
+                        changes: Vec::new(),
+                    },
+                };
+                let undone = guard::undo(&object, &record, &holder.session)?;
+                between(attempt).await;
+                if let Some(patch) = &undone.patch {
+                    match send(cluster, kind, namespace, name, patch).await? {
+                        Sent::Done => {}
+                        Sent::Stale(err) => {
+                            stale = Some(err);
+                            continue;
+                        }
+                        Sent::Gone => return Err(not_found(kind, name, namespace)),
+                    }
+                }
+                for conflict in &undone.conflicts {
+                    warn!(%conflict, "taking over an expired hold: a value was changed meanwhile");
+                }
+                warn!(
+                    object = %record.object,
+                    expired = %holder,
+                    restored = ?undone.restored,
+                    "took over an expired hold after restoring what it recorded"
+                );
+                took_over = Some(TakeOver { holder, undone });
+                // Read it again, now free.
+            }
+            own @ (Ownership::Free | Ownership::Mine) => {
+                let recorded = match own {
+                    Ownership::Mine => guard::recorded_step(&object)?,
+                    _ => None,
+                };
+                let step = match recorded {
+                    // A retry whose first patch landed: the step as it was taken.
+                    Some(recorded) if same_writes(&recorded, &writes) => recorded,
+                    _ => guard::step(&object, writes.clone())?,
+                };
+                let patch = match guard::forward(&object, &step, hold)? {
+                    Forward::Apply(patch) => patch,
+                    Forward::AlreadyApplied => return Ok(Taken { step, took_over }),
+                    Forward::Refused(holder) => {
+                        return Err(Error::TargetHeld {
+                            message: holder.refusal(),
+                        });
+                    }
+                };
+                between(attempt).await;
+                match send(cluster, kind, namespace, name, &patch).await? {
+                    Sent::Done => return Ok(Taken { step, took_over }),
+                    Sent::Stale(err) => stale = Some(err),
+                    Sent::Gone => return Err(not_found(kind, name, namespace)),
+                }
             }
         }
-        undone.released = true;
     }
-    if ops.is_empty() {
+    Err(kept_changing(kind, name, namespace, stale))
+}
+
+/// Puts back what `step` changed (made by `session`), guarded, from the object as it
+/// is now; retries like [`take`]. Idempotent: a second call finds nothing to do.
+///
+/// The returned [`Undo`] lists the fields restored and the conflicts (values someone
+/// else changed meanwhile, left as they are; also logged). The hold annotations are
+/// removed even when a field conflicted (see [`kt_proto::guard`]). Nothing is written
+/// when the object is gone ([`Skipped::Gone`]), was re-created under the same name
+/// ([`Skipped::Recreated`]) or is held by another session now
+/// ([`Skipped::HeldByOther`]).
+///
+/// # Errors
+///
+/// [`Error::Restore`] for a step of a kind kt does not change or that does not fit the
+/// object; [`Error::ObjectBusy`] when the object kept changing for [`guard::ATTEMPTS`]
+/// reads; API errors.
+pub(crate) async fn give_back(cluster: &Cluster, step: &Step, session: &str) -> Result<Undo> {
+    give_back_with(cluster, step, session, &mut |_| Box::pin(async {})).await
+}
+
+/// [`give_back`] with a [`Between`] hook.
+pub(crate) async fn give_back_with(
+    cluster: &Cluster,
+    step: &Step,
+    session: &str,
+    between: Between<'_>,
+) -> Result<Undo> {
+    let kind = kind_of(step)?;
+    let (namespace, name) = (step.object.namespace.as_str(), step.object.name.as_str());
+    let gone = || Undo {
+        skipped: Some(Skipped::Gone),
+        ..Undo::default()
+    };
+    let mut stale = None;
+    for attempt in 1..=guard::ATTEMPTS {
+        let Some(object) = get_opt(cluster, kind, namespace, name).await? else {
+            info!(object = %step.object, "nothing to restore: the object no longer exists");
+            return Ok(gone());
+        };
+        let undone = guard::undo(&object, step, session)?;
+        between(attempt).await;
+        if let Some(patch) = &undone.patch {
+            match send(cluster, kind, namespace, name, patch).await? {
+                Sent::Done => {}
+                Sent::Stale(err) => {
+                    stale = Some(err);
+                    continue;
+                }
+                Sent::Gone => return Ok(gone()),
+            }
+        }
+        for conflict in &undone.conflicts {
+            warn!(%conflict, "not restored: changed by someone else meanwhile");
+        }
+        match &undone.skipped {
+            Some(skipped) => info!(object = %step.object, "nothing to restore: {skipped}"),
+            None => info!(object = %step.object, restored = ?undone.restored, "restored"),
+        }
         return Ok(undone);
     }
-
-    // A map kt's undo leaves empty is removed, as the API server never shows an empty
-    // one; guarded by testing the whole map, so a key added meanwhile is never lost.
-    let mut result = object.clone();
-    json_patch::patch(&mut result, &ops).map_err(|e| Error::InvalidArgument {
-        what: "restore step".to_owned(),
-        value: format!("{} {:?}", step.object, step.changes),
-        expected: format!("changes that apply to the object as it is ({e})"),
-    })?;
-    for map in [ANNOTATIONS, LABELS] {
-        let emptied = result
-            .pointer(map)
-            .and_then(Value::as_object)
-            .is_some_and(Map::is_empty);
-        let was_full = object
-            .pointer(map)
-            .and_then(Value::as_object)
-            .is_some_and(|m| !m.is_empty());
-        if emptied && was_full {
-            ops.retain(|op| !in_map(op, map));
-            ops.push(test(map, object.pointer(map).cloned().unwrap_or_default()));
-            ops.push(remove(map));
-        }
-    }
-
-    let mut guards = vec![test("/metadata/uid", Value::from(found.uid.clone()))];
-    if needs_version && let Some(version) = object.pointer("/metadata/resourceVersion") {
-        guards.push(test("/metadata/resourceVersion", version.clone()));
-    }
-    guards.extend(ops);
-    undone.patch = Some(Patch(guards));
-    Ok(undone)
+    Err(kept_changing(kind, name, namespace, stale))
 }
 
-/// The hold recorded on `object`, if its [`annotations::OWNER`] is set.
-fn holder(object: &Value, object_ref: &ObjectRef) -> Option<Holder> {
-    let session = annotation(object, annotations::OWNER)?;
-    let time = |key| annotation(object, key).and_then(|t| Timestamp::from_str(t).ok());
-    Some(Holder {
-        object: object_ref.clone(),
+/// Moves `kt.dev/lease-expiry` of `session`'s hold to `expires` on every object of
+/// `steps` (the heartbeat), guarded by the owner annotation; every object is tried.
+///
+/// # Errors
+///
+/// [`Error::HoldLost`] for the first object no longer held by `session` (deleted,
+/// released, or taken over after the hold expired: the message says which); API
+/// errors.
+pub(crate) async fn renew(
+    cluster: &Cluster,
+    steps: &[Step],
+    session: &str,
+    expires: Timestamp,
+) -> Result<()> {
+    let patch = guard::renew(session, expires);
+    let mut first_error = None;
+    for step in steps {
+        let result = renew_one(cluster, step, session, &patch).await;
+        if let Err(err) = result {
+            warn!(object = %step.object, error = %err, "cannot renew the hold");
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn renew_one(
+    cluster: &Cluster,
+    step: &Step,
+    session: &str,
+    patch: &json_patch::Patch,
+) -> Result<()> {
+    let kind = kind_of(step)?;
+    let (namespace, name) = (step.object.namespace.as_str(), step.object.name.as_str());
+    let lost = |reason: String| Error::HoldLost {
+        object: step.object.to_string(),
         session: session.to_owned(),
-        user: annotation(object, annotations::OWNER_USER).map(str::to_owned),
-        since: time(annotations::OWNER_SINCE),
-        expires: time(annotations::LEASE_EXPIRY),
-    })
-}
-
-fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.pointer(ANNOTATIONS)?.as_object()?.get(key)?.as_str()
-}
-
-fn annotation_path(key: &str) -> String {
-    format!("{ANNOTATIONS}/{}", escape_pointer(key))
-}
-
-/// `found` is the object `step` names: same kind, namespace and name (and UID when
-/// `uid` is set).
-fn same_object(found: &ObjectRef, expected: &ObjectRef, uid: bool) -> Result<()> {
-    let same = found.api_version == expected.api_version
-        && found.kind == expected.kind
-        && found.namespace == expected.namespace
-        && found.name == expected.name
-        && (!uid || expected.uid.is_empty() || found.uid == expected.uid);
-    if same {
-        return Ok(());
-    }
-    Err(Error::InvalidArgument {
-        what: "object for this restore step".to_owned(),
-        value: format!("{} {found} (uid {})", found.api_version, found.uid),
-        expected: format!(
-            "the step's object, {} {expected} (uid {}): read that object and pass its JSON",
-            expected.api_version, expected.uid
-        ),
-    })
-}
-
-/// The paths of `step` are ones kt changes on that kind, each once, with a parent the
-/// object has.
-fn check_paths(object: &Value, step: &Step) -> Result<()> {
-    let kind = step.object.kind.as_str();
-    let mut seen = BTreeSet::new();
-    for change in &step.changes {
-        let path = change.path.as_str();
-        let bad = |why: String| {
-            Err(Error::InvalidArgument {
-                what: format!("field to change on {}", step.object),
-                value: path.to_owned(),
-                expected: why,
-            })
-        };
-        if PointerBuf::parse(path).is_err() {
-            return bad("a JSON pointer (RFC 6901) such as /spec/selector".to_owned());
+        reason,
+    };
+    let mut stale = None;
+    for _ in 1..=guard::ATTEMPTS {
+        match send(cluster, kind, namespace, name, patch).await? {
+            Sent::Done => return Ok(()),
+            Sent::Gone => return Err(lost("it was deleted".to_owned())),
+            Sent::Stale(err) => stale = Some(err),
         }
-        let key_in = |map: &str| {
-            path.strip_prefix(map)
-                .and_then(|rest| rest.strip_prefix('/'))
-                .filter(|key| !key.is_empty() && !key.contains('/'))
+        // Refused: is it still ours (a write race), or not any more?
+        let Some(object) = get_opt(cluster, kind, namespace, name).await? else {
+            return Err(lost("it was deleted".to_owned()));
         };
-        let hold_key = key_in(ANNOTATIONS)
-            .is_some_and(|key| annotations::HOLD.iter().any(|h| escape_pointer(h) == key));
-        let allowed = match path {
-            SELECTOR_PATH => kind == "Service",
-            REPLICAS_PATH => matches!(kind, "Deployment" | "StatefulSet"),
-            _ => (key_in(ANNOTATIONS).is_some() && !hold_key) || key_in(LABELS).is_some(),
-        };
-        if !allowed {
-            return bad(format!(
-                "/spec/selector of a Service, /spec/replicas of a Deployment or \
-                 StatefulSet, or /metadata/annotations/<key> or /metadata/labels/<key> \
-                 (not kt's own {} annotations)",
-                annotations::HOLD.join(", ")
-            ));
+        let found = guard::object_ref(&object)?;
+        if !step.object.uid.is_empty() && found.uid != step.object.uid {
+            return Err(lost(Skipped::Recreated { uid: found.uid }.to_string()));
         }
-        if !seen.insert(path) {
-            return bad("each field once per step".to_owned());
-        }
-        let parent = &path[..path.rfind('/').unwrap_or(0)];
-        let parent_ok = parent == ANNOTATIONS
-            || parent == LABELS
-            || object.pointer(parent).is_some_and(Value::is_object);
-        if !parent_ok {
-            return bad(format!(
-                "a field whose parent `{parent}` exists in the object (it has none: is this \
-                 the full object as the API server returns it?)"
-            ));
+        match guard::ownership(&object, session, Timestamp::now())? {
+            Ownership::Mine => {}
+            Ownership::Free => {
+                return Err(lost(
+                    "its kt.dev/owner annotation was removed (restored by someone else, or \
+                     by `clean`)"
+                        .to_owned(),
+                ));
+            }
+            Ownership::Held(holder) | Ownership::Expired { holder, .. } => {
+                return Err(lost(Skipped::HeldByOther(holder).to_string()));
+            }
         }
     }
-    Ok(())
+    Err(kept_changing(kind, name, namespace, stale))
 }
 
-/// The operation turning `from` into `to` at `path` (none when equal).
-fn write(path: &str, from: &Option<Value>, to: &Option<Value>) -> Option<PatchOperation> {
-    match (from, to) {
-        (Some(_), Some(to)) => Some(PatchOperation::Replace(ReplaceOperation {
-            path: pointer(path),
-            value: to.clone(),
-        })),
-        (None, Some(to)) => Some(add(path, to.clone())),
-        (Some(_), None) => Some(remove(path)),
-        (None, None) => None,
+/// The objects of `kind` in the session's namespace carrying `kt.dev/owner`, each with
+/// its [`Ownership`] now: [`Ownership::Held`] (live) or [`Ownership::Expired`] (with
+/// its record, for `clean` and `recover` to undo as that session).
+///
+/// # Errors
+///
+/// [`Error::Restore`] naming the object when an expired hold's record cannot be read
+/// (restore that object by hand: the message says how); API errors.
+pub(crate) async fn held(cluster: &Cluster, kind: Kind) -> Result<Vec<(Value, Ownership)>> {
+    let now = Timestamp::now();
+    let list = api(cluster, kind, &cluster.namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| cluster.error(e, "list", kind.plural(), "to find the ones kt holds"))?;
+    let mut found = Vec::new();
+    for object in list.items {
+        let held = object
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(kt_proto::annotations::OWNER));
+        if !held {
+            continue;
+        }
+        let object = to_value(object, kind);
+        match guard::hold_status(&object, now)? {
+            Ownership::Free | Ownership::Mine => {}
+            ownership => found.push((object, ownership)),
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `recorded` makes exactly `writes` (same paths, same values, same order).
+fn same_writes(recorded: &Step, writes: &[(String, Option<Value>)]) -> bool {
+    recorded.changes.len() == writes.len()
+        && recorded
+            .changes
+            .iter()
+            .zip(writes)
+            .all(|(c, (path, value))| c.path == *path && c.written == *value)
+}
+
+fn kind_of(step: &Step) -> Result<Kind> {
+    Kind::of(&step.object).ok_or_else(|| Error::InvalidArgument {
+        what: "object to restore".to_owned(),
+        value: format!("{} {}", step.object.api_version, step.object),
+        expected: "a v1 Service, or an apps/v1 Deployment or StatefulSet".to_owned(),
+    })
+}
+
+fn api(cluster: &Cluster, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(kind.group(), kind.version(), kind.kind());
+    let resource = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
+    Api::namespaced_with(cluster.client.clone(), namespace, &resource)
+}
+
+fn to_value(mut object: DynamicObject, kind: Kind) -> Value {
+    // List items come without apiVersion and kind; every object read here has them.
+    object.types = Some(kube::core::TypeMeta {
+        api_version: kind.api_version().to_owned(),
+        kind: kind.kind().to_owned(),
+    });
+    // Serializing a DynamicObject (string keys, JSON values) cannot fail.
+    serde_json::to_value(object).unwrap_or_else(|e| unreachable!("object JSON: {e}"))
+}
+
+async fn get_opt(
+    cluster: &Cluster,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>> {
+    match api(cluster, kind, namespace).get_opt(name).await {
+        Ok(object) => Ok(object.map(|o| to_value(o, kind))),
+        Err(e) => Err(map_error(
+            e,
+            &cluster.server,
+            namespace,
+            "get",
+            kind.plural(),
+            &format!("`{name}`"),
+        )),
     }
 }
 
-fn in_map(op: &PatchOperation, map: &str) -> bool {
-    op.path()
-        .as_str()
-        .strip_prefix(map)
-        .is_some_and(|rest| rest.starts_with('/'))
+/// How a guarded patch went.
+enum Sent {
+    /// Applied.
+    Done,
+    /// Refused because the object changed since it was read: read again.
+    Stale(kube::Error),
+    /// The object is gone.
+    Gone,
 }
 
-fn pointer(path: &str) -> PointerBuf {
-    // Every path here is checked by `check_paths` or built from constants and escaped keys.
-    PointerBuf::parse(path).unwrap_or_else(|e| unreachable!("JSON pointer `{path}`: {e}"))
+async fn send(
+    cluster: &Cluster,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    patch: &json_patch::Patch,
+) -> Result<Sent> {
+    let patch = Patch::Json::<()>(patch.clone());
+    match api(cluster, kind, namespace)
+        .patch(name, &PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(Sent::Done),
+        Err(e) if is_not_found(&e) => Ok(Sent::Gone),
+        Err(kube::Error::Api(status))
+            if guard::is_stale(
+                status.code,
+                status
+                    .details
+                    .as_ref()
+                    .is_some_and(|d| !d.causes.is_empty()),
+            ) =>
+        {
+            Ok(Sent::Stale(kube::Error::Api(status)))
+        }
+        Err(e) => Err(map_error(
+            e,
+            &cluster.server,
+            namespace,
+            "patch",
+            kind.plural(),
+            &format!("`{name}`"),
+        )),
+    }
 }
 
-fn test(path: &str, value: Value) -> PatchOperation {
-    PatchOperation::Test(TestOperation {
-        path: pointer(path),
-        value,
-    })
+fn not_found(kind: Kind, name: &str, namespace: &str) -> Error {
+    Error::TargetNotFound {
+        kind: kind.kind(),
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        detail: String::new(),
+    }
 }
 
-fn add(path: &str, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(path),
-        value,
-    })
-}
-
-fn remove(path: &str) -> PatchOperation {
-    PatchOperation::Remove(RemoveOperation {
-        path: pointer(path),
-    })
-}
-
-/// An object's JSON shortened for a message.
-fn brief(object: &Value) -> String {
-    let text = object.to_string();
-    match text.char_indices().nth(120) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text,
+fn kept_changing(kind: Kind, name: &str, namespace: &str, last: Option<kube::Error>) -> Error {
+    if let Some(last) = last {
+        tracing::debug!(error = %last, "the last refusal of a guarded patch");
+    }
+    Error::ObjectBusy {
+        object: format!("{kind} {namespace}/{name}"),
+        attempts: guard::ATTEMPTS,
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// The executor for kt-core's lab tests (`tests/restore.rs`), against a real API
+/// server. Not part of kt's API.
+#[doc(hidden)]
+pub mod testing {
+    pub use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    pub use kt_proto::guard::{Conflict, Hold, Holder, Ownership, Skipped, Undo};
+    pub use kt_proto::restore::{Kind, REPLICAS_PATH, SELECTOR_PATH, Step};
+    use serde_json::Value;
+
+    pub use super::{Between, TakeOver, Taken};
+    use crate::cluster::Cluster;
+    use crate::{ConnectOptions, Result};
+
+    /// A cluster client in the options' namespace.
+    pub struct Executor(Cluster);
+
+    impl Executor {
+        /// Loads the configuration as a session does.
+        pub async fn connect(opts: &ConnectOptions) -> Result<Executor> {
+            Cluster::connect(opts).await.map(Executor)
+        }
+
+        /// `get`.
+        pub async fn get(&self, kind: Kind, name: &str) -> Result<Value> {
+            super::get(&self.0, kind, name).await
+        }
+
+        /// `take`, with a [`Between`] hook.
+        pub async fn take(
+            &self,
+            kind: Kind,
+            name: &str,
+            writes: Vec<(String, Option<Value>)>,
+            hold: &Hold,
+            between: Between<'_>,
+        ) -> Result<Taken> {
+            super::take_with(&self.0, kind, name, writes, hold, between).await
+        }
+
+        /// `give_back`, with a [`Between`] hook.
+        pub async fn give_back(
+            &self,
+            step: &Step,
+            session: &str,
+            between: Between<'_>,
+        ) -> Result<Undo> {
+            super::give_back_with(&self.0, step, session, between).await
+        }
+
+        /// `renew`.
+        pub async fn renew(&self, steps: &[Step], session: &str, expires: Timestamp) -> Result<()> {
+            super::renew(&self.0, steps, session, expires).await
+        }
+
+        /// `held`.
+        pub async fn held(&self, kind: Kind) -> Result<Vec<(Value, Ownership)>> {
+            super::held(&self.0, kind).await
+        }
+    }
+}

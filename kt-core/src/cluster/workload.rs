@@ -26,6 +26,15 @@ pub(crate) enum TargetKind {
 }
 
 impl TargetKind {
+    /// The kind as the restore records name it.
+    pub(crate) fn proto(self) -> kt_proto::restore::Kind {
+        match self {
+            TargetKind::Deployment => kt_proto::restore::Kind::Deployment,
+            TargetKind::StatefulSet => kt_proto::restore::Kind::StatefulSet,
+            TargetKind::Service => kt_proto::restore::Kind::Service,
+        }
+    }
+
     /// The short form used in messages and in `kind/name`.
     pub(crate) fn short(self) -> &'static str {
         match self {

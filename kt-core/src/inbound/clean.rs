@@ -11,8 +11,7 @@ use kt_proto::labels;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
 
-use super::ledger;
-use crate::cluster::restore::{Ownership, Undo};
+use crate::cluster::restore::{self, Ownership, Undo};
 use crate::cluster::workload::{TargetKind, TargetName};
 use crate::cluster::{Cluster, is_not_found, leftovers};
 use crate::error::{Error, Result};
@@ -72,7 +71,7 @@ async fn restore_expired(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    match crate::cluster::restore::ownership(object, "", Timestamp::now())? {
+    match kt_proto::guard::ownership(object, "", Timestamp::now())? {
         Ownership::Held(holder) => {
             report.left.push(format!("{holder} (a live session)"));
         }
@@ -95,7 +94,7 @@ async fn restore_expired(
             if report.dry_run {
                 report.actions.push(what);
             } else {
-                let undo: Undo = ledger::give_back(cluster, &step, &holder.session).await?;
+                let undo: Undo = restore::give_back(cluster, &step, &holder.session).await?;
                 report.actions.push(what);
                 for c in undo.conflicts {
                     report.left.push(c.to_string());
@@ -266,14 +265,11 @@ pub async fn recover(opts: &ConnectOptions, target: &str, dry_run: bool) -> Resu
         objects.push((w.kind, w.name.clone()));
     }
     for (kind, object_name) in objects {
-        let Some(object) = ledger::get(&cluster, kind, &object_name).await? else {
-            continue;
-        };
+        let object = restore::get(&cluster, kind.proto(), &object_name).await?;
         if !holds(&object) {
             continue;
         }
-        if let Ownership::Held(holder) =
-            crate::cluster::restore::ownership(&object, "", Timestamp::now())?
+        if let Ownership::Held(holder) = kt_proto::guard::ownership(&object, "", Timestamp::now())?
         {
             return Err(Error::TargetHeld {
                 message: format!(

@@ -165,7 +165,7 @@ impl Expose {
             pod_labels: BTreeMap::from([(EXPOSE_LABEL.to_owned(), id.clone())]),
             ports: &listen,
             grants: Grants::default(),
-            watchdog_args: vec!["--self-delete".to_owned()],
+            watchdog_args: vec![kt_proto::cli::SELF_DELETE.to_owned()],
             events: &events,
         }))
         .await?;

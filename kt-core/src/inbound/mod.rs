@@ -10,7 +10,7 @@
 pub(crate) mod clean;
 pub(crate) mod expose;
 pub(crate) mod identity;
-pub(crate) mod ledger;
+mod pump;
 pub(crate) mod swap;
 
 use std::collections::BTreeMap;
@@ -26,7 +26,6 @@ use crate::cluster::workload::ListenPort;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
 use crate::options::ConnectOptions;
-use crate::outbound::splice;
 use crate::shadow::{PodShape, Shadow, pod_name};
 use crate::task::Tasks;
 use crate::transport::RemoteForward;
@@ -250,7 +249,7 @@ pub(crate) async fn serve(
         });
         tasks.spawn(async move {
             match tokio::net::TcpStream::connect(local).await {
-                Ok(stream) => splice(stream, accepted.channel.into_stream()).await,
+                Ok(stream) => pump::splice_channel(stream, accepted.channel).await,
                 Err(e) => tracing::warn!(target: "kt", "inbound connection to {local}: {e}"),
             }
         });

@@ -18,10 +18,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Grants;
-use super::ledger::{self, Taken};
 use super::{Inbound, Plan, SWAP_LABEL, check_local, user_name};
 use crate::cluster::Cluster;
-use crate::cluster::restore::{Hold, Ownership, Undo};
+use crate::cluster::restore::{self, Hold, Ownership, TakeOver, Taken, Undo};
 use crate::cluster::workload::{ListenPort, Resolved, TargetKind, TargetName};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus, Events};
@@ -83,24 +82,20 @@ fn shadow_options(session: &ConnectOptions, opts: &SwapOptions) -> ConnectOption
     shadow
 }
 
-const ARG_SESSION: &str = "--session";
-const ARG_RESTORE: &str = "--restore";
-const ARG_SELF_DELETE: &str = "--self-delete";
-
 /// The `kt-shadow serve` arguments of the restoring watchdog for the objects `steps`
 /// will change.
 fn watchdog_args(id: &str, objects: &[(TargetKind, String, String)]) -> Vec<String> {
-    let mut args = vec![ARG_SESSION.to_owned(), id.to_owned()];
+    let mut args = vec![kt_proto::cli::SESSION.to_owned(), id.to_owned()];
     for (kind, name, uid) in objects {
         let kind = match kind {
             TargetKind::Service => "Service",
             TargetKind::Deployment => "Deployment",
             TargetKind::StatefulSet => "StatefulSet",
         };
-        args.push(ARG_RESTORE.to_owned());
+        args.push(kt_proto::cli::RESTORE.to_owned());
         args.push(format!("{kind}/{name}/{uid}"));
     }
-    args.push(ARG_SELF_DELETE.to_owned());
+    args.push(kt_proto::cli::SELF_DELETE.to_owned());
     args
 }
 
@@ -244,6 +239,13 @@ impl Swap {
         self.inner.events.subscribe()
     }
 
+    /// Drops the swap shadow's current link as a network failure would (tests of
+    /// reconnects: the shadow keeps its listeners and the forwards are asked for again).
+    #[doc(hidden)]
+    pub fn simulate_tunnel_drop(&self) {
+        self.inner.inbound.shadow.break_link();
+    }
+
     /// Puts the cluster back as it was (selector or replica count), waits until the
     /// original pods serve again, then removes the swap shadow and its identity.
     /// Calling it again does nothing.
@@ -337,9 +339,7 @@ async fn changed_objects(
                 });
             };
             cluster.refuse_autoscaled(workload).await?;
-            let object = ledger::get(cluster, workload.kind, &workload.name)
-                .await?
-                .unwrap_or_default();
+            let object = restore::get(cluster, workload.kind.proto(), &workload.name).await?;
             let uid = object
                 .pointer("/metadata/uid")
                 .and_then(Value::as_str)
@@ -352,10 +352,8 @@ async fn changed_objects(
 
 /// Refuses (before anything is created) an object a live session holds.
 async fn refuse_if_held(cluster: &Cluster, kind: TargetKind, name: &str, id: &str) -> Result<()> {
-    let Some(object) = ledger::get(cluster, kind, name).await? else {
-        return Ok(());
-    };
-    match crate::cluster::restore::ownership(&object, id, Timestamp::now())? {
+    let object = restore::get(cluster, kind.proto(), name).await?;
+    match kt_proto::guard::ownership(&object, id, Timestamp::now())? {
         Ownership::Held(holder) => Err(Error::TargetHeld {
             message: holder.refusal(),
         }),
@@ -373,12 +371,12 @@ impl Inner {
                 SwapMode::Scale => vec![(REPLICAS_PATH.to_owned(), Some(Value::from(0)))],
             };
             let Taken { step, took_over } =
-                ledger::take(&self.cluster, *kind, name, &writes, hold).await?;
-            if let Some((from, undo)) = took_over {
+                restore::take(&self.cluster, kind.proto(), name, writes, hold).await?;
+            if let Some(TakeOver { holder, undone }) = took_over {
                 self.report(
-                    &format!("took over from expired session `{from}`"),
+                    &format!("took over from expired session `{}`", holder.session),
                     &step,
-                    &undo,
+                    &undone,
                 );
             }
             match self.mode {
@@ -428,7 +426,7 @@ impl Inner {
             std::mem::take(&mut *self.steps.lock().unwrap_or_else(PoisonError::into_inner));
         let mut first_error = None;
         for step in steps.iter().rev() {
-            match ledger::give_back(&self.cluster, step, &self.id).await {
+            match restore::give_back(&self.cluster, step, &self.id).await {
                 Ok(undo) => self.report("put back", step, &undo),
                 Err(e) => {
                     tracing::warn!(target: "kt", "restoring {}: {e}", step.object);
@@ -446,19 +444,30 @@ impl Inner {
         }
     }
 
-    /// After a restore: scale mode waits until the workload's ready replicas are back;
-    /// selector mode until the Services' endpoints no longer include the shadow.
+    /// After a restore, before the shadow goes: waits until every Service's endpoints
+    /// list a ready original pod and no longer list the shadow (scale mode: the
+    /// workload's replicas are back and ready first), then gives kube-proxy
+    /// [`PROXY_SETTLE`] to apply that, so no new connection is sent to a shadow that is
+    /// gone.
     async fn wait_for_originals(&self) {
         let deadline = tokio::time::Instant::now() + self.ready_timeout;
         loop {
-            let done = match &self.workload {
+            let workload_ready = match &self.workload {
                 Some((kind, name, replicas)) => self.workload_ready(*kind, name, *replicas).await,
-                None => self.endpoints_moved().await,
+                None => true,
             };
-            if done || tokio::time::Instant::now() >= deadline {
-                if !done {
-                    tracing::warn!(target: "kt", "{}: originals not serving within {:?}", self.target, self.ready_timeout);
-                }
+            let done = workload_ready && self.endpoints_moved().await;
+            if done {
+                tokio::time::sleep(PROXY_SETTLE).await;
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    target: "kt",
+                    "{}: the original pods were not serving again within {:?}",
+                    self.target,
+                    self.ready_timeout
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -466,8 +475,8 @@ impl Inner {
     }
 
     async fn workload_ready(&self, kind: TargetKind, name: &str, replicas: i32) -> bool {
-        match ledger::get(&self.cluster, kind, name).await {
-            Ok(Some(object)) => {
+        match restore::get(&self.cluster, kind.proto(), name).await {
+            Ok(object) => {
                 let ready = object
                     .pointer("/status/readyReplicas")
                     .and_then(Value::as_i64)
@@ -475,35 +484,49 @@ impl Inner {
                 ready >= i64::from(replicas)
             }
             // Gone, or unreadable: nothing to wait for.
-            _ => true,
+            Err(_) => true,
         }
     }
 
+    /// Whether every Service's EndpointSlices list a ready endpoint other than the
+    /// shadow, and not the shadow. A Service whose originals have no pods at all (a
+    /// workload at 0 replicas before the swap) needs only the shadow gone.
     async fn endpoints_moved(&self) -> bool {
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         let api: kube::Api<EndpointSlice> =
             kube::Api::namespaced(self.cluster.client.clone(), &self.cluster.namespace);
-        let pod = &self.inbound.name;
+        let pod = self.inbound.name.as_str();
+        let expect_originals = self.workload.as_ref().is_none_or(|(_, _, r)| *r > 0);
         for service in &self.services {
             let lp = kube::api::ListParams::default()
                 .labels(&format!("kubernetes.io/service-name={service}"));
             let Ok(slices) = api.list(&lp).await else {
                 return true;
             };
-            let shadow_listed = slices.items.iter().any(|s| {
-                s.endpoints.iter().any(|e| {
-                    e.target_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name.as_deref() == Some(pod.as_str()))
-                })
+            let endpoints = || slices.items.iter().flat_map(|s| s.endpoints.iter());
+            let is_shadow = |e: &k8s_openapi::api::discovery::v1::Endpoint| {
+                e.target_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(pod))
+            };
+            if endpoints().any(is_shadow) {
+                return false;
+            }
+            let original_ready = endpoints().any(|e| {
+                !is_shadow(e) && e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
             });
-            if shadow_listed {
+            if expect_originals && !original_ready {
                 return false;
             }
         }
         true
     }
 }
+
+/// How long kube-proxy gets to apply an endpoint change before the shadow is removed
+/// (it watches EndpointSlices and reprograms each node asynchronously; on the lab's
+/// node this takes well under a second).
+const PROXY_SETTLE: Duration = Duration::from_secs(1);
 
 /// Renews the lease kept on every changed object until cancelled.
 async fn renew(inner: Arc<Inner>, ttl: Duration, cancel: CancellationToken) {
@@ -519,12 +542,10 @@ async fn renew(inner: Arc<Inner>, ttl: Duration, cancel: CancellationToken) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut failure = None;
-        for step in &steps {
-            if let Err(e) = ledger::renew(&inner.cluster, step, &inner.id, expiry(ttl)).await {
-                failure = Some(format!("{}: {e}", step.object));
-            }
-        }
+        let failure = restore::renew(&inner.cluster, &steps, &inner.id, expiry(ttl))
+            .await
+            .err()
+            .map(|e| e.to_string());
         match failure {
             Some(reason) if !failing => {
                 failing = true;

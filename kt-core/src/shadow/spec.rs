@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, ExecAction, LocalObjectReference, Pod,
-    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, LocalObjectReference,
+    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -267,6 +267,18 @@ impl ShadowSpec<'_> {
                     image_pull_policy: pull_policy(self.image),
                     // Only args: the image's entrypoint is the binary.
                     args: Some(args),
+                    // The restoring watchdog deletes its own pod by this name.
+                    env: Some(vec![EnvVar {
+                        name: shadow::POD_NAME_ENV.to_owned(),
+                        value_from: Some(EnvVarSource {
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.name".to_owned(),
+                                ..ObjectFieldSelector::default()
+                            }),
+                            ..EnvVarSource::default()
+                        }),
+                        ..EnvVar::default()
+                    }]),
                     readiness_probe: Some(Probe {
                         exec: Some(ExecAction {
                             command: Some(probe_command),

@@ -1,0 +1,204 @@
+//! Crash safety with no manual step: a process swapping a workload is killed with
+//! SIGKILL (no close, no Drop, no signal handler runs) and no kt process is left
+//! running. Within the restore TTL plus 10 s, the swap shadow's watchdog has put the
+//! cluster back exactly (selector mode and scale mode), removed its own pod, Lease and
+//! identity; and a new swap of the same target then works and restores in turn.
+//!
+//! The swapping process is kt-core's `swap` example, built by the test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use common::{Fixture, Shipped};
+use kt_core::{PortMap, ShadowFlavour, SwapMode, SwapOptions};
+use kt_lab_tests::TestNamespace;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// The restore TTL the killed process asks for.
+const TTL: Duration = Duration::from_secs(5);
+
+/// Builds kt-core's `swap` example with this test's profile and target directory (a
+/// no-op when it is up to date) and returns its path.
+fn example() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary path")?;
+    let target_dir = profile_dir.parent().context("target directory")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "kt-core",
+            "--example",
+            "swap",
+            "--profile",
+            &profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo build --example swap")?;
+    ensure!(status.success(), "cargo build --example swap: {status}");
+    Ok(profile_dir.join("examples").join("swap"))
+}
+
+async fn snapshot(ns: &TestNamespace, object: &str) -> Result<Value> {
+    let text = ns.kubectl(&["get", object, "-o", "json"]).await?;
+    let v: Value = serde_json::from_str(&text)?;
+    Ok(serde_json::json!({
+        "spec": v["spec"],
+        "labels": v["metadata"]["labels"],
+        "annotations": v["metadata"]["annotations"],
+    }))
+}
+
+/// kt objects of the swap (its role's pods, and every Lease, ServiceAccount, Role and
+/// RoleBinding kt made) other than the test's own session's.
+async fn swap_objects(ns: &TestNamespace, session: &str) -> Result<String> {
+    let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
+    let pods = ns
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("{selector},kt.dev/role=shadow-swap"),
+            "-o",
+            "name",
+        ])
+        .await?;
+    let rest = ns
+        .kubectl(&[
+            "get",
+            "leases,serviceaccounts,roles,rolebindings",
+            "-l",
+            &format!("{selector},kt.dev/role=shadow-swap"),
+            "-o",
+            "name",
+        ])
+        .await?;
+    Ok(format!("{pods}{rest}").trim().to_owned())
+}
+
+/// Starts the example swapping `target` in `mode`, waits for its `swapped` line, and
+/// kills it with SIGKILL.
+async fn swap_and_kill(f: &Fixture, target: &str, port: u16, mode: SwapMode) -> Result<()> {
+    let mut child = tokio::process::Command::new(example()?)
+        .args([
+            f.ns.name(),
+            target,
+            &format!("{port}:80"),
+            mode.as_str(),
+            &TTL.as_secs().to_string(),
+        ])
+        .env("KUBECONFIG", &f.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the swap example")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let swapped = tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await;
+    match swapped {
+        Ok(Ok(Some(line))) if line.starts_with("swapped ") => {}
+        other => bail!("the swap example did not swap: {other:?}"),
+    }
+    child.start_kill()?;
+    let status = child.wait().await?;
+    ensure!(!status.success(), "killed, yet {status}");
+    Ok(())
+}
+
+/// Waits until `check` holds, at most TTL + 10 s after `since`.
+async fn within_ttl<F, Fut>(since: tokio::time::Instant, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>>>,
+{
+    let deadline = since + TTL + Duration::from_secs(10);
+    loop {
+        let missing = check().await?;
+        let Some(why) = missing else {
+            eprintln!("{what} after {:?}", since.elapsed());
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what}: not within TTL + 10 s: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
+    let f = Fixture::start_as(
+        &format!("kt-crash-{mode}"),
+        ShadowFlavour::KtShadow,
+        1,
+        Shipped::Inbound,
+        |o| o,
+    )
+    .await?;
+    let svc = snapshot(&f.ns, "service/echo").await?;
+    let deploy = snapshot(&f.ns, "deployment/echo").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+
+    swap_and_kill(&f, "deploy/echo", port, mode).await?;
+    let killed = tokio::time::Instant::now();
+    let changed = snapshot(&f.ns, "service/echo").await? != svc
+        || snapshot(&f.ns, "deployment/echo").await? != deploy;
+    ensure!(changed, "the killed swap had changed nothing");
+
+    let session = f.session.id().to_owned();
+    within_ttl(killed, "restored and removed", || async {
+        if snapshot(&f.ns, "service/echo").await? != svc {
+            return Ok(Some("the Service differs from its snapshot".to_owned()));
+        }
+        if snapshot(&f.ns, "deployment/echo").await? != deploy {
+            return Ok(Some("the Deployment differs from its snapshot".to_owned()));
+        }
+        let left = swap_objects(&f.ns, &session).await?;
+        Ok((!left.is_empty()).then(|| format!("left: {left}")))
+    })
+    .await?;
+
+    // The target is free again: a new swap takes it, and its restore holds in turn.
+    let ports = PortMap::parse_list([format!("{port}:80").as_str()])?;
+    let swap = f
+        .session
+        .swap_with("deploy/echo", &ports, SwapOptions::new().mode(mode))
+        .await?;
+    swap.close().await?;
+    ensure!(
+        snapshot(&f.ns, "service/echo").await? == svc,
+        "Service after the second swap"
+    );
+    ensure!(
+        snapshot(&f.ns, "deployment/echo").await? == deploy,
+        "Deployment after the second swap"
+    );
+    drop(listener);
+    f.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_selector_swap_is_restored_by_its_shadow() -> Result<()> {
+    a_killed_swap_is_restored_by_its_shadow(SwapMode::Selector).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_scale_swap_is_restored_by_its_shadow() -> Result<()> {
+    a_killed_swap_is_restored_by_its_shadow(SwapMode::Scale).await
+}
