@@ -289,3 +289,33 @@ test('a swap the program leaves open is closed before Node exits', LIMIT, async 
   assert.deepEqual(snapshot('service/echo'), before)
   assert.equal(kubectl('-n', ns.namespace, 'get', KT_KINDS, '-l', `kt.dev/session=${id}`, '-o', 'name').trim(), '')
 })
+
+test('examples/node/swap.mjs takes over the echo Deployment until SIGINT, then restores it', LIMIT, async () => {
+  const { spawn } = await import('node:child_process')
+  const { REPO } = await import('./lab.mjs')
+  const before = snapshot('service/echo')
+  const child = spawn(process.execPath, [
+    `${REPO}/examples/node/swap.mjs`, '--kubeconfig', ns.kubeconfig, '--namespace', ns.namespace,
+    '--message', `example-${token}`,
+  ], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.setEncoding('utf8')
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  try {
+    await new Promise((resolve, reject) => {
+      child.stdout.on('data', (c) => {
+        out += c
+        if (out.includes('Ctrl-C to restore')) resolve()
+      })
+      exited.then(() => reject(new Error(`the example exited early: ${out}`)))
+    })
+    assert.match(out, /swapped deploy\/echo \(selector mode, Services echo\): port 8080 now reaches 127\.0\.0\.1:\d+/)
+    await waitAnswer('http://echo/', `example-${token}`)
+  } finally {
+    child.kill('SIGINT')
+  }
+  const { code } = await exited
+  assert.equal(code, 0, out)
+  assert.match(out, /restoring after [1-9]\d* connection\(s\)\nrestored\n/)
+  assert.deepEqual(snapshot('service/echo'), before)
+})

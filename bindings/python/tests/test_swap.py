@@ -438,3 +438,35 @@ def test_a_swap_garbage_collected_without_close_is_closed_in_the_background(
     assert ktconnect._native.wait_for_cleanups(120)
     assert snapshot(inbound, "service/echo") == before
     assert swap_objects(inbound, swap_id) == ""
+
+
+def test_the_swap_example_takes_over_echo_until_sigint_then_restores_it(inbound: Namespace) -> None:
+    import signal
+
+    before = snapshot(inbound, "service/echo")
+    message = "example-" + secrets.token_hex(6)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "python" / "swap.py"),
+            "--kubeconfig",
+            inbound.kubeconfig,
+            "--namespace",
+            inbound.name,
+            "--message",
+            message,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        line = child.stdout.readline()
+        assert "swapped deploy/echo (selector mode, Services echo): port 8080 now reaches" in line, line
+        wait_answer(inbound, "http://echo/", message)
+    finally:
+        child.send_signal(signal.SIGINT)
+    rest, _ = child.communicate(timeout=180)
+    assert child.returncode == 0, rest
+    assert "restoring after" in rest and rest.rstrip().endswith("restored"), rest
+    assert snapshot(inbound, "service/echo") == before
