@@ -1,6 +1,7 @@
 // ktconnect: loads the native addon (built from src/ by ./build.sh or ./run-tests)
-// and adds what Node-API cannot declare: Symbol.asyncDispose on Session, so that
-// `await using session = await Session.connect(...)` closes it.
+// and adds what Node-API cannot declare: Symbol.asyncDispose on Session, Swap and
+// Expose, so that `await using session = await Session.connect(...)` (and `await
+// using swap = await session.swap(...)`) closes it.
 'use strict'
 
 const { join } = require('node:path')
@@ -31,13 +32,15 @@ try {
 // registered symbol that TypeScript's and Node's polyfills use.
 const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
-Object.defineProperty(native.Session.prototype, asyncDispose, {
-  value: function dispose() {
-    return this.close()
-  },
-  writable: true,
-  configurable: true,
-})
+for (const cls of [native.Session, native.Swap, native.Expose]) {
+  Object.defineProperty(cls.prototype, asyncDispose, {
+    value: function dispose() {
+      return this.close()
+    },
+    writable: true,
+    configurable: true,
+  })
+}
 
 // Sessions the program left open when Node runs out of work are closed before it exits
 // ('beforeExit': the close is awaited, so the shadow pod and Secret are gone when the
@@ -45,6 +48,9 @@ Object.defineProperty(native.Session.prototype, asyncDispose, {
 // collector instead, as before. process.exit() and signals skip this; the shadow's
 // heartbeat watchdog covers those.
 const open = new Set()
+// Swaps and exposes the program left open, closed first (each puts the cluster back
+// before its session goes).
+const openHandles = new Set()
 // The addon's static `connect` cannot be redefined, so the exported class is a thin
 // subclass whose `connect` tracks the session; sessions are still the addon's objects,
 // and `instanceof` accepts them.
@@ -59,30 +65,67 @@ class Session extends native.Session {
     return value instanceof native.Session
   }
 }
-const close = native.Session.prototype.close
-Object.defineProperty(native.Session.prototype, 'close', {
-  value: function closeTracked(...args) {
-    for (const ref of open) if (ref.deref() === this) open.delete(ref)
+/** Replaces `cls.prototype[name]` with `wrap(original)`. */
+function redefine(cls, name, wrap) {
+  const original = cls.prototype[name]
+  Object.defineProperty(cls.prototype, name, { value: wrap(original), writable: true, configurable: true })
+}
+function untrack(set, value) {
+  for (const ref of set) if (ref.deref() === value) set.delete(ref)
+}
+redefine(native.Session, 'close', (close) =>
+  function closeTracked(...args) {
+    untrack(open, this)
     return close.apply(this, args)
   },
-  writable: true,
-  configurable: true,
-})
+)
+for (const name of ['swap', 'expose']) {
+  redefine(native.Session, name, (make) =>
+    async function madeTracked(...args) {
+      const handle = await make.apply(this, args)
+      openHandles.add(new WeakRef(handle))
+      return handle
+    },
+  )
+}
+for (const cls of [native.Swap, native.Expose]) {
+  redefine(cls, 'close', (close) =>
+    function closeTracked(...args) {
+      untrack(openHandles, this)
+      return close.apply(this, args)
+    },
+  )
+}
 process.on('beforeExit', () => {
+  const handles = [...openHandles].map((ref) => ref.deref()).filter(Boolean)
+  openHandles.clear()
   const left = [...open].map((ref) => ref.deref()).filter(Boolean)
   open.clear()
-  if (left.length === 0) return
-  process.stderr.write(`ktconnect: closing ${left.length} session(s) the program left open\n`)
-  Promise.allSettled(left.map((s) => s.close())).then((results) => {
+  if (handles.length === 0 && left.length === 0) return
+  const report = (what) => (results) => {
     for (const r of results) {
-      if (r.status === 'rejected') process.stderr.write(`ktconnect: closing a session left open: ${r.reason?.message ?? r.reason}\n`)
+      if (r.status === 'rejected') process.stderr.write(`ktconnect: closing a ${what} left open: ${r.reason?.message ?? r.reason}\n`)
     }
-  })
+  }
+  if (handles.length > 0) {
+    process.stderr.write(`ktconnect: closing ${handles.length} swap(s)/expose(s) the program left open\n`)
+  }
+  if (left.length > 0) {
+    process.stderr.write(`ktconnect: closing ${left.length} session(s) the program left open\n`)
+  }
+  Promise.allSettled(handles.map((h) => h.close()))
+    .then(report('swap or expose'))
+    .then(() => Promise.allSettled(left.map((s) => s.close())))
+    .then(report('session'))
 })
 
 module.exports.Session = Session
 module.exports.EventStream = native.EventStream
 module.exports.UdpChannel = native.UdpChannel
+module.exports.Swap = native.Swap
+module.exports.Expose = native.Expose
+module.exports.clean = native.clean
+module.exports.recover = native.recover
 module.exports.errorKinds = native.errorKinds
 module.exports.eventKinds = native.eventKinds
 module.exports.recoverSystemDns = native.recoverSystemDns

@@ -39,6 +39,7 @@ export type KtErrorCode =
   | 'KT_CLEANUP'
   | 'KT_INTERNAL'
   | 'KT_CONNECT'
+  | 'KT_CONFLICT'
 
 /** Every promise of ktconnect rejects with this: an Error whose message carries the
  *  whole cause chain, with a stable code to branch on. */
@@ -56,6 +57,16 @@ export declare const asyncDispose: symbol
 
 export interface Session {
   /** close(): for \`await using session = await Session.connect(...)\`. */
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export interface Swap {
+  /** close(): for \`await using swap = await session.swap(...)\`. */
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export interface Expose {
+  /** close(): for \`await using preview = await session.expose(...)\`. */
   [Symbol.asyncDispose](): Promise<void>
 }
 `

@@ -100,7 +100,7 @@ pub(crate) fn event(e: &kt_core::Event) -> Event {
 pub struct EventShape {
     /// What happened.
     #[napi(
-        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed'"
+        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict'"
     )]
     pub kind: String,
     /// The event in words (as kt logs it).
@@ -127,7 +127,8 @@ pub struct EventShape {
     pub routes: Option<Vec<String>>,
     /// DnsInstalled: the local DNS server (`ip:port`).
     pub server: Option<String>,
-    /// DnsInstalled: what was changed.
+    /// DnsInstalled: what was changed; Restored: what was put back; RestoreConflict:
+    /// the value left alone and why.
     pub detail: Option<String>,
     /// Reconnecting: the try number (1, 2, ...).
     pub attempt: Option<u32>,
@@ -135,6 +136,24 @@ pub struct EventShape {
     pub attempts: Option<u32>,
     /// Reconnecting, TunnelLost, HeartbeatFailed: why.
     pub reason: Option<String>,
+    /// Listening: `remote -> 127.0.0.1:local`, one per port.
+    pub ports: Option<Vec<String>>,
+    /// SelectorSwitched: the Service; ServiceCreated: the new Service.
+    pub service: Option<String>,
+    /// SelectorSwitched: the Service's new selector.
+    pub selector: Option<String>,
+    /// Scaled: the workload (`deploy/web`).
+    pub workload: Option<String>,
+    /// Scaled: the replicas before.
+    pub from: Option<u32>,
+    /// Scaled: the replicas after.
+    pub to: Option<u32>,
+    /// Inbound: who connected (an address in the cluster).
+    pub peer: Option<String>,
+    /// Inbound: the shadow's port it connected to.
+    pub port: Option<u32>,
+    /// Restored: the object (`Service dev/web`).
+    pub object: Option<String>,
 }
 
 /// The kinds of event, by kt-core name (`creating`, `tunnel_up`, ...); an event's
@@ -198,6 +217,32 @@ pub fn event_examples() -> Vec<Event> {
         },
         E::Closing,
         E::Closed,
+        E::Listening {
+            ports: vec![text("80 -> 127.0.0.1:8080")],
+        },
+        E::SelectorSwitched {
+            service: text("web"),
+            selector: text("kt.dev/swap=a1b2c3d4"),
+        },
+        E::Scaled {
+            workload: text("deploy/web"),
+            from: 2,
+            to: 0,
+        },
+        E::ServiceCreated {
+            service: text("preview"),
+        },
+        E::Inbound {
+            peer: text("10.244.0.9:41234"),
+            port: 80,
+        },
+        E::Restored {
+            object: text("Service dev/web"),
+            detail: text("/spec/selector"),
+        },
+        E::RestoreConflict {
+            detail: text("example"),
+        },
     ]
     .iter()
     .map(event)

@@ -169,11 +169,25 @@ const VPN_KEYS: &[&str] = &[
 /// Builds kt-core's options from what JavaScript passed (`undefined` and `null` mean
 /// the defaults).
 pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError> {
+    parse_with(options, &[]).map(|(opts, _)| opts)
+}
+
+/// [`parse`] for a function that takes the connection options and a few keys of its
+/// own (`extra`, e.g. `clean`'s `dryRun`): those come back with their values.
+pub(crate) fn parse_with<'env>(
+    options: Option<Unknown<'env>>,
+    extra: &[&str],
+) -> Result<(CoreOptions, Vec<(String, Unknown<'env>)>), KtError> {
     let mut opts = CoreOptions::new();
+    let mut own = Vec::new();
     let Some(obj) = optional_object(options, "options")? else {
-        return Ok(opts);
+        return Ok((opts, own));
     };
     for (key, value) in entries(&obj, "options")? {
+        if extra.contains(&key.as_str()) {
+            own.push((key, value));
+            continue;
+        }
         let path = format!("options.{key}");
         opts = match key.as_str() {
             "kubeconfig" => opts.kubeconfig(non_empty(value, &path)?),
@@ -241,14 +255,15 @@ pub(crate) fn parse(options: Option<Unknown<'_>>) -> Result<CoreOptions, KtError
                 })
             }
             _ => {
+                let known: Vec<&str> = CONNECT_KEYS.iter().chain(extra).copied().collect();
                 return Err(KtError::invalid(format!(
                     "unknown option `{key}`; known options: {}",
-                    CONNECT_KEYS.join(", ")
+                    known.join(", ")
                 )));
             }
         };
     }
-    Ok(opts)
+    Ok((opts, own))
 }
 
 fn vpn(value: Unknown<'_>, path: &str) -> Result<VpnOptions, KtError> {

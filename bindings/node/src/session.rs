@@ -10,6 +10,7 @@ use napi_derive::napi;
 
 use crate::error::{KtError, promise, rejected};
 use crate::events::EventStream;
+use crate::inbound::{self, Expose, Swap};
 use crate::options::{self, non_empty, port};
 use crate::udp::UdpChannel;
 
@@ -324,6 +325,47 @@ impl Session {
             },
             move |(channel, target)| UdpChannel::new(channel, target, port),
         )
+    }
+
+    /// Takes over `target`'s traffic (`deploy/NAME`, `sts/NAME`, `svc/NAME`, or a bare
+    /// name: a Service, else a Deployment, else a StatefulSet): connections that pods
+    /// make to it arrive at local ports here until the `Swap` is closed (`await using
+    /// swap = await session.swap(...)`). Nothing changes before the swap shadow is
+    /// ready and listening. Rejects with `KT_CONFLICT` while another live session
+    /// holds the target (the message names it and since when), `KT_NOT_FOUND` for a
+    /// missing target, `KT_INVALID_ARGUMENT` for a port the target does not have,
+    /// `KT_CONNECT` when nothing listens on a local port, `KT_FORBIDDEN` without the
+    /// Role `kt-inbound`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "target: string, options: SwapOptions",
+        ts_return_type = "Promise<Swap>"
+    )]
+    pub fn swap<'env>(
+        &self,
+        env: &'env Env,
+        target: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Swap>> {
+        inbound::swap(env, self.core().cloned(), target, options)
+    }
+
+    /// Publishes local ports as a new Service `name` in the session's namespace: pods
+    /// connecting to `name:remote` reach `127.0.0.1:local` here until the `Expose` is
+    /// closed. Rejects with `KT_CONFLICT` when a Service `name` exists already
+    /// (nothing is created then).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "name: string, options: ExposeOptions",
+        ts_return_type = "Promise<Expose>"
+    )]
+    pub fn expose<'env>(
+        &self,
+        env: &'env Env,
+        name: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Expose>> {
+        inbound::expose(env, self.core().cloned(), name, options)
     }
 
     /// Every event since the session started, then new ones, ending after `Closed`.

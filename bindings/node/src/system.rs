@@ -33,8 +33,9 @@ pub fn recover_system_dns(env: &Env) -> napi::Result<PromiseRaw<'_, Vec<String>>
 }
 
 /// For the tests: kt-core's lists of every setting, session operation and function
-/// (`connectOptions`, `vpnOptions`, `sessionOperations`, `functions`, by kt-core
-/// name), which this binding must all expose (`test/parity.test.mjs`).
+/// (`connectOptions`, `vpnOptions`, `sessionOperations`, `functions`, `swapOptions`,
+/// `exposeOptions`, `swapOperations`, `exposeOperations`, by kt-core name), which this
+/// binding must all expose (`test/parity.test.mjs`).
 #[doc(hidden)]
 #[napi(catch_unwind, js_name = "__surface")]
 pub fn surface() -> HashMap<&'static str, Vec<&'static str>> {
@@ -44,5 +45,9 @@ pub fn surface() -> HashMap<&'static str, Vec<&'static str>> {
         ("vpnOptions", s::VPN_OPTIONS.to_vec()),
         ("sessionOperations", s::SESSION_OPERATIONS.to_vec()),
         ("functions", s::FUNCTIONS.to_vec()),
+        ("swapOptions", s::SWAP_OPTIONS.to_vec()),
+        ("exposeOptions", s::EXPOSE_OPTIONS.to_vec()),
+        ("swapOperations", s::SWAP_OPERATIONS.to_vec()),
+        ("exposeOperations", s::EXPOSE_OPERATIONS.to_vec()),
     ])
 }

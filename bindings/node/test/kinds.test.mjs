@@ -93,6 +93,20 @@ test('events are { kind, message, ...fields } built from kt-core kinds and field
   assert.equal(byKind.Reconnecting.attempt, 1)
   assert.equal(byKind.Reconnected.attempts, 2)
   assert.deepEqual(Object.keys(byKind.Closed), ['kind', 'message'])
+  assert.deepEqual(Object.keys(byKind.Scaled), ['kind', 'message', 'workload', 'from', 'to'])
+  assert.equal(byKind.Scaled.from, 2)
+  assert.deepEqual(byKind.Listening.ports, ['80 -> 127.0.0.1:8080'])
+  assert.equal(byKind.Inbound.port, 80)
+  assert.equal(byKind.Restored.object, 'Service dev/web')
+})
+
+test('a conflict rejects with KT_CONFLICT naming the holder', async () => {
+  await assert.rejects(native.__errorExample('conflict'), (e) => {
+    assert.equal(e.code, 'KT_CONFLICT')
+    assert.equal(e.kind, 'TargetHeld')
+    assert.match(e.message, /held by kt session .* since/)
+    return true
+  })
 })
 
 test('index.d.ts declares every event kind and every field an event has, with its type', () => {

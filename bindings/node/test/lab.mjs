@@ -39,10 +39,12 @@ export function adminKubeconfig() {
 
 /** A namespace with the echo app and a kubeconfig scoped to it: { namespace,
  *  kubeconfig, delete() }. It enforces the restricted Pod Security Standard unless
- *  `restricted` is false (the OpenSSH shadow runs as root). */
-export function labNamespace(prefix, { restricted = true } = {}) {
+ *  `restricted` is false (the OpenSSH shadow runs as root). `role`: which shipped
+ *  Roles the kubeconfig's ServiceAccount is bound to (testbed/test-namespace --role:
+ *  `vpn` by default, `inbound` for swap and expose). */
+export function labNamespace(prefix, { restricted = true, role } = {}) {
   labUp()
-  const args = ['create', prefix, ...(restricted ? ['--restricted'] : [])]
+  const args = ['create', prefix, ...(restricted ? ['--restricted'] : []), ...(role ? ['--role', role] : [])]
   const out = execFileSync(join(REPO, 'testbed', 'test-namespace'), args, {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],

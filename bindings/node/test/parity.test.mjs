@@ -34,6 +34,8 @@ const CONNECT_RENAMES = {
   close_timeout: 'closeTimeoutMs',
 }
 const VPN_RENAMES = {}
+// Swap and expose options: durations in milliseconds.
+const INBOUND_RENAMES = { restore_ttl: 'restoreTtlMs' }
 const OPERATION_RENAMES = {}
 const FUNCTION_RENAMES = {}
 
@@ -58,7 +60,12 @@ test('kt-core lists the surface this test compares with', () => {
   assert.ok(surface.connectOptions.includes('namespace'), `${surface.connectOptions}`)
   assert.ok(surface.vpnOptions.includes('include'), `${surface.vpnOptions}`)
   assert.ok(surface.sessionOperations.includes('forward'), `${surface.sessionOperations}`)
-  assert.deepEqual(surface.functions, ['recover_system_dns'])
+  assert.deepEqual(surface.functions, ['recover_system_dns', 'clean', 'recover'])
+  assert.ok(surface.sessionOperations.includes('swap'), `${surface.sessionOperations}`)
+  assert.ok(surface.swapOptions.includes('restore_ttl'), `${surface.swapOptions}`)
+  assert.ok(surface.exposeOptions.includes('service_type'), `${surface.exposeOptions}`)
+  assert.ok(surface.swapOperations.includes('connections'), `${surface.swapOperations}`)
+  assert.ok(surface.exposeOperations.includes('service'), `${surface.exposeOperations}`)
 })
 
 test('a key Session.connect does not know is rejected as unknown (the probe below means something)', async () => {
@@ -109,4 +116,57 @@ test('every kt-core function is a module export', () => {
     assert.equal(typeof api[fn], 'function', `kt-core's ${name} as ${fn}`)
     assert.match(dts, new RegExp(`export declare function ${fn}\\(`), `${fn} in index.d.ts`)
   }
+})
+
+// kt-core's swap and expose options are keys of SwapOptions / ExposeOptions; that
+// session.swap and session.expose read each of them (and refuse unknown ones) is
+// checked with a real session in swap.test.mjs.
+const inboundKey = (name) => INBOUND_RENAMES[name] ?? camel(name)
+
+test('every kt-core swap and expose option is a key of SwapOptions / ExposeOptions in index.d.ts', () => {
+  for (const [names, iface] of [
+    [surface.swapOptions, 'SwapOptions'],
+    [surface.exposeOptions, 'ExposeOptions'],
+  ]) {
+    const body = dts.match(new RegExp(`export interface ${iface} \\{([^]*?)\\n\\}`))
+    assert.ok(body, `interface ${iface} in index.d.ts`)
+    const keys = [...body[1].matchAll(/\n\s*(\w+)\??: /g)].map((m) => m[1])
+    assert.ok(keys.includes('expose'), `${iface}.expose`)
+    for (const name of names) assert.ok(keys.includes(inboundKey(name)), `kt-core's ${name} as ${iface}.${inboundKey(name)}`)
+  }
+})
+
+test('every kt-core swap and expose operation is a member of Swap / Expose', () => {
+  for (const [names, cls] of [
+    [surface.swapOperations, api.Swap],
+    [surface.exposeOperations, api.Expose],
+  ]) {
+    const decl = dts.match(new RegExp(`export declare class ${cls.name} \\{([^]*?)\\n\\}`))
+    assert.ok(decl, `class ${cls.name} in index.d.ts`)
+    for (const name of names) {
+      const member = camel(name)
+      assert.ok(member in cls.prototype, `kt-core's ${name} as ${cls.name}.${member}`)
+      assert.match(decl[1], new RegExp(`\\n\\s*(get )?${member}\\(`), `${cls.name}.${member} in index.d.ts`)
+    }
+    assert.equal(typeof cls.prototype[api.asyncDispose], 'function', `${cls.name}[Symbol.asyncDispose]`)
+  }
+})
+
+test('clean and recover take every connect option and dryRun, and refuse unknown keys before any cluster call', async () => {
+  for (const call of [(o) => api.clean(o), (o) => api.recover('deploy/web', o)]) {
+    for (const name of [...surface.connectOptions, 'dry_run']) {
+      const key = CONNECT_RENAMES[name] ?? camel(name)
+      const e = await call({ [key]: Symbol('probe') }).then(
+        () => assert.fail(`${key} resolved`),
+        (e) => e,
+      )
+      assert.equal(e.code, 'KT_INVALID_ARGUMENT', `${key}: ${e.message}`)
+      assert.doesNotMatch(e.message, /unknown option/, key)
+      assert.match(e.message, new RegExp(`options\\.${key}\\b`), `${key}: ${e.message}`)
+    }
+    const e = await call({ dryrun: true }).then(() => assert.fail('resolved'), (e) => e)
+    assert.match(e.message, /unknown option `dryrun`; known options: .*dryRun/)
+  }
+  await assert.rejects(api.recover(), (e) => e.code === 'KT_INVALID_ARGUMENT' && /target is required/.test(e.message))
+  await assert.rejects(api.recover(''), (e) => e.code === 'KT_INVALID_ARGUMENT' && /target must not be empty/.test(e.message))
 })

@@ -82,6 +82,7 @@ const KINDS: &[(&str, &str)] = &[
     ("vpn", "VpnError"),
     ("cleanup", "CleanupError"),
     ("internal", "InternalError"),
+    ("conflict", "Conflict"),
 ];
 
 /// One exception class: its name, what it means, and the builtin it also derives from.
@@ -221,6 +222,14 @@ const CLASSES: &[Class] = &[
         name: "CleanupError",
         doc: "Closing could not remove everything the session created; the message has \
               the kubectl command that does.",
+        builtin: None,
+        parent: "KtError",
+    },
+    Class {
+        name: "Conflict",
+        doc: "Someone else holds what this would change: a live kt session swapped the \
+              target (the message names it and since when), or a Service of the name to \
+              expose exists. Wait for it to end, or `recover` a target whose holder died.",
         builtin: None,
         parent: "KtError",
     },

@@ -8,6 +8,8 @@
 //! - `NativeSession` has each operation twice: a blocking call that releases the GIL and
 //!   an `*_async` call that returns an `asyncio.Future`;
 //! - `NativeEvents` reads the session's events, `NativeDatagramChannel` is one UDP flow;
+//! - `NativeSwap` and `NativeExpose` are the inbound handles, `clean` / `recover` the
+//!   module functions that put back what dead sessions left (see [`inbound`]);
 //! - every error becomes a subclass of `ktconnect.KtError` (see [`error`]).
 //!
 //! The sync API, context managers, typed events and the pytest plugin are thin Python
@@ -15,6 +17,7 @@
 
 mod error;
 mod events;
+mod inbound;
 mod options;
 mod runtime;
 mod session;
@@ -35,10 +38,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::NativeSession>()?;
     m.add_class::<events::NativeEvents>()?;
     m.add_class::<session::NativeDatagramChannel>()?;
+    m.add_class::<inbound::NativeSwap>()?;
+    m.add_class::<inbound::NativeExpose>()?;
     m.add_function(wrap_pyfunction!(session::connect, m)?)?;
     m.add_function(wrap_pyfunction!(session::connect_async, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::wait_for_cleanups, m)?)?;
     m.add_function(wrap_pyfunction!(session::recover_system_dns, m)?)?;
+    m.add_function(wrap_pyfunction!(inbound::clean, m)?)?;
+    m.add_function(wrap_pyfunction!(inbound::clean_async, m)?)?;
+    m.add_function(wrap_pyfunction!(inbound::recover, m)?)?;
+    m.add_function(wrap_pyfunction!(inbound::recover_async, m)?)?;
     Ok(())
 }
 
@@ -51,5 +60,9 @@ fn surface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     d.set_item("VPN_OPTIONS", surface::VPN_OPTIONS.to_vec())?;
     d.set_item("SESSION_OPERATIONS", surface::SESSION_OPERATIONS.to_vec())?;
     d.set_item("FUNCTIONS", surface::FUNCTIONS.to_vec())?;
+    d.set_item("SWAP_OPTIONS", surface::SWAP_OPTIONS.to_vec())?;
+    d.set_item("EXPOSE_OPTIONS", surface::EXPOSE_OPTIONS.to_vec())?;
+    d.set_item("SWAP_OPERATIONS", surface::SWAP_OPERATIONS.to_vec())?;
+    d.set_item("EXPOSE_OPERATIONS", surface::EXPOSE_OPERATIONS.to_vec())?;
     m.add("SURFACE", d)
 }

@@ -15,7 +15,7 @@ use crate::events::event_to_py;
 
 /// A duration given as seconds (int or float) or a `datetime.timedelta`, for the
 /// option `name`; `None` when not given.
-fn duration(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+pub(crate) fn duration(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
     let Some(value) = value else {
         return Ok(None);
     };

@@ -18,6 +18,9 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::error::{Failure, Outcome};
 use crate::events::{NativeEvents, address, wait_limit};
+use crate::inbound::{
+    NativeExpose, NativeSwap, expose_options, expose_work, port_maps, swap_options, swap_work,
+};
 use crate::options::{ConnectOptions, port};
 use crate::runtime::{awaitable, block_on, spawn_cleanup, to_py};
 
@@ -343,6 +346,85 @@ impl NativeSession {
             udp_channel_work(self.session(), target, port),
             new_channel,
         )
+    }
+
+    /// Takes over `target`'s traffic (blocking): see `ktconnect.Session.swap`.
+    #[pyo3(signature = (target, expose, *, mode="selector", check_local=true, restore_ttl=None, on_event=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per setting"
+    )]
+    fn swap(
+        &self,
+        py: Python<'_>,
+        target: String,
+        expose: &Bound<'_, PyAny>,
+        mode: &str,
+        check_local: bool,
+        restore_ttl: Option<&Bound<'_, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<NativeSwap> {
+        let ports = port_maps(expose)?;
+        let opts = swap_options(mode, check_local, restore_ttl, on_event)?;
+        let swap = block_on(py, swap_work(self.session(), target, ports, opts))?;
+        py.check_signals()?;
+        Ok(swap)
+    }
+
+    /// `swap` as an awaitable.
+    #[pyo3(signature = (target, expose, *, mode="selector", check_local=true, restore_ttl=None, on_event=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per setting"
+    )]
+    fn swap_async<'py>(
+        &self,
+        py: Python<'py>,
+        target: String,
+        expose: &Bound<'_, PyAny>,
+        mode: &str,
+        check_local: bool,
+        restore_ttl: Option<&Bound<'_, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ports = port_maps(expose)?;
+        let opts = swap_options(mode, check_local, restore_ttl, on_event)?;
+        awaitable(py, swap_work(self.session(), target, ports, opts), to_py)
+    }
+
+    /// Publishes local ports as a new Service `name` (blocking): see
+    /// `ktconnect.Session.expose`.
+    #[pyo3(signature = (name, expose, *, service_type="ClusterIP", check_local=true, on_event=None))]
+    fn expose(
+        &self,
+        py: Python<'_>,
+        name: String,
+        expose: &Bound<'_, PyAny>,
+        service_type: &str,
+        check_local: bool,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<NativeExpose> {
+        let ports = port_maps(expose)?;
+        let opts = expose_options(service_type, check_local, on_event)?;
+        let made = block_on(py, expose_work(self.session(), name, ports, opts))?;
+        py.check_signals()?;
+        Ok(made)
+    }
+
+    /// `expose` as an awaitable.
+    #[pyo3(signature = (name, expose, *, service_type="ClusterIP", check_local=true, on_event=None))]
+    fn expose_async<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        expose: &Bound<'_, PyAny>,
+        service_type: &str,
+        check_local: bool,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ports = port_maps(expose)?;
+        let opts = expose_options(service_type, check_local, on_event)?;
+        awaitable(py, expose_work(self.session(), name, ports, opts), to_py)
     }
 
     /// Removes everything the session created (blocking); again does nothing.

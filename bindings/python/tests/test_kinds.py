@@ -31,6 +31,7 @@ EXPECTED = {
     "vpn": (ktconnect.VpnError, OSError),
     "cleanup": (ktconnect.CleanupError, None),
     "internal": (ktconnect.InternalError, None),
+    "conflict": (ktconnect.Conflict, None),
 }
 
 
@@ -101,8 +102,27 @@ def test_an_unknown_kind_name_is_an_invalid_argument() -> None:
 
 def test_every_event_kind_has_a_typed_event_class() -> None:
     kinds = _native.EVENT_KINDS
-    assert len(kinds) == len(set(kinds)) >= 15
+    assert len(kinds) == len(set(kinds)) >= 22
     missing = [k for k in kinds if k not in events._BY_KIND]
     assert not missing, f"event kinds without a class in ktconnect.events: {missing}"
     for kind in kinds:
         assert events._BY_KIND[kind].__name__ in events.__all__
+
+
+def test_a_conflict_names_the_holder() -> None:
+    with pytest.raises(ktconnect.Conflict) as info:
+        _native._raise_error_example("conflict")
+    assert info.value.kind == "conflict" and info.value.variant == "target_held"
+    assert "since" in str(info.value)
+
+
+def test_inbound_events_become_their_typed_classes() -> None:
+    """Field names that are Python keywords get a trailing underscore, lists become
+    tuples, as for the session's events."""
+    scaled = events._from_native(("scaled", "scaled deploy/web", {"workload": "deploy/web", "from": 2, "to": 0}))
+    assert isinstance(scaled, events.Scaled)
+    assert (scaled.workload, scaled.from_, scaled.to) == ("deploy/web", 2, 0)
+    listening = events._from_native(("listening", "listening", {"ports": ["8080"]}))
+    assert isinstance(listening, events.Listening) and listening.ports == ("8080",)
+    inbound = events._from_native(("inbound", "x", {"peer": "10.0.0.7:4242", "port": 80}))
+    assert isinstance(inbound, events.Inbound) and inbound.port == 80

@@ -38,10 +38,24 @@ def _missing(names, keywords, renamed) -> list:
 
 def test_the_surface_lists_come_from_kt_core() -> None:
     surface = _native.SURFACE
-    assert set(surface) == {"CONNECT_OPTIONS", "VPN_OPTIONS", "SESSION_OPERATIONS", "FUNCTIONS"}
+    assert set(surface) == {
+        "CONNECT_OPTIONS",
+        "VPN_OPTIONS",
+        "SESSION_OPERATIONS",
+        "FUNCTIONS",
+        "SWAP_OPTIONS",
+        "EXPOSE_OPTIONS",
+        "SWAP_OPERATIONS",
+        "EXPOSE_OPERATIONS",
+    }
     assert "shadow_heartbeat_timeout" in surface["CONNECT_OPTIONS"]
     assert "udp_channel" in surface["SESSION_OPERATIONS"]
-    assert "recover_system_dns" in surface["FUNCTIONS"]
+    assert "swap" in surface["SESSION_OPERATIONS"]
+    assert "recover_system_dns" in surface["FUNCTIONS"] and "clean" in surface["FUNCTIONS"]
+    assert "restore_ttl" in surface["SWAP_OPTIONS"]
+    assert "service_type" in surface["EXPOSE_OPTIONS"]
+    assert "connections" in surface["SWAP_OPERATIONS"]
+    assert "service" in surface["EXPOSE_OPERATIONS"]
 
 
 def test_every_connect_option_of_kt_core_is_a_keyword_of_session_connect() -> None:
@@ -67,14 +81,37 @@ def test_every_session_operation_of_kt_core_is_a_session_method_or_property() ->
     ]
     assert not missing, f"ktconnect.Session lacks kt-core's {missing}"
     # Each blocking operation that waits has its asyncio twin.
-    for op in ("resolve", "forward", "forward_udp", "udp_channel", "close"):
+    for op in ("resolve", "forward", "forward_udp", "udp_channel", "swap", "expose", "close"):
         assert inspect.iscoroutinefunction(getattr(ktconnect.Session, f"{op}_async")), op
+
+
+def test_every_swap_and_expose_option_of_kt_core_is_a_keyword() -> None:
+    for names, funcs in (
+        ("SWAP_OPTIONS", (ktconnect.Session.swap, ktconnect.Session.swap_async)),
+        ("EXPOSE_OPTIONS", (ktconnect.Session.expose, ktconnect.Session.expose_async)),
+    ):
+        for func in funcs:
+            missing = _missing(_native.SURFACE[names], _keywords(func), {})
+            assert not missing, f"{func.__qualname__} has no keyword for kt-core's {missing}"
+
+
+def test_every_swap_and_expose_operation_of_kt_core_is_a_member_of_the_handle() -> None:
+    for names, cls in (("SWAP_OPERATIONS", ktconnect.Swap), ("EXPOSE_OPERATIONS", ktconnect.Expose)):
+        missing = [op for op in _native.SURFACE[names] if not hasattr(cls, op)]
+        assert not missing, f"ktconnect.{cls.__name__} lacks kt-core's {missing}"
+        assert inspect.iscoroutinefunction(cls.close_async)
+        # `with` and `async with` close it.
+        for method in ("__enter__", "__exit__", "__aenter__", "__aexit__"):
+            assert hasattr(cls, method), (cls, method)
 
 
 def test_every_function_of_kt_core_is_a_module_function() -> None:
     missing = [f for f in _native.SURFACE["FUNCTIONS"] if not callable(getattr(ktconnect, f, None))]
     assert not missing, f"ktconnect lacks kt-core's functions {missing}"
     assert set(_native.SURFACE["FUNCTIONS"]) <= set(ktconnect.__all__)
+    # The ones that talk to the cluster have their asyncio twin.
+    for f in ("clean", "recover"):
+        assert inspect.iscoroutinefunction(getattr(ktconnect, f"{f}_async")), f
 
 
 def test_the_check_fails_for_a_name_python_does_not_have() -> None:

@@ -149,7 +149,7 @@ impl Expose {
             });
         }
         if opts.check_local {
-            check_local(listen.iter().map(|p| p.local)).await?;
+            check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
         let id = crate::shadow::session_id();
         let mut shadow_opts = session_opts.clone();

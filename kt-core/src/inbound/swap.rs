@@ -121,7 +121,7 @@ impl Swap {
         // What changes, before anything is created.
         let objects = changed_objects(cluster, &name, &resolved, opts.mode).await?;
         if opts.check_local {
-            check_local(listen.iter().map(|p| p.local)).await?;
+            check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
         let id = crate::shadow::session_id();
         // Everything the target is made of, whatever the mode: a selector swap of a

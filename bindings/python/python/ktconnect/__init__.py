@@ -16,7 +16,13 @@ cluster DNS::
 is the same for asyncio. Errors are subclasses of :class:`KtError`, one per kind of failure (``KtError.kind``
 names it, as every kt front end does); progress comes as
 typed events (:mod:`ktconnect.events`). The pytest plugin (:mod:`ktconnect.pytest_plugin`)
-gives tests a ``kt_session`` fixture.
+gives tests a ``kt_session`` fixture and a ``kt_swap`` factory.
+
+The other way round, ``with session.swap("deploy/web", "8080:80") as swap:`` sends the
+traffic that pods send to ``web`` to ``127.0.0.1:8080`` here until the block ends
+(then the cluster is exactly as before); ``session.expose("preview", "3000:80")``
+publishes a local port as a new Service; :func:`clean` and :func:`recover` put back
+what sessions that died left.
 """
 
 from . import events
@@ -24,6 +30,7 @@ from ._native import (
     ApiError,
     CleanupError,
     Closed,
+    Conflict,
     ConfigError,
     ConnectError,
     ConnectOptions,
@@ -46,6 +53,7 @@ from ._native import (
     VpnOptions,
     __version__,
 )
+from ._inbound import CleanReport, Expose, Swap, clean, clean_async, recover, recover_async
 from ._session import DatagramChannel, Events, Session, connect_options, recover_system_dns
 from .events import Event
 
@@ -55,6 +63,13 @@ __all__ = [
     "VpnOptions",
     "connect_options",
     "recover_system_dns",
+    "clean",
+    "clean_async",
+    "recover",
+    "recover_async",
+    "CleanReport",
+    "Swap",
+    "Expose",
     "DatagramChannel",
     "Events",
     "Event",
@@ -80,5 +95,6 @@ __all__ = [
     "VpnError",
     "CleanupError",
     "InternalError",
+    "Conflict",
     "__version__",
 ]

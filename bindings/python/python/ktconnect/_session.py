@@ -24,6 +24,7 @@ from typing import (
 )
 
 from . import _native as _kt
+from ._inbound import Expose, Ports, Swap, _close_open_handles, _expose_args, _swap_args
 from .events import Event, _from_native
 
 __all__ = ["Session", "Events", "DatagramChannel", "connect_options", "recover_system_dns"]
@@ -42,6 +43,8 @@ _EXIT_CLEANUP_SECONDS = 60.0
 
 @atexit.register
 def _close_open_sessions() -> None:
+    # Swaps and exposes first: each puts the cluster back before its session goes.
+    _close_open_handles()
     with _open_lock:
         sessions = list(_open_sessions)
     for session in sessions:
@@ -54,7 +57,8 @@ def _close_open_sessions() -> None:
     if not _kt.wait_for_cleanups(_EXIT_CLEANUP_SECONDS):
         sys.stderr.write(
             "ktconnect: some sessions were still being closed at exit; list what is left "
-            "with `kubectl get pods,secrets -l app.kubernetes.io/managed-by=kt`\n"
+            "with `kubectl get pods,secrets,services -l app.kubernetes.io/managed-by=kt`, "
+            "or put it back with ktconnect.clean()\n"
         )
 
 
@@ -729,6 +733,70 @@ class Session:
         _check_target(target, port)
         return DatagramChannel._adopt(self._native.udp_channel(target, port))
 
+    def swap(
+        self,
+        target: str,
+        expose: Ports,
+        *,
+        mode: str = "selector",
+        check_local: bool = True,
+        restore_ttl: Seconds = 30.0,
+        on_event: Optional[Callable[[Event], None]] = None,
+    ) -> Swap:
+        """Takes over ``target``'s traffic: connections that pods in the cluster make
+        to it arrive at local ports on this machine, until the returned
+        :class:`ktconnect.Swap` is closed (use it as ``with session.swap(...) as
+        swap:``).
+
+        - ``target``: ``deploy/NAME``, ``sts/NAME``, ``svc/NAME`` or a bare name (a
+          Service of that name, else a Deployment, else a StatefulSet).
+        - ``expose``: ``local[:remote]`` pairs, as a str (``"8080:80,9090"``) or a
+          list (``["8080:80", "9090:grpc"]``); ``remote`` (default: the local port's
+          number) is a Service port, a container port or a port name of the target.
+        - ``mode``: ``"selector"`` (default: the Services that select the workload
+          select the swap shadow instead; the workload keeps running) or ``"scale"``
+          (the shadow carries the workload's pod labels and the workload is scaled to
+          0; a workload under a HorizontalPodAutoscaler is refused).
+        - ``check_local``: refuse (:class:`ktconnect.ConnectError`) when nothing
+          listens on a local port (default ``True``; ``False`` to start the local
+          process afterwards).
+        - ``restore_ttl``: seconds (or ``timedelta``) after the last heartbeat at which
+          the swap shadow puts the cluster back by itself if this process died
+          (default 30, at least 3).
+        - ``on_event``: called with each :class:`ktconnect.Event` of the swap (on a kt
+          thread; keep it quick).
+
+        Nothing changes before the shadow is ready and listening. Raises
+        :class:`ktconnect.Conflict` while another live session holds the target (the
+        message names it and since when), :class:`ktconnect.NotFound` for a missing
+        target, :class:`ktconnect.InvalidArgument` for a port the target does not
+        have, :class:`ktconnect.Forbidden` without the Role ``kt-inbound``.
+        """
+        args = _swap_args(target, expose, mode, check_local, restore_ttl, on_event)
+        return Swap._adopt(self._native.swap(target, expose, **args))
+
+    def expose(
+        self,
+        name: str,
+        expose: Ports,
+        *,
+        service_type: str = "ClusterIP",
+        check_local: bool = True,
+        on_event: Optional[Callable[[Event], None]] = None,
+    ) -> Expose:
+        """Publishes local ports as a new Service ``name`` in the session's namespace:
+        pods connecting to ``name:remote`` reach ``127.0.0.1:local`` here, until the
+        returned :class:`ktconnect.Expose` is closed (or its ``with`` block ends).
+
+        ``expose`` as for :meth:`swap` (``remote`` is the Service port; default the
+        local port's number); ``service_type``: ``"ClusterIP"`` (default),
+        ``"NodePort"`` or ``"LoadBalancer"``; ``check_local`` and ``on_event`` as for
+        :meth:`swap`. Raises :class:`ktconnect.Conflict` when a Service ``name``
+        exists already (nothing is created then).
+        """
+        args = _expose_args(name, expose, service_type, check_local, on_event)
+        return Expose._adopt(self._native.expose(name, expose, **args))
+
     def close(self) -> None:
         """Removes the shadow pod and its Secret if any, waits until they are gone, and
         ends every proxy and forward. Calling it again does nothing. Raises
@@ -761,6 +829,34 @@ class Session:
         """:meth:`udp_channel` for asyncio."""
         _check_target(target, port)
         return DatagramChannel._adopt(await self._native.udp_channel_async(target, port))
+
+    async def swap_async(
+        self,
+        target: str,
+        expose: Ports,
+        *,
+        mode: str = "selector",
+        check_local: bool = True,
+        restore_ttl: Seconds = 30.0,
+        on_event: Optional[Callable[[Event], None]] = None,
+    ) -> Swap:
+        """:meth:`swap` for asyncio: ``async with await session.swap_async(...) as
+        swap:``."""
+        args = _swap_args(target, expose, mode, check_local, restore_ttl, on_event)
+        return Swap._adopt(await self._native.swap_async(target, expose, **args))
+
+    async def expose_async(
+        self,
+        name: str,
+        expose: Ports,
+        *,
+        service_type: str = "ClusterIP",
+        check_local: bool = True,
+        on_event: Optional[Callable[[Event], None]] = None,
+    ) -> Expose:
+        """:meth:`expose` for asyncio."""
+        args = _expose_args(name, expose, service_type, check_local, on_event)
+        return Expose._adopt(await self._native.expose_async(name, expose, **args))
 
     async def close_async(self) -> None:
         """:meth:`close` for asyncio."""

@@ -2,7 +2,9 @@
 
 Every event has ``kind`` (``"creating"``, ``"tunnel_up"``, ...) and ``message`` (one
 line for a person, also ``str(event)``), plus the fields of its kind. A session's events
-start with :class:`Creating` and end with :class:`Closed`::
+start with :class:`Creating` and end with :class:`Closed`; a swap's or an expose's
+(:meth:`ktconnect.Swap.events`) have their own kinds too (:class:`Listening`,
+:class:`SelectorSwitched`, :class:`Scaled`, :class:`Inbound`, :class:`Restored`, ...)::
 
     for event in session.events(timeout=30):
         print(event.kind, event)
@@ -32,6 +34,13 @@ __all__ = [
     "HeartbeatFailed",
     "Closing",
     "Closed",
+    "Listening",
+    "SelectorSwitched",
+    "Scaled",
+    "ServiceCreated",
+    "Inbound",
+    "Restored",
+    "RestoreConflict",
 ]
 
 Address = Tuple[str, int]
@@ -156,6 +165,63 @@ class Closed(Event):
     """Every object is gone and every task ended: the last event."""
 
 
+@dataclass(frozen=True)
+class Listening(Event):
+    """Swap or expose: the shadow is ready and listens on these ports (nothing in
+    the cluster was changed before this)."""
+
+    ports: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SelectorSwitched(Event):
+    """Swap, selector mode: a Service's selector was switched (to the swap shadow, or
+    back to the original at close)."""
+
+    service: str
+    selector: str
+
+
+@dataclass(frozen=True)
+class Scaled(Event):
+    """Swap, scale mode: the workload was scaled from ``from_`` to ``to`` replicas
+    (``from`` in kt's other front ends; a keyword in Python)."""
+
+    workload: str
+    from_: int
+    to: int
+
+
+@dataclass(frozen=True)
+class ServiceCreated(Event):
+    """Expose: the new Service exists."""
+
+    service: str
+
+
+@dataclass(frozen=True)
+class Inbound(Event):
+    """A connection from the cluster arrived (``peer`` connected to ``port``)."""
+
+    peer: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Restored(Event):
+    """Close (or a restore after a crash) put a value back on ``object``."""
+
+    object: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class RestoreConflict(Event):
+    """A value someone else changed meanwhile was left alone, not restored."""
+
+    detail: str
+
+
 _BY_KIND: Dict[str, Type[Event]] = {
     "creating": Creating,
     "scheduled": Scheduled,
@@ -172,6 +238,13 @@ _BY_KIND: Dict[str, Type[Event]] = {
     "heartbeat_failed": HeartbeatFailed,
     "closing": Closing,
     "closed": Closed,
+    "listening": Listening,
+    "selector_switched": SelectorSwitched,
+    "scaled": Scaled,
+    "service_created": ServiceCreated,
+    "inbound": Inbound,
+    "restored": Restored,
+    "restore_conflict": RestoreConflict,
 }
 
 
@@ -183,6 +256,10 @@ def _from_native(raw: Optional[Tuple[str, str, Dict[str, Any]]]) -> Optional[Eve
     cls = _BY_KIND.get(kind)
     if cls is None:
         return Event(kind=kind, message=message)
-    if "routes" in fields:
-        fields["routes"] = tuple(fields["routes"])
+    for name in ("routes", "ports"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    # Python keywords cannot be field names.
+    if "from" in fields:
+        fields["from_"] = fields.pop("from")
     return cls(kind=kind, message=message, **fields)

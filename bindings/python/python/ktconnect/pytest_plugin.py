@@ -18,6 +18,14 @@ Fixtures:
 - ``kt_requests``: a ``requests.Session`` whose traffic goes through the session's
   HTTP proxy; ``kt_httpx``: an ``httpx.Client`` likewise (each closed after the test).
 - ``kt_env``: ``os.environ`` plus :meth:`ktconnect.Session.env`, for ``subprocess``.
+- ``kt_swap``: a factory, ``kt_swap(target, expose, **options)`` calls
+  :meth:`ktconnect.Session.swap` on ``kt_session`` and returns the
+  :class:`ktconnect.Swap`; every swap it made is closed when the test ends (the
+  cluster is put back even when the test fails)::
+
+      def test_web_calls_my_local_build(kt_swap, my_server):
+          swap = kt_swap("deploy/web", f"{my_server.port}:80")
+          ...  # pods calling `web` reach my_server
 
 Configuration, first found wins: command-line option, ini setting, environment:
 
@@ -36,10 +44,11 @@ Unset settings take kt's defaults (the kubeconfig's current context and namespac
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from ._inbound import Ports, Swap
 from ._session import Session
 
 # (option dest / ini name, environment variables, help)
@@ -156,3 +165,28 @@ def kt_httpx(kt_session: Session) -> Iterator[Any]:
         pytest.fail("the kt_httpx fixture needs the httpx package: pip install httpx")
     with httpx.Client(proxy=kt_session.httpx_proxy(), trust_env=False) as client:
         yield client
+
+
+@pytest.fixture
+def kt_swap(kt_session: Session) -> Iterator[Callable[..., Swap]]:
+    """A factory: ``kt_swap(target, expose, **options)`` swaps ``target`` with
+    ``kt_session`` (the arguments of :meth:`ktconnect.Session.swap`); every swap made
+    is closed at teardown, the last made first."""
+    made: List[Swap] = []
+
+    def swap(target: str, expose: Ports, **options: Any) -> Swap:
+        handle = kt_session.swap(target, expose, **options)
+        made.append(handle)
+        return handle
+
+    try:
+        yield swap
+    finally:
+        failures = []
+        for handle in reversed(made):
+            try:
+                handle.close()
+            except Exception as e:  # noqa: BLE001 - close the others, then report
+                failures.append(e)
+        if failures:
+            raise failures[0]
