@@ -375,12 +375,7 @@ impl Session {
         let inner = &self.inner;
         inner
             .teardown
-            .close(async {
-                inner.events.emit(Event::Closing);
-                let result = inner.shut_down().await;
-                inner.events.emit(Event::Closed);
-                result
-            })
+            .close_reporting(&inner.events, inner.shut_down())
             .await
     }
 

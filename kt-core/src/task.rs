@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
+use crate::events::{Event, EventBus};
 
 /// The owner of a session's tasks: every task is tracked (so `close` can wait for it)
 /// and ends when the session is cancelled.
@@ -93,6 +94,21 @@ impl Teardown {
         let result = teardown.await;
         *done = true;
         result
+    }
+
+    /// [`Teardown::close`] reporting it: [`Event::Closing`] before `teardown`,
+    /// [`Event::Closed`] after (once, however often it is called).
+    pub(crate) async fn close_reporting<F>(&self, events: &EventBus, teardown: F) -> Result<()>
+    where
+        F: Future<Output = Result<()>>,
+    {
+        self.close(async {
+            events.emit(Event::Closing);
+            let result = teardown.await;
+            events.emit(Event::Closed);
+            result
+        })
+        .await
     }
 
     /// For `Drop`: unless closing already started, runs `now` (what must not wait for

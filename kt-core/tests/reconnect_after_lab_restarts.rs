@@ -9,44 +9,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Result, ensure};
 use common::{Fixture, curl_echo};
-use kt_core::{Event, Events, ShadowFlavour};
-
-fn restart(component: &str) -> Result<()> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testbed/restart");
-    let status = std::process::Command::new(&script)
-        .arg(component)
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    ensure!(
-        status.success(),
-        "testbed/restart {component} failed: {status}"
-    );
-    Ok(())
-}
-
-/// Waits (bounded) for the next `Reconnected` event.
-async fn reconnected(events: &mut Events, after: &str) -> Result<()> {
-    let wait = async {
-        while let Some(e) = events.next().await {
-            match e {
-                Event::Reconnected { .. } => return Ok(()),
-                Event::TunnelLost { reason } => {
-                    bail!("tunnel lost for good after {after}: {reason}")
-                }
-                _ => {}
-            }
-        }
-        bail!("the event stream ended after {after}")
-    };
-    tokio::time::timeout(Duration::from_secs(150), wait)
-        .await
-        .with_context(|| format!("no Reconnected event within 150 s after {after}"))?
-}
+use kt_core::ShadowFlavour;
 
 /// `curl_echo` through the session's HTTP proxy, tried again for up to 60 s while the
 /// cluster's own DNS settles: after an API server restart, CoreDNS's readiness follows
@@ -78,13 +45,13 @@ async fn session_recovers_when_the_node_agent_and_then_the_api_server_restart() 
     // Skip what happened before now.
     while events.try_next().is_some() {}
 
-    restart("node")?;
-    reconnected(&mut events, "the node agent restarted").await?;
+    common::restart("node")?;
+    common::reconnected(&mut events, "the node agent restarted").await?;
     let reply = curl_through_settling_lab(&proxy, "http://echo/after-node").await?;
     ensure!(reply.path == "/after-node");
 
-    restart("kube-apiserver")?;
-    reconnected(&mut events, "the API server restarted").await?;
+    common::restart("kube-apiserver")?;
+    common::reconnected(&mut events, "the API server restarted").await?;
     let url = format!("http://echo.{}/after-apiserver", f.ns.name());
     let reply = curl_through_settling_lab(&proxy, &url).await?;
     ensure!(reply.path == "/after-apiserver");

@@ -14,71 +14,12 @@ use common::{Fixture, Shipped};
 use kt_core::{ErrorKind, Event, ExposeOptions, PortMap, ShadowFlavour, SwapMode, SwapOptions};
 use kt_lab_tests::TestNamespace;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 
 /// Every kind of object kt may create for a swap or an expose.
 const KT_KINDS: &str = "pods,services,leases,serviceaccounts,roles,rolebindings,secrets";
 
-/// An HTTP server on 127.0.0.1 answering every request with `token`; returns its port.
-async fn local_server(token: String) -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let token = token.clone();
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{token}",
-                    token.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    Ok(port)
-}
-
 fn token() -> String {
     format!("laptop-token-{}", kt_lab_tests::unique_name("t"))
-}
-
-/// A client pod that passes the restricted standard, for calls from inside the cluster.
-async fn client_pod(ns: &TestNamespace) -> Result<String> {
-    ns.apply(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  terminationGracePeriodSeconds: 0
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    seccompProfile:
-      type: RuntimeDefault
-  containers:
-  - name: client
-    image: kt.dev/shell
-    command: ["sleep", "3600"]
-    securityContext:
-      allowPrivilegeEscalation: false
-      capabilities:
-        drop: [ALL]
-"#,
-    )
-    .await?;
-    ns.wait_pod_ready("client").await?;
-    Ok("client".to_owned())
 }
 
 /// `curl` from `pod`; the body, or the failure.
@@ -156,11 +97,11 @@ async fn drain(mut events: kt_core::Events) -> Vec<Event> {
 async fn selector_swap_of_a_deployment_reaches_the_local_process_and_restores_exactly() -> Result<()>
 {
     let f = fixture("kt-swap-sel").await?;
-    let client = client_pod(&f.ns).await?;
+    let client = f.ns.client_pod().await?;
     let svc_before = snapshot(&f.ns, "service/echo").await?;
     let deploy_before = snapshot(&f.ns, "deployment/echo").await?;
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
 
     let ports = PortMap::parse_list([format!("{local}:80").as_str()])?;
     let swap = f.session.swap("deploy/echo", &ports).await?;
@@ -278,11 +219,11 @@ async fn scale_swap_of_a_statefulset_reaches_the_local_process_and_restores_repl
 {
     let f = fixture("kt-swap-sts").await?;
     deploy_echo_sts(&f.ns).await?;
-    let client = client_pod(&f.ns).await?;
+    let client = f.ns.client_pod().await?;
     let svc_before = snapshot(&f.ns, "service/db").await?;
     let sts_before = snapshot(&f.ns, "statefulset/db").await?;
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
 
     let ports = PortMap::parse_list([format!("{local}:http").as_str()])?;
     let opts = SwapOptions::new().mode(SwapMode::Scale);
@@ -331,9 +272,9 @@ async fn scale_swap_of_a_statefulset_reaches_the_local_process_and_restores_repl
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expose_publishes_a_local_port_as_a_new_service() -> Result<()> {
     let f = fixture("kt-expose").await?;
-    let client = client_pod(&f.ns).await?;
+    let client = f.ns.client_pod().await?;
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
     let ports = PortMap::parse_list([format!("{local}:80").as_str()])?;
 
     // An existing Service name is refused, and nothing is created.

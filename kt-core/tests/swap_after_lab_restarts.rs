@@ -8,47 +8,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use common::{Fixture, Shipped};
-use kt_core::{Event, Events, PortMap, ShadowFlavour};
+use kt_core::{PortMap, ShadowFlavour};
 use kt_lab_tests::TestNamespace;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-
-fn restart(component: &str) -> Result<()> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testbed/restart");
-    let status = std::process::Command::new(&script)
-        .arg(component)
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    ensure!(
-        status.success(),
-        "testbed/restart {component} failed: {status}"
-    );
-    Ok(())
-}
-
-/// Waits (bounded) for the swap's next `Reconnected` event.
-async fn reconnected(events: &mut Events, after: &str) -> Result<()> {
-    let wait = async {
-        while let Some(e) = events.next().await {
-            match e {
-                Event::Reconnected { .. } => return Ok(()),
-                Event::TunnelLost { reason } => {
-                    bail!("tunnel lost for good after {after}: {reason}")
-                }
-                _ => {}
-            }
-        }
-        bail!("the event stream ended after {after}")
-    };
-    tokio::time::timeout(Duration::from_secs(150), wait)
-        .await
-        .with_context(|| format!("no Reconnected event within 150 s after {after}"))?
-}
 
 /// A TCP server on 127.0.0.1 answering each connection's first bytes with `laptop:`
 /// and those bytes.
@@ -119,12 +86,12 @@ async fn a_swap_serves_again_after_the_node_agent_and_the_api_server_restart() -
     let mut events = swap.events();
     while events.try_next().is_some() {}
 
-    restart("node")?;
-    reconnected(&mut events, "the node agent restarted").await?;
+    common::restart("node")?;
+    common::reconnected(&mut events, "the node agent restarted").await?;
     reaches_laptop(&f.ns, &client, "after-node").await?;
 
-    restart("kube-apiserver")?;
-    reconnected(&mut events, "the API server restarted").await?;
+    common::restart("kube-apiserver")?;
+    common::reconnected(&mut events, "the API server restarted").await?;
     reaches_laptop(&f.ns, &client, "after-apiserver").await?;
 
     swap.close().await?;

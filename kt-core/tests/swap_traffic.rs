@@ -61,35 +61,6 @@ async fn local_websocket() -> Result<u16> {
     Ok(port)
 }
 
-/// A client pod that passes the restricted standard.
-async fn client_pod(ns: &TestNamespace) -> Result<String> {
-    ns.apply(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  terminationGracePeriodSeconds: 0
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    seccompProfile:
-      type: RuntimeDefault
-  containers:
-  - name: client
-    image: kt.dev/shell
-    command: ["sleep", "3600"]
-    securityContext:
-      allowPrivilegeEscalation: false
-      capabilities:
-        drop: [ALL]
-"#,
-    )
-    .await?;
-    ns.wait_pod_ready("client").await?;
-    Ok("client".to_owned())
-}
-
 /// Runs a Python program (the standard library only) in `pod`; its output.
 async fn python(ns: &TestNamespace, pod: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut cmd = vec!["python3.11", "-c", program];
@@ -201,7 +172,7 @@ async fn a_thousand_connections_a_large_upload_and_a_websocket_ride_one_swap() -
         |o| o,
     )
     .await?;
-    let client = client_pod(&f.ns).await?;
+    let client = f.ns.client_pod().await?;
     let echo = local_echo().await?;
     let ws = local_websocket().await?;
     let ports = PortMap::parse_list([format!("{ws}:80,{echo}:tcp").as_str()])?;
@@ -318,7 +289,7 @@ async fn a_swap_keeps_serving_across_a_tunnel_reconnect() -> Result<()> {
         |o| o,
     )
     .await?;
-    let client = client_pod(&f.ns).await?;
+    let client = f.ns.client_pod().await?;
     let echo = local_echo().await?;
     let ports = PortMap::parse_list([format!("{echo}:tcp").as_str()])?;
     let swap = f.session.swap("deploy/echo", &ports).await?;

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use kt_lab_tests::Lab;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
@@ -132,28 +131,11 @@ impl Namespace {
     /// A client pod that passes the restricted standard (for calls while the echo
     /// pods are scaled away); returns its name.
     async fn client_pod(&self) -> Result<String> {
-        let manifest = r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  terminationGracePeriodSeconds: 0
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    seccompProfile:
-      type: RuntimeDefault
-  containers:
-  - name: client
-    image: kt.dev/shell
-    command: ["sleep", "3600"]
-    securityContext:
-      allowPrivilegeEscalation: false
-      capabilities:
-        drop: [ALL]
-"#;
         self.lab
-            .kubectl_stdin(&["-n", &self.name, "apply", "-f", "-"], manifest)
+            .kubectl_stdin(
+                &["-n", &self.name, "apply", "-f", "-"],
+                kt_lab_tests::CLIENT_POD,
+            )
             .await?;
         self.kubectl(&[
             "wait",
@@ -228,34 +210,6 @@ impl Drop for Namespace {
     }
 }
 
-/// An HTTP server on 127.0.0.1 answering every request with `token`; returns its port.
-async fn local_server(token: String) -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let token = token.clone();
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{token}",
-                    token.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    Ok(port)
-}
-
 fn token() -> String {
     kt_lab_tests::unique_name("ktctl-token")
 }
@@ -286,7 +240,7 @@ async fn exchange_sends_the_services_traffic_here_and_ctrl_c_puts_it_back() -> R
     ns.nothing_of_kt_left().await?;
 
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
     let expose = format!("{local}:80");
     let kt = Ktctl::spawn(ns.ktctl(&["exchange", "deploy/echo", "--expose", &expose])).await?;
     let summary = kt.summary.clone();
@@ -339,7 +293,7 @@ async fn exchange_in_scale_mode_scales_the_workload_away_and_ctrl_c_brings_it_ba
     let svc_before = ns.snapshot("service/echo").await?;
     let deploy_before = ns.snapshot("deployment/echo").await?;
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
     let expose = format!("{local}:http");
     let kt = Ktctl::spawn(ns.ktctl(&[
         "exchange",
@@ -392,7 +346,7 @@ async fn after_kill_9_the_swap_shadow_puts_the_service_back_after_the_restore_tt
     let ns = Namespace::create(&lab, "ktctl-kill").await?;
     let svc_before = ns.snapshot("service/echo").await?;
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
     let expose = format!("{local}:80");
     let kt = Ktctl::spawn(ns.ktctl(&[
         "exchange",
@@ -443,7 +397,7 @@ async fn a_second_exchange_of_the_same_target_is_refused_naming_the_holder() -> 
     let lab = Lab::connect().await?;
     let ns = Namespace::create(&lab, "ktctl-conflict").await?;
     let svc_before = ns.snapshot("service/echo").await?;
-    let local = local_server(token()).await?;
+    let local = kt_lab_tests::token_server(token()).await?;
     let expose = format!("{local}:80");
     let kt = Ktctl::spawn(ns.ktctl(&["exchange", "deploy/echo", "--expose", &expose])).await?;
     let summary = kt.summary.clone();
@@ -487,7 +441,7 @@ async fn preview_makes_a_service_that_pods_reach_by_name_until_ctrl_c() -> Resul
     let lab = Lab::connect().await?;
     let ns = Namespace::create(&lab, "ktctl-preview").await?;
     let token = token();
-    let local = local_server(token.clone()).await?;
+    let local = kt_lab_tests::token_server(token.clone()).await?;
     let expose = format!("{local}:8081");
 
     // An existing Service's name is refused as a conflict.

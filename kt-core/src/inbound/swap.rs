@@ -264,12 +264,7 @@ impl Swap {
         let inner = &self.inner;
         inner
             .teardown
-            .close(async {
-                inner.events.emit(Event::Closing);
-                let result = inner.shut_down().await;
-                inner.events.emit(Event::Closed);
-                result
-            })
+            .close_reporting(&inner.events, inner.shut_down())
             .await
     }
 }
@@ -431,16 +426,22 @@ impl Inner {
         let steps: Vec<Step> =
             std::mem::take(&mut *self.steps.lock().unwrap_or_else(PoisonError::into_inner));
         let mut first_error = None;
+        let mut conflicts = 0;
         for step in steps.iter().rev() {
             match restore::give_back(&self.cluster, step, &self.id).await {
-                Ok(undo) => self.report("put back", step, &undo),
+                Ok(undo) => {
+                    conflicts += undo.conflicts.len();
+                    self.report("put back", step, &undo);
+                }
                 Err(e) => {
                     tracing::warn!(target: "kt", "restoring {}: {e}", step.object);
                     first_error.get_or_insert(e);
                 }
             }
         }
-        if first_error.is_none() && !steps.is_empty() {
+        // Only what kt put back is waited for: a selector someone else changed
+        // meanwhile may select nothing at all.
+        if first_error.is_none() && conflicts == 0 && !steps.is_empty() {
             self.wait_for_originals().await;
         }
         let stopped = self.inbound.stop().await;

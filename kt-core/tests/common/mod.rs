@@ -316,6 +316,40 @@ pub(crate) async fn nothing_of_kt_left_but(
     Ok(())
 }
 
+/// Restarts lab component `component` with `testbed/restart` (tests that do this hold
+/// one test per binary: cargo runs test binaries one after another).
+pub(crate) fn restart(component: &str) -> Result<()> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testbed/restart");
+    let status = std::process::Command::new(&script)
+        .arg(component)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        status.success(),
+        "testbed/restart {component} failed: {status}"
+    );
+    Ok(())
+}
+
+/// Waits (bounded) for the next `Reconnected` event of `events`.
+pub(crate) async fn reconnected(events: &mut kt_core::Events, after: &str) -> Result<()> {
+    let wait = async {
+        while let Some(e) = events.next().await {
+            match e {
+                kt_core::Event::Reconnected { .. } => return Ok(()),
+                kt_core::Event::TunnelLost { reason } => {
+                    anyhow::bail!("tunnel lost for good after {after}: {reason}")
+                }
+                _ => {}
+            }
+        }
+        anyhow::bail!("the event stream ended after {after}")
+    };
+    tokio::time::timeout(Duration::from_secs(150), wait)
+        .await
+        .with_context(|| format!("no Reconnected event within 150 s after {after}"))?
+}
+
 /// Runs curl with the given proxy arguments against `url`; returns the echo reply.
 pub(crate) async fn curl_echo(proxy_args: &[&str], url: &str) -> Result<EchoReply> {
     let mut cmd = tokio::process::Command::new("curl");

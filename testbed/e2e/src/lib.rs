@@ -453,6 +453,15 @@ impl TestNamespace {
         self.explain(res).await
     }
 
+    /// Starts pod `client` ([`CLIENT_POD`]: passes the restricted Pod Security
+    /// Standard, sleeps) and waits until it is Ready; returns its name. Calls from
+    /// inside the cluster exec the host's tools in it (`curl`, `bash`, `python3.11`).
+    pub async fn client_pod(&self) -> Result<String> {
+        self.apply(CLIENT_POD).await?;
+        self.wait_pod_ready("client").await?;
+        Ok("client".to_owned())
+    }
+
     /// Waits until pod `name` is Running and Ready; returns it.
     pub async fn wait_pod_ready(&self, name: &str) -> Result<Pod> {
         let api: Api<Pod> = self.api();
@@ -938,6 +947,59 @@ spec:
     protocol: UDP
 "#
     )
+}
+
+/// A pod named `client` that passes the restricted Pod Security Standard and only
+/// sleeps (see [`TestNamespace::client_pod`]).
+pub const CLIENT_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  terminationGracePeriodSeconds: 0
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+  - name: client
+    image: kt.dev/shell
+    command: ["sleep", "3600"]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities:
+        drop: [ALL]
+"#;
+
+/// An HTTP server on 127.0.0.1 (a stand-in for a developer's local process) that
+/// answers every request with `token`, a value only it knows; returns its port.
+pub async fn token_server(token: String) -> Result<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{token}",
+                    token.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    Ok(port)
 }
 
 /// One reply of the echo app's HTTP endpoint.
