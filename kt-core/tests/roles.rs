@@ -95,6 +95,42 @@ async fn no_shipped_role_reads_secrets_or_patches_pods_and_only_vpn_creates_serv
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbound_role_adds_only_what_swap_and_expose_use() -> Result<()> {
+    let lab = Lab::connect().await?;
+    let ns = lab.namespace("kt-roles-in").await?;
+    let kubeconfig = scoped_kubeconfig_for(&ns, Shipped::Inbound, true).await?;
+    let _ = std::fs::remove_file(&kubeconfig);
+    expect(
+        &ns,
+        TEST_USER,
+        &[
+            // Never: Secrets, changing pods, anything cluster-wide.
+            ("get", "secrets", false),
+            ("patch", "pods", false),
+            ("update", "pods", false),
+            ("delete", "deployments.apps", false),
+            ("create", "deployments.apps", false),
+            ("update", "services", false),
+            ("escalate", "roles.rbac.authorization.k8s.io", false),
+            ("bind", "roles.rbac.authorization.k8s.io", false),
+            ("list", "nodes", false),
+            // What swap, expose, clean and recover use.
+            ("patch", "services", true),
+            ("create", "services", true),
+            ("delete", "services", true),
+            ("patch", "deployments.apps", true),
+            ("patch", "statefulsets.apps", true),
+            ("list", "horizontalpodautoscalers.autoscaling", true),
+            ("list", "endpointslices.discovery.k8s.io", true),
+            ("create", "serviceaccounts", true),
+            ("create", "roles.rbac.authorization.k8s.io", true),
+            ("create", "rolebindings.rbac.authorization.k8s.io", true),
+        ],
+    )
+    .await
+}
+
 both_flavours!(proxy_mode_works_with_connect_yaml_and_close_leaves_nothing);
 async fn proxy_mode_works_with_connect_yaml_and_close_leaves_nothing(
     flavour: ShadowFlavour,
