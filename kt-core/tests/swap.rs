@@ -343,3 +343,31 @@ async fn nothing_changes_when_a_swap_is_refused_before_it_starts() -> Result<()>
     common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await?;
     f.finish().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_swap_puts_the_cluster_back_in_the_background() -> Result<()> {
+    let f = fixture("kt-swap-drop").await?;
+    let before = snapshot(&f.ns, "service/echo").await?;
+    let local = kt_lab_tests::token_server(token()).await?;
+    let ports = PortMap::parse_list([format!("{local}:80").as_str()])?;
+    let swap = f.session.swap("deploy/echo", &ports).await?;
+    ensure!(
+        snapshot(&f.ns, "service/echo").await? != before,
+        "nothing was swapped"
+    );
+    drop(swap);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let restored = snapshot(&f.ns, "service/echo").await? == before;
+        let left = common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await;
+        if restored && left.is_ok() {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "60 s after the drop: restored {restored}, {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    f.finish().await
+}

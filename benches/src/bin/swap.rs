@@ -60,6 +60,123 @@ while time.monotonic() < end:
 print(ok, failed)
 "#;
 
+/// Polls `http://HOST/whoami` with new connections every 10 ms; prints the wall-clock
+/// time (seconds since the epoch) when an answer first contains MARK, then when one
+/// first no longer does.
+const WATCH: &str = r#"
+import http.client, sys, time
+host, mark = sys.argv[1], sys.argv[2]
+def body():
+    try:
+        c = http.client.HTTPConnection(host, 80, timeout=2)
+        c.request("GET", "/whoami"); b = c.getresponse().read().decode(); c.close()
+        return b
+    except Exception:
+        return ""
+for want in (True, False):
+    deadline = time.time() + 120
+    while (mark in body()) != want:
+        if time.time() > deadline:
+            sys.exit("timed out")
+        time.sleep(0.01)
+    print(time.time(), flush=True)
+"#;
+
+/// Seconds since the epoch, as the pod's clock shows it (the lab's pods share this
+/// machine's clock).
+fn now_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The same switch by hand: `kubectl patch` of the Service's selector to a second,
+/// ready Deployment and back (selector mode: seconds to the first answer from the
+/// other side each way), or `kubectl scale` to 0 and back (scale mode: seconds until
+/// the originals stop answering, and until they answer again).
+async fn by_hand(bench: &kt_benches::Bench, client: &str, mode: SwapMode) -> Result<(f64, f64)> {
+    if mode == SwapMode::Selector {
+        // A second Deployment, ready, for the selector to point at.
+        let manifest = kt_lab_tests::echo_manifest(1)
+            .replace("name: echo\n", "name: hand\n")
+            .replace("app: echo", "app: hand");
+        bench.ns.apply(&manifest).await?;
+        bench.ns.wait_deployment_available("hand", 1).await?;
+    }
+    let ns = bench.ns.name().to_owned();
+    let mark = match mode {
+        SwapMode::Scale => "echo-",
+        _ => "hand-",
+    };
+    let mut watch = bench.lab.kubectl_command(&[
+        "-n",
+        &ns,
+        "exec",
+        client,
+        "--",
+        "python3.11",
+        "-c",
+        WATCH,
+        "echo",
+        mark,
+    ]);
+    watch.stdout(std::process::Stdio::piped());
+    let mut child = watch.spawn()?;
+    let stdout = child.stdout.take().context("watcher stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (over, back): (Vec<&str>, Vec<&str>) = match mode {
+        SwapMode::Scale => (
+            vec!["scale", "deployment/echo", "--replicas=0"],
+            vec!["scale", "deployment/echo", "--replicas=1"],
+        ),
+        _ => (
+            vec![
+                "patch",
+                "service/echo",
+                "-p",
+                r#"{"spec":{"selector":{"app":"hand"}}}"#,
+            ],
+            vec![
+                "patch",
+                "service/echo",
+                "-p",
+                r#"{"spec":{"selector":{"app":"echo"}}}"#,
+            ],
+        ),
+    };
+    // Selector: first "hand-" answer after the patch, first original after the patch
+    // back. Scale: the watcher looks for the originals ("echo-"): it sees them at once,
+    // then their absence after scaling to 0; the scale back is timed separately.
+    let t0 = now_epoch();
+    bench.ns.kubectl(&over).await?;
+    let seen_over: f64 = lines.next_line().await?.context("watcher")?.parse()?;
+    let seen_gone: f64 = match mode {
+        SwapMode::Scale => {
+            let gone: f64 = lines.next_line().await?.context("watcher")?.parse()?;
+            gone
+        }
+        _ => 0.0,
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t1 = now_epoch();
+    bench.ns.kubectl(&back).await?;
+    let result = match mode {
+        SwapMode::Scale => {
+            // Watch for the originals again.
+            let out = python(bench, client, WATCH, &["echo", mark]).await?;
+            let first: f64 = out.lines().next().context("watcher")?.parse()?;
+            (seen_gone - t0, first - t1)
+        }
+        _ => {
+            let back_seen: f64 = lines.next_line().await?.context("watcher")?.parse()?;
+            (seen_over - t0, back_seen - t1)
+        }
+    };
+    let _ = child.kill().await;
+    Ok(result)
+}
+
 /// A minimal HTTP/1.1 server (keep-alive) answering `ok`; counts requests and notes
 /// when the first one came.
 async fn local_server(first: Arc<Mutex<Option<Instant>>>, count: Arc<AtomicU64>) -> Result<u16> {
@@ -199,6 +316,8 @@ async fn run() -> Result<()> {
     let closed = closing.elapsed();
     let polled = poller.await??;
     session.close().await?;
+    eprintln!("bench: the same switch by hand with kubectl");
+    let (hand_over, hand_back) = by_hand(&bench, client, mode).await?;
 
     let field = |s: &str, i: usize| -> Result<f64> {
         s.split_whitespace()
@@ -227,6 +346,23 @@ async fn run() -> Result<()> {
         "swap() returned after {returned:?}; first request served locally {first_local:?} after the call"
     );
     println!("close() (restore, originals serving, shadow removed) took {closed:?}");
+    let hand = match mode {
+        SwapMode::Scale => {
+            "kubectl scale deployment/echo --replicas=0 (until the originals stop answering), then =1 (until they answer)"
+        }
+        _ => "kubectl patch of the Service's selector to a ready Deployment, then back",
+    };
+    println!(
+        "by hand ({hand}): over visible after {:.3} s, back after {:.3} s",
+        hand_over, hand_back
+    );
+    println!(
+        "switch over: kt {:.3} s (call to first local answer), by hand {:.3} s; back: kt close() {:.3} s, by hand {:.3} s",
+        first_local.as_secs_f64(),
+        hand_over,
+        closed.as_secs_f64(),
+        hand_back
+    );
     let (ok, failed) = (field(&polled, 0)?, field(&polled, 1)?);
     println!(
         "new connections to the Service during the switch over and back: {ok} answered, {failed} refused or failed"
