@@ -618,7 +618,7 @@ async fn exchange(args: ExchangeArgs) -> Result<(), kt_core::Error> {
         let closed = session.close().await;
         restored.and(closed)
     };
-    wait_and_close(&mut stop, "putting the target back", close).await
+    Box::pin(wait_and_close(&mut stop, "putting the target back", close)).await
 }
 
 async fn preview(args: PreviewArgs) -> Result<(), kt_core::Error> {
@@ -657,7 +657,7 @@ async fn preview(args: PreviewArgs) -> Result<(), kt_core::Error> {
         let closed = session.close().await;
         removed.and(closed)
     };
-    wait_and_close(&mut stop, "removing the Service", close).await
+    Box::pin(wait_and_close(&mut stop, "removing the Service", close)).await
 }
 
 async fn clean(args: CleanArgs) -> Result<(), kt_core::Error> {
