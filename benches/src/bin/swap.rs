@@ -61,11 +61,12 @@ print(ok, failed)
 "#;
 
 /// Polls `http://HOST/whoami` with new connections every 10 ms; prints the wall-clock
-/// time (seconds since the epoch) when an answer first contains MARK, then when one
-/// first no longer does.
+/// time (seconds since the epoch) when an answer first contains MARK, then (unless
+/// the third argument is `once`) when one first no longer does.
 const WATCH: &str = r#"
 import http.client, sys, time
 host, mark = sys.argv[1], sys.argv[2]
+phases = (True,) if sys.argv[3:] == ["once"] else (True, False)
 def body():
     try:
         c = http.client.HTTPConnection(host, 80, timeout=2)
@@ -73,7 +74,7 @@ def body():
         return b
     except Exception:
         return ""
-for want in (True, False):
+for want in phases:
     deadline = time.time() + 120
     while (mark in body()) != want:
         if time.time() > deadline:
@@ -164,7 +165,7 @@ async fn by_hand(bench: &kt_benches::Bench, client: &str, mode: SwapMode) -> Res
     let result = match mode {
         SwapMode::Scale => {
             // Watch for the originals again.
-            let out = python(bench, client, WATCH, &["echo", mark]).await?;
+            let out = python(bench, client, WATCH, &["echo", mark, "once"]).await?;
             let first: f64 = out.lines().next().context("watcher")?.parse()?;
             (seen_gone - t0, first - t1)
         }
