@@ -422,6 +422,7 @@ impl Session {
         Box::pin(Swap::start(
             &inner.cluster,
             &inner.opts,
+            &inner.shadow.name,
             target,
             ports,
             opts,
@@ -462,6 +463,7 @@ impl Session {
         Box::pin(Expose::start(
             &inner.cluster,
             &inner.opts,
+            &inner.shadow.name,
             name,
             ports,
             opts,

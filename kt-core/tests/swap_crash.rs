@@ -1,8 +1,9 @@
 //! Crash safety with no manual step: a process swapping a workload is killed with
 //! SIGKILL (no close, no Drop, no signal handler runs) and no kt process is left
 //! running. Within the restore TTL plus 10 s, the swap shadow's watchdog has put the
-//! cluster back exactly (selector mode and scale mode), removed its own pod, Lease and
-//! identity; and a new swap of the same target then works and restores in turn.
+//! cluster back exactly (selector mode and scale mode) and removed its own pod, Lease
+//! and identity and the dead session's connect shadow: no kt object of that process is
+//! left. A new swap of the same target then works and restores in turn.
 //!
 //! The swapping process is kt-core's `swap` example, built by the test.
 
@@ -64,31 +65,21 @@ async fn snapshot(ns: &TestNamespace, object: &str) -> Result<Value> {
     }))
 }
 
-/// kt objects of the swap (its role's pods, and every Lease, ServiceAccount, Role and
-/// RoleBinding kt made) other than the test's own session's.
-async fn swap_objects(ns: &TestNamespace, session: &str) -> Result<String> {
+/// Every kt object but the test's own session's: the killed process's swap shadow,
+/// its Lease and identity, and its session's connect shadow and Lease.
+async fn kt_objects(ns: &TestNamespace, session: &str) -> Result<String> {
     let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
-    let pods = ns
+    let left = ns
         .kubectl(&[
             "get",
-            "pods",
+            "pods,leases,serviceaccounts,roles,rolebindings,services,secrets",
             "-l",
-            &format!("{selector},kt.dev/role=shadow-swap"),
+            &selector,
             "-o",
             "name",
         ])
         .await?;
-    let rest = ns
-        .kubectl(&[
-            "get",
-            "leases,serviceaccounts,roles,rolebindings",
-            "-l",
-            &format!("{selector},kt.dev/role=shadow-swap"),
-            "-o",
-            "name",
-        ])
-        .await?;
-    Ok(format!("{pods}{rest}").trim().to_owned())
+    Ok(left.trim().to_owned())
 }
 
 /// Starts the example swapping `target` in `mode`, waits for its `swapped` line, and
@@ -169,7 +160,7 @@ async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
         if snapshot(&f.ns, "deployment/echo").await? != deploy {
             return Ok(Some("the Deployment differs from its snapshot".to_owned()));
         }
-        let left = swap_objects(&f.ns, &session).await?;
+        let left = kt_objects(&f.ns, &session).await?;
         Ok((!left.is_empty()).then(|| format!("left: {left}")))
     })
     .await?;

@@ -97,6 +97,10 @@ pub const SESSION: &str = "--session";
 /// environment variable, else the host name), so that what the pod owns (the Lease, a
 /// per-swap identity) goes with it. Needs [`LEASE`].
 pub const SELF_DELETE: &str = "--self-delete";
+/// `serve`: with [`SELF_DELETE`], another pod of the same client to delete first (its
+/// session's connect shadow: the client that stopped renewing this Lease is gone, and
+/// nothing else would remove that pod). Repeatable.
+pub const DELETE_POD: &str = "--delete-pod";
 /// `probe`: address to probe.
 pub const ADDR: &str = "--addr";
 
@@ -128,7 +132,7 @@ USAGE:
                   [--allow-non-loopback] [--remote-forward PORT]...
                   [--max-preauth-connections N] [--max-channels N] [--max-udp-flows N]
                   [--max-held-connections N] [--hold-timeout SECS]
-                  [--session ID --restore KIND/NAME/UID...] [--self-delete]
+                  [--session ID --restore KIND/NAME/UID...] [--self-delete [--delete-pod NAME]...]
   kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
@@ -192,6 +196,8 @@ SERVE OPTIONS:
   --self-delete             with --lease: when the Lease expired or is gone, after
                             restoring without failure, delete the shadow's own pod (name
                             from $POD_NAME, else the host name), then exit 4
+  --delete-pod NAME         with --self-delete: delete pod NAME first (the same client's
+                            session shadow); repeat for more
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
@@ -243,6 +249,8 @@ pub struct ServeArgs {
     pub session: Option<String>,
     /// Delete the shadow's own pod after restoring on lease expiry ([`SELF_DELETE`]).
     pub self_delete: bool,
+    /// Other pods to delete before its own ([`DELETE_POD`]).
+    pub delete_pods: Vec<String>,
 }
 
 /// One [`RESTORE`] object: `KIND/NAME/UID`, in the pod's namespace.
@@ -333,6 +341,7 @@ impl Default for ServeArgs {
             restore: Vec::new(),
             session: None,
             self_delete: false,
+            delete_pods: Vec::new(),
         }
     }
 }
@@ -373,6 +382,9 @@ impl ServeArgs {
         }
         if self.self_delete {
             args.push(SELF_DELETE.to_owned());
+        }
+        for pod in &self.delete_pods {
+            args.extend([DELETE_POD.to_owned(), pod.clone()]);
         }
         if self.allow_non_loopback {
             args.push(ALLOW_NON_LOOPBACK.to_owned());
@@ -616,6 +628,10 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
                 opt.flag(SELF_DELETE)?;
                 serve.self_delete = true;
             }
+            DELETE_POD => {
+                let value = opt.value(DELETE_POD, &mut args)?;
+                serve.delete_pods.push(parse_session(DELETE_POD, value)?);
+            }
             _ => {
                 return Err(Error::UnknownOption {
                     command: SERVE,
@@ -638,6 +654,14 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs, Erro
             needs: RESTORE,
             reason: "--session names the holder of the objects to restore; give at least \
                      one",
+        });
+    }
+    if !serve.delete_pods.is_empty() && !serve.self_delete {
+        return Err(Error::NeedsOption {
+            option: DELETE_POD,
+            needs: SELF_DELETE,
+            reason: "other pods are deleted only on the way out of a shadow that deletes \
+                     itself",
         });
     }
     if serve.self_delete && serve.lease.is_none() {
@@ -869,6 +893,7 @@ mod tests {
             ],
             session: Some("a1b2c3d4".to_owned()),
             self_delete: true,
+            delete_pods: vec!["kt-shadow-s1".to_owned()],
         };
         let cmd = Command::Serve(serve);
         let args = cmd.to_args();
@@ -895,6 +920,8 @@ mod tests {
                 "--restore",
                 "StatefulSet/db.v2/c2a9",
                 "--self-delete",
+                "--delete-pod",
+                "kt-shadow-s1",
                 "--allow-non-loopback",
                 "--remote-forward",
                 "8080",
@@ -1018,7 +1045,8 @@ mod tests {
     fn restore_targets_are_kept_in_order_once_each_and_need_a_session() {
         let cmd = parse(
             "serve --lease kt-shadow-s1 --session s1 --restore Deployment/web/u1 \
-             --restore=Service/web/u2 --restore Deployment/web/u1 --self-delete",
+             --restore=Service/web/u2 --restore Deployment/web/u1 --self-delete \
+             --delete-pod kt-shadow-s0",
         )
         .ok();
         let Some(Command::Serve(serve)) = cmd else {
@@ -1034,6 +1062,7 @@ mod tests {
         );
         assert_eq!(serve.session.as_deref(), Some("s1"));
         assert!(serve.self_delete);
+        assert_eq!(serve.delete_pods, ["kt-shadow-s0"]);
         assert_eq!(
             Command::parse(serve.to_args()).ok(),
             Some(Command::Serve(serve))
@@ -1189,6 +1218,10 @@ mod tests {
                 "option `--self-delete` needs `--lease`",
             ),
             ("serve --lease l --self-delete=yes", "takes no value"),
+            (
+                "serve --lease l --delete-pod p",
+                "option `--delete-pod` needs `--self-delete`",
+            ),
         ];
         for (line, expected) in cases {
             let msg = parse(line).err().map(|e| e.to_string()).unwrap_or_default();

@@ -123,7 +123,9 @@ fn restorer(args: &ServeArgs, cluster: Option<Result<Cluster, String>>) -> Resul
     let mut restorer = Restorer::new(cluster, session, args.restore.clone());
     if args.self_delete {
         let pod = own_pod_name().ok_or(Error::NoPodName)?;
-        restorer = restorer.delete_pod_on_lease_expiry(&pod);
+        restorer = restorer
+            .delete_pod_on_lease_expiry(&pod)
+            .delete_pods_on_lease_expiry(&args.delete_pods);
     }
     Ok(restorer)
 }

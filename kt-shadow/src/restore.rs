@@ -167,6 +167,8 @@ pub struct Restorer {
     targets: Vec<RestoreTarget>,
     /// The pod to delete after a restore on lease expiry (`--self-delete`).
     own_pod: Option<String>,
+    /// The client's other pods, deleted before the own one (`--delete-pod`).
+    other_pods: Vec<String>,
 }
 
 impl std::fmt::Debug for Restorer {
@@ -176,6 +178,7 @@ impl std::fmt::Debug for Restorer {
             .field("session", &self.session)
             .field("targets", &self.targets)
             .field("own_pod", &self.own_pod)
+            .field("other_pods", &self.other_pods)
             .finish()
     }
 }
@@ -188,7 +191,16 @@ impl Restorer {
             session: session.to_owned(),
             targets,
             own_pod: None,
+            other_pods: Vec::new(),
         }
+    }
+
+    /// Also deletes `pods` (the same client's session shadow), before the own pod, when
+    /// the own pod is deleted.
+    #[must_use]
+    pub fn delete_pods_on_lease_expiry(mut self, pods: &[String]) -> Restorer {
+        self.other_pods = pods.to_vec();
+        self
     }
 
     /// Also deletes pod `name` (the shadow's own) after restoring on lease expiry.
@@ -224,6 +236,9 @@ impl Restorer {
         if exit == Exit::LeaseExpired
             && let Some(pod) = &self.own_pod
         {
+            for other in &self.other_pods {
+                self.delete_pod(other, deadline).await;
+            }
             self.delete_pod(pod, deadline).await;
         }
         exit
@@ -295,9 +310,12 @@ impl Restorer {
             tokio::time::timeout_at(deadline, bounded(api.delete(pod, &DeleteParams::default())))
                 .await;
         match deleted {
-            Ok(Ok(_)) => info!(pod, "deleted the shadow's own pod (--self-delete)"),
-            Ok(Err(err)) => warn!(pod, error = %err, "cannot delete the shadow's own pod"),
-            Err(_) => warn!(pod, "cannot delete the shadow's own pod: out of time"),
+            Ok(Ok(_)) if Some(pod) == self.own_pod.as_deref() => {
+                info!(pod, "deleted the shadow's own pod (--self-delete)");
+            }
+            Ok(Ok(_)) => info!(pod, "deleted the client's other pod (--delete-pod)"),
+            Ok(Err(err)) => warn!(pod, error = %err, "cannot delete pod"),
+            Err(_) => warn!(pod, "cannot delete pod: out of time"),
         }
     }
 }

@@ -110,6 +110,7 @@ impl Expose {
     pub(crate) async fn start(
         cluster: &Cluster,
         session_opts: &ConnectOptions,
+        session_pod: &str,
         name: &str,
         ports: &[PortMap],
         opts: ExposeOptions,
@@ -164,8 +165,15 @@ impl Expose {
             id: &id,
             pod_labels: BTreeMap::from([(EXPOSE_LABEL.to_owned(), id.clone())]),
             ports: &listen,
-            grants: Grants::default(),
-            watchdog_args: vec![kt_proto::cli::SELF_DELETE.to_owned()],
+            grants: Grants {
+                delete_pods: vec![session_pod.to_owned()],
+                ..Grants::default()
+            },
+            watchdog_args: vec![
+                kt_proto::cli::SELF_DELETE.to_owned(),
+                kt_proto::cli::DELETE_POD.to_owned(),
+                session_pod.to_owned(),
+            ],
             events: &events,
         }))
         .await?;

@@ -13,7 +13,8 @@
 //! The Role lets the shadow
 //! - `get` its session's Lease (the watchdog reads it),
 //! - `get` and `delete` its own pod (after restoring, it removes itself, and with it
-//!   everything it owns),
+//!   everything it owns) and its session's connect shadow (the client that stopped
+//!   renewing is gone, and nothing else would remove that pod),
 //! - `get` and `patch` exactly the objects the swap changes.
 
 use std::collections::BTreeMap;
@@ -31,6 +32,9 @@ use crate::error::Result;
 pub(crate) struct Grants {
     /// Objects the watchdog may read and patch: (kind, name).
     pub(crate) patch: Vec<(TargetKind, String)>,
+    /// Other pods of the same client the watchdog may delete (its session's connect
+    /// shadow, removed with the inbound shadow when the client is gone).
+    pub(crate) delete_pods: Vec<String>,
 }
 
 fn rule(group: &str, resource: &str, verbs: &[&str], names: Vec<String>) -> PolicyRule {
@@ -52,7 +56,14 @@ pub(crate) fn rules(name: &str, grants: &Grants) -> Vec<PolicyRule> {
             &["get"],
             vec![name.to_owned()],
         ),
-        rule("", "pods", &["get", "delete"], vec![name.to_owned()]),
+        rule(
+            "",
+            "pods",
+            &["get", "delete"],
+            std::iter::once(name.to_owned())
+                .chain(grants.delete_pods.iter().cloned())
+                .collect(),
+        ),
     ];
     for kind in [
         TargetKind::Service,
@@ -234,6 +245,7 @@ mod tests {
                 (TargetKind::Service, "web-admin".to_owned()),
                 (TargetKind::Deployment, "web".to_owned()),
             ],
+            delete_pods: vec!["kt-shadow-s0".to_owned()],
         };
         let rules = rules("kt-shadow-swap-x", &grants);
         assert_eq!(rules.len(), 4);
@@ -251,5 +263,9 @@ mod tests {
         );
         assert_eq!(rules[3].api_groups.as_deref().unwrap(), ["apps".to_owned()]);
         assert_eq!(rules[1].verbs, ["get", "delete"]);
+        assert_eq!(
+            rules[1].resource_names.as_deref().unwrap(),
+            ["kt-shadow-swap-x".to_owned(), "kt-shadow-s0".to_owned()]
+        );
     }
 }

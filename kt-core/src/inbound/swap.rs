@@ -84,7 +84,11 @@ fn shadow_options(session: &ConnectOptions, opts: &SwapOptions) -> ConnectOption
 
 /// The `kt-shadow serve` arguments of the restoring watchdog for the objects `steps`
 /// will change.
-fn watchdog_args(id: &str, objects: &[(TargetKind, String, String)]) -> Vec<String> {
+fn watchdog_args(
+    id: &str,
+    objects: &[(TargetKind, String, String)],
+    session_pod: &str,
+) -> Vec<String> {
     let mut args = vec![kt_proto::cli::SESSION.to_owned(), id.to_owned()];
     for (kind, name, uid) in objects {
         let kind = match kind {
@@ -96,6 +100,7 @@ fn watchdog_args(id: &str, objects: &[(TargetKind, String, String)]) -> Vec<Stri
         args.push(format!("{kind}/{name}/{uid}"));
     }
     args.push(kt_proto::cli::SELF_DELETE.to_owned());
+    args.extend([kt_proto::cli::DELETE_POD.to_owned(), session_pod.to_owned()]);
     args
 }
 
@@ -103,6 +108,7 @@ impl Swap {
     pub(crate) async fn start(
         cluster: &Cluster,
         session_opts: &ConnectOptions,
+        session_pod: &str,
         target: &str,
         ports: &[PortMap],
         opts: SwapOptions,
@@ -143,6 +149,7 @@ impl Swap {
         let shadow_opts = shadow_options(session_opts, &opts);
         let grants = Grants {
             patch: objects.iter().map(|(k, n, _)| (*k, n.clone())).collect(),
+            delete_pods: vec![session_pod.to_owned()],
         };
         let inbound = Box::pin(Inbound::launch(Plan {
             cluster,
@@ -152,7 +159,7 @@ impl Swap {
             pod_labels,
             ports: &listen,
             grants,
-            watchdog_args: watchdog_args(&id, &objects),
+            watchdog_args: watchdog_args(&id, &objects, session_pod),
             events: &events,
         }))
         .await?;
