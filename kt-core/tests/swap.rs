@@ -51,17 +51,6 @@ async fn wait_answer(ns: &TestNamespace, pod: &str, url: &str, want: &str) -> Re
     }
 }
 
-/// What must be equal before and after: spec, labels, annotations.
-async fn snapshot(ns: &TestNamespace, object: &str) -> Result<Value> {
-    let text = ns.kubectl(&["get", object, "-o", "json"]).await?;
-    let v: Value = serde_json::from_str(&text)?;
-    Ok(serde_json::json!({
-        "spec": v["spec"],
-        "labels": v["metadata"]["labels"],
-        "annotations": v["metadata"]["annotations"],
-    }))
-}
-
 async fn fixture(test: &str) -> Result<Fixture> {
     // `start_as` makes the namespace restricted (kt-shadow flavour) before deploying.
     let f = Fixture::start_as(test, ShadowFlavour::KtShadow, 1, Shipped::Inbound, |o| o).await?;
@@ -98,8 +87,8 @@ async fn selector_swap_of_a_deployment_reaches_the_local_process_and_restores_ex
 {
     let f = fixture("kt-swap-sel").await?;
     let client = f.ns.client_pod().await?;
-    let svc_before = snapshot(&f.ns, "service/echo").await?;
-    let deploy_before = snapshot(&f.ns, "deployment/echo").await?;
+    let svc_before = common::snapshot(&f.ns, "service/echo").await?;
+    let deploy_before = common::snapshot(&f.ns, "deployment/echo").await?;
     let token = token();
     let local = kt_lab_tests::token_server(token.clone()).await?;
 
@@ -183,11 +172,11 @@ async fn selector_swap_of_a_deployment_reaches_the_local_process_and_restores_ex
     );
 
     ensure!(
-        snapshot(&f.ns, "service/echo").await? == svc_before,
+        common::snapshot(&f.ns, "service/echo").await? == svc_before,
         "Service changed"
     );
     ensure!(
-        snapshot(&f.ns, "deployment/echo").await? == deploy_before,
+        common::snapshot(&f.ns, "deployment/echo").await? == deploy_before,
         "Deployment changed"
     );
     common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await?;
@@ -220,8 +209,8 @@ async fn scale_swap_of_a_statefulset_reaches_the_local_process_and_restores_repl
     let f = fixture("kt-swap-sts").await?;
     deploy_echo_sts(&f.ns).await?;
     let client = f.ns.client_pod().await?;
-    let svc_before = snapshot(&f.ns, "service/db").await?;
-    let sts_before = snapshot(&f.ns, "statefulset/db").await?;
+    let svc_before = common::snapshot(&f.ns, "service/db").await?;
+    let sts_before = common::snapshot(&f.ns, "statefulset/db").await?;
     let token = token();
     let local = kt_lab_tests::token_server(token.clone()).await?;
 
@@ -246,11 +235,11 @@ async fn scale_swap_of_a_statefulset_reaches_the_local_process_and_restores_repl
         "{events:?}"
     );
     ensure!(
-        snapshot(&f.ns, "service/db").await? == svc_before,
+        common::snapshot(&f.ns, "service/db").await? == svc_before,
         "Service changed"
     );
     ensure!(
-        snapshot(&f.ns, "statefulset/db").await? == sts_before,
+        common::snapshot(&f.ns, "statefulset/db").await? == sts_before,
         "StatefulSet changed"
     );
     // close() returned after the originals were ready again.
@@ -303,7 +292,7 @@ async fn expose_publishes_a_local_port_as_a_new_service() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_changes_when_a_swap_is_refused_before_it_starts() -> Result<()> {
     let f = fixture("kt-swap-bad").await?;
-    let before = snapshot(&f.ns, "service/echo").await?;
+    let before = common::snapshot(&f.ns, "service/echo").await?;
     let unused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
@@ -337,7 +326,7 @@ async fn nothing_changes_when_a_swap_is_refused_before_it_starts() -> Result<()>
         Err(e) => bail!("swap without the local check: {e}"),
     }
     ensure!(
-        snapshot(&f.ns, "service/echo").await? == before,
+        common::snapshot(&f.ns, "service/echo").await? == before,
         "Service changed"
     );
     common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await?;
@@ -347,18 +336,18 @@ async fn nothing_changes_when_a_swap_is_refused_before_it_starts() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_swap_puts_the_cluster_back_in_the_background() -> Result<()> {
     let f = fixture("kt-swap-drop").await?;
-    let before = snapshot(&f.ns, "service/echo").await?;
+    let before = common::snapshot(&f.ns, "service/echo").await?;
     let local = kt_lab_tests::token_server(token()).await?;
     let ports = PortMap::parse_list([format!("{local}:80").as_str()])?;
     let swap = f.session.swap("deploy/echo", &ports).await?;
     ensure!(
-        snapshot(&f.ns, "service/echo").await? != before,
+        common::snapshot(&f.ns, "service/echo").await? != before,
         "nothing was swapped"
     );
     drop(swap);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let restored = snapshot(&f.ns, "service/echo").await? == before;
+        let restored = common::snapshot(&f.ns, "service/echo").await? == before;
         let left = common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await;
         if restored && left.is_ok() {
             break;

@@ -17,7 +17,6 @@ use anyhow::{Context as _, Result, bail, ensure};
 use common::{Fixture, Shipped};
 use kt_core::{PortMap, ShadowFlavour, SwapMode, SwapOptions};
 use kt_lab_tests::TestNamespace;
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// The restore TTL the killed process asks for.
@@ -53,16 +52,6 @@ fn example() -> Result<PathBuf> {
         .context("running cargo build --example swap")?;
     ensure!(status.success(), "cargo build --example swap: {status}");
     Ok(profile_dir.join("examples").join("swap"))
-}
-
-async fn snapshot(ns: &TestNamespace, object: &str) -> Result<Value> {
-    let text = ns.kubectl(&["get", object, "-o", "json"]).await?;
-    let v: Value = serde_json::from_str(&text)?;
-    Ok(serde_json::json!({
-        "spec": v["spec"],
-        "labels": v["metadata"]["labels"],
-        "annotations": v["metadata"]["annotations"],
-    }))
 }
 
 /// Every kt object but the test's own session's: the killed process's swap shadow,
@@ -141,23 +130,23 @@ async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
         |o| o,
     )
     .await?;
-    let svc = snapshot(&f.ns, "service/echo").await?;
-    let deploy = snapshot(&f.ns, "deployment/echo").await?;
+    let svc = common::snapshot(&f.ns, "service/echo").await?;
+    let deploy = common::snapshot(&f.ns, "deployment/echo").await?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
 
     swap_and_kill(&f, "deploy/echo", port, mode).await?;
     let killed = tokio::time::Instant::now();
-    let changed = snapshot(&f.ns, "service/echo").await? != svc
-        || snapshot(&f.ns, "deployment/echo").await? != deploy;
+    let changed = common::snapshot(&f.ns, "service/echo").await? != svc
+        || common::snapshot(&f.ns, "deployment/echo").await? != deploy;
     ensure!(changed, "the killed swap had changed nothing");
 
     let session = f.session.id().to_owned();
     within_ttl(killed, "restored and removed", || async {
-        if snapshot(&f.ns, "service/echo").await? != svc {
+        if common::snapshot(&f.ns, "service/echo").await? != svc {
             return Ok(Some("the Service differs from its snapshot".to_owned()));
         }
-        if snapshot(&f.ns, "deployment/echo").await? != deploy {
+        if common::snapshot(&f.ns, "deployment/echo").await? != deploy {
             return Ok(Some("the Deployment differs from its snapshot".to_owned()));
         }
         let left = kt_objects(&f.ns, &session).await?;
@@ -173,11 +162,11 @@ async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
         .await?;
     swap.close().await?;
     ensure!(
-        snapshot(&f.ns, "service/echo").await? == svc,
+        common::snapshot(&f.ns, "service/echo").await? == svc,
         "Service after the second swap"
     );
     ensure!(
-        snapshot(&f.ns, "deployment/echo").await? == deploy,
+        common::snapshot(&f.ns, "deployment/echo").await? == deploy,
         "Deployment after the second swap"
     );
     drop(listener);

@@ -15,7 +15,7 @@ use kt_proto::{Role, labels};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 use super::identity::Grants;
-use super::{EXPOSE_LABEL, Inbound, Plan, check_local};
+use super::{EXPOSE_LABEL, Inbound, Plan, check_local, shadow_options};
 use crate::cluster::workload::ListenPort;
 use crate::cluster::{Cluster, is_not_found};
 use crate::error::{Error, Result};
@@ -153,11 +153,7 @@ impl Expose {
             check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
         let id = crate::shadow::session_id();
-        let mut shadow_opts = session_opts.clone();
-        shadow_opts.shadow_heartbeat_timeout = Some(EXPOSE_TTL);
-        shadow_opts.heartbeat_interval = EXPOSE_TTL / 3;
-        shadow_opts.on_event = None;
-        shadow_opts.remote_forward_ports = Vec::new();
+        let shadow_opts = shadow_options(session_opts, EXPOSE_TTL);
         let inbound = Box::pin(Inbound::launch(Plan {
             cluster,
             opts: &shadow_opts,

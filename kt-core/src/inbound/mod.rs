@@ -72,6 +72,17 @@ pub(crate) fn user_name() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// The options of an inbound shadow: the session's, with its Lease lasting `ttl` and
+/// renewed at least three times per `ttl`, no session callback, and no test hooks.
+pub(crate) fn shadow_options(session: &ConnectOptions, ttl: Duration) -> ConnectOptions {
+    let mut shadow = session.clone();
+    shadow.shadow_heartbeat_timeout = Some(ttl);
+    shadow.heartbeat_interval = ttl / 3;
+    shadow.on_event = None;
+    shadow.remote_forward_ports = Vec::new();
+    shadow
+}
+
 /// What an inbound shadow is launched with.
 pub(crate) struct Plan<'a> {
     pub(crate) cluster: &'a Cluster,

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Grants;
-use super::{Inbound, Plan, SWAP_LABEL, check_local, user_name};
+use super::{Inbound, Plan, SWAP_LABEL, check_local, shadow_options, user_name};
 use crate::cluster::Cluster;
 use crate::cluster::restore::{self, Hold, Ownership, TakeOver, Taken, Undo};
 use crate::cluster::workload::{ListenPort, Resolved, TargetKind, TargetName};
@@ -69,17 +69,6 @@ impl std::fmt::Debug for Swap {
 /// The selector a swapped Service gets: the swap shadow's own label.
 fn shadow_selector(id: &str) -> Value {
     serde_json::json!({ SWAP_LABEL: id })
-}
-
-/// The options of the swap shadow: the session's, with the Lease lasting the restore
-/// TTL and renewed at least three times per TTL.
-fn shadow_options(session: &ConnectOptions, opts: &SwapOptions) -> ConnectOptions {
-    let mut shadow = session.clone();
-    shadow.shadow_heartbeat_timeout = Some(opts.restore_ttl);
-    shadow.heartbeat_interval = opts.restore_ttl / 3;
-    shadow.on_event = None;
-    shadow.remote_forward_ports = Vec::new();
-    shadow
 }
 
 /// The `kt-shadow serve` arguments of the restoring watchdog for the objects `steps`
@@ -146,7 +135,7 @@ impl Swap {
             pod_labels.extend(w.pod_labels.clone());
         }
         pod_labels.insert(SWAP_LABEL.to_owned(), id.clone());
-        let shadow_opts = shadow_options(session_opts, &opts);
+        let shadow_opts = shadow_options(session_opts, opts.restore_ttl);
         let grants = Grants {
             patch: objects.iter().map(|(k, n, _)| (*k, n.clone())).collect(),
             delete_pods: vec![session_pod.to_owned()],

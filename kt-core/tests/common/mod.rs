@@ -350,6 +350,18 @@ pub(crate) async fn reconnected(events: &mut kt_core::Events, after: &str) -> Re
         .with_context(|| format!("no Reconnected event within 150 s after {after}"))?
 }
 
+/// What a swap must leave as it found it on `object` (`service/echo`): its spec,
+/// labels and annotations, as kubectl shows them.
+pub(crate) async fn snapshot(ns: &TestNamespace, object: &str) -> Result<serde_json::Value> {
+    let text = ns.kubectl(&["get", object, "-o", "json"]).await?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(serde_json::json!({
+        "spec": v["spec"],
+        "labels": v["metadata"]["labels"],
+        "annotations": v["metadata"]["annotations"],
+    }))
+}
+
 /// Runs curl with the given proxy arguments against `url`; returns the echo reply.
 pub(crate) async fn curl_echo(proxy_args: &[&str], url: &str) -> Result<EchoReply> {
     let mut cmd = tokio::process::Command::new("curl");
