@@ -7,10 +7,22 @@
 pub enum Error {
     /// A `kt.dev/role` label value that kt does not know.
     #[error(
-        "unknown kt role `{0}`: expected one of shadow-connect, shadow-swap, shadow-expose, router \
+        "unknown kt role `{0}`: expected one of shadow-connect, shadow-swap, shadow-expose, shadow-mesh, router \
          (was the object made by a newer kt?)"
     )]
     UnknownRole(String),
+
+    /// A mesh routing rule ([`crate::mesh::Rule`]) that cannot be parsed.
+    #[error(
+        "invalid mesh rule `{rule}`: {reason}; a rule is `header=value`, `header~regex` or \
+         `/path-prefix`, several joined by `&&` (all) or `||` (any)"
+    )]
+    InvalidRule {
+        /// The rule as given (its first 80 characters).
+        rule: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A datagram handed to [`crate::DatagramCodec::encode`] is longer than the codec's limit.
     #[error(

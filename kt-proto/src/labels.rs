@@ -31,16 +31,20 @@ pub enum Role {
     ShadowSwap,
     /// A shadow behind a new Service that publishes a local port (`session.expose`).
     ShadowExpose,
+    /// A developer's shadow behind a mesh router, taking the requests its rule matches
+    /// (`session.mesh`).
+    ShadowMesh,
     /// A router that sends marked requests to a shadow and the rest to the originals (`mesh`).
     Router,
 }
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::ShadowConnect,
         Role::ShadowSwap,
         Role::ShadowExpose,
+        Role::ShadowMesh,
         Role::Router,
     ];
 
@@ -50,6 +54,7 @@ impl Role {
             Role::ShadowConnect => "shadow-connect",
             Role::ShadowSwap => "shadow-swap",
             Role::ShadowExpose => "shadow-expose",
+            Role::ShadowMesh => "shadow-mesh",
             Role::Router => "router",
         }
     }
@@ -94,7 +99,13 @@ mod tests {
         let values: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             values,
-            ["shadow-connect", "shadow-swap", "shadow-expose", "router"]
+            [
+                "shadow-connect",
+                "shadow-swap",
+                "shadow-expose",
+                "shadow-mesh",
+                "router"
+            ]
         );
         assert_eq!(MANAGED_BY, "app.kubernetes.io/managed-by");
         assert_eq!(MANAGED_BY_VALUE, "kt");
@@ -117,6 +128,7 @@ mod tests {
         assert!(Role::ShadowConnect.is_shadow());
         assert!(Role::ShadowSwap.is_shadow());
         assert!(Role::ShadowExpose.is_shadow());
+        assert!(Role::ShadowMesh.is_shadow());
         assert!(!Role::Router.is_shadow());
     }
 }

@@ -13,6 +13,8 @@
 //! - [`guard`]: the guarded, idempotent JSON Patches that make, renew and undo those
 //!   changes, and who holds an object, computed alike by the client and the shadow's
 //!   watchdog.
+//! - [`mesh`]: the routing [`Rule`](mesh::Rule) of a mesh and the names by which the
+//!   router finds each developer's shadow.
 //! - [`channel`]: SSH channel and request names, and the framing of UDP datagrams on a
 //!   `direct-udp@kt.dev` channel ([`DatagramCodec`], [`DatagramReader`]).
 //!
@@ -68,6 +70,7 @@ pub mod cli;
 mod error;
 pub mod guard;
 pub mod labels;
+pub mod mesh;
 pub mod restore;
 pub mod shadow;
 
