@@ -71,6 +71,7 @@ pub const SESSION_OPERATIONS: &[&str] = &[
     // a binding takes the options as optional arguments.
     "swap",
     "expose",
+    "mesh",
 ];
 
 /// Every [`SwapOptions`](crate::SwapOptions) setting, by builder method name.
@@ -78,6 +79,23 @@ pub const SWAP_OPTIONS: &[&str] = &["mode", "check_local", "restore_ttl", "on_ev
 
 /// Every [`ExposeOptions`](crate::ExposeOptions) setting, by builder method name.
 pub const EXPOSE_OPTIONS: &[&str] = &["service_type", "check_local", "on_event"];
+
+/// Every [`MeshOptions`](crate::MeshOptions) setting, by builder method name.
+pub const MESH_OPTIONS: &[&str] = &["check_local", "restore_ttl", "on_event"];
+
+/// Every operation of a [`Mesh`](crate::Mesh), by method name.
+pub const MESH_OPERATIONS: &[&str] = &[
+    "id",
+    "service",
+    "rule",
+    "header",
+    "router",
+    "pod_name",
+    "ports",
+    "connections",
+    "events",
+    "close",
+];
 
 /// Every operation of a [`Swap`](crate::Swap), by method name.
 pub const SWAP_OPERATIONS: &[&str] = &[
@@ -149,9 +167,23 @@ mod tests {
         });
         assert_eq!(ops, SESSION_OPERATIONS, "session.rs methods");
         let inbound = include_str!("inbound.rs");
-        let (swap_src, expose_src) = inbound
+        let (swap_src, rest) = inbound
             .split_once("impl ServiceType")
             .expect("inbound.rs has ServiceType after SwapOptions");
+        let (expose_src, mesh_src) = rest
+            .split_once("pub struct MeshOptions")
+            .expect("inbound.rs has MeshOptions after ExposeOptions");
+        let mesh_src = mesh_src.split("mod tests").next().unwrap_or_default();
+        assert_eq!(
+            methods(mesh_src, "mut self"),
+            MESH_OPTIONS,
+            "MeshOptions builders"
+        );
+        assert_eq!(
+            methods(include_str!("../inbound/mesh.rs"), "&self"),
+            MESH_OPERATIONS,
+            "mesh.rs methods"
+        );
         assert_eq!(
             methods(swap_src, "mut self"),
             SWAP_OPTIONS,
