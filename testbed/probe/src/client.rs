@@ -44,8 +44,9 @@ pub(crate) fn parse_alternate(h: &str) -> Result<(String, Vec<String>)> {
         .with_context(|| format!("bad --alternate-header `{h}`: `{k}` is not a header name"))?;
     let values: Vec<String> = values.split(',').map(|v| v.trim().to_owned()).collect();
     for v in &values {
-        HeaderValue::from_str(v)
-            .with_context(|| format!("bad --alternate-header `{h}`: `{v}` is not a header value"))?;
+        HeaderValue::from_str(v).with_context(|| {
+            format!("bad --alternate-header `{h}`: `{v}` is not a header value")
+        })?;
     }
     Ok((k.to_owned(), values))
 }
@@ -239,10 +240,12 @@ pub(crate) async fn http(
                 sent = Value::String(v.clone());
             }
         }
-        let resp = conn
-            .get(&hs)
-            .await
-            .with_context(|| format!("request {} of {requests} (one kept-alive connection)", i + 1))?;
+        let resp = conn.get(&hs).await.with_context(|| {
+            format!(
+                "request {} of {requests} (one kept-alive connection)",
+                i + 1
+            )
+        })?;
         let mut line = json!({
             "request": i,
             "status": resp.status,
@@ -343,7 +346,10 @@ pub(crate) async fn grpc(addr: &str, headers: Vec<(String, String)>, call: GrpcC
                 .count(n, |r| println!("{}", json!({"name": r.name, "i": r.i})))
                 .await
                 .map_err(|s| anyhow::anyhow!("Count on {addr}: {s}"))?;
-            ensure!(got == n, "Count on {addr}: asked for {n} replies, got {got}");
+            ensure!(
+                got == n,
+                "Count on {addr}: asked for {n} replies, got {got}"
+            );
         }
     }
     Ok(())
@@ -397,7 +403,12 @@ pub(crate) async fn load(
                 .get(&headers)
                 .await
                 .with_context(|| format!("warm-up request {}", i + 1))?;
-            ensure!(r.status == 200, "warm-up request {}: status {}", i + 1, r.status);
+            ensure!(
+                r.status == 200,
+                "warm-up request {}: status {}",
+                i + 1,
+                r.status
+            );
         }
         let start = Instant::now();
         for i in 0..requests {

@@ -156,10 +156,9 @@ pub(crate) async fn serve(
             grpc.server_streaming(svc, req).await
         }
         other => {
-            let mut resp = Status::unimplemented(format!(
-                "kt-probe serves {WHO} and {COUNT}, not {other}"
-            ))
-            .into_http::<tonic::body::Body>();
+            let mut resp =
+                Status::unimplemented(format!("kt-probe serves {WHO} and {COUNT}, not {other}"))
+                    .into_http::<tonic::body::Body>();
             resp.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/grpc"),

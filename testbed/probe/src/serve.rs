@@ -85,9 +85,9 @@ struct Server {
 /// Serves on `listen` until SIGTERM or SIGINT. Prints one JSON line
 /// `{"listening":"<addr>","name":NAME}` to stdout once the port is bound.
 pub(crate) async fn run(listen: &str, name: String) -> Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on `{listen}`: give a free host:port, e.g. 0.0.0.0:8080"))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on `{listen}`: give a free host:port, e.g. 0.0.0.0:8080")
+    })?;
     let addr = listener.local_addr()?;
     println!(
         "{}",
@@ -191,7 +191,10 @@ impl Server {
         };
         let mut resp = Response::new(body);
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert("x-probe-name", header_value(&self.name));
         if trailers {
             h.insert(header::TRAILER, HeaderValue::from_static(TRAILER));
@@ -270,10 +273,8 @@ async fn count_body(mut body: Incoming) -> Result<u64, hyper::Error> {
 fn is_websocket_upgrade(h: &HeaderMap) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
         h.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
@@ -286,7 +287,10 @@ mod tests {
     #[test]
     fn websocket_upgrade_is_recognised_in_token_lists() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
         assert!(is_websocket_upgrade(&h));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
