@@ -1,4 +1,5 @@
-//! kt-probe in the lab: two pods serve HTTP/1.1, h2c, WebSocket and gRPC behind a
+//! kt-probe in the lab: two pods serve HTTP/1.1, h2c (prior knowledge and upgrade),
+//! WebSocket and gRPC behind a
 //! Service, and the client pod (uid 65532, restricted namespace) reaches each protocol by
 //! the Service's name, with kt-probe's own clients and with curl. Every reply names a
 //! pod of the Deployment, and the request's headers arrive as sent.
@@ -17,7 +18,7 @@ fn names(lines: &[Value], field: &str) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn probe_answers_http1_h2c_websocket_and_grpc_by_service_name() -> Result<()> {
+async fn probe_answers_http1_h2c_upgrade_websocket_and_grpc_by_service_name() -> Result<()> {
     let lab = Lab::connect().await?;
     let ns = lab.restricted_namespace("probe").await?;
     let web = ns.deploy_probe("web", 2, true).await?;
@@ -91,6 +92,18 @@ async fn probe_answers_http1_h2c_websocket_and_grpc_by_service_name() -> Result<
         .await?;
     let v: Value = serde_json::from_str(&out).with_context(|| format!("curl: {out}"))?;
     ensure!(v["version"] == "HTTP/2", "{v}");
+    ensure!(pods.contains(v["name"].as_str().unwrap_or_default()), "{v}");
+
+    // HTTP/2 over the upgrade path (curl --http2): the upgrade request answered as
+    // stream 1, in HTTP/2.
+    let out = ns
+        .exec(
+            &client,
+            &["curl", "-sS", "--fail", "--http2", "http://web/upgrade"],
+        )
+        .await?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("curl: {out}"))?;
+    ensure!(v["version"] == "HTTP/2" && v["path"] == "/upgrade", "{v}");
     ensure!(pods.contains(v["name"].as_str().unwrap_or_default()), "{v}");
 
     // WebSocket.

@@ -8,8 +8,10 @@
 //!   `, `; HTTP/2's `:authority` included). `/echo` streams the request body back;
 //!   `/trailers` ends its body with the trailer `x-probe-name: NAME` (HTTP/1.1 only when
 //!   the request says `TE: trailers`). Every response has the header `x-probe-name`.
-//!   An `Upgrade: h2c` request is answered in HTTP/1.1 (the upgrade is declined, which
-//!   RFC 9113 allows; curl then goes on in HTTP/1.1).
+//!   HTTP/2 is also reached over the upgrade path (`Upgrade: h2c`, as `curl --http2`
+//!   asks): `101 Switching Protocols`, then the upgrade request is answered as HTTP/2
+//!   stream 1 and the connection goes on in HTTP/2. (A request with a body, or with
+//!   headers too large for one frame, is answered in HTTP/1.1 instead.)
 //! - WebSocket on `/ws`: every message comes back prefixed `NAME:`.
 //! - gRPC (`content-type: application/grpc`): `probe.Probe` of `probe.proto`, unary
 //!   `Who` and server-streaming `Count`.
@@ -25,6 +27,7 @@
 
 mod client;
 mod grpc;
+mod h2c;
 mod serve;
 
 use std::process::ExitCode;

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::grpc;
+use crate::{grpc, h2c};
 
 /// Any error a response body may end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -115,7 +115,7 @@ pub(crate) async fn run(listen: &str, name: String) -> Result<()> {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let server = Arc::clone(&server);
-                async move { server.handle(peer, req).await }
+                async move { Server::handle(&server, peer, req).await }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -130,12 +130,19 @@ pub(crate) async fn run(listen: &str, name: String) -> Result<()> {
 
 impl Server {
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         peer: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<ProbeBody>, Infallible> {
         if grpc::is_grpc(req.headers()) {
             return grpc::serve(&self.name, req).await;
+        }
+        if h2c::wants_upgrade(&req) {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            // A request too large for one HEADERS frame is answered in HTTP/1.1.
+            if let Some(frame) = h2c::stream_one(req.method(), path, req.headers()) {
+                return Ok(self.upgrade_h2c(peer, req, frame));
+            }
         }
         let path = req.uri().path();
         if path == "/ws" && is_websocket_upgrade(req.headers()) {
@@ -200,6 +207,50 @@ impl Server {
             h.insert(header::TRAILER, HeaderValue::from_static(TRAILER));
         }
         Ok(resp)
+    }
+
+    /// Switches the connection to HTTP/2 ([`h2c`]); the upgrade request is answered as
+    /// its stream 1.
+    fn upgrade_h2c(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        mut req: Request<Incoming>,
+        stream_one: Vec<u8>,
+    ) -> Response<ProbeBody> {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let io = match on_upgrade.await {
+                Ok(u) => TokioIo::new(u),
+                Err(e) => {
+                    eprintln!("kt-probe: h2c upgrade from {peer}: {e}");
+                    return;
+                }
+            };
+            let io = match h2c::adopt(io, stream_one).await {
+                Ok(io) => io,
+                Err(e) => {
+                    eprintln!("kt-probe: h2c upgrade from {peer}: {e}");
+                    return;
+                }
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let server = Arc::clone(&server);
+                async move { Server::handle(&server, peer, req).await }
+            });
+            if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(io), svc)
+                .await
+            {
+                eprintln!("kt-probe: h2c connection from {peer}: {e}");
+            }
+        });
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        resp
     }
 
     /// Accepts the upgrade and echoes every message, prefixed `NAME:`.

@@ -1,6 +1,6 @@
 //! kt-probe against itself and against curl, on 127.0.0.1: `serve` is started once per
 //! test and every client (kt-probe's own and curl in HTTP/1.1, HTTP/2 prior knowledge
-//! and HTTP/2 upgrade) talks to it.
+//! and HTTP/2 over the upgrade path) talks to it.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -214,15 +214,56 @@ async fn h2c_prior_knowledge_from_curl_and_kt_probe() -> Result<()> {
 }
 
 #[tokio::test]
-async fn curl_http2_upgrade_is_answered_in_http1() -> Result<()> {
+async fn curl_http2_upgrade_switches_the_connection_to_http2() -> Result<()> {
     let s = serve("alpha").await?;
-    let url = format!("http://{}/up", s.addr);
+    let a = format!("http://{}/up?x=1", s.addr);
+    let b = format!("http://{}/next", s.addr);
     let out = ok(
         "curl",
         &[
             "-sS",
             "--fail",
             "--http2",
+            "-H",
+            "x-dev: carol",
+            "-w",
+            "\n%{http_version}\n",
+            &a,
+            &b,
+        ],
+    )
+    .await?;
+    // Two bodies, each followed by curl's HTTP version line.
+    let d = documents(&out.replace("\n2\n", "\n"))?;
+    assert_eq!(out.matches("\n2\n").count(), 2, "both over HTTP/2: {out}");
+    assert_eq!(d.len(), 2, "{out}");
+    // The upgrade request itself, answered as stream 1: path, query and headers intact,
+    // Host as :authority, the upgrade headers gone.
+    assert_eq!(d[0]["version"], "HTTP/2", "{out}");
+    assert_eq!(d[0]["path"], "/up");
+    assert_eq!(d[0]["query"], "x=1");
+    assert_eq!(d[0]["headers"]["x-dev"], "carol");
+    assert_eq!(d[0]["headers"][":authority"], s.addr.as_str());
+    assert!(d[0]["headers"].get("upgrade").is_none(), "{out}");
+    // The next request on the same connection.
+    assert_eq!(d[1]["version"], "HTTP/2");
+    assert_eq!(d[1]["path"], "/next");
+    assert_eq!(d[0]["peer"], d[1]["peer"], "one connection: {out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn http2_upgrade_with_a_body_is_answered_in_http1() -> Result<()> {
+    let s = serve("alpha").await?;
+    let url = format!("http://{}/post", s.addr);
+    let out = ok(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--http2",
+            "--data",
+            "abc",
             "-w",
             "\n%{http_version}\n",
             &url,
@@ -232,11 +273,7 @@ async fn curl_http2_upgrade_is_answered_in_http1() -> Result<()> {
     let (body, version) = out.trim_end().rsplit_once('\n').ok_or("no version line")?;
     let d = documents(body)?;
     assert_eq!(version, "1.1", "{out}");
-    assert_eq!(d[0]["name"], "alpha");
-    assert_eq!(
-        d[0]["headers"]["upgrade"], "h2c",
-        "curl asked to upgrade: {out}"
-    );
+    assert_eq!(d[0]["body_bytes"], 3);
     Ok(())
 }
 
