@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::AbortOnDrop;
-use crate::serve::version_name;
+use crate::serve::{ProbeBody, box_body, version_name};
 
 /// Parses `-H 'name: value'`.
 pub(crate) fn parse_header(h: &str) -> Result<(String, String)> {
@@ -91,8 +92,8 @@ fn parse_url(url: &str, scheme: &str, default_port: u16) -> Result<Target> {
 
 /// Either protocol's request sender on one connection.
 enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<ProbeBody>),
+    H2(hyper::client::conn::http2::SendRequest<ProbeBody>),
 }
 
 /// One kept-alive connection.
@@ -161,19 +162,27 @@ impl HttpConn {
         })
     }
 
-    /// GET the URL's path with `headers` on this connection.
-    pub(crate) async fn get(&mut self, headers: &[(String, String)]) -> Result<HttpResponse> {
+    /// Sends `method` to the URL's path with `headers` and `body` on this connection;
+    /// the response with its body still to read.
+    async fn send(
+        &mut self,
+        method: hyper::Method,
+        headers: &[(String, String)],
+        body: ProbeBody,
+    ) -> Result<hyper::Response<Incoming>> {
         let path = self
             .target
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let mut b = Request::get(match self.sender {
-            // HTTP/2 sends scheme and authority as pseudo-headers.
-            Sender::H2(_) => self.target.uri.to_string(),
-            Sender::H1(_) => path.clone(),
-        });
+        let mut b = Request::builder()
+            .method(method.clone())
+            .uri(match self.sender {
+                // HTTP/2 sends scheme and authority as pseudo-headers.
+                Sender::H2(_) => self.target.uri.to_string(),
+                Sender::H1(_) => path.clone(),
+            });
         let has_host = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
         if matches!(self.sender, Sender::H1(_)) && !has_host {
             b = b.header(hyper::header::HOST, &self.target.authority);
@@ -181,10 +190,8 @@ impl HttpConn {
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let req = b
-            .body(Empty::<Bytes>::new())
-            .context("building the request")?;
-        let resp = match &mut self.sender {
+        let req = b.body(body).context("building the request")?;
+        match &mut self.sender {
             Sender::H1(s) => {
                 s.ready().await.context("the connection closed")?;
                 s.send_request(req).await
@@ -194,14 +201,21 @@ impl HttpConn {
                 s.send_request(req).await
             }
         }
-        .with_context(|| format!("GET {path} on {}", self.target.addr))?;
+        .with_context(|| format!("{method} {path} on {}", self.target.addr))
+    }
+
+    /// GET the URL's path with `headers` on this connection.
+    pub(crate) async fn get(&mut self, headers: &[(String, String)]) -> Result<HttpResponse> {
+        let resp = self
+            .send(hyper::Method::GET, headers, box_body(Empty::<Bytes>::new()))
+            .await?;
         let status = resp.status().as_u16();
         let version = version_name(resp.version());
         let collected = resp
             .into_body()
             .collect()
             .await
-            .with_context(|| format!("reading the body of GET {path}"))?;
+            .context("reading the response body")?;
         let trailers = collected.trailers().map(|t| {
             t.iter()
                 .map(|(k, v)| {
@@ -219,6 +233,69 @@ impl HttpConn {
             trailers,
         })
     }
+
+    /// POSTs `len` bytes of [`pattern`] to the URL (kt-probe's `/echo`), streamed in
+    /// 64 KiB chunks, and checks that the response body is the same bytes, chunk by
+    /// chunk as it arrives; neither body is held whole.
+    pub(crate) async fn post_pattern(
+        &mut self,
+        headers: &[(String, String)],
+        len: u64,
+    ) -> Result<EchoResult> {
+        const CHUNK: u64 = 64 * 1024;
+        let chunks = futures::stream::unfold(0u64, move |off| async move {
+            if off >= len {
+                return None;
+            }
+            let n = CHUNK.min(len - off);
+            let data: Vec<u8> = (off..off + n).map(pattern).collect();
+            Some((
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(data))),
+                off + n,
+            ))
+        });
+        let mut hs = headers.to_vec();
+        hs.push(("content-length".to_owned(), len.to_string()));
+        let resp = self
+            .send(hyper::Method::POST, &hs, box_body(StreamBody::new(chunks)))
+            .await?;
+        let status = resp.status().as_u16();
+        let version = version_name(resp.version());
+        let name = resp
+            .headers()
+            .get("x-probe-name")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let mut body = resp.into_body();
+        let mut got = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.with_context(|| format!("reading the echo at byte {got}"))?;
+            if let Ok(data) = frame.into_data() {
+                if let Some(k) = (0..data.len()).find(|&k| data[k] != pattern(got + k as u64)) {
+                    bail!("the echoed body differs at byte {}", got + k as u64);
+                }
+                got += data.len() as u64;
+            }
+        }
+        Ok(EchoResult {
+            status,
+            version,
+            name,
+            bytes: got,
+        })
+    }
+}
+
+/// Byte `i` of the bodies `--post-bytes` sends: not periodic within 64 KiB chunks.
+pub(crate) fn pattern(i: u64) -> u8 {
+    ((i % 251) as u8) ^ ((i / 251) as u8)
+}
+
+/// What a `--post-bytes` request got back.
+pub(crate) struct EchoResult {
+    status: u16,
+    version: &'static str,
+    name: Option<String>,
+    bytes: u64,
 }
 
 /// `kt-probe http`.
@@ -228,6 +305,7 @@ pub(crate) async fn http(
     headers: &[(String, String)],
     requests: u32,
     alternate: Option<(String, Vec<String>)>,
+    post_bytes: Option<u64>,
 ) -> Result<()> {
     let mut conn = HttpConn::connect(url, h2).await?;
     for i in 0..requests {
@@ -240,12 +318,41 @@ pub(crate) async fn http(
                 sent = Value::String(v.clone());
             }
         }
-        let resp = conn.get(&hs).await.with_context(|| {
+        let what = || {
             format!(
                 "request {} of {requests} (one kept-alive connection)",
                 i + 1
             )
-        })?;
+        };
+        if let Some(len) = post_bytes {
+            let r = conn.post_pattern(&hs, len).await.with_context(what)?;
+            let mut line = json!({
+                "request": i,
+                "status": r.status,
+                "version": r.version,
+                "name": r.name,
+                "sent_bytes": len,
+                "echoed_bytes": r.bytes,
+            });
+            if alternate.is_some() {
+                line["sent"] = sent;
+            }
+            println!("{line}");
+            ensure!(
+                (200..300).contains(&r.status),
+                "{}: status {}",
+                what(),
+                r.status
+            );
+            ensure!(
+                r.bytes == len,
+                "{}: sent {len} bytes, {} came back",
+                what(),
+                r.bytes
+            );
+            continue;
+        }
+        let resp = conn.get(&hs).await.with_context(what)?;
         let mut line = json!({
             "request": i,
             "status": resp.status,

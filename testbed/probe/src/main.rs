@@ -56,7 +56,8 @@ enum Command {
         #[arg(long)]
         name: String,
     },
-    /// GET a URL, N times on one kept-alive connection.
+    /// GET a URL (or POST a checked body with --post-bytes), N times on one kept-alive
+    /// connection.
     Http {
         /// http://host[:port]/path
         #[arg(long)]
@@ -74,6 +75,10 @@ enum Command {
         /// such header), printed as `sent` beside the name that answered.
         #[arg(long)]
         alternate_header: Option<String>,
+        /// POST this many bytes instead of GET, streamed, and check that the response
+        /// body (kt-probe's `/echo`) is the same bytes.
+        #[arg(long)]
+        post_bytes: Option<u64>,
         #[command(flatten)]
         timeout: Timeout,
     },
@@ -176,6 +181,7 @@ async fn run(cli: Cli) -> Result<()> {
             headers: h,
             requests,
             alternate_header,
+            post_bytes,
             timeout,
         } => {
             let h = headers(&h)?;
@@ -186,7 +192,7 @@ async fn run(cli: Cli) -> Result<()> {
             bounded(
                 timeout,
                 &url,
-                client::http(&url, h2c_prior_knowledge, &h, requests, alt),
+                client::http(&url, h2c_prior_knowledge, &h, requests, alt, post_bytes),
             )
             .await
         }

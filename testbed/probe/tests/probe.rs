@@ -537,3 +537,34 @@ async fn client_errors_exit_non_zero_with_a_clear_message() -> Result<()> {
     assert!(out.stderr.contains("cannot listen on"), "{}", out.stderr);
     Ok(())
 }
+
+#[tokio::test]
+async fn post_bytes_streams_a_checked_body_through_echo_on_one_connection() -> Result<()> {
+    let s = serve("theta").await?;
+    let url = format!("http://{}/echo", s.addr);
+    for extra in [&[][..], &["--h2c-prior-knowledge"][..]] {
+        let mut args = vec![
+            "http",
+            "--url",
+            &url,
+            "--post-bytes",
+            "8388608",
+            "--requests",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(PROBE, &args).await?;
+        let l = lines(&out)?;
+        assert_eq!(l.len(), 2, "{out}");
+        for v in &l {
+            assert_eq!(v["name"], "theta", "{out}");
+            assert_eq!(v["echoed_bytes"], 8_388_608, "{out}");
+        }
+    }
+    // Anything but the same bytes back is an error: `/` answers JSON instead.
+    let other = format!("http://{}/", s.addr);
+    let out = run(PROBE, &["http", "--url", &other, "--post-bytes", "1000"]).await?;
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(out.stderr.contains("differs at byte 0"), "{}", out.stderr);
+    Ok(())
+}
