@@ -59,7 +59,7 @@ enum Command {
     /// GET a URL (or POST a checked body with --post-bytes), N times on one kept-alive
     /// connection.
     Http {
-        /// http://host[:port]/path
+        /// The URL, http://host:port/path (port 80 when left out).
         #[arg(long)]
         url: String,
         /// HTTP/2 without upgrade (h2c prior knowledge) instead of HTTP/1.1.
@@ -84,7 +84,7 @@ enum Command {
     },
     /// Send one WebSocket message and print the reply.
     Ws {
-        /// ws://host[:port]/path
+        /// The URL, ws://host:port/path (port 80 when left out).
         #[arg(long)]
         url: String,
         /// A handshake header, 'name: value' (repeatable).
@@ -112,7 +112,7 @@ enum Command {
     /// Sequential requests on one kept-alive connection (HTTP/1.1 GET, or gRPC `Who`);
     /// prints {"requests","p50_us","p99_us","rps","names"}.
     Load {
-        /// http://host[:port]/path
+        /// The URL, http://host:port/path (port 80 when left out).
         #[arg(long)]
         url: String,
         /// A request header or gRPC metadata, 'name: value' (repeatable).
