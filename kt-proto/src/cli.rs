@@ -121,7 +121,7 @@ pub const GRACE: &str = "--grace";
 pub const DEFAULT_ROUTE_TTL: Duration = Duration::from_secs(30);
 /// Default of [`GRACE`]: a developer's shadow is created within moments of the router
 /// (or of another's leaving); the first one gets longer ([`ROUTE_STARTUP_GRACE`]).
-pub const DEFAULT_ROUTE_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_ROUTE_GRACE: Duration = Duration::from_secs(3);
 /// How long a router waits for its first developer's shadow.
 pub const ROUTE_STARTUP_GRACE: Duration = Duration::from_secs(120);
 
@@ -237,7 +237,7 @@ ROUTE OPTIONS (the mesh router of Service NAME):
   --origin IP               where requests no rule matches go, on the same port
   --port PORT               listen on 0.0.0.0:PORT; repeat for each port
   --ttl SECS                the lease on the Service [default: 30]
-  --grace SECS              [default: 5]
+  --grace SECS              [default: 3]
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
