@@ -145,7 +145,15 @@ impl Mesh {
             .filter_map(|p| u16::try_from(p.port).ok())
             .map(|p| PortMap::to(p, RemotePort::Number(p)))
             .collect();
-        let all_ports = resolved.listen_ports(&name.to_string(), &every_port)?;
+        // Several Service ports may target one container port: each is listened on once.
+        let mut all_ports: Vec<ListenPort> = Vec::new();
+        for port in &every_port {
+            for listen in resolved.listen_ports(&name.to_string(), std::slice::from_ref(port))? {
+                if !all_ports.iter().any(|p| p.port == listen.port) {
+                    all_ports.push(listen);
+                }
+            }
+        }
         if opts.check_local {
             check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
