@@ -142,6 +142,7 @@ impl Mesh {
         // The router takes every port of the Service (the others go to the origin).
         let every_port: Vec<PortMap> = (service.spec.iter())
             .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
             .filter_map(|p| u16::try_from(p.port).ok())
             .map(|p| PortMap::to(p, RemotePort::Number(p)))
             .collect();
@@ -154,6 +155,8 @@ impl Mesh {
                 }
             }
         }
+        // UDP ports are relayed to the originals, unrouted.
+        let udp_ports = resolved.udp_ports(&name.to_string())?;
         if opts.check_local {
             check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
@@ -164,6 +167,7 @@ impl Mesh {
             opts: session_opts,
             service: &service,
             ports: &all_ports,
+            udp_ports: &udp_ports,
             selector,
             ttl: opts.restore_ttl,
             events: &events,

@@ -1,7 +1,8 @@
 //! `kt-shadow route`: the mesh router's life, around the data plane of
 //! [`super::proxy`].
 //!
-//! - Listens on every `--port` and proxies with the current routing [`Table`].
+//! - Listens on every `--port` and proxies with the current routing [`Table`]; relays
+//!   every `--udp-port` to the origin ([`super::udp`]).
 //! - Finds the developers' shadows by label (`kt.dev/mesh=<service>`,
 //!   `kt.dev/role=shadow-mesh`; polled every [`POLL`]: a list per poll, simpler than a
 //!   watch that must be re-established, and at this rate a handful of requests a
@@ -56,6 +57,17 @@ pub async fn run(args: RouteArgs, cluster: Cluster, shutdown: CancellationToken)
             }
         }
     }
+    let mut udp = Vec::new();
+    for port in &args.udp_ports {
+        let addr = SocketAddr::from(([0, 0, 0, 0], *port));
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(s) => udp.push((s, *port)),
+            Err(e) => {
+                warn!(%addr, error = %e, "cannot listen (UDP)");
+                return 1;
+            }
+        }
+    }
     let (table_tx, table_rx) = watch::channel(Arc::new(Table::default()));
     let serving = CancellationToken::new();
     let mut proxies = Vec::new();
@@ -64,7 +76,11 @@ pub async fn run(args: RouteArgs, cluster: Cluster, shutdown: CancellationToken)
         proxies.push(Arc::clone(&proxy));
         tokio::spawn(proxy.serve(listener, serving.clone()));
     }
-    info!(ports = ?args.ports, origin = %args.origin, service = %args.service.name, "routing");
+    for (socket, port) in udp {
+        let origin = SocketAddr::new(args.origin, port);
+        tokio::spawn(super::udp::relay(socket, origin, serving.clone()));
+    }
+    info!(ports = ?args.ports, udp_ports = ?args.udp_ports, origin = %args.origin, service = %args.service.name, "routing");
     let mut router = Control {
         args,
         cluster,
