@@ -89,6 +89,7 @@ pub mod lease;
 mod limits;
 pub mod probe;
 pub mod restore;
+pub mod router;
 mod server;
 mod stream;
 mod tcp;
