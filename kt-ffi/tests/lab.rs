@@ -16,20 +16,24 @@ use common::{
     LabNamespace, assert_fresh_libkt, compile, crate_dir, printed, run_checked, valgrind,
 };
 
-/// Runs `tests/c/session.c` (optionally under valgrind) in a fresh namespace and
-/// checks that nothing labelled with its session id is left.
-fn whole_session(prefix: &str, under_valgrind: bool) {
-    let ns = LabNamespace::create(prefix);
-    let exe = compile(&crate_dir().join("tests/c/session.c"), prefix);
+/// Runs the compiled C program `exe` with the namespace's kubeconfig and name
+/// (optionally under valgrind) and checks that it passed, that valgrind found
+/// nothing, and that it loaded the libkt this run built.
+fn run_c(
+    exe: &std::path::Path,
+    ns: &LabNamespace,
+    under_valgrind: bool,
+    what: &str,
+) -> std::process::Output {
     let mut cmd = if under_valgrind {
-        valgrind(&exe)
+        valgrind(exe)
     } else {
-        Command::new(&exe)
+        Command::new(exe)
     };
     let out = run_checked(cmd.arg(&ns.kubeconfig).arg(&ns.name));
     assert!(
         out.status.success(),
-        "session.c failed (see its output above{})",
+        "{what} failed (see its output above{})",
         if under_valgrind {
             "; exit 99 is valgrind's: memory errors or leaks"
         } else {
@@ -44,6 +48,15 @@ fn whole_session(prefix: &str, under_valgrind: bool) {
         );
     }
     assert_fresh_libkt(&out);
+    out
+}
+
+/// Runs `tests/c/session.c` (optionally under valgrind) in a fresh namespace and
+/// checks that nothing labelled with its session id is left.
+fn whole_session(prefix: &str, under_valgrind: bool) {
+    let ns = LabNamespace::create(prefix);
+    let exe = compile(&crate_dir().join("tests/c/session.c"), prefix);
+    let out = run_c(&exe, &ns, under_valgrind, "session.c");
     let id = printed(&out, "SESSION_ID");
     let left = ns.objects(&format!("kt.dev/session={id}"));
     assert!(left.is_empty(), "session {id} left objects behind:\n{left}");
@@ -75,29 +88,7 @@ fn swap_from_c(prefix: &str, under_valgrind: bool) {
     let ns = LabNamespace::create_with_role(prefix, "inbound");
     let before = echo_snapshot(&ns);
     let exe = compile(&crate_dir().join("tests/c/swap.c"), prefix);
-    let mut cmd = if under_valgrind {
-        valgrind(&exe)
-    } else {
-        Command::new(&exe)
-    };
-    let out = run_checked(cmd.arg(&ns.kubeconfig).arg(&ns.name));
-    assert!(
-        out.status.success(),
-        "swap.c failed (see its output above{})",
-        if under_valgrind {
-            "; exit 99 is valgrind's: memory errors or leaks"
-        } else {
-            ""
-        }
-    );
-    if under_valgrind {
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            log.contains("ERROR SUMMARY: 0 errors"),
-            "valgrind reported errors"
-        );
-    }
-    assert_fresh_libkt(&out);
+    let out = run_c(&exe, &ns, under_valgrind, "swap.c");
     assert_eq!(
         before,
         echo_snapshot(&ns),
@@ -116,23 +107,30 @@ fn swap_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
     swap_from_c("kt-ffi-swap-vg", true);
 }
 
-/// Runs `tests/c/mesh.c` in a fresh namespace bound to the shipped inbound Role;
-/// afterwards the echo Service and Deployment equal a snapshot taken before, and
-/// nothing of the session, the mesh or the router is left.
-#[test]
-fn mesh_from_c_routes_requests_with_its_header_here_and_the_rest_to_the_service() {
-    let ns = LabNamespace::create_with_role("kt-ffi-mesh", "inbound");
+/// Runs `tests/c/mesh.c` (optionally under valgrind) in a fresh namespace bound to
+/// the shipped inbound Role; afterwards the echo Service and Deployment equal a
+/// snapshot taken before, and nothing of the session, the mesh or the router is left.
+fn mesh_from_c(prefix: &str, under_valgrind: bool) {
+    let ns = LabNamespace::create_with_role(prefix, "inbound");
     let before = echo_snapshot(&ns);
-    let exe = compile(&crate_dir().join("tests/c/mesh.c"), "mesh");
-    let out = run_checked(Command::new(&exe).arg(&ns.kubeconfig).arg(&ns.name));
-    assert!(out.status.success(), "mesh.c failed (see its output above)");
-    assert_fresh_libkt(&out);
+    let exe = compile(&crate_dir().join("tests/c/mesh.c"), prefix);
+    let out = run_c(&exe, &ns, under_valgrind, "mesh.c");
     assert_eq!(
         before,
         echo_snapshot(&ns),
         "the echo Service or Deployment differs from before the mesh"
     );
     assert_nothing_left(&ns, &out, &["SESSION_ID", "MESH_ID"]);
+}
+
+#[test]
+fn mesh_from_c_routes_requests_with_its_header_here_and_the_rest_to_the_service() {
+    mesh_from_c("kt-ffi-mesh", false);
+}
+
+#[test]
+fn mesh_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
+    mesh_from_c("kt-ffi-mesh-vg", true);
 }
 
 /// No object labelled with the session id `tests/c` printed for each of `keys` is
