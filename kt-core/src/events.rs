@@ -148,6 +148,15 @@ pub enum Event {
         /// The object, the field, what it holds, what kt wrote and the original.
         detail: String,
     },
+    /// A mesh router routes the requests of this rule to this machine.
+    Routed {
+        /// The meshed Service.
+        service: String,
+        /// The rule, in canonical text form (`version=alice`).
+        rule: String,
+        /// The router pod.
+        router: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -201,6 +210,14 @@ impl fmt::Display for Event {
             Event::Inbound { peer, port } => write!(f, "connection from {peer} to port {port}"),
             Event::Restored { object, detail } => write!(f, "restored {object}: {detail}"),
             Event::RestoreConflict { detail } => write!(f, "not restored: {detail}"),
+            Event::Routed {
+                service,
+                rule,
+                router,
+            } => write!(
+                f,
+                "{router} routes requests to {service} matching `{rule}` here"
+            ),
         }
     }
 }
@@ -255,6 +272,8 @@ pub enum EventKind {
     Restored,
     /// [`Event::RestoreConflict`].
     RestoreConflict,
+    /// [`Event::Routed`].
+    Routed,
 }
 
 impl EventKind {
@@ -282,6 +301,7 @@ impl EventKind {
         EventKind::Inbound,
         EventKind::Restored,
         EventKind::RestoreConflict,
+        EventKind::Routed,
     ];
 
     /// The stable name, `snake_case` (`tunnel_up`, ...).
@@ -309,6 +329,7 @@ impl EventKind {
             EventKind::Inbound => "inbound",
             EventKind::Restored => "restored",
             EventKind::RestoreConflict => "restore_conflict",
+            EventKind::Routed => "routed",
         }
     }
 
@@ -339,6 +360,7 @@ impl EventKind {
             EventKind::Inbound => 20,
             EventKind::Restored => 21,
             EventKind::RestoreConflict => 22,
+            EventKind::Routed => 23,
         }
     }
 }
@@ -400,6 +422,7 @@ impl Event {
             Event::Inbound { .. } => EventKind::Inbound,
             Event::Restored { .. } => EventKind::Restored,
             Event::RestoreConflict { .. } => EventKind::RestoreConflict,
+            Event::Routed { .. } => EventKind::Routed,
         }
     }
 
@@ -459,6 +482,15 @@ impl Event {
                 vec![("object", t(object)), ("detail", t(detail))]
             }
             Event::RestoreConflict { detail } => vec![("detail", t(detail))],
+            Event::Routed {
+                service,
+                rule,
+                router,
+            } => vec![
+                ("service", t(service)),
+                ("rule", t(rule)),
+                ("router", t(router)),
+            ],
         }
     }
 }

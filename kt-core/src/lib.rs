@@ -230,13 +230,14 @@ pub use error::{CONNECT_ROLE_YAML, Error, ErrorKind, INBOUND_ROLE_YAML, Result, 
 pub use events::{Event, EventKind, EventValue, Events};
 pub use inbound::clean::{CleanReport, clean, recover};
 pub use inbound::expose::Expose;
+pub use inbound::mesh::Mesh;
 pub use inbound::swap::Swap;
 pub use ipnet::IpNet;
 pub use options::surface;
 pub use options::{
     ConnectOptions, DEFAULT_MTU, DEFAULT_OPENSSH_IMAGE, DEFAULT_RESTORE_TTL, DnsMode,
-    ExposeOptions, FALLBACK_DNS_SERVER, PortMap, RemotePort, SHADOW_IMAGE_ENV, ServiceType,
-    ShadowFlavour, SwapMode, SwapOptions, VpnOptions, parse_net,
+    ExposeOptions, FALLBACK_DNS_SERVER, MeshOptions, MeshRule, PortMap, RemotePort,
+    SHADOW_IMAGE_ENV, ServiceType, ShadowFlavour, SwapMode, SwapOptions, VpnOptions, parse_net,
 };
 pub use outbound::udp::DatagramChannel;
 pub use session::Session;

@@ -17,8 +17,11 @@ use crate::error::Result;
 use crate::events::{Event, EventBus, Events};
 use crate::inbound;
 use crate::inbound::expose::Expose;
+use crate::inbound::mesh::Mesh;
 use crate::inbound::swap::Swap;
-use crate::options::{ConnectOptions, ExposeOptions, PortMap, ShadowFlavour, SwapOptions};
+use crate::options::{
+    ConnectOptions, ExposeOptions, MeshOptions, MeshRule, PortMap, ShadowFlavour, SwapOptions,
+};
 use crate::outbound::auth::ProxyCredentials;
 use crate::outbound::proxies::Proxies;
 use crate::outbound::udp::{self, DatagramChannel};
@@ -465,6 +468,64 @@ impl Session {
             &inner.opts,
             &inner.shadow.name,
             name,
+            ports,
+            opts,
+        ))
+        .await
+    }
+
+    /// Meshes `target` (a Service, `svc/NAME`, or a workload with one Service): requests
+    /// to it that match `rule` arrive at local ports here, every other request goes to
+    /// its original pods, so the rest of the team keeps using it. `None` makes
+    /// kt-connect's mark, header `version` with a random value ([`Mesh::header`] says
+    /// what to send). Several developers mesh one Service at once, each with their own
+    /// rule; the Service is put back when the last one leaves.
+    ///
+    /// Routing is per HTTP request (HTTP/1.1, h2c, gRPC, WebSocket by the upgrade
+    /// request); TLS and other protocols on the Service's ports pass through to the
+    /// original pods unrouted.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: &kt_core::Session) -> Result<(), kt_core::Error> {
+    /// let ports = kt_core::PortMap::parse_list(["8080:80"])?;
+    /// let mesh = session.mesh("svc/web", None, &ports).await?;
+    /// let (name, value) = mesh.header().unwrap_or_default();
+    /// println!("send `{name}: {value}` to reach 127.0.0.1:8080");
+    /// mesh.close().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::swap`]; also [`Error::TargetHeld`] when another developer routes
+    /// the same header value, or a swap holds the Service.
+    pub async fn mesh(
+        &self,
+        target: &str,
+        rule: Option<MeshRule>,
+        ports: &[PortMap],
+    ) -> Result<Mesh> {
+        self.mesh_with(target, rule, ports, MeshOptions::new())
+            .await
+    }
+
+    /// [`Session::mesh`] with options: the restore TTL, the local-port check, an event
+    /// callback.
+    pub async fn mesh_with(
+        &self,
+        target: &str,
+        rule: Option<MeshRule>,
+        ports: &[PortMap],
+        opts: MeshOptions,
+    ) -> Result<Mesh> {
+        self.check_open()?;
+        let inner = &self.inner;
+        Box::pin(Mesh::start(
+            &inner.cluster,
+            &inner.opts,
+            &inner.shadow.name,
+            target,
+            rule,
             ports,
             opts,
         ))

@@ -103,6 +103,27 @@ pub const SELF_DELETE: &str = "--self-delete";
 pub const DELETE_POD: &str = "--delete-pod";
 /// `probe`: address to probe.
 pub const ADDR: &str = "--addr";
+/// The `route` command: run the mesh router in front of a Service.
+pub const ROUTE: &str = "route";
+/// `route`: the address unmatched requests go to (the ClusterIP of the Service that
+/// keeps the meshed Service's original selector).
+pub const ORIGIN: &str = "--origin";
+/// `route`: a port to listen on (a container port the meshed Service targets); repeat
+/// it for each.
+pub const PORT: &str = "--port";
+/// `route`: the lease the router keeps on the meshed Service (`kt.dev/lease-expiry`),
+/// renewed three times per TTL while the router runs.
+pub const TTL: &str = "--ttl";
+/// `route`: how long the router runs with no developer's shadow before it puts the
+/// Service back and deletes itself.
+pub const GRACE: &str = "--grace";
+/// Default of [`TTL`].
+pub const DEFAULT_ROUTE_TTL: Duration = Duration::from_secs(30);
+/// Default of [`GRACE`]: a developer's shadow is created within moments of the router
+/// (or of another's leaving); the first one gets longer ([`ROUTE_STARTUP_GRACE`]).
+pub const DEFAULT_ROUTE_GRACE: Duration = Duration::from_secs(3);
+/// How long a router waits for its first developer's shadow.
+pub const ROUTE_STARTUP_GRACE: Duration = Duration::from_secs(120);
 
 /// Default of [`MAX_PREAUTH_CONNECTIONS`]: a kt client logs in over one connection at a
 /// time and a readiness probe holds one for a moment; sixteen leaves room for
@@ -134,6 +155,8 @@ USAGE:
                   [--max-held-connections N] [--hold-timeout SECS]
                   [--session ID --restore KIND/NAME/UID...] [--self-delete [--delete-pod NAME]...]
   kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
+  kt-shadow route --session ID --restore Service/NAME/UID --lease NAME --origin IP
+                  --port PORT... [--ttl SECS] [--grace SECS]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
   kt-shadow help
@@ -198,6 +221,23 @@ SERVE OPTIONS:
                             from $POD_NAME, else the host name), then exit 4
   --delete-pod NAME         with --self-delete: delete pod NAME first (the same client's
                             session shadow); repeat for more
+
+ROUTE OPTIONS (the mesh router of Service NAME):
+  --session ID              the router's id: the kt.dev/owner it keeps on the Service
+  --restore Service/NAME/UID
+                            the meshed Service; its selector points at this pod. The
+                            router renews its hold, and puts the Service back (as
+                            kt.dev/restore records) on SIGTERM or when no developer's
+                            shadow (pods labelled kt.dev/mesh=NAME,kt.dev/role=shadow-mesh)
+                            has existed for --grace (the first one gets 120 s), then
+                            deletes its own pod
+  --lease NAME              the router's Lease: it writes the developers' shadows it routes
+                            to in its kt.dev/mesh-routes annotation (a JSON array, in match
+                            order; `[]` once it listens)
+  --origin IP               where requests no rule matches go, on the same port
+  --port PORT               listen on 0.0.0.0:PORT; repeat for each port
+  --ttl SECS                the lease on the Service [default: 30]
+  --grace SECS              [default: 3]
 
 PROBE OPTIONS:
   --addr ADDR               SSH address to probe [default: 127.0.0.1:2222]; exits 0 if an
@@ -414,6 +454,124 @@ impl ServeArgs {
     }
 }
 
+/// Arguments of `kt-shadow route`: the mesh router in front of one Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteArgs {
+    /// The router's id ([`SESSION`]): the `kt.dev/owner` of the Service while meshed.
+    pub session: String,
+    /// The meshed Service ([`RESTORE`], kind Service).
+    pub service: RestoreTarget,
+    /// The router's Lease ([`LEASE`]), where it reports its routes.
+    pub lease: String,
+    /// Where unmatched requests go ([`ORIGIN`]).
+    pub origin: std::net::IpAddr,
+    /// The ports to listen on ([`PORT`]).
+    pub ports: Vec<u16>,
+    /// The lease kept on the Service ([`TTL`]).
+    pub ttl: Duration,
+    /// How long without developers before the router ends ([`GRACE`]).
+    pub grace: Duration,
+}
+
+impl RouteArgs {
+    /// The arguments after the binary name, starting with `route`.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            ROUTE.to_owned(),
+            SESSION.to_owned(),
+            self.session.clone(),
+            RESTORE.to_owned(),
+            self.service.to_string(),
+            LEASE.to_owned(),
+            self.lease.clone(),
+            ORIGIN.to_owned(),
+            self.origin.to_string(),
+        ];
+        for port in &self.ports {
+            args.extend([PORT.to_owned(), port.to_string()]);
+        }
+        args.extend([
+            TTL.to_owned(),
+            secs_rounded_up(self.ttl).to_string(),
+            GRACE.to_owned(),
+            secs_rounded_up(self.grace).to_string(),
+        ]);
+        args
+    }
+}
+
+fn parse_route(mut args: impl Iterator<Item = String>) -> Result<RouteArgs, Error> {
+    let (mut session, mut service, mut lease, mut origin) = (None, None, None, None);
+    let mut ports = Vec::new();
+    let (mut ttl, mut grace) = (DEFAULT_ROUTE_TTL, DEFAULT_ROUTE_GRACE);
+    while let Some(arg) = args.next() {
+        let opt = Opt::split(arg);
+        match opt.name.as_str() {
+            SESSION => session = Some(parse_session(SESSION, opt.value(SESSION, &mut args)?)?),
+            RESTORE => {
+                let target: RestoreTarget = opt.value(RESTORE, &mut args)?.parse()?;
+                if target.kind != Kind::Service {
+                    return Err(Error::InvalidValue {
+                        option: RESTORE,
+                        value: target.to_string(),
+                        reason: "a router fronts a Service: expected Service/NAME/UID",
+                    });
+                }
+                service = Some(target);
+            }
+            LEASE => lease = Some(parse_object_name(LEASE, opt.value(LEASE, &mut args)?)?),
+            ORIGIN => {
+                let value = opt.value(ORIGIN, &mut args)?;
+                origin = Some(value.parse().map_err(|_| Error::InvalidValue {
+                    option: ORIGIN,
+                    value,
+                    reason: "expected an IP address (the origin Service's ClusterIP)",
+                })?);
+            }
+            PORT => {
+                let port = parse_port(PORT, opt.value(PORT, &mut args)?)?;
+                if port == 0 {
+                    return Err(Error::InvalidValue {
+                        option: PORT,
+                        value: "0".to_owned(),
+                        reason: "expected a port from 1 to 65535",
+                    });
+                }
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            TTL => ttl = parse_secs(TTL, opt.value(TTL, &mut args)?)?,
+            GRACE => grace = parse_secs(GRACE, opt.value(GRACE, &mut args)?)?,
+            _ => {
+                return Err(Error::UnknownOption {
+                    command: ROUTE,
+                    option: opt.name,
+                });
+            }
+        }
+    }
+    let needed = |option| Error::NeedsOption {
+        option: ROUTE,
+        needs: option,
+        reason: "a router needs its id, its Service, its Lease, the origin and at least one \
+                 port",
+    };
+    let route = RouteArgs {
+        session: session.ok_or_else(|| needed(SESSION))?,
+        service: service.ok_or_else(|| needed(RESTORE))?,
+        lease: lease.ok_or_else(|| needed(LEASE))?,
+        origin: origin.ok_or_else(|| needed(ORIGIN))?,
+        ports,
+        ttl,
+        grace,
+    };
+    if route.ports.is_empty() {
+        return Err(needed(PORT));
+    }
+    Ok(route)
+}
+
 /// Arguments of `kt-shadow probe`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeArgs {
@@ -458,6 +616,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// `kt-shadow probe ...`
     Probe(ProbeArgs),
+    /// `kt-shadow route ...`
+    Route(RouteArgs),
     /// `kt-shadow version` (also `--version`, `-V`)
     Version,
     /// `kt-shadow help` (also `--help`, `-h`)
@@ -482,6 +642,7 @@ impl Command {
         match command.as_str() {
             SERVE => parse_serve(args).map(Command::Serve),
             PROBE => parse_probe(args).map(Command::Probe),
+            ROUTE => parse_route(args).map(Command::Route),
             VERSION | "--version" | "-V" => no_more_args(VERSION, args).map(|()| Command::Version),
             HELP | "--help" | "-h" => Ok(Command::Help),
             _ => Err(Error::UnknownCommand(command)),
@@ -493,6 +654,7 @@ impl Command {
         match self {
             Command::Serve(serve) => serve.to_args(),
             Command::Probe(probe) => probe.to_args(),
+            Command::Route(route) => route.to_args(),
             Command::Version => vec![VERSION.to_owned()],
             Command::Help => vec![HELP.to_owned()],
         }
@@ -1253,5 +1415,62 @@ mod tests {
         ] {
             assert!(USAGE.contains(opt), "{opt}");
         }
+    }
+
+    #[test]
+    fn route_round_trips_and_refuses_what_a_router_cannot_use() {
+        let route = RouteArgs {
+            session: "r0uter01".to_owned(),
+            service: "Service/web/0f6d1f0e-2a53-4c8b-a1c4-6f8b4a2d9c01"
+                .parse()
+                .unwrap(),
+            lease: "kt-router-web".to_owned(),
+            origin: "10.96.0.12".parse().unwrap(),
+            ports: vec![8080, 9090],
+            ttl: Duration::from_secs(7),
+            grace: Duration::from_secs(3),
+        };
+        let args = route.to_args();
+        assert_eq!(args[0], ROUTE);
+        assert_eq!(Command::parse(args.clone()).unwrap(), Command::Route(route));
+        let without = |option: &str| {
+            let mut rest: Vec<String> = Vec::new();
+            let mut it = args.iter().skip(1);
+            while let Some(a) = it.next() {
+                if a == option {
+                    it.next();
+                } else {
+                    rest.push(a.clone());
+                }
+            }
+            std::iter::once(ROUTE.to_owned())
+                .chain(rest)
+                .collect::<Vec<_>>()
+        };
+        for option in [SESSION, RESTORE, LEASE, ORIGIN, PORT] {
+            let err = Command::parse(without(option)).unwrap_err().to_string();
+            assert!(err.contains(option), "{option}: {err}");
+        }
+        let deployment = args
+            .iter()
+            .map(|a| a.replace("Service/", "Deployment/"))
+            .collect::<Vec<_>>();
+        assert!(
+            Command::parse(deployment)
+                .unwrap_err()
+                .to_string()
+                .contains("Service/NAME/UID")
+        );
+        let mut bad_origin = args.clone();
+        bad_origin[8] = "web.default".to_owned();
+        assert!(
+            Command::parse(bad_origin)
+                .unwrap_err()
+                .to_string()
+                .contains("IP address")
+        );
+        let mut zero = args;
+        zero[10] = "0".to_owned();
+        assert!(Command::parse(zero).is_err());
     }
 }

@@ -51,6 +51,13 @@ fn main() -> ExitCode {
             };
             exit_code(runtime.block_on(serve(args)))
         }
+        Command::Route(args) => {
+            init_tracing();
+            let Some(runtime) = runtime(true) else {
+                return exit_code(EXIT_FAILURE);
+            };
+            exit_code(runtime.block_on(route(args)))
+        }
     }
 }
 
@@ -104,6 +111,25 @@ async fn serve(args: ServeArgs) -> i32 {
         info!("shut down");
     }
     exit.code()
+}
+
+/// `kt-shadow route`: the mesh router, until no developer is left or SIGTERM.
+async fn route(args: kt_proto::cli::RouteArgs) -> i32 {
+    let signals = Signals::install();
+    let cluster = match Cluster::connect().await {
+        Ok(cluster) => cluster,
+        Err(reason) => {
+            error!("{}", Error::NoCluster { reason });
+            return EXIT_FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let signals = signals.map(|s| tokio::spawn(s.cancel_on_first(shutdown.clone())));
+    let code = kt_shadow::router::control::run(args, cluster, shutdown).await;
+    if let Some(signals) = signals {
+        signals.abort();
+    }
+    code
 }
 
 /// The restoring watchdog of `--restore`/`--self-delete`: refused (the shadow does not

@@ -188,7 +188,7 @@ pub(crate) struct ListenPort {
 /// The selector that says which workload a Service belongs to: its own, or, while a
 /// kt swap holds it (its selector points at the swap shadow), the original one kt
 /// recorded on it.
-fn service_selector(svc: &Service) -> BTreeMap<String, String> {
+pub(crate) fn service_selector(svc: &Service) -> BTreeMap<String, String> {
     let recorded = (svc.metadata.annotations.as_ref())
         .and_then(|a| a.get(kt_proto::annotations::RESTORE))
         .and_then(|text| kt_proto::restore::Record::from_json(text).ok())

@@ -16,6 +16,9 @@
 //!   everything it owns) and its session's connect shadow (the client that stopped
 //!   renewing is gone, and nothing else would remove that pod),
 //! - `get` and `patch` exactly the objects the swap changes.
+//!
+//! A mesh router's Role also lets it `list` and `watch` pods (the developers' shadows
+//! are found by label) and `patch` its own Lease (where it reports its routes).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +38,9 @@ pub(crate) struct Grants {
     /// Other pods of the same client the watchdog may delete (its session's connect
     /// shadow, removed with the inbound shadow when the client is gone).
     pub(crate) delete_pods: Vec<String>,
+    /// A mesh router's: it lists and watches the developers' shadow pods (by label, so
+    /// not by name), and patches its own Lease (its routes, its renewals).
+    pub(crate) router: bool,
 }
 
 fn rule(group: &str, resource: &str, verbs: &[&str], names: Vec<String>) -> PolicyRule {
@@ -49,11 +55,16 @@ fn rule(group: &str, resource: &str, verbs: &[&str], names: Vec<String>) -> Poli
 
 /// The Role's rules for the shadow pod `name` (its Lease has the same name).
 pub(crate) fn rules(name: &str, grants: &Grants) -> Vec<PolicyRule> {
+    let lease_verbs: &[&str] = if grants.router {
+        &["get", "patch"]
+    } else {
+        &["get"]
+    };
     let mut rules = vec![
         rule(
             "coordination.k8s.io",
             "leases",
-            &["get"],
+            lease_verbs,
             vec![name.to_owned()],
         ),
         rule(
@@ -65,6 +76,14 @@ pub(crate) fn rules(name: &str, grants: &Grants) -> Vec<PolicyRule> {
                 .collect(),
         ),
     ];
+    if grants.router {
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".to_owned()]),
+            verbs: vec!["list".to_owned(), "watch".to_owned()],
+            ..PolicyRule::default()
+        });
+    }
     for kind in [
         TargetKind::Service,
         TargetKind::Deployment,
@@ -246,6 +265,7 @@ mod tests {
                 (TargetKind::Deployment, "web".to_owned()),
             ],
             delete_pods: vec!["kt-shadow-s0".to_owned()],
+            router: false,
         };
         let rules = rules("kt-shadow-swap-x", &grants);
         assert_eq!(rules.len(), 4);

@@ -1,6 +1,6 @@
 //! What comes in through the tunnel: connections to ports a shadow listens on (SSH
-//! remote forwards), each handed to a process on this machine. [`swap`] and [`expose`]
-//! build their handles on [`Inbound`]: a shadow of their own (pod, identity, Lease,
+//! remote forwards), each handed to a process on this machine. [`swap`], [`expose`] and
+//! [`mesh`] build their handles on [`Inbound`]: a shadow of their own (pod, identity, Lease,
 //! tunnel) whose forwarded ports survive reconnects.
 //!
 //! Unlike the layout sketch in DESIGN.md (where `shadow` builds on `inbound`), inbound
@@ -10,7 +10,9 @@
 pub(crate) mod clean;
 pub(crate) mod expose;
 pub(crate) mod identity;
+pub(crate) mod mesh;
 mod pump;
+mod router;
 pub(crate) mod swap;
 
 use std::collections::BTreeMap;
@@ -62,6 +64,87 @@ pub(crate) async fn check_local(ports: impl IntoIterator<Item = u16>) -> Result<
         }
     }
     Ok(())
+}
+
+/// When a hold taken now for `ttl` expires.
+pub(crate) fn expiry(ttl: Duration) -> k8s_openapi::jiff::Timestamp {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let ttl = SignedDuration::try_from(ttl).unwrap_or(SignedDuration::from_secs(30));
+    Timestamp::now()
+        .checked_add(ttl)
+        .unwrap_or_else(|_| Timestamp::now())
+}
+
+/// How long kube-proxy gets to apply an endpoint change before the pod that served
+/// is removed (it watches EndpointSlices and reprograms each node asynchronously; on
+/// the lab's node this takes well under a second).
+const PROXY_SETTLE: Duration = Duration::from_secs(1);
+
+/// How [`wait_for_endpoints`] treats the pod that served while kt held the Service.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Serving<'a> {
+    /// Its name: never counted as an original.
+    pub(crate) pod: &'a str,
+    /// Whether it must have left the endpoints (false when it carries the workload's
+    /// labels and leaves only when deleted).
+    pub(crate) must_leave: bool,
+}
+
+/// After a Service was put back, before the pod that served it goes: waits (up to
+/// `timeout`) until every Service's EndpointSlices list a ready endpoint other than
+/// `serving.pod` (with `expect_originals`) and, if `serving.must_leave`, no longer
+/// list it; then gives kube-proxy [`PROXY_SETTLE`].
+pub(crate) async fn wait_for_endpoints(
+    cluster: &Cluster,
+    services: &[String],
+    serving: Serving<'_>,
+    expect_originals: bool,
+    timeout: Duration,
+) {
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+    let api: kube::Api<EndpointSlice> =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let moved = || async {
+        for service in services {
+            let lp = kube::api::ListParams::default()
+                .labels(&format!("kubernetes.io/service-name={service}"));
+            let Ok(slices) = api.list(&lp).await else {
+                return true;
+            };
+            let endpoints = || slices.items.iter().flat_map(|s| s.endpoints.iter());
+            let is_serving = |e: &Endpoint| {
+                e.target_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(serving.pod))
+            };
+            if serving.must_leave && endpoints().any(is_serving) {
+                return false;
+            }
+            let original_ready = endpoints().any(|e| {
+                !is_serving(e) && e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+            });
+            if expect_originals && !original_ready {
+                return false;
+            }
+        }
+        true
+    };
+    loop {
+        if moved().await {
+            tokio::time::sleep(PROXY_SETTLE).await;
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                target: "kt",
+                "{}: the original pods were not serving again within {timeout:?}",
+                services.join(", ")
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The user name kt writes on objects it holds (`kt.dev/owner-user`).

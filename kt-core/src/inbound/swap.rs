@@ -11,14 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kt_proto::Role;
 use kt_proto::restore::{REPLICAS_PATH, SELECTOR_PATH, Step};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Grants;
-use super::{Inbound, Plan, SWAP_LABEL, check_local, shadow_options, user_name};
+use super::{Inbound, Plan, SWAP_LABEL, check_local, expiry, shadow_options, user_name};
 use crate::cluster::Cluster;
 use crate::cluster::restore::{self, Hold, Ownership, TakeOver, Taken, Undo};
 use crate::cluster::workload::{ListenPort, Resolved, TargetKind, TargetName};
@@ -139,6 +139,7 @@ impl Swap {
         let grants = Grants {
             patch: objects.iter().map(|(k, n, _)| (*k, n.clone())).collect(),
             delete_pods: vec![session_pod.to_owned()],
+            router: false,
         };
         let inbound = Box::pin(Inbound::launch(Plan {
             cluster,
@@ -285,13 +286,6 @@ impl Drop for Swap {
             leftover,
         );
     }
-}
-
-fn expiry(ttl: Duration) -> Timestamp {
-    let ttl = SignedDuration::try_from(ttl).unwrap_or(SignedDuration::from_secs(30));
-    Timestamp::now()
-        .checked_add(ttl)
-        .unwrap_or_else(|_| Timestamp::now())
 }
 
 /// The objects the swap changes: (kind, name, uid).
@@ -447,35 +441,42 @@ impl Inner {
         }
     }
 
-    /// After a restore, before the shadow goes: waits until every Service's endpoints
-    /// list a ready original pod and (selector mode) no longer list the shadow; in
-    /// scale mode the workload's replicas must be ready first, and the shadow, which
-    /// carries the workload's labels, leaves the endpoints only when it is deleted
-    /// (connections kube-proxy still sends it in that moment can be refused: the
-    /// benchmark reports that gap). Then gives kube-proxy [`PROXY_SETTLE`].
+    /// After a restore, before the shadow goes: waits until the workload's replicas
+    /// are ready (scale mode), then until every Service's endpoints list a ready
+    /// original pod and (selector mode) no longer list the shadow (in scale mode the
+    /// shadow carries the workload's labels, so it leaves the endpoints only when it is
+    /// deleted: connections kube-proxy still sends it in that moment can be refused;
+    /// the benchmark reports that gap).
     async fn wait_for_originals(&self) {
         let deadline = tokio::time::Instant::now() + self.ready_timeout;
-        loop {
-            let workload_ready = match &self.workload {
-                Some((kind, name, replicas)) => self.workload_ready(*kind, name, *replicas).await,
-                None => true,
-            };
-            let done = workload_ready && self.endpoints_moved().await;
-            if done {
-                tokio::time::sleep(PROXY_SETTLE).await;
-                return;
+        if let Some((kind, name, replicas)) = &self.workload {
+            while !self.workload_ready(*kind, name, *replicas).await {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        target: "kt",
+                        "{}: the workload's replicas were not ready again within {:?}",
+                        self.target,
+                        self.ready_timeout
+                    );
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    target: "kt",
-                    "{}: the original pods were not serving again within {:?}",
-                    self.target,
-                    self.ready_timeout
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let expect_originals = self.workload.as_ref().is_none_or(|(_, _, r)| *r > 0);
+        let serving = super::Serving {
+            pod: &self.inbound.name,
+            // In scale mode the shadow stays an endpoint until it is deleted.
+            must_leave: self.workload.is_none(),
+        };
+        super::wait_for_endpoints(
+            &self.cluster,
+            &self.services,
+            serving,
+            expect_originals,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await;
     }
 
     async fn workload_ready(&self, kind: TargetKind, name: &str, replicas: i32) -> bool {
@@ -491,48 +492,7 @@ impl Inner {
             Err(_) => true,
         }
     }
-
-    /// Whether every Service's EndpointSlices list a ready endpoint other than the
-    /// shadow, and not the shadow. A Service whose originals have no pods at all (a
-    /// workload at 0 replicas before the swap) needs only the shadow gone.
-    async fn endpoints_moved(&self) -> bool {
-        use k8s_openapi::api::discovery::v1::EndpointSlice;
-        let api: kube::Api<EndpointSlice> =
-            kube::Api::namespaced(self.cluster.client.clone(), &self.cluster.namespace);
-        let pod = self.inbound.name.as_str();
-        let expect_originals = self.workload.as_ref().is_none_or(|(_, _, r)| *r > 0);
-        for service in &self.services {
-            let lp = kube::api::ListParams::default()
-                .labels(&format!("kubernetes.io/service-name={service}"));
-            let Ok(slices) = api.list(&lp).await else {
-                return true;
-            };
-            let endpoints = || slices.items.iter().flat_map(|s| s.endpoints.iter());
-            let is_shadow = |e: &k8s_openapi::api::discovery::v1::Endpoint| {
-                e.target_ref
-                    .as_ref()
-                    .is_some_and(|r| r.name.as_deref() == Some(pod))
-            };
-            // In scale mode the shadow carries the workload's labels, so it stays an
-            // endpoint until it is deleted: wait for the originals only.
-            if self.workload.is_none() && endpoints().any(is_shadow) {
-                return false;
-            }
-            let original_ready = endpoints().any(|e| {
-                !is_shadow(e) && e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
-            });
-            if expect_originals && !original_ready {
-                return false;
-            }
-        }
-        true
-    }
 }
-
-/// How long kube-proxy gets to apply an endpoint change before the shadow is removed
-/// (it watches EndpointSlices and reprograms each node asynchronously; on the lab's
-/// node this takes well under a second).
-const PROXY_SETTLE: Duration = Duration::from_secs(1);
 
 /// Renews the lease kept on every changed object until cancelled.
 async fn renew(inner: Arc<Inner>, ttl: Duration, cancel: CancellationToken) {

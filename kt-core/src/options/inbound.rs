@@ -1,5 +1,6 @@
 //! What a caller chooses for the inbound operations: the ports ([`PortMap`]), swap's
-//! [`SwapMode`] and [`SwapOptions`], expose's [`ExposeOptions`] and [`ServiceType`].
+//! [`SwapMode`] and [`SwapOptions`], expose's [`ExposeOptions`] and [`ServiceType`],
+//! mesh's [`MeshRule`] and [`MeshOptions`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -356,6 +357,111 @@ impl ExposeOptions {
     }
 
     /// Called with every event of the expose as it happens.
+    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(callback));
+        self
+    }
+}
+
+/// Which requests of a meshed Service a developer takes: a header equal to a value
+/// (`version=alice`, or kt-connect's `version:alice`), a header matching a regex
+/// (`x-dev~^ali`), a path prefix (`/api`), several joined by `&&` (all) or `||` (any).
+///
+/// ```
+/// use kt_core::MeshRule;
+///
+/// let rule: MeshRule = "version:alice".parse()?;
+/// assert_eq!(rule.to_string(), "version=alice");
+/// assert_eq!(rule.header(), Some(("version", "alice")));
+/// assert!("version=a && /api || x=1".parse::<MeshRule>().is_err());
+/// let mark = MeshRule::version_mark();
+/// assert_eq!(mark.header().map(|h| h.0), Some("version"));
+/// # Ok::<(), kt_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshRule(pub(crate) kt_proto::mesh::Rule);
+
+impl MeshRule {
+    /// kt-connect's default mark: header `version` equal to a fresh random value.
+    pub fn version_mark() -> MeshRule {
+        let value = crate::shadow::session_id();
+        MeshRule(kt_proto::mesh::Rule::version_mark(&value))
+    }
+
+    /// The header a caller sends to be routed by this rule (its first header-equality
+    /// clause), as `(name, value)`.
+    pub fn header(&self) -> Option<(&str, &str)> {
+        self.0.header()
+    }
+}
+
+impl fmt::Display for MeshRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MeshRule {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<MeshRule> {
+        s.parse().map(MeshRule).map_err(|e| Error::InvalidArgument {
+            what: "mesh rule".to_owned(),
+            value: s.chars().take(80).collect(),
+            expected: e.to_string(),
+        })
+    }
+}
+
+/// How to run a [`Session::mesh`](crate::Session::mesh); a builder.
+#[derive(Clone)]
+pub struct MeshOptions {
+    pub(crate) check_local: bool,
+    pub(crate) restore_ttl: Duration,
+    pub(crate) on_event: Option<Callback>,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            check_local: true,
+            restore_ttl: DEFAULT_RESTORE_TTL,
+            on_event: None,
+        }
+    }
+}
+
+impl fmt::Debug for MeshOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshOptions")
+            .field("check_local", &self.check_local)
+            .field("restore_ttl", &self.restore_ttl)
+            .field("on_event", &self.on_event.is_some())
+            .finish()
+    }
+}
+
+impl MeshOptions {
+    /// Local ports checked, restore TTL 30 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to refuse when nothing listens on a local port (default: true).
+    pub fn check_local(mut self, check: bool) -> Self {
+        self.check_local = check;
+        self
+    }
+
+    /// How long after the last heartbeat this developer's rule is removed by its
+    /// shadow's watchdog (and, when it was the last one, the Service put back by the
+    /// router) if this process dies without closing (default 30 s, at least 3 s).
+    pub fn restore_ttl(mut self, ttl: Duration) -> Self {
+        self.restore_ttl = ttl.max(Duration::from_secs(3));
+        self
+    }
+
+    /// Called with every event of the mesh as it happens.
     pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(callback));
         self

@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::events::{Callback, Event};
 
 pub use inbound::{
-    DEFAULT_RESTORE_TTL, ExposeOptions, PortMap, RemotePort, ServiceType, SwapMode, SwapOptions,
+    DEFAULT_RESTORE_TTL, ExposeOptions, MeshOptions, MeshRule, PortMap, RemotePort, ServiceType,
+    SwapMode, SwapOptions,
 };
 pub use vpn::{DEFAULT_MTU, DnsMode, VpnOptions, parse_net};
 

@@ -71,6 +71,7 @@ pub const SESSION_OPERATIONS: &[&str] = &[
     // a binding takes the options as optional arguments.
     "swap",
     "expose",
+    "mesh",
 ];
 
 /// Every [`SwapOptions`](crate::SwapOptions) setting, by builder method name.
@@ -78,6 +79,23 @@ pub const SWAP_OPTIONS: &[&str] = &["mode", "check_local", "restore_ttl", "on_ev
 
 /// Every [`ExposeOptions`](crate::ExposeOptions) setting, by builder method name.
 pub const EXPOSE_OPTIONS: &[&str] = &["service_type", "check_local", "on_event"];
+
+/// Every [`MeshOptions`](crate::MeshOptions) setting, by builder method name.
+pub const MESH_OPTIONS: &[&str] = &["check_local", "restore_ttl", "on_event"];
+
+/// Every operation of a [`Mesh`](crate::Mesh), by method name.
+pub const MESH_OPERATIONS: &[&str] = &[
+    "id",
+    "service",
+    "rule",
+    "header",
+    "router",
+    "pod_name",
+    "ports",
+    "connections",
+    "events",
+    "close",
+];
 
 /// Every operation of a [`Swap`](crate::Swap), by method name.
 pub const SWAP_OPERATIONS: &[&str] = &[
@@ -112,6 +130,8 @@ mod tests {
 
     /// The `pub fn` names of a source file whose first parameter matches `receiver`.
     fn methods(source: &str, receiver: &str) -> Vec<String> {
+        // A signature rustfmt wrapped has its receiver on the next line.
+        let source = source.replace("(\n", "(");
         source
             .lines()
             .filter_map(|l| {
@@ -120,7 +140,9 @@ mod tests {
                     .strip_prefix("pub fn ")
                     .or_else(|| l.strip_prefix("pub async fn "))?;
                 let (name, args) = rest.split_once('(')?;
-                args.starts_with(receiver).then(|| name.to_owned())
+                args.trim_start()
+                    .starts_with(receiver)
+                    .then(|| name.to_owned())
             })
             .collect()
     }
@@ -138,6 +160,8 @@ mod tests {
         // Rust-only twins and test hooks: `forward_target` (a parsed `forward`), the
         // doc-hidden `remote_forward` (inbound groundwork), `simulate_tunnel_drop` and
         // `stop_lease_renewal` (test hooks).
+        // `_with` twins are the same operation with options.
+        ops.retain(|m| !m.ends_with("_with"));
         ops.retain(|m| {
             ![
                 "forward_target",
@@ -149,9 +173,23 @@ mod tests {
         });
         assert_eq!(ops, SESSION_OPERATIONS, "session.rs methods");
         let inbound = include_str!("inbound.rs");
-        let (swap_src, expose_src) = inbound
+        let (swap_src, rest) = inbound
             .split_once("impl ServiceType")
             .expect("inbound.rs has ServiceType after SwapOptions");
+        let (expose_src, mesh_src) = rest
+            .split_once("pub struct MeshOptions")
+            .expect("inbound.rs has MeshOptions after ExposeOptions");
+        let mesh_src = mesh_src.split("mod tests").next().unwrap_or_default();
+        assert_eq!(
+            methods(mesh_src, "mut self"),
+            MESH_OPTIONS,
+            "MeshOptions builders"
+        );
+        assert_eq!(
+            methods(include_str!("../inbound/mesh.rs"), "&self"),
+            MESH_OPERATIONS,
+            "mesh.rs methods"
+        );
         assert_eq!(
             methods(swap_src, "mut self"),
             SWAP_OPTIONS,

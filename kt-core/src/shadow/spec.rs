@@ -390,6 +390,22 @@ impl ShadowSpec<'_> {
     }
 }
 
+impl ShadowSpec<'_> {
+    /// The mesh router's pod: the kt-shadow container of [`ShadowSpec::pod`] (same
+    /// image, security context, resources, `POD_NAME`, ports, ServiceAccount) running
+    /// `args` (`kt-shadow route ...`), with no SSH readiness probe (the client waits
+    /// for the router to report on its Lease instead). `self.opts` must be of the
+    /// kt-shadow flavour.
+    pub(crate) fn router_pod(&self, args: Vec<String>) -> Pod {
+        let mut pod = self.pod("");
+        if let Some(container) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            container.args = Some(args);
+            container.readiness_probe = None;
+        }
+        pod
+    }
+}
+
 /// `IfNotPresent` for a pinned tag or digest; the cluster default (`Always`) otherwise.
 fn pull_policy(image: &str) -> Option<String> {
     let last = image.rsplit('/').next().unwrap_or(image);

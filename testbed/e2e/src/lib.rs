@@ -10,6 +10,10 @@
 //!   the API server does not answer.
 //! - [`TestNamespace`] is a namespace with a unique name, deleted on drop, so tests
 //!   can run in parallel and leave nothing behind.
+//! - [`probe_bin`] builds kt-probe (testbed/probe), a real HTTP/1.1, h2c, WebSocket and
+//!   gRPC peer with matching clients, where pods can run it;
+//!   [`TestNamespace::deploy_probe`] serves it behind a Service and
+//!   [`TestNamespace::probe`] runs its clients in a pod.
 //! - [`wait_until`] and the `wait_*` methods poll with a bounded timeout and, when
 //!   it runs out, say what they last saw plus the namespace's objects and events.
 //!
@@ -32,7 +36,7 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
@@ -613,6 +617,94 @@ impl TestNamespace {
         })
     }
 
+    /// Deploys kt-probe ([`probe_bin`]): Deployment `name` with `replicas` pods of image
+    /// `kt.dev/shell` running `kt-probe serve --listen 0.0.0.0:8080 --name <pod name>`
+    /// (uid 65532, restricted Pod Security Standard, readiness on `/healthz`), and Service
+    /// `name` with port `http` 80→8080 and, with `grpc_port`, port `grpc` 9090→8080
+    /// (appProtocol `kubernetes.io/h2c`; the same server answers gRPC on either). Waits
+    /// until the Deployment is Available, the endpoints list every pod and the Service
+    /// answers from inside the cluster.
+    pub async fn deploy_probe(
+        &self,
+        name: &str,
+        replicas: i32,
+        grpc_port: bool,
+    ) -> Result<ProbeApp> {
+        let bin = probe_bin()?;
+        self.apply(&probe_manifest(name, replicas, &bin, grpc_port))
+            .await?;
+        self.wait_deployment_available(name, replicas).await?;
+        let count = usize::try_from(replicas).context("negative replica count")?;
+        let pods = self
+            .wait_ready_pods(&format!("app={name}"), count, |_| true)
+            .await?;
+        let svc: Service = self
+            .api()
+            .get(name)
+            .await
+            .with_context(|| format!("reading Service `{name}`"))?;
+        let cluster_ip = svc
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None")
+            .with_context(|| format!("Service `{name}` has no ClusterIP"))?;
+        let pod_ips: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .with_context(|| format!("pod `{}` has no IP", pod_name(p)))
+            })
+            .collect::<Result<_>>()?;
+        self.wait_endpoints(name, &pod_ips.iter().cloned().collect())
+            .await?;
+        // As for the echo app: wait (bounded) until kube-proxy serves the ClusterIP.
+        let first = pod_name(&pods[0]);
+        let url = format!("http://{cluster_ip}/healthz");
+        let what = format!("Service `{name}` ({url}) to answer from pod {first}");
+        let res = wait_until(&what, WAIT, || async {
+            let out = self
+                .exec_output(&first, &["curl", "-sS", "--fail", "--max-time", "5", &url])
+                .await?;
+            Ok(if out.status.success() {
+                Poll::Done(())
+            } else {
+                Poll::NotYet(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+            })
+        })
+        .await;
+        self.explain(res).await?;
+        Ok(ProbeApp {
+            name: name.to_owned(),
+            pods: pods.iter().map(pod_name).collect(),
+            pod_ips,
+            cluster_ip,
+            bin,
+        })
+    }
+
+    /// Runs kt-probe ([`ProbeApp::bin`]) with `args` in `pod` (e.g. the client pod) and
+    /// returns its stdout lines as JSON; fails with its stderr unless it exits 0.
+    pub async fn probe(
+        &self,
+        pod: &str,
+        bin: &Path,
+        args: &[&str],
+    ) -> Result<Vec<serde_json::Value>> {
+        let bin = bin.to_str().context("kt-probe's path is not UTF-8")?;
+        let mut cmd = vec![bin];
+        cmd.extend_from_slice(args);
+        let out = self.exec(pod, &cmd).await?;
+        out.lines()
+            .map(|l| {
+                serde_json::from_str(l).with_context(|| {
+                    format!("kt-probe {args:?} printed a line that is not JSON: {l}")
+                })
+            })
+            .collect()
+    }
+
     /// Starts `kubectl port-forward <target> :<remote_port>` (a free local port) and
     /// waits for its "Forwarding from 127.0.0.1:<port>" line.
     pub async fn kubectl_port_forward(
@@ -947,6 +1039,170 @@ spec:
     protocol: UDP
 "#
     )
+}
+
+/// What [`deploy_probe`](TestNamespace::deploy_probe) made.
+#[derive(Debug, Clone)]
+pub struct ProbeApp {
+    /// The Deployment's and the Service's name (pods are labelled `app=<name>`).
+    pub name: String,
+    /// The Ready pods' names, sorted; each pod's replies carry its name.
+    pub pods: Vec<String>,
+    /// The pods' IPs, in the order of `pods`.
+    pub pod_ips: Vec<String>,
+    /// The Service's ClusterIP.
+    pub cluster_ip: String,
+    /// The kt-probe binary the pods run, which any pod can run too.
+    pub bin: PathBuf,
+}
+
+/// kt-probe's Deployment and Service `name`, as YAML: `replicas` pods of image
+/// `kt.dev/shell` running `bin serve --listen 0.0.0.0:8080 --name $(POD_NAME)` as uid
+/// 65532 under the restricted Pod Security Standard; Service port `http` 80→8080, and
+/// with `grpc_port` also `grpc` 9090→8080.
+pub fn probe_manifest(name: &str, replicas: i32, bin: &Path, grpc_port: bool) -> String {
+    let bin = bin.display();
+    let grpc = if grpc_port {
+        "  - name: grpc\n    port: 9090\n    targetPort: 8080\n    appProtocol: kubernetes.io/h2c\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      terminationGracePeriodSeconds: 5
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+      - name: probe
+        image: kt.dev/shell
+        command: ["{bin}"]
+        args: ["serve", "--listen", "0.0.0.0:8080", "--name", "$(POD_NAME)"]
+        securityContext:
+          allowPrivilegeEscalation: false
+          capabilities:
+            drop: [ALL]
+          readOnlyRootFilesystem: true
+        env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        ports:
+        - name: http
+          containerPort: 8080
+        readinessProbe:
+          httpGet:
+            path: /healthz
+            port: 8080
+          periodSeconds: 1
+          failureThreshold: 3
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  labels:
+    app: {name}
+spec:
+  selector:
+    app: {name}
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+{grpc}"#
+    )
+}
+
+/// The kt-probe binary (testbed/probe: HTTP/1.1, h2c, WebSocket and gRPC peer and
+/// clients), built once per process with `cargo build -p kt-probe` in this process's
+/// profile and target directory (`$CARGO_TARGET_DIR` as the build saw it), then copied
+/// to a world-readable 0755 path under the temporary directory, which pods (uid 65532,
+/// seeing the host's filesystem) can execute. Copies of the same build share a path.
+pub fn probe_bin() -> Result<PathBuf> {
+    static BIN: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BIN.get_or_init(|| build_probe().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("building kt-probe: {e}"))
+}
+
+fn build_probe() -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let exe = std::env::current_exe().context("this process's path")?;
+    // Test binaries live in <target>/<profile>/deps, examples in .../examples, bins
+    // (benches) in <target>/<profile>.
+    let mut profile_dir = exe.parent().context("this process's directory")?;
+    if profile_dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
+        profile_dir = profile_dir.parent().context("the profile directory")?;
+    }
+    let target_dir = profile_dir.parent().context("the target directory")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = std::process::Command::new(&cargo)
+        .args(["build", "-p", "kt-probe", "--profile", &profile])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `{cargo} build -p kt-probe`"))?;
+    ensure!(
+        out.status.success(),
+        "`cargo build -p kt-probe --profile {profile}` failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = profile_dir.join("kt-probe");
+    let meta =
+        std::fs::metadata(&built).with_context(|| format!("cargo built no {}", built.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let root = std::env::temp_dir().join("kt-probe-bin");
+    let dir = root.join(format!("{}-{mtime}", meta.len()));
+    let dest = dir.join("kt-probe");
+    if !dest.is_file() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for d in [&root, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} world-readable", d.display()))?;
+        }
+        // Another test process may copy the same build at once: copy aside, then rename.
+        let tmp = dir.join(format!("kt-probe.{}.tmp", std::process::id()));
+        std::fs::copy(&built, &tmp)
+            .with_context(|| format!("copying {} to {}", built.display(), tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    }
+    Ok(dest)
 }
 
 /// A pod named `client` that passes the restricted Pod Security Standard and only

@@ -1,0 +1,251 @@
+//! Crash safety of a mesh with no manual step: two developers' processes mesh one
+//! Service (kt-core's `mesh` example, built by the test) and are killed with SIGKILL.
+//! Within the TTL plus 10 s of A's death, A's rule is gone (its mesh shadow removed
+//! itself) while B is still routed; within the TTL plus 10 s of B's death, the Service
+//! equals its snapshot (the router put it back by itself) and then no kt object of
+//! either process is left.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use common::{Fixture, Shipped};
+use kt_core::ShadowFlavour;
+use kt_lab_tests::TestNamespace;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// The TTL the killed processes ask for.
+const TTL: Duration = Duration::from_secs(5);
+
+/// Builds kt-core's `mesh` example with this test's profile and target directory.
+fn example() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary path")?;
+    let target_dir = profile_dir.parent().context("target directory")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "kt-core",
+            "--example",
+            "mesh",
+            "--profile",
+            &profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo build --example mesh")?;
+    ensure!(status.success(), "cargo build --example mesh: {status}");
+    Ok(profile_dir.join("examples").join("mesh"))
+}
+
+/// Starts the example meshing svc/web with `x-dev=<value>`, waits for its `meshed`
+/// line; returns the process and its mesh id.
+async fn mesh(f: &Fixture, value: &str, port: u16) -> Result<(tokio::process::Child, String)> {
+    let mut child = tokio::process::Command::new(example()?)
+        .args([
+            f.ns.name(),
+            "svc/web",
+            &format!("{port}:80"),
+            &format!("x-dev={value}"),
+            &TTL.as_secs().to_string(),
+        ])
+        .env("KUBECONFIG", &f.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the mesh example")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let meshed = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await;
+    let id = match meshed {
+        Ok(Ok(Some(line))) if line.starts_with("meshed ") => line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned(),
+        other => bail!("the mesh example did not mesh: {other:?}"),
+    };
+    Ok((child, id))
+}
+
+async fn kill(mut child: tokio::process::Child) -> Result<()> {
+    child.start_kill()?;
+    let status = child.wait().await?;
+    ensure!(!status.success(), "killed, yet {status}");
+    Ok(())
+}
+
+/// Waits until `check` holds, at most `bound` after `since`.
+async fn within<F, Fut>(
+    since: tokio::time::Instant,
+    bound: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>>>,
+{
+    let deadline = since + bound;
+    loop {
+        let missing = check().await?;
+        let Some(why) = missing else {
+            eprintln!("{what} after {:?}", since.elapsed());
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what}: not within {bound:?}: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Who answers a request with `x-dev: value` (or none) from the client pod.
+async fn who(
+    ns: &TestNamespace,
+    client: &str,
+    bin: &std::path::Path,
+    value: Option<&str>,
+) -> Result<String> {
+    let mut args = vec!["http", "--url", "http://web/"];
+    let header = value.map(|v| format!("x-dev: {v}"));
+    if let Some(h) = &header {
+        args.extend(["-H", h.as_str()]);
+    }
+    let l = ns.probe(client, bin, &args).await?;
+    Ok(l.first()
+        .and_then(|v| v["name"].as_str())
+        .unwrap_or("?")
+        .to_owned())
+}
+
+/// kt objects in the namespace other than the test's own session's.
+async fn kt_objects(ns: &TestNamespace, session: &str) -> Result<String> {
+    let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
+    let left = ns
+        .kubectl(&[
+            "get",
+            "pods,leases,serviceaccounts,roles,rolebindings,services,secrets",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ])
+        .await?;
+    Ok(left.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -> Result<()> {
+    let f = Fixture::start_as(
+        "kt-mesh-crash",
+        ShadowFlavour::KtShadow,
+        1,
+        Shipped::Inbound,
+        |o| o,
+    )
+    .await?;
+    let web = f.ns.deploy_probe("web", 1, false).await?;
+    let original = web.pods[0].clone();
+    let client = f.ns.client_pod().await?;
+    let bin = web.bin.clone();
+    let snapshot = common::snapshot(&f.ns, "service/web").await?;
+    let mut locals = Vec::new();
+    let mut ports = Vec::new();
+    for name in ["alice", "bob"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        locals.push(
+            tokio::process::Command::new(&bin)
+                .args([
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--name",
+                    name,
+                ])
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+        ports.push(port);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (a, a_id) = mesh(&f, "alice", ports[0]).await?;
+    let (b, _) = mesh(&f, "bob", ports[1]).await?;
+    ensure!(who(&f.ns, &client, &bin, Some("alice")).await? == "alice");
+    ensure!(who(&f.ns, &client, &bin, Some("bob")).await? == "bob");
+
+    kill(a).await?;
+    let killed = tokio::time::Instant::now();
+    within(
+        killed,
+        TTL + Duration::from_secs(10),
+        "A's rule removed",
+        || async {
+            let pods =
+                f.ns.kubectl(&[
+                    "get",
+                    "pods",
+                    "-l",
+                    &format!("kt.dev/session={a_id}"),
+                    "-o",
+                    "name",
+                ])
+                .await?;
+            if !pods.trim().is_empty() {
+                return Ok(Some(format!("A's mesh shadow is still there: {pods}")));
+            }
+            let answer = who(&f.ns, &client, &bin, Some("alice")).await?;
+            Ok((answer != original).then(|| format!("x-dev: alice answered by {answer}")))
+        },
+    )
+    .await?;
+    ensure!(
+        who(&f.ns, &client, &bin, Some("bob")).await? == "bob",
+        "B is affected"
+    );
+    ensure!(who(&f.ns, &client, &bin, None).await? == original);
+
+    kill(b).await?;
+    let killed = tokio::time::Instant::now();
+    within(
+        killed,
+        TTL + Duration::from_secs(10),
+        "Service restored",
+        || async {
+            let now = common::snapshot(&f.ns, "service/web").await?;
+            Ok((now != snapshot).then(|| format!("the Service is {now}")))
+        },
+    )
+    .await?;
+    let session = f.session.id().to_owned();
+    within(
+        killed,
+        TTL + Duration::from_secs(30),
+        "nothing of kt left",
+        || async {
+            let left = kt_objects(&f.ns, &session).await?;
+            Ok((!left.is_empty()).then(|| format!("left: {left}")))
+        },
+    )
+    .await?;
+    ensure!(who(&f.ns, &client, &bin, Some("bob")).await? == original);
+    drop(locals);
+    f.finish().await
+}
