@@ -111,6 +111,8 @@ pub const ORIGIN: &str = "--origin";
 /// `route`: a port to listen on (a container port the meshed Service targets); repeat
 /// it for each.
 pub const PORT: &str = "--port";
+/// `route`: a UDP port to pass through to the origin (unrouted); repeat it for each.
+pub const UDP_PORT: &str = "--udp-port";
 /// `route`: the lease the router keeps on the meshed Service (`kt.dev/lease-expiry`),
 /// renewed three times per TTL while the router runs.
 pub const TTL: &str = "--ttl";
@@ -156,7 +158,7 @@ USAGE:
                   [--session ID --restore KIND/NAME/UID...] [--self-delete [--delete-pod NAME]...]
   kt-shadow serve --authorized-key KEY [--listen ADDR] [--idle-exit SECS] [...]
   kt-shadow route --session ID --restore Service/NAME/UID --lease NAME --origin IP
-                  --port PORT... [--ttl SECS] [--grace SECS]
+                  --port PORT... [--udp-port PORT]... [--ttl SECS] [--grace SECS]
   kt-shadow probe [--addr ADDR]
   kt-shadow version
   kt-shadow help
@@ -236,6 +238,7 @@ ROUTE OPTIONS (the mesh router of Service NAME):
                             order; `[]` once it listens)
   --origin IP               where requests no rule matches go, on the same port
   --port PORT               listen on 0.0.0.0:PORT; repeat for each port
+  --udp-port PORT           relay UDP datagrams on PORT to the origin (unrouted); repeat
   --ttl SECS                the lease on the Service [default: 30]
   --grace SECS              [default: 3]
 
@@ -467,6 +470,8 @@ pub struct RouteArgs {
     pub origin: std::net::IpAddr,
     /// The ports to listen on ([`PORT`]).
     pub ports: Vec<u16>,
+    /// The UDP ports relayed to the origin ([`UDP_PORT`]).
+    pub udp_ports: Vec<u16>,
     /// The lease kept on the Service ([`TTL`]).
     pub ttl: Duration,
     /// How long without developers before the router ends ([`GRACE`]).
@@ -490,6 +495,9 @@ impl RouteArgs {
         for port in &self.ports {
             args.extend([PORT.to_owned(), port.to_string()]);
         }
+        for port in &self.udp_ports {
+            args.extend([UDP_PORT.to_owned(), port.to_string()]);
+        }
         args.extend([
             TTL.to_owned(),
             secs_rounded_up(self.ttl).to_string(),
@@ -502,7 +510,7 @@ impl RouteArgs {
 
 fn parse_route(mut args: impl Iterator<Item = String>) -> Result<RouteArgs, Error> {
     let (mut session, mut service, mut lease, mut origin) = (None, None, None, None);
-    let mut ports = Vec::new();
+    let (mut ports, mut udp_ports) = (Vec::new(), Vec::new());
     let (mut ttl, mut grace) = (DEFAULT_ROUTE_TTL, DEFAULT_ROUTE_GRACE);
     while let Some(arg) = args.next() {
         let opt = Opt::split(arg);
@@ -528,17 +536,22 @@ fn parse_route(mut args: impl Iterator<Item = String>) -> Result<RouteArgs, Erro
                     reason: "expected an IP address (the origin Service's ClusterIP)",
                 })?);
             }
-            PORT => {
-                let port = parse_port(PORT, opt.value(PORT, &mut args)?)?;
+            PORT | UDP_PORT => {
+                let (option, list) = if opt.name == PORT {
+                    (PORT, &mut ports)
+                } else {
+                    (UDP_PORT, &mut udp_ports)
+                };
+                let port = parse_port(option, opt.value(option, &mut args)?)?;
                 if port == 0 {
                     return Err(Error::InvalidValue {
-                        option: PORT,
+                        option,
                         value: "0".to_owned(),
                         reason: "expected a port from 1 to 65535",
                     });
                 }
-                if !ports.contains(&port) {
-                    ports.push(port);
+                if !list.contains(&port) {
+                    list.push(port);
                 }
             }
             TTL => ttl = parse_secs(TTL, opt.value(TTL, &mut args)?)?,
@@ -563,6 +576,7 @@ fn parse_route(mut args: impl Iterator<Item = String>) -> Result<RouteArgs, Erro
         lease: lease.ok_or_else(|| needed(LEASE))?,
         origin: origin.ok_or_else(|| needed(ORIGIN))?,
         ports,
+        udp_ports,
         ttl,
         grace,
     };
@@ -1427,6 +1441,7 @@ mod tests {
             lease: "kt-router-web".to_owned(),
             origin: "10.96.0.12".parse().unwrap(),
             ports: vec![8080, 9090],
+            udp_ports: vec![53],
             ttl: Duration::from_secs(7),
             grace: Duration::from_secs(3),
         };

@@ -125,10 +125,7 @@ async fn route(args: kt_proto::cli::RouteArgs) -> i32 {
     };
     let shutdown = CancellationToken::new();
     let signals = signals.map(|s| tokio::spawn(s.cancel_on_first(shutdown.clone())));
-    // The router's data plane lands next; until then the command refuses to run.
-    let _ = (args, cluster, shutdown);
-    error!("kt-shadow route: not available in this build");
-    let code = EXIT_FAILURE;
+    let code = kt_shadow::router::control::run(args, cluster, shutdown).await;
     if let Some(signals) = signals {
         signals.abort();
     }

@@ -122,6 +122,8 @@ pub(crate) struct Workload {
     pub(crate) replicas: Option<i32>,
     /// Container ports of the pod template: (name, number), TCP only.
     pub(crate) ports: Vec<(Option<String>, u16)>,
+    /// Its UDP container ports: (name, number).
+    pub(crate) udp_ports: Vec<(Option<String>, u16)>,
 }
 
 impl Workload {
@@ -134,19 +136,22 @@ impl Workload {
         let pod_labels = (template.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
-        let ports = (template.spec.as_ref().map(|s| s.containers.as_slice()))
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
-            .filter_map(|p| Some((p.name.clone(), u16::try_from(p.container_port).ok()?)))
-            .collect();
+        let of = |protocol: &str| -> Vec<(Option<String>, u16)> {
+            (template.spec.as_ref().map(|s| s.containers.as_slice()))
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == protocol)
+                .filter_map(|p| Some((p.name.clone(), u16::try_from(p.container_port).ok()?)))
+                .collect()
+        };
         Workload {
             kind,
             name: name.to_owned(),
             pod_labels,
             replicas,
-            ports,
+            ports: of("TCP"),
+            udp_ports: of("UDP"),
         }
     }
 
@@ -490,6 +495,54 @@ impl Resolved {
         self.container_port(remote)
     }
 
+    /// The container ports the Services' UDP ports reach: (name, number), each once.
+    /// A named target port no container of the workload declares is an error.
+    pub(crate) fn udp_ports(&self, target: &str) -> Result<Vec<(Option<String>, u16)>> {
+        let mut out: Vec<(Option<String>, u16)> = Vec::new();
+        for svc in &self.services {
+            for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+                if port.protocol.as_deref() != Some("UDP") {
+                    continue;
+                }
+                let declared = |n: u16| {
+                    (self.workload.iter())
+                        .flat_map(|w| w.udp_ports.iter())
+                        .find(|(_, p)| *p == n)
+                        .map(|(name, _)| name.clone())
+                        .unwrap_or_default()
+                };
+                let found = match &port.target_port {
+                    None => u16::try_from(port.port).ok().map(|n| (declared(n), n)),
+                    Some(IntOrString::Int(n)) => u16::try_from(*n).ok().map(|n| (declared(n), n)),
+                    Some(IntOrString::String(name)) => (self.workload.iter())
+                        .flat_map(|w| w.udp_ports.iter())
+                        .find(|(n, _)| n.as_deref() == Some(name.as_str()))
+                        .cloned(),
+                };
+                let Some(found) = found else {
+                    return Err(Error::InvalidTarget {
+                        target: target.to_owned(),
+                        reason: format!(
+                            "its UDP port {} targets `{}`, which no container of its workload \
+                             declares, so the router could not pass it through",
+                            port.port,
+                            port.target_port
+                                .as_ref()
+                                .map_or(String::new(), |t| match t {
+                                    IntOrString::Int(n) => n.to_string(),
+                                    IntOrString::String(s) => s.clone(),
+                                })
+                        ),
+                    });
+                };
+                if !out.iter().any(|(_, p)| *p == found.1) {
+                    out.push(found);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The ports a caller may name, for messages: `80 (http) -> 8080` for Service
     /// ports, `8080 (http)` for container ports.
     fn known_ports(&self) -> String {
@@ -594,8 +647,53 @@ mod tests {
                 pod_labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
                 replicas: Some(2),
                 ports: vec![(Some("web".to_owned()), 8080), (None, 9090)],
+                udp_ports: vec![(Some("dns".to_owned()), 5353)],
             }),
         }
+    }
+
+    #[test]
+    fn udp_ports_resolve_by_number_and_name() {
+        let mut r = resolved();
+        assert!(r.udp_ports("svc/web").unwrap().is_empty());
+        {
+            let ports = r.services[0]
+                .spec
+                .as_mut()
+                .unwrap()
+                .ports
+                .get_or_insert_default();
+            for (port, target) in [
+                (53, IntOrString::String("dns".to_owned())),
+                (54, IntOrString::Int(5353)),
+                (55, IntOrString::Int(6000)),
+            ] {
+                ports.push(ServicePort {
+                    port,
+                    protocol: Some("UDP".to_owned()),
+                    target_port: Some(target),
+                    ..ServicePort::default()
+                });
+            }
+        }
+        assert_eq!(
+            r.udp_ports("svc/web").unwrap(),
+            [(Some("dns".to_owned()), 5353), (None, 6000)]
+        );
+        let ports = r.services[0]
+            .spec
+            .as_mut()
+            .unwrap()
+            .ports
+            .get_or_insert_default();
+        ports.push(ServicePort {
+            port: 56,
+            protocol: Some("UDP".to_owned()),
+            target_port: Some(IntOrString::String("nope".to_owned())),
+            ..ServicePort::default()
+        });
+        let err = r.udp_ports("svc/web").unwrap_err().to_string();
+        assert!(err.contains("`nope`"), "{err}");
     }
 
     #[test]

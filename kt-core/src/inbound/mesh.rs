@@ -142,10 +142,21 @@ impl Mesh {
         // The router takes every port of the Service (the others go to the origin).
         let every_port: Vec<PortMap> = (service.spec.iter())
             .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
             .filter_map(|p| u16::try_from(p.port).ok())
             .map(|p| PortMap::to(p, RemotePort::Number(p)))
             .collect();
-        let all_ports = resolved.listen_ports(&name.to_string(), &every_port)?;
+        // Several Service ports may target one container port: each is listened on once.
+        let mut all_ports: Vec<ListenPort> = Vec::new();
+        for port in &every_port {
+            for listen in resolved.listen_ports(&name.to_string(), std::slice::from_ref(port))? {
+                if !all_ports.iter().any(|p| p.port == listen.port) {
+                    all_ports.push(listen);
+                }
+            }
+        }
+        // UDP ports are relayed to the originals, unrouted.
+        let udp_ports = resolved.udp_ports(&name.to_string())?;
         if opts.check_local {
             check_local(listen.iter().map(|p| p.local).collect::<Vec<_>>()).await?;
         }
@@ -156,6 +167,7 @@ impl Mesh {
             opts: session_opts,
             service: &service,
             ports: &all_ports,
+            udp_ports: &udp_ports,
             selector,
             ttl: opts.restore_ttl,
             events: &events,

@@ -218,6 +218,7 @@ impl Inbound {
             ports: (plan.ports.iter())
                 .map(|p| (p.name.clone().unwrap_or_default(), p.port))
                 .collect(),
+            udp_ports: Vec::new(),
             service_account: Some(name.clone()),
             extra_args: plan.watchdog_args,
             grace_seconds: Some(20),

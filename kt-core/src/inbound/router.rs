@@ -16,6 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kt_proto::cli::{RestoreTarget, RouteArgs};
 use kt_proto::mesh;
@@ -110,8 +111,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) cluster: &'a Cluster,
     pub(crate) opts: &'a ConnectOptions,
     pub(crate) service: &'a Service,
-    /// Every port the Service targets, resolved to container ports.
+    /// Every TCP port the Service targets, resolved to container ports.
     pub(crate) ports: &'a [ListenPort],
+    /// Its UDP ports' container ports: (name, port); the router relays them unrouted.
+    pub(crate) udp_ports: &'a [(Option<String>, u16)],
     /// The Service's selector (its original, if a dead session's hold is on it).
     pub(crate) selector: BTreeMap<String, String>,
     pub(crate) ttl: Duration,
@@ -263,17 +266,21 @@ impl Router {
         plan: &Plan<'_>,
         labels: &BTreeMap<String, String>,
     ) -> Result<std::net::IpAddr> {
-        let spec = plan.service.spec.clone().unwrap_or_default();
+        // One port per container port and protocol, named after it, targeting it by
+        // number (or by name where the router resolved a name): what the router sends
+        // to `origin:<container port>` reaches the same container port of an original.
         let mut ports: Vec<ServicePort> = Vec::new();
-        for (port, listen) in spec.ports.unwrap_or_default().into_iter().zip(plan.ports) {
-            if ports.iter().any(|p| p.port == i32::from(listen.port)) {
-                continue;
-            }
+        let tcp = plan.ports.iter().map(|p| ("TCP", p.name.clone(), p.port));
+        let udp = (plan.udp_ports.iter()).map(|(name, port)| ("UDP", name.clone(), *port));
+        for (i, (protocol, name, port)) in tcp.chain(udp).enumerate() {
             ports.push(ServicePort {
-                name: port.name,
-                port: i32::from(listen.port),
-                target_port: port.target_port,
-                protocol: port.protocol,
+                name: Some(format!("{}-{i}", protocol.to_ascii_lowercase())),
+                port: i32::from(port),
+                target_port: Some(match name {
+                    Some(name) => IntOrString::String(name),
+                    None => IntOrString::Int(i32::from(port)),
+                }),
+                protocol: Some(protocol.to_owned()),
                 ..ServicePort::default()
             });
         }
@@ -337,6 +344,7 @@ impl Router {
             lease: self.name.clone(),
             origin,
             ports,
+            udp_ports: plan.udp_ports.iter().map(|(_, p)| *p).collect(),
             ttl: plan.ttl,
             grace: kt_proto::cli::DEFAULT_ROUTE_GRACE,
         };
@@ -346,6 +354,9 @@ impl Router {
             pod_labels,
             ports: (plan.ports.iter())
                 .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+                .collect(),
+            udp_ports: (plan.udp_ports.iter())
+                .map(|(name, port)| (name.clone().unwrap_or_default(), *port))
                 .collect(),
             service_account: Some(self.name.clone()),
             extra_args: Vec::new(),

@@ -93,6 +93,9 @@ pub(crate) struct PodShape {
     /// the only ports the shadow's SSH remote forwards may listen on
     /// (`kt-shadow serve --remote-forward`, sshd's `PermitListen`): none for connect.
     pub(crate) ports: Vec<(String, u16)>,
+    /// UDP ports it serves, declared as container ports (the mesh router passes a
+    /// meshed Service's UDP ports through): `(name, port)`.
+    pub(crate) udp_ports: Vec<(String, u16)>,
     /// The ServiceAccount the pod runs as instead of `kt-shadow` (an inbound shadow's
     /// own identity, see `inbound::identity`).
     pub(crate) service_account: Option<String>,
@@ -347,19 +350,21 @@ impl ShadowSpec<'_> {
             }
         };
         let mut container = container;
-        if !self.shape.ports.is_empty() {
-            container.ports = Some(
-                self.shape
-                    .ports
-                    .iter()
-                    .map(|(name, port)| ContainerPort {
-                        name: (!name.is_empty()).then(|| name.clone()),
-                        container_port: i32::from(*port),
-                        protocol: Some("TCP".to_owned()),
-                        ..ContainerPort::default()
-                    })
-                    .collect(),
-            );
+        let declared = |ports: &[(String, u16)], protocol: &str| {
+            ports
+                .iter()
+                .map(|(name, port)| ContainerPort {
+                    name: (!name.is_empty()).then(|| name.clone()),
+                    container_port: i32::from(*port),
+                    protocol: Some(protocol.to_owned()),
+                    ..ContainerPort::default()
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut ports = declared(&self.shape.ports, "TCP");
+        ports.extend(declared(&self.shape.udp_ports, "UDP"));
+        if !ports.is_empty() {
+            container.ports = Some(ports);
         }
         let pull_secrets = (!opts.image_pull_secrets.is_empty()).then(|| {
             opts.image_pull_secrets
@@ -836,6 +841,7 @@ mod tests {
                 (labels::ROLE.to_owned(), "spoofed".to_owned()),
             ]),
             ports: vec![("http".to_owned(), 8080), (String::new(), 9090)],
+            udp_ports: vec![("dns".to_owned(), 5353)],
             service_account: Some("kt-shadow-swap-t3".to_owned()),
             extra_args: vec!["--self-delete".to_owned()],
             grace_seconds: Some(20),
@@ -867,9 +873,23 @@ mod tests {
             .unwrap_or_default();
         let ports: Vec<_> = ports
             .iter()
-            .map(|p| (p.name.clone(), p.container_port))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.container_port,
+                    p.protocol.clone().unwrap_or_default(),
+                )
+            })
             .collect();
-        assert_eq!(ports, [(Some("http".to_owned()), 8080), (None, 9090)]);
+        let tcp = || "TCP".to_owned();
+        assert_eq!(
+            ports,
+            [
+                (Some("http".to_owned()), 8080, tcp()),
+                (None, 9090, tcp()),
+                (Some("dns".to_owned()), 5353, "UDP".to_owned())
+            ]
+        );
         // The (OpenSSH shadow's) Secret carries the role but not the workload's labels.
         let keys = SessionKeys::generate("t3", ShadowFlavour::OpenSsh).expect("keys");
         let host = keys.host.as_ref().expect("host key");
