@@ -98,7 +98,7 @@ export interface ConnectOptions {
  */
 export interface Event {
   /** What happened. */
-  kind: 'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict'
+  kind: 'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict' | 'Routed'
   /** The event in words (as kt logs it). */
   message: string
   /** Creating: the namespace. */
@@ -136,7 +136,10 @@ export interface Event {
   reason?: string
   /** Listening: `remote -> 127.0.0.1:local`, one per port. */
   ports?: Array<string>
-  /** SelectorSwitched: the Service; ServiceCreated: the new Service. */
+  /**
+   * SelectorSwitched: the Service; ServiceCreated: the new Service; Routed: the
+   * meshed Service.
+   */
   service?: string
   /** SelectorSwitched: the Service's new selector. */
   selector?: string
@@ -152,6 +155,10 @@ export interface Event {
   port?: number
   /** Restored: the object (`Service dev/web`). */
   object?: string
+  /** Routed: the mesh's rule (`version=alice`). */
+  rule?: string
+  /** Routed: the router pod. */
+  router?: string
 }
 
 /**
@@ -224,7 +231,76 @@ export interface LocalAddress {
   address: string
 }
 
-/** A `(local, remote)` port pair of a swap or an expose. */
+/**
+ * A developer's place in a meshed Service (`session.mesh`): the Service's requests
+ * that match `rule` (send `header`) arrive at local ports here; every other request
+ * keeps reaching its pods. `close()` (or `await using`) removes this developer's
+ * rule and shadow; the last developer's close also puts the Service back exactly and
+ * removes the router. A mesh collected without `close()` is closed in the background;
+ * if the process dies, its rule goes after `restoreTtlMs`.
+ */
+export declare class Mesh {
+  /** The mesh's id (the `kt.dev/session` label of this developer's shadow). */
+  get id(): string
+  /** The meshed Service's name. */
+  get service(): string
+  /** Which requests come here, in canonical text (`version=alice`). */
+  get rule(): string
+  /**
+   * The header to send for a request to come here, as `{ [name]: value }` (pass it
+   * as a client's headers: `fetch(url, { headers: mesh.header })`); with the
+   * default rule, `{ version: <random> }`. `null` for a rule of only regexes and
+   * path prefixes.
+   */
+  get header(): Record<string, string> | null
+  /** The router pod's name (shared by every developer of the Service). */
+  get router(): string
+  /** This developer's mesh shadow pod's name. */
+  get podName(): string
+  /**
+   * `{ local, remote }` for every port: matching requests to the pods' `remote`
+   * port arrive at `127.0.0.1:local`.
+   */
+  get ports(): Array<PortPair>
+  /** How many connections arrived from the router so far. */
+  get connections(): number
+  /** Every event of the mesh so far, then new ones, ending after `Closed`. */
+  events(): EventStream
+  /**
+   * Removes this developer's rule and shadow; the last one's also puts the Service
+   * back, waits until its pods serve it and removes the router. Calling it again
+   * does nothing.
+   */
+  close(): Promise<void>
+}
+
+/** Options of `session.mesh(target, options)`; `expose` is required. */
+export interface MeshOptions {
+  /**
+   * `local[:remote]` pairs as for `swap` (`remote`: a Service port, a container port
+   * or a port name of the Service's pods).
+   */
+  expose: string | string[]
+  /**
+   * Which requests come here: `'version=alice'` (`'version:alice'` too),
+   * `'x-dev~^a.*'` (a header matching a regex), `'/api'` (a path prefix), joined by
+   * `&&` (all) or `||` (any). Default: kt-connect's mark, a header `version` with a
+   * random value (`mesh.header` says what to send).
+   */
+  rule?: string
+  /** Refuse (`KT_CONNECT`) when nothing listens on a local port (default true). */
+  checkLocal?: boolean
+  /**
+   * After how long without a heartbeat this developer's rule is removed by itself
+   * (the last one's also puts the Service back), if this process died (default
+   * 30000, at least 3000).
+   */
+  restoreTtlMs?: number
+  /** Called with every event of the mesh as it happens; it must not throw. */
+  onEvent?: (event: Event) => void
+}
+
+/** A `(local, remote)` port pair of a swap, an expose or a mesh. */
 export interface PortPair {
   /** The port on 127.0.0.1 that answers. */
   local: number
@@ -325,6 +401,17 @@ export declare class Session {
    * (nothing is created then).
    */
   expose(name: string, options: ExposeOptions): Promise<Expose>
+  /**
+   * Meshes `target`'s Service (`svc/NAME`, or a workload one Service selects): only
+   * its requests that match `options.rule` (default: a header `version` with a
+   * random value; `mesh.header` says what to send) arrive at local ports here, every
+   * other request keeps reaching its pods, until the `Mesh` is closed (`await using
+   * mesh = await session.mesh(...)`). Several developers mesh one Service at once,
+   * each with their own rule. Rejects with `KT_CONFLICT` when another developer
+   * already routes the same header value (the message names them),
+   * `KT_INVALID_ARGUMENT` for a bad rule or a target no single Service selects.
+   */
+  mesh(target: string, options: MeshOptions): Promise<Mesh>
   /** Every event since the session started, then new ones, ending after `Closed`. */
   events(): EventStream
   /**
@@ -566,5 +653,10 @@ export interface Swap {
 
 export interface Expose {
   /** close(): for `await using preview = await session.expose(...)`. */
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export interface Mesh {
+  /** close(): for `await using mesh = await session.mesh(...)`. */
   [Symbol.asyncDispose](): Promise<void>
 }

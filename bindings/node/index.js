@@ -1,6 +1,6 @@
 // ktconnect: loads the native addon (built from src/ by ./build.sh or ./run-tests)
-// and adds what Node-API cannot declare: Symbol.asyncDispose on Session, Swap and
-// Expose, so that `await using session = await Session.connect(...)` (and `await
+// and adds what Node-API cannot declare: Symbol.asyncDispose on Session, Swap, Expose
+// and Mesh, so that `await using session = await Session.connect(...)` (and `await
 // using swap = await session.swap(...)`) closes it.
 'use strict'
 
@@ -32,7 +32,7 @@ try {
 // registered symbol that TypeScript's and Node's polyfills use.
 const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
-for (const cls of [native.Session, native.Swap, native.Expose]) {
+for (const cls of [native.Session, native.Swap, native.Expose, native.Mesh]) {
   Object.defineProperty(cls.prototype, asyncDispose, {
     value: function dispose() {
       return this.close()
@@ -48,7 +48,7 @@ for (const cls of [native.Session, native.Swap, native.Expose]) {
 // collector instead, as before. process.exit() and signals skip this; the shadow's
 // heartbeat watchdog covers those.
 const open = new Set()
-// Swaps and exposes the program left open, closed first (each puts the cluster back
+// Swaps, exposes and meshes the program left open, closed first (each puts the cluster back
 // before its session goes).
 const openHandles = new Set()
 // The addon's static `connect` cannot be redefined, so the exported class is a thin
@@ -79,7 +79,7 @@ redefine(native.Session, 'close', (close) =>
     return close.apply(this, args)
   },
 )
-for (const name of ['swap', 'expose']) {
+for (const name of ['swap', 'expose', 'mesh']) {
   redefine(native.Session, name, (make) =>
     async function madeTracked(...args) {
       const handle = await make.apply(this, args)
@@ -88,7 +88,7 @@ for (const name of ['swap', 'expose']) {
     },
   )
 }
-for (const cls of [native.Swap, native.Expose]) {
+for (const cls of [native.Swap, native.Expose, native.Mesh]) {
   redefine(cls, 'close', (close) =>
     function closeTracked(...args) {
       untrack(openHandles, this)
@@ -108,13 +108,13 @@ process.on('beforeExit', () => {
     }
   }
   if (handles.length > 0) {
-    process.stderr.write(`ktconnect: closing ${handles.length} swap(s)/expose(s) the program left open\n`)
+    process.stderr.write(`ktconnect: closing ${handles.length} swap(s)/expose(s)/mesh(es) the program left open\n`)
   }
   if (left.length > 0) {
     process.stderr.write(`ktconnect: closing ${left.length} session(s) the program left open\n`)
   }
   Promise.allSettled(handles.map((h) => h.close()))
-    .then(report('swap or expose'))
+    .then(report('swap, expose or mesh'))
     .then(() => Promise.allSettled(left.map((s) => s.close())))
     .then(report('session'))
 })
@@ -124,6 +124,7 @@ module.exports.EventStream = native.EventStream
 module.exports.UdpChannel = native.UdpChannel
 module.exports.Swap = native.Swap
 module.exports.Expose = native.Expose
+module.exports.Mesh = native.Mesh
 module.exports.clean = native.clean
 module.exports.recover = native.recover
 module.exports.errorKinds = native.errorKinds

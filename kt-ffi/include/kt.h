@@ -14,8 +14,9 @@
  *   success it holds "". Pass NULL, 0 to skip the message. There is no global
  *   last-error: each call reports its own.
  * - Handles (kt_options, kt_vpn_options, kt_session, kt_event, kt_list,
- *   kt_udp_channel, kt_swap_options, kt_expose_options, kt_swap, kt_expose) are
- *   opaque tokens, never addresses: never dereference them. Each constructor has a _free;
+ *   kt_udp_channel, kt_swap_options, kt_expose_options, kt_mesh_options, kt_swap,
+ *   kt_expose, kt_mesh) are opaque tokens, never addresses: never dereference them.
+ *   Each constructor has a _free;
  *   the caller owns what a constructor gives. A handle that was freed, that kt never
  *   made, or of the wrong type gives KT_STATUS_INVALID_HANDLE (so a double free is
  *   detected, not undefined).
@@ -174,6 +175,9 @@ typedef enum {
   // A value kt changed was changed again by someone else meanwhile and left as it
   // is: `detail`.
   KT_EVENT_KIND_RESTORE_CONFLICT = 22,
+  // Mesh: the router routes the requests of this rule here: `service`, `rule`,
+  // `router`.
+  KT_EVENT_KIND_ROUTED = 23,
 } kt_event_kind;
 
 // How a swap takes a workload's traffic (`kt_swap_options_set_mode`, `kt_swap_mode`).
@@ -284,6 +288,30 @@ typedef struct kt_expose_options kt_expose_options;
 // Thread-safety: immutable; any function may be called on it from any thread at
 // the same time, except that `kt_list_free` must come after every other use.
 typedef struct kt_list kt_list;
+
+// A developer's place in a meshed Service, made by `kt_session_mesh`: the Service's
+// requests that match the mesh's rule (by default a header `version` with a random
+// value: `kt_mesh_header_name`, `kt_mesh_header_value`) arrive at local ports here;
+// every other request goes to the Service's original pods.
+//
+// Owned by the caller: `kt_mesh_close` removes this developer's rule and shadow (the
+// last developer's close also puts the Service back exactly, waits until its
+// original pods serve it, and removes the router); then `kt_mesh_free` releases the
+// handle. Otherwise as `kt_swap` (freed unclosed: closed in the background and
+// waited for at a normal exit; the process died: the rule goes once the restore TTL
+// passes without a heartbeat).
+//
+// Thread-safety: as `kt_session`. Strings it hands out stay valid until
+// `kt_mesh_free`.
+typedef struct kt_mesh kt_mesh;
+
+// How `kt_session_mesh` routes: the local-port check, the restore TTL. Made by
+// `kt_mesh_options_new` with the defaults (local ports checked, 30 s).
+//
+// Owned by the caller: free it with `kt_mesh_options_free`.
+//
+// Thread-safety: as `kt_options`.
+typedef struct kt_mesh_options kt_mesh_options;
 
 // How to open a session: kubeconfig, namespace, shadow, timeouts, local ports, VPN
 // mode. Made by `kt_options_new` with every setting at its default (the current
@@ -442,6 +470,25 @@ kt_status kt_session_swap(const kt_session *session, const char *target, const c
 // `KT_STATUS_FORBIDDEN`, `KT_STATUS_CLOSED`.
 kt_status kt_session_expose(const kt_session *session, const char *name, const char *ports, const kt_expose_options *options, kt_expose **expose, char *err, size_t err_len);
 
+// Meshes `target` (`svc/NAME`, or a workload or bare name one Service selects, as
+// for `kt_session_swap`): the Service's requests that match `rule` arrive at local
+// ports here until `kt_mesh_close`; every other request still goes to its original
+// pods. `rule` is a text such as `"version=alice"` (kt-connect's `"version:alice"`
+// too), `"x-dev~^a.*"` (a header matching a regex), `"/api"` (a path prefix), joined
+// by `&&` or `||`; NULL gives kt-connect's mark, a header `version` with a random
+// value (`kt_mesh_header_name`/`kt_mesh_header_value` say what to send). `ports` as
+// for `kt_session_swap`. `options` may be NULL (the defaults of
+// `kt_mesh_options_new`). Stores the new mesh in `*mesh` (NULL on failure).
+// Blocking until the router routes the rule here. Several developers (programs,
+// machines) mesh one Service at once, each with their own rule.
+//
+// `KT_STATUS_CONFLICT` when another developer already routes the same header value
+// (the message names them and since when), `KT_STATUS_INVALID_ARGUMENT` (a bad
+// rule or ports, a target no single Service selects), `KT_STATUS_NOT_FOUND`,
+// `KT_STATUS_CONNECT` (nothing listens on a local port), `KT_STATUS_FORBIDDEN`,
+// `KT_STATUS_CLOSED`.
+kt_status kt_session_mesh(const kt_session *session, const char *target, const char *rule, const char *ports, const kt_mesh_options *options, kt_mesh **mesh, char *err, size_t err_len);
+
 // Makes a `kt_swap_options` with the defaults (selector mode, local ports checked,
 // restore TTL 30 s) and stores it in `*options`. Free it with `kt_swap_options_free`.
 kt_status kt_swap_options_new(kt_swap_options **options, char *err, size_t err_len);
@@ -476,6 +523,22 @@ kt_status kt_expose_options_set_service_type(kt_expose_options *options, uint32_
 // Whether `kt_session_expose` refuses (`KT_STATUS_CONNECT`) when nothing listens on
 // a local port (default true).
 kt_status kt_expose_options_set_check_local(kt_expose_options *options, bool check, char *err, size_t err_len);
+
+// Makes a `kt_mesh_options` with the defaults (local ports checked, restore TTL
+// 30 s) and stores it in `*options`. Free it with `kt_mesh_options_free`.
+kt_status kt_mesh_options_new(kt_mesh_options **options, char *err, size_t err_len);
+
+// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_mesh_options_free(kt_mesh_options *options, char *err, size_t err_len);
+
+// Whether `kt_session_mesh` refuses (`KT_STATUS_CONNECT`) when nothing listens on a
+// local port (default true).
+kt_status kt_mesh_options_set_check_local(kt_mesh_options *options, bool check, char *err, size_t err_len);
+
+// How long after the last heartbeat this developer's rule is removed by itself
+// (this process died; the last developer's also puts the Service back), in
+// milliseconds; as `kt_swap_options_set_restore_ttl_ms`.
+kt_status kt_mesh_options_set_restore_ttl_ms(kt_mesh_options *options, uint64_t millis, char *err, size_t err_len);
 
 // Stores in `*id` the swap's id (the `kt.dev/session` label of its objects). The
 // string belongs to the swap (valid until `kt_swap_free`).
@@ -548,6 +611,56 @@ kt_status kt_expose_close(kt_expose *expose, char *err, size_t err_len);
 // Frees `expose`. If it was not closed, its objects are removed in the background.
 // Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
 kt_status kt_expose_free(kt_expose *expose, char *err, size_t err_len);
+
+// Stores in `*id` the mesh's id (the `kt.dev/session` label of this developer's
+// shadow). The string belongs to the mesh (valid until `kt_mesh_free`).
+kt_status kt_mesh_id(const kt_mesh *mesh, const char **id, char *err, size_t err_len);
+
+// Stores in `*service` the meshed Service's name. The string belongs to the mesh.
+kt_status kt_mesh_service(const kt_mesh *mesh, const char **service, char *err, size_t err_len);
+
+// Stores in `*rule` the mesh's rule in its canonical text (`version=alice`). The
+// string belongs to the mesh.
+kt_status kt_mesh_rule(const kt_mesh *mesh, const char **rule, char *err, size_t err_len);
+
+// Stores in `*name` the name of the header to send for a request to come here (the
+// rule's first header-equality clause; `version` for the default rule). The string
+// belongs to the mesh. `KT_STATUS_NOT_FOUND` (and NULL) for a rule of only regexes
+// and path prefixes.
+kt_status kt_mesh_header_name(const kt_mesh *mesh, const char **name, char *err, size_t err_len);
+
+// Stores in `*value` the value of that header (the random mark of the default
+// rule). As `kt_mesh_header_name`.
+kt_status kt_mesh_header_value(const kt_mesh *mesh, const char **value, char *err, size_t err_len);
+
+// Stores in `*router` the router pod's name (shared by every developer of the
+// Service). The string belongs to the mesh.
+kt_status kt_mesh_router(const kt_mesh *mesh, const char **router, char *err, size_t err_len);
+
+// Stores in `*pod` this developer's mesh shadow pod's name. The string belongs to
+// the mesh.
+kt_status kt_mesh_pod_name(const kt_mesh *mesh, const char **pod, char *err, size_t err_len);
+
+// As `kt_swap_ports`: one `local:remote` text per port (matching requests to the
+// Service's pods' port `remote` arrive at 127.0.0.1:`local`).
+kt_status kt_mesh_ports(const kt_mesh *mesh, kt_list **ports, char *err, size_t err_len);
+
+// Stores in `*count` how many connections arrived from the router so far.
+kt_status kt_mesh_connections(const kt_mesh *mesh, uint64_t *count, char *err, size_t err_len);
+
+// As `kt_session_next_event` for the mesh's events (listening, routed, inbound
+// connections, then closing, restored when it was the last developer, closed).
+kt_status kt_mesh_next_event(const kt_mesh *mesh, uint64_t timeout_ms, kt_event **event, char *err, size_t err_len);
+
+// Removes this developer's rule and shadow; the last developer's close also puts
+// the Service back, waits until its original pods serve it again and removes the
+// router. Blocking. Calling it again does nothing and gives `KT_STATUS_OK`.
+// `KT_STATUS_CLEANUP` names what could not be removed.
+kt_status kt_mesh_close(kt_mesh *mesh, char *err, size_t err_len);
+
+// Frees `mesh`. If it was not closed, it is closed in the background (libkt waits
+// at a normal exit). Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+kt_status kt_mesh_free(kt_mesh *mesh, char *err, size_t err_len);
 
 // Puts back and removes what kt sessions that died left in the namespace of
 // `options` (selectors and replica counts they changed, shadow pods whose Lease

@@ -79,6 +79,9 @@ pub enum kt_event_kind {
     /// A value kt changed was changed again by someone else meanwhile and left as it
     /// is: `detail`.
     RestoreConflict = 22,
+    /// Mesh: the router routes the requests of this rule here: `service`, `rule`,
+    /// `router`.
+    Routed = 23,
 }
 
 /// An event as C sees it.
@@ -93,7 +96,7 @@ static EVENTS: Table<EventData> = Table::new(4, "kt_session_next_event");
 impl kt_event_kind {
     /// Every kind this header declares (`Other` aside), in numeric order: the number
     /// is kt-core's `EventKind::code`.
-    pub(crate) const KNOWN: [kt_event_kind; 22] = [
+    pub(crate) const KNOWN: [kt_event_kind; 23] = [
         kt_event_kind::Creating,
         kt_event_kind::Scheduled,
         kt_event_kind::Pulling,
@@ -116,6 +119,7 @@ impl kt_event_kind {
         kt_event_kind::Inbound,
         kt_event_kind::Restored,
         kt_event_kind::RestoreConflict,
+        kt_event_kind::Routed,
     ];
 
     /// The C kind numbered `kind.code()`; `Other` for a kind this header does not

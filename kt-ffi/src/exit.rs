@@ -72,11 +72,11 @@ fn close_everything_left() {
         std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
     waits.retain(|r| !r.handle.is_finished());
     let freed = waits.len();
-    // Swaps and exposes first: closing one puts the cluster back through its session.
+    // Swaps, exposes and meshes first: closing one puts the cluster back through its session.
     let inbound = crate::inbound::close_all_open(rt);
     if !inbound.is_empty() {
         eprintln!(
-            "kt: closing {} swap(s) or expose(s) the program left open (at most {} s)",
+            "kt: closing {} swap(s), expose(s) or mesh(es) the program left open (at most {} s)",
             inbound.len(),
             EXIT_LIMIT.as_secs()
         );

@@ -1,6 +1,7 @@
 //! Inbound traffic: `kt_swap` (a workload's traffic in the cluster goes to a local
-//! port) and `kt_expose` (a new Service whose traffic goes to a local port), their
-//! options, and `kt_clean`/`kt_recover`, which put back what dead sessions left.
+//! port), `kt_expose` (a new Service whose traffic goes to a local port) and `kt_mesh`
+//! (only a Service's requests that match a rule go to a local port), their options,
+//! and `kt_clean`/`kt_recover`, which put back what dead sessions left.
 
 use std::ffi::{CString, c_char};
 use std::future::Future;
@@ -9,7 +10,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use kt_core::{
-    CleanReport, Events, Expose, ExposeOptions, PortMap, ServiceType, Swap, SwapMode, SwapOptions,
+    CleanReport, Events, Expose, ExposeOptions, Mesh, MeshOptions, MeshRule, PortMap, ServiceType,
+    Swap, SwapMode, SwapOptions,
 };
 
 use crate::event::{EventStream, kt_event, next_event};
@@ -42,6 +44,16 @@ pub struct kt_expose_options {
     _private: [u8; 0],
 }
 
+/// How `kt_session_mesh` routes: the local-port check, the restore TTL. Made by
+/// `kt_mesh_options_new` with the defaults (local ports checked, 30 s).
+///
+/// Owned by the caller: free it with `kt_mesh_options_free`.
+///
+/// Thread-safety: as `kt_options`.
+pub struct kt_mesh_options {
+    _private: [u8; 0],
+}
+
 /// A swap in progress, made by `kt_session_swap`: connections to the target's ports
 /// in the cluster arrive at local ports here.
 ///
@@ -69,6 +81,24 @@ pub struct kt_swap {
 /// Thread-safety: as `kt_session`. Strings it hands out stay valid until
 /// `kt_expose_free`.
 pub struct kt_expose {
+    _private: [u8; 0],
+}
+
+/// A developer's place in a meshed Service, made by `kt_session_mesh`: the Service's
+/// requests that match the mesh's rule (by default a header `version` with a random
+/// value: `kt_mesh_header_name`, `kt_mesh_header_value`) arrive at local ports here;
+/// every other request goes to the Service's original pods.
+///
+/// Owned by the caller: `kt_mesh_close` removes this developer's rule and shadow (the
+/// last developer's close also puts the Service back exactly, waits until its
+/// original pods serve it, and removes the router); then `kt_mesh_free` releases the
+/// handle. Otherwise as `kt_swap` (freed unclosed: closed in the background and
+/// waited for at a normal exit; the process died: the rule goes once the restore TTL
+/// passes without a heartbeat).
+///
+/// Thread-safety: as `kt_session`. Strings it hands out stay valid until
+/// `kt_mesh_free`.
+pub struct kt_mesh {
     _private: [u8; 0],
 }
 
@@ -114,9 +144,13 @@ static SWAP_OPTIONS: Table<Mutex<SwapOptions>> = Table::new(7, "kt_swap_options_
 static EXPOSE_OPTIONS: Table<Mutex<ExposeOptions>> = Table::new(8, "kt_expose_options_new");
 static SWAPS: Table<Entry<Swap>> = Table::new(9, "kt_session_swap");
 static EXPOSES: Table<Entry<Expose>> = Table::new(10, "kt_session_expose");
+static MESH_OPTIONS: Table<Mutex<MeshOptions>> = Table::new(11, "kt_mesh_options_new");
+static MESHES: Table<Entry<Mesh>> = Table::new(12, "kt_session_mesh");
 
-/// What C reads of a swap or an expose.
+/// What C reads of a swap, an expose or a mesh.
 trait Inbound: Send + Sync + 'static {
+    /// What C reads of this kind only, kept as C hands it out.
+    type Extra: Send + Sync + 'static;
     fn id(&self) -> &str;
     fn pod_name(&self) -> &str;
     fn ports(&self) -> Vec<(u16, u16)>;
@@ -126,6 +160,7 @@ trait Inbound: Send + Sync + 'static {
 }
 
 impl Inbound for Swap {
+    type Extra = SwapExtra;
     fn id(&self) -> &str {
         Swap::id(self)
     }
@@ -147,6 +182,7 @@ impl Inbound for Swap {
 }
 
 impl Inbound for Expose {
+    type Extra = ();
     fn id(&self) -> &str {
         Expose::id(self)
     }
@@ -167,36 +203,90 @@ impl Inbound for Expose {
     }
 }
 
-/// A swap or an expose as C sees it.
+impl Inbound for Mesh {
+    type Extra = MeshExtra;
+    fn id(&self) -> &str {
+        Mesh::id(self)
+    }
+    fn pod_name(&self) -> &str {
+        Mesh::pod_name(self)
+    }
+    fn ports(&self) -> Vec<(u16, u16)> {
+        Mesh::ports(self)
+    }
+    fn connections(&self) -> u64 {
+        Mesh::connections(self)
+    }
+    fn events(&self) -> Events {
+        Mesh::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        Mesh::close(self)
+    }
+}
+
+/// What C reads of a swap only.
+struct SwapExtra {
+    /// The Services that select the target.
+    services: Vec<String>,
+    mode: kt_swap_mode,
+}
+
+/// What C reads of a mesh only.
+struct MeshExtra {
+    rule: CString,
+    router: CString,
+    /// The header to send, `(name, value)`; `None` for a rule without a
+    /// header-equality clause.
+    header: Option<(CString, CString)>,
+}
+
+impl MeshExtra {
+    fn of(mesh: &Mesh) -> MeshExtra {
+        MeshExtra {
+            rule: cstring(&mesh.rule().to_string()),
+            router: cstring(mesh.router()),
+            header: mesh.header().map(|(n, v)| (cstring(n), cstring(v))),
+        }
+    }
+
+    /// The header's name or value, or why there is none.
+    fn header_part(&self, value: bool) -> Result<*const c_char, Failure> {
+        let (n, v) = self.header.as_ref().ok_or_else(|| {
+            Failure::new(
+                kt_status::NotFound,
+                format!(
+                    "the mesh's rule `{}` has no header-equality clause (only regexes or path \
+                     prefixes): send requests its rule matches (kt_mesh_rule)",
+                    self.rule.to_string_lossy()
+                ),
+            )
+        })?;
+        Ok(if value { v.as_ptr() } else { n.as_ptr() })
+    }
+}
+
+/// A swap, an expose or a mesh as C sees it.
 struct Entry<T: Inbound> {
     /// Always `Some` until dropped.
     handle: Option<T>,
     id: CString,
-    /// The swap's target (`deploy/web`) or the exposed Service's name.
+    /// The swap's target (`deploy/web`), the exposed or meshed Service's name.
     name: CString,
     pod: CString,
-    /// The swap's Services (empty for an expose).
-    services: Vec<String>,
-    mode: kt_swap_mode,
+    extra: T::Extra,
     namespace: String,
     events: tokio::sync::Mutex<EventStream>,
     closed: AtomicBool,
 }
 
 impl<T: Inbound> Entry<T> {
-    fn new(
-        handle: T,
-        name: &str,
-        services: Vec<String>,
-        mode: kt_swap_mode,
-        namespace: String,
-    ) -> Self {
+    fn new(handle: T, name: &str, extra: T::Extra, namespace: String) -> Self {
         Entry {
             id: cstring(handle.id()),
             name: cstring(name),
             pod: cstring(handle.pod_name()),
-            services,
-            mode,
+            extra,
             namespace,
             events: EventStream::new(handle.events()),
             closed: AtomicBool::new(false),
@@ -286,7 +376,8 @@ pub unsafe extern "C" fn kt_session_swap(
         };
         let target = s.target().to_owned();
         let services = s.services().to_vec();
-        out.write(SWAPS.insert(Entry::new(s, &target, services, mode, namespace)));
+        let extra = SwapExtra { services, mode };
+        out.write(SWAPS.insert(Entry::new(s, &target, extra, namespace)));
         crate::exit::arm();
         Ok(())
     })
@@ -330,13 +421,67 @@ pub unsafe extern "C" fn kt_session_expose(
             Ok(block_on(s.expose_with(name, &ports, opts))??)
         })?;
         let service = e.service().to_owned();
-        out.write(EXPOSES.insert(Entry::new(
-            e,
-            &service,
-            Vec::new(),
-            kt_swap_mode::Selector,
-            namespace,
-        )));
+        out.write(EXPOSES.insert(Entry::new(e, &service, (), namespace)));
+        crate::exit::arm();
+        Ok(())
+    })
+}
+
+/// Meshes `target` (`svc/NAME`, or a workload or bare name one Service selects, as
+/// for `kt_session_swap`): the Service's requests that match `rule` arrive at local
+/// ports here until `kt_mesh_close`; every other request still goes to its original
+/// pods. `rule` is a text such as `"version=alice"` (kt-connect's `"version:alice"`
+/// too), `"x-dev~^a.*"` (a header matching a regex), `"/api"` (a path prefix), joined
+/// by `&&` or `||`; NULL gives kt-connect's mark, a header `version` with a random
+/// value (`kt_mesh_header_name`/`kt_mesh_header_value` say what to send). `ports` as
+/// for `kt_session_swap`. `options` may be NULL (the defaults of
+/// `kt_mesh_options_new`). Stores the new mesh in `*mesh` (NULL on failure).
+/// Blocking until the router routes the rule here. Several developers (programs,
+/// machines) mesh one Service at once, each with their own rule.
+///
+/// `KT_STATUS_CONFLICT` when another developer already routes the same header value
+/// (the message names them and since when), `KT_STATUS_INVALID_ARGUMENT` (a bad
+/// rule or ports, a target no single Service selects), `KT_STATUS_NOT_FOUND`,
+/// `KT_STATUS_CONNECT` (nothing listens on a local port), `KT_STATUS_FORBIDDEN`,
+/// `KT_STATUS_CLOSED`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_session_mesh(
+    session: *const kt_session,
+    target: *const c_char,
+    rule: *const c_char,
+    ports: *const c_char,
+    options: *const kt_mesh_options,
+    mesh: *mut *mut kt_mesh,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(mesh, "mesh")?;
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let target = unsafe { str_arg(target, "target") }?;
+        let rule: Option<MeshRule> = if rule.is_null() {
+            None
+        } else {
+            // SAFETY: the caller passes a NUL-terminated string (not NULL here).
+            Some(unsafe { str_arg(rule, "rule") }?.parse()?)
+        };
+        let ports = ports_arg(ports)?;
+        let opts = if options.is_null() {
+            MeshOptions::new()
+        } else {
+            MESH_OPTIONS
+                .get(options, "options")?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        let namespace = namespace_of(session)?;
+        let m = with_open(session, |s| {
+            Ok(block_on(s.mesh_with(target, rule, &ports, opts))??)
+        })?;
+        let service = m.service().to_owned();
+        let extra = MeshExtra::of(&m);
+        out.write(MESHES.insert(Entry::new(m, &service, extra, namespace)));
         crate::exit::arm();
         Ok(())
     })
@@ -443,17 +588,20 @@ pub unsafe extern "C" fn kt_swap_options_set_restore_ttl_ms(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        const MAX_MILLIS: u64 = 30 * 24 * 3600 * 1000;
-        if millis == 0 || millis > MAX_MILLIS {
-            return Err(Failure::invalid(format!(
-                "a restore TTL of {millis} ms is not accepted; give 3000 to {MAX_MILLIS} ms"
-            )));
-        }
-        update_swap(
-            options,
-            |o| Ok(o.restore_ttl(Duration::from_millis(millis))),
-        )
+        let ttl = restore_ttl(millis)?;
+        update_swap(options, |o| Ok(o.restore_ttl(ttl)))
     })
+}
+
+/// A restore TTL in milliseconds as C gives it: 0 and more than 30 days are refused.
+fn restore_ttl(millis: u64) -> Result<Duration, Failure> {
+    const MAX_MILLIS: u64 = 30 * 24 * 3600 * 1000;
+    if millis == 0 || millis > MAX_MILLIS {
+        return Err(Failure::invalid(format!(
+            "a restore TTL of {millis} ms is not accepted; give 3000 to {MAX_MILLIS} ms"
+        )));
+    }
+    Ok(Duration::from_millis(millis))
 }
 
 /// Makes a `kt_expose_options` with the defaults (a ClusterIP Service, local ports
@@ -522,7 +670,76 @@ pub unsafe extern "C" fn kt_expose_options_set_check_local(
     })
 }
 
-// ---- swap and expose handles: shared bodies ----
+/// Makes a `kt_mesh_options` with the defaults (local ports checked, restore TTL
+/// 30 s) and stores it in `*options`. Free it with `kt_mesh_options_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_options_new(
+    options: *mut *mut kt_mesh_options,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let out = handle_out(options, "options")?;
+        out.write(MESH_OPTIONS.insert(Mutex::new(MeshOptions::new())));
+        Ok(())
+    })
+}
+
+/// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_options_free(
+    options: *mut kt_mesh_options,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        MESH_OPTIONS.remove(options, "options")?;
+        Ok(())
+    })
+}
+
+/// Changes the mesh options behind `options` with `f`.
+fn update_mesh(
+    options: *mut kt_mesh_options,
+    f: impl FnOnce(MeshOptions) -> MeshOptions,
+) -> Result<(), Failure> {
+    let entry = MESH_OPTIONS.get(options, "options")?;
+    let mut opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
+    *opts = f(opts.clone());
+    Ok(())
+}
+
+/// Whether `kt_session_mesh` refuses (`KT_STATUS_CONNECT`) when nothing listens on a
+/// local port (default true).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_options_set_check_local(
+    options: *mut kt_mesh_options,
+    check: bool,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        update_mesh(options, |o| o.check_local(check))
+    })
+}
+
+/// How long after the last heartbeat this developer's rule is removed by itself
+/// (this process died; the last developer's also puts the Service back), in
+/// milliseconds; as `kt_swap_options_set_restore_ttl_ms`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_options_set_restore_ttl_ms(
+    options: *mut kt_mesh_options,
+    millis: u64,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        let ttl = restore_ttl(millis)?;
+        update_mesh(options, |o| o.restore_ttl(ttl))
+    })
+}
+
+// ---- swap, expose and mesh handles: shared bodies ----
 
 fn get_string<T: Inbound>(
     table: &Table<Entry<T>>,
@@ -530,11 +747,11 @@ fn get_string<T: Inbound>(
     what_handle: &str,
     out: *mut *const c_char,
     what: &str,
-    f: impl FnOnce(&Entry<T>) -> *const c_char,
+    f: impl FnOnce(&Entry<T>) -> Result<*const c_char, Failure>,
 ) -> Result<(), Failure> {
     let out = Out::new(out, what)?;
     let entry = table.get(handle, what_handle)?;
-    out.write(f(&entry));
+    out.write(f(&entry)?);
     Ok(())
 }
 
@@ -607,7 +824,7 @@ fn free<T: Inbound>(
     Ok(())
 }
 
-/// Starts closing every swap and expose that is neither closed nor freed (for the
+/// Starts closing every swap, expose and mesh that is neither closed nor freed (for the
 /// exit handler); returns the closes to wait for.
 pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<crate::exit::Removal> {
     fn start<T: Inbound>(
@@ -631,6 +848,7 @@ pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<crate::exit::R
     }
     let mut all = start(&SWAPS, rt);
     all.extend(start(&EXPOSES, rt));
+    all.extend(start(&MESHES, rt));
     all
 }
 
@@ -646,7 +864,7 @@ pub unsafe extern "C" fn kt_swap_id(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&SWAPS, swap.cast(), "swap", id, "id", |e| e.id.as_ptr())
+        get_string(&SWAPS, swap.cast(), "swap", id, "id", |e| Ok(e.id.as_ptr()))
     })
 }
 
@@ -661,7 +879,7 @@ pub unsafe extern "C" fn kt_swap_target(
 ) -> kt_status {
     guard(err, err_len, || {
         get_string(&SWAPS, swap.cast(), "swap", target, "target", |e| {
-            e.name.as_ptr()
+            Ok(e.name.as_ptr())
         })
     })
 }
@@ -676,7 +894,7 @@ pub unsafe extern "C" fn kt_swap_get_mode(
 ) -> kt_status {
     guard(err, err_len, || {
         let out = Out::new(mode, "mode")?;
-        out.write(SWAPS.get(swap, "swap")?.mode);
+        out.write(SWAPS.get(swap, "swap")?.extra.mode);
         Ok(())
     })
 }
@@ -690,7 +908,9 @@ pub unsafe extern "C" fn kt_swap_pod_name(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&SWAPS, swap.cast(), "swap", pod, "pod", |e| e.pod.as_ptr())
+        get_string(&SWAPS, swap.cast(), "swap", pod, "pod", |e| {
+            Ok(e.pod.as_ptr())
+        })
     })
 }
 
@@ -706,7 +926,7 @@ pub unsafe extern "C" fn kt_swap_services(
     guard(err, err_len, || {
         let out = handle_out(services, "services")?;
         let entry = SWAPS.get(swap, "swap")?;
-        out.write(List::values(entry.services.iter().map(String::as_str)).into_handle());
+        out.write(List::values(entry.extra.services.iter().map(String::as_str)).into_handle());
         Ok(())
     })
 }
@@ -794,7 +1014,7 @@ pub unsafe extern "C" fn kt_expose_id(
 ) -> kt_status {
     guard(err, err_len, || {
         get_string(&EXPOSES, expose.cast(), "expose", id, "id", |e| {
-            e.id.as_ptr()
+            Ok(e.id.as_ptr())
         })
     })
 }
@@ -810,7 +1030,7 @@ pub unsafe extern "C" fn kt_expose_service(
 ) -> kt_status {
     guard(err, err_len, || {
         get_string(&EXPOSES, expose.cast(), "expose", service, "service", |e| {
-            e.name.as_ptr()
+            Ok(e.name.as_ptr())
         })
     })
 }
@@ -825,7 +1045,7 @@ pub unsafe extern "C" fn kt_expose_pod_name(
 ) -> kt_status {
     guard(err, err_len, || {
         get_string(&EXPOSES, expose.cast(), "expose", pod, "pod", |e| {
-            e.pod.as_ptr()
+            Ok(e.pod.as_ptr())
         })
     })
 }
@@ -891,6 +1111,195 @@ pub unsafe extern "C" fn kt_expose_free(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || free(&EXPOSES, expose.cast(), "expose"))
+}
+
+// ---- kt_mesh ----
+
+/// Stores in `*id` the mesh's id (the `kt.dev/session` label of this developer's
+/// shadow). The string belongs to the mesh (valid until `kt_mesh_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_id(
+    mesh: *const kt_mesh,
+    id: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&MESHES, mesh.cast(), "mesh", id, "id", |e| {
+            Ok(e.id.as_ptr())
+        })
+    })
+}
+
+/// Stores in `*service` the meshed Service's name. The string belongs to the mesh.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_service(
+    mesh: *const kt_mesh,
+    service: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&MESHES, mesh.cast(), "mesh", service, "service", |e| {
+            Ok(e.name.as_ptr())
+        })
+    })
+}
+
+/// Stores in `*rule` the mesh's rule in its canonical text (`version=alice`). The
+/// string belongs to the mesh.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_rule(
+    mesh: *const kt_mesh,
+    rule: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&MESHES, mesh.cast(), "mesh", rule, "rule", |e| {
+            Ok(e.extra.rule.as_ptr())
+        })
+    })
+}
+
+/// Stores in `*name` the name of the header to send for a request to come here (the
+/// rule's first header-equality clause; `version` for the default rule). The string
+/// belongs to the mesh. `KT_STATUS_NOT_FOUND` (and NULL) for a rule of only regexes
+/// and path prefixes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_header_name(
+    mesh: *const kt_mesh,
+    name: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || mesh_header(mesh, name, "name", false))
+}
+
+/// Stores in `*value` the value of that header (the random mark of the default
+/// rule). As `kt_mesh_header_name`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_header_value(
+    mesh: *const kt_mesh,
+    value: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || mesh_header(mesh, value, "value", true))
+}
+
+/// The body of `kt_mesh_header_name` and `kt_mesh_header_value`: NULL is stored
+/// when there is no header (or no such mesh).
+fn mesh_header(
+    mesh: *const kt_mesh,
+    out: *mut *const c_char,
+    what: &str,
+    value: bool,
+) -> Result<(), Failure> {
+    let out = Out::new(out, what)?;
+    let part = MESHES
+        .get(mesh, "mesh")
+        .and_then(|entry| entry.extra.header_part(value));
+    out.write(*part.as_ref().unwrap_or(&std::ptr::null()));
+    part.map(|_| ())
+}
+
+/// Stores in `*router` the router pod's name (shared by every developer of the
+/// Service). The string belongs to the mesh.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_router(
+    mesh: *const kt_mesh,
+    router: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&MESHES, mesh.cast(), "mesh", router, "router", |e| {
+            Ok(e.extra.router.as_ptr())
+        })
+    })
+}
+
+/// Stores in `*pod` this developer's mesh shadow pod's name. The string belongs to
+/// the mesh.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_pod_name(
+    mesh: *const kt_mesh,
+    pod: *mut *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_string(&MESHES, mesh.cast(), "mesh", pod, "pod", |e| {
+            Ok(e.pod.as_ptr())
+        })
+    })
+}
+
+/// As `kt_swap_ports`: one `local:remote` text per port (matching requests to the
+/// Service's pods' port `remote` arrive at 127.0.0.1:`local`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_ports(
+    mesh: *const kt_mesh,
+    ports: *mut *mut kt_list,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_ports(&MESHES, mesh.cast(), "mesh", ports)
+    })
+}
+
+/// Stores in `*count` how many connections arrived from the router so far.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_connections(
+    mesh: *const kt_mesh,
+    count: *mut u64,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_connections(&MESHES, mesh.cast(), "mesh", count)
+    })
+}
+
+/// As `kt_session_next_event` for the mesh's events (listening, routed, inbound
+/// connections, then closing, restored when it was the last developer, closed).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_next_event(
+    mesh: *const kt_mesh,
+    timeout_ms: u64,
+    event: *mut *mut kt_event,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || {
+        get_next_event(&MESHES, mesh.cast(), "mesh", timeout_ms, event)
+    })
+}
+
+/// Removes this developer's rule and shadow; the last developer's close also puts
+/// the Service back, waits until its original pods serve it again and removes the
+/// router. Blocking. Calling it again does nothing and gives `KT_STATUS_OK`.
+/// `KT_STATUS_CLEANUP` names what could not be removed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_close(
+    mesh: *mut kt_mesh,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || close(&MESHES, mesh.cast(), "mesh"))
+}
+
+/// Frees `mesh`. If it was not closed, it is closed in the background (libkt waits
+/// at a normal exit). Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_mesh_free(
+    mesh: *mut kt_mesh,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    guard(err, err_len, || free(&MESHES, mesh.cast(), "mesh"))
 }
 
 // ---- clean and recover ----
@@ -1022,6 +1431,27 @@ mod tests {
             "done",
             "a real run's actions are done"
         );
+    }
+
+    #[test]
+    fn a_mesh_rule_without_a_header_equality_has_no_header_to_send() {
+        let extra = |header: Option<(&str, &str)>| MeshExtra {
+            rule: cstring("x-dev~^a && /api"),
+            router: cstring("router"),
+            header: header.map(|(n, v)| (cstring(n), cstring(v))),
+        };
+        let none = extra(None).header_part(false).unwrap_err();
+        assert_eq!(none.status, kt_status::NotFound);
+        assert!(
+            none.message.contains("`x-dev~^a && /api`"),
+            "{}",
+            none.message
+        );
+        let some = extra(Some(("version", "abc")));
+        // SAFETY: header_part gives pointers into `some`'s strings.
+        let read = |value| unsafe { std::ffi::CStr::from_ptr(some.header_part(value).unwrap()) };
+        assert_eq!(read(false).to_str(), Ok("version"));
+        assert_eq!(read(true).to_str(), Ok("abc"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
 //! whole session from C (directly and under valgrind), a swap and an expose from C
-//! (directly and under valgrind), a swap left open at exit, a missing namespace and an
+//! (directly and under valgrind), a mesh from C, a swap and a mesh left open at exit, a missing namespace and an
 //! RBAC refusal with their kinds' statuses, VPN mode refused without
 //! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program
 //! leaves open (closed at exit), proxies with per-session credentials, and the C
@@ -103,17 +103,7 @@ fn swap_from_c(prefix: &str, under_valgrind: bool) {
         echo_snapshot(&ns),
         "the echo Service or Deployment differs from before the swap"
     );
-    for key in ["SESSION_ID", "SWAP_ID", "EXPOSE_ID"] {
-        let id = printed(&out, key);
-        let left = ns.kubectl(&format!(
-            "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
-             -l kt.dev/session={id} -o name"
-        ));
-        assert!(
-            left.trim().is_empty(),
-            "{key} {id} left objects behind:\n{left}"
-        );
-    }
+    assert_nothing_left(&ns, &out, &["SESSION_ID", "SWAP_ID", "EXPOSE_ID"]);
 }
 
 #[test]
@@ -126,27 +116,32 @@ fn swap_from_c_under_valgrind_has_no_memory_errors_or_leaks() {
     swap_from_c("kt-ffi-swap-vg", true);
 }
 
+/// Runs `tests/c/mesh.c` in a fresh namespace bound to the shipped inbound Role;
+/// afterwards the echo Service and Deployment equal a snapshot taken before, and
+/// nothing of the session, the mesh or the router is left.
 #[test]
-fn a_swap_left_open_is_put_back_when_the_program_exits() {
-    let ns = LabNamespace::create_with_role("kt-ffi-swap-exit", "inbound");
+fn mesh_from_c_routes_requests_with_its_header_here_and_the_rest_to_the_service() {
+    let ns = LabNamespace::create_with_role("kt-ffi-mesh", "inbound");
     let before = echo_snapshot(&ns);
-    let exe = compile(&crate_dir().join("tests/c/swap_exit.c"), "swap_exit");
+    let exe = compile(&crate_dir().join("tests/c/mesh.c"), "mesh");
     let out = run_checked(Command::new(&exe).arg(&ns.kubeconfig).arg(&ns.name));
-    assert!(out.status.success(), "swap_exit.c failed (see above)");
+    assert!(out.status.success(), "mesh.c failed (see its output above)");
     assert_fresh_libkt(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("closing 1 swap(s) or expose(s) the program left open")
-            && !stderr.contains("panicked"),
-        "the exit handler did not close the swap: {stderr}"
-    );
     assert_eq!(
         before,
         echo_snapshot(&ns),
-        "the echo Service or Deployment was not put back at exit"
+        "the echo Service or Deployment differs from before the mesh"
     );
-    for key in ["SESSION_ID", "SWAP_ID"] {
-        let id = printed(&out, key);
+    assert_nothing_left(&ns, &out, &["SESSION_ID", "MESH_ID"]);
+}
+
+/// No object labelled with the session id `tests/c` printed for each of `keys` is
+/// left, nor any mesh router.
+fn assert_nothing_left(ns: &LabNamespace, out: &std::process::Output, keys: &[&str]) {
+    let routers = ns.kubectl("get pods -l kt.dev/router -o name");
+    assert!(routers.trim().is_empty(), "a router is left: {routers}");
+    for key in keys {
+        let id = printed(out, key);
         let left = ns.kubectl(&format!(
             "get pods,services,secrets,serviceaccounts,roles,rolebindings,leases \
              -l kt.dev/session={id} -o name"
@@ -156,6 +151,49 @@ fn a_swap_left_open_is_put_back_when_the_program_exits() {
             "{key} {id} left objects behind:\n{left}"
         );
     }
+}
+
+/// Runs `tests/c/swap_exit.c` (`extra` arguments after the namespace) and checks the
+/// exit handler closed what it left open: the echo app equals its snapshot.
+fn left_open_at_exit(prefix: &str, extra: &[&str]) {
+    let ns = LabNamespace::create_with_role(prefix, "inbound");
+    let before = echo_snapshot(&ns);
+    let exe = compile(&crate_dir().join("tests/c/swap_exit.c"), prefix);
+    let out = run_checked(
+        Command::new(&exe)
+            .arg(&ns.kubeconfig)
+            .arg(&ns.name)
+            .args(extra),
+    );
+    assert!(out.status.success(), "swap_exit.c failed (see above)");
+    assert_fresh_libkt(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("closing 1 swap(s), expose(s) or mesh(es) the program left open")
+            && !stderr.contains("panicked"),
+        "the exit handler did not close it: {stderr}"
+    );
+    assert_eq!(
+        before,
+        echo_snapshot(&ns),
+        "the echo Service or Deployment was not put back at exit"
+    );
+    let key = if extra.is_empty() {
+        "SWAP_ID"
+    } else {
+        "MESH_ID"
+    };
+    assert_nothing_left(&ns, &out, &["SESSION_ID", key]);
+}
+
+#[test]
+fn a_mesh_left_open_is_closed_when_the_program_exits() {
+    left_open_at_exit("kt-ffi-mesh-exit", &["mesh"]);
+}
+
+#[test]
+fn a_swap_left_open_is_put_back_when_the_program_exits() {
+    left_open_at_exit("kt-ffi-swap-exit", &[]);
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //! that `include/kt.h` does not declare.
 
 use kt_core::surface::{
-    CONNECT_OPTIONS, EXPOSE_OPERATIONS, EXPOSE_OPTIONS, FUNCTIONS, SESSION_OPERATIONS,
-    SWAP_OPERATIONS, SWAP_OPTIONS, VPN_OPTIONS,
+    CONNECT_OPTIONS, EXPOSE_OPERATIONS, EXPOSE_OPTIONS, FUNCTIONS, MESH_OPERATIONS, MESH_OPTIONS,
+    SESSION_OPERATIONS, SWAP_OPERATIONS, SWAP_OPTIONS, VPN_OPTIONS,
 };
 
 /// kt-core name -> the C symbols that reach it (all must be in kt.h).
@@ -110,6 +110,7 @@ const SESSION: &[(&str, &[&str])] = &[
     ("close", &["kt_session_close"]),
     ("swap", &["kt_session_swap"]),
     ("expose", &["kt_session_expose"]),
+    ("mesh", &["kt_session_mesh"]),
 ];
 
 const SWAP_OPTS: &[(&str, &[&str])] = &[
@@ -131,6 +132,25 @@ const EXPOSE_OPTS: &[(&str, &[&str])] = &[
     ),
     ("check_local", &["kt_expose_options_set_check_local"]),
     ("on_event", &["kt_expose_next_event", "kt_event_get_kind"]),
+];
+
+const MESH_OPTS: &[(&str, &[&str])] = &[
+    ("check_local", &["kt_mesh_options_set_check_local"]),
+    ("restore_ttl", &["kt_mesh_options_set_restore_ttl_ms"]),
+    ("on_event", &["kt_mesh_next_event", "kt_event_get_kind"]),
+];
+
+const MESH: &[(&str, &[&str])] = &[
+    ("id", &["kt_mesh_id"]),
+    ("service", &["kt_mesh_service"]),
+    ("rule", &["kt_mesh_rule"]),
+    ("header", &["kt_mesh_header_name", "kt_mesh_header_value"]),
+    ("router", &["kt_mesh_router"]),
+    ("pod_name", &["kt_mesh_pod_name"]),
+    ("ports", &["kt_mesh_ports"]),
+    ("connections", &["kt_mesh_connections"]),
+    ("events", &["kt_mesh_next_event", "KT_EVENT_KIND_ROUTED"]),
+    ("close", &["kt_mesh_close", "kt_mesh_free"]),
 ];
 
 const SWAP: &[(&str, &[&str])] = &[
@@ -232,6 +252,12 @@ fn every_swap_and_expose_option_of_kt_core_is_reachable_from_c() {
         EXPOSE_OPTS,
         &header(),
     );
+}
+
+#[test]
+fn every_mesh_option_and_operation_of_kt_core_is_reachable_from_c() {
+    check("MeshOptions setting", MESH_OPTIONS, MESH_OPTS, &header());
+    check("Mesh operation", MESH_OPERATIONS, MESH, &header());
 }
 
 #[test]

@@ -5,13 +5,14 @@
 //! sudo ktctl connect -n dev --mode vpn # VPN mode: every program reaches the cluster
 //! ktctl exchange deploy/web --expose 8080:80  # the cluster's calls to web reach 127.0.0.1:8080
 //! ktctl preview mine --expose 8080     # a new Service `mine` in the cluster for 127.0.0.1:8080
+//! ktctl mesh svc/web --expose 8080:80  # only web's requests with my header reach 127.0.0.1:8080
 //! ktctl clean --dry-run                # what dead sessions left in the namespace
 //! ktctl recover deploy/web             # put back a target a dead session left swapped
 //! sudo ktctl recover                   # put back system DNS a crashed ktctl left changed
 //! ```
 //!
 //! Everything is done by `kt-core`; this binary parses flags, prints progress and waits
-//! for Ctrl-C (or SIGTERM/SIGHUP), then closes the session (and the swap or preview),
+//! for Ctrl-C (or SIGTERM/SIGHUP), then closes the session (and the swap, preview or mesh),
 //! which puts back and removes what it made.
 //!
 //! Values kt-core knows how to read (`--dns`, `--include-cidr`, `--exclude-cidr`,
@@ -26,8 +27,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kt_core::{
-    ConnectOptions, DnsMode, ErrorKind, ExposeOptions, IpNet, PortMap, ServiceType, Session,
-    ShadowFlavour, SwapMode, SwapOptions, SystemPaths, VpnOptions,
+    ConnectOptions, DnsMode, ErrorKind, Expose, ExposeOptions, IpNet, Mesh, MeshOptions, MeshRule,
+    PortMap, ServiceType, Session, ShadowFlavour, Swap, SwapMode, SwapOptions, SystemPaths,
+    VpnOptions,
 };
 
 /// What `--help` says about exit statuses (the table is [`exit_status`]'s).
@@ -66,6 +68,10 @@ enum Command {
     /// Ctrl-C, then remove it.
     #[command(visible_alias = "expose")]
     Preview(Box<PreviewArgs>),
+    /// Send only a Service's requests that carry your header (or match a rule) to this
+    /// machine until Ctrl-C; everyone else's keep reaching the Service's pods.
+    #[command(after_long_help = MESH_HELP)]
+    Mesh(Box<MeshArgs>),
     /// Put back and remove what dead kt sessions left in the namespace.
     ///
     /// Swapped selectors and replica counts are put back; shadow pods, their
@@ -93,6 +99,27 @@ If ktctl dies without restoring, the swap shadow puts the cluster back by itself
 --restore-ttl seconds pass without a heartbeat; `ktctl clean` and `ktctl recover
 <target>` do it by hand. A target another live session holds is refused (exit status
 24, conflict), naming the holder.";
+
+/// What `mesh --help` adds.
+const MESH_HELP: &str = "\
+The target is svc/NAME, or a workload (deploy/NAME, sts/NAME, a bare name) one Service
+selects. Each --expose local[:remote] sends the matching requests to the Service's
+pods' port `remote` (a Service port, a container port or a port name; default: the
+same number as local) to 127.0.0.1:local here. ktctl prints the header to send
+(`send header  version: 3f9c1a2b`); requests without it reach the original pods.
+
+Several developers mesh one Service at once, each with their own header value; the
+first one's ktctl starts the Service's router (a kt-shadow pod), the last one's puts
+the Service back exactly and removes it. A header value another developer already
+uses is refused (exit status 24, conflict), naming them. If ktctl dies, its rule is
+removed once --restore-ttl seconds pass without a heartbeat (the last one's also puts
+the Service back); `ktctl clean` does it by hand. TLS ports are passed through to the
+original pods unrouted.
+
+Examples:
+  ktctl mesh svc/web --expose 8080:80                      # header `version`, a random value
+  ktctl mesh svc/web --expose 8080:80 --versionMark version:alice
+  ktctl mesh svc/web --expose 8080:80 --rule 'x-dev~^alice && /api'";
 
 /// What `recover --help` adds.
 const RECOVER_HELP: &str = "\
@@ -270,6 +297,41 @@ struct PreviewArgs {
 }
 
 #[derive(Debug, Args)]
+struct MeshArgs {
+    /// The Service to mesh: svc/NAME, or a workload (deploy/NAME, sts/NAME, a bare
+    /// name) one Service selects.
+    target: String,
+    /// local[:remote]: the matching requests to port `remote` of the Service's pods
+    /// arrive at 127.0.0.1:local (comma separated or repeated; at least one).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_port_map)]
+    expose: Vec<PortMap>,
+    /// kt-connect's mark: `header:value` (or `header=value`), or a bare value of the
+    /// header `version`. Default: `version` with a random value.
+    #[arg(
+        long = "versionMark",
+        visible_alias = "version-mark",
+        value_name = "MARK",
+        value_parser = parse_version_mark
+    )]
+    version_mark: Option<MeshRule>,
+    /// Which requests come here instead of a mark: `header=value`, `header~regex` or
+    /// `/path-prefix`, several joined by `&&` (all) or `||` (any).
+    #[arg(long, value_parser = parse_mesh_rule, conflicts_with = "version_mark")]
+    rule: Option<MeshRule>,
+    /// Seconds without a heartbeat after which this machine's rule is removed by
+    /// itself (ktctl killed or off the network); at least 3.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    restore_ttl: u64,
+    /// Mesh even when nothing listens on a local port yet (start the process later).
+    #[arg(long)]
+    skip_local_check: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    shadow: ShadowArgs,
+}
+
+#[derive(Debug, Args)]
 struct CleanArgs {
     /// Only list what would be put back and removed; change nothing.
     #[arg(long)]
@@ -293,6 +355,29 @@ struct RecoverArgs {
 /// Parses one `--expose` item with kt-core's `PortMap` parser.
 fn parse_port_map(s: &str) -> Result<PortMap, String> {
     s.parse().map_err(|e: kt_core::Error| e.to_string())
+}
+
+/// Parses `mesh --rule` with kt-core's `MeshRule` parser.
+fn parse_mesh_rule(s: &str) -> Result<MeshRule, String> {
+    s.parse().map_err(|e: kt_core::Error| e.to_string())
+}
+
+/// Parses `mesh --versionMark` as kt-connect reads it: `header:value` (or
+/// `header=value`), or a bare value of the header `version`; one header only.
+fn parse_version_mark(s: &str) -> Result<MeshRule, String> {
+    let text = if s.contains([':', '=']) {
+        s.to_owned()
+    } else {
+        format!("version={s}")
+    };
+    let rule = parse_mesh_rule(&text)?;
+    match rule.header() {
+        Some((name, value)) if rule.to_string() == format!("{name}={value}") => Ok(rule),
+        _ => Err(format!(
+            "`{s}` is not a mark: give `header:value` or a value of the header `version` \
+             (use --rule for regexes, path prefixes and several clauses)"
+        )),
+    }
 }
 
 /// Parses `exchange --mode` with kt-core's `SwapMode` parser.
@@ -381,6 +466,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => Box::pin(connect(*args)).await,
             Command::Exchange(args) => Box::pin(exchange(*args)).await,
             Command::Preview(args) => Box::pin(preview(*args)).await,
+            Command::Mesh(args) => Box::pin(mesh(*args)).await,
             Command::Clean(args) => clean(args).await,
             Command::Recover(args) => match &args.target {
                 None => recover_dns(),
@@ -515,7 +601,7 @@ fn export_line(session: &Session) -> String {
 }
 
 /// The `--expose` ports as `remote -> 127.0.0.1:local` lines, for the summary.
-fn print_ports(out: &mut impl std::io::Write, ports: &[(u16, u16)]) {
+fn print_ports(out: &mut dyn std::io::Write, ports: &[(u16, u16)]) {
     for (local, remote) in ports {
         let _ = writeln!(out, "  port        {remote} -> 127.0.0.1:{local}");
     }
@@ -582,22 +668,66 @@ async fn wait_and_close(
     }
 }
 
-async fn exchange(args: ExchangeArgs) -> Result<(), kt_core::Error> {
+/// What `ktctl` closes of a swap, a preview or a mesh.
+trait Inbound {
+    fn close(&self) -> impl Future<Output = Result<(), kt_core::Error>>;
+}
+
+impl Inbound for Swap {
+    fn close(&self) -> impl Future<Output = Result<(), kt_core::Error>> {
+        Swap::close(self)
+    }
+}
+
+impl Inbound for Expose {
+    fn close(&self) -> impl Future<Output = Result<(), kt_core::Error>> {
+        Expose::close(self)
+    }
+}
+
+impl Inbound for Mesh {
+    fn close(&self) -> impl Future<Output = Result<(), kt_core::Error>> {
+        Mesh::close(self)
+    }
+}
+
+/// The body of `exchange`, `preview` and `mesh`: opens a session with `opts`, runs
+/// `start` on it, prints `summary` of what it made (then "press Ctrl-C ..."), waits
+/// for a signal, then closes it (saying `closing`) and the session.
+async fn serve<T: Inbound>(
+    opts: ConnectOptions,
+    start: impl AsyncFnOnce(&Session) -> Result<T, kt_core::Error>,
+    summary: impl FnOnce(&Session, &T, &mut dyn std::io::Write),
+    closing: &str,
+) -> Result<(), kt_core::Error> {
     let mut stop = Stop::install();
-    let Some(session) = open_session(args.shadow.options(&args.cluster), &mut stop).await? else {
+    let Some(session) = open_session(opts, &mut stop).await? else {
         return Ok(());
     };
+    let Some(handle) = start_on(&session, &mut stop, Box::pin(start(&session))).await? else {
+        return Ok(());
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        summary(&session, &handle, &mut out);
+        let _ = out.flush();
+    }
+    let close = async {
+        let closed_handle = handle.close().await;
+        let closed = session.close().await;
+        closed_handle.and(closed)
+    };
+    Box::pin(wait_and_close(&mut stop, closing, close)).await
+}
+
+async fn exchange(args: ExchangeArgs) -> Result<(), kt_core::Error> {
     let opts = SwapOptions::new()
         .mode(args.mode)
         .check_local(!args.skip_local_check)
         .restore_ttl(std::time::Duration::from_secs(args.restore_ttl))
         .on_event(|e| eprintln!("ktctl: {e}"));
-    let start = session.swap_with(&args.target, &args.expose, opts);
-    let Some(swap) = start_on(&session, &mut stop, start).await? else {
-        return Ok(());
-    };
-    {
-        let mut out = std::io::stdout().lock();
+    let start = async |session: &Session| session.swap_with(&args.target, &args.expose, opts).await;
+    let summary = |session: &Session, swap: &Swap, out: &mut dyn std::io::Write| {
         let _ = writeln!(
             out,
             "exchanged {} in namespace {} ({} mode, shadow pod {})",
@@ -609,16 +739,11 @@ async fn exchange(args: ExchangeArgs) -> Result<(), kt_core::Error> {
         if !swap.services().is_empty() {
             let _ = writeln!(out, "  services    {}", swap.services().join(", "));
         }
-        print_ports(&mut out, &swap.ports());
+        print_ports(out, &swap.ports());
         let _ = writeln!(out, "press Ctrl-C to put {} back and exit", swap.target());
-        let _ = out.flush();
-    }
-    let close = async {
-        let restored = swap.close().await;
-        let closed = session.close().await;
-        restored.and(closed)
     };
-    Box::pin(wait_and_close(&mut stop, "putting the target back", close)).await
+    let opts = args.shadow.options(&args.cluster);
+    Box::pin(serve(opts, start, summary, "putting the target back")).await
 }
 
 async fn preview(args: PreviewArgs) -> Result<(), kt_core::Error> {
@@ -627,20 +752,12 @@ async fn preview(args: PreviewArgs) -> Result<(), kt_core::Error> {
     } else {
         args.service_type.unwrap_or_default()
     };
-    let mut stop = Stop::install();
-    let Some(session) = open_session(args.shadow.options(&args.cluster), &mut stop).await? else {
-        return Ok(());
-    };
     let opts = ExposeOptions::new()
         .service_type(service_type)
         .check_local(!args.skip_local_check)
         .on_event(|e| eprintln!("ktctl: {e}"));
-    let start = session.expose_with(&args.name, &args.expose, opts);
-    let Some(expose) = start_on(&session, &mut stop, start).await? else {
-        return Ok(());
-    };
-    {
-        let mut out = std::io::stdout().lock();
+    let start = async |session: &Session| session.expose_with(&args.name, &args.expose, opts).await;
+    let summary = |session: &Session, expose: &Expose, out: &mut dyn std::io::Write| {
         let _ = writeln!(
             out,
             "previewing Service {} ({service_type}) in namespace {} (shadow pod {})",
@@ -648,16 +765,42 @@ async fn preview(args: PreviewArgs) -> Result<(), kt_core::Error> {
             session.namespace(),
             expose.pod_name()
         );
-        print_ports(&mut out, &expose.ports());
+        print_ports(out, &expose.ports());
         let _ = writeln!(out, "press Ctrl-C to remove it and exit");
-        let _ = out.flush();
-    }
-    let close = async {
-        let removed = expose.close().await;
-        let closed = session.close().await;
-        removed.and(closed)
     };
-    Box::pin(wait_and_close(&mut stop, "removing the Service", close)).await
+    let opts = args.shadow.options(&args.cluster);
+    Box::pin(serve(opts, start, summary, "removing the Service")).await
+}
+
+async fn mesh(args: MeshArgs) -> Result<(), kt_core::Error> {
+    let opts = MeshOptions::new()
+        .check_local(!args.skip_local_check)
+        .restore_ttl(std::time::Duration::from_secs(args.restore_ttl))
+        .on_event(|e| eprintln!("ktctl: {e}"));
+    let rule = args.rule.or(args.version_mark);
+    let start = async |session: &Session| {
+        session
+            .mesh_with(&args.target, rule, &args.expose, opts)
+            .await
+    };
+    let summary = |session: &Session, mesh: &Mesh, out: &mut dyn std::io::Write| {
+        let _ = writeln!(
+            out,
+            "meshed Service {} in namespace {} (router {}, shadow pod {})",
+            mesh.service(),
+            session.namespace(),
+            mesh.router(),
+            mesh.pod_name()
+        );
+        let _ = writeln!(out, "  rule        {}", mesh.rule());
+        if let Some((name, value)) = mesh.header() {
+            let _ = writeln!(out, "  send header  {name}: {value}");
+        }
+        print_ports(out, &mesh.ports());
+        let _ = writeln!(out, "press Ctrl-C to leave the mesh and exit");
+    };
+    let opts = args.shadow.options(&args.cluster);
+    Box::pin(serve(opts, start, summary, "leaving the mesh")).await
 }
 
 async fn clean(args: CleanArgs) -> Result<(), kt_core::Error> {
@@ -896,6 +1039,71 @@ mod tests {
         assert!(err.contains("--expose"), "{err}");
         let err = parse(&["exchange", "web", "--expose", "80", "--restore-ttl", "1"]).unwrap_err();
         assert!(err.contains("3"), "{err}");
+    }
+
+    /// The `mesh` arguments of `argv` (after `mesh svc/web --expose 8080:80`).
+    fn mesh_args(argv: &[&str]) -> Result<MeshArgs, String> {
+        let all: Vec<&str> = ["mesh", "svc/web", "--expose", "8080:80"]
+            .iter()
+            .chain(argv)
+            .copied()
+            .collect();
+        match parse(&all)?.command {
+            Command::Mesh(args) => Ok(*args),
+            other => panic!("not mesh: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mesh_takes_kt_connects_version_mark_or_a_rule() {
+        let rule = |argv: &[&str]| {
+            let args = mesh_args(argv).expect("parses");
+            args.rule.or(args.version_mark).map(|r| r.to_string())
+        };
+        assert_eq!(rule(&[]), None, "the default mark is kt-core's");
+        assert_eq!(
+            rule(&["--versionMark", "version:alice"]).as_deref(),
+            Some("version=alice")
+        );
+        assert_eq!(
+            rule(&["--version-mark", "x-dev=bob"]).as_deref(),
+            Some("x-dev=bob")
+        );
+        assert_eq!(
+            rule(&["--versionMark", "v2"]).as_deref(),
+            Some("version=v2")
+        );
+        assert_eq!(
+            rule(&["--rule", "x-dev~^a && /api"]).as_deref(),
+            Some("x-dev~^a && /api")
+        );
+        let args =
+            mesh_args(&["--restore-ttl", "9", "--skip-local-check", "-n", "dev"]).expect("parses");
+        assert_eq!(args.target, "svc/web");
+        assert_eq!(args.expose[0].to_string(), "8080:80");
+        assert_eq!((args.restore_ttl, args.skip_local_check), (9, true));
+        let defaults = mesh_args(&[]).expect("parses");
+        assert_eq!(
+            (defaults.restore_ttl, defaults.skip_local_check),
+            (30, false)
+        );
+    }
+
+    #[test]
+    fn bad_mesh_input_says_what_is_accepted() {
+        let err = mesh_args(&["--versionMark", "a=1 && b=2"]).unwrap_err();
+        assert!(
+            err.contains("not a mark") && err.contains("--rule"),
+            "{err}"
+        );
+        let err = mesh_args(&["--versionMark", "a:1", "--rule", "/api"]).unwrap_err();
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = mesh_args(&["--rule", "a=1 && /x || b=2"]).unwrap_err();
+        assert!(err.contains("mixes `&&` and `||`"), "{err}");
+        let err = mesh_args(&["--restore-ttl", "2"]).unwrap_err();
+        assert!(err.contains("3"), "{err}");
+        let err = parse(&["mesh", "svc/web"]).unwrap_err();
+        assert!(err.contains("--expose"), "{err}");
     }
 
     #[test]

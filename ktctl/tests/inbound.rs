@@ -1,4 +1,4 @@
-//! `ktctl exchange`, `preview`, `clean` and `recover <target>` end to end, driven as a
+//! `ktctl exchange`, `preview`, `mesh`, `clean` and `recover <target>` end to end, driven as a
 //! real process against the lab, in a namespace made by `testbed/test-namespace
 //! --restricted --role inbound` (restricted Pod Security from the start, the echo
 //! app, and a kubeconfig of a ServiceAccount bound to the shipped Roles only). The
@@ -6,7 +6,8 @@
 //! echo pod (or, in scale mode, a client pod) calls the Service by name with curl.
 //! Selector mode ended by Ctrl-C, scale mode ended by SIGTERM, ktctl killed with
 //! SIGKILL (the swap shadow restores after `--restore-ttl`), preview, a held target,
-//! clean and recover dry runs, bad input.
+//! clean and recover dry runs, bad input. A mesh: requests with the printed header
+//! reach the local process, the rest the echo pods; the same value is refused.
 //!
 //! Needs the lab (`testbed/up`); fails when it is down.
 
@@ -149,6 +150,11 @@ impl Namespace {
 
     /// As [`Namespace::wait_answer`], from `pod`.
     async fn wait_answer_from(&self, pod: &str, url: &str, want: &str) -> Result<()> {
+        self.wait_curl(pod, &[url], want).await
+    }
+
+    /// Waits (bounded) until `curl -sS <args>` in `pod` answers with `want`.
+    async fn wait_curl(&self, pod: &str, args: &[&str], want: &str) -> Result<()> {
         let mut last = String::new();
         for _ in 0..100 {
             let out = self
@@ -164,8 +170,11 @@ impl Namespace {
                         "-sS",
                         "--max-time",
                         "10",
-                        url,
-                    ],
+                    ]
+                    .iter()
+                    .chain(args)
+                    .copied()
+                    .collect::<Vec<_>>(),
                     None,
                 )
                 .await?;
@@ -179,7 +188,7 @@ impl Namespace {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        bail!("{url} from pod {pod} never answered {want:?}; last: {last}")
+        bail!("curl {args:?} from pod {pod} never answered {want:?}; last: {last}")
     }
 
     /// Fails naming what kt left in the namespace.
@@ -433,6 +442,139 @@ async fn a_second_exchange_of_the_same_target_is_refused_naming_the_holder() -> 
     }
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{err}");
     ensure!(ns.snapshot("service/echo").await? == svc_before);
+    ns.nothing_of_kt_left().await
+}
+
+/// The value of the `  send header  NAME: VALUE` line of a mesh summary, as
+/// `NAME: VALUE`.
+fn header_to_send(summary: &str) -> Result<String> {
+    summary
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("send header"))
+        .map(|h| h.trim().to_owned())
+        .with_context(|| format!("no `send header` line in:\n{summary}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mesh_sends_requests_with_the_printed_header_here_and_the_rest_to_the_service() -> Result<()>
+{
+    let lab = Lab::connect().await?;
+    let ns = Namespace::create(&lab, "ktctl-mesh").await?;
+    let svc_before = ns.snapshot("service/echo").await?;
+    let deploy_before = ns.snapshot("deployment/echo").await?;
+    let token = token();
+    let local = kt_lab_tests::token_server(token.clone()).await?;
+    let expose = format!("{local}:80");
+    let kt = Ktctl::spawn(ns.ktctl(&["mesh", "svc/echo", "--expose", &expose])).await?;
+    let summary = kt.summary.clone();
+
+    let checks = async {
+        ensure!(
+            summary.contains("meshed Service echo")
+                && summary.contains("rule        version=")
+                && summary.contains(&format!("8080 -> 127.0.0.1:{local}")),
+            "{summary}"
+        );
+        let header = header_to_send(&summary)?;
+        let (name, value) = header.split_once(": ").context("`name: value`")?;
+        ensure!(name == "version" && !value.is_empty(), "{header}");
+        let pod = ns.echo_pod().await?;
+        ns.wait_curl(&pod, &["-H", &header, "http://echo/mine"], &token)
+            .await?;
+        // Without the header, or with another value: the Service's own pods.
+        ns.wait_curl(&pod, &["http://echo/plain"], "\"path\":\"/plain\"")
+            .await?;
+        let other = format!("version: not-{value}");
+        ns.wait_curl(
+            &pod,
+            &["-H", &other, "http://echo/other"],
+            "\"path\":\"/other\"",
+        )
+        .await?;
+        // A second developer with the same value is refused, naming the first.
+        let during = ns.snapshot("service/echo").await?;
+        let idle = unused_port().await?.to_string();
+        let mark = format!("version:{value}");
+        let (code, _, err) = ns
+            .ktctl_run(&[
+                "mesh",
+                "svc/echo",
+                "--expose",
+                &format!("{idle}:80"),
+                "--skip-local-check",
+                "--versionMark",
+                &mark,
+            ])
+            .await?;
+        ensure!(code == Some(24), "second mesh: exit {code:?}: {err}");
+        ensure!(
+            err.contains("error[conflict]") && err.contains(value),
+            "the refusal does not name the value: {err}"
+        );
+        ensure!(
+            ns.snapshot("service/echo").await? == during,
+            "the refused mesh changed service/echo"
+        );
+        ns.wait_curl(&pod, &["-H", &header, "http://echo/still"], &token)
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+
+    let (code, err) = kt.signal("INT").await?;
+    if let Err(e) = checks {
+        bail!("{e:#}\nktctl stdout:\n{summary}\nktctl stderr:\n{err}");
+    }
+    ensure!(code == Some(0), "ktctl exit {code:?}:\n{err}");
+    ensure!(
+        ns.snapshot("service/echo").await? == svc_before,
+        "service/echo differs from before the mesh"
+    );
+    ensure!(
+        ns.snapshot("deployment/echo").await? == deploy_before,
+        "deployment/echo differs from before the mesh"
+    );
+    ns.nothing_of_kt_left().await?;
+    let header = header_to_send(&summary)?;
+    let pod = ns.echo_pod().await?;
+    ns.wait_curl(
+        &pod,
+        &["-H", &header, "http://echo/back"],
+        "\"path\":\"/back\"",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_mesh_input_is_a_usage_error_and_an_unmeshable_target_says_why() -> Result<()> {
+    let lab = Lab::connect().await?;
+    let ns = Namespace::create(&lab, "ktctl-mesh-bad").await?;
+    let (code, _, err) = ns
+        .ktctl_run(&[
+            "mesh",
+            "svc/echo",
+            "--expose",
+            "8080",
+            "--rule",
+            "a=1 && /x || b=2",
+        ])
+        .await?;
+    ensure!(code == Some(2), "exit {code:?}: {err}");
+    ensure!(err.contains("mixes `&&` and `||`"), "{err}");
+    let (code, _, err) = ns
+        .ktctl_run(&[
+            "mesh",
+            "svc/no-such",
+            "--expose",
+            "8080",
+            "--skip-local-check",
+        ])
+        .await?;
+    ensure!(code == Some(9), "exit {code:?}: {err}");
+    ensure!(
+        err.contains("error[not_found]") && err.contains("no-such"),
+        "{err}"
+    );
     ns.nothing_of_kt_left().await
 }
 

@@ -69,6 +69,11 @@ export interface Expose {
   /** close(): for \`await using preview = await session.expose(...)\`. */
   [Symbol.asyncDispose](): Promise<void>
 }
+
+export interface Mesh {
+  /** close(): for \`await using mesh = await session.mesh(...)\`. */
+  [Symbol.asyncDispose](): Promise<void>
+}
 `
 
 function indent(block) {

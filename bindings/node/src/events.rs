@@ -100,7 +100,7 @@ pub(crate) fn event(e: &kt_core::Event) -> Event {
 pub struct EventShape {
     /// What happened.
     #[napi(
-        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict'"
+        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict' | 'Routed'"
     )]
     pub kind: String,
     /// The event in words (as kt logs it).
@@ -138,7 +138,8 @@ pub struct EventShape {
     pub reason: Option<String>,
     /// Listening: `remote -> 127.0.0.1:local`, one per port.
     pub ports: Option<Vec<String>>,
-    /// SelectorSwitched: the Service; ServiceCreated: the new Service.
+    /// SelectorSwitched: the Service; ServiceCreated: the new Service; Routed: the
+    /// meshed Service.
     pub service: Option<String>,
     /// SelectorSwitched: the Service's new selector.
     pub selector: Option<String>,
@@ -154,6 +155,10 @@ pub struct EventShape {
     pub port: Option<u32>,
     /// Restored: the object (`Service dev/web`).
     pub object: Option<String>,
+    /// Routed: the mesh's rule (`version=alice`).
+    pub rule: Option<String>,
+    /// Routed: the router pod.
+    pub router: Option<String>,
 }
 
 /// The kinds of event, by kt-core name (`creating`, `tunnel_up`, ...); an event's
@@ -242,6 +247,11 @@ pub fn event_examples() -> Vec<Event> {
         },
         E::RestoreConflict {
             detail: text("example"),
+        },
+        E::Routed {
+            service: text("web"),
+            rule: text("version=alice"),
+            router: text("kt-router-web"),
         },
     ]
     .iter()

@@ -1,15 +1,19 @@
-//! Inbound traffic: `session.swap(target, options)` and `session.expose(name,
-//! options)` (each a handle with its own events and `close()`), and the module
-//! functions `clean(options)` and `recover(target, options)`.
+//! Inbound traffic: `session.swap(target, options)`, `session.expose(name, options)`
+//! and `session.mesh(target, options)` (each a handle with its own events and
+//! `close()`), and the module functions `clean(options)` and `recover(target,
+//! options)`.
 //!
 //! The options objects are checked by hand, as `Session.connect`'s are, so that every
 //! mistake is a `KT_INVALID_ARGUMENT` rejection naming the option; ports, modes and
-//! Service types are parsed by kt-core's parsers (`PortMap::parse_list`,
-//! `SwapMode::from_str`, `ServiceType::from_str`), as in every other front end.
+//! Service types and mesh rules are parsed by kt-core's parsers (`PortMap::parse_list`,
+//! `SwapMode::from_str`, `ServiceType::from_str`, `MeshRule::from_str`), as in every
+//! other front end.
 
 use std::sync::Arc;
 
-use kt_core::{ExposeOptions, PortMap, ServiceType, SwapMode, SwapOptions};
+use kt_core::{
+    Events, ExposeOptions, MeshOptions, MeshRule, PortMap, ServiceType, SwapMode, SwapOptions,
+};
 use napi::bindgen_prelude::{Function, JsObjectValue, Object, PromiseRaw, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, JsValue, ValueType};
@@ -66,10 +70,36 @@ pub struct ExposeOptionsShape {
     pub on_event: Option<String>,
 }
 
+/// Options of `session.mesh(target, options)`; `expose` is required.
+#[napi(object, js_name = "MeshOptions")]
+#[derive(Debug, Default)]
+pub struct MeshOptionsShape {
+    /// `local[:remote]` pairs as for `swap` (`remote`: a Service port, a container port
+    /// or a port name of the Service's pods).
+    #[napi(ts_type = "string | string[]")]
+    pub expose: String,
+    /// Which requests come here: `'version=alice'` (`'version:alice'` too),
+    /// `'x-dev~^a.*'` (a header matching a regex), `'/api'` (a path prefix), joined by
+    /// `&&` (all) or `||` (any). Default: kt-connect's mark, a header `version` with a
+    /// random value (`mesh.header` says what to send).
+    pub rule: Option<String>,
+    /// Refuse (`KT_CONNECT`) when nothing listens on a local port (default true).
+    pub check_local: Option<bool>,
+    /// After how long without a heartbeat this developer's rule is removed by itself
+    /// (the last one's also puts the Service back), if this process died (default
+    /// 30000, at least 3000).
+    pub restore_ttl_ms: Option<f64>,
+    /// Called with every event of the mesh as it happens; it must not throw.
+    #[napi(ts_type = "(event: Event) => void")]
+    pub on_event: Option<String>,
+}
+
 /// The keys of `swap`'s options, for the message about an unknown one.
 const SWAP_KEYS: &[&str] = &["expose", "mode", "checkLocal", "restoreTtlMs", "onEvent"];
 /// The keys of `expose`'s options, for the message about an unknown one.
 const EXPOSE_KEYS: &[&str] = &["expose", "serviceType", "checkLocal", "onEvent"];
+/// The keys of `mesh`'s options, for the message about an unknown one.
+const MESH_KEYS: &[&str] = &["expose", "rule", "checkLocal", "restoreTtlMs", "onEvent"];
 
 fn is(value: &Unknown<'_>, ty: ValueType) -> bool {
     value.get_type().ok() == Some(ty)
@@ -237,7 +267,30 @@ fn expose_options(value: Option<Unknown<'_>>) -> Result<(Vec<PortMap>, ExposeOpt
     Ok((ports, opts))
 }
 
-/// A `(local, remote)` port pair of a swap or an expose.
+/// `mesh`'s options.
+fn mesh_options(
+    value: Option<Unknown<'_>>,
+) -> Result<(Vec<PortMap>, Option<MeshRule>, MeshOptions), KtError> {
+    let obj = object(value, "mesh")?;
+    let mut opts = MeshOptions::new();
+    let mut ports_given = None;
+    let mut rule = None;
+    for (key, value) in entries(&obj)? {
+        let path = format!("options.{key}");
+        match key.as_str() {
+            "expose" => ports_given = Some(ports(value, &path)?),
+            "rule" => rule = Some(parsed::<MeshRule>(value, &path)?),
+            "checkLocal" => opts = opts.check_local(boolean(value, &path)?),
+            "restoreTtlMs" => opts = opts.restore_ttl(millis(value, &path)?),
+            "onEvent" => opts = opts.on_event(callback(&obj, &key, &value)?),
+            _ => return Err(unknown_key(&key, MESH_KEYS)),
+        }
+    }
+    let ports = ports_given.ok_or_else(|| missing_expose("send the matching requests to"))?;
+    Ok((ports, rule, opts))
+}
+
+/// A `(local, remote)` port pair of a swap, an expose or a mesh.
 #[napi(object)]
 #[derive(Debug, Clone)]
 pub struct PortPair {
@@ -261,27 +314,84 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A workload's traffic going to a process on this machine (`session.swap`). Close it
-/// with `close()` (or `await using`): the cluster is put back exactly (a value
-/// someone else changed meanwhile is left alone and reported as a `RestoreConflict`
-/// event), the original pods serve again, then the swap shadow is removed. A swap
-/// collected without `close()` is closed in the background; if the process dies, the
-/// swap shadow restores the cluster by itself after `restoreTtlMs`.
-#[napi]
-pub struct Swap {
+/// What a JavaScript handle holds of a swap, an expose or a mesh.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// `swap`, `expose`, `mesh`: for messages.
+    const WHAT: &'static str;
+    fn events(&self) -> Events;
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send;
+}
+
+impl Inbound for kt_core::Swap {
+    const WHAT: &'static str = "swap";
+    fn events(&self) -> Events {
+        kt_core::Swap::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        kt_core::Swap::close(self)
+    }
+}
+
+impl Inbound for kt_core::Expose {
+    const WHAT: &'static str = "expose";
+    fn events(&self) -> Events {
+        kt_core::Expose::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        kt_core::Expose::close(self)
+    }
+}
+
+impl Inbound for kt_core::Mesh {
+    const WHAT: &'static str = "mesh";
+    fn events(&self) -> Events {
+        kt_core::Mesh::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        kt_core::Mesh::close(self)
+    }
+}
+
+/// A swap, an expose or a mesh as a JavaScript handle holds it: the getters read it,
+/// `events()` and `close()` are the same for each.
+pub(crate) struct Held<T: Inbound> {
     /// `None` only while being dropped.
-    inner: Option<Arc<kt_core::Swap>>,
+    inner: Option<Arc<T>>,
     /// The runtime its tasks run on (napi-rs's), for `Drop`.
     runtime: tokio::runtime::Handle,
 }
 
-impl Swap {
-    fn core(&self) -> Result<&Arc<kt_core::Swap>, KtError> {
+impl<T: Inbound> Held<T> {
+    fn core(&self) -> Result<&Arc<T>, KtError> {
         self.inner.as_ref().ok_or_else(KtError::closed)
+    }
+
+    /// `f` of the handle (the default once dropped).
+    fn read<R: Default>(&self, f: impl FnOnce(&T) -> R) -> R {
+        self.core().map(|h| f(h)).unwrap_or_default()
+    }
+
+    fn events(&self, env: &Env) -> napi::Result<EventStream> {
+        match self.core() {
+            Ok(h) => Ok(EventStream::new(h.events())),
+            Err(e) => Err(e.into_js(env)),
+        }
+    }
+
+    fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let handle = match self.core() {
+            Ok(h) => Arc::clone(h),
+            Err(e) => return rejected(env, e),
+        };
+        promise(
+            env,
+            async move { handle.close().await.map_err(KtError::from) },
+            |()| (),
+        )
     }
 }
 
-impl Drop for Swap {
+impl<T: Inbound> Drop for Held<T> {
     fn drop(&mut self) {
         // kt-core's Drop closes it on a task, which needs the runtime to be current (see
         // Session's Drop).
@@ -292,85 +402,98 @@ impl Drop for Swap {
     }
 }
 
+/// The promise of a swap, an expose or a mesh: `start` runs on a task of its own, so
+/// that the work is not dropped halfway; `wrap` makes the JavaScript handle.
+fn start<'env, T: Inbound, H: napi::bindgen_prelude::ToNapiValue + Send + 'static>(
+    env: &'env Env,
+    start: impl Future<Output = kt_core::Result<T>> + Send + 'static,
+    wrap: impl FnOnce(Held<T>) -> H + 'static,
+) -> napi::Result<PromiseRaw<'env, H>> {
+    promise(
+        env,
+        async move {
+            let made = tokio::spawn(start)
+                .await
+                .map_err(|e| KtError::internal(format!("the {} task failed: {e}", T::WHAT)))?
+                .map_err(KtError::from)?;
+            Ok(Held {
+                inner: Some(Arc::new(made)),
+                runtime: tokio::runtime::Handle::current(),
+            })
+        },
+        wrap,
+    )
+}
+
+/// A workload's traffic going to a process on this machine (`session.swap`). Close it
+/// with `close()` (or `await using`): the cluster is put back exactly (a value
+/// someone else changed meanwhile is left alone and reported as a `RestoreConflict`
+/// event), the original pods serve again, then the swap shadow is removed. A swap
+/// collected without `close()` is closed in the background; if the process dies, the
+/// swap shadow restores the cluster by itself after `restoreTtlMs`.
+#[napi]
+pub struct Swap {
+    held: Held<kt_core::Swap>,
+}
+
 #[napi]
 impl Swap {
     /// The swap's id (the `kt.dev/session` label of its objects).
     #[napi(catch_unwind, getter)]
     pub fn id(&self) -> String {
-        self.core().map(|s| s.id().to_owned()).unwrap_or_default()
+        self.held.read(|s| s.id().to_owned())
     }
 
     /// The target as resolved (`deploy/web`, `sts/db`, `svc/web`).
     #[napi(catch_unwind, getter)]
     pub fn target(&self) -> String {
-        self.core()
-            .map(|s| s.target().to_owned())
-            .unwrap_or_default()
+        self.held.read(|s| s.target().to_owned())
     }
 
     /// `'selector'` or `'scale'`.
     #[napi(catch_unwind, getter, ts_return_type = "'selector' | 'scale'")]
     pub fn mode(&self) -> String {
-        self.core()
-            .map(|s| s.mode().as_str().to_owned())
-            .unwrap_or_default()
+        self.held.read(|s| s.mode().as_str().to_owned())
     }
 
     /// The swap shadow pod's name.
     #[napi(catch_unwind, getter)]
     pub fn pod_name(&self) -> String {
-        self.core()
-            .map(|s| s.pod_name().to_owned())
-            .unwrap_or_default()
+        self.held.read(|s| s.pod_name().to_owned())
     }
 
     /// The Services that select the target (in selector mode, those switched to the
     /// swap shadow).
     #[napi(catch_unwind, getter)]
     pub fn services(&self) -> Vec<String> {
-        self.core()
-            .map(|s| s.services().to_vec())
-            .unwrap_or_default()
+        self.held.read(|s| s.services().to_vec())
     }
 
     /// `{ local, remote }` for every port: connections to `remote` in the cluster
     /// arrive at `127.0.0.1:local`.
     #[napi(catch_unwind, getter)]
     pub fn ports(&self) -> Vec<PortPair> {
-        self.core()
-            .map(|s| port_pairs(s.ports()))
-            .unwrap_or_default()
+        self.held.read(|s| port_pairs(s.ports()))
     }
 
     /// How many connections arrived from the cluster so far (each is also an
     /// `Inbound` event naming who connected).
     #[napi(catch_unwind, getter)]
     pub fn connections(&self) -> i64 {
-        self.core().map(|s| count(s.connections())).unwrap_or(0)
+        self.held.read(|s| count(s.connections()))
     }
 
     /// Every event of the swap so far, then new ones, ending after `Closed`.
     #[napi(catch_unwind)]
     pub fn events(&self, env: &Env) -> napi::Result<EventStream> {
-        match self.core() {
-            Ok(s) => Ok(EventStream::new(s.events())),
-            Err(e) => Err(e.into_js(env)),
-        }
+        self.held.events(env)
     }
 
     /// Puts the cluster back, waits until the original pods serve again, then removes
     /// the swap shadow. Calling it again does nothing.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let swap = match self.core() {
-            Ok(s) => Arc::clone(s),
-            Err(e) => return rejected(env, e),
-        };
-        promise(
-            env,
-            async move { swap.close().await.map_err(KtError::from) },
-            |()| (),
-        )
+        self.held.close(env)
     }
 }
 
@@ -378,25 +501,7 @@ impl Swap {
 /// `await using`) removes the Service and its shadow.
 #[napi]
 pub struct Expose {
-    /// `None` only while being dropped.
-    inner: Option<Arc<kt_core::Expose>>,
-    /// The runtime its tasks run on (napi-rs's), for `Drop`.
-    runtime: tokio::runtime::Handle,
-}
-
-impl Expose {
-    fn core(&self) -> Result<&Arc<kt_core::Expose>, KtError> {
-        self.inner.as_ref().ok_or_else(KtError::closed)
-    }
-}
-
-impl Drop for Expose {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
-            let _guard = self.runtime.enter();
-            drop(inner);
-        }
-    }
+    held: Held<kt_core::Expose>,
 }
 
 #[napi]
@@ -404,62 +509,138 @@ impl Expose {
     /// The expose's id (the `kt.dev/session` label of its objects).
     #[napi(catch_unwind, getter)]
     pub fn id(&self) -> String {
-        self.core().map(|s| s.id().to_owned()).unwrap_or_default()
+        self.held.read(|s| s.id().to_owned())
     }
 
     /// The Service's name.
     #[napi(catch_unwind, getter)]
     pub fn service(&self) -> String {
-        self.core()
-            .map(|s| s.service().to_owned())
-            .unwrap_or_default()
+        self.held.read(|s| s.service().to_owned())
     }
 
     /// The expose shadow pod's name.
     #[napi(catch_unwind, getter)]
     pub fn pod_name(&self) -> String {
-        self.core()
-            .map(|s| s.pod_name().to_owned())
-            .unwrap_or_default()
+        self.held.read(|s| s.pod_name().to_owned())
     }
 
     /// `{ local, remote }` for every port: connections to the Service's `remote` port
     /// arrive at `127.0.0.1:local`.
     #[napi(catch_unwind, getter)]
     pub fn ports(&self) -> Vec<PortPair> {
-        self.core()
-            .map(|s| port_pairs(s.ports()))
-            .unwrap_or_default()
+        self.held.read(|s| port_pairs(s.ports()))
     }
 
     /// How many connections arrived from the cluster so far.
     #[napi(catch_unwind, getter)]
     pub fn connections(&self) -> i64 {
-        self.core().map(|s| count(s.connections())).unwrap_or(0)
+        self.held.read(|s| count(s.connections()))
     }
 
     /// Every event of the expose so far, then new ones, ending after `Closed`.
     #[napi(catch_unwind)]
     pub fn events(&self, env: &Env) -> napi::Result<EventStream> {
-        match self.core() {
-            Ok(s) => Ok(EventStream::new(s.events())),
-            Err(e) => Err(e.into_js(env)),
-        }
+        self.held.events(env)
     }
 
     /// Removes the Service and the expose shadow. Calling it again does nothing.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let expose = match self.core() {
-            Ok(s) => Arc::clone(s),
-            Err(e) => return rejected(env, e),
-        };
-        promise(
-            env,
-            async move { expose.close().await.map_err(KtError::from) },
-            |()| (),
-        )
+        self.held.close(env)
     }
+}
+
+/// A developer's place in a meshed Service (`session.mesh`): the Service's requests
+/// that match `rule` (send `header`) arrive at local ports here; every other request
+/// keeps reaching its pods. `close()` (or `await using`) removes this developer's
+/// rule and shadow; the last developer's close also puts the Service back exactly and
+/// removes the router. A mesh collected without `close()` is closed in the background;
+/// if the process dies, its rule goes after `restoreTtlMs`.
+#[napi]
+pub struct Mesh {
+    held: Held<kt_core::Mesh>,
+}
+
+#[napi]
+impl Mesh {
+    /// The mesh's id (the `kt.dev/session` label of this developer's shadow).
+    #[napi(catch_unwind, getter)]
+    pub fn id(&self) -> String {
+        self.held.read(|m| m.id().to_owned())
+    }
+
+    /// The meshed Service's name.
+    #[napi(catch_unwind, getter)]
+    pub fn service(&self) -> String {
+        self.held.read(|m| m.service().to_owned())
+    }
+
+    /// Which requests come here, in canonical text (`version=alice`).
+    #[napi(catch_unwind, getter)]
+    pub fn rule(&self) -> String {
+        self.held.read(|m| m.rule().to_string())
+    }
+
+    /// The header to send for a request to come here, as `{ [name]: value }` (pass it
+    /// as a client's headers: `fetch(url, { headers: mesh.header })`); with the
+    /// default rule, `{ version: <random> }`. `null` for a rule of only regexes and
+    /// path prefixes.
+    #[napi(catch_unwind, getter, ts_return_type = "Record<string, string> | null")]
+    pub fn header(&self) -> Option<std::collections::HashMap<String, String>> {
+        self.held.read(|m| {
+            m.header()
+                .map(|(n, v)| std::collections::HashMap::from([(n.to_owned(), v.to_owned())]))
+        })
+    }
+
+    /// The router pod's name (shared by every developer of the Service).
+    #[napi(catch_unwind, getter)]
+    pub fn router(&self) -> String {
+        self.held.read(|m| m.router().to_owned())
+    }
+
+    /// This developer's mesh shadow pod's name.
+    #[napi(catch_unwind, getter)]
+    pub fn pod_name(&self) -> String {
+        self.held.read(|m| m.pod_name().to_owned())
+    }
+
+    /// `{ local, remote }` for every port: matching requests to the pods' `remote`
+    /// port arrive at `127.0.0.1:local`.
+    #[napi(catch_unwind, getter)]
+    pub fn ports(&self) -> Vec<PortPair> {
+        self.held.read(|m| port_pairs(m.ports()))
+    }
+
+    /// How many connections arrived from the router so far.
+    #[napi(catch_unwind, getter)]
+    pub fn connections(&self) -> i64 {
+        self.held.read(|m| count(m.connections()))
+    }
+
+    /// Every event of the mesh so far, then new ones, ending after `Closed`.
+    #[napi(catch_unwind)]
+    pub fn events(&self, env: &Env) -> napi::Result<EventStream> {
+        self.held.events(env)
+    }
+
+    /// Removes this developer's rule and shadow; the last one's also puts the Service
+    /// back, waits until its pods serve it and removes the router. Calling it again
+    /// does nothing.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.held.close(env)
+    }
+}
+
+/// `target` of `swap`/`mesh`: required, a non-empty string.
+fn target_arg(target: Option<Unknown<'_>>) -> Result<String, KtError> {
+    let target = target
+        .filter(|v| !is(v, ValueType::Undefined))
+        .ok_or_else(|| {
+            KtError::invalid("target is required (deploy/NAME, sts/NAME, svc/NAME or a name)")
+        })?;
+    non_empty(target, "target")
 }
 
 /// The promise of `session.swap(target, options)`.
@@ -470,12 +651,7 @@ pub(crate) fn swap<'env>(
     options: Option<Unknown<'_>>,
 ) -> napi::Result<PromiseRaw<'env, Swap>> {
     let checked = session.and_then(|s| {
-        let target = target
-            .filter(|v| !is(v, ValueType::Undefined))
-            .ok_or_else(|| {
-                KtError::invalid("target is required (deploy/NAME, sts/NAME, svc/NAME or a name)")
-            })?;
-        let target = non_empty(target, "target")?;
+        let target = target_arg(target)?;
         let (ports, opts) = swap_options(options)?;
         Ok((s, target, ports, opts))
     });
@@ -483,21 +659,8 @@ pub(crate) fn swap<'env>(
         Ok(v) => v,
         Err(e) => return rejected(env, e),
     };
-    promise(
-        env,
-        async move {
-            // On a task of its own, so that the work is not dropped halfway.
-            let made = tokio::spawn(async move { session.swap_with(&target, &ports, opts).await })
-                .await
-                .map_err(|e| KtError::internal(format!("the swap task failed: {e}")))?
-                .map_err(KtError::from)?;
-            Ok((made, tokio::runtime::Handle::current()))
-        },
-        |(s, runtime)| Swap {
-            inner: Some(Arc::new(s)),
-            runtime,
-        },
-    )
+    let work = async move { session.swap_with(&target, &ports, opts).await };
+    start(env, work, |held| Swap { held })
 }
 
 /// The promise of `session.expose(name, options)`.
@@ -519,20 +682,28 @@ pub(crate) fn expose<'env>(
         Ok(v) => v,
         Err(e) => return rejected(env, e),
     };
-    promise(
-        env,
-        async move {
-            let made = tokio::spawn(async move { session.expose_with(&name, &ports, opts).await })
-                .await
-                .map_err(|e| KtError::internal(format!("the expose task failed: {e}")))?
-                .map_err(KtError::from)?;
-            Ok((made, tokio::runtime::Handle::current()))
-        },
-        |(e, runtime)| Expose {
-            inner: Some(Arc::new(e)),
-            runtime,
-        },
-    )
+    let work = async move { session.expose_with(&name, &ports, opts).await };
+    start(env, work, |held| Expose { held })
+}
+
+/// The promise of `session.mesh(target, options)`.
+pub(crate) fn mesh<'env>(
+    env: &'env Env,
+    session: Result<Arc<kt_core::Session>, KtError>,
+    target: Option<Unknown<'_>>,
+    options: Option<Unknown<'_>>,
+) -> napi::Result<PromiseRaw<'env, Mesh>> {
+    let checked = session.and_then(|s| {
+        let target = target_arg(target)?;
+        let (ports, rule, opts) = mesh_options(options)?;
+        Ok((s, target, ports, rule, opts))
+    });
+    let (session, target, ports, rule, opts) = match checked {
+        Ok(v) => v,
+        Err(e) => return rejected(env, e),
+    };
+    let work = async move { session.mesh_with(&target, rule, &ports, opts).await };
+    start(env, work, |held| Mesh { held })
 }
 
 /// What `clean` or `recover` did, or in a dry run would do.

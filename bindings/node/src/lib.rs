@@ -7,8 +7,8 @@
 //! Arguments are checked by hand (`options.rs`) so that a bad one rejects rather than
 //! throws. Events are an async iterable of objects built from kt-core's
 //! `Event::kind`/`fields` (`events.rs`). `udpChannel` is in `udp.rs`,
-//! `recoverSystemDns` in `system.rs`; `swap`, `expose` (their `Swap` and `Expose`
-//! handles), `clean` and `recover` in `inbound.rs`.
+//! `recoverSystemDns` in `system.rs`; `swap`, `expose`, `mesh` (their `Swap`,
+//! `Expose` and `Mesh` handles), `clean` and `recover` in `inbound.rs`.
 //!
 //! The futures run on the tokio runtime napi-rs owns (`tokio_rt` feature). The
 //! JavaScript side (`index.js`) loads this library and adds `Symbol.asyncDispose`;
@@ -36,7 +36,8 @@ pub use events::{
     Event, EventField, EventKey, EventShape, EventStream, event_examples, event_kinds,
 };
 pub use inbound::{
-    CleanReport, Expose, ExposeOptionsShape, PortPair, Swap, SwapOptionsShape, clean, recover,
+    CleanReport, Expose, ExposeOptionsShape, Mesh, MeshOptionsShape, PortPair, Swap,
+    SwapOptionsShape, clean, recover,
 };
 pub use options::{ConnectOptions, VpnConnectOptions};
 pub use session::{LocalAddress, Session, VpnInfo};

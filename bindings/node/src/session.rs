@@ -10,7 +10,7 @@ use napi_derive::napi;
 
 use crate::error::{KtError, promise, rejected};
 use crate::events::EventStream;
-use crate::inbound::{self, Expose, Swap};
+use crate::inbound::{self, Expose, Mesh, Swap};
 use crate::options::{self, non_empty, port};
 use crate::udp::UdpChannel;
 
@@ -366,6 +366,28 @@ impl Session {
         options: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Expose>> {
         inbound::expose(env, self.core().cloned(), name, options)
+    }
+
+    /// Meshes `target`'s Service (`svc/NAME`, or a workload one Service selects): only
+    /// its requests that match `options.rule` (default: a header `version` with a
+    /// random value; `mesh.header` says what to send) arrive at local ports here, every
+    /// other request keeps reaching its pods, until the `Mesh` is closed (`await using
+    /// mesh = await session.mesh(...)`). Several developers mesh one Service at once,
+    /// each with their own rule. Rejects with `KT_CONFLICT` when another developer
+    /// already routes the same header value (the message names them),
+    /// `KT_INVALID_ARGUMENT` for a bad rule or a target no single Service selects.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "target: string, options: MeshOptions",
+        ts_return_type = "Promise<Mesh>"
+    )]
+    pub fn mesh<'env>(
+        &self,
+        env: &'env Env,
+        target: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Mesh>> {
+        inbound::mesh(env, self.core().cloned(), target, options)
     }
 
     /// Every event since the session started, then new ones, ending after `Closed`.

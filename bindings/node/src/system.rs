@@ -49,5 +49,7 @@ pub fn surface() -> HashMap<&'static str, Vec<&'static str>> {
         ("exposeOptions", s::EXPOSE_OPTIONS.to_vec()),
         ("swapOperations", s::SWAP_OPERATIONS.to_vec()),
         ("exposeOperations", s::EXPOSE_OPERATIONS.to_vec()),
+        ("meshOptions", s::MESH_OPTIONS.to_vec()),
+        ("meshOperations", s::MESH_OPERATIONS.to_vec()),
     ])
 }

@@ -66,6 +66,9 @@ test('kt-core lists the surface this test compares with', () => {
   assert.ok(surface.exposeOptions.includes('service_type'), `${surface.exposeOptions}`)
   assert.ok(surface.swapOperations.includes('connections'), `${surface.swapOperations}`)
   assert.ok(surface.exposeOperations.includes('service'), `${surface.exposeOperations}`)
+  assert.ok(surface.sessionOperations.includes('mesh'), `${surface.sessionOperations}`)
+  assert.ok(surface.meshOptions.includes('restore_ttl'), `${surface.meshOptions}`)
+  assert.ok(surface.meshOperations.includes('header'), `${surface.meshOperations}`)
 })
 
 test('a key Session.connect does not know is rejected as unknown (the probe below means something)', async () => {
@@ -123,10 +126,11 @@ test('every kt-core function is a module export', () => {
 // checked with a real session in swap.test.mjs.
 const inboundKey = (name) => INBOUND_RENAMES[name] ?? camel(name)
 
-test('every kt-core swap and expose option is a key of SwapOptions / ExposeOptions in index.d.ts', () => {
+test('every kt-core swap, expose and mesh option is a key of SwapOptions / ExposeOptions / MeshOptions in index.d.ts', () => {
   for (const [names, iface] of [
     [surface.swapOptions, 'SwapOptions'],
     [surface.exposeOptions, 'ExposeOptions'],
+    [surface.meshOptions, 'MeshOptions'],
   ]) {
     const body = dts.match(new RegExp(`export interface ${iface} \\{([^]*?)\\n\\}`))
     assert.ok(body, `interface ${iface} in index.d.ts`)
@@ -136,10 +140,11 @@ test('every kt-core swap and expose option is a key of SwapOptions / ExposeOptio
   }
 })
 
-test('every kt-core swap and expose operation is a member of Swap / Expose', () => {
+test('every kt-core swap, expose and mesh operation is a member of Swap / Expose / Mesh', () => {
   for (const [names, cls] of [
     [surface.swapOperations, api.Swap],
     [surface.exposeOperations, api.Expose],
+    [surface.meshOperations, api.Mesh],
   ]) {
     const decl = dts.match(new RegExp(`export declare class ${cls.name} \\{([^]*?)\\n\\}`))
     assert.ok(decl, `class ${cls.name} in index.d.ts`)

@@ -1,4 +1,4 @@
-// Swap and expose from Node, against the lab, in a namespace enforcing the restricted
+// Swap, expose and mesh from Node, against the lab, in a namespace enforcing the restricted
 // Pod Security Standard, as a ServiceAccount bound to the shipped Roles only (vpn.yaml
 // and inbound.yaml): a pod in the cluster calls the Service and gets the answer of a
 // server in this process (a token only it knows); after close the Service and the
@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import http from 'node:http'
 import net from 'node:net'
 
-import { asyncDispose, clean, Expose, recover, Session, Swap } from '../index.js'
+import { asyncDispose, clean, Expose, Mesh, recover, Session, Swap } from '../index.js'
 import * as ktconnect from '../index.js'
 import { kubectl, labNamespace } from './lab.mjs'
 
@@ -71,25 +71,26 @@ after(async () => {
   ns?.delete()
 })
 
-/** curl from the client pod; the body (rejects when it fails). Asynchronous: the
- *  local server answering it runs on this process's event loop. */
-async function curl(url) {
+/** curl from the client pod, with `headers`; the body (rejects when it fails).
+ *  Asynchronous: the local server answering it runs on this process's event loop. */
+async function curl(url, headers = {}) {
+  const sent = Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`])
   const { stdout } = await promisify(execFile)(
     'bash',
-    ['-c', `source "\${KTLAB_STATE:-/run/ktlab}/env" && kubectl "$@"`, 'kubectl', '-n', ns.namespace, 'exec', 'client', '--', 'curl', '-sS', '--fail', '--max-time', '10', url],
+    ['-c', `source "\${KTLAB_STATE:-/run/ktlab}/env" && kubectl "$@"`, 'kubectl', '-n', ns.namespace, 'exec', 'client', '--', 'curl', '-sS', '--fail', '--max-time', '10', ...sent, url],
     { encoding: 'utf8' },
   )
   return stdout
 }
 
-/** Waits (bounded) until `url` answers `want` from the client pod: kube-proxy applies a
- *  new selector asynchronously, as in any cluster. */
-async function waitAnswer(url, want) {
+/** Waits (bounded) until `url` (sent with `headers`) answers `want` from the client
+ *  pod: kube-proxy applies a new selector asynchronously, as in any cluster. */
+async function waitAnswer(url, want, headers = {}) {
   const deadline = Date.now() + 60_000
   let last
   while (Date.now() < deadline) {
     try {
-      last = await curl(url)
+      last = await curl(url, headers)
       if (last.includes(want)) return
     } catch (e) {
       last = e.message
@@ -199,12 +200,83 @@ test('expose publishes this process as a new Service; an existing name is refuse
   assert.equal(ktObjectsBut(session.id), '')
 })
 
-test('swap and expose read every kt-core option, refuse unknown keys and bad values, and change nothing', LIMIT, async () => {
+test('a mesh sends requests with its header here and the rest to the echo pods; the same value rejects with KT_CONFLICT', LIMIT, async () => {
+  const svcBefore = snapshot('service/echo')
+  const deployBefore = snapshot('deployment/echo')
+  const seen = []
+  const mesh = await session.mesh('svc/echo', { expose: [`${port}:80`], onEvent: (e) => seen.push(e) })
+  let events
+  let header
+  try {
+    assert.ok(mesh instanceof Mesh)
+    header = mesh.header
+    assert.deepEqual(Object.keys(header), ['version'])
+    const value = header.version
+    assert.ok(value)
+    assert.equal(mesh.rule, `version=${value}`)
+    assert.equal(mesh.service, 'echo')
+    assert.deepEqual(mesh.ports, [{ local: port, remote: 8080 }])
+    assert.ok(mesh.id && mesh.podName && mesh.router && mesh.router !== mesh.podName)
+
+    // With the header: this process; without it, or another value: the echo pods.
+    await waitAnswer('http://echo/mine', token, header)
+    const plain = JSON.parse(await curl('http://echo/plain'))
+    assert.equal(plain.path, '/plain')
+    const other = JSON.parse(await curl('http://echo/other', { version: `not-${value}` }))
+    assert.equal(other.path, '/other')
+    assert.equal(await curl('http://echo/again', header), token)
+    assert.ok(mesh.connections >= 2, `${mesh.connections}`)
+
+    // A second mesh with the same header value is refused, naming the first.
+    const during = snapshot('service/echo')
+    await assert.rejects(session.mesh('svc/echo', { expose: '18081:80', rule: `version:${value}`, checkLocal: false }), (e) => {
+      assert.equal(e.code, 'KT_CONFLICT', e.message)
+      assert.ok(e.message.includes(value), e.message)
+      return true
+    })
+    assert.deepEqual(snapshot('service/echo'), during)
+    assert.equal(await curl('http://echo/still', header), token)
+    events = mesh.events()
+  } finally {
+    // What `await using mesh = ...` calls.
+    await mesh[asyncDispose]()
+  }
+  const kinds = (await drain(events)).map((e) => e.kind)
+  for (const kind of ['Listening', 'Routed', 'Inbound']) assert.ok(kinds.includes(kind), `${kind} in ${kinds}`)
+  assert.equal(kinds.at(-1), 'Closed')
+  const routed = seen.find((e) => e.kind === 'Routed')
+  assert.ok(routed && routed.service === 'echo' && routed.rule === mesh.rule && routed.router, JSON.stringify(seen))
+
+  assert.deepEqual(snapshot('service/echo'), svcBefore)
+  assert.deepEqual(snapshot('deployment/echo'), deployBefore)
+  assert.equal(ktObjectsBut(session.id), '')
+  // The header no longer matters: the echo pods answer it.
+  await waitAnswer('http://echo/back', '"path":"/back"', header)
+  await mesh.close() // again: nothing to do
+})
+
+test('a mesh with a regex rule has no header to send, and routes what its rule matches', LIMIT, async () => {
+  const before = snapshot('service/echo')
+  const mesh = await session.mesh('svc/echo', { expose: `${port}:80`, rule: 'x-dev~^node-a.*', restoreTtlMs: 20_000 })
+  try {
+    assert.equal(mesh.header, null)
+    assert.equal(mesh.rule, 'x-dev~^node-a.*')
+    await waitAnswer('http://echo/', token, { 'x-dev': 'node-alice' })
+    assert.equal(JSON.parse(await curl('http://echo/b', { 'x-dev': 'node-bob' })).path, '/b')
+  } finally {
+    await mesh.close()
+  }
+  assert.deepEqual(snapshot('service/echo'), before)
+  assert.equal(ktObjectsBut(session.id), '')
+})
+
+test('swap, expose and mesh read every kt-core option, refuse unknown keys and bad values, and change nothing', LIMIT, async () => {
   const before = snapshot('service/echo')
   const key = (name) => ({ restore_ttl: 'restoreTtlMs' })[name] ?? name.replace(/_([a-z])/g, (_, c) => c.toUpperCase())
   for (const [names, call] of [
     [surface.swapOptions, (o) => session.swap('deploy/echo', o)],
     [surface.exposeOptions, (o) => session.expose('preview', o)],
+    [[...surface.meshOptions, 'rule'], (o) => session.mesh('svc/echo', o)],
   ]) {
     for (const name of [...names, 'expose']) {
       const k = key(name)
@@ -237,6 +309,12 @@ test('swap and expose read every kt-core option, refuse unknown keys and bad val
     session.expose('preview', { expose: '8080', serviceType: 'Ingress', checkLocal: false }),
     /options\.serviceType: .*ClusterIP, NodePort or LoadBalancer/,
   )
+  await assert.rejects(session.mesh('svc/echo', { expose: '8080', rule: 'a=1 && /x || b=2' }), (e) => {
+    assert.equal(e.code, 'KT_INVALID_ARGUMENT', e.message)
+    assert.match(e.message, /options\.rule: .*mixes `&&` and `\|\|`/)
+    return true
+  })
+  await assert.rejects(session.mesh(), /target is required/)
   const unused = await new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = s.address().port
@@ -272,14 +350,18 @@ test('clean and recover report what they did, and recover refuses a held target'
   assert.match(report.text, /nothing to clean/)
 })
 
-test('a swap the program leaves open is closed before Node exits', LIMIT, async () => {
+for (const [what, make] of [
+  ['swap', `s.swap('deploy/echo', { expose: '8080', checkLocal: false, restoreTtlMs: 600000 })`],
+  ['mesh', `s.mesh('svc/echo', { expose: '8080', checkLocal: false, restoreTtlMs: 600000 })`],
+]) {
+test(`a ${what} the program leaves open is closed before Node exits`, LIMIT, async () => {
   const before = snapshot('service/echo')
   const program = `
     const { Session } = require(${JSON.stringify(new URL('../index.js', import.meta.url).pathname)})
     ;(async () => {
       const s = await Session.connect({ kubeconfig: ${JSON.stringify(ns.kubeconfig)}, namespace: ${JSON.stringify(ns.namespace)} })
-      const swap = await s.swap('deploy/echo', { expose: '8080', checkLocal: false, restoreTtlMs: 600000 })
-      console.log(swap.id)
+      const handle = await ${make}
+      console.log(handle.id)
     })()
   `
   const { stdout } = await promisify(execFile)(process.execPath, ['-e', program], { encoding: 'utf8', timeout: 240_000 })
@@ -288,7 +370,9 @@ test('a swap the program leaves open is closed before Node exits', LIMIT, async 
   // restoreTtlMs is 10 minutes: only the close at exit can have put it back already.
   assert.deepEqual(snapshot('service/echo'), before)
   assert.equal(kubectl('-n', ns.namespace, 'get', KT_KINDS, '-l', `kt.dev/session=${id}`, '-o', 'name').trim(), '')
+  assert.equal(kubectl('-n', ns.namespace, 'get', 'pods', '-l', 'kt.dev/router', '-o', 'name').trim(), '')
 })
+}
 
 test('examples/node/swap.mjs takes over the echo Deployment until SIGINT, then restores it', LIMIT, async () => {
   const { spawn } = await import('node:child_process')

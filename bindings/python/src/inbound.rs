@@ -1,6 +1,6 @@
-//! The inbound operations: a session's `swap` and `expose` (each a handle with its own
-//! events and `close`), and the module functions `clean` and `recover`, each as a
-//! blocking call (GIL released) and as an awaitable (`*_async`).
+//! The inbound operations: a session's `swap`, `expose` and `mesh` (each a handle with
+//! its own events and `close`), and the module functions `clean` and `recover`, each
+//! as a blocking call (GIL released) and as an awaitable (`*_async`).
 //!
 //! A handle garbage-collected without `close()` is closed on the runtime in the
 //! background, as a session is; interpreter exit waits for that (the package also
@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kt_core::{Expose, ExposeOptions, PortMap, ServiceType, Swap, SwapMode, SwapOptions};
+use kt_core::{
+    Events, Expose, ExposeOptions, Mesh, MeshOptions, MeshRule, PortMap, ServiceType, Swap,
+    SwapMode, SwapOptions,
+};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -97,6 +100,28 @@ pub(crate) fn swap_options(
     Ok(opts)
 }
 
+/// `mesh`'s arguments as kt-core's rule and options (`rule=None`: kt-connect's mark,
+/// header `version` with a random value).
+pub(crate) fn mesh_options(
+    rule: Option<&str>,
+    check_local: bool,
+    restore_ttl: Option<&Bound<'_, PyAny>>,
+    on_event: Option<Py<PyAny>>,
+) -> PyResult<(Option<MeshRule>, MeshOptions)> {
+    let rule = rule
+        .map(str::parse::<MeshRule>)
+        .transpose()
+        .map_err(|e| option_error("rule", e))?;
+    let mut opts = MeshOptions::new().check_local(check_local);
+    if let Some(ttl) = duration("restore_ttl", restore_ttl)? {
+        opts = opts.restore_ttl(ttl);
+    }
+    if let Some(cb) = on_event {
+        opts = opts.on_event(callback(cb)?);
+    }
+    Ok((rule, opts))
+}
+
 /// `expose`'s arguments as kt-core's options.
 pub(crate) fn expose_options(
     service_type: &str,
@@ -115,43 +140,140 @@ pub(crate) fn expose_options(
     Ok(opts)
 }
 
-pub(crate) async fn swap_work(
+/// What a Python handle holds of a swap, an expose or a mesh.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// `swap`, `expose`, `mesh`: for messages.
+    const WHAT: &'static str;
+    fn events(&self) -> Events;
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send;
+}
+
+impl Inbound for Swap {
+    const WHAT: &'static str = "swap";
+    fn events(&self) -> Events {
+        Swap::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        Swap::close(self)
+    }
+}
+
+impl Inbound for Expose {
+    const WHAT: &'static str = "expose";
+    fn events(&self) -> Events {
+        Expose::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        Expose::close(self)
+    }
+}
+
+impl Inbound for Mesh {
+    const WHAT: &'static str = "mesh";
+    fn events(&self) -> Events {
+        Mesh::events(self)
+    }
+    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+        Mesh::close(self)
+    }
+}
+
+/// Makes a swap, an expose or a mesh with `start`, on a task of its own: a caller who
+/// stops waiting (Ctrl-C, a cancelled asyncio task) does not cut it short halfway; one
+/// that finishes after that is closed.
+pub(crate) async fn start_work<T: Inbound>(
+    start: impl Future<Output = kt_core::Result<T>> + Send + 'static,
+) -> Outcome<Held<T>> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    spawn_cleanup(async move {
+        let made = start.await;
+        if let Err(Ok(handle)) = done.send(made) {
+            let _ = handle.close().await;
+        }
+    });
+    match result.await {
+        Ok(made) => Ok(Held::new(made?)),
+        Err(_) => Err(Failure::Internal(format!("the {} task panicked", T::WHAT))),
+    }
+}
+
+pub(crate) fn swap_work(
     session: Arc<kt_core::Session>,
     target: String,
     ports: Vec<PortMap>,
     opts: SwapOptions,
-) -> Outcome<NativeSwap> {
-    // On a task of its own: a caller who stops waiting (Ctrl-C, a cancelled asyncio
-    // task) does not cut a swap short halfway; one that finishes after that is closed.
-    let (done, result) = tokio::sync::oneshot::channel();
-    spawn_cleanup(async move {
-        let made = session.swap_with(&target, &ports, opts).await;
-        if let Err(Ok(swap)) = done.send(made) {
-            let _ = swap.close().await;
-        }
-    });
-    match result.await {
-        Ok(made) => Ok(NativeSwap::new(made?)),
-        Err(_) => Err(Failure::Internal("the swap task panicked".to_owned())),
-    }
+) -> impl Future<Output = Outcome<Held<Swap>>> + Send + 'static {
+    start_work(async move { session.swap_with(&target, &ports, opts).await })
 }
 
-pub(crate) async fn expose_work(
+pub(crate) fn expose_work(
     session: Arc<kt_core::Session>,
     name: String,
     ports: Vec<PortMap>,
     opts: ExposeOptions,
-) -> Outcome<NativeExpose> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    spawn_cleanup(async move {
-        let made = session.expose_with(&name, &ports, opts).await;
-        if let Err(Ok(expose)) = done.send(made) {
-            let _ = expose.close().await;
+) -> impl Future<Output = Outcome<Held<Expose>>> + Send + 'static {
+    start_work(async move { session.expose_with(&name, &ports, opts).await })
+}
+
+pub(crate) fn mesh_work(
+    session: Arc<kt_core::Session>,
+    target: String,
+    rule: Option<MeshRule>,
+    ports: Vec<PortMap>,
+    opts: MeshOptions,
+) -> impl Future<Output = Outcome<Held<Mesh>>> + Send + 'static {
+    start_work(async move { session.mesh_with(&target, rule, &ports, opts).await })
+}
+
+/// A swap, an expose or a mesh as a Python handle holds it: closed in the background
+/// when dropped without `close()`.
+pub(crate) struct Held<T: Inbound> {
+    inner: Arc<T>,
+    closed: AtomicBool,
+}
+
+impl<T: Inbound> Held<T> {
+    fn new(handle: T) -> Self {
+        Held {
+            inner: Arc::new(handle),
+            closed: AtomicBool::new(false),
         }
-    });
-    match result.await {
-        Ok(made) => Ok(NativeExpose::new(made?)),
-        Err(_) => Err(Failure::Internal("the expose task panicked".to_owned())),
+    }
+
+    fn close_work(&self) -> impl Future<Output = Outcome<()>> + Send + 'static {
+        self.closed.store(true, Ordering::SeqCst);
+        let handle = Arc::clone(&self.inner);
+        close_handle(async move { handle.close().await })
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn events(&self) -> NativeEvents {
+        NativeEvents::new(self.inner.events())
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        block_on(py, self.close_work())
+    }
+
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.close_work(), to_py)
+    }
+}
+
+impl<T: Inbound> Drop for Held<T> {
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let handle = Arc::clone(&self.inner);
+        spawn_cleanup(async move {
+            if let Err(e) = handle.close().await {
+                warn(&format!("closing a {} that was not closed: {e}", T::WHAT));
+            }
+        });
     }
 }
 
@@ -177,37 +299,12 @@ fn warn(text: &str) {
 /// A swap in progress (kt-core's `Swap`). Python's `ktconnect.Swap` wraps it.
 #[pyclass(frozen, module = "ktconnect._native")]
 pub(crate) struct NativeSwap {
-    inner: Arc<Swap>,
-    closed: AtomicBool,
+    held: Held<Swap>,
 }
 
-impl NativeSwap {
-    fn new(swap: Swap) -> Self {
-        NativeSwap {
-            inner: Arc::new(swap),
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    fn close_work(&self) -> impl Future<Output = Outcome<()>> + Send + 'static {
-        self.closed.store(true, Ordering::SeqCst);
-        let swap = Arc::clone(&self.inner);
-        close_handle(async move { swap.close().await })
-    }
-}
-
-impl Drop for NativeSwap {
-    /// A swap garbage-collected without `close()` is closed in the background.
-    fn drop(&mut self) {
-        if self.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        let swap = Arc::clone(&self.inner);
-        spawn_cleanup(async move {
-            if let Err(e) = swap.close().await {
-                warn(&format!("closing a swap that was not closed: {e}"));
-            }
-        });
+impl From<Held<Swap>> for NativeSwap {
+    fn from(held: Held<Swap>) -> Self {
+        NativeSwap { held }
     }
 }
 
@@ -215,65 +312,65 @@ impl Drop for NativeSwap {
 impl NativeSwap {
     #[getter]
     fn id(&self) -> &str {
-        self.inner.id()
+        self.held.inner.id()
     }
 
     #[getter]
     fn target(&self) -> &str {
-        self.inner.target()
+        self.held.inner.target()
     }
 
     #[getter]
     fn mode(&self) -> &'static str {
-        self.inner.mode().as_str()
+        self.held.inner.mode().as_str()
     }
 
     #[getter]
     fn pod_name(&self) -> &str {
-        self.inner.pod_name()
+        self.held.inner.pod_name()
     }
 
     #[getter]
     fn services(&self) -> Vec<String> {
-        self.inner.services().to_vec()
+        self.held.inner.services().to_vec()
     }
 
     #[getter]
     fn ports(&self) -> Vec<(u16, u16)> {
-        self.inner.ports()
+        self.held.inner.ports()
     }
 
     #[getter]
     fn connections(&self) -> u64 {
-        self.inner.connections()
+        self.held.inner.connections()
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.held.closed()
     }
 
     fn events(&self) -> NativeEvents {
-        NativeEvents::new(self.inner.events())
+        self.held.events()
     }
 
     /// Puts the cluster back and removes the swap shadow (blocking); again does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.close_work())
+        self.held.close(py)
     }
 
     /// `close` as an awaitable.
     fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.close_work(), to_py)
+        self.held.close_async(py)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "NativeSwap(id={:?}, target={:?}, mode={:?}, pod={:?})",
-            self.inner.id(),
-            self.inner.target(),
-            self.inner.mode().as_str(),
-            self.inner.pod_name()
+            self.held.inner.id(),
+            self.held.inner.target(),
+            self.held.inner.mode().as_str(),
+            self.held.inner.pod_name()
         )
     }
 }
@@ -281,37 +378,12 @@ impl NativeSwap {
 /// An exposed Service (kt-core's `Expose`). Python's `ktconnect.Expose` wraps it.
 #[pyclass(frozen, module = "ktconnect._native")]
 pub(crate) struct NativeExpose {
-    inner: Arc<Expose>,
-    closed: AtomicBool,
+    held: Held<Expose>,
 }
 
-impl NativeExpose {
-    fn new(expose: Expose) -> Self {
-        NativeExpose {
-            inner: Arc::new(expose),
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    fn close_work(&self) -> impl Future<Output = Outcome<()>> + Send + 'static {
-        self.closed.store(true, Ordering::SeqCst);
-        let expose = Arc::clone(&self.inner);
-        close_handle(async move { expose.close().await })
-    }
-}
-
-impl Drop for NativeExpose {
-    /// An expose garbage-collected without `close()` is closed in the background.
-    fn drop(&mut self) {
-        if self.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        let expose = Arc::clone(&self.inner);
-        spawn_cleanup(async move {
-            if let Err(e) = expose.close().await {
-                warn(&format!("closing an expose that was not closed: {e}"));
-            }
-        });
+impl From<Held<Expose>> for NativeExpose {
+    fn from(held: Held<Expose>) -> Self {
+        NativeExpose { held }
     }
 }
 
@@ -319,54 +391,141 @@ impl Drop for NativeExpose {
 impl NativeExpose {
     #[getter]
     fn id(&self) -> &str {
-        self.inner.id()
+        self.held.inner.id()
     }
 
     #[getter]
     fn service(&self) -> &str {
-        self.inner.service()
+        self.held.inner.service()
     }
 
     #[getter]
     fn pod_name(&self) -> &str {
-        self.inner.pod_name()
+        self.held.inner.pod_name()
     }
 
     #[getter]
     fn ports(&self) -> Vec<(u16, u16)> {
-        self.inner.ports()
+        self.held.inner.ports()
     }
 
     #[getter]
     fn connections(&self) -> u64 {
-        self.inner.connections()
+        self.held.inner.connections()
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.held.closed()
     }
 
     fn events(&self) -> NativeEvents {
-        NativeEvents::new(self.inner.events())
+        self.held.events()
     }
 
     /// Removes the Service and the expose shadow (blocking); again does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.close_work())
+        self.held.close(py)
     }
 
     /// `close` as an awaitable.
     fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.close_work(), to_py)
+        self.held.close_async(py)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "NativeExpose(id={:?}, service={:?}, pod={:?})",
-            self.inner.id(),
-            self.inner.service(),
-            self.inner.pod_name()
+            self.held.inner.id(),
+            self.held.inner.service(),
+            self.held.inner.pod_name()
+        )
+    }
+}
+
+/// A developer's place in a meshed Service (kt-core's `Mesh`). Python's
+/// `ktconnect.Mesh` wraps it.
+#[pyclass(frozen, module = "ktconnect._native")]
+pub(crate) struct NativeMesh {
+    held: Held<Mesh>,
+}
+
+impl From<Held<Mesh>> for NativeMesh {
+    fn from(held: Held<Mesh>) -> Self {
+        NativeMesh { held }
+    }
+}
+
+#[pymethods]
+impl NativeMesh {
+    #[getter]
+    fn id(&self) -> &str {
+        self.held.inner.id()
+    }
+
+    #[getter]
+    fn service(&self) -> &str {
+        self.held.inner.service()
+    }
+
+    #[getter]
+    fn rule(&self) -> String {
+        self.held.inner.rule().to_string()
+    }
+
+    /// `(name, value)` of the header to send, or None.
+    #[getter]
+    fn header(&self) -> Option<(&str, &str)> {
+        self.held.inner.header()
+    }
+
+    #[getter]
+    fn router(&self) -> &str {
+        self.held.inner.router()
+    }
+
+    #[getter]
+    fn pod_name(&self) -> &str {
+        self.held.inner.pod_name()
+    }
+
+    #[getter]
+    fn ports(&self) -> Vec<(u16, u16)> {
+        self.held.inner.ports()
+    }
+
+    #[getter]
+    fn connections(&self) -> u64 {
+        self.held.inner.connections()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.held.closed()
+    }
+
+    fn events(&self) -> NativeEvents {
+        self.held.events()
+    }
+
+    /// Removes this developer's rule and shadow; the last one's also puts the Service
+    /// back and removes the router (blocking); again does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.held.close(py)
+    }
+
+    /// `close` as an awaitable.
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.held.close_async(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "NativeMesh(id={:?}, service={:?}, rule={:?}, pod={:?})",
+            self.held.inner.id(),
+            self.held.inner.service(),
+            self.held.inner.rule().to_string(),
+            self.held.inner.pod_name()
         )
     }
 }

@@ -8,7 +8,7 @@
 //! - `NativeSession` has each operation twice: a blocking call that releases the GIL and
 //!   an `*_async` call that returns an `asyncio.Future`;
 //! - `NativeEvents` reads the session's events, `NativeDatagramChannel` is one UDP flow;
-//! - `NativeSwap` and `NativeExpose` are the inbound handles, `clean` / `recover` the
+//! - `NativeSwap`, `NativeExpose` and `NativeMesh` are the inbound handles, `clean` / `recover` the
 //!   module functions that put back what dead sessions left (see [`inbound`]);
 //! - every error becomes a subclass of `ktconnect.KtError` (see [`error`]).
 //!
@@ -40,6 +40,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::NativeDatagramChannel>()?;
     m.add_class::<inbound::NativeSwap>()?;
     m.add_class::<inbound::NativeExpose>()?;
+    m.add_class::<inbound::NativeMesh>()?;
     m.add_function(wrap_pyfunction!(session::connect, m)?)?;
     m.add_function(wrap_pyfunction!(session::connect_async, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::wait_for_cleanups, m)?)?;
@@ -64,5 +65,7 @@ fn surface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     d.set_item("EXPOSE_OPTIONS", surface::EXPOSE_OPTIONS.to_vec())?;
     d.set_item("SWAP_OPERATIONS", surface::SWAP_OPERATIONS.to_vec())?;
     d.set_item("EXPOSE_OPERATIONS", surface::EXPOSE_OPERATIONS.to_vec())?;
+    d.set_item("MESH_OPTIONS", surface::MESH_OPTIONS.to_vec())?;
+    d.set_item("MESH_OPERATIONS", surface::MESH_OPERATIONS.to_vec())?;
     m.add("SURFACE", d)
 }

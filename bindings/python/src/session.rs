@@ -19,7 +19,8 @@ use tokio::task::{JoinError, JoinHandle};
 use crate::error::{Failure, Outcome};
 use crate::events::{NativeEvents, address, wait_limit};
 use crate::inbound::{
-    NativeExpose, NativeSwap, expose_options, expose_work, port_maps, swap_options, swap_work,
+    NativeExpose, NativeMesh, NativeSwap, expose_options, expose_work, mesh_options, mesh_work,
+    port_maps, swap_options, swap_work,
 };
 use crate::options::{ConnectOptions, port};
 use crate::runtime::{awaitable, block_on, spawn_cleanup, to_py};
@@ -368,7 +369,7 @@ impl NativeSession {
         let opts = swap_options(mode, check_local, restore_ttl, on_event)?;
         let swap = block_on(py, swap_work(self.session(), target, ports, opts))?;
         py.check_signals()?;
-        Ok(swap)
+        Ok(swap.into())
     }
 
     /// `swap` as an awaitable.
@@ -389,7 +390,11 @@ impl NativeSession {
     ) -> PyResult<Bound<'py, PyAny>> {
         let ports = port_maps(expose)?;
         let opts = swap_options(mode, check_local, restore_ttl, on_event)?;
-        awaitable(py, swap_work(self.session(), target, ports, opts), to_py)
+        awaitable(
+            py,
+            swap_work(self.session(), target, ports, opts),
+            |py, h| to_py(py, NativeSwap::from(h)),
+        )
     }
 
     /// Publishes local ports as a new Service `name` (blocking): see
@@ -408,7 +413,7 @@ impl NativeSession {
         let opts = expose_options(service_type, check_local, on_event)?;
         let made = block_on(py, expose_work(self.session(), name, ports, opts))?;
         py.check_signals()?;
-        Ok(made)
+        Ok(made.into())
     }
 
     /// `expose` as an awaitable.
@@ -424,7 +429,56 @@ impl NativeSession {
     ) -> PyResult<Bound<'py, PyAny>> {
         let ports = port_maps(expose)?;
         let opts = expose_options(service_type, check_local, on_event)?;
-        awaitable(py, expose_work(self.session(), name, ports, opts), to_py)
+        awaitable(
+            py,
+            expose_work(self.session(), name, ports, opts),
+            |py, h| to_py(py, NativeExpose::from(h)),
+        )
+    }
+
+    /// Meshes `target` (blocking): see `ktconnect.Session.mesh`.
+    #[pyo3(signature = (target, expose, *, rule=None, check_local=true, restore_ttl=None, on_event=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per setting"
+    )]
+    fn mesh(
+        &self,
+        py: Python<'_>,
+        target: String,
+        expose: &Bound<'_, PyAny>,
+        rule: Option<&str>,
+        check_local: bool,
+        restore_ttl: Option<&Bound<'_, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<NativeMesh> {
+        let ports = port_maps(expose)?;
+        let (rule, opts) = mesh_options(rule, check_local, restore_ttl, on_event)?;
+        let made = block_on(py, mesh_work(self.session(), target, rule, ports, opts))?;
+        py.check_signals()?;
+        Ok(made.into())
+    }
+
+    /// `mesh` as an awaitable.
+    #[pyo3(signature = (target, expose, *, rule=None, check_local=true, restore_ttl=None, on_event=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per setting"
+    )]
+    fn mesh_async<'py>(
+        &self,
+        py: Python<'py>,
+        target: String,
+        expose: &Bound<'_, PyAny>,
+        rule: Option<&str>,
+        check_local: bool,
+        restore_ttl: Option<&Bound<'_, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ports = port_maps(expose)?;
+        let (rule, opts) = mesh_options(rule, check_local, restore_ttl, on_event)?;
+        let work = mesh_work(self.session(), target, rule, ports, opts);
+        awaitable(py, work, |py, h| to_py(py, NativeMesh::from(h)))
     }
 
     /// Removes everything the session created (blocking); again does nothing.

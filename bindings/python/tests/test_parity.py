@@ -47,6 +47,8 @@ def test_the_surface_lists_come_from_kt_core() -> None:
         "EXPOSE_OPTIONS",
         "SWAP_OPERATIONS",
         "EXPOSE_OPERATIONS",
+        "MESH_OPTIONS",
+        "MESH_OPERATIONS",
     }
     assert "shadow_heartbeat_timeout" in surface["CONNECT_OPTIONS"]
     assert "udp_channel" in surface["SESSION_OPERATIONS"]
@@ -56,6 +58,8 @@ def test_the_surface_lists_come_from_kt_core() -> None:
     assert "service_type" in surface["EXPOSE_OPTIONS"]
     assert "connections" in surface["SWAP_OPERATIONS"]
     assert "service" in surface["EXPOSE_OPERATIONS"]
+    assert "restore_ttl" in surface["MESH_OPTIONS"]
+    assert "header" in surface["MESH_OPERATIONS"]
 
 
 def test_every_connect_option_of_kt_core_is_a_keyword_of_session_connect() -> None:
@@ -81,7 +85,7 @@ def test_every_session_operation_of_kt_core_is_a_session_method_or_property() ->
     ]
     assert not missing, f"ktconnect.Session lacks kt-core's {missing}"
     # Each blocking operation that waits has its asyncio twin.
-    for op in ("resolve", "forward", "forward_udp", "udp_channel", "swap", "expose", "close"):
+    for op in ("resolve", "forward", "forward_udp", "udp_channel", "swap", "expose", "mesh", "close"):
         assert inspect.iscoroutinefunction(getattr(ktconnect.Session, f"{op}_async")), op
 
 
@@ -89,6 +93,7 @@ def test_every_swap_and_expose_option_of_kt_core_is_a_keyword() -> None:
     for names, funcs in (
         ("SWAP_OPTIONS", (ktconnect.Session.swap, ktconnect.Session.swap_async)),
         ("EXPOSE_OPTIONS", (ktconnect.Session.expose, ktconnect.Session.expose_async)),
+        ("MESH_OPTIONS", (ktconnect.Session.mesh, ktconnect.Session.mesh_async)),
     ):
         for func in funcs:
             missing = _missing(_native.SURFACE[names], _keywords(func), {})
@@ -96,7 +101,11 @@ def test_every_swap_and_expose_option_of_kt_core_is_a_keyword() -> None:
 
 
 def test_every_swap_and_expose_operation_of_kt_core_is_a_member_of_the_handle() -> None:
-    for names, cls in (("SWAP_OPERATIONS", ktconnect.Swap), ("EXPOSE_OPERATIONS", ktconnect.Expose)):
+    for names, cls in (
+        ("SWAP_OPERATIONS", ktconnect.Swap),
+        ("EXPOSE_OPERATIONS", ktconnect.Expose),
+        ("MESH_OPERATIONS", ktconnect.Mesh),
+    ):
         missing = [op for op in _native.SURFACE[names] if not hasattr(cls, op)]
         assert not missing, f"ktconnect.{cls.__name__} lacks kt-core's {missing}"
         assert inspect.iscoroutinefunction(cls.close_async)

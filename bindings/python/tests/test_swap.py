@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import pytest
 
@@ -120,19 +120,29 @@ def inbound(lab: Lab) -> Iterator[Namespace]:
         )
 
 
-def curl(ns: Namespace, url: str) -> str:
-    """``curl`` from the client pod; the body (raises when it fails)."""
-    return ns.kubectl("exec", "client", "--", "curl", "-sS", "--fail", "--max-time", "10", url)
+def curl(ns: Namespace, url: str, headers: Optional[Dict[str, str]] = None) -> str:
+    """``curl`` from the client pod, with ``headers``; the body (raises when it
+    fails)."""
+    sent = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+    return ns.kubectl(
+        "exec", "client", "--", "curl", "-sS", "--fail", "--max-time", "10", *sent, url
+    )
 
 
-def wait_answer(ns: Namespace, url: str, want: str, timeout: float = 60.0) -> None:
-    """Waits (bounded) until ``url`` answers ``want`` from the client pod: kube-proxy
-    applies a new selector asynchronously, as in any cluster."""
+def wait_answer(
+    ns: Namespace,
+    url: str,
+    want: str,
+    timeout: float = 60.0,
+    headers: Optional[Dict[str, str]] = None,
+) -> None:
+    """Waits (bounded) until ``url`` (sent with ``headers``) answers ``want`` from the
+    client pod: kube-proxy applies a new selector asynchronously, as in any cluster."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = curl(ns, url)
+            last = curl(ns, url, headers)
             if want in last:
                 return
         except AssertionError as e:

@@ -1,4 +1,4 @@
-"""Bad arguments of swap, expose, clean and recover raise before anything happens in
+"""Bad arguments of swap, expose, mesh, clean and recover raise before anything happens in
 the cluster: TypeError for a wrong type, InvalidArgument (a ValueError) for a malformed
 value, each saying what is accepted. No lab needed: the checks come first."""
 
@@ -24,6 +24,10 @@ class _FakeNative:
     def expose(self, *args, **kwargs):  # pragma: no cover
         self.calls.append(("expose", args, kwargs))
         raise AssertionError("the native expose was called")
+
+    def mesh(self, *args, **kwargs):  # pragma: no cover
+        self.calls.append(("mesh", args, kwargs))
+        raise AssertionError("the native mesh was called")
 
 
 def _session() -> ktconnect.Session:
@@ -51,6 +55,26 @@ def test_swap_checks_its_argument_types(kwargs, error, match) -> None:
     assert s._native.calls == []  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"expose": 8080}, TypeError, "expose must be a str"),
+        ({"expose": "8080", "rule": 1}, TypeError, "rule must be None or a str"),
+        ({"expose": "8080", "rule": {"version": "a"}}, TypeError, "rule must be None or a str"),
+        ({"expose": "8080", "check_local": 1}, TypeError, "check_local must be a bool"),
+        ({"expose": "8080", "restore_ttl": None}, TypeError, "restore_ttl must be seconds"),
+        ({"expose": "8080", "on_event": "print"}, TypeError, "on_event must be callable"),
+    ],
+)
+def test_mesh_checks_its_argument_types(kwargs, error, match) -> None:
+    s = _session()
+    with pytest.raises(error, match=match):
+        s.mesh("svc/web", **kwargs)
+    with pytest.raises(TypeError, match="target must be a str"):
+        s.mesh(["svc/web"], "8080")  # type: ignore[arg-type]
+    assert s._native.calls == []  # type: ignore[attr-defined]
+
+
 def test_swap_and_expose_check_the_target_type() -> None:
     s = _session()
     with pytest.raises(TypeError, match="target must be a str"):
@@ -66,6 +90,8 @@ def test_handles_cannot_be_made_directly() -> None:
         ktconnect.Swap()
     with pytest.raises(TypeError, match=r"Session\.expose"):
         ktconnect.Expose()
+    with pytest.raises(TypeError, match=r"Session\.mesh"):
+        ktconnect.Mesh()
 
 
 def test_clean_and_recover_check_their_arguments() -> None:

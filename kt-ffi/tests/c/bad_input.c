@@ -188,6 +188,34 @@ int main(void) {
 	EXPECT(kt_expose_options_set_service_type(expose_opts, KT_SERVICE_TYPE_NODE_PORT, E), KT_STATUS_OK,
 	       "");
 	EXPECT(kt_expose_options_free(expose_opts, E), KT_STATUS_OK, "");
+
+	/* Mesh: a bad rule or ports, before the session is looked at; bad options. */
+	kt_mesh *mesh = NULL;
+	EXPECT(kt_session_mesh(bogus, "svc/web", "version=a && /api || x=1", "8080", NULL, &mesh, E),
+	       KT_STATUS_INVALID_ARGUMENT, "mixes `&&` and `||`");
+	EXPECT(kt_session_mesh(bogus, "svc/web", "no value", "8080", NULL, &mesh, E),
+	       KT_STATUS_INVALID_ARGUMENT, "path prefix");
+	EXPECT(kt_session_mesh(bogus, "svc/web", NULL, "8080:", NULL, &mesh, E),
+	       KT_STATUS_INVALID_ARGUMENT, "`local:remote`");
+	EXPECT(kt_session_mesh(bogus, "svc/web", NULL, "8080", NULL, &mesh, E),
+	       KT_STATUS_INVALID_HANDLE, "not a kt_session handle kt made");
+	EXPECT(kt_session_mesh(bogus, NULL, NULL, "8080", NULL, &mesh, E), KT_STATUS_NULL_POINTER,
+	       "`target`");
+	EXPECT(kt_session_mesh(bogus, "svc/web", NULL, "8080", NULL, NULL, E),
+	       KT_STATUS_NULL_POINTER, "`mesh`");
+	CHECK(mesh == NULL);
+	const char *header = "untouched";
+	EXPECT(kt_mesh_header_name((kt_mesh *)bogus, &header, E), KT_STATUS_INVALID_HANDLE,
+	       "kt_mesh");
+	CHECK(header == NULL);
+	kt_mesh_options *mesh_opts = NULL;
+	REQUIRE_OK(kt_mesh_options_new(&mesh_opts, E));
+	EXPECT(kt_mesh_options_set_restore_ttl_ms(mesh_opts, 0, E), KT_STATUS_INVALID_ARGUMENT, "3000");
+	EXPECT(kt_mesh_options_set_check_local(mesh_opts, false, E), KT_STATUS_OK, "");
+	EXPECT(kt_mesh_free((kt_mesh *)mesh_opts, E), KT_STATUS_INVALID_HANDLE,
+	       "it looks like a kt_mesh_options handle");
+	EXPECT(kt_mesh_options_free(mesh_opts, E), KT_STATUS_OK, "");
+	EXPECT(kt_mesh_options_free(mesh_opts, E), KT_STATUS_INVALID_HANDLE, "freed already");
 	kt_list *report = NULL;
 	EXPECT(kt_clean(NULL, true, &report, E), KT_STATUS_NULL_POINTER, "`options`");
 	EXPECT(kt_recover(opts, NULL, true, &report, E), KT_STATUS_NULL_POINTER, "`target`");

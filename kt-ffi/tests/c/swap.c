@@ -10,119 +10,14 @@
  * the session closed.
  * Usage: swap KUBECONFIG NAMESPACE. Prints SESSION_ID, SWAP_ID and EXPOSE_ID for the
  * caller, which checks the echo app against a snapshot and that nothing is left. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
 #include "check.h"
+#include "inbound.h"
 
 #define E err, sizeof err
 
-static char token[64];
-static int server_fd = -1;
-
-/* The local process: answers every request with the token, until the socket closes. */
-static void *serve(void *arg) {
-	(void)arg;
-	for (;;) {
-		int c = accept(server_fd, NULL, NULL);
-		if (c < 0)
-			return NULL;
-		char buf[4096];
-		ssize_t r = read(c, buf, sizeof buf);
-		(void)r;
-		char reply[256];
-		int n = snprintf(reply, sizeof reply,
-				 "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
-				 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-				 strlen(token), token);
-		ssize_t w = write(c, reply, (size_t)n);
-		(void)w;
-		close(c);
-	}
-}
-
-/* Listens on 127.0.0.1 (a free port) and returns the port. */
-static uint16_t start_server(void) {
-	server_fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	socklen_t len = sizeof sa;
-	if (server_fd < 0 || bind(server_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-	    listen(server_fd, 64) != 0 ||
-	    getsockname(server_fd, (struct sockaddr *)&sa, &len) != 0) {
-		perror("local server");
-		exit(2);
-	}
-	pthread_t t;
-	pthread_create(&t, NULL, serve, NULL);
-	pthread_detach(t);
-	return ntohs(sa.sin_port);
-}
-
-/* GET / through 127.0.0.1:port; the whole reply in `buf` ("" when it failed). */
-static void get(uint16_t port, char *buf, size_t len) {
-	buf[0] = '\0';
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	struct timeval tv = {.tv_sec = 20};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	const char *req = "GET /from-c HTTP/1.0\r\nHost: echo\r\n\r\n";
-	ssize_t w = write(fd, req, strlen(req));
-	(void)w;
-	size_t got = 0;
-	for (;;) {
-		ssize_t r = read(fd, buf + got, len - 1 - got);
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-		if (got == len - 1)
-			break;
-	}
-	buf[got] = '\0';
-	close(fd);
-}
-
-/* GETs through `port` until the reply contains `want` (a bounded number of tries:
- * kube-proxy programs a Service's new endpoints asynchronously). */
-static int get_until(uint16_t port, const char *want, char *buf, size_t len) {
-	for (int i = 0; i < 120; i++) {
-		get(port, buf, len);
-		if (strstr(buf, want) != NULL)
-			return 1;
-		sleep(1);
-	}
-	return 0;
-}
-
-/* Reads every event the swap has now (timeout 0) or, with `until`, until that
- * kind; returns a bit per kind seen. */
-static unsigned long events(kt_swap *swap, int until) {
-	unsigned long seen = 0;
-	for (;;) {
-		kt_event *ev = NULL;
-		kt_status st = kt_swap_next_event(swap, until >= 0 ? 120000 : 0, &ev, E);
-		if (st != KT_STATUS_OK)
-			return seen;
-		kt_event_kind kind;
-		const char *text = NULL;
-		kt_event_get_kind(ev, &kind, E);
-		kt_event_get_text(ev, &text, E);
-		printf("event %d: %s\n", (int)kind, text);
-		seen |= 1UL << kind;
-		kt_event_free(ev, E);
-		if ((int)kind == until)
-			return seen;
-	}
+/* The swap's next event, as inbound.h's `events` reads them. */
+static kt_status next_swap_event(const void *swap, uint64_t timeout_ms, kt_event **ev) {
+	return kt_swap_next_event(swap, timeout_ms, ev, E);
 }
 
 int main(int argc, char **argv) {
@@ -197,7 +92,7 @@ int main(int argc, char **argv) {
 		CHECK(sscanf(item, "%u:%u", &l, &r) == 2 && l == local && r == 8080);
 	}
 	kt_list_free(list, E);
-	unsigned long seen = events(swap, -1);
+	unsigned long seen = events(next_swap_event, swap, -1);
 	CHECK(seen & (1UL << KT_EVENT_KIND_LISTENING));
 	CHECK(seen & (1UL << KT_EVENT_KIND_SELECTOR_SWITCHED));
 
@@ -205,12 +100,12 @@ int main(int argc, char **argv) {
 	kt_addr fwd;
 	REQUIRE_OK(kt_session_forward(s, "echo", 80, &fwd, E));
 	char reply[8192];
-	CHECK(get_until(fwd.port, token, reply, sizeof reply));
+	CHECK(get_until(fwd.port, "", token, reply, sizeof reply));
 	printf("through the swap: %s\n", reply);
 	uint64_t count = 0;
 	EXPECT(kt_swap_connections(swap, &count, E), KT_STATUS_OK, "");
 	CHECK(count >= 1);
-	seen = events(swap, KT_EVENT_KIND_INBOUND);
+	seen = events(next_swap_event, swap, KT_EVENT_KIND_INBOUND);
 	CHECK(seen & (1UL << KT_EVENT_KIND_INBOUND));
 
 	/* Exposing over the existing Service `echo` is refused as a conflict. */
@@ -222,8 +117,8 @@ int main(int argc, char **argv) {
 	/* Close: the echo app answers again. */
 	EXPECT(kt_swap_close(swap, E), KT_STATUS_OK, "");
 	EXPECT(kt_swap_close(swap, E), KT_STATUS_OK, "");
-	CHECK(get_until(fwd.port, "\"path\":\"/from-c\"", reply, sizeof reply));
-	seen = events(swap, KT_EVENT_KIND_CLOSED);
+	CHECK(get_until(fwd.port, "", "\"path\":\"/from-c\"", reply, sizeof reply));
+	seen = events(next_swap_event, swap, KT_EVENT_KIND_CLOSED);
 	CHECK(seen & (1UL << KT_EVENT_KIND_RESTORED));
 	CHECK(seen & (1UL << KT_EVENT_KIND_CLOSED));
 	kt_event *ev = NULL;
@@ -257,7 +152,7 @@ int main(int argc, char **argv) {
 	kt_list_free(list, E);
 	kt_addr preview;
 	REQUIRE_OK(kt_session_forward(s, "c-preview", 8081, &preview, E));
-	CHECK(get_until(preview.port, token, reply, sizeof reply));
+	CHECK(get_until(preview.port, "", token, reply, sizeof reply));
 	EXPECT(kt_expose_connections(expose, &count, E), KT_STATUS_OK, "");
 	CHECK(count >= 1);
 	EXPECT(kt_expose_next_event(expose, 0, &ev, E), KT_STATUS_OK, "");

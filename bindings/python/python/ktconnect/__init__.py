@@ -21,8 +21,10 @@ gives tests a ``kt_session`` fixture and a ``kt_swap`` factory.
 The other way round, ``with session.swap("deploy/web", "8080:80") as swap:`` sends the
 traffic that pods send to ``web`` to ``127.0.0.1:8080`` here until the block ends
 (then the cluster is exactly as before); ``session.expose("preview", "3000:80")``
-publishes a local port as a new Service; :func:`clean` and :func:`recover` put back
-what sessions that died left.
+publishes a local port as a new Service; ``with session.mesh("svc/web", "8080:80") as
+mesh:`` sends only the requests that carry ``mesh.header`` here, the rest of the team's
+keep reaching the Service's pods; :func:`clean` and :func:`recover` put back what
+sessions that died left.
 """
 
 from . import events
@@ -53,7 +55,16 @@ from ._native import (
     VpnOptions,
     __version__,
 )
-from ._inbound import CleanReport, Expose, Swap, clean, clean_async, recover, recover_async
+from ._inbound import (
+    CleanReport,
+    Expose,
+    Mesh,
+    Swap,
+    clean,
+    clean_async,
+    recover,
+    recover_async,
+)
 from ._session import DatagramChannel, Events, Session, connect_options, recover_system_dns
 from .events import Event
 
@@ -70,6 +81,7 @@ __all__ = [
     "CleanReport",
     "Swap",
     "Expose",
+    "Mesh",
     "DatagramChannel",
     "Events",
     "Event",

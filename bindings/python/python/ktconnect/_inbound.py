@@ -1,6 +1,7 @@
-"""Inbound traffic: :class:`Swap` and :class:`Expose` (made by
-:meth:`ktconnect.Session.swap` and :meth:`ktconnect.Session.expose`), and the module
-functions :func:`clean` and :func:`recover`; thin Python over the native layer."""
+"""Inbound traffic: :class:`Swap`, :class:`Expose` and :class:`Mesh` (made by
+:meth:`ktconnect.Session.swap`, :meth:`ktconnect.Session.expose` and
+:meth:`ktconnect.Session.mesh`), and the module functions :func:`clean` and
+:func:`recover`; thin Python over the native layer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .events import Event, _from_native
 __all__ = [
     "Swap",
     "Expose",
+    "Mesh",
     "CleanReport",
     "clean",
     "clean_async",
@@ -74,18 +76,15 @@ def _native_callback(on_event: Optional[Callable[[Event], None]]) -> Any:
     return callback
 
 
-def _swap_args(
-    target: Any, expose: Any, mode: Any, check_local: Any, restore_ttl: Any, on_event: Any
-) -> Dict[str, Any]:
+def _check_target(target: Any) -> None:
     if not isinstance(target, str):
         raise TypeError(
             'target must be a str ("deploy/web", "sts/db", "svc/web" or a bare name), '
             f"not {type(target).__name__}"
         )
-    _check_ports(expose)
-    if not isinstance(mode, str):
-        raise TypeError(f'mode must be "selector" or "scale", not {type(mode).__name__}')
-    _check_flag("check_local", check_local)
+
+
+def _check_restore_ttl(restore_ttl: Any) -> None:
     if isinstance(restore_ttl, bool) or not isinstance(
         restore_ttl, (int, float, datetime.timedelta)
     ):
@@ -93,6 +92,17 @@ def _swap_args(
             "restore_ttl must be seconds (int or float) or a timedelta, "
             f"not {type(restore_ttl).__name__}"
         )
+
+
+def _swap_args(
+    target: Any, expose: Any, mode: Any, check_local: Any, restore_ttl: Any, on_event: Any
+) -> Dict[str, Any]:
+    _check_target(target)
+    _check_ports(expose)
+    if not isinstance(mode, str):
+        raise TypeError(f'mode must be "selector" or "scale", not {type(mode).__name__}')
+    _check_flag("check_local", check_local)
+    _check_restore_ttl(restore_ttl)
     return {
         "mode": mode,
         "check_local": check_local,
@@ -120,8 +130,29 @@ def _expose_args(
     }
 
 
+def _mesh_args(
+    target: Any, expose: Any, rule: Any, check_local: Any, restore_ttl: Any, on_event: Any
+) -> Dict[str, Any]:
+    _check_target(target)
+    _check_ports(expose)
+    if rule is not None and not isinstance(rule, str):
+        raise TypeError(
+            'rule must be None or a str like "version=alice", "x-dev~^a.*" or "/api", '
+            f"not {type(rule).__name__}"
+        )
+    _check_flag("check_local", check_local)
+    _check_restore_ttl(restore_ttl)
+    return {
+        "rule": rule,
+        "check_local": check_local,
+        "restore_ttl": restore_ttl,
+        "on_event": _native_callback(on_event),
+    }
+
+
 class _Handle:
-    """What :class:`Swap` and :class:`Expose` share: events, connections, close."""
+    """What :class:`Swap`, :class:`Expose` and :class:`Mesh` share: events,
+    connections, close."""
 
     __slots__ = ("_native", "__weakref__")
     _native: Any
@@ -254,6 +285,51 @@ class Expose(_Handle):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<ktconnect.Expose {self.id} service={self.service} ports={self.ports} {state}>"
+
+
+class Mesh(_Handle):
+    """A developer's place in a meshed Service: what :meth:`ktconnect.Session.mesh`
+    returns. Requests to the Service that match :attr:`rule` (send :attr:`header`)
+    arrive at local ports here; every other request keeps reaching the Service's
+    pods. Use it as ``with session.mesh(...) as mesh:`` (or ``async with``), or call
+    :meth:`close`.
+
+    :meth:`close` removes this developer's rule and shadow; the last developer's
+    close also puts the Service back exactly and removes the router. A mesh
+    garbage-collected or still open at interpreter exit is closed then; if the process
+    dies, its rule goes once ``restore_ttl`` has passed without a heartbeat.
+    """
+
+    __slots__ = ()
+    _native: _kt.NativeMesh
+
+    @property
+    def service(self) -> str:
+        """The meshed Service's name."""
+        return self._native.service
+
+    @property
+    def rule(self) -> str:
+        """Which requests come here, in canonical text (``version=alice``)."""
+        return self._native.rule
+
+    @property
+    def header(self) -> Optional[Dict[str, str]]:
+        """The header to send for a request to come here, as ``{name: value}`` (pass
+        it as a client's headers: ``requests.get(url, headers=mesh.header)``); with
+        the default rule, ``{"version": <random>}``. ``None`` for a rule of only
+        regexes and path prefixes."""
+        pair = self._native.header
+        return None if pair is None else {pair[0]: pair[1]}
+
+    @property
+    def router(self) -> str:
+        """The router pod (shared by every developer of the Service)."""
+        return self._native.router
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<ktconnect.Mesh {self.id} service={self.service} rule={self.rule!r} {state}>"
 
 
 @dataclass(frozen=True)

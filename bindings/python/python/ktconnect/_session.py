@@ -24,7 +24,16 @@ from typing import (
 )
 
 from . import _native as _kt
-from ._inbound import Expose, Ports, Swap, _close_open_handles, _expose_args, _swap_args
+from ._inbound import (
+    Expose,
+    Mesh,
+    Ports,
+    Swap,
+    _close_open_handles,
+    _expose_args,
+    _mesh_args,
+    _swap_args,
+)
 from .events import Event, _from_native
 
 __all__ = ["Session", "Events", "DatagramChannel", "connect_options", "recover_system_dns"]
@@ -43,7 +52,7 @@ _EXIT_CLEANUP_SECONDS = 60.0
 
 @atexit.register
 def _close_open_sessions() -> None:
-    # Swaps and exposes first: each puts the cluster back before its session goes.
+    # Swaps, exposes and meshes first: each puts the cluster back before its session goes.
     _close_open_handles()
     with _open_lock:
         sessions = list(_open_sessions)
@@ -797,6 +806,41 @@ class Session:
         args = _expose_args(name, expose, service_type, check_local, on_event)
         return Expose._adopt(self._native.expose(name, expose, **args))
 
+    def mesh(
+        self,
+        target: str,
+        expose: Ports,
+        *,
+        rule: Optional[str] = None,
+        check_local: bool = True,
+        restore_ttl: Seconds = 30.0,
+        on_event: Optional[Callable[[Event], None]] = None,
+    ) -> Mesh:
+        """Meshes ``target``'s Service: only its requests that match ``rule`` arrive at
+        local ports here, every other request still reaches its pods, until the
+        returned :class:`ktconnect.Mesh` is closed (``with session.mesh("svc/web",
+        "8080:80") as mesh: requests.get(url, headers=mesh.header)``).
+
+        - ``target``: ``svc/NAME``, or a workload (``deploy/NAME``, ``sts/NAME``, a
+          bare name) one Service selects.
+        - ``expose``: as for :meth:`swap` (``remote``: a Service port, a container
+          port or a port name of its pods).
+        - ``rule``: ``None`` (default: kt-connect's mark, a header ``version`` with a
+          random value; :attr:`ktconnect.Mesh.header` says what to send), or a text:
+          ``"version=alice"`` (``"version:alice"`` too), ``"x-dev~^a.*"`` (a header
+          matching a regex), ``"/api"`` (a path prefix), joined by ``&&`` (all) or
+          ``||`` (any).
+        - ``check_local``, ``restore_ttl`` (after which this developer's rule is
+          removed by itself if this process died) and ``on_event`` as for :meth:`swap`.
+
+        Several developers mesh one Service at once, each with their own rule. Raises
+        :class:`ktconnect.Conflict` when another developer already routes the same
+        header value (the message names them), :class:`ktconnect.InvalidArgument` for
+        a bad rule or a target no single Service selects.
+        """
+        args = _mesh_args(target, expose, rule, check_local, restore_ttl, on_event)
+        return Mesh._adopt(self._native.mesh(target, expose, **args))
+
     def close(self) -> None:
         """Removes the shadow pod and its Secret if any, waits until they are gone, and
         ends every proxy and forward. Calling it again does nothing. Raises
@@ -857,6 +901,21 @@ class Session:
         """:meth:`expose` for asyncio."""
         args = _expose_args(name, expose, service_type, check_local, on_event)
         return Expose._adopt(await self._native.expose_async(name, expose, **args))
+
+    async def mesh_async(
+        self,
+        target: str,
+        expose: Ports,
+        *,
+        rule: Optional[str] = None,
+        check_local: bool = True,
+        restore_ttl: Seconds = 30.0,
+        on_event: Optional[Callable[[Event], None]] = None,
+    ) -> Mesh:
+        """:meth:`mesh` for asyncio: ``async with await session.mesh_async(...) as
+        mesh:``."""
+        args = _mesh_args(target, expose, rule, check_local, restore_ttl, on_event)
+        return Mesh._adopt(await self._native.mesh_async(target, expose, **args))
 
     async def close_async(self) -> None:
         """:meth:`close` for asyncio."""

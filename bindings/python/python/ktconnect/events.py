@@ -2,9 +2,10 @@
 
 Every event has ``kind`` (``"creating"``, ``"tunnel_up"``, ...) and ``message`` (one
 line for a person, also ``str(event)``), plus the fields of its kind. A session's events
-start with :class:`Creating` and end with :class:`Closed`; a swap's or an expose's
-(:meth:`ktconnect.Swap.events`) have their own kinds too (:class:`Listening`,
-:class:`SelectorSwitched`, :class:`Scaled`, :class:`Inbound`, :class:`Restored`, ...)::
+start with :class:`Creating` and end with :class:`Closed`; a swap's, an expose's or a
+mesh's (:meth:`ktconnect.Swap.events`) have their own kinds too (:class:`Listening`,
+:class:`SelectorSwitched`, :class:`Scaled`, :class:`Inbound`, :class:`Restored`,
+:class:`Routed`, ...)::
 
     for event in session.events(timeout=30):
         print(event.kind, event)
@@ -41,6 +42,7 @@ __all__ = [
     "Inbound",
     "Restored",
     "RestoreConflict",
+    "Routed",
 ]
 
 Address = Tuple[str, int]
@@ -222,6 +224,15 @@ class RestoreConflict(Event):
     detail: str
 
 
+@dataclass(frozen=True)
+class Routed(Event):
+    """Mesh: the router routes the requests of ``rule`` to this machine."""
+
+    service: str
+    rule: str
+    router: str
+
+
 _BY_KIND: Dict[str, Type[Event]] = {
     "creating": Creating,
     "scheduled": Scheduled,
@@ -245,6 +256,7 @@ _BY_KIND: Dict[str, Type[Event]] = {
     "inbound": Inbound,
     "restored": Restored,
     "restore_conflict": RestoreConflict,
+    "routed": Routed,
 }
 
 

@@ -27,6 +27,14 @@ Fixtures:
           swap = kt_swap("deploy/web", f"{my_server.port}:80")
           ...  # pods calling `web` reach my_server
 
+- ``kt_mesh``: likewise, ``kt_mesh(target, expose, **options)`` calls
+  :meth:`ktconnect.Session.mesh` and returns the :class:`ktconnect.Mesh`, closed when
+  the test ends::
+
+      def test_my_build_answers_my_requests(kt_mesh, kt_requests, my_server):
+          mesh = kt_mesh("svc/web", f"{my_server.port}:80")
+          assert kt_requests.get("http://web/", headers=mesh.header).ok
+
 Configuration, first found wins: command-line option, ini setting, environment:
 
 - ``--kt-kubeconfig`` / ``kt_kubeconfig`` / ``KT_KUBECONFIG`` (kt itself then falls
@@ -48,7 +56,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from ._inbound import Ports, Swap
+from ._inbound import Mesh, Ports, Swap
 from ._session import Session
 
 # (option dest / ini name, environment variables, help)
@@ -172,15 +180,30 @@ def kt_swap(kt_session: Session) -> Iterator[Callable[..., Swap]]:
     """A factory: ``kt_swap(target, expose, **options)`` swaps ``target`` with
     ``kt_session`` (the arguments of :meth:`ktconnect.Session.swap`); every swap made
     is closed at teardown, the last made first."""
-    made: List[Swap] = []
+    yield from _closing_factory(kt_session.swap)
 
-    def swap(target: str, expose: Ports, **options: Any) -> Swap:
-        handle = kt_session.swap(target, expose, **options)
+
+@pytest.fixture
+def kt_mesh(kt_session: Session) -> Iterator[Callable[..., Mesh]]:
+    """A factory: ``kt_mesh(target, expose, **options)`` meshes ``target`` with
+    ``kt_session`` (the arguments of :meth:`ktconnect.Session.mesh`); every mesh made
+    is closed at teardown, the last made first."""
+    yield from _closing_factory(kt_session.mesh)
+
+
+def _closing_factory(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """The body of ``kt_swap`` and ``kt_mesh``: yields ``make``, then closes every
+    handle it made, the last made first (all of them, then raises the first
+    failure)."""
+    made: List[Any] = []
+
+    def factory(target: str, expose: Ports, **options: Any) -> Any:
+        handle = make(target, expose, **options)
         made.append(handle)
         return handle
 
     try:
-        yield swap
+        yield factory
     finally:
         failures = []
         for handle in reversed(made):
