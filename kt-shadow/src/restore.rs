@@ -210,6 +210,11 @@ impl Restorer {
         self
     }
 
+    /// Whether it deletes pods when the Lease expired (`--self-delete`).
+    pub fn deletes_pods(&self) -> bool {
+        self.own_pod.is_some()
+    }
+
     /// What the shadow does when it stops for `exit`: restores every object, then
     /// (on [`Exit::LeaseExpired`] with a pod to delete, if nothing failed) deletes the
     /// pod. Returns [`Exit::RestoreFailed`] if an object could not be restored, else

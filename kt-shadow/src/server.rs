@@ -362,6 +362,17 @@ impl Shadow {
                          so the cluster can be restored",
                         shadow::EXIT_HEARTBEAT_TIMEOUT,
                     );
+                    // A shadow that deletes itself when its client is gone asks the Lease,
+                    // which says so, for one more timeout: the SSH connection of a killed
+                    // client ends at once, its Lease expires only up to a TTL later, and a
+                    // shadow that stopped for the timeout alone would be left as an ended
+                    // pod, with the dead client's connect shadow.
+                    if restorer.as_ref().is_some_and(Restorer::deletes_pods)
+                        && let Some(more) = heartbeat_timeout
+                        && tokio::time::timeout(more, &mut lease).await.is_ok()
+                    {
+                        break Exit::LeaseExpired;
+                    }
                     break Exit::HeartbeatTimeout;
                 }
                 () = sleep_until(idle_deadline) => {

@@ -452,12 +452,8 @@ impl Router {
             if let Ok(Some(pod)) = cluster.pods().get_opt(&self.name).await {
                 let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
                 if matches!(phase.as_deref(), Some("Failed" | "Succeeded")) {
-                    return Err(Error::ShadowFailed {
-                        pod: self.name.clone(),
-                        namespace: cluster.namespace.clone(),
-                        reason: "the mesh router exited before it listened".to_owned(),
-                        log: String::new(),
-                    });
+                    let reason = "the mesh router exited before it listened".to_owned();
+                    return Err(crate::shadow::wait::failed(cluster, &self.name, reason).await);
                 }
             }
             if tokio::time::Instant::now() >= deadline {

@@ -243,7 +243,7 @@ async fn container_failure(
 }
 
 /// A [`Error::ShadowFailed`] with the end of the pod's log, if it can be read.
-async fn failed(cluster: &Cluster, pod: &str, reason: String) -> Error {
+pub(crate) async fn failed(cluster: &Cluster, pod: &str, reason: String) -> Error {
     let params = LogParams {
         tail_lines: Some(20),
         container: Some(super::spec::CONTAINER.to_owned()),

@@ -11,7 +11,9 @@
 //!   HTTP/1.x request line nor the HTTP/2 preface, is spliced to the origin as bytes,
 //!   **unrouted**: TLS is passed through by port, and only cleartext HTTP is routed. So
 //!   is a connection on which the client sends nothing within the sniff timeout
-//!   ([`Timeouts`], 1 s: a protocol in which the server speaks first);
+//!   ([`Timeouts`], 1 s: a protocol in which the server speaks first). So a client
+//!   that opens a connection ahead of time and sends its first request on it later
+//!   than that is not routed on that connection;
 //! - the HTTP/2 preface (h2c with prior knowledge, as gRPC clients use) makes an HTTP/2
 //!   server: every stream is routed on its own;
 //! - an HTTP/1.x request line makes an HTTP/1.1 server with keep-alive: every request

@@ -81,19 +81,27 @@ fn tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Checks `METHOD SP TARGET SP HTTP/1.D (CR)LF` as far as `buf` goes.
+/// Checks `METHOD SP TARGET SP HTTP/1.D (CR)LF` as far as `buf` goes, after any empty
+/// lines (which a server ignores before a request line, RFC 9112 §2.2).
 fn request_line(buf: &[u8]) -> Line {
-    let mut i = 0;
+    let mut i = buf
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(buf.len());
+    if i == buf.len() {
+        return Line::Partial;
+    }
+    let method = i;
     while i < buf.len() && tchar(buf[i]) {
         i += 1;
     }
-    if i > MAX_METHOD {
+    if i - method > MAX_METHOD {
         return Line::Invalid;
     }
     if i == buf.len() {
         return Line::Partial;
     }
-    if i == 0 || buf[i] != b' ' {
+    if i == method || buf[i] != b' ' {
         return Line::Invalid;
     }
     i += 1;
@@ -253,6 +261,8 @@ mod tests {
             (b"GET  / HTTP/1.1", Some(Sniffed::Other)),
             (b"PING\r\n", Some(Sniffed::Other)),
             (b"", None),
+            (b"\r\n", None),
+            (b"\r\nGET / HTTP/1.1\r\n", Some(Sniffed::Http1)),
         ] {
             assert_eq!(
                 classify(bytes),
