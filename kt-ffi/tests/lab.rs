@@ -1,12 +1,13 @@
 //! C programs against the lab (`testbed/up`; these tests fail when it is down): a
 //! whole session from C (directly and under valgrind), a swap and an expose from C
-//! (directly and under valgrind), a mesh from C, a swap and a mesh left open at exit, a missing namespace and an
-//! RBAC refusal with their kinds' statuses, VPN mode refused without
-//! CAP_NET_ADMIN, VPN mode in the lab's laptop network namespace, sessions a program
-//! leaves open (closed at exit), proxies with per-session credentials, and the C
-//! examples (connect, and swap until Ctrl-C). Each runs in its own namespace made by `testbed/test-namespace`
-//! (restricted Pod Security, kt's Role only), and checks that the session left
-//! nothing in the cluster.
+//! (directly and under valgrind), a mesh from C (likewise), a swap and a mesh left
+//! open at exit, a missing namespace and an RBAC refusal with their kinds' statuses,
+//! VPN mode refused without CAP_NET_ADMIN, VPN mode in the lab's laptop network
+//! namespace, sessions a program leaves open (closed at exit), proxies with
+//! per-session credentials, and the C examples (connect, and swap until Ctrl-C). Each
+//! runs in its own namespace made by `testbed/test-namespace` (restricted Pod
+//! Security, kt's Role only), and checks that the session left nothing in the
+//! cluster.
 
 mod common;
 
