@@ -378,3 +378,70 @@ async fn two_developers_mesh_one_service_over_every_protocol() -> Result<()> {
     drop((alice.child, bob.child));
     f.finish().await
 }
+
+/// The echo app's Service has a TCP echo (9000) and a UDP echo (9001) besides HTTP: while
+/// meshed, requests with the header reach this machine, and the TCP and UDP echoes still
+/// reach the original pods (the router relays them unrouted). Close puts the Service
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_meshed_service_keeps_its_other_tcp_and_udp_ports() -> Result<()> {
+    let f = Fixture::start_as(
+        "kt-mesh-udp",
+        ShadowFlavour::KtShadow,
+        1,
+        Shipped::Inbound,
+        |o| o,
+    )
+    .await?;
+    let client = f.ns.client_pod().await?;
+    let bin = kt_lab_tests::probe_bin()?;
+    let snapshot = common::snapshot(&f.ns, "service/echo").await?;
+    let local = Local::start(&bin, "laptop").await?;
+    let ports = PortMap::parse_list([format!("{}:80", local.port).as_str()])?;
+    let mesh = f.session.mesh("echo", None, &ports).await?;
+    let (name, value) = mesh.header().context("the default rule has a header")?;
+    ensure!(name == "version" && !value.is_empty(), "{name}: {value}");
+    let header = format!("{name}: {value}");
+    // kube-proxy applies the switch to the router asynchronously, as any Service change:
+    // retried, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out =
+            f.ns.exec(
+                &client,
+                &["curl", "-sS", "--fail", "-H", &header, "http://echo/"],
+            )
+            .await?;
+        if out.contains("\"name\":\"laptop\"") {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "with the mark: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out =
+        f.ns.exec(&client, &["curl", "-sS", "--fail", "http://echo/"])
+            .await?;
+    ensure!(!out.contains("laptop"), "without the mark: {out}");
+    let program = "import socket,sys\n\
+        u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.settimeout(5)\n\
+        u.sendto(b'datagram',('echo',9001));print(u.recvfrom(100)[0].decode())\n\
+        t=socket.create_connection(('echo',9000),timeout=5);t.sendall(b'stream')\n\
+        t.shutdown(socket.SHUT_WR);print(t.recv(100).decode())";
+    let out = f.ns.exec(&client, &["python3.11", "-c", program]).await?;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(
+        lines == ["datagram", "stream"],
+        "UDP and TCP echo through the router: {out}"
+    );
+    mesh.close().await?;
+    ensure!(
+        common::snapshot(&f.ns, "service/echo").await? == snapshot,
+        "the Service differs from its snapshot"
+    );
+    common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await?;
+    drop(local.child);
+    f.finish().await
+}

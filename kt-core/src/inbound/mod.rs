@@ -78,7 +78,7 @@ pub(crate) fn expiry(ttl: Duration) -> k8s_openapi::jiff::Timestamp {
 /// How long kube-proxy gets to apply an endpoint change before the pod that served
 /// is removed (it watches EndpointSlices and reprograms each node asynchronously; on
 /// the lab's node this takes well under a second).
-const PROXY_SETTLE: Duration = Duration::from_secs(1);
+pub(crate) const PROXY_SETTLE: Duration = Duration::from_secs(1);
 
 /// How [`wait_for_endpoints`] treats the pod that served while kt held the Service.
 #[derive(Debug, Clone, Copy)]

@@ -499,7 +499,42 @@ impl Router {
             service: self.service.clone(),
             selector: format!("{}={}", mesh::ROUTER_LABEL, self.service),
         });
+        self.wait_endpoints(plan.cluster, plan.opts.pod_ready_timeout)
+            .await;
         Ok(())
+    }
+
+    /// Waits (bounded; a warning when it runs out) until the Service's EndpointSlices
+    /// list the router and nothing else: from then on, what kube-proxy sends to the
+    /// Service reaches the router once kube-proxy applied it, given
+    /// [`super::PROXY_SETTLE`].
+    async fn wait_endpoints(&self, cluster: &Cluster, timeout: Duration) {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let api: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let lp =
+            ListParams::default().labels(&format!("kubernetes.io/service-name={}", self.service));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(slices) = api.list(&lp).await {
+                let names: Vec<Option<String>> = (slices.items.iter())
+                    .flat_map(|s| s.endpoints.iter())
+                    .map(|e| e.target_ref.as_ref().and_then(|r| r.name.clone()))
+                    .collect();
+                if !names.is_empty() && names.iter().all(|n| n.as_deref() == Some(&self.name)) {
+                    tokio::time::sleep(super::PROXY_SETTLE).await;
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    target: "kt",
+                    "Service {}: its endpoints did not move to the router within {timeout:?}",
+                    self.service
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the router routes to `member`.

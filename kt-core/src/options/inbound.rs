@@ -373,7 +373,9 @@ impl ExposeOptions {
 /// let rule: MeshRule = "version:alice".parse()?;
 /// assert_eq!(rule.to_string(), "version=alice");
 /// assert_eq!(rule.header(), Some(("version", "alice")));
-/// assert!("version=a && /api || x=1".parse::<MeshRule>().is_err());
+/// let err = "version=a && /api || x=1".parse::<MeshRule>().unwrap_err().to_string();
+/// assert!(err.contains("mixes `&&` and `||`"), "{err}");
+/// assert_eq!(err.matches("invalid mesh rule").count(), 1, "{err}");
 /// let mark = MeshRule::version_mark();
 /// assert_eq!(mark.header().map(|h| h.0), Some("version"));
 /// # Ok::<(), kt_core::Error>(())
@@ -405,10 +407,19 @@ impl FromStr for MeshRule {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<MeshRule> {
-        s.parse().map(MeshRule).map_err(|e| Error::InvalidArgument {
-            what: "mesh rule".to_owned(),
-            value: s.chars().take(80).collect(),
-            expected: e.to_string(),
+        s.parse().map(MeshRule).map_err(|e| {
+            let reason = match e {
+                kt_proto::Error::InvalidRule { reason, .. } => format!("({reason}) "),
+                _ => String::new(),
+            };
+            Error::InvalidArgument {
+                what: "mesh rule".to_owned(),
+                value: s.chars().take(80).collect(),
+                expected: format!(
+                    "{reason}`header=value` (or kt-connect's `header:value`), `header~regex` \
+                     or `/path-prefix`, several joined by `&&` (all) or `||` (any)"
+                ),
+            }
         })
     }
 }

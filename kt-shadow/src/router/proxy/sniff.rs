@@ -157,8 +157,10 @@ where
             }
             let n = io.read_buf(&mut buf).await?;
             if n == 0 {
-                // Closed (or half-closed) before a decision: pass on what came.
-                return Ok((!buf.is_empty()).then(|| classify_partial(&buf)));
+                // Closed (or half-closed) before a decision: no complete request line
+                // will come, so it is not HTTP (a TCP echo's `stream` + FIN, say): the
+                // bytes go to the origin as they are.
+                return Ok((!buf.is_empty()).then_some(Sniffed::Other));
             }
             if let Some(kind) = classify(&buf) {
                 return Ok(Some(kind));
@@ -240,6 +242,34 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_partial_line_then_end_of_stream_is_not_http() {
+        // "stream" could begin a method; the client half-closes after it.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"stream")
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut client)
+            .await
+            .unwrap();
+        let (kind, bytes) = sniff(&mut server, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((kind, &bytes[..]), (Sniffed::Other, &b"stream"[..]));
+        // The same bytes, still open when the wait runs out: a slow HTTP client.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /")
+            .await
+            .unwrap();
+        let (kind, _) = sniff(&mut server, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kind, Sniffed::Http1);
+        drop(client);
+    }
 
     #[test]
     fn first_bytes_decide_the_protocol() {
