@@ -344,7 +344,11 @@ pub(crate) async fn serve(
         });
         tasks.spawn(async move {
             match tokio::net::TcpStream::connect(local).await {
-                Ok(stream) => pump::splice_channel(stream, accepted.channel).await,
+                Ok(stream) => {
+                    // Request/response traffic must not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
+                    pump::splice_channel(stream, accepted.channel).await;
+                }
                 Err(e) => tracing::warn!(target: "kt", "inbound connection to {local}: {e}"),
             }
         });
