@@ -46,13 +46,15 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     /// `requests` timed requests to `url` (gRPC `Who` calls with `grpc`), with `header`;
-    /// fails unless every one was answered by `answerer`.
+    /// fails unless every one was answered by `answerer`, and, with `via`, came to it
+    /// from that IP (the client pod's when direct, the router's when through it).
     async fn run(
         &self,
         url: &str,
         header: Option<&str>,
         grpc: bool,
         answerer: &str,
+        via: Option<&str>,
     ) -> Result<Figures> {
         let n = self.requests.to_string();
         let w = self.warmup.to_string();
@@ -71,6 +73,15 @@ impl Loader<'_> {
                 name == answerer,
                 "{url} (header {header:?}): {count} requests answered by `{name}`, not `{answerer}`"
             );
+        }
+        if let Some(via) = via {
+            let peers = v["peers"].as_object().context("no `peers` in the report")?;
+            for (ip, count) in peers {
+                ensure!(
+                    ip == via,
+                    "{url} (header {header:?}): {count} requests reached `{answerer}` from {ip}, not {via}"
+                );
+            }
         }
         let f = |k: &str| v[k].as_f64().with_context(|| format!("no `{k}` in {v}"));
         Ok(Figures {
@@ -107,6 +118,16 @@ async fn local_probe(bin: &PathBuf, name: &str) -> Result<(tokio::process::Child
     Ok((child, port))
 }
 
+/// Pod `name`'s IP.
+async fn pod_ip(bench: &kt_benches::Bench, name: &str) -> Result<String> {
+    let ip = bench
+        .ns
+        .kubectl(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"])
+        .await?;
+    ensure!(!ip.trim().is_empty(), "pod `{name}` has no IP");
+    Ok(ip.trim().to_owned())
+}
+
 fn main() -> std::process::ExitCode {
     kt_benches::main_with("mesh", Duration::from_secs(20 * 60), run)
 }
@@ -138,8 +159,14 @@ async fn run() -> Result<()> {
 
     let direct_url = format!("http://{original_ip}:8080/");
     eprintln!("bench: {requests} requests straight to the original pod {original}");
-    let direct_h1 = loader.run(&direct_url, None, false, &original).await?;
-    let direct_grpc = loader.run(&direct_url, None, true, &original).await?;
+    let client_ip = pod_ip(&bench, &loader.pod).await?;
+    let direct = Some(client_ip.as_str());
+    let direct_h1 = loader
+        .run(&direct_url, None, false, &original, direct)
+        .await?;
+    let direct_grpc = loader
+        .run(&direct_url, None, true, &original, direct)
+        .await?;
 
     let session = Session::connect(bench.kt_options()?).await?;
     let ports = PortMap::parse_list([format!("{local_port}:80").as_str()])?;
@@ -151,17 +178,50 @@ async fn run() -> Result<()> {
         mesh.router()
     );
 
+    // mesh() returns once the router routes this developer's requests; kube-proxy may
+    // still send a new connection to the Service straight to the original pod for a
+    // moment. Measure only once new connections go through the router.
+    let router_ip = pod_ip(&bench, mesh.router()).await?;
+    let via_router = Some(router_ip.as_str());
+    let switched = std::time::Instant::now();
+    loop {
+        let l = bench
+            .ns
+            .probe(&loader.pod, &loader.bin, &["http", "--url", "http://web/"])
+            .await?;
+        let peer = l
+            .first()
+            .and_then(|v| v["body"]["peer"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if peer.rsplit_once(':').is_some_and(|(ip, _)| ip == router_ip) {
+            break;
+        }
+        ensure!(
+            switched.elapsed() < Duration::from_secs(60),
+            "after 60 s, new connections to Service `web` still reach the original pod from \
+             {peer}, not through the router ({router_ip})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "bench: new connections to the Service go through the router {:.1} s after mesh() returned",
+        switched.elapsed().as_secs_f64()
+    );
+
     eprintln!("bench: {requests} requests to the Service, unmatched");
-    let un_h1 = loader.run("http://web/", None, false, &original).await?;
+    let un_h1 = loader
+        .run("http://web/", None, false, &original, via_router)
+        .await?;
     let un_grpc = loader
-        .run("http://web:9090/", None, true, &original)
+        .run("http://web:9090/", None, true, &original, via_router)
         .await?;
     eprintln!("bench: {requests} requests to the Service, matched (to this machine)");
     let m_h1 = loader
-        .run("http://web/", Some(&header), false, "laptop")
+        .run("http://web/", Some(&header), false, "laptop", None)
         .await?;
     let m_grpc = loader
-        .run("http://web:9090/", Some(&header), true, "laptop")
+        .run("http://web:9090/", Some(&header), true, "laptop", None)
         .await?;
     mesh.close().await?;
     session.close().await?;

@@ -445,7 +445,7 @@ pub(crate) async fn grpc(addr: &str, headers: Vec<(String, String)>, call: GrpcC
                 .map_err(|s| anyhow::anyhow!("Who on {addr}: {s}"))?;
             println!(
                 "{}",
-                json!({"name": r.name, "text": r.text, "headers": r.headers})
+                json!({"name": r.name, "text": r.text, "headers": r.headers, "peer": r.peer})
             );
         }
         GrpcCall::Stream(n) => {
@@ -471,6 +471,12 @@ fn percentile_us(sorted: &[Duration], q: f64) -> u128 {
     sorted[rank.clamp(1, sorted.len()) - 1].as_micros()
 }
 
+/// The IP of an `ip:port` (IPv6 in brackets).
+fn peer_ip(addr: &str) -> String {
+    addr.parse::<std::net::SocketAddr>()
+        .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string())
+}
+
 /// `kt-probe load`.
 pub(crate) async fn load(
     url: &str,
@@ -481,6 +487,7 @@ pub(crate) async fn load(
 ) -> Result<()> {
     ensure!(requests > 0, "--requests must be at least 1");
     let mut names: BTreeMap<String, u32> = BTreeMap::new();
+    let mut peers: BTreeMap<String, u32> = BTreeMap::new();
     let mut latencies = Vec::with_capacity(requests as usize);
     let total;
     if grpc {
@@ -501,6 +508,7 @@ pub(crate) async fn load(
                 .map_err(|s| anyhow::anyhow!("call {} of {requests} on {url}: {s}", i + 1))?;
             latencies.push(t.elapsed());
             *names.entry(r.name).or_default() += 1;
+            *peers.entry(peer_ip(&r.peer)).or_default() += 1;
         }
         total = start.elapsed();
     } else {
@@ -533,6 +541,11 @@ pub(crate) async fn load(
                 String::from_utf8_lossy(&r.body).trim_end()
             );
             *names.entry(r.name().unwrap_or_default()).or_default() += 1;
+            let peer = r.body_json()["peer"]
+                .as_str()
+                .map(peer_ip)
+                .unwrap_or_default();
+            *peers.entry(peer).or_default() += 1;
         }
         total = start.elapsed();
     }
@@ -545,6 +558,7 @@ pub(crate) async fn load(
             "p99_us": percentile_us(&latencies, 99.0),
             "rps": (f64::from(requests) / total.as_secs_f64()).round(),
             "names": names,
+            "peers": peers,
         })
     );
     Ok(())

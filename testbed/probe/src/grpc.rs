@@ -47,6 +47,9 @@ pub(crate) struct WhoReply {
     /// headers joined with `, `).
     #[prost(btree_map = "string, string", tag = "3")]
     pub(crate) headers: BTreeMap<String, String>,
+    /// The client's address as the server saw it (`ip:port`).
+    #[prost(string, tag = "4")]
+    pub(crate) peer: String,
 }
 
 /// `Count`'s request.
@@ -75,6 +78,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 struct Who {
     name: String,
     headers: BTreeMap<String, String>,
+    peer: String,
 }
 
 impl tonic::server::UnaryService<WhoRequest> for Who {
@@ -86,6 +90,7 @@ impl tonic::server::UnaryService<WhoRequest> for Who {
             name: self.name.clone(),
             text: request.into_inner().text,
             headers: std::mem::take(&mut self.headers),
+            peer: self.peer.clone(),
         };
         Box::pin(async move { Ok(tonic::Response::new(reply)) })
     }
@@ -135,6 +140,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 /// Answers one gRPC request.
 pub(crate) async fn serve(
     name: &str,
+    peer: std::net::SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<ProbeBody>, Infallible> {
     let headers = header_map_json(req.uri(), req.headers());
@@ -143,6 +149,7 @@ pub(crate) async fn serve(
             let svc = Who {
                 name: name.to_owned(),
                 headers,
+                peer: peer.to_string(),
             };
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<WhoReply, WhoRequest>::default());
             grpc.unary(svc, req).await

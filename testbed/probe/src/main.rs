@@ -110,7 +110,8 @@ enum Command {
         timeout: Timeout,
     },
     /// Sequential requests on one kept-alive connection (HTTP/1.1 GET, or gRPC `Who`);
-    /// prints {"requests","p50_us","p99_us","rps","names"}.
+    /// prints {"requests","p50_us","p99_us","rps","names","peers"}: who answered, and
+    /// from which client IP the servers saw the requests come, with counts.
     Load {
         /// The URL, http://host:port/path (port 80 when left out).
         #[arg(long)]

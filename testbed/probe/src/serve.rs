@@ -135,7 +135,7 @@ impl Server {
         req: Request<Incoming>,
     ) -> Result<Response<ProbeBody>, Infallible> {
         if grpc::is_grpc(req.headers()) {
-            return grpc::serve(&self.name, req).await;
+            return grpc::serve(&self.name, peer, req).await;
         }
         if h2c::wants_upgrade(&req) {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());

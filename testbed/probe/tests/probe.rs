@@ -417,6 +417,12 @@ async fn grpc_unary_sees_the_metadata_and_streaming_counts() -> Result<()> {
     assert_eq!(l[0]["headers"]["version"], "v-bob");
     assert_eq!(l[0]["headers"]["content-type"], "application/grpc");
     assert_eq!(l[0]["headers"][":authority"], s.addr.as_str());
+    assert!(
+        l[0]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{out}"
+    );
 
     let out = ok(PROBE, &["grpc", "--addr", &s.addr, "stream", "5"]).await?;
     let l = lines(&out)?;
@@ -475,6 +481,7 @@ async fn load_reports_percentiles_and_who_answered() -> Result<()> {
         let v = &l[0];
         assert_eq!(v["requests"], 200);
         assert_eq!(v["names"]["zeta"], 200, "{out}");
+        assert_eq!(v["peers"]["127.0.0.1"], 200, "{out}");
         let p50 = v["p50_us"].as_u64().ok_or("p50")?;
         let p99 = v["p99_us"].as_u64().ok_or("p99")?;
         assert!(p50 > 0 && p50 <= p99, "{out}");
