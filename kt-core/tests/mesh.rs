@@ -23,43 +23,6 @@ use serde_json::Value;
 /// Every kind of object kt may create for a mesh.
 const KT_KINDS: &str = "pods,services,leases,serviceaccounts,roles,rolebindings,secrets";
 
-/// A local kt-probe answering as `name`.
-struct Local {
-    port: u16,
-    child: tokio::process::Child,
-}
-
-impl Local {
-    async fn start(bin: &Path, name: &str) -> Result<Local> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = tokio::process::Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--name",
-                name,
-            ])
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting a local kt-probe")?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "local kt-probe {name} did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Local { port, child })
-    }
-}
-
 /// The `name` field of every reply.
 fn names(lines: &[Value]) -> Vec<String> {
     lines
@@ -94,7 +57,7 @@ async fn answers(
 async fn developer(
     f: &Fixture,
     value: &str,
-    local: &Local,
+    local: &common::LocalProbe,
 ) -> Result<(Session, kt_core::Mesh, Vec<Event>)> {
     let opts = common::options(ShadowFlavour::KtShadow, f.ns.name(), &f.kubeconfig)?;
     let session = Session::connect(opts).await?;
@@ -129,8 +92,8 @@ async fn two_developers_mesh_one_service_over_every_protocol() -> Result<()> {
     let client = f.ns.client_pod().await?;
     let bin = web.bin.clone();
     let snapshot = common::snapshot(&f.ns, "service/web").await?;
-    let alice = Local::start(&bin, "alice").await?;
-    let bob = Local::start(&bin, "bob").await?;
+    let alice = common::LocalProbe::start(&bin, "alice").await?;
+    let bob = common::LocalProbe::start(&bin, "bob").await?;
 
     let (sa, ma, events_a) = developer(&f, "alice", &alice).await?;
     ensure!(ma.header() == Some(("x-dev", "alice")), "{:?}", ma.header());
@@ -375,7 +338,7 @@ async fn two_developers_mesh_one_service_over_every_protocol() -> Result<()> {
     ensure!(left.trim().is_empty(), "left after the last close: {left}");
     sa.close().await?;
     sb.close().await?;
-    drop((alice.child, bob.child));
+    drop((alice, bob));
     f.finish().await
 }
 
@@ -396,7 +359,7 @@ async fn a_meshed_service_keeps_its_other_tcp_and_udp_ports() -> Result<()> {
     let client = f.ns.client_pod().await?;
     let bin = kt_lab_tests::probe_bin()?;
     let snapshot = common::snapshot(&f.ns, "service/echo").await?;
-    let local = Local::start(&bin, "laptop").await?;
+    let local = common::LocalProbe::start(&bin, "laptop").await?;
     let ports = PortMap::parse_list([format!("{}:80", local.port).as_str()])?;
     let mesh = f.session.mesh("echo", None, &ports).await?;
     let (name, value) = mesh.header().context("the default rule has a header")?;
@@ -442,6 +405,6 @@ async fn a_meshed_service_keeps_its_other_tcp_and_udp_ports() -> Result<()> {
         "the Service differs from its snapshot"
     );
     common::nothing_of_kt_left_but(&f.ns, KT_KINDS, f.session.id()).await?;
-    drop(local.child);
+    drop(local);
     f.finish().await
 }

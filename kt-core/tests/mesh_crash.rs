@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,41 +19,10 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 /// The TTL the killed processes ask for.
 const TTL: Duration = Duration::from_secs(5);
 
-/// Builds kt-core's `mesh` example with this test's profile and target directory.
-fn example() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary path")?;
-    let target_dir = profile_dir.parent().context("target directory")?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "kt-core",
-            "--example",
-            "mesh",
-            "--profile",
-            &profile,
-        ])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo build --example mesh")?;
-    ensure!(status.success(), "cargo build --example mesh: {status}");
-    Ok(profile_dir.join("examples").join("mesh"))
-}
-
 /// Starts the example meshing svc/web with `x-dev=<value>`, waits for its `meshed`
 /// line; returns the process and its mesh id.
 async fn mesh(f: &Fixture, value: &str, port: u16) -> Result<(tokio::process::Child, String)> {
-    let mut child = tokio::process::Command::new(example()?)
+    let mut child = tokio::process::Command::new(common::build_example("mesh")?)
         .args([
             f.ns.name(),
             "svc/web",
@@ -87,31 +55,6 @@ async fn kill(mut child: tokio::process::Child) -> Result<()> {
     let status = child.wait().await?;
     ensure!(!status.success(), "killed, yet {status}");
     Ok(())
-}
-
-/// Waits until `check` holds, at most `bound` after `since`.
-async fn within<F, Fut>(
-    since: tokio::time::Instant,
-    bound: Duration,
-    what: &str,
-    mut check: F,
-) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<String>>>,
-{
-    let deadline = since + bound;
-    loop {
-        let missing = check().await?;
-        let Some(why) = missing else {
-            eprintln!("{what} after {:?}", since.elapsed());
-            return Ok(());
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{what}: not within {bound:?}: {why}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Who answers a request with `x-dev: value` (or none) from the client pod.
@@ -164,36 +107,17 @@ async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -
     let client = f.ns.client_pod().await?;
     let bin = web.bin.clone();
     let snapshot = common::snapshot(&f.ns, "service/web").await?;
-    let mut locals = Vec::new();
-    let mut ports = Vec::new();
-    for name in ["alice", "bob"] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        locals.push(
-            tokio::process::Command::new(&bin)
-                .args([
-                    "serve",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--name",
-                    name,
-                ])
-                .kill_on_drop(true)
-                .spawn()?,
-        );
-        ports.push(port);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alice = common::LocalProbe::start(&bin, "alice").await?;
+    let bob = common::LocalProbe::start(&bin, "bob").await?;
 
-    let (a, a_id) = mesh(&f, "alice", ports[0]).await?;
-    let (b, _) = mesh(&f, "bob", ports[1]).await?;
+    let (a, a_id) = mesh(&f, "alice", alice.port).await?;
+    let (b, _) = mesh(&f, "bob", bob.port).await?;
     ensure!(who(&f.ns, &client, &bin, Some("alice")).await? == "alice");
     ensure!(who(&f.ns, &client, &bin, Some("bob")).await? == "bob");
 
     kill(a).await?;
     let killed = tokio::time::Instant::now();
-    within(
+    common::within(
         killed,
         TTL + Duration::from_secs(10),
         "A's rule removed",
@@ -224,7 +148,7 @@ async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -
 
     kill(b).await?;
     let killed = tokio::time::Instant::now();
-    within(
+    common::within(
         killed,
         TTL + Duration::from_secs(10),
         "Service restored",
@@ -235,7 +159,7 @@ async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -
     )
     .await?;
     let session = f.session.id().to_owned();
-    within(
+    common::within(
         killed,
         TTL + Duration::from_secs(30),
         "nothing of kt left",
@@ -246,6 +170,6 @@ async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -
     )
     .await?;
     ensure!(who(&f.ns, &client, &bin, Some("bob")).await? == original);
-    drop(locals);
+    drop((alice, bob));
     f.finish().await
 }

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,38 +20,6 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// The restore TTL the killed process asks for.
 const TTL: Duration = Duration::from_secs(5);
-
-/// Builds kt-core's `swap` example with this test's profile and target directory (a
-/// no-op when it is up to date) and returns its path.
-fn example() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary path")?;
-    let target_dir = profile_dir.parent().context("target directory")?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "kt-core",
-            "--example",
-            "swap",
-            "--profile",
-            &profile,
-        ])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo build --example swap")?;
-    ensure!(status.success(), "cargo build --example swap: {status}");
-    Ok(profile_dir.join("examples").join("swap"))
-}
 
 /// Every kt object but the test's own session's: the killed process's swap shadow,
 /// its Lease and identity, and its session's connect shadow and Lease.
@@ -74,7 +41,7 @@ async fn kt_objects(ns: &TestNamespace, session: &str) -> Result<String> {
 /// Starts the example swapping `target` in `mode`, waits for its `swapped` line, and
 /// kills it with SIGKILL.
 async fn swap_and_kill(f: &Fixture, target: &str, port: u16, mode: SwapMode) -> Result<()> {
-    let mut child = tokio::process::Command::new(example()?)
+    let mut child = tokio::process::Command::new(common::build_example("swap")?)
         .args([
             f.ns.name(),
             target,
@@ -101,26 +68,6 @@ async fn swap_and_kill(f: &Fixture, target: &str, port: u16, mode: SwapMode) -> 
     Ok(())
 }
 
-/// Waits until `check` holds, at most TTL + 10 s after `since`.
-async fn within_ttl<F, Fut>(since: tokio::time::Instant, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<String>>>,
-{
-    let deadline = since + TTL + Duration::from_secs(10);
-    loop {
-        let missing = check().await?;
-        let Some(why) = missing else {
-            eprintln!("{what} after {:?}", since.elapsed());
-            return Ok(());
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{what}: not within TTL + 10 s: {why}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
     let f = Fixture::start_as(
         &format!("kt-crash-{mode}"),
@@ -142,16 +89,21 @@ async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
     ensure!(changed, "the killed swap had changed nothing");
 
     let session = f.session.id().to_owned();
-    within_ttl(killed, "restored and removed", || async {
-        if common::snapshot(&f.ns, "service/echo").await? != svc {
-            return Ok(Some("the Service differs from its snapshot".to_owned()));
-        }
-        if common::snapshot(&f.ns, "deployment/echo").await? != deploy {
-            return Ok(Some("the Deployment differs from its snapshot".to_owned()));
-        }
-        let left = kt_objects(&f.ns, &session).await?;
-        Ok((!left.is_empty()).then(|| format!("left: {left}")))
-    })
+    common::within(
+        killed,
+        TTL + Duration::from_secs(10),
+        "restored and removed",
+        || async {
+            if common::snapshot(&f.ns, "service/echo").await? != svc {
+                return Ok(Some("the Service differs from its snapshot".to_owned()));
+            }
+            if common::snapshot(&f.ns, "deployment/echo").await? != deploy {
+                return Ok(Some("the Deployment differs from its snapshot".to_owned()));
+            }
+            let left = kt_objects(&f.ns, &session).await?;
+            Ok((!left.is_empty()).then(|| format!("left: {left}")))
+        },
+    )
     .await?;
 
     // The target is free again: a new swap takes it, and its restore holds in turn.

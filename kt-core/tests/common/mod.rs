@@ -398,3 +398,99 @@ pub(crate) async fn echo_round_trip(stream: TcpStream, data: Vec<u8>) -> Result<
     let _keep = writer.await??;
     Ok(back)
 }
+
+/// Builds kt-core's example `name` with this test's profile and target directory (a
+/// no-op when it is up to date) and returns its path: the crash tests kill it.
+pub(crate) fn build_example(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary path")?;
+    let target_dir = profile_dir.parent().context("target directory")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "kt-core",
+            "--example",
+            name,
+            "--profile",
+            &profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .with_context(|| format!("running cargo build --example {name}"))?;
+    ensure!(status.success(), "cargo build --example {name}: {status}");
+    Ok(profile_dir.join("examples").join(name))
+}
+
+/// Waits until `check` says nothing is missing (`None`), at most `bound` after
+/// `since`; prints how long it took.
+pub(crate) async fn within<F, Fut>(
+    since: tokio::time::Instant,
+    bound: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>>>,
+{
+    let deadline = since + bound;
+    loop {
+        let missing = check().await?;
+        let Some(why) = missing else {
+            eprintln!("{what} after {:?}", since.elapsed());
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{what}: not within {bound:?}: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A kt-probe on this machine answering as `name` (on 127.0.0.1, a free port), up and
+/// listening; killed when dropped.
+pub(crate) struct LocalProbe {
+    pub(crate) port: u16,
+    _child: tokio::process::Child,
+}
+
+impl LocalProbe {
+    pub(crate) async fn start(bin: &Path, name: &str) -> Result<LocalProbe> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = tokio::process::Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--name",
+                name,
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a local kt-probe")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "local kt-probe {name} did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(LocalProbe {
+            port,
+            _child: child,
+        })
+    }
+}
