@@ -314,7 +314,20 @@ impl FromStr for Rule {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Rule { combine, clauses })
+        let rule = Rule { combine, clauses };
+        // The canonical form (what is written to the annotation and read back) adds
+        // spaces around `&&`/`||`: it must fit too, or the rule would not read back.
+        let canonical = rule.to_string().len();
+        if canonical > MAX_RULE_LEN {
+            return Err(invalid(
+                text,
+                format!(
+                    "longer than {MAX_RULE_LEN} bytes once written in canonical form \
+                     ({canonical} bytes, clauses joined by ` && ` or ` || `)"
+                ),
+            ));
+        }
+        Ok(rule)
     }
 }
 
@@ -379,6 +392,27 @@ mod tests {
         }
         let long = "a=".to_owned() + &"x".repeat(MAX_RULE_LEN);
         assert!(long.parse::<Rule>().is_err());
+    }
+
+    #[test]
+    fn a_rule_that_parses_reads_back_from_its_canonical_form() {
+        // 16 clauses joined by bare `&&`: 1022 bytes as given, 1052 in canonical form
+        // (found by the mesh_rule fuzz target).
+        let clause = format!("a={}", "x".repeat(60));
+        let tight = vec![clause.as_str(); MAX_CLAUSES].join("&&");
+        assert!(tight.len() <= MAX_RULE_LEN);
+        let err = tight.parse::<Rule>().err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .unwrap_or_default()
+                .contains("canonical form"),
+            "{err:?}"
+        );
+        // Within the limit either way: parses, and its canonical form parses equal.
+        let clause = format!("a={}", "x".repeat(55));
+        let fits = vec![clause.as_str(); MAX_CLAUSES].join("&&");
+        let rule = rule(&fits);
+        assert_eq!(rule.to_string().parse::<Rule>().unwrap(), rule);
     }
 
     #[test]
