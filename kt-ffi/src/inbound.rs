@@ -6,12 +6,12 @@
 use std::ffi::{CString, c_char};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kt_core::{
     CleanReport, Events, Expose, ExposeOptions, Mesh, MeshOptions, MeshRule, PortMap, ServiceType,
-    Swap, SwapMode, SwapOptions,
+    Session, Swap, SwapMode, SwapOptions,
 };
 
 use crate::event::{EventStream, kt_event, next_event};
@@ -152,84 +152,119 @@ trait Inbound: Send + Sync + 'static {
     /// What C reads of this kind only, kept as C hands it out.
     type Extra: Send + Sync + 'static;
     fn id(&self) -> &str;
+    /// The swap's target (`deploy/web`), the exposed or meshed Service's name.
+    fn name(&self) -> &str;
     fn pod_name(&self) -> &str;
     fn ports(&self) -> Vec<(u16, u16)>;
     fn connections(&self) -> u64;
     fn events(&self) -> Events;
+    fn extra(&self) -> Self::Extra;
     fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send;
 }
 
-impl Inbound for Swap {
-    type Extra = SwapExtra;
-    fn id(&self) -> &str {
-        Swap::id(self)
-    }
-    fn pod_name(&self) -> &str {
-        Swap::pod_name(self)
-    }
-    fn ports(&self) -> Vec<(u16, u16)> {
-        Swap::ports(self)
-    }
-    fn connections(&self) -> u64 {
-        Swap::connections(self)
-    }
-    fn events(&self) -> Events {
-        Swap::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        Swap::close(self)
-    }
+/// A C handle type of a swap, an expose or a mesh.
+trait Handle: 'static {
+    type Inbound: Inbound;
+    /// What the C API calls a parameter of this type (`swap`), for messages.
+    const WHAT: &'static str;
+    /// The live handles of this type.
+    fn table() -> &'static Table<Entry<Self::Inbound>>;
 }
 
-impl Inbound for Expose {
-    type Extra = ();
-    fn id(&self) -> &str {
-        Expose::id(self)
-    }
-    fn pod_name(&self) -> &str {
-        Expose::pod_name(self)
-    }
-    fn ports(&self) -> Vec<(u16, u16)> {
-        Expose::ports(self)
-    }
-    fn connections(&self) -> u64 {
-        Expose::connections(self)
-    }
-    fn events(&self) -> Events {
-        Expose::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        Expose::close(self)
-    }
+/// Implements `Inbound` for the kt-core type `$kind` (its own methods of the same
+/// names; `$name` gives `Inbound::name`, `$extra` makes the `Extra`) and `Handle` for
+/// its C type `$c` (live in `$table`, called `$what`).
+macro_rules! inbound {
+    ($kind:ident, $name:ident, $extra:ty, $make_extra:expr, $c:ident, $table:ident, $what:literal) => {
+        impl Inbound for $kind {
+            type Extra = $extra;
+            fn id(&self) -> &str {
+                $kind::id(self)
+            }
+            fn name(&self) -> &str {
+                $kind::$name(self)
+            }
+            fn pod_name(&self) -> &str {
+                $kind::pod_name(self)
+            }
+            fn ports(&self) -> Vec<(u16, u16)> {
+                $kind::ports(self)
+            }
+            fn connections(&self) -> u64 {
+                $kind::connections(self)
+            }
+            fn events(&self) -> Events {
+                $kind::events(self)
+            }
+            fn extra(&self) -> $extra {
+                $make_extra(self)
+            }
+            fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+                $kind::close(self)
+            }
+        }
+
+        impl Handle for $c {
+            type Inbound = $kind;
+            const WHAT: &'static str = $what;
+            fn table() -> &'static Table<Entry<$kind>> {
+                &$table
+            }
+        }
+    };
 }
 
-impl Inbound for Mesh {
-    type Extra = MeshExtra;
-    fn id(&self) -> &str {
-        Mesh::id(self)
-    }
-    fn pod_name(&self) -> &str {
-        Mesh::pod_name(self)
-    }
-    fn ports(&self) -> Vec<(u16, u16)> {
-        Mesh::ports(self)
-    }
-    fn connections(&self) -> u64 {
-        Mesh::connections(self)
-    }
-    fn events(&self) -> Events {
-        Mesh::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        Mesh::close(self)
-    }
+inbound! { Swap, target, SwapExtra, SwapExtra::of, kt_swap, SWAPS, "swap" }
+inbound! { Expose, service, (), |_: &Expose| (), kt_expose, EXPOSES, "expose" }
+inbound! { Mesh, service, MeshExtra, MeshExtra::of, kt_mesh, MESHES, "mesh" }
+
+/// A C handle type of the options of a swap, an expose or a mesh.
+trait OptionsHandle: 'static {
+    type Options: Clone + Send + 'static;
+    /// The live handles of this type.
+    fn table() -> &'static Table<Mutex<Self::Options>>;
+    /// The options of a NULL handle and of a new one.
+    fn defaults() -> Self::Options;
 }
+
+/// Implements `OptionsHandle` for the C type `$c` of kt-core's `$options` (live in
+/// `$table`).
+macro_rules! options_handle {
+    ($c:ident, $options:ident, $table:ident) => {
+        impl OptionsHandle for $c {
+            type Options = $options;
+            fn table() -> &'static Table<Mutex<$options>> {
+                &$table
+            }
+            fn defaults() -> $options {
+                $options::new()
+            }
+        }
+    };
+}
+
+options_handle!(kt_swap_options, SwapOptions, SWAP_OPTIONS);
+options_handle!(kt_expose_options, ExposeOptions, EXPOSE_OPTIONS);
+options_handle!(kt_mesh_options, MeshOptions, MESH_OPTIONS);
 
 /// What C reads of a swap only.
 struct SwapExtra {
     /// The Services that select the target.
     services: Vec<String>,
     mode: kt_swap_mode,
+}
+
+impl SwapExtra {
+    fn of(swap: &Swap) -> SwapExtra {
+        let mode = match swap.mode() {
+            SwapMode::Scale => kt_swap_mode::Scale,
+            _ => kt_swap_mode::Selector,
+        };
+        SwapExtra {
+            services: swap.services().to_vec(),
+            mode,
+        }
+    }
 }
 
 /// What C reads of a mesh only.
@@ -281,12 +316,12 @@ struct Entry<T: Inbound> {
 }
 
 impl<T: Inbound> Entry<T> {
-    fn new(handle: T, name: &str, extra: T::Extra, namespace: String) -> Self {
+    fn new(handle: T, namespace: String) -> Self {
         Entry {
             id: cstring(handle.id()),
-            name: cstring(name),
+            name: cstring(handle.name()),
             pod: cstring(handle.pod_name()),
-            extra,
+            extra: handle.extra(),
             namespace,
             events: EventStream::new(handle.events()),
             closed: AtomicBool::new(false),
@@ -322,9 +357,28 @@ fn port_texts(ports: &[(u16, u16)]) -> List {
     List::values(texts.iter().map(String::as_str))
 }
 
-/// The namespace of the open session behind `session`.
-fn namespace_of(session: *const kt_session) -> Result<String, Failure> {
-    with_open(session, |s| Ok(s.namespace().to_owned()))
+/// The options behind `options`, or the defaults for NULL.
+fn options_or_defaults<H: OptionsHandle>(options: *const H) -> Result<H::Options, Failure> {
+    if options.is_null() {
+        return Ok(H::defaults());
+    }
+    let entry = H::table().get(options, "options")?;
+    let opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(opts.clone())
+}
+
+/// The rest of `kt_session_swap`, `_expose` and `_mesh`: starts the swap, expose or
+/// mesh with `start` on the open session behind `session` and stores its new handle.
+fn open<H: Handle>(
+    session: *const kt_session,
+    out: Out<*mut H>,
+    start: impl FnOnce(&Session) -> Result<H::Inbound, Failure>,
+) -> Result<(), Failure> {
+    let namespace = with_open(session, |s| Ok(s.namespace().to_owned()))?;
+    let inbound = with_open(session, start)?;
+    out.write(H::table().insert(Entry::new(inbound, namespace)));
+    crate::exit::arm();
+    Ok(())
 }
 
 /// Takes over the traffic of `target` in the cluster (`deploy/NAME`, `sts/NAME`,
@@ -357,29 +411,10 @@ pub unsafe extern "C" fn kt_session_swap(
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let target = unsafe { str_arg(target, "target") }?;
         let ports = ports_arg(ports)?;
-        let opts = if options.is_null() {
-            SwapOptions::new()
-        } else {
-            SWAP_OPTIONS
-                .get(options, "options")?
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        };
-        let namespace = namespace_of(session)?;
-        let s = with_open(session, |s| {
+        let opts = options_or_defaults(options)?;
+        open(session, out, |s| {
             Ok(block_on(s.swap_with(target, &ports, opts))??)
-        })?;
-        let mode = match s.mode() {
-            SwapMode::Scale => kt_swap_mode::Scale,
-            _ => kt_swap_mode::Selector,
-        };
-        let target = s.target().to_owned();
-        let services = s.services().to_vec();
-        let extra = SwapExtra { services, mode };
-        out.write(SWAPS.insert(Entry::new(s, &target, extra, namespace)));
-        crate::exit::arm();
-        Ok(())
+        })
     })
 }
 
@@ -407,23 +442,10 @@ pub unsafe extern "C" fn kt_session_expose(
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let name = unsafe { str_arg(name, "name") }?;
         let ports = ports_arg(ports)?;
-        let opts = if options.is_null() {
-            ExposeOptions::new()
-        } else {
-            EXPOSE_OPTIONS
-                .get(options, "options")?
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        };
-        let namespace = namespace_of(session)?;
-        let e = with_open(session, |s| {
+        let opts = options_or_defaults(options)?;
+        open(session, out, |s| {
             Ok(block_on(s.expose_with(name, &ports, opts))??)
-        })?;
-        let service = e.service().to_owned();
-        out.write(EXPOSES.insert(Entry::new(e, &service, (), namespace)));
-        crate::exit::arm();
-        Ok(())
+        })
     })
 }
 
@@ -466,24 +488,10 @@ pub unsafe extern "C" fn kt_session_mesh(
             Some(unsafe { str_arg(rule, "rule") }?.parse()?)
         };
         let ports = ports_arg(ports)?;
-        let opts = if options.is_null() {
-            MeshOptions::new()
-        } else {
-            MESH_OPTIONS
-                .get(options, "options")?
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        };
-        let namespace = namespace_of(session)?;
-        let m = with_open(session, |s| {
+        let opts = options_or_defaults(options)?;
+        open(session, out, |s| {
             Ok(block_on(s.mesh_with(target, rule, &ports, opts))??)
-        })?;
-        let service = m.service().to_owned();
-        let extra = MeshExtra::of(&m);
-        out.write(MESHES.insert(Entry::new(m, &service, extra, namespace)));
-        crate::exit::arm();
-        Ok(())
+        })
     })
 }
 
@@ -497,11 +505,7 @@ pub unsafe extern "C" fn kt_swap_options_new(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        let out = handle_out(options, "options")?;
-        out.write(SWAP_OPTIONS.insert(Mutex::new(SwapOptions::new())));
-        Ok(())
-    })
+    guard(err, err_len, || new_options(options))
 }
 
 /// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
@@ -511,31 +515,30 @@ pub unsafe extern "C" fn kt_swap_options_free(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        SWAP_OPTIONS.remove(options, "options")?;
-        Ok(())
-    })
+    guard(err, err_len, || free_options(options))
 }
 
-/// Changes the swap options behind `options` with `f`.
-fn update_swap(
-    options: *mut kt_swap_options,
-    f: impl FnOnce(SwapOptions) -> Result<SwapOptions, Failure>,
-) -> Result<(), Failure> {
-    let entry = SWAP_OPTIONS.get(options, "options")?;
-    let mut opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
-    *opts = f(opts.clone())?;
+/// The body of `kt_swap_options_new`, `kt_expose_options_new`, `kt_mesh_options_new`.
+fn new_options<H: OptionsHandle>(options: *mut *mut H) -> Result<(), Failure> {
+    let out = handle_out(options, "options")?;
+    out.write(H::table().insert(Mutex::new(H::defaults())));
     Ok(())
 }
 
-/// Changes the expose options behind `options` with `f`.
-fn update_expose(
-    options: *mut kt_expose_options,
-    f: impl FnOnce(ExposeOptions) -> Result<ExposeOptions, Failure>,
+/// The body of `kt_swap_options_free`, `kt_expose_options_free`, `kt_mesh_options_free`.
+fn free_options<H: OptionsHandle>(options: *mut H) -> Result<(), Failure> {
+    H::table().remove(options, "options")?;
+    Ok(())
+}
+
+/// Changes the options behind `options` with `f`.
+fn update<H: OptionsHandle>(
+    options: *mut H,
+    f: impl FnOnce(H::Options) -> H::Options,
 ) -> Result<(), Failure> {
-    let entry = EXPOSE_OPTIONS.get(options, "options")?;
+    let entry = H::table().get(options, "options")?;
     let mut opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
-    *opts = f(opts.clone())?;
+    *opts = f(opts.clone());
     Ok(())
 }
 
@@ -559,7 +562,7 @@ pub unsafe extern "C" fn kt_swap_options_set_mode(
                      KT_SWAP_MODE_SCALE (1)"
                 ))
             })??;
-        update_swap(options, |o| Ok(o.mode(mode)))
+        update(options, |o| o.mode(mode))
     })
 }
 
@@ -572,9 +575,7 @@ pub unsafe extern "C" fn kt_swap_options_set_check_local(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        update_swap(options, |o| Ok(o.check_local(check)))
-    })
+    guard(err, err_len, || update(options, |o| o.check_local(check)))
 }
 
 /// How long after the last heartbeat the swap shadow puts the cluster back by
@@ -589,7 +590,7 @@ pub unsafe extern "C" fn kt_swap_options_set_restore_ttl_ms(
 ) -> kt_status {
     guard(err, err_len, || {
         let ttl = restore_ttl(millis)?;
-        update_swap(options, |o| Ok(o.restore_ttl(ttl)))
+        update(options, |o| o.restore_ttl(ttl))
     })
 }
 
@@ -612,11 +613,7 @@ pub unsafe extern "C" fn kt_expose_options_new(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        let out = handle_out(options, "options")?;
-        out.write(EXPOSE_OPTIONS.insert(Mutex::new(ExposeOptions::new())));
-        Ok(())
-    })
+    guard(err, err_len, || new_options(options))
 }
 
 /// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
@@ -626,10 +623,7 @@ pub unsafe extern "C" fn kt_expose_options_free(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        EXPOSE_OPTIONS.remove(options, "options")?;
-        Ok(())
-    })
+    guard(err, err_len, || free_options(options))
 }
 
 /// The Service's type: a `kt_service_type` value. Any other number gives
@@ -652,7 +646,7 @@ pub unsafe extern "C" fn kt_expose_options_set_service_type(
                      (0), KT_SERVICE_TYPE_NODE_PORT (1) or KT_SERVICE_TYPE_LOAD_BALANCER (2)"
                 ))
             })??;
-        update_expose(options, |o| Ok(o.service_type(t)))
+        update(options, |o| o.service_type(t))
     })
 }
 
@@ -665,9 +659,7 @@ pub unsafe extern "C" fn kt_expose_options_set_check_local(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        update_expose(options, |o| Ok(o.check_local(check)))
-    })
+    guard(err, err_len, || update(options, |o| o.check_local(check)))
 }
 
 /// Makes a `kt_mesh_options` with the defaults (local ports checked, restore TTL
@@ -678,11 +670,7 @@ pub unsafe extern "C" fn kt_mesh_options_new(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        let out = handle_out(options, "options")?;
-        out.write(MESH_OPTIONS.insert(Mutex::new(MeshOptions::new())));
-        Ok(())
-    })
+    guard(err, err_len, || new_options(options))
 }
 
 /// Frees `options`. Freeing it twice gives `KT_STATUS_INVALID_HANDLE`.
@@ -692,21 +680,7 @@ pub unsafe extern "C" fn kt_mesh_options_free(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        MESH_OPTIONS.remove(options, "options")?;
-        Ok(())
-    })
-}
-
-/// Changes the mesh options behind `options` with `f`.
-fn update_mesh(
-    options: *mut kt_mesh_options,
-    f: impl FnOnce(MeshOptions) -> MeshOptions,
-) -> Result<(), Failure> {
-    let entry = MESH_OPTIONS.get(options, "options")?;
-    let mut opts = entry.lock().unwrap_or_else(PoisonError::into_inner);
-    *opts = f(opts.clone());
-    Ok(())
+    guard(err, err_len, || free_options(options))
 }
 
 /// Whether `kt_session_mesh` refuses (`KT_STATUS_CONNECT`) when nothing listens on a
@@ -718,9 +692,7 @@ pub unsafe extern "C" fn kt_mesh_options_set_check_local(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        update_mesh(options, |o| o.check_local(check))
-    })
+    guard(err, err_len, || update(options, |o| o.check_local(check)))
 }
 
 /// How long after the last heartbeat this developer's rule is removed by itself
@@ -735,93 +707,86 @@ pub unsafe extern "C" fn kt_mesh_options_set_restore_ttl_ms(
 ) -> kt_status {
     guard(err, err_len, || {
         let ttl = restore_ttl(millis)?;
-        update_mesh(options, |o| o.restore_ttl(ttl))
+        update(options, |o| o.restore_ttl(ttl))
     })
 }
 
 // ---- swap, expose and mesh handles: shared bodies ----
 
-fn get_string<T: Inbound>(
-    table: &Table<Entry<T>>,
-    handle: *const (),
-    what_handle: &str,
+/// The entry behind `handle`.
+fn entry<H: Handle>(handle: *const H) -> Result<Arc<Entry<H::Inbound>>, Failure> {
+    H::table().get(handle, H::WHAT)
+}
+
+/// Stores in `*out` the string of the entry behind `handle` that `f` picks.
+fn get_string<H: Handle>(
+    handle: *const H,
     out: *mut *const c_char,
     what: &str,
-    f: impl FnOnce(&Entry<T>) -> Result<*const c_char, Failure>,
+    f: impl FnOnce(&Entry<H::Inbound>) -> &CString,
 ) -> Result<(), Failure> {
     let out = Out::new(out, what)?;
-    let entry = table.get(handle, what_handle)?;
-    out.write(f(&entry)?);
+    let entry = entry(handle)?;
+    out.write(f(&entry).as_ptr());
     Ok(())
 }
 
-fn get_ports<T: Inbound>(
-    table: &Table<Entry<T>>,
-    handle: *const (),
-    what_handle: &str,
-    ports: *mut *mut kt_list,
-) -> Result<(), Failure> {
+fn get_ports<H: Handle>(handle: *const H, ports: *mut *mut kt_list) -> Result<(), Failure> {
     let out = handle_out(ports, "ports")?;
-    let entry = table.get(handle, what_handle)?;
+    let entry = entry(handle)?;
     out.write(port_texts(&entry.get().ports()).into_handle());
     Ok(())
 }
 
-fn get_connections<T: Inbound>(
-    table: &Table<Entry<T>>,
-    handle: *const (),
-    what_handle: &str,
-    count: *mut u64,
-) -> Result<(), Failure> {
+fn get_connections<H: Handle>(handle: *const H, count: *mut u64) -> Result<(), Failure> {
     let out = Out::new(count, "count")?;
-    let entry = table.get(handle, what_handle)?;
+    let entry = entry(handle)?;
     out.write(entry.get().connections());
     Ok(())
 }
 
-fn get_next_event<T: Inbound>(
-    table: &Table<Entry<T>>,
-    handle: *const (),
-    what_handle: &str,
+fn get_next_event<H: Handle>(
+    handle: *const H,
     timeout_ms: u64,
     event: *mut *mut kt_event,
 ) -> Result<(), Failure> {
     let out = handle_out(event, "event")?;
-    let entry = table.get(handle, what_handle)?;
-    out.write(next_event(&entry.events, timeout_ms, what_handle)?);
+    let entry = entry(handle)?;
+    out.write(next_event(&entry.events, timeout_ms, H::WHAT)?);
     Ok(())
 }
 
-fn close<T: Inbound>(
-    table: &Table<Entry<T>>,
-    handle: *const (),
-    what_handle: &str,
-) -> Result<(), Failure> {
-    let entry = table.get(handle, what_handle)?;
+fn close<H: Handle>(handle: *const H) -> Result<(), Failure> {
+    let entry = entry(handle)?;
     entry.closed.store(true, Ordering::SeqCst);
     block_on(entry.get().close())??;
     Ok(())
 }
 
-fn free<T: Inbound>(
-    table: &Table<Entry<T>>,
-    handle: *const (),
-    what_handle: &'static str,
-) -> Result<(), Failure> {
-    let entry = table.remove(handle, what_handle)?;
+fn free<H: Handle>(handle: *const H) -> Result<(), Failure> {
+    let entry = H::table().remove(handle, H::WHAT)?;
     if !entry.closed.swap(true, Ordering::SeqCst) {
-        let rt = runtime()?;
-        crate::exit::track(crate::exit::Removal {
-            namespace: entry.namespace.clone(),
-            session: entry.get().id().to_owned(),
-            handle: rt.spawn(async move {
-                if let Err(e) = entry.get().close().await {
-                    eprintln!("kt: closing freed {what_handle} {:?}: {e}", entry.id);
-                }
-            }),
-        });
+        let what = format!("freed {} {:?}", H::WHAT, entry.id);
+        crate::exit::track(close_later(runtime()?, entry, what));
     }
     Ok(())
+}
+
+/// Starts closing `entry` on `rt`; a failure is printed after `kt: closing {what}`.
+fn close_later<T: Inbound>(
+    rt: &tokio::runtime::Runtime,
+    entry: Arc<Entry<T>>,
+    what: String,
+) -> crate::exit::Removal {
+    crate::exit::Removal {
+        namespace: entry.namespace.clone(),
+        session: entry.get().id().to_owned(),
+        handle: rt.spawn(async move {
+            if let Err(e) = entry.get().close().await {
+                eprintln!("kt: closing {what}: {e}");
+            }
+        }),
+    }
 }
 
 /// Starts closing every swap, expose and mesh that is neither closed nor freed (for the
@@ -835,14 +800,9 @@ pub(crate) fn close_all_open(rt: &tokio::runtime::Runtime) -> Vec<crate::exit::R
             .values()
             .into_iter()
             .filter(|entry| !entry.closed.swap(true, Ordering::SeqCst))
-            .map(|entry| crate::exit::Removal {
-                namespace: entry.namespace.clone(),
-                session: entry.get().id().to_owned(),
-                handle: rt.spawn(async move {
-                    if let Err(e) = entry.get().close().await {
-                        eprintln!("kt: closing {:?} at exit: {e}", entry.id);
-                    }
-                }),
+            .map(|entry| {
+                let what = format!("{:?} at exit", entry.id);
+                close_later(rt, entry, what)
             })
             .collect()
     }
@@ -863,9 +823,7 @@ pub unsafe extern "C" fn kt_swap_id(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_string(&SWAPS, swap.cast(), "swap", id, "id", |e| Ok(e.id.as_ptr()))
-    })
+    guard(err, err_len, || get_string(swap, id, "id", |e| &e.id))
 }
 
 /// Stores in `*target` the target as resolved (`deploy/web`, `svc/web`). The string
@@ -878,9 +836,7 @@ pub unsafe extern "C" fn kt_swap_target(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&SWAPS, swap.cast(), "swap", target, "target", |e| {
-            Ok(e.name.as_ptr())
-        })
+        get_string(swap, target, "target", |e| &e.name)
     })
 }
 
@@ -894,7 +850,7 @@ pub unsafe extern "C" fn kt_swap_get_mode(
 ) -> kt_status {
     guard(err, err_len, || {
         let out = Out::new(mode, "mode")?;
-        out.write(SWAPS.get(swap, "swap")?.extra.mode);
+        out.write(entry(swap)?.extra.mode);
         Ok(())
     })
 }
@@ -907,11 +863,7 @@ pub unsafe extern "C" fn kt_swap_pod_name(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_string(&SWAPS, swap.cast(), "swap", pod, "pod", |e| {
-            Ok(e.pod.as_ptr())
-        })
-    })
+    guard(err, err_len, || get_string(swap, pod, "pod", |e| &e.pod))
 }
 
 /// Stores in `*services` a new `kt_list` of the Services that select the target (in
@@ -925,7 +877,7 @@ pub unsafe extern "C" fn kt_swap_services(
 ) -> kt_status {
     guard(err, err_len, || {
         let out = handle_out(services, "services")?;
-        let entry = SWAPS.get(swap, "swap")?;
+        let entry = entry(swap)?;
         out.write(List::values(entry.extra.services.iter().map(String::as_str)).into_handle());
         Ok(())
     })
@@ -941,9 +893,7 @@ pub unsafe extern "C" fn kt_swap_ports(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_ports(&SWAPS, swap.cast(), "swap", ports)
-    })
+    guard(err, err_len, || get_ports(swap, ports))
 }
 
 /// Stores in `*count` how many connections arrived from the cluster so far (each is
@@ -955,9 +905,7 @@ pub unsafe extern "C" fn kt_swap_connections(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_connections(&SWAPS, swap.cast(), "swap", count)
-    })
+    guard(err, err_len, || get_connections(swap, count))
 }
 
 /// As `kt_session_next_event` for the swap's events (from its start: listening,
@@ -971,9 +919,7 @@ pub unsafe extern "C" fn kt_swap_next_event(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_next_event(&SWAPS, swap.cast(), "swap", timeout_ms, event)
-    })
+    guard(err, err_len, || get_next_event(swap, timeout_ms, event))
 }
 
 /// Puts the cluster back as it was (selector or replica count), waits until the
@@ -986,7 +932,7 @@ pub unsafe extern "C" fn kt_swap_close(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || close(&SWAPS, swap.cast(), "swap"))
+    guard(err, err_len, || close(swap))
 }
 
 /// Frees `swap`. If it was not closed, the cluster is put back in the background
@@ -998,7 +944,7 @@ pub unsafe extern "C" fn kt_swap_free(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || free(&SWAPS, swap.cast(), "swap"))
+    guard(err, err_len, || free(swap))
 }
 
 // ---- kt_expose ----
@@ -1012,11 +958,7 @@ pub unsafe extern "C" fn kt_expose_id(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_string(&EXPOSES, expose.cast(), "expose", id, "id", |e| {
-            Ok(e.id.as_ptr())
-        })
-    })
+    guard(err, err_len, || get_string(expose, id, "id", |e| &e.id))
 }
 
 /// Stores in `*service` the name of the Service it made. The string belongs to the
@@ -1029,9 +971,7 @@ pub unsafe extern "C" fn kt_expose_service(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&EXPOSES, expose.cast(), "expose", service, "service", |e| {
-            Ok(e.name.as_ptr())
-        })
+        get_string(expose, service, "service", |e| &e.name)
     })
 }
 
@@ -1043,11 +983,7 @@ pub unsafe extern "C" fn kt_expose_pod_name(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_string(&EXPOSES, expose.cast(), "expose", pod, "pod", |e| {
-            Ok(e.pod.as_ptr())
-        })
-    })
+    guard(err, err_len, || get_string(expose, pod, "pod", |e| &e.pod))
 }
 
 /// As `kt_swap_ports`: one `local:remote` text per port of the Service.
@@ -1058,9 +994,7 @@ pub unsafe extern "C" fn kt_expose_ports(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_ports(&EXPOSES, expose.cast(), "expose", ports)
-    })
+    guard(err, err_len, || get_ports(expose, ports))
 }
 
 /// As `kt_swap_connections`.
@@ -1071,9 +1005,7 @@ pub unsafe extern "C" fn kt_expose_connections(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_connections(&EXPOSES, expose.cast(), "expose", count)
-    })
+    guard(err, err_len, || get_connections(expose, count))
 }
 
 /// As `kt_session_next_event` for the expose's events (listening, service
@@ -1086,9 +1018,7 @@ pub unsafe extern "C" fn kt_expose_next_event(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_next_event(&EXPOSES, expose.cast(), "expose", timeout_ms, event)
-    })
+    guard(err, err_len, || get_next_event(expose, timeout_ms, event))
 }
 
 /// Removes the Service and the expose shadow and waits until they are gone.
@@ -1099,7 +1029,7 @@ pub unsafe extern "C" fn kt_expose_close(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || close(&EXPOSES, expose.cast(), "expose"))
+    guard(err, err_len, || close(expose))
 }
 
 /// Frees `expose`. If it was not closed, its objects are removed in the background.
@@ -1110,7 +1040,7 @@ pub unsafe extern "C" fn kt_expose_free(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || free(&EXPOSES, expose.cast(), "expose"))
+    guard(err, err_len, || free(expose))
 }
 
 // ---- kt_mesh ----
@@ -1124,11 +1054,7 @@ pub unsafe extern "C" fn kt_mesh_id(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_string(&MESHES, mesh.cast(), "mesh", id, "id", |e| {
-            Ok(e.id.as_ptr())
-        })
-    })
+    guard(err, err_len, || get_string(mesh, id, "id", |e| &e.id))
 }
 
 /// Stores in `*service` the meshed Service's name. The string belongs to the mesh.
@@ -1140,9 +1066,7 @@ pub unsafe extern "C" fn kt_mesh_service(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&MESHES, mesh.cast(), "mesh", service, "service", |e| {
-            Ok(e.name.as_ptr())
-        })
+        get_string(mesh, service, "service", |e| &e.name)
     })
 }
 
@@ -1156,9 +1080,7 @@ pub unsafe extern "C" fn kt_mesh_rule(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&MESHES, mesh.cast(), "mesh", rule, "rule", |e| {
-            Ok(e.extra.rule.as_ptr())
-        })
+        get_string(mesh, rule, "rule", |e| &e.extra.rule)
     })
 }
 
@@ -1197,9 +1119,7 @@ fn mesh_header(
     value: bool,
 ) -> Result<(), Failure> {
     let out = Out::new(out, what)?;
-    let part = MESHES
-        .get(mesh, "mesh")
-        .and_then(|entry| entry.extra.header_part(value));
+    let part = entry(mesh).and_then(|entry| entry.extra.header_part(value));
     out.write(*part.as_ref().unwrap_or(&std::ptr::null()));
     part.map(|_| ())
 }
@@ -1214,9 +1134,7 @@ pub unsafe extern "C" fn kt_mesh_router(
     err_len: usize,
 ) -> kt_status {
     guard(err, err_len, || {
-        get_string(&MESHES, mesh.cast(), "mesh", router, "router", |e| {
-            Ok(e.extra.router.as_ptr())
-        })
+        get_string(mesh, router, "router", |e| &e.extra.router)
     })
 }
 
@@ -1229,11 +1147,7 @@ pub unsafe extern "C" fn kt_mesh_pod_name(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_string(&MESHES, mesh.cast(), "mesh", pod, "pod", |e| {
-            Ok(e.pod.as_ptr())
-        })
-    })
+    guard(err, err_len, || get_string(mesh, pod, "pod", |e| &e.pod))
 }
 
 /// As `kt_swap_ports`: one `local:remote` text per port (matching requests to the
@@ -1245,9 +1159,7 @@ pub unsafe extern "C" fn kt_mesh_ports(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_ports(&MESHES, mesh.cast(), "mesh", ports)
-    })
+    guard(err, err_len, || get_ports(mesh, ports))
 }
 
 /// Stores in `*count` how many connections arrived from the router so far.
@@ -1258,9 +1170,7 @@ pub unsafe extern "C" fn kt_mesh_connections(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_connections(&MESHES, mesh.cast(), "mesh", count)
-    })
+    guard(err, err_len, || get_connections(mesh, count))
 }
 
 /// As `kt_session_next_event` for the mesh's events (listening, routed, inbound
@@ -1273,9 +1183,7 @@ pub unsafe extern "C" fn kt_mesh_next_event(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || {
-        get_next_event(&MESHES, mesh.cast(), "mesh", timeout_ms, event)
-    })
+    guard(err, err_len, || get_next_event(mesh, timeout_ms, event))
 }
 
 /// Removes this developer's rule and shadow; the last developer's close also puts
@@ -1288,7 +1196,7 @@ pub unsafe extern "C" fn kt_mesh_close(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || close(&MESHES, mesh.cast(), "mesh"))
+    guard(err, err_len, || close(mesh))
 }
 
 /// Frees `mesh`. If it was not closed, it is closed in the background (libkt waits
@@ -1299,7 +1207,7 @@ pub unsafe extern "C" fn kt_mesh_free(
     err: *mut c_char,
     err_len: usize,
 ) -> kt_status {
-    guard(err, err_len, || free(&MESHES, mesh.cast(), "mesh"))
+    guard(err, err_len, || free(mesh))
 }
 
 // ---- clean and recover ----

@@ -322,35 +322,24 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send;
 }
 
-impl Inbound for kt_core::Swap {
-    const WHAT: &'static str = "swap";
-    fn events(&self) -> Events {
-        kt_core::Swap::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        kt_core::Swap::close(self)
-    }
+/// Implements `Inbound` for kt-core's `$kind` by its own methods of the same names.
+macro_rules! inbound {
+    ($kind:ident, $what:literal) => {
+        impl Inbound for kt_core::$kind {
+            const WHAT: &'static str = $what;
+            fn events(&self) -> Events {
+                kt_core::$kind::events(self)
+            }
+            fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+                kt_core::$kind::close(self)
+            }
+        }
+    };
 }
 
-impl Inbound for kt_core::Expose {
-    const WHAT: &'static str = "expose";
-    fn events(&self) -> Events {
-        kt_core::Expose::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        kt_core::Expose::close(self)
-    }
-}
-
-impl Inbound for kt_core::Mesh {
-    const WHAT: &'static str = "mesh";
-    fn events(&self) -> Events {
-        kt_core::Mesh::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        kt_core::Mesh::close(self)
-    }
-}
+inbound!(Swap, "swap");
+inbound!(Expose, "expose");
+inbound!(Mesh, "mesh");
 
 /// A swap, an expose or a mesh as a JavaScript handle holds it: the getters read it,
 /// `events()` and `close()` are the same for each.
@@ -402,13 +391,18 @@ impl<T: Inbound> Drop for Held<T> {
     }
 }
 
-/// The promise of a swap, an expose or a mesh: `start` runs on a task of its own, so
-/// that the work is not dropped halfway; `wrap` makes the JavaScript handle.
+/// The promise of a swap, an expose or a mesh: rejected with the error of a bad
+/// argument, else `start` runs on a task of its own, so that the work is not dropped
+/// halfway; `wrap` makes the JavaScript handle.
 fn start<'env, T: Inbound, H: napi::bindgen_prelude::ToNapiValue + Send + 'static>(
     env: &'env Env,
-    start: impl Future<Output = kt_core::Result<T>> + Send + 'static,
+    start: Result<impl Future<Output = kt_core::Result<T>> + Send + 'static, KtError>,
     wrap: impl FnOnce(Held<T>) -> H + 'static,
 ) -> napi::Result<PromiseRaw<'env, H>> {
+    let start = match start {
+        Ok(start) => start,
+        Err(e) => return rejected(env, e),
+    };
     promise(
         env,
         async move {
@@ -650,16 +644,11 @@ pub(crate) fn swap<'env>(
     target: Option<Unknown<'_>>,
     options: Option<Unknown<'_>>,
 ) -> napi::Result<PromiseRaw<'env, Swap>> {
-    let checked = session.and_then(|s| {
+    let work = session.and_then(|session| {
         let target = target_arg(target)?;
         let (ports, opts) = swap_options(options)?;
-        Ok((s, target, ports, opts))
+        Ok(async move { session.swap_with(&target, &ports, opts).await })
     });
-    let (session, target, ports, opts) = match checked {
-        Ok(v) => v,
-        Err(e) => return rejected(env, e),
-    };
-    let work = async move { session.swap_with(&target, &ports, opts).await };
     start(env, work, |held| Swap { held })
 }
 
@@ -670,19 +659,14 @@ pub(crate) fn expose<'env>(
     name: Option<Unknown<'_>>,
     options: Option<Unknown<'_>>,
 ) -> napi::Result<PromiseRaw<'env, Expose>> {
-    let checked = session.and_then(|s| {
+    let work = session.and_then(|session| {
         let name = name
             .filter(|v| !is(v, ValueType::Undefined))
             .ok_or_else(|| KtError::invalid("name is required (the new Service's name)"))?;
         let name = non_empty(name, "name")?;
         let (ports, opts) = expose_options(options)?;
-        Ok((s, name, ports, opts))
+        Ok(async move { session.expose_with(&name, &ports, opts).await })
     });
-    let (session, name, ports, opts) = match checked {
-        Ok(v) => v,
-        Err(e) => return rejected(env, e),
-    };
-    let work = async move { session.expose_with(&name, &ports, opts).await };
     start(env, work, |held| Expose { held })
 }
 
@@ -693,16 +677,11 @@ pub(crate) fn mesh<'env>(
     target: Option<Unknown<'_>>,
     options: Option<Unknown<'_>>,
 ) -> napi::Result<PromiseRaw<'env, Mesh>> {
-    let checked = session.and_then(|s| {
+    let work = session.and_then(|session| {
         let target = target_arg(target)?;
         let (ports, rule, opts) = mesh_options(options)?;
-        Ok((s, target, ports, rule, opts))
+        Ok(async move { session.mesh_with(&target, rule, &ports, opts).await })
     });
-    let (session, target, ports, rule, opts) = match checked {
-        Ok(v) => v,
-        Err(e) => return rejected(env, e),
-    };
-    let work = async move { session.mesh_with(&target, rule, &ports, opts).await };
     start(env, work, |held| Mesh { held })
 }
 

@@ -148,35 +148,24 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send;
 }
 
-impl Inbound for Swap {
-    const WHAT: &'static str = "swap";
-    fn events(&self) -> Events {
-        Swap::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        Swap::close(self)
-    }
+/// Implements `Inbound` for kt-core's `$kind` by its own methods of the same names.
+macro_rules! inbound {
+    ($kind:ident, $what:literal) => {
+        impl Inbound for $kind {
+            const WHAT: &'static str = $what;
+            fn events(&self) -> Events {
+                $kind::events(self)
+            }
+            fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
+                $kind::close(self)
+            }
+        }
+    };
 }
 
-impl Inbound for Expose {
-    const WHAT: &'static str = "expose";
-    fn events(&self) -> Events {
-        Expose::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        Expose::close(self)
-    }
-}
-
-impl Inbound for Mesh {
-    const WHAT: &'static str = "mesh";
-    fn events(&self) -> Events {
-        Mesh::events(self)
-    }
-    fn close(&self) -> impl Future<Output = kt_core::Result<()>> + Send {
-        Mesh::close(self)
-    }
-}
+inbound!(Swap, "swap");
+inbound!(Expose, "expose");
+inbound!(Mesh, "mesh");
 
 /// Makes a swap, an expose or a mesh with `start`, on a task of its own: a caller who
 /// stops waiting (Ctrl-C, a cancelled asyncio task) does not cut it short halfway; one
@@ -296,237 +285,159 @@ fn warn(text: &str) {
     eprintln!("ktconnect: {text}");
 }
 
-/// A swap in progress (kt-core's `Swap`). Python's `ktconnect.Swap` wraps it.
-#[pyclass(frozen, module = "ktconnect._native")]
-pub(crate) struct NativeSwap {
-    held: Held<Swap>,
+/// Defines the Python class `$native` over a `Held<$kind>` with what every handle
+/// has (`id`, `pod_name`, `ports`, `connections`, `closed`, `events()`, `close()`,
+/// documented by `$close_doc`, and `close_async()`), then `$methods`.
+macro_rules! native_handle {
+    ($(#[doc = $doc:tt])* $native:ident($kind:ident), $close_doc:tt, { $($methods:tt)* }) => {
+        $(#[doc = $doc])*
+        #[pyclass(frozen, module = "ktconnect._native")]
+        pub(crate) struct $native {
+            held: Held<$kind>,
+        }
+
+        impl From<Held<$kind>> for $native {
+            fn from(held: Held<$kind>) -> Self {
+                $native { held }
+            }
+        }
+
+        #[pymethods]
+        impl $native {
+            #[getter]
+            fn id(&self) -> &str {
+                self.held.inner.id()
+            }
+
+            #[getter]
+            fn pod_name(&self) -> &str {
+                self.held.inner.pod_name()
+            }
+
+            #[getter]
+            fn ports(&self) -> Vec<(u16, u16)> {
+                self.held.inner.ports()
+            }
+
+            #[getter]
+            fn connections(&self) -> u64 {
+                self.held.inner.connections()
+            }
+
+            #[getter]
+            fn closed(&self) -> bool {
+                self.held.closed()
+            }
+
+            fn events(&self) -> NativeEvents {
+                self.held.events()
+            }
+
+            #[doc = $close_doc]
+            fn close(&self, py: Python<'_>) -> PyResult<()> {
+                self.held.close(py)
+            }
+
+            /// `close` as an awaitable.
+            fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+                self.held.close_async(py)
+            }
+
+            $($methods)*
+        }
+    };
 }
 
-impl From<Held<Swap>> for NativeSwap {
-    fn from(held: Held<Swap>) -> Self {
-        NativeSwap { held }
-    }
-}
+native_handle! {
+    /// A swap in progress (kt-core's `Swap`). Python's `ktconnect.Swap` wraps it.
+    NativeSwap(Swap),
+    "Puts the cluster back and removes the swap shadow (blocking); again does nothing.",
+    {
+        #[getter]
+        fn target(&self) -> &str {
+            self.held.inner.target()
+        }
 
-#[pymethods]
-impl NativeSwap {
-    #[getter]
-    fn id(&self) -> &str {
-        self.held.inner.id()
-    }
+        #[getter]
+        fn mode(&self) -> &'static str {
+            self.held.inner.mode().as_str()
+        }
 
-    #[getter]
-    fn target(&self) -> &str {
-        self.held.inner.target()
-    }
+        #[getter]
+        fn services(&self) -> Vec<String> {
+            self.held.inner.services().to_vec()
+        }
 
-    #[getter]
-    fn mode(&self) -> &'static str {
-        self.held.inner.mode().as_str()
-    }
-
-    #[getter]
-    fn pod_name(&self) -> &str {
-        self.held.inner.pod_name()
-    }
-
-    #[getter]
-    fn services(&self) -> Vec<String> {
-        self.held.inner.services().to_vec()
-    }
-
-    #[getter]
-    fn ports(&self) -> Vec<(u16, u16)> {
-        self.held.inner.ports()
-    }
-
-    #[getter]
-    fn connections(&self) -> u64 {
-        self.held.inner.connections()
-    }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.held.closed()
-    }
-
-    fn events(&self) -> NativeEvents {
-        self.held.events()
-    }
-
-    /// Puts the cluster back and removes the swap shadow (blocking); again does nothing.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.held.close(py)
-    }
-
-    /// `close` as an awaitable.
-    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.held.close_async(py)
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "NativeSwap(id={:?}, target={:?}, mode={:?}, pod={:?})",
-            self.held.inner.id(),
-            self.held.inner.target(),
-            self.held.inner.mode().as_str(),
-            self.held.inner.pod_name()
-        )
-    }
-}
-
-/// An exposed Service (kt-core's `Expose`). Python's `ktconnect.Expose` wraps it.
-#[pyclass(frozen, module = "ktconnect._native")]
-pub(crate) struct NativeExpose {
-    held: Held<Expose>,
-}
-
-impl From<Held<Expose>> for NativeExpose {
-    fn from(held: Held<Expose>) -> Self {
-        NativeExpose { held }
-    }
-}
-
-#[pymethods]
-impl NativeExpose {
-    #[getter]
-    fn id(&self) -> &str {
-        self.held.inner.id()
-    }
-
-    #[getter]
-    fn service(&self) -> &str {
-        self.held.inner.service()
-    }
-
-    #[getter]
-    fn pod_name(&self) -> &str {
-        self.held.inner.pod_name()
-    }
-
-    #[getter]
-    fn ports(&self) -> Vec<(u16, u16)> {
-        self.held.inner.ports()
-    }
-
-    #[getter]
-    fn connections(&self) -> u64 {
-        self.held.inner.connections()
-    }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.held.closed()
-    }
-
-    fn events(&self) -> NativeEvents {
-        self.held.events()
-    }
-
-    /// Removes the Service and the expose shadow (blocking); again does nothing.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.held.close(py)
-    }
-
-    /// `close` as an awaitable.
-    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.held.close_async(py)
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "NativeExpose(id={:?}, service={:?}, pod={:?})",
-            self.held.inner.id(),
-            self.held.inner.service(),
-            self.held.inner.pod_name()
-        )
+        fn __repr__(&self) -> String {
+            format!(
+                "NativeSwap(id={:?}, target={:?}, mode={:?}, pod={:?})",
+                self.held.inner.id(),
+                self.held.inner.target(),
+                self.held.inner.mode().as_str(),
+                self.held.inner.pod_name()
+            )
+        }
     }
 }
 
-/// A developer's place in a meshed Service (kt-core's `Mesh`). Python's
-/// `ktconnect.Mesh` wraps it.
-#[pyclass(frozen, module = "ktconnect._native")]
-pub(crate) struct NativeMesh {
-    held: Held<Mesh>,
-}
+native_handle! {
+    /// An exposed Service (kt-core's `Expose`). Python's `ktconnect.Expose` wraps it.
+    NativeExpose(Expose),
+    "Removes the Service and the expose shadow (blocking); again does nothing.",
+    {
+        #[getter]
+        fn service(&self) -> &str {
+            self.held.inner.service()
+        }
 
-impl From<Held<Mesh>> for NativeMesh {
-    fn from(held: Held<Mesh>) -> Self {
-        NativeMesh { held }
+        fn __repr__(&self) -> String {
+            format!(
+                "NativeExpose(id={:?}, service={:?}, pod={:?})",
+                self.held.inner.id(),
+                self.held.inner.service(),
+                self.held.inner.pod_name()
+            )
+        }
     }
 }
 
-#[pymethods]
-impl NativeMesh {
-    #[getter]
-    fn id(&self) -> &str {
-        self.held.inner.id()
-    }
+native_handle! {
+    /// A developer's place in a meshed Service (kt-core's `Mesh`). Python's
+    /// `ktconnect.Mesh` wraps it.
+    NativeMesh(Mesh),
+    "Removes this developer's rule and shadow; the last one's also puts the Service \
+     back and removes the router (blocking); again does nothing.",
+    {
+        #[getter]
+        fn service(&self) -> &str {
+            self.held.inner.service()
+        }
 
-    #[getter]
-    fn service(&self) -> &str {
-        self.held.inner.service()
-    }
+        #[getter]
+        fn rule(&self) -> String {
+            self.held.inner.rule().to_string()
+        }
 
-    #[getter]
-    fn rule(&self) -> String {
-        self.held.inner.rule().to_string()
-    }
+        /// `(name, value)` of the header to send, or None.
+        #[getter]
+        fn header(&self) -> Option<(&str, &str)> {
+            self.held.inner.header()
+        }
 
-    /// `(name, value)` of the header to send, or None.
-    #[getter]
-    fn header(&self) -> Option<(&str, &str)> {
-        self.held.inner.header()
-    }
+        #[getter]
+        fn router(&self) -> &str {
+            self.held.inner.router()
+        }
 
-    #[getter]
-    fn router(&self) -> &str {
-        self.held.inner.router()
-    }
-
-    #[getter]
-    fn pod_name(&self) -> &str {
-        self.held.inner.pod_name()
-    }
-
-    #[getter]
-    fn ports(&self) -> Vec<(u16, u16)> {
-        self.held.inner.ports()
-    }
-
-    #[getter]
-    fn connections(&self) -> u64 {
-        self.held.inner.connections()
-    }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.held.closed()
-    }
-
-    fn events(&self) -> NativeEvents {
-        self.held.events()
-    }
-
-    /// Removes this developer's rule and shadow; the last one's also puts the Service
-    /// back and removes the router (blocking); again does nothing.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.held.close(py)
-    }
-
-    /// `close` as an awaitable.
-    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.held.close_async(py)
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "NativeMesh(id={:?}, service={:?}, rule={:?}, pod={:?})",
-            self.held.inner.id(),
-            self.held.inner.service(),
-            self.held.inner.rule().to_string(),
-            self.held.inner.pod_name()
-        )
+        fn __repr__(&self) -> String {
+            format!(
+                "NativeMesh(id={:?}, service={:?}, rule={:?}, pod={:?})",
+                self.held.inner.id(),
+                self.held.inner.service(),
+                self.held.inner.rule().to_string(),
+                self.held.inner.pod_name()
+            )
+        }
     }
 }
 
