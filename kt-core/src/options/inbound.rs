@@ -386,7 +386,7 @@ pub struct MeshRule(pub(crate) kt_proto::mesh::Rule);
 impl MeshRule {
     /// kt-connect's default mark: header `version` equal to a fresh random value.
     pub fn version_mark() -> MeshRule {
-        let value = crate::shadow::session_id();
+        let value = super::random_id();
         MeshRule(kt_proto::mesh::Rule::version_mark(&value))
     }
 

@@ -432,6 +432,17 @@ impl ConnectOptions {
     }
 }
 
+/// 8 random characters of `[a-z0-9]`: a session's or handle's id
+/// (`shadow::session_id`), and the value of a default mesh mark
+/// ([`MeshRule::version_mark`]). Here, at the bottom of the module graph, so that both
+/// can use it.
+pub(crate) fn random_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

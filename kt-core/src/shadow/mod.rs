@@ -144,10 +144,7 @@ impl Shadow {
 /// objects): 8 characters of `[a-z0-9]`, unique enough per namespace, short in pod
 /// names.
 pub(crate) fn session_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..8)
-        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
-        .collect()
+    crate::options::random_id()
 }
 
 /// The name of the shadow pod of `role` for `session`: `kt-shadow-<id>` for a connect
