@@ -76,22 +76,6 @@ async fn who(
         .to_owned())
 }
 
-/// kt objects in the namespace other than the test's own session's.
-async fn kt_objects(ns: &TestNamespace, session: &str) -> Result<String> {
-    let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
-    let left = ns
-        .kubectl(&[
-            "get",
-            "pods,leases,serviceaccounts,roles,rolebindings,services,secrets",
-            "-l",
-            &selector,
-            "-o",
-            "name",
-        ])
-        .await?;
-    Ok(left.trim().to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -> Result<()> {
     let f = Fixture::start_as(
@@ -164,7 +148,7 @@ async fn killed_developers_are_removed_and_the_last_one_restores_the_service() -
         TTL + Duration::from_secs(30),
         "nothing of kt left",
         || async {
-            let left = kt_objects(&f.ns, &session).await?;
+            let left = common::kt_objects_but(&f.ns, common::INBOUND_KINDS, &session).await?;
             Ok((!left.is_empty()).then(|| format!("left: {left}")))
         },
     )

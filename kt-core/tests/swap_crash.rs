@@ -15,28 +15,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{Fixture, Shipped};
 use kt_core::{PortMap, ShadowFlavour, SwapMode, SwapOptions};
-use kt_lab_tests::TestNamespace;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// The restore TTL the killed process asks for.
 const TTL: Duration = Duration::from_secs(5);
-
-/// Every kt object but the test's own session's: the killed process's swap shadow,
-/// its Lease and identity, and its session's connect shadow and Lease.
-async fn kt_objects(ns: &TestNamespace, session: &str) -> Result<String> {
-    let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
-    let left = ns
-        .kubectl(&[
-            "get",
-            "pods,leases,serviceaccounts,roles,rolebindings,services,secrets",
-            "-l",
-            &selector,
-            "-o",
-            "name",
-        ])
-        .await?;
-    Ok(left.trim().to_owned())
-}
 
 /// Starts the example swapping `target` in `mode`, waits for its `swapped` line, and
 /// kills it with SIGKILL.
@@ -100,7 +82,7 @@ async fn a_killed_swap_is_restored_by_its_shadow(mode: SwapMode) -> Result<()> {
             if common::snapshot(&f.ns, "deployment/echo").await? != deploy {
                 return Ok(Some("the Deployment differs from its snapshot".to_owned()));
             }
-            let left = kt_objects(&f.ns, &session).await?;
+            let left = common::kt_objects_but(&f.ns, common::INBOUND_KINDS, &session).await?;
             Ok((!left.is_empty()).then(|| format!("left: {left}")))
         },
     )

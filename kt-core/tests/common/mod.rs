@@ -308,13 +308,28 @@ pub(crate) async fn nothing_of_kt_left_but(
     kinds: &str,
     session: &str,
 ) -> Result<()> {
+    let left = kt_objects_but(ns, kinds, session).await?;
+    ensure!(left.is_empty(), "left behind: {left}");
+    Ok(())
+}
+
+/// The kt objects of `kinds` in `ns` other than session `session`'s, as `kind/name`
+/// lines (empty when there are none).
+pub(crate) async fn kt_objects_but(
+    ns: &TestNamespace,
+    kinds: &str,
+    session: &str,
+) -> Result<String> {
     let selector = format!("app.kubernetes.io/managed-by=kt,kt.dev/session!={session}");
     let left = ns
         .kubectl(&["get", kinds, "-l", &selector, "-o", "name"])
         .await?;
-    ensure!(left.trim().is_empty(), "left behind: {left}");
-    Ok(())
+    Ok(left.trim().to_owned())
 }
+
+/// Every kind of object an inbound operation (swap, expose, mesh) may create.
+pub(crate) const INBOUND_KINDS: &str =
+    "pods,leases,serviceaccounts,roles,rolebindings,services,secrets";
 
 /// Restarts lab component `component` with `testbed/restart` (tests that do this hold
 /// one test per binary: cargo runs test binaries one after another).
