@@ -408,3 +408,53 @@ async fn a_meshed_service_keeps_its_other_tcp_and_udp_ports() -> Result<()> {
     drop(local);
     f.finish().await
 }
+
+/// Two developers mesh the same Service at the same moment: both make it (one router,
+/// which the other joins when its create is refused), both are routed, and after both
+/// leave the Service equals its snapshot and nothing of kt is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_developers_starting_at_once_share_one_router() -> Result<()> {
+    let f = Fixture::start_as(
+        "kt-mesh-race",
+        ShadowFlavour::KtShadow,
+        1,
+        Shipped::Inbound,
+        |o| o,
+    )
+    .await?;
+    let web = f.ns.deploy_probe("web", 1, false).await?;
+    let client = f.ns.client_pod().await?;
+    let bin = web.bin.clone();
+    let snapshot = common::snapshot(&f.ns, "service/web").await?;
+    let alice = common::LocalProbe::start(&bin, "alice").await?;
+    let bob = common::LocalProbe::start(&bin, "bob").await?;
+    let (a, b) = tokio::join!(developer(&f, "alice", &alice), developer(&f, "bob", &bob));
+    let ((sa, ma, _), (sb, mb, _)) = (a?, b?);
+    ensure!(ma.router() == mb.router(), "one router per Service");
+    for who in ["alice", "bob"] {
+        let header = format!("x-dev: {who}");
+        let args = ["http", "--url", "http://web/", "-H", header.as_str()];
+        answers(&f.ns, &client, &bin, &args, |l: &[Value]| names(l) == [who]).await?;
+    }
+    let (ca, cb) = tokio::join!(ma.close(), mb.close());
+    ca?;
+    cb?;
+    ensure!(
+        common::snapshot(&f.ns, "service/web").await? == snapshot,
+        "the Service differs from its snapshot after both left at once"
+    );
+    let mine = format!(
+        "app.kubernetes.io/managed-by=kt,kt.dev/session notin ({},{},{})",
+        f.session.id(),
+        sa.id(),
+        sb.id()
+    );
+    let left =
+        f.ns.kubectl(&["get", KT_KINDS, "-l", &mine, "-o", "name"])
+            .await?;
+    ensure!(left.trim().is_empty(), "left after both closed: {left}");
+    sa.close().await?;
+    sb.close().await?;
+    drop((alice, bob));
+    f.finish().await
+}

@@ -232,10 +232,17 @@ impl Router {
             router: true,
         };
         let meta = identity::meta(name, labels.clone());
+        // What this call made, so that a failure removes only that: an object that
+        // already exists is another developer's router being made at this moment.
+        let (mut origin_made, mut pod_made) = (false, false);
         let result = async {
-            identity::create(cluster, &meta, name, &grants, &mut made).await?;
+            identity::create(cluster, &meta, name, &grants, &mut made)
+                .await
+                .map_err(|e| if is_conflict(&e) { already_exists() } else { e })?;
             let origin_ip = router.create_origin(plan, &labels).await?;
+            origin_made = true;
             let pod = router.create_pod(plan, &labels, &uid, origin_ip).await?;
+            pod_made = true;
             router
                 .create_lease(cluster, &labels, &pod, plan.ttl)
                 .await?;
@@ -250,10 +257,15 @@ impl Router {
         match result {
             Ok(()) => Ok(router),
             Err(e) => {
-                if !matches!(&e, Error::Internal { what } if what == ALREADY_EXISTS) {
+                if pod_made {
+                    // The pod, its Lease, the origin Service and the identity.
                     router.remove(cluster).await;
+                } else {
+                    if origin_made {
+                        router.delete_origin(cluster).await;
+                    }
+                    identity::delete(cluster, name, &made).await;
                 }
-                identity::delete(cluster, name, &made).await;
                 Err(e)
             }
         }
@@ -302,12 +314,14 @@ impl Router {
             Api::namespaced(plan.cluster.client.clone(), &plan.cluster.namespace);
         let created = match api.create(&PostParams::default(), &origin).await {
             Ok(created) => created,
-            // Left by a router that died before it owned it: replace it.
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let _ = api.delete(&self.origin, &DeleteParams::default()).await;
-                return Err(Error::Internal {
-                    what: ALREADY_EXISTS.to_owned(),
-                });
+                // Without its router pod, it was left by a router that failed before
+                // it owned it: removed, so the next attempt makes it again. With one,
+                // another developer is making the router right now.
+                if matches!(plan.cluster.pods().get_opt(&self.name).await, Ok(None)) {
+                    self.delete_origin(plan.cluster).await;
+                }
+                return Err(already_exists());
             }
             Err(e) => {
                 return Err(plan.cluster.error(
@@ -392,9 +406,7 @@ impl Router {
                 });
                 Ok(pod)
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Internal {
-                what: ALREADY_EXISTS.to_owned(),
-            }),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(already_exists()),
             Err(e) => Err(plan.cluster.error(e, "create", "pods", "(the mesh router)")),
         }
     }
@@ -634,8 +646,7 @@ impl Router {
             tracing::warn!(target: "kt", "deleting mesh router {}: {e}", self.name);
         }
         let _ = cluster.leases().delete(&self.name, &dp).await;
-        let api: Api<Service> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-        let _ = api.delete(&self.origin, &dp).await;
+        self.delete_origin(cluster).await;
         identity::delete(
             cluster,
             &self.name,
@@ -651,6 +662,28 @@ impl Router {
             }
         }
     }
+}
+
+impl Router {
+    async fn delete_origin(&self, cluster: &Cluster) {
+        let api: Api<Service> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        if let Err(e) = api.delete(&self.origin, &DeleteParams::background()).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(target: "kt", "deleting origin Service {}: {e}", self.origin);
+        }
+    }
+}
+
+fn already_exists() -> Error {
+    Error::Internal {
+        what: ALREADY_EXISTS.to_owned(),
+    }
+}
+
+/// Whether `e` is the API server's 409: the object exists.
+fn is_conflict(e: &Error) -> bool {
+    matches!(e, Error::Api { source: kube::Error::Api(s), .. } if s.code == 409)
 }
 
 /// Marks a create refused because the object exists (another developer made the
