@@ -120,7 +120,7 @@ cargo_target_dir() {
 }
 
 # build_shadow builds kt's in-cluster agent, which the lab runs for image
-# kt.dev/kt-shadow (testbed/images.yaml), installs it where the pod's non-root
+# kt.invalid/kt-shadow (testbed/images.yaml), installs it where the pod's non-root
 # user can execute it, and exports KT_SHADOW_BIN.
 build_shadow() {
 	command -v cargo >/dev/null || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }

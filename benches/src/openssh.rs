@@ -22,7 +22,7 @@ use kt_lab_tests::socks5_connect;
 pub const SSHD_POD: &str = "bench-sshd";
 
 /// The image the lab maps to the machine's `/usr/sbin/sshd`.
-pub const SSHD_IMAGE: &str = "kt.dev/openssh";
+pub const SSHD_IMAGE: &str = "kt.invalid/openssh";
 
 /// The SSH port on the pod's loopback.
 pub const SSHD_PORT: u16 = shadow::SSH_PORT;

@@ -156,7 +156,7 @@ async fn a_shadow_image_that_cannot_be_pulled_is_named_with_the_reason() -> Resu
         .kubeconfig(&kubeconfig)
         .namespace(ns.name())
         .flavour(ShadowFlavour::OpenSsh)
-        .shadow_image("kt.dev/no-such-image:1.0")
+        .shadow_image("kt.invalid/no-such-image:1.0")
         .on_event(move |e| {
             if let Ok(mut v) = sink.lock() {
                 v.push(e.clone());
@@ -167,7 +167,7 @@ async fn a_shadow_image_that_cannot_be_pulled_is_named_with_the_reason() -> Resu
     match res {
         Err(e @ Error::ShadowImage { .. }) => {
             let msg = e.to_string();
-            ensure!(msg.contains("kt.dev/no-such-image:1.0"), "{msg}");
+            ensure!(msg.contains("kt.invalid/no-such-image:1.0"), "{msg}");
             ensure!(
                 msg.contains("ErrImagePull") || msg.contains("ImagePullBackOff"),
                 "{msg}"

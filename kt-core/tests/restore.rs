@@ -42,7 +42,7 @@ spec:
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web, tier: frontend}}
-    spec: {containers: [{name: web, image: kt.dev/echo}]}
+    spec: {containers: [{name: web, image: kt.invalid/echo}]}
 ---
 apiVersion: apps/v1
 kind: StatefulSet
@@ -55,7 +55,7 @@ spec:
   selector: {matchLabels: {app: db}}
   template:
     metadata: {labels: {app: db}}
-    spec: {containers: [{name: db, image: kt.dev/echo}]}
+    spec: {containers: [{name: db, image: kt.invalid/echo}]}
 "#;
 
 struct Setup {

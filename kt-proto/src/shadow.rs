@@ -81,7 +81,7 @@ pub const LISTEN_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
 
 /// The shadow image's name (the lab's node agent maps it to its local `kt-shadow`
 /// binary; real clusters pull it from a registry under this name or an override).
-pub const IMAGE: &str = "kt.dev/kt-shadow";
+pub const IMAGE: &str = "kt.invalid/kt-shadow";
 
 /// Path of the binary inside the image (the image's entrypoint).
 pub const BINARY_PATH: &str = "/usr/local/bin/kt-shadow";

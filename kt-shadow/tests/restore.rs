@@ -49,7 +49,7 @@ spec:
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web, tier: frontend}}}}
-    spec: {{containers: [{{name: web, image: kt.dev/echo}}]}}
+    spec: {{containers: [{{name: web, image: kt.invalid/echo}}]}}
 ---
 apiVersion: coordination.k8s.io/v1
 kind: Lease
@@ -65,7 +65,7 @@ metadata:
   name: {POD}
 spec:
   schedulerName: kt-test-never-scheduled
-  containers: [{{name: shadow, image: kt.dev/kt-shadow}}]
+  containers: [{{name: shadow, image: kt.invalid/kt-shadow}}]
 "#
     )
 }

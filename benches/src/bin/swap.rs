@@ -252,7 +252,7 @@ async fn run() -> Result<()> {
         .kubectl(&[
             "run",
             client,
-            "--image=kt.dev/shell",
+            "--image=kt.invalid/shell",
             "--restart=Never",
             "--",
             "sleep",

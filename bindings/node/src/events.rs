@@ -180,16 +180,16 @@ pub fn event_examples() -> Vec<Event> {
         E::Creating {
             namespace: text("dev"),
             pod: text("kt-shadow-example"),
-            image: text("kt.dev/kt-shadow"),
+            image: text("kt.invalid/kt-shadow"),
         },
         E::Scheduled {
             node: text("node-1"),
         },
         E::Pulling {
-            image: text("kt.dev/kt-shadow"),
+            image: text("kt.invalid/kt-shadow"),
         },
         E::ImageReady {
-            image: text("kt.dev/kt-shadow"),
+            image: text("kt.invalid/kt-shadow"),
         },
         E::Ready {
             pod_ip: text("10.244.0.7"),

@@ -84,7 +84,7 @@ test('events are { kind, message, ...fields } built from kt-core kinds and field
   assert.deepEqual(Object.keys(byKind).sort(), ktconnect.eventKinds().map(pascal).sort(), 'one example per kind')
   assert.deepEqual(ktconnect.eventKinds().slice(0, 6), ['creating', 'scheduled', 'pulling', 'image_ready', 'ready', 'tunnel_up'])
   assert.deepEqual(Object.keys(byKind.Creating), ['kind', 'message', 'namespace', 'pod', 'image'])
-  assert.equal(byKind.Creating.message, 'creating shadow pod dev/kt-shadow-example (kt.dev/kt-shadow)')
+  assert.equal(byKind.Creating.message, 'creating shadow pod dev/kt-shadow-example (kt.invalid/kt-shadow)')
   assert.equal(byKind.Ready.podIp, '10.244.0.7')
   assert.equal(byKind.TunnelUp.socks5, '127.0.0.1:1080')
   assert.equal(byKind.TunnelUp.httpProxy, '127.0.0.1:1080')

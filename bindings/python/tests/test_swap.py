@@ -39,7 +39,7 @@ spec:
     seccompProfile: {type: RuntimeDefault}
   containers:
   - name: client
-    image: kt.dev/shell
+    image: kt.invalid/shell
     command: ["sleep", "3600"]
     securityContext:
       allowPrivilegeEscalation: false

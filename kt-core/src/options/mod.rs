@@ -34,7 +34,7 @@ pub const SHADOW_IMAGE_ENV: &str = "KT_SHADOW_IMAGE";
 /// The default image of the [`ShadowFlavour::OpenSsh`] shadow: any image with
 /// `/usr/sbin/sshd` works (e.g. `debian` plus the `openssh-server` package); this name
 /// is the one the lab (`testbed/`) maps to the machine's sshd.
-pub const DEFAULT_OPENSSH_IMAGE: &str = "kt.dev/openssh";
+pub const DEFAULT_OPENSSH_IMAGE: &str = "kt.invalid/openssh";
 
 /// The cluster DNS address used when the `kube-dns` Service cannot be read (the
 /// kubeadm/kind default).
@@ -45,7 +45,7 @@ pub const FALLBACK_DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 #[non_exhaustive]
 pub enum ShadowFlavour {
     /// kt's own agent, `kt-shadow` (built from `kt-shadow/`, image
-    /// `kt.dev/kt-shadow:<version>` by default): a small static binary that runs as a
+    /// `kt.invalid/kt-shadow:<version>` by default): a small static binary that runs as a
     /// non-root user under the **restricted** Pod Security Standard, with an exec
     /// readiness probe (`kt-shadow probe`), a watchdog (on the session's Lease, read as
     /// ServiceAccount `kt-shadow`, and on SSH clients) and a UDP channel.
@@ -221,7 +221,7 @@ impl ConnectOptions {
     }
 
     /// The shadow image. Default: `$KT_SHADOW_IMAGE` if set, else
-    /// `kt.dev/kt-shadow:<version>` ([`ShadowFlavour::KtShadow`]) or
+    /// `kt.invalid/kt-shadow:<version>` ([`ShadowFlavour::KtShadow`]) or
     /// [`DEFAULT_OPENSSH_IMAGE`] ([`ShadowFlavour::OpenSsh`]). On a real cluster, build
     /// `kt-shadow/Dockerfile`, push it to a registry the nodes can pull from, and name it here.
     pub fn shadow_image(mut self, image: impl Into<String>) -> Self {
@@ -452,11 +452,11 @@ mod tests {
         let openssh = ConnectOptions::new().flavour(ShadowFlavour::OpenSsh);
         assert_eq!(
             ConnectOptions::new().image_with(None),
-            format!("kt.dev/kt-shadow:{}", kt_proto::VERSION)
+            format!("kt.invalid/kt-shadow:{}", kt_proto::VERSION)
         );
-        assert_eq!(openssh.image_with(None), "kt.dev/openssh");
+        assert_eq!(openssh.image_with(None), "kt.invalid/openssh");
         // A blank variable counts as unset.
-        assert_eq!(openssh.image_with(Some(" ".into())), "kt.dev/openssh");
+        assert_eq!(openssh.image_with(Some(" ".into())), "kt.invalid/openssh");
     }
 
     #[test]

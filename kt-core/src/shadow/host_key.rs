@@ -273,7 +273,7 @@ mod tests {
 
     const KEY: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPDBp3khpUoQDgs/jC6tYksSwC/LKe35IRMRz4hAr1x4";
-    const IMAGE: &str = "kt.dev/kt-shadow:0.1.0";
+    const IMAGE: &str = "kt.invalid/kt-shadow:0.1.0";
 
     fn pod(uid: &str, image: &str, container_id: Option<&str>, restarts: i32) -> Pod {
         let mut status = serde_json::json!({

@@ -181,7 +181,7 @@ mod tests {
         ShadowSpec {
             session: "s1",
             name: "kt-shadow-s1",
-            image: "kt.dev/kt-shadow:0.1.0",
+            image: "kt.invalid/kt-shadow:0.1.0",
             role: kt_proto::Role::ShadowConnect,
             shape,
             opts,

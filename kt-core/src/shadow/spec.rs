@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn pinned_images_are_not_pulled_every_time() {
         assert_eq!(
-            pull_policy("kt.dev/kt-shadow:0.1.0").as_deref(),
+            pull_policy("kt.invalid/kt-shadow:0.1.0").as_deref(),
             Some("IfNotPresent")
         );
         assert_eq!(
@@ -503,7 +503,7 @@ mod tests {
             Some("IfNotPresent")
         );
         assert_eq!(pull_policy("registry:5000/kt-shadow"), None);
-        assert_eq!(pull_policy("kt.dev/kt-shadow:latest"), None);
+        assert_eq!(pull_policy("kt.invalid/kt-shadow:latest"), None);
     }
 
     #[test]
@@ -534,7 +534,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t4",
             name: "kt-t4",
-            image: "kt.dev/kt-shadow:0.1.0",
+            image: "kt.invalid/kt-shadow:0.1.0",
             role,
             shape,
             opts: &opts,
@@ -597,7 +597,7 @@ mod tests {
             let spec = ShadowSpec {
                 session: "t5",
                 name: "kt-shadow-t5",
-                image: "kt.dev/kt-shadow:0.1.0",
+                image: "kt.invalid/kt-shadow:0.1.0",
                 role: Role::ShadowConnect,
                 shape: &PodShape::default(),
                 opts: &opts,
@@ -650,7 +650,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t0",
             name: "kt-shadow-t0",
-            image: "kt.dev/kt-shadow:0.1.0",
+            image: "kt.invalid/kt-shadow:0.1.0",
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -702,7 +702,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t1",
             name: "kt-shadow-t1",
-            image: "kt.dev/kt-shadow:0.1.0",
+            image: "kt.invalid/kt-shadow:0.1.0",
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -754,7 +754,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t2",
             name: "kt-shadow-t2",
-            image: "kt.dev/kt-shadow:0.1.0",
+            image: "kt.invalid/kt-shadow:0.1.0",
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -849,7 +849,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t3",
             name: "kt-shadow-t3",
-            image: "kt.dev/kt-shadow:0.1.0",
+            image: "kt.invalid/kt-shadow:0.1.0",
             role: Role::ShadowSwap,
             shape: &shape,
             opts: &opts,

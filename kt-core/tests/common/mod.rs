@@ -7,7 +7,7 @@
 //! of the shadow is a parameter: [`both_flavours!`] makes one test per flavour.
 //! The kt-shadow flavour needs `KT_SHADOW_BIN` (from the environment or
 //! `/run/ktlab/env`): the lab's node agent runs that binary for image
-//! `kt.dev/kt-shadow`, and the readiness probe execs it.
+//! `kt.invalid/kt-shadow`, and the readiness probe execs it.
 
 #![allow(
     dead_code,

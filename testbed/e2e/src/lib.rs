@@ -81,7 +81,7 @@ pub const E2E_LABEL: &str = "kt.dev/e2e";
 /// standard.
 pub const ENFORCE_RESTRICTED: (&str, &str) = ("pod-security.kubernetes.io/enforce", "restricted");
 
-/// The kt-shadow binary the lab runs for image `kt.dev/kt-shadow`: `$KT_SHADOW_BIN`,
+/// The kt-shadow binary the lab runs for image `kt.invalid/kt-shadow`: `$KT_SHADOW_BIN`,
 /// else the value `testbed/up` wrote into `/run/ktlab/env`. Fails with what to do when
 /// neither is set (the lab then cannot run kt's shadow).
 pub fn kt_shadow_bin() -> Result<String> {
@@ -561,7 +561,7 @@ impl TestNamespace {
         self.explain(res).await
     }
 
-    /// Deploys the echo app: Deployment `echo` with `replicas` pods of `kt.dev/echo`
+    /// Deploys the echo app: Deployment `echo` with `replicas` pods of `kt.invalid/echo`
     /// (POD_NAME/POD_NAMESPACE from the downward API, readiness on `/healthz`, uid
     /// 65532 under the restricted Pod Security Standard) and Service `echo` (http
     /// 80→8080, tcp 9000, udp 9001). Waits until the Deployment is Available and the
@@ -618,7 +618,7 @@ impl TestNamespace {
     }
 
     /// Deploys kt-probe ([`probe_bin`]): Deployment `name` with `replicas` pods of image
-    /// `kt.dev/shell` running `kt-probe serve --listen 0.0.0.0:8080 --name <pod name>`
+    /// `kt.invalid/shell` running `kt-probe serve --listen 0.0.0.0:8080 --name <pod name>`
     /// (uid 65532, restricted Pod Security Standard, readiness on `/healthz`), and Service
     /// `name` with port `http` 80→8080 and, with `grpc_port`, port `grpc` 9090→8080
     /// (appProtocol `kubernetes.io/h2c`; the same server answers gRPC on either). Waits
@@ -987,7 +987,7 @@ spec:
           type: RuntimeDefault
       containers:
       - name: echo
-        image: kt.dev/echo
+        image: kt.invalid/echo
         securityContext:
           allowPrivilegeEscalation: false
           capabilities:
@@ -1057,7 +1057,7 @@ pub struct ProbeApp {
 }
 
 /// kt-probe's Deployment and Service `name`, as YAML: `replicas` pods of image
-/// `kt.dev/shell` running `bin serve --listen 0.0.0.0:8080 --name $(POD_NAME)` as uid
+/// `kt.invalid/shell` running `bin serve --listen 0.0.0.0:8080 --name $(POD_NAME)` as uid
 /// 65532 under the restricted Pod Security Standard; Service port `http` 80→8080, and
 /// with `grpc_port` also `grpc` 9090→8080.
 pub fn probe_manifest(name: &str, replicas: i32, bin: &Path, grpc_port: bool) -> String {
@@ -1093,7 +1093,7 @@ spec:
           type: RuntimeDefault
       containers:
       - name: probe
-        image: kt.dev/shell
+        image: kt.invalid/shell
         command: ["{bin}"]
         args: ["serve", "--listen", "0.0.0.0:8080", "--name", "$(POD_NAME)"]
         securityContext:
@@ -1220,7 +1220,7 @@ spec:
       type: RuntimeDefault
   containers:
   - name: client
-    image: kt.dev/shell
+    image: kt.invalid/shell
     command: ["sleep", "3600"]
     securityContext:
       allowPrivilegeEscalation: false

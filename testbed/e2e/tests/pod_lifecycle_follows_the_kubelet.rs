@@ -89,7 +89,7 @@ metadata: {{name: live}}
 spec:
   containers:
     - name: c
-      image: kt.dev/shell
+      image: kt.invalid/shell
       command: ["/bin/sh", "-c", "touch {marker}; exec sleep 3600"]
       livenessProbe:
         exec: {{command: [test, -e, "{marker}"]}}
@@ -140,7 +140,7 @@ metadata: {name: vol, labels: {tier: test}}
 spec:
   containers:
     - name: c
-      image: kt.dev/shell
+      image: kt.invalid/shell
       command: ["/bin/sh", "-c", "exec sleep 3600"]
       env:
         - name: FROM_SECRET
@@ -217,7 +217,7 @@ spec:
   terminationGracePeriodSeconds: 30
   containers:
     - name: c
-      image: kt.dev/shell
+      image: kt.invalid/shell
       command: ["/bin/sh", "-c", "trap 'echo got-term > {marker}; exit 0' TERM; while true; do sleep 0.2; done"]
 "#
     ))

@@ -28,7 +28,7 @@ spec:
       type: RuntimeDefault
   containers:
   - name: echo
-    image: kt.dev/echo
+    image: kt.invalid/echo
     securityContext:
       allowPrivilegeEscalation: false
       capabilities:
@@ -77,7 +77,7 @@ async fn non_root_pod_serves_port_80_in_a_restricted_namespace() -> Result<()> {
         .kubectl_output(&[
             "run",
             "as-root",
-            "--image=kt.dev/shell",
+            "--image=kt.invalid/shell",
             "--restart=Never",
             "--",
             "sleep",

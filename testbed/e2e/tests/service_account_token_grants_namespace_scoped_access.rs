@@ -49,7 +49,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: shell
-    image: kt.dev/shell
+    image: kt.invalid/shell
     command: ["/bin/sh", "-c", "exec sleep 3600"]
 "#;
 

@@ -45,7 +45,7 @@ func newTestAgentWith(t *testing.T, tweak func(cfg *Config, tmp string), objects
 	_ = os.Chmod(tmp, 0o755)
 	_ = os.Chmod(filepath.Dir(tmp), 0o755)
 	images := filepath.Join(tmp, "images.yaml")
-	if err := os.WriteFile(images, []byte("kt.dev/shell:\n  cmd: [/bin/sh]\n  aliases: [busybox]\n"), 0o644); err != nil {
+	if err := os.WriteFile(images, []byte("kt.invalid/shell:\n  cmd: [/bin/sh]\n  aliases: [busybox]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	self, _ := os.Executable()
@@ -177,7 +177,7 @@ func TestAgentLifecycle(t *testing.T) {
 	_ = os.Chmod(mnt, 0o755)
 	web := testPodSpec("web", "a1b2c3d4-0000-4000-8000-000000000001", v1.RestartPolicyAlways, v1.Container{
 		Name:    "app",
-		Image:   "kt.dev/shell:latest",
+		Image:   "kt.invalid/shell:latest",
 		Command: []string{"sh", "-c"},
 		Args: []string{`echo "hello $(POD_NAME) $GREETING"; echo "ns=$(cat $MNT/sa/namespace) token=$(cat $MNT/sa/token) ca=$(cat $MNT/sa/ca.crt)"
 echo "cfg=$(cat $MNT/config/greeting)"; touch $MNT/scratch/ready; exec sleep 300`},
@@ -203,11 +203,11 @@ echo "cfg=$(cat $MNT/config/greeting)"; touch $MNT/scratch/ready; exec sleep 300
 		}}}},
 	}
 	shell := func(script string) v1.Container {
-		return v1.Container{Name: "main", Image: "kt.dev/shell", Args: []string{"sh", "-c", script}}
+		return v1.Container{Name: "main", Image: "kt.invalid/shell", Args: []string{"sh", "-c", script}}
 	}
 	job := testPodSpec("job", "b1b2c3d4-0000-4000-8000-000000000002", v1.RestartPolicyNever, shell("echo done; exit 3"))
 	crash := testPodSpec("crash", "c1b2c3d4-0000-4000-8000-000000000003", v1.RestartPolicyAlways, shell("exit 1"))
-	badImage := testPodSpec("bad-image", "d1b2c3d4-0000-4000-8000-000000000004", v1.RestartPolicyAlways, v1.Container{Name: "main", Image: "kt.dev/nope:v1"})
+	badImage := testPodSpec("bad-image", "d1b2c3d4-0000-4000-8000-000000000004", v1.RestartPolicyAlways, v1.Container{Name: "main", Image: "kt.invalid/nope:v1"})
 	hostPath := testPodSpec("hostpath", "e1b2c3d4-0000-4000-8000-000000000005", v1.RestartPolicyAlways, shell("sleep 1"))
 	hostPath.Spec.Volumes = []v1.Volume{{Name: "h", VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/"}}}}
 	withInit := testPodSpec("init", "f1b2c3d4-0000-4000-8000-000000000006", v1.RestartPolicyOnFailure, shell("echo main"))
@@ -283,13 +283,13 @@ echo "cfg=$(cat $MNT/config/greeting)"; touch $MNT/scratch/ready; exec sleep 300
 		w := p.Status.ContainerStatuses[0].State.Waiting
 		return w != nil && (w.Reason == waitingErrImagePull || w.Reason == waitingImagePullBackOff)
 	})
-	if p.Status.Phase != v1.PodPending || !strings.Contains(p.Status.ContainerStatuses[0].State.Waiting.Message, `image "kt.dev/nope:v1" is not in the lab's image table`) {
+	if p.Status.Phase != v1.PodPending || !strings.Contains(p.Status.ContainerStatuses[0].State.Waiting.Message, `image "kt.invalid/nope:v1" is not in the lab's image table`) {
 		t.Errorf("bad image: %s", describeStatus(p))
 	}
 	ta.waitPod("hostpath", 20*time.Second, "Failed (unsupported volume)", func(p *v1.Pod) bool {
 		return p != nil && p.Status.Phase == v1.PodFailed && p.Status.Reason == "UnsupportedVolume"
 	})
-	if ev := ta.events("bad-image"); !strings.Contains(ev, `Warning Failed spec.containers{main}: Failed to pull image "kt.dev/nope:v1"`) {
+	if ev := ta.events("bad-image"); !strings.Contains(ev, `Warning Failed spec.containers{main}: Failed to pull image "kt.invalid/nope:v1"`) {
 		t.Errorf("bad-image events:\n%s", ev)
 	}
 	if ev := ta.events("web"); !strings.Contains(ev, "Normal Started spec.containers{app}: Started container app") {

@@ -12,12 +12,12 @@ import (
 
 func TestRepository(t *testing.T) {
 	for in, want := range map[string]string{
-		"kt.dev/echo":                       "kt.dev/echo",
-		"kt.dev/echo:v1":                    "kt.dev/echo",
-		"kt.dev/echo@sha256:abcd":           "kt.dev/echo",
-		"kt.dev/echo:v1@sha256:abcd":        "kt.dev/echo",
-		"localhost:5000/kt.dev/echo":        "localhost:5000/kt.dev/echo",
-		"localhost:5000/kt.dev/echo:latest": "localhost:5000/kt.dev/echo",
+		"kt.invalid/echo":                       "kt.invalid/echo",
+		"kt.invalid/echo:v1":                    "kt.invalid/echo",
+		"kt.invalid/echo@sha256:abcd":           "kt.invalid/echo",
+		"kt.invalid/echo:v1@sha256:abcd":        "kt.invalid/echo",
+		"localhost:5000/kt.invalid/echo":        "localhost:5000/kt.invalid/echo",
+		"localhost:5000/kt.invalid/echo:latest": "localhost:5000/kt.invalid/echo",
 		"busybox:1.36":                      "busybox",
 	} {
 		if got := repository(in); got != want {
@@ -58,16 +58,16 @@ func TestShippedImageTable(t *testing.T) {
 		command, args []string
 		want          []string
 	}{
-		{image: "kt.dev/echo:latest", want: []string{"/opt/ktlab", "echo"}},
-		{image: "kt.dev/echo", args: []string{"--port", "8080"}, want: []string{"/opt/ktlab", "echo", "--port", "8080"}},
-		{image: "kt.dev/kubectl", args: []string{"get", "pods"}, want: []string{"/opt/ktlab", "kubectl", "get", "pods"}},
-		{image: "kt.dev/coredns:1.13", args: []string{"-conf", "/etc/coredns/Corefile"}, want: []string{"/opt/ktlab", "coredns", "-conf", "/etc/coredns/Corefile"}},
+		{image: "kt.invalid/echo:latest", want: []string{"/opt/ktlab", "echo"}},
+		{image: "kt.invalid/echo", args: []string{"--port", "8080"}, want: []string{"/opt/ktlab", "echo", "--port", "8080"}},
+		{image: "kt.invalid/kubectl", args: []string{"get", "pods"}, want: []string{"/opt/ktlab", "kubectl", "get", "pods"}},
+		{image: "kt.invalid/coredns:1.13", args: []string{"-conf", "/etc/coredns/Corefile"}, want: []string{"/opt/ktlab", "coredns", "-conf", "/etc/coredns/Corefile"}},
 		{image: "busybox", want: []string{"/bin/sh"}},
 		{image: "docker.io/library/busybox:1.36", args: []string{"sleep", "3600"}, want: []string{"sleep", "3600"}},
 		{image: "debian:12", command: []string{"sh", "-c"}, args: []string{"sleep 1"}, want: []string{"sh", "-c", "sleep 1"}},
-		{image: "kt.dev/shell", command: []string{"/bin/true"}, want: []string{"/bin/true"}},
-		{image: "kt.dev/openssh", want: []string{"/usr/sbin/sshd", "-D", "-e"}},
-		{image: "kt.dev/kt-shadow:dev", args: []string{"--listen", "127.0.0.1:2222"}, want: []string{"/build/kt-shadow", "--listen", "127.0.0.1:2222"}},
+		{image: "kt.invalid/shell", command: []string{"/bin/true"}, want: []string{"/bin/true"}},
+		{image: "kt.invalid/openssh", want: []string{"/usr/sbin/sshd", "-D", "-e"}},
+		{image: "kt.invalid/kt-shadow:dev", args: []string{"--listen", "127.0.0.1:2222"}, want: []string{"/build/kt-shadow", "--listen", "127.0.0.1:2222"}},
 	}
 	for _, c := range cases {
 		r, err := tab.Resolve(c.image)
@@ -84,26 +84,26 @@ func TestShippedImageTable(t *testing.T) {
 func TestImageTableErrorsAndReload(t *testing.T) {
 	dir := t.TempDir()
 	tab := writeTable(t, dir, `
-kt.dev/app:
+kt.invalid/app:
   entrypoint: ["{root}/bin/app", "{env:UNSET_VAR}"]
-kt.dev/user:
+kt.invalid/user:
   entrypoint: [/bin/app]
   user: "65532:65533"
   env: ["A={ktlab}"]
 `)
-	_, err := tab.Resolve("kt.dev/missing:v1")
+	_, err := tab.Resolve("kt.invalid/missing:v1")
 	var pe *imagePullError
 	if !errors.As(err, &pe) {
 		t.Fatalf("unknown image: err = %v", err)
 	}
-	want := `failed to pull image "kt.dev/missing:v1": image "kt.dev/missing:v1" is not in the lab's image table (` + filepath.Base(dir) + `/images.yaml)`
+	want := `failed to pull image "kt.invalid/missing:v1": image "kt.invalid/missing:v1" is not in the lab's image table (` + filepath.Base(dir) + `/images.yaml)`
 	if err.Error() != want {
 		t.Fatalf("message %q\nwant    %q", err.Error(), want)
 	}
-	if _, err := tab.Resolve("kt.dev/app"); err == nil || !strings.Contains(err.Error(), "UNSET_VAR is not set") {
+	if _, err := tab.Resolve("kt.invalid/app"); err == nil || !strings.Contains(err.Error(), "UNSET_VAR is not set") {
 		t.Fatalf("unset env placeholder: err = %v", err)
 	}
-	r, err := tab.Resolve("kt.dev/user")
+	r, err := tab.Resolve("kt.invalid/user")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +113,12 @@ kt.dev/user:
 
 	// The table is reloaded when it changes.
 	time.Sleep(10 * time.Millisecond)
-	if err := os.WriteFile(filepath.Join(dir, "images.yaml"), []byte("kt.dev/missing:\n  entrypoint: [\"{root}/x\"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "images.yaml"), []byte("kt.invalid/missing:\n  entrypoint: [\"{root}/x\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	future := time.Now().Add(time.Minute)
 	_ = os.Chtimes(filepath.Join(dir, "images.yaml"), future, future)
-	r, err = tab.Resolve("kt.dev/missing:v1")
+	r, err = tab.Resolve("kt.invalid/missing:v1")
 	if err != nil {
 		t.Fatalf("after reload: %v", err)
 	}
@@ -129,9 +129,9 @@ kt.dev/user:
 
 func TestImageTableRejectsBadEntries(t *testing.T) {
 	for _, bad := range []string{
-		"kt.dev/a:\n  entrypnt: [x]\n",
-		"kt.dev/a:\n  env: [A=b]\n",
-		"kt.dev/a:\n  cmd: [x]\n  aliases: [kt.dev/b]\nkt.dev/b:\n  cmd: [y]\n",
+		"kt.invalid/a:\n  entrypnt: [x]\n",
+		"kt.invalid/a:\n  env: [A=b]\n",
+		"kt.invalid/a:\n  cmd: [x]\n  aliases: [kt.invalid/b]\nkt.invalid/b:\n  cmd: [y]\n",
 	} {
 		if _, err := parseImageTable([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
@@ -148,12 +148,12 @@ func TestImageTableRunsLabExecutablesFromTheStore(t *testing.T) {
 	copyExecutable(t, "/bin/true", shadow, 1)
 	path := filepath.Join(open, "images.yaml")
 	if err := os.WriteFile(path, []byte(`
-kt.dev/echo:
+kt.invalid/echo:
   entrypoint: ["{ktlab}", "echo"]
   env: ["SELF={ktlab}"]
-kt.dev/kt-shadow:
+kt.invalid/kt-shadow:
   entrypoint: ["{env:KT_SHADOW_BIN}"]
-kt.dev/unbuilt:
+kt.invalid/unbuilt:
   cmd: ["{env:NOT_BUILT}", "--flag={env:KT_SHADOW_BIN}"]
 `), 0o644); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ kt.dev/unbuilt:
 		return strings.HasPrefix(p, tab.store.dir+"/") && filepath.Base(p) == name && searchableByAll(p) == nil
 	}
 
-	echo, err := tab.Resolve("kt.dev/echo")
+	echo, err := tab.Resolve("kt.invalid/echo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ kt.dev/unbuilt:
 	if err := runAs(echo.Entrypoint[0]); err != nil {
 		t.Errorf("uid 65532 cannot run %s: %v", echo.Entrypoint[0], err)
 	}
-	ks, err := tab.Resolve("kt.dev/kt-shadow:0.1.0")
+	ks, err := tab.Resolve("kt.invalid/kt-shadow:0.1.0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ kt.dev/unbuilt:
 		t.Errorf("{env:KT_SHADOW_BIN} naming an executable must run from the store: %q", ks.Entrypoint)
 	}
 	// Not an existing executable, or not a whole word: left as it is.
-	unbuilt, err := tab.Resolve("kt.dev/unbuilt")
+	unbuilt, err := tab.Resolve("kt.invalid/unbuilt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ kt.dev/unbuilt:
 		t.Fatal(err)
 	}
 	tab.store = newImageStore(tab.store.dir)
-	_, err = tab.Resolve("kt.dev/echo")
+	_, err = tab.Resolve("kt.invalid/echo")
 	var pe *imagePullError
 	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "image executable") || !strings.Contains(err.Error(), ktlab) {
 		t.Errorf("missing ktlab binary: %v", err)

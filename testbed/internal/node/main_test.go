@@ -36,7 +36,7 @@ func netnsHelper(args []string) int {
 
 // TestMain lets the test binary play `ktlab run-container` for the
 // integration tests (spawnRunner runs "<binary> run-container <spec>"), and
-// `ktlab echo` for image kt.dev/echo ("{ktlab} echo").
+// `ktlab echo` for image kt.invalid/echo ("{ktlab} echo").
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "echo" {
 		os.Exit(echo.Main(os.Args[2:]))

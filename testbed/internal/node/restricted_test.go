@@ -39,7 +39,7 @@ func assertRestricted(t *testing.T, what string, meta *metav1.ObjectMeta, spec *
 func restrictedEchoPod(name, uid string) *v1.Pod {
 	pod := testPodSpec(name, uid, v1.RestartPolicyAlways, v1.Container{
 		Name:  "echo",
-		Image: "kt.dev/echo:latest",
+		Image: "kt.invalid/echo:latest",
 		Env: []v1.EnvVar{
 			{Name: "HTTP_PORT", Value: "80"},
 			{Name: "POD_NAME", ValueFrom: fieldRef("metadata.name")},
@@ -124,7 +124,7 @@ func TestAgentRunsARestrictedPodAsItsUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Ktlab = ktlab
-		if err := os.WriteFile(cfg.ImagesFile, []byte("kt.dev/echo:\n  entrypoint: [\"{ktlab}\", \"echo\"]\n"), 0o644); err != nil {
+		if err := os.WriteFile(cfg.ImagesFile, []byte("kt.invalid/echo:\n  entrypoint: [\"{ktlab}\", \"echo\"]\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}, pod)

@@ -28,10 +28,10 @@ func podWith(policy v1.RestartPolicy, inits []string, ctrs ...string) *v1.Pod {
 		Spec:       v1.PodSpec{RestartPolicy: policy},
 	}
 	for _, n := range inits {
-		p.Spec.InitContainers = append(p.Spec.InitContainers, v1.Container{Name: n, Image: "kt.dev/shell"})
+		p.Spec.InitContainers = append(p.Spec.InitContainers, v1.Container{Name: n, Image: "kt.invalid/shell"})
 	}
 	for _, n := range ctrs {
-		p.Spec.Containers = append(p.Spec.Containers, v1.Container{Name: n, Image: "kt.dev/echo:1"})
+		p.Spec.Containers = append(p.Spec.Containers, v1.Container{Name: n, Image: "kt.invalid/echo:1"})
 	}
 	p.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionTrue, LastTransitionTime: metav1.NewTime(t0.Add(-time.Hour).Truncate(time.Second))}}
 	return p
@@ -78,7 +78,7 @@ func TestStatusRunning(t *testing.T) {
 	if cs.State.Running == nil || !cs.Ready || cs.Started == nil || !*cs.Started || cs.RestartCount != 0 {
 		t.Fatalf("container status %+v", cs)
 	}
-	if cs.ContainerID != "ktlab://uid-1-app-0" || cs.ImageID != "ktlab://kt.dev/echo:1" || cs.Image != "kt.dev/echo:1" {
+	if cs.ContainerID != "ktlab://uid-1-app-0" || cs.ImageID != "ktlab://kt.invalid/echo:1" || cs.Image != "kt.invalid/echo:1" {
 		t.Errorf("ids %q %q %q", cs.ContainerID, cs.ImageID, cs.Image)
 	}
 	if !cs.State.Running.StartedAt.Time.Equal(t0.Truncate(time.Second)) {
@@ -216,7 +216,7 @@ func TestStatusInitContainers(t *testing.T) {
 
 func TestStatusWaitingAndFailed(t *testing.T) {
 	pod := podWith(v1.RestartPolicyAlways, nil, "app")
-	msg := `failed to pull image "kt.dev/nope": image "kt.dev/nope" is not in the lab's image table (testbed/images.yaml)`
+	msg := `failed to pull image "kt.invalid/nope": image "kt.invalid/nope" is not in the lab's image table (testbed/images.yaml)`
 	st := status(pod, map[string]containerObservation{"app": {Waiting: &v1.ContainerStateWaiting{Reason: waitingErrImagePull, Message: msg}}}, t0)
 	cs := st.ContainerStatuses[0]
 	if st.Phase != v1.PodPending || cs.State.Waiting.Reason != waitingErrImagePull || cs.State.Waiting.Message != msg || cs.RestartCount != 0 || cs.ContainerID != "" {
