@@ -15,6 +15,8 @@
 //!   watchdog.
 //! - [`mesh`]: the routing [`Rule`](mesh::Rule) of a mesh and the names by which the
 //!   router finds each developer's shadow.
+//! - [`agent`]: the imageless shadow, kt-shadow shipped in ConfigMap parts and
+//!   assembled and checked by a loader in the pod.
 //! - [`channel`]: SSH channel and request names, and the framing of UDP datagrams on a
 //!   `direct-udp@kt.dev` channel ([`DatagramCodec`], [`DatagramReader`]).
 //!
@@ -64,6 +66,7 @@
 //! # Ok::<(), kt_proto::Error>(())
 //! ```
 
+pub mod agent;
 pub mod annotations;
 pub mod channel;
 pub mod cli;
