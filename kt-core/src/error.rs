@@ -248,6 +248,62 @@ pub enum Error {
         message: String,
     },
 
+    /// There is no kt-shadow binary to ship to the cluster (the imageless shadow, the
+    /// default when no shadow image is given).
+    #[error(
+        "kt has no kt-shadow binary to ship to the cluster ({tried}); build one with \
+         `kt-shadow/build-static` and name its directory with the agent directory option \
+         or KT_AGENT_DIR, use a kt built with KT_AGENT_EMBED, or give a shadow image built \
+         from kt-shadow/Dockerfile (the shadow image option, --image or KT_SHADOW_IMAGE)"
+    )]
+    AgentMissing {
+        /// Where kt looked.
+        tried: String,
+    },
+
+    /// The binary to ship cannot run on a node as it is (not a static Linux executable,
+    /// an unknown architecture, a loader too big for one part).
+    #[error("cannot ship {path} to the cluster: {reason}")]
+    AgentInvalid {
+        /// The file (or `embedded`).
+        path: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
+    /// A part of the shipped agent in the namespace does not hold what kt uploaded:
+    /// the ConfigMap was changed or replaced. kt does not run it.
+    #[error(
+        "ConfigMap `{configmap}` in namespace `{namespace}` does not hold what kt uploaded \
+         ({detail}); kt refused to run it. Find out who changed it, then delete it \
+         (`kubectl delete configmap {configmap} -n {namespace}`, or `ktctl clean`, which \
+         removes the parts no pod uses) so that kt uploads it again"
+    )]
+    AgentTampered {
+        /// The namespace.
+        namespace: String,
+        /// The ConfigMap.
+        configmap: String,
+        /// What did not match.
+        detail: String,
+    },
+
+    /// The scheduler cannot place the shadow pod: no node matches what it needs.
+    #[error(
+        "the shadow pod `{pod}` cannot be scheduled: {message}; {hint}; see \
+         `kubectl describe pod {pod} -n {namespace}`"
+    )]
+    ShadowUnschedulable {
+        /// The shadow pod.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// The scheduler's message.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+
     /// The shadow pod did not become ready in time.
     #[error(
         "the shadow pod `{pod}` was not ready within {timeout:?} (last seen: {last}); \
@@ -725,7 +781,10 @@ impl Error {
             Error::ShadowImage { .. }
             | Error::ShadowFailed { .. }
             | Error::ShadowHostKey { .. }
-            | Error::ShadowReplaced { .. } => ErrorKind::Shadow,
+            | Error::ShadowReplaced { .. }
+            | Error::ShadowUnschedulable { .. }
+            | Error::AgentMissing { .. }
+            | Error::AgentTampered { .. } => ErrorKind::Shadow,
             Error::PodReadyTimeout { .. } => ErrorKind::Timeout,
             Error::PortForward { .. } | Error::Ssh { .. } | Error::TunnelDown { .. } => {
                 ErrorKind::Tunnel
@@ -734,7 +793,8 @@ impl Error {
             Error::Dns { .. } => ErrorKind::Dns,
             Error::InvalidTarget { .. }
             | Error::DatagramTooLarge { .. }
-            | Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            | Error::InvalidArgument { .. }
+            | Error::AgentInvalid { .. } => ErrorKind::InvalidArgument,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::FlowClosed { .. } | Error::Closed => ErrorKind::Closed,
             Error::Bind { .. } => ErrorKind::Io,

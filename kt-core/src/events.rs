@@ -148,6 +148,16 @@ pub enum Event {
         /// The object, the field, what it holds, what kt wrote and the original.
         detail: String,
     },
+    /// The imageless shadow: parts of kt's agent are being uploaded to the namespace
+    /// (once per namespace and kt version; later sessions reuse them).
+    Uploading {
+        /// The namespace.
+        namespace: String,
+        /// How many parts (ConfigMaps) are uploaded.
+        parts: u32,
+        /// How many bytes they hold.
+        bytes: u32,
+    },
     /// A mesh router routes the requests of this rule to this machine.
     Routed {
         /// The meshed Service.
@@ -210,6 +220,16 @@ impl fmt::Display for Event {
             Event::Inbound { peer, port } => write!(f, "connection from {peer} to port {port}"),
             Event::Restored { object, detail } => write!(f, "restored {object}: {detail}"),
             Event::RestoreConflict { detail } => write!(f, "not restored: {detail}"),
+            Event::Uploading {
+                namespace,
+                parts,
+                bytes,
+            } => write!(
+                f,
+                "uploading kt's agent to namespace {namespace} ({parts} parts, {} KiB; once, \
+                 later sessions reuse them)",
+                bytes / 1024
+            ),
             Event::Routed {
                 service,
                 rule,
@@ -274,6 +294,8 @@ pub enum EventKind {
     RestoreConflict,
     /// [`Event::Routed`].
     Routed,
+    /// [`Event::Uploading`].
+    Uploading,
 }
 
 impl EventKind {
@@ -302,6 +324,7 @@ impl EventKind {
         EventKind::Restored,
         EventKind::RestoreConflict,
         EventKind::Routed,
+        EventKind::Uploading,
     ];
 
     /// The stable name, `snake_case` (`tunnel_up`, ...).
@@ -330,6 +353,7 @@ impl EventKind {
             EventKind::Restored => "restored",
             EventKind::RestoreConflict => "restore_conflict",
             EventKind::Routed => "routed",
+            EventKind::Uploading => "uploading",
         }
     }
 
@@ -361,6 +385,7 @@ impl EventKind {
             EventKind::Restored => 21,
             EventKind::RestoreConflict => 22,
             EventKind::Routed => 23,
+            EventKind::Uploading => 24,
         }
     }
 }
@@ -423,6 +448,7 @@ impl Event {
             Event::Restored { .. } => EventKind::Restored,
             Event::RestoreConflict { .. } => EventKind::RestoreConflict,
             Event::Routed { .. } => EventKind::Routed,
+            Event::Uploading { .. } => EventKind::Uploading,
         }
     }
 
@@ -482,6 +508,15 @@ impl Event {
                 vec![("object", t(object)), ("detail", t(detail))]
             }
             Event::RestoreConflict { detail } => vec![("detail", t(detail))],
+            Event::Uploading {
+                namespace,
+                parts,
+                bytes,
+            } => vec![
+                ("namespace", t(namespace)),
+                ("parts", EventValue::Number(*parts)),
+                ("bytes", EventValue::Number(*bytes)),
+            ],
             Event::Routed {
                 service,
                 rule,

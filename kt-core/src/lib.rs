@@ -124,6 +124,7 @@
 //! | `secrets` | create, patch, delete | the OpenSSH flavour only: sshd's keys and configuration (patch: the owner reference); never read back |
 //! | `leases` | create, get, patch | the session's Lease (patch: renewals; get: the sweep, close) |
 //! | `services` | get | `forward("svc/name")` |
+//! | `configmaps` | create, get, list, delete | the imageless shadow: kt's agent in parts named by content hash (create: upload once; list: which are there; get: check the loader; delete: `clean`); not needed with a shadow image |
 //! | `services` | list (`kt-vpn` only) | VPN mode: the namespace's ClusterIPs, the hosts-file names |
 //! | `services` | create (`kt-vpn` only) | VPN mode: a **dry-run** create whose refusal names the Service IP range (nothing is created; the verb would also allow real Services, hence only in `kt-vpn`) |
 //!
@@ -235,7 +236,7 @@ pub use inbound::swap::Swap;
 pub use ipnet::IpNet;
 pub use options::surface;
 pub use options::{
-    ConnectOptions, DEFAULT_MTU, DEFAULT_OPENSSH_IMAGE, DEFAULT_RESTORE_TTL, DnsMode,
+    AGENT_DIR_ENV, ConnectOptions, DEFAULT_BASE_IMAGE, DEFAULT_MTU, DEFAULT_RESTORE_TTL, DnsMode,
     ExposeOptions, FALLBACK_DNS_SERVER, MeshOptions, MeshRule, PortMap, RemotePort,
     SHADOW_IMAGE_ENV, ServiceType, ShadowFlavour, SwapMode, SwapOptions, VpnOptions, parse_net,
 };

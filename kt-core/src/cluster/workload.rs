@@ -178,6 +178,27 @@ pub(crate) struct Resolved {
     pub(crate) workload: Option<Workload>,
 }
 
+impl Resolved {
+    /// A label selector of the target's pods (`app=web`): its workload's pod labels,
+    /// else its first Service's selector. An imageless shadow borrows their image.
+    pub(crate) fn pod_selector(&self) -> Option<String> {
+        let labels = (self.workload.as_ref())
+            .map(|w| w.pod_labels.clone())
+            .filter(|l| !l.is_empty())
+            .or_else(|| (self.services.first().map(service_selector)).filter(|s| !s.is_empty()))?;
+        Some(selector_text(&labels))
+    }
+}
+
+/// `labels` as a label selector: `k=v,k2=v2`.
+pub(crate) fn selector_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One port the swap shadow listens on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ListenPort {

@@ -147,8 +147,9 @@ async fn held_objects(cluster: &Cluster, kind: TargetKind) -> Result<Vec<Value>>
 /// Services and workloads whose kt lease expired get their recorded values back
 /// (guarded: values someone changed meanwhile are left and listed), kt pods whose
 /// Lease expired are deleted (a swap shadow restores on the way out), and identities
-/// and exposed Services whose shadow pod is gone are removed. Live sessions are left
-/// alone. With `dry_run`, only lists what it would do.
+/// and exposed Services whose shadow pod is gone are removed, and so are the parts of
+/// kt's shipped agent (ConfigMaps) that no pod uses. Live sessions are left alone.
+/// With `dry_run`, only lists what it would do.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), kt_core::Error> {
@@ -181,6 +182,15 @@ pub async fn clean(opts: &ConnectOptions, dry_run: bool) -> Result<CleanReport> 
         }
     }
     orphans(&cluster, &mut report).await?;
+    for part in crate::shadow::agent::unused_parts(&cluster).await? {
+        report.actions.push(format!(
+            "delete ConfigMap {}/{part} (a part of kt's agent no pod uses)",
+            cluster.namespace
+        ));
+        if !dry_run {
+            crate::shadow::agent::delete_part(&cluster, &part).await?;
+        }
+    }
     Ok(report)
 }
 

@@ -170,6 +170,7 @@ impl Expose {
                 kt_proto::cli::DELETE_POD.to_owned(),
                 session_pod.to_owned(),
             ],
+            borrow_from: None,
             events: &events,
         }))
         .await?;

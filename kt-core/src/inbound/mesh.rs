@@ -197,6 +197,7 @@ impl Mesh {
                 kt_proto::cli::DELETE_POD.to_owned(),
                 session_pod.to_owned(),
             ],
+            borrow_from: resolved.pod_selector(),
             events: &events,
         }))
         .await;

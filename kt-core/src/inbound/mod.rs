@@ -180,6 +180,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) grants: Grants,
     /// `kt-shadow serve` arguments of the restoring watchdog.
     pub(crate) watchdog_args: Vec<String>,
+    /// The pods whose image an imageless shadow borrows first (the target's).
+    pub(crate) borrow_from: Option<String>,
     pub(crate) events: &'a Arc<EventBus>,
 }
 
@@ -222,6 +224,7 @@ impl Inbound {
             service_account: Some(name.clone()),
             extra_args: plan.watchdog_args,
             grace_seconds: Some(20),
+            borrow_from: plan.borrow_from,
         };
         let shadow = match Shadow::launch(
             plan.cluster,

@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::identity::{self, Grants, Made};
 use super::{expiry, user_name};
 use crate::cluster::restore::{self, Hold, Ownership, TakeOver, Taken};
-use crate::cluster::workload::{ListenPort, TargetKind};
+use crate::cluster::workload::{ListenPort, TargetKind, selector_text};
 use crate::cluster::{Cluster, is_not_found};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
@@ -375,6 +375,7 @@ impl Router {
             service_account: Some(self.name.clone()),
             extra_args: Vec::new(),
             grace_seconds: Some(20),
+            borrow_from: Some(selector_text(&plan.selector)),
         };
         // The router is kt-shadow whatever flavour the session's shadow is.
         let mut opts = plan.opts.clone();
@@ -382,11 +383,18 @@ impl Router {
             opts.flavour = ShadowFlavour::KtShadow;
             opts.shadow_image = None;
         }
-        let image = opts.image();
+        let runtime = crate::shadow::runtime(
+            plan.cluster,
+            &opts,
+            shape.borrow_from.as_deref(),
+            plan.events,
+        )
+        .await?;
+        let image = runtime.image().to_owned();
         let spec = ShadowSpec {
             session: &self.session,
             name: &self.name,
-            image: &image,
+            runtime: &runtime,
             role: Role::Router,
             shape: &shape,
             opts: &opts,
@@ -462,6 +470,9 @@ impl Router {
                 return Ok(());
             }
             if let Ok(Some(pod)) = cluster.pods().get_opt(&self.name).await {
+                if let Some(e) = crate::shadow::wait::unschedulable(&pod, &cluster.namespace) {
+                    return Err(e);
+                }
                 let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
                 if matches!(phase.as_deref(), Some("Failed" | "Succeeded")) {
                     let reason = "the mesh router exited before it listened".to_owned();

@@ -150,6 +150,7 @@ impl Swap {
             ports: &listen,
             grants,
             watchdog_args: watchdog_args(&id, &objects, session_pod),
+            borrow_from: resolved.pod_selector(),
             events: &events,
         }))
         .await?;

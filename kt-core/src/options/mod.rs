@@ -31,10 +31,14 @@ pub(crate) const OPENSSH_USER: &str = "root";
 /// Environment variable overriding the default shadow image (both flavours).
 pub const SHADOW_IMAGE_ENV: &str = "KT_SHADOW_IMAGE";
 
-/// The default image of the [`ShadowFlavour::OpenSsh`] shadow: any image with
-/// `/usr/sbin/sshd` works (e.g. `debian` plus the `openssh-server` package); this name
-/// is the one the lab (`testbed/`) maps to the machine's sshd.
-pub const DEFAULT_OPENSSH_IMAGE: &str = "kt.invalid/openssh";
+/// Environment variable naming a directory with the agent to ship (`kt-shadow` and
+/// `kt-loader`), like [`ConnectOptions::agent_dir`].
+pub const AGENT_DIR_ENV: &str = "KT_AGENT_DIR";
+
+/// The base image of the imageless shadow when no running pod in the namespace can lend
+/// its image ([`ConnectOptions::base_image`]): the kubelet's own sandbox image, which
+/// most nodes already have and which is tiny to pull where they do not.
+pub const DEFAULT_BASE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 /// The cluster DNS address used when the `kube-dns` Service cannot be read (the
 /// kubeadm/kind default).
@@ -111,6 +115,8 @@ pub struct ConnectOptions {
     pub(crate) context: Option<String>,
     pub(crate) namespace: Option<String>,
     pub(crate) shadow_image: Option<String>,
+    pub(crate) base_image: Option<String>,
+    pub(crate) agent_dir: Option<PathBuf>,
     pub(crate) flavour: ShadowFlavour,
     pub(crate) shadow_probe_binary: Option<String>,
     pub(crate) sshd_path: String,
@@ -145,6 +151,8 @@ impl Default for ConnectOptions {
             context: None,
             namespace: None,
             shadow_image: None,
+            base_image: None,
+            agent_dir: None,
             flavour: ShadowFlavour::KtShadow,
             shadow_probe_binary: None,
             sshd_path: "/usr/sbin/sshd".to_owned(),
@@ -180,6 +188,8 @@ impl fmt::Debug for ConnectOptions {
             .field("context", &self.context)
             .field("namespace", &self.namespace)
             .field("shadow_image", &self.shadow_image)
+            .field("base_image", &self.base_image)
+            .field("agent_dir", &self.agent_dir)
             .field("flavour", &self.flavour)
             .field("ssh_port", &self.ssh_port)
             .field("labels", &self.labels)
@@ -220,12 +230,35 @@ impl ConnectOptions {
         self
     }
 
-    /// The shadow image. Default: `$KT_SHADOW_IMAGE` if set, else
-    /// `kt.invalid/kt-shadow:<version>` ([`ShadowFlavour::KtShadow`]) or
-    /// [`DEFAULT_OPENSSH_IMAGE`] ([`ShadowFlavour::OpenSsh`]). On a real cluster, build
-    /// `kt-shadow/Dockerfile`, push it to a registry the nodes can pull from, and name it here.
+    /// Run the shadow from this image instead of shipping kt's agent (the default, see
+    /// [`agent_dir`](Self::agent_dir)); `$KT_SHADOW_IMAGE` does the same. For
+    /// [`ShadowFlavour::KtShadow`], an image built from `kt-shadow/Dockerfile` and pushed
+    /// where the nodes pull from; pin it by digest (`registry/kt-shadow@sha256:...`) so
+    /// that what runs is exactly what was reviewed. [`ShadowFlavour::OpenSsh`] needs one:
+    /// any image with sshd.
     pub fn shadow_image(mut self, image: impl Into<String>) -> Self {
         self.shadow_image = Some(image.into());
+        self
+    }
+
+    /// The image the imageless shadow runs its shipped agent on when no running pod of
+    /// the namespace (or of a swap's or mesh's target) can lend its image (default
+    /// [`DEFAULT_BASE_IMAGE`]). The agent needs nothing from it: any Linux image the
+    /// nodes have or can pull will do.
+    pub fn base_image(mut self, image: impl Into<String>) -> Self {
+        self.base_image = Some(image.into());
+        self
+    }
+
+    /// Ship the agent (`kt-shadow` and `kt-loader`, static Linux executables, as
+    /// `kt-shadow/build-static` makes them) from this directory instead of the one
+    /// embedded at build time; `$KT_AGENT_DIR` does the same. Without a shadow image
+    /// ([`shadow_image`](Self::shadow_image)), kt uploads the agent into the namespace
+    /// as immutable ConfigMaps named by content hash (once; later sessions reuse them,
+    /// [`clean`](crate::clean) removes the ones no pod uses) and the shadow runs it from
+    /// a volume on an image the node already has.
+    pub fn agent_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.agent_dir = Some(dir.into());
         self
     }
 
@@ -412,23 +445,23 @@ impl ConnectOptions {
         self
     }
 
-    /// The image the shadow pod will run.
-    pub fn image(&self) -> String {
+    /// The shadow image given by the option or `$KT_SHADOW_IMAGE`; `None` means the
+    /// imageless shadow (kt ships its agent; [`ShadowFlavour::KtShadow`] only).
+    pub fn image(&self) -> Option<String> {
         self.image_with(std::env::var(SHADOW_IMAGE_ENV).ok())
     }
 
     /// [`image`](Self::image), given the value of `KT_SHADOW_IMAGE`.
-    fn image_with(&self, from_env: Option<String>) -> String {
+    fn image_with(&self, from_env: Option<String>) -> Option<String> {
         if let Some(image) = &self.shadow_image {
-            return image.clone();
+            return Some(image.clone());
         }
-        if let Some(image) = from_env.filter(|v| !v.trim().is_empty()) {
-            return image;
-        }
-        match self.flavour {
-            ShadowFlavour::KtShadow => format!("{}:{}", shadow::IMAGE, kt_proto::VERSION),
-            ShadowFlavour::OpenSsh => DEFAULT_OPENSSH_IMAGE.to_owned(),
-        }
+        from_env.filter(|v| !v.trim().is_empty())
+    }
+
+    /// The base image of the imageless shadow.
+    pub(crate) fn base_image_or_default(&self) -> &str {
+        self.base_image.as_deref().unwrap_or(DEFAULT_BASE_IMAGE)
     }
 }
 
@@ -448,27 +481,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_images_follow_the_flavour() {
-        let openssh = ConnectOptions::new().flavour(ShadowFlavour::OpenSsh);
-        assert_eq!(
-            ConnectOptions::new().image_with(None),
-            format!("kt.invalid/kt-shadow:{}", kt_proto::VERSION)
-        );
-        assert_eq!(openssh.image_with(None), "kt.invalid/openssh");
+    fn no_image_means_the_imageless_shadow() {
+        assert_eq!(ConnectOptions::new().image_with(None), None);
         // A blank variable counts as unset.
-        assert_eq!(openssh.image_with(Some(" ".into())), "kt.invalid/openssh");
+        assert_eq!(ConnectOptions::new().image_with(Some(" ".into())), None);
+        assert_eq!(
+            ConnectOptions::new().base_image_or_default(),
+            "registry.k8s.io/pause:3.10"
+        );
+        assert_eq!(
+            ConnectOptions::new()
+                .base_image("busybox:1.37")
+                .base_image_or_default(),
+            "busybox:1.37"
+        );
     }
 
     #[test]
     fn the_option_beats_the_environment_which_beats_the_default() {
         let env = Some("lab/kt-shadow:dev".to_owned());
         assert_eq!(
-            ConnectOptions::new().image_with(env.clone()),
-            "lab/kt-shadow:dev"
+            ConnectOptions::new().image_with(env.clone()).as_deref(),
+            Some("lab/kt-shadow:dev")
         );
         assert_eq!(
-            ConnectOptions::new().shadow_image("x/y:1").image_with(env),
-            "x/y:1"
+            ConnectOptions::new()
+                .shadow_image("x/y:1")
+                .image_with(env)
+                .as_deref(),
+            Some("x/y:1")
         );
     }
 }

@@ -10,6 +10,8 @@ pub const CONNECT_OPTIONS: &[&str] = &[
     "context",
     "namespace",
     "shadow_image",
+    "base_image",
+    "agent_dir",
     "flavour",
     "shadow_probe_binary",
     "sshd_path",

@@ -177,11 +177,15 @@ mod tests {
         assert_eq!(never.spec.unwrap_or_default().lease_duration_seconds, None);
     }
 
+    static IMAGE: std::sync::LazyLock<crate::shadow::Runtime> = std::sync::LazyLock::new(|| {
+        crate::shadow::Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned())
+    });
+
     fn shadow_spec<'a>(opts: &'a ConnectOptions, shape: &'a PodShape) -> ShadowSpec<'a> {
         ShadowSpec {
             session: "s1",
             name: "kt-shadow-s1",
-            image: "kt.invalid/kt-shadow:0.1.0",
+            runtime: &IMAGE,
             role: kt_proto::Role::ShadowConnect,
             shape,
             opts,

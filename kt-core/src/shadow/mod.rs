@@ -4,6 +4,8 @@
 //! router use the same call with their own role and [`PodShape`]) and
 //! [`Shadow::close`] removes it.
 
+pub(crate) mod agent;
+pub(crate) mod base;
 pub(crate) mod host_key;
 pub(crate) mod lease;
 pub(crate) mod spec;
@@ -20,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{Cluster, ObjectKind, Objects};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
-use crate::options::ConnectOptions;
+use crate::options::{ConnectOptions, ShadowFlavour};
 use crate::task::Tasks;
 use crate::transport::{TransportConfig, Tunnel};
 pub(crate) use spec::PodShape;
+pub(crate) use spec::Runtime;
 use spec::{SessionKeys, ShadowSpec};
 
 /// A running shadow pod and the tunnel to it.
@@ -60,11 +63,11 @@ impl Shadow {
         events: &Arc<EventBus>,
     ) -> Result<Shadow> {
         let name = pod_name(role, session);
-        let image = opts.image();
+        let runtime = runtime(cluster, opts, shape.borrow_from.as_deref(), events).await?;
         let spec = ShadowSpec {
             session,
             name: &name,
-            image: &image,
+            runtime: &runtime,
             role,
             shape,
             opts,
@@ -72,7 +75,7 @@ impl Shadow {
         events.emit(Event::Creating {
             namespace: cluster.namespace.clone(),
             pod: name.clone(),
-            image: image.clone(),
+            image: runtime.image().to_owned(),
         });
         let mut objects = Objects::new(session);
         match start(cluster, opts, &spec, &mut objects, events).await {
@@ -140,6 +143,36 @@ impl Shadow {
     }
 }
 
+/// What a shadow runs: the image the options name, else kt's agent shipped to the
+/// namespace (uploaded once, see [`agent`]) on a base image a running pod lends (one
+/// matching `prefer` first, see [`base`]).
+pub(crate) async fn runtime(
+    cluster: &Cluster,
+    opts: &ConnectOptions,
+    prefer: Option<&str>,
+    events: &EventBus,
+) -> Result<Runtime> {
+    if let Some(image) = opts.image() {
+        return Ok(Runtime::Image(image));
+    }
+    if opts.flavour == ShadowFlavour::OpenSsh {
+        return Err(Error::InvalidArgument {
+            what: "shadow image".to_owned(),
+            value: String::new(),
+            expected: "an image with sshd for the openssh flavour (the shadow image option, \
+                       --image or KT_SHADOW_IMAGE); kt ships only its own agent"
+                .to_owned(),
+        });
+    }
+    let agent = agent::Agent::locate(opts.agent_dir.as_deref())?;
+    let shipped = agent::ship(cluster, &agent, events).await?;
+    let base = base::choose(cluster, prefer, opts.base_image_or_default()).await;
+    Ok(Runtime::Shipped {
+        base,
+        agent: shipped,
+    })
+}
+
 /// A new id for a session or an inbound handle (the `kt.dev/session` label of its
 /// objects): 8 characters of `[a-z0-9]`, unique enough per namespace, short in pod
 /// names.
@@ -190,6 +223,10 @@ async fn start(
         .await
         .map_err(|e| pod_create_error(cluster, e))?;
     objects.created(ObjectKind::Pod, spec.name);
+    if let Runtime::Shipped { agent, .. } = spec.runtime {
+        // A `clean` between the upload and the pod's creation removed nothing for good.
+        agent::reship_missing(cluster, agent).await?;
+    }
     // Pinned: every link checks that the pod of this name is still this one.
     let uid = pod
         .metadata
@@ -223,14 +260,14 @@ async fn start(
     wait::pod_ready(
         cluster,
         spec.name,
-        spec.image,
+        spec.runtime,
         opts.pod_ready_timeout,
         events,
     )
     .await?;
     let host_key = match &keys.host {
         Some(host) => host.public_key().clone(),
-        None => host_key::read(cluster, spec.name, &uid, spec.image, deadline).await?,
+        None => host_key::read(cluster, spec.name, &uid, spec.runtime.image(), deadline).await?,
     };
     let cfg = TransportConfig {
         pods: cluster.pods(),

@@ -5,18 +5,22 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, LocalObjectReference,
-    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod, PodSecurityContext,
+    PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kt_proto::cli::{ProbeArgs, ServeArgs};
-use kt_proto::{Role, annotations, labels, shadow};
+use kt_proto::{Role, agent, annotations, labels, shadow};
 use kube::api::ObjectMeta;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, PrivateKey};
 
+use super::agent::Shipped;
+use super::base::Base;
 use crate::error::{Error, Result};
 use crate::options::{ConnectOptions, ShadowFlavour};
 
@@ -28,6 +32,56 @@ const KEYS_VOLUME: &str = "kt-keys";
 
 /// The shadow container's name.
 pub(crate) const CONTAINER: &str = "shadow";
+
+/// The imageless shadow's volumes: the shipped agent's parts (read-only) and the
+/// emptyDir the loader assembles kt-shadow in.
+const AGENT_VOLUME: &str = "kt-agent";
+const RUN_VOLUME: &str = "kt-run";
+
+/// What the shadow container runs, and on which image.
+#[derive(Debug, Clone)]
+pub(crate) enum Runtime {
+    /// An image with the SSH server in it (kt-shadow's Dockerfile, or any sshd image).
+    Image(String),
+    /// kt's agent shipped in ConfigMaps, run by its loader on an image the node has.
+    Shipped {
+        /// The image and where it is present.
+        base: Base,
+        /// The ConfigMaps the pod mounts.
+        agent: Shipped,
+    },
+}
+
+impl Runtime {
+    /// The container's image.
+    pub(crate) fn image(&self) -> &str {
+        match self {
+            Runtime::Image(image) => image,
+            Runtime::Shipped { base, .. } => &base.image,
+        }
+    }
+
+    /// The container's command and arguments to run kt-shadow with `args`: the image's
+    /// entrypoint with `args`, or the loader that checks and runs the shipped binary.
+    fn command(&self, args: Vec<String>) -> (Option<Vec<String>>, Vec<String>) {
+        match self {
+            Runtime::Image(_) => (None, args),
+            Runtime::Shipped { agent: shipped, .. } => {
+                let parts: Vec<String> = (shipped.parts.iter())
+                    .map(|p| format!("{}/{p}", agent::AGENT_DIR))
+                    .collect();
+                let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                let mut argv = vec![shadow::BINARY_NAME.to_owned()];
+                argv.extend(args);
+                let loader = format!("{}/{}", agent::AGENT_DIR, agent::LOADER_FILE);
+                (
+                    Some(vec![loader]),
+                    agent::loader_args(&shipped.sha256, &parts, &argv),
+                )
+            }
+        }
+    }
+}
 
 /// The key pairs of a session. The client's private key never leaves this process.
 /// The host key pair is made here only for the OpenSSH flavour (sshd reads it from the
@@ -104,6 +158,9 @@ pub(crate) struct PodShape {
     /// The pod's termination grace period, when it needs more than the default 2 s
     /// (a swap shadow restores on SIGTERM).
     pub(crate) grace_seconds: Option<i64>,
+    /// A label selector of the pods whose image an imageless shadow borrows first (a
+    /// swap's or mesh's target); see `shadow::base`.
+    pub(crate) borrow_from: Option<String>,
 }
 
 impl PodShape {
@@ -131,7 +188,7 @@ const MEMORY_LIMIT: &str = "256Mi";
 pub(crate) struct ShadowSpec<'a> {
     pub(crate) session: &'a str,
     pub(crate) name: &'a str,
-    pub(crate) image: &'a str,
+    pub(crate) runtime: &'a Runtime,
     /// What the shadow is for (the `kt.dev/role` label).
     pub(crate) role: Role,
     pub(crate) shape: &'a PodShape,
@@ -259,17 +316,23 @@ impl ShadowSpec<'_> {
                 };
                 let probe = ProbeArgs { addr: serve.listen };
                 let mut probe_command = probe.exec_command();
+                if let Runtime::Shipped { .. } = self.runtime {
+                    agent::ASSEMBLED_PATH.clone_into(&mut probe_command[0]);
+                }
                 if let Some(bin) = &opts.shadow_probe_binary {
                     probe_command[0].clone_from(bin);
                 }
                 let mut args = serve.to_args();
                 args.extend(self.shape.extra_args.iter().cloned());
+                // With an image, only args: the image's entrypoint is the binary.
+                let (command, args) = self.runtime.command(args);
                 let container = Container {
                     name: CONTAINER.to_owned(),
-                    image: Some(self.image.to_owned()),
-                    image_pull_policy: pull_policy(self.image),
-                    // Only args: the image's entrypoint is the binary.
+                    image: Some(self.runtime.image().to_owned()),
+                    image_pull_policy: self.pull_policy(),
+                    command,
                     args: Some(args),
+                    volume_mounts: self.agent_mounts(),
                     // The restoring watchdog deletes its own pod by this name.
                     env: Some(vec![EnvVar {
                         name: shadow::POD_NAME_ENV.to_owned(),
@@ -308,8 +371,8 @@ impl ShadowSpec<'_> {
             ShadowFlavour::OpenSsh => {
                 let container = Container {
                     name: CONTAINER.to_owned(),
-                    image: Some(self.image.to_owned()),
-                    image_pull_policy: pull_policy(self.image),
+                    image: Some(self.runtime.image().to_owned()),
+                    image_pull_policy: self.pull_policy(),
                     command: Some(vec![
                         opts.sshd_path.clone(),
                         "-D".to_owned(),
@@ -366,10 +429,23 @@ impl ShadowSpec<'_> {
         if !ports.is_empty() {
             container.ports = Some(ports);
         }
-        let pull_secrets = (!opts.image_pull_secrets.is_empty()).then(|| {
-            opts.image_pull_secrets
-                .iter()
-                .map(|name| LocalObjectReference { name: name.clone() })
+        let mut pull_secrets = opts.image_pull_secrets.clone();
+        let mut volumes: Vec<Volume> = secret_volume.into_iter().collect();
+        let (mut affinity, mut tolerations) = (None, None);
+        if let Runtime::Shipped { base, agent } = self.runtime {
+            for name in &base.pull_secrets {
+                if !pull_secrets.contains(name) {
+                    pull_secrets.push(name.clone());
+                }
+            }
+            volumes.extend(agent_volumes(agent));
+            affinity = Some(node_affinity(agent.arch, base.node.as_deref()));
+            tolerations = (!base.tolerations.is_empty()).then(|| base.tolerations.clone());
+        }
+        let pull_secrets = (!pull_secrets.is_empty()).then(|| {
+            pull_secrets
+                .into_iter()
+                .map(|name| LocalObjectReference { name })
                 .collect()
         });
         Pod {
@@ -387,7 +463,9 @@ impl ShadowSpec<'_> {
                 security_context: Some(pod_security),
                 image_pull_secrets: pull_secrets,
                 node_selector: (!opts.node_selector.is_empty()).then(|| opts.node_selector.clone()),
-                volumes: secret_volume.map(|v| vec![v]),
+                volumes: (!volumes.is_empty()).then_some(volumes),
+                affinity,
+                tolerations,
                 ..PodSpec::default()
             }),
             status: None,
@@ -404,10 +482,104 @@ impl ShadowSpec<'_> {
     pub(crate) fn router_pod(&self, args: Vec<String>) -> Pod {
         let mut pod = self.pod("");
         if let Some(container) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            let (command, args) = self.runtime.command(args);
+            container.command = command;
             container.args = Some(args);
             container.readiness_probe = None;
         }
         pod
+    }
+
+    /// `IfNotPresent` for a shipped agent's base (present on the node it is placed on)
+    /// and for a pinned image; the cluster default (`Always`) otherwise.
+    fn pull_policy(&self) -> Option<String> {
+        match self.runtime {
+            Runtime::Image(image) => pull_policy(image),
+            Runtime::Shipped { .. } => Some("IfNotPresent".to_owned()),
+        }
+    }
+
+    /// The shipped agent's mounts: its parts, read-only, and the loader's emptyDir.
+    fn agent_mounts(&self) -> Option<Vec<VolumeMount>> {
+        let Runtime::Shipped { .. } = self.runtime else {
+            return None;
+        };
+        Some(vec![
+            VolumeMount {
+                name: AGENT_VOLUME.to_owned(),
+                mount_path: agent::AGENT_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: RUN_VOLUME.to_owned(),
+                mount_path: agent::RUN_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
+        ])
+    }
+}
+
+/// The shipped agent's volumes: one projected volume with the loader (executable) and
+/// kt-shadow's parts, each file named after its ConfigMap, and an emptyDir for the
+/// assembled binary, sized for it.
+fn agent_volumes(shipped: &Shipped) -> [Volume; 2] {
+    let item = |configmap: &str, path: &str, mode: i32| VolumeProjection {
+        config_map: Some(ConfigMapProjection {
+            name: configmap.to_owned(),
+            items: Some(vec![KeyToPath {
+                key: agent::PART_KEY.to_owned(),
+                path: path.to_owned(),
+                mode: Some(mode),
+            }]),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    };
+    let mut sources = vec![item(&shipped.loader, agent::LOADER_FILE, 0o555)];
+    sources.extend(shipped.parts.iter().map(|p| item(p, p, 0o444)));
+    let mib = shipped.size.div_ceil(1024 * 1024) + 8;
+    [
+        Volume {
+            name: AGENT_VOLUME.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o444),
+                sources: Some(sources),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: RUN_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity(format!("{mib}Mi"))),
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+/// Nodes of `arch` running Linux, and only `node` when given (where the base image is).
+fn node_affinity(arch: &str, node: Option<&str>) -> Affinity {
+    let is = |key: &str, value: &str| NodeSelectorRequirement {
+        key: key.to_owned(),
+        operator: "In".to_owned(),
+        values: Some(vec![value.to_owned()]),
+    };
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![
+                        is("kubernetes.io/arch", arch),
+                        is("kubernetes.io/os", "linux"),
+                    ]),
+                    match_fields: node.map(|n| vec![is("metadata.name", n)]),
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
     }
 }
 
@@ -534,7 +706,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t4",
             name: "kt-t4",
-            image: "kt.invalid/kt-shadow:0.1.0",
+            runtime: &Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned()),
             role,
             shape,
             opts: &opts,
@@ -597,7 +769,7 @@ mod tests {
             let spec = ShadowSpec {
                 session: "t5",
                 name: "kt-shadow-t5",
-                image: "kt.invalid/kt-shadow:0.1.0",
+                runtime: &Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned()),
                 role: Role::ShadowConnect,
                 shape: &PodShape::default(),
                 opts: &opts,
@@ -650,7 +822,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t0",
             name: "kt-shadow-t0",
-            image: "kt.invalid/kt-shadow:0.1.0",
+            runtime: &Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned()),
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -702,7 +874,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t1",
             name: "kt-shadow-t1",
-            image: "kt.invalid/kt-shadow:0.1.0",
+            runtime: &Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned()),
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -754,7 +926,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t2",
             name: "kt-shadow-t2",
-            image: "kt.invalid/kt-shadow:0.1.0",
+            runtime: &Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned()),
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -819,7 +991,7 @@ mod tests {
         let spec = ShadowSpec {
             session: "t4",
             name: "kt-shadow-t4",
-            image: "example/sshd:1",
+            runtime: &Runtime::Image("example/sshd:1".to_owned()),
             role: Role::ShadowConnect,
             shape: &PodShape::default(),
             opts: &opts,
@@ -845,11 +1017,12 @@ mod tests {
             service_account: Some("kt-shadow-swap-t3".to_owned()),
             extra_args: vec!["--self-delete".to_owned()],
             grace_seconds: Some(20),
+            borrow_from: None,
         };
         let spec = ShadowSpec {
             session: "t3",
             name: "kt-shadow-t3",
-            image: "kt.invalid/kt-shadow:0.1.0",
+            runtime: &Runtime::Image("kt.invalid/kt-shadow:0.1.0".to_owned()),
             role: Role::ShadowSwap,
             shape: &shape,
             opts: &opts,

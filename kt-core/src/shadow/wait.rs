@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::LogParams;
 use kube::runtime::{WatchStreamExt as _, watcher};
 
+use super::spec::Runtime;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
@@ -43,10 +44,11 @@ struct Progress {
 pub(crate) async fn pod_ready(
     cluster: &Cluster,
     name: &str,
-    image: &str,
+    runtime: &Runtime,
     timeout: Duration,
     events: &EventBus,
 ) -> Result<Pod> {
+    let image = runtime.image();
     let api = cluster.pods();
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, config).default_backoff().boxed();
@@ -138,6 +140,9 @@ async fn step(
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
         events.emit(Event::Scheduled { node });
+    }
+    if let Some(err) = unschedulable(pod, &cluster.namespace) {
+        return Some(Err(err));
     }
     let container = status
         .container_statuses
@@ -242,7 +247,58 @@ async fn container_failure(
     None
 }
 
-/// A [`Error::ShadowFailed`] with the end of the pod's log, if it can be read.
+/// [`Error::ShadowUnschedulable`] when the scheduler finds no node for a pod that runs
+/// kt's shipped agent because of its node affinity (the agent's architecture, and the
+/// node its base image is on): no node will come to match by waiting.
+pub(crate) fn unschedulable(pod: &Pod, namespace: &str) -> Option<Error> {
+    let status = pod.status.as_ref()?;
+    let condition = (status.conditions.iter().flatten()).find(|c| c.type_ == "PodScheduled")?;
+    if condition.status != "False" || condition.reason.as_deref() != Some("Unschedulable") {
+        return None;
+    }
+    let message = condition.message.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref()?;
+    let terms = (spec.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .map(|s| s.node_selector_terms.clone())
+        .unwrap_or_default();
+    let value = |key: &str, fields: bool| {
+        terms.iter().find_map(|t| {
+            let list = if fields { &t.match_fields } else { &t.match_expressions };
+            (list.iter().flatten())
+                .find(|r| r.key == key)
+                .and_then(|r| r.values.as_ref()?.first().cloned())
+        })
+    };
+    let arch = value("kubernetes.io/arch", false)?;
+    if !message.contains("affinity") {
+        return None;
+    }
+    let image = (spec.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let place = match value("metadata.name", true) {
+        Some(node) => format!(
+            "kt's agent is built for {arch} nodes and the shadow must run on node `{node}`, \
+             where its base image {image} is present"
+        ),
+        None => format!("kt's agent is built for {arch} nodes"),
+    };
+    Some(Error::ShadowUnschedulable {
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: namespace.to_owned(),
+        message,
+        hint: format!(
+            "{place}; if the nodes are of another architecture, give a shadow image built \
+             for them (the shadow image option, --image or KT_SHADOW_IMAGE) until kt ships \
+             an agent for it, or ship one with the agent directory option"
+        ),
+    })
+}
+
+/// A [`Error::ShadowFailed`] with the end of the pod's log, if it can be read; an
+/// [`Error::AgentTampered`] if the log says the loader refused the shipped agent.
 pub(crate) async fn failed(cluster: &Cluster, pod: &str, reason: String) -> Error {
     let params = LogParams {
         tail_lines: Some(20),
@@ -254,7 +310,28 @@ pub(crate) async fn failed(cluster: &Cluster, pod: &str, reason: String) -> Erro
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    if let Some(e) = refused(&cluster.namespace, &log) {
+        return e;
+    }
     shadow_failed(pod, &cluster.namespace, reason, &log)
+}
+
+/// The loader's refusal in a pod's `log`, as [`Error::AgentTampered`].
+fn refused(namespace: &str, log: &str) -> Option<Error> {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(kt_proto::agent::LOADER_REFUSED))?;
+    let line = escape_controls(line);
+    let configmap = line
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| w.starts_with(kt_proto::agent::PART_PREFIX))
+        .unwrap_or("kt-part-*")
+        .to_owned();
+    Some(Error::AgentTampered {
+        namespace: namespace.to_owned(),
+        configmap,
+        detail: line,
+    })
 }
 
 /// The [`Error::ShadowFailed`] quoting `log`, the raw text the pod wrote.
