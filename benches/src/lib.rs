@@ -105,11 +105,10 @@ impl Bench {
             .kubeconfig(self.lab.kubeconfig())
             .namespace(self.ns.name())
             .flavour(flavour);
-        if flavour == ShadowFlavour::KtShadow {
-            // The lab must be able to run the shadow (the probe finds it through PATH).
-            kt_lab_tests::kt_shadow_bin()?;
-        }
-        Ok(opts)
+        Ok(match flavour {
+            ShadowFlavour::OpenSsh => opts.shadow_image(kt_lab_tests::OPENSSH_IMAGE),
+            _ => opts,
+        })
     }
 }
 

@@ -81,7 +81,8 @@ async fn a_missing_namespace_is_named() -> Result<()> {
     let opts = ConnectOptions::new()
         .kubeconfig(lab.kubeconfig())
         .namespace("kt-no-such-namespace")
-        .flavour(ShadowFlavour::OpenSsh);
+        .flavour(ShadowFlavour::OpenSsh)
+        .shadow_image(kt_lab_tests::OPENSSH_IMAGE);
     match Session::connect(opts).await {
         Err(e @ Error::NamespaceNotFound { .. }) => {
             ensure!(e.kind() == ErrorKind::NotFound, "kind {}", e.kind());
@@ -130,7 +131,8 @@ async fn an_unreachable_api_server_is_named() -> Result<()> {
     let opts = ConnectOptions::new()
         .kubeconfig(&path)
         .namespace("default")
-        .flavour(ShadowFlavour::OpenSsh);
+        .flavour(ShadowFlavour::OpenSsh)
+        .shadow_image(kt_lab_tests::OPENSSH_IMAGE);
     let res = tokio::time::timeout(Duration::from_secs(120), Session::connect(opts)).await;
     let _ = std::fs::remove_file(&path);
     match res {

@@ -5,9 +5,10 @@
 //!
 //! Every test talks to the lab (`testbed/up`) and fails when it is down. The flavour
 //! of the shadow is a parameter: [`both_flavours!`] makes one test per flavour.
-//! The kt-shadow flavour needs `KT_SHADOW_BIN` (from the environment or
-//! `/run/ktlab/env`): the lab's node agent runs that binary for image
-//! `kt.invalid/kt-shadow`, and the readiness probe execs it.
+//! The kt-shadow flavour runs imageless, as it does by default: kt ships its agent
+//! (embedded at build time with `KT_AGENT_EMBED`, which `/run/ktlab/env` sets, or from
+//! `KT_AGENT_DIR`). The OpenSSH flavour runs the lab's sshd image
+//! ([`kt_lab_tests::OPENSSH_IMAGE`]).
 
 #![allow(
     dead_code,
@@ -89,11 +90,10 @@ pub(crate) fn options(
         .namespace(ns)
         .flavour(flavour)
         .on_event(|e| eprintln!("kt: {e}"));
-    if flavour == ShadowFlavour::KtShadow {
-        // The lab's node agent must be able to run the shadow at all.
-        kt_lab_tests::kt_shadow_bin()?;
-    }
-    Ok(opts)
+    Ok(match flavour {
+        ShadowFlavour::OpenSsh => opts.shadow_image(kt_lab_tests::OPENSSH_IMAGE),
+        _ => opts,
+    })
 }
 
 /// For the kt-shadow flavour, makes `ns` enforce the restricted Pod Security Standard

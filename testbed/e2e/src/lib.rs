@@ -81,6 +81,14 @@ pub const E2E_LABEL: &str = "kt.dev/e2e";
 /// standard.
 pub const ENFORCE_RESTRICTED: (&str, &str) = ("pod-security.kubernetes.io/enforce", "restricted");
 
+/// The lab's image of the OpenSSH shadow (sshd from the machine): the OpenSSH flavour
+/// always names its image.
+pub const OPENSSH_IMAGE: &str = "kt.invalid/openssh";
+
+/// The lab's image with kt-shadow in it (`$KT_SHADOW_BIN`), for tests of the explicit
+/// image path (by default kt ships its agent and needs no image).
+pub const KT_SHADOW_IMAGE: &str = "kt.invalid/kt-shadow:0.1.0";
+
 /// The kt-shadow binary the lab runs for image `kt.invalid/kt-shadow`: `$KT_SHADOW_BIN`,
 /// else the value `testbed/up` wrote into `/run/ktlab/env`. Fails with what to do when
 /// neither is set (the lab then cannot run kt's shadow).
