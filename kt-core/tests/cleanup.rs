@@ -1,6 +1,8 @@
-//! After `close()`, nothing kt made is left anywhere in the cluster:
-//! `kubectl get all,secrets,configmaps,leases -A -l app.kubernetes.io/managed-by=kt` is
-//! empty. While the session lives, its Lease is renewed.
+//! After `close()`, nothing kt made for the session is left anywhere in the cluster:
+//! `kubectl get all,secrets,configmaps,leases -A -l app.kubernetes.io/managed-by=kt` lists
+//! only the parts of kt's shipped agent (ConfigMaps labelled `kt.dev/role=agent-part`,
+//! kept on purpose for later sessions and carrying no session label; `clean` removes
+//! them, see `imageless.rs`). While the session lives, its Lease is renewed.
 //! The two flavours run one after the other (a shared lock), so that each looks at a
 //! cluster where only its own session existed.
 
@@ -82,7 +84,7 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
             "all,secrets,configmaps,leases",
             "-A",
             "-l",
-            "app.kubernetes.io/managed-by=kt",
+            "app.kubernetes.io/managed-by=kt,kt.dev/role!=agent-part",
             "-o",
             "name",
         ])
@@ -91,6 +93,20 @@ async fn close_removes_every_object_kt_created_in_the_cluster(
         everything.trim().is_empty(),
         "left after close(): {everything}"
     );
+    // What is left is the agent's parts only, and none of them belongs to a session.
+    let parts = f
+        .lab
+        .kubectl(&[
+            "get",
+            "configmaps",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=kt,kt.dev/session",
+            "-o",
+            "name",
+        ])
+        .await?;
+    ensure!(parts.trim().is_empty(), "session ConfigMaps left: {parts}");
     let mut last = None;
     while let Some(e) = events.next().await {
         last = Some(e);
