@@ -6,7 +6,10 @@
 // It is not a container runtime. An image name is mapped to a local executable
 // through the image table (testbed/images.yaml); a container is that
 // executable, started by `ktlab run-container <spec.json>` in a session of its
-// own so that it outlives the agent. Everything the agent needs to find its
+// own so that it outlives the agent. Containers see the node's filesystem,
+// except those of an image whose filesystem holds nothing but its own program
+// (rootfs: empty) that run something else: they get an empty root of their
+// own (rootfs.go). Everything the agent needs to find its
 // pods again after a restart is kept under the state directory:
 //
 //	<state>/ipam.json                          pod IP allocations (node podCIDR)
@@ -24,6 +27,8 @@
 //	        workload.json  the workload's pid, start time and mount namespace (run-container)
 //	        exit.json      exit code, signal, finish time (run-container, when the workload ends)
 //	        runner.log     run-container's own diagnostics
+//	        rootfs/        where run-container mounts the container's own, empty
+//	                       root (an image with rootfs: empty; see rootfs.go)
 //	<state>/pods/<uid>/logs/<name>/<n>.log     the container's stdout and stderr
 //
 // Network safety: the agent refuses to run unless it is inside the lab's host

@@ -33,7 +33,16 @@ type imageEntry struct {
 	User string `json:"user,omitempty"`
 	// Aliases are further repositories that mean the same image.
 	Aliases []string `json:"aliases,omitempty"`
+	// RootFS says what the image's filesystem holds: "" (a whole
+	// distribution, modelled by the node's own filesystem) or "empty"
+	// (nothing but the image's own program, like registry.k8s.io/pause or a
+	// FROM scratch image). See rootfs.go.
+	RootFS string `json:"rootfs,omitempty"`
 }
+
+// rootFSEmpty is the image table's rootfs value for an image whose
+// filesystem holds nothing but its own program.
+const rootFSEmpty = "empty"
 
 // resolvedImage is an image entry with its placeholders expanded.
 type resolvedImage struct {
@@ -43,6 +52,8 @@ type resolvedImage struct {
 	Env        []string
 	WorkingDir string
 	UID, GID   *int64
+	// RootFS is the entry's rootfs ("" or rootFSEmpty).
+	RootFS string
 }
 
 // Argv applies Docker/Kubernetes semantics: command replaces the entrypoint
@@ -58,6 +69,14 @@ func (r *resolvedImage) Argv(command, args []string) []string {
 		argv = append(append(argv, r.Entrypoint...), r.Cmd...)
 	}
 	return argv
+}
+
+// RunsOwnProgram reports whether a container with this command and args
+// runs the image's own program: the first word of its command line comes
+// from the image (its entrypoint, or its cmd when it has no entrypoint and
+// the container gives no args), not from the container.
+func (r *resolvedImage) RunsOwnProgram(command, args []string) bool {
+	return len(command) == 0 && (len(r.Entrypoint) > 0 || len(args) == 0)
 }
 
 // imageTable loads the image table, re-reading it whenever the file changes.
@@ -158,6 +177,9 @@ func parseImageTable(data []byte) (map[string]*imageEntry, error) {
 		if len(e.Entrypoint) == 0 && len(e.Cmd) == 0 {
 			return nil, fmt.Errorf("image %q: neither entrypoint nor cmd", repo)
 		}
+		if e.RootFS != "" && e.RootFS != rootFSEmpty {
+			return nil, fmt.Errorf("image %q: rootfs %q: the only value is %q (leave it out for an image that holds a whole distribution)", repo, e.RootFS, rootFSEmpty)
+		}
 		entries[repository(repo)] = e
 	}
 	for _, repo := range repos {
@@ -214,6 +236,7 @@ func (t *imageTable) expand(repo string, e *imageEntry) (*resolvedImage, error) 
 		Cmd:        xexec(e.Cmd),
 		Env:        xs(e.Env),
 		WorkingDir: x(e.WorkingDir),
+		RootFS:     e.RootFS,
 	}
 	if firstErr != nil {
 		return nil, fmt.Errorf("image %q: %w", repo, firstErr)

@@ -18,7 +18,7 @@ func TestRepository(t *testing.T) {
 		"kt.invalid/echo:v1@sha256:abcd":        "kt.invalid/echo",
 		"localhost:5000/kt.invalid/echo":        "localhost:5000/kt.invalid/echo",
 		"localhost:5000/kt.invalid/echo:latest": "localhost:5000/kt.invalid/echo",
-		"busybox:1.36":                      "busybox",
+		"busybox:1.36":                          "busybox",
 	} {
 		if got := repository(in); got != want {
 			t.Errorf("repository(%q) = %q, want %q", in, got, want)
@@ -78,6 +78,41 @@ func TestShippedImageTable(t *testing.T) {
 		if got := r.Argv(c.command, c.args); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s %v %v: argv %q, want %q", c.image, c.command, c.args, got, c.want)
 		}
+		if r.RootFS != "" {
+			t.Errorf("%s: rootfs %q, want a whole distribution", c.image, r.RootFS)
+		}
+	}
+	// The pause image, with any tag or digest, holds nothing but its program.
+	for _, image := range []string{"registry.k8s.io/pause", "registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.9@sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097"} {
+		r, err := tab.Resolve(image)
+		if err != nil {
+			t.Errorf("%s: %v", image, err)
+			continue
+		}
+		if r.RootFS != rootFSEmpty {
+			t.Errorf("%s: rootfs %q, want %q", image, r.RootFS, rootFSEmpty)
+		}
+	}
+}
+
+func TestRunsOwnProgram(t *testing.T) {
+	withEntrypoint := &resolvedImage{Entrypoint: []string{"/pause"}}
+	withCmd := &resolvedImage{Cmd: []string{"/bin/sh"}}
+	for _, c := range []struct {
+		img           *resolvedImage
+		command, args []string
+		want          bool
+	}{
+		{img: withEntrypoint, want: true},
+		{img: withEntrypoint, args: []string{"-v"}, want: true},
+		{img: withEntrypoint, command: []string{"/kt/agent/kt-loader"}, want: false},
+		{img: withCmd, want: true},
+		{img: withCmd, args: []string{"/kt/agent/kt-loader"}, want: false},
+		{img: withCmd, command: []string{"/bin/sh"}, want: false},
+	} {
+		if got := c.img.RunsOwnProgram(c.command, c.args); got != c.want {
+			t.Errorf("%+v command %q args %q: %v, want %v", c.img, c.command, c.args, got, c.want)
+		}
 	}
 }
 
@@ -107,7 +142,7 @@ kt.invalid/user:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *r.UID != 65532 || *r.GID != 65533 || r.Env[0] != "A=/opt/ktlab" {
+	if *r.UID != 65532 || *r.GID != 65533 || r.Env[0] != "A=/opt/ktlab" || r.RootFS != "" {
 		t.Fatalf("resolved %+v", r)
 	}
 
@@ -132,6 +167,7 @@ func TestImageTableRejectsBadEntries(t *testing.T) {
 		"kt.invalid/a:\n  entrypnt: [x]\n",
 		"kt.invalid/a:\n  env: [A=b]\n",
 		"kt.invalid/a:\n  cmd: [x]\n  aliases: [kt.invalid/b]\nkt.invalid/b:\n  cmd: [y]\n",
+		"kt.invalid/a:\n  cmd: [x]\n  rootfs: scratch\n",
 	} {
 		if _, err := parseImageTable([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)

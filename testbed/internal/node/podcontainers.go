@@ -252,7 +252,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *v1.Pod, c *v1.Conta
 		lf.Close() // exists from the start, for `kubectl logs`
 	}
 	if _, err := spawnRunner(w.a.cfg.Ktlab, files); err != nil {
-		_ = writeJSON(files.exit(), &exitInfo{ExitCode: 128, Reason: "StartError", Message: err.Error(), FinishedAt: time.Now()})
+		_ = writeJSON(files.exit(), &exitInfo{ExitCode: 128, Reason: reasonStartError, Message: err.Error(), FinishedAt: time.Now()})
 		w.startFailed(pod, c, st, err)
 		return
 	}
@@ -262,7 +262,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *v1.Pod, c *v1.Conta
 	}
 	w.event(pod, c, v1.EventTypeNormal, kubeletevents.CreatedContainer, "Created container: %s", c.Name)
 	r := waitStarted(w.pd, c.Name, n, 5*time.Second)
-	if r.Workload == nil && r.Exit != nil {
+	if r.Workload == nil && r.Exit != nil && r.Exit.Reason == reasonStartError {
 		klog.Warningf("Pod %s/%s container %s run %d failed to start: %s", pod.Namespace, pod.Name, c.Name, n, r.Exit.Message)
 		w.event(pod, c, v1.EventTypeWarning, kubeletevents.FailedToStartContainer, "Error: %s", r.Exit.Message)
 		return
@@ -382,6 +382,13 @@ func (w *podWorker) buildRunSpec(ctx context.Context, pod *v1.Pod, c *v1.Contain
 	if workDir == "" {
 		workDir = img.WorkingDir
 	}
+	files := runFiles(w.pd.runDir(c.Name, n))
+	// An image whose filesystem holds nothing but its own program: a
+	// container running something else gets that empty root (rootfs.go).
+	emptyRoot := ""
+	if img.RootFS == rootFSEmpty && !img.RunsOwnProgram(c.Command, c.Args) {
+		emptyRoot = files.rootDir()
+	}
 	return &RunSpec{
 		PodUID:        string(pod.UID),
 		Namespace:     pod.Namespace,
@@ -398,9 +405,11 @@ func (w *podWorker) buildRunSpec(ctx context.Context, pod *v1.Pod, c *v1.Contain
 		Groups:        groups,
 		NoNewPrivs:    noNewPrivs,
 		Mounts:        mounts,
+		EmptyRoot:     emptyRoot,
+		ReadOnlyRoot:  emptyRoot != "" && sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem,
 		LogFile:       w.pd.logFile(c.Name, n),
-		WorkloadFile:  runFiles(w.pd.runDir(c.Name, n)).workload(),
-		ExitFile:      runFiles(w.pd.runDir(c.Name, n)).exit(),
+		WorkloadFile:  files.workload(),
+		ExitFile:      files.exit(),
 		MountDirsFile: w.pd.mountDirsFile(),
 		MountLock:     w.a.state.mountLock(),
 	}, nil

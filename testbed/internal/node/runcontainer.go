@@ -10,11 +10,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +55,7 @@ func RunContainer(args []string) int {
 	ex, err := runWorkload(spec, runDir)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "run-container %s/%s %s: %v\n", spec.Namespace, spec.PodName, spec.Container, err)
-		ex = &exitInfo{ExitCode: 128, Reason: "StartError", Message: err.Error(), StartedAt: started, FinishedAt: time.Now()}
+		ex = &exitInfo{ExitCode: 128, Reason: reasonStartError, Message: err.Error(), StartedAt: started, FinishedAt: time.Now()}
 	}
 	if err := writeJSONAt(runDir, filepath.Base(spec.ExitFile), ex); err != nil {
 		fmt.Fprintf(os.Stderr, "run-container: writing %s: %v\n", spec.ExitFile, err)
@@ -138,8 +140,14 @@ func runWorkload(spec *RunSpec, runDir *os.File) (*exitInfo, error) {
 	if workDir == "" {
 		workDir = "/"
 	}
-	if err := withLock(lock, func() error {
-		if err := doMounts(spec.Mounts, rec); err != nil {
+	if spec.EmptyRoot != "" {
+		// Nothing is created on the host: the mount points are in the
+		// container's own root.
+		if err := enterEmptyRoot(spec, workDir); err != nil {
+			return nil, err
+		}
+	} else if err := withLock(lock, func() error {
+		if err := doMounts(spec.Mounts, rec, ""); err != nil {
 			return err
 		}
 		return rec.mkdirAll(workDir)
@@ -154,9 +162,14 @@ func runWorkload(spec *RunSpec, runDir *os.File) (*exitInfo, error) {
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("no command specified")
 	}
+	// As runc does before it reports the container created: the command
+	// must be an executable file in the container's filesystem.
 	path, err := lookPath(spec.Argv[0], spec.Env)
+	if err == nil {
+		err = checkExecutableBy(spec.Argv[0], path, spec)
+	}
 	if err != nil {
-		return nil, err
+		return nil, ociCreateError(err)
 	}
 
 	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -179,6 +192,11 @@ func runWorkload(spec *RunSpec, runDir *os.File) (*exitInfo, error) {
 		SysProcAttr: attr,
 	}
 	if err := cmd.Start(); err != nil {
+		if errno, ok := execErrno(err); ok {
+			// runc has reported the container started by now; its init's
+			// execve fails, and the container ends with what runc says.
+			return execFailed(spec, path, errno, logFile), nil
+		}
 		return nil, fmt.Errorf("failed to start container process: %w", err)
 	}
 	startedAt := time.Now()
@@ -264,10 +282,14 @@ func primaryGID(uid uint32) uint32 {
 	return 0
 }
 
-// lookPath resolves argv[0] like execvp with the container's PATH.
+// lookPath resolves argv[0] as runc does before it starts a container (Go's
+// exec.LookPath, with the container's PATH): a name with a slash must be an
+// executable file, another one is looked up in PATH. Errors read as runc's:
+// exec: "/x": stat /x: no such file or directory, or exec: "x": executable
+// file not found in $PATH.
 func lookPath(name string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
-		return name, nil
+		return exec.LookPath(name)
 	}
 	path := envToMap(env)["PATH"]
 	if path == "" {
@@ -277,12 +299,87 @@ func lookPath(name string, env []string) (string, error) {
 		if dir == "" {
 			dir = "."
 		}
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		// Not filepath.Join: "." + name must keep its slash.
+		if p, err := exec.LookPath(strings.TrimSuffix(dir, "/") + "/" + name); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("exec: %q: executable file not found in $PATH", name)
+	return "", &exec.Error{Name: name, Err: exec.ErrNotFound}
+}
+
+// checkExecutableBy fails, as runc's lookup does (it runs as the
+// container's user), unless the container's user may execute path: the
+// runner itself is root, for whom any execute bit is enough.
+func checkExecutableBy(name, path string, spec *RunSpec) error {
+	cred := credential(spec)
+	if cred == nil || cred.Uid == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return &exec.Error{Name: name, Err: err}
+	}
+	var bit uint32
+	switch {
+	case st.Uid == cred.Uid:
+		bit = unix.S_IXUSR
+	case st.Gid == cred.Gid || slices.Contains(cred.Groups, st.Gid):
+		bit = unix.S_IXGRP
+	default:
+		bit = unix.S_IXOTH
+	}
+	if st.Mode&bit == 0 {
+		return &exec.Error{Name: name, Err: unix.EACCES}
+	}
+	return nil
+}
+
+// ociCreateError is err as the kubelet reports it from containerd 2 with
+// runc 1.2 or later when a container's process cannot be started (a
+// StartError, exit code 128), e.g. failed to create containerd task: ...:
+// exec: "/x": stat /x: no such file or directory: unknown.
+func ociCreateError(err error) error {
+	return fmt.Errorf("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: %w: unknown", err)
+}
+
+// execErrno returns the errno of a failed execve of the workload, as
+// exec.Cmd.Start reports it. Errors of the steps before the execve (chdir,
+// credentials) come the same way; the errnos here are the ones execve
+// itself gives for a file it cannot run.
+func execErrno(err error) (syscall.Errno, bool) {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	if !errors.As(err, &pe) || pe.Op != "fork/exec" || !errors.As(pe.Err, &errno) {
+		return 0, false
+	}
+	switch errno {
+	case unix.ENOENT, unix.ENOEXEC, unix.EACCES, unix.ELIBBAD, unix.ETXTBSY, unix.ENOTDIR, unix.ELOOP, unix.EISDIR, unix.ENAMETOOLONG:
+		return errno, true
+	}
+	return 0, false
+}
+
+// execFailed records a workload whose execve failed after the runtime had
+// started the container, as runc 1.2 and later report it: its init writes
+// "exec <path>: <error>" to the container's stderr and exits with 255 (the
+// kubelet shows it terminated, reason Error). The line goes to the
+// container's log; run-container's own log says why, if the lab can tell
+// (rootfs.go).
+func execFailed(spec *RunSpec, path string, errno syscall.Errno, logFile *os.File) *exitInfo {
+	now := time.Now()
+	fmt.Fprintf(logFile, "exec %s: %v\n", path, errno)
+	why := ""
+	if errno == unix.ENOENT {
+		if w := missingInterpreter(path); w != "" {
+			why = " (" + w
+			if spec.EmptyRoot != "" {
+				why += ": the image's filesystem is empty (rootfs: empty), so a program run from a volume must be statically linked"
+			}
+			why += ")"
+		}
+	}
+	fmt.Fprintf(os.Stderr, "run-container %s/%s %s: exec %s: %v%s\n", spec.Namespace, spec.PodName, spec.Container, path, errno, why)
+	return &exitInfo{ExitCode: 255, Reason: "Error", StartedAt: now, FinishedAt: now}
 }
 
 // withMountLock runs f holding an exclusive flock on path.
@@ -405,7 +502,9 @@ func (r *dirRecorder) touch(path string) error {
 
 // doMounts bind-mounts each mount, parents before children. All sources are
 // opened first, so that a mount cannot hide the source of a later one.
-func doMounts(mounts []Mount, rec *dirRecorder) error {
+// Targets are paths under root (symbolic links resolved within it) unless
+// root is empty.
+func doMounts(mounts []Mount, rec *dirRecorder, root string) error {
 	sorted := append([]Mount(nil), mounts...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		return pathDepth(sorted[i].Target) < pathDepth(sorted[j].Target)
@@ -435,25 +534,32 @@ func doMounts(mounts []Mount, rec *dirRecorder) error {
 		sources[i] = source{fd: fd, isDir: st.Mode&unix.S_IFMT == unix.S_IFDIR}
 	}
 	for i, m := range sorted {
+		target := m.Target
+		if root != "" {
+			var err error
+			if target, err = securejoin.SecureJoin(root, m.Target); err != nil {
+				return fmt.Errorf("mount point %s: %w", m.Target, err)
+			}
+		}
 		var err error
 		if sources[i].isDir {
-			err = rec.mkdirAll(m.Target)
+			err = rec.mkdirAll(target)
 		} else {
-			err = rec.touch(m.Target)
+			err = rec.touch(target)
 		}
 		if err != nil {
 			return fmt.Errorf("creating mount point %s: %w", m.Target, err)
 		}
 		src := fmt.Sprintf("/proc/self/fd/%d", sources[i].fd)
-		if err := unix.Mount(src, m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind-mounting %s on %s: %w", m.Source, m.Target, err)
 		}
 		if m.ReadOnly {
-			if err := unix.Mount("", m.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 				return fmt.Errorf("remounting %s read-only: %w", m.Target, err)
 			}
 		}
-		rec.mounted = append(rec.mounted, filepath.Clean(m.Target))
+		rec.mounted = append(rec.mounted, filepath.Clean(target))
 	}
 	return nil
 }

@@ -37,6 +37,15 @@ type RunSpec struct {
 
 	// Mounts are bind mounts made in the container's mount namespace, in order.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// EmptyRoot, if set, is a directory on which run-container mounts the
+	// container's own root filesystem, empty but for the mounts above and
+	// what every runtime provides (/proc, /dev, /sys), and makes it the
+	// container's root (the image has rootfs: empty; see rootfs.go). Unset,
+	// the container sees the node's filesystem with its mounts on top.
+	EmptyRoot string `json:"emptyRoot,omitempty"`
+	// ReadOnlyRoot makes the EmptyRoot read-only once its mount points exist
+	// (readOnlyRootFilesystem).
+	ReadOnlyRoot bool `json:"readOnlyRoot,omitempty"`
 
 	// LogFile receives the workload's stdout and stderr (appended).
 	LogFile string `json:"logFile"`
@@ -84,6 +93,7 @@ const (
 	workloadFileName = "workload.json"
 	exitFileName     = "exit.json"
 	runnerLogName    = "runner.log"
+	rootDirName      = "rootfs"
 )
 
 // runFiles names the files of a run directory.
@@ -94,6 +104,7 @@ func (r runFiles) runner() string    { return filepath.Join(string(r), runnerFil
 func (r runFiles) workload() string  { return filepath.Join(string(r), workloadFileName) }
 func (r runFiles) exit() string      { return filepath.Join(string(r), exitFileName) }
 func (r runFiles) runnerLog() string { return filepath.Join(string(r), runnerLogName) }
+func (r runFiles) rootDir() string   { return filepath.Join(string(r), rootDirName) }
 
 // readRunSpec reads a spec file.
 func readRunSpec(path string) (*RunSpec, error) {

@@ -31,6 +31,10 @@ const (
 	waitingCreateError       = "CreateContainerError"
 )
 
+// reasonStartError is the terminated reason of a container whose process
+// the runtime could not start (exit code 128).
+const reasonStartError = "StartError"
+
 // runState is the agent's view of one run of a container, read from disk.
 type runState struct {
 	N        int
