@@ -245,7 +245,10 @@ pub(crate) async fn ship(
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let present = present_parts(cluster, &api).await?;
     let parts = agent.parts();
-    let missing: Vec<&Part<'_>> = parts.iter().filter(|p| !present.contains(&p.name)).collect();
+    let missing: Vec<&Part<'_>> = parts
+        .iter()
+        .filter(|p| !present.contains(&p.name))
+        .collect();
     if !missing.is_empty() {
         events.emit(Event::Uploading {
             namespace: cluster.namespace.clone(),
@@ -498,7 +501,11 @@ mod tests {
         assert_eq!(chunks(PART_SIZE), [0..PART_SIZE]);
         assert_eq!(
             chunks(2 * PART_SIZE + 5),
-            [0..PART_SIZE, PART_SIZE..2 * PART_SIZE, 2 * PART_SIZE..2 * PART_SIZE + 5]
+            [
+                0..PART_SIZE,
+                PART_SIZE..2 * PART_SIZE,
+                2 * PART_SIZE..2 * PART_SIZE + 5
+            ]
         );
         let mut shadow = elf(62, 1);
         shadow.resize(PART_SIZE + 100, 7);

@@ -79,7 +79,9 @@ fn pick(pods: &[Pod]) -> Option<Base> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             let labels = p.metadata.labels.as_ref();
-            labels.and_then(|l| l.get(labels::MANAGED_BY)).map(String::as_str)
+            labels
+                .and_then(|l| l.get(labels::MANAGED_BY))
+                .map(String::as_str)
                 != Some(labels::MANAGED_BY_VALUE)
         })
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
@@ -90,7 +92,9 @@ fn pick(pods: &[Pod]) -> Option<Base> {
                     .and_then(|s| s.node_selector.as_ref())
                     .and_then(|n| n.get("kubernetes.io/os"))
                     .is_none_or(|os| os == "linux")
-                && spec.and_then(|s| s.os.as_ref()).is_none_or(|os| os.name == "linux")
+                && spec
+                    .and_then(|s| s.os.as_ref())
+                    .is_none_or(|os| os.name == "linux")
         })
         .collect();
     candidates.sort_by_key(|p| {
@@ -129,8 +133,8 @@ mod tests {
     use super::*;
     use crate::options::DEFAULT_BASE_IMAGE;
     use k8s_openapi::api::core::v1::{
-        Container, ContainerState, ContainerStateRunning, ContainerStatus,
-        LocalObjectReference, PodCondition, PodSpec, PodStatus,
+        Container, ContainerState, ContainerStateRunning, ContainerStatus, LocalObjectReference,
+        PodCondition, PodSpec, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;

@@ -260,12 +260,19 @@ pub(crate) fn unschedulable(pod: &Pod, namespace: &str) -> Option<Error> {
     let spec = pod.spec.as_ref()?;
     let terms = (spec.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|s| s.node_selector_terms.clone())
         .unwrap_or_default();
     let value = |key: &str, fields: bool| {
         terms.iter().find_map(|t| {
-            let list = if fields { &t.match_fields } else { &t.match_expressions };
+            let list = if fields {
+                &t.match_fields
+            } else {
+                &t.match_expressions
+            };
             (list.iter().flatten())
                 .find(|r| r.key == key)
                 .and_then(|r| r.values.as_ref()?.first().cloned())
