@@ -498,7 +498,7 @@ mod tests {
     #[test]
     fn parts_cover_the_binary_in_order_and_are_named_by_their_hash() {
         assert_eq!(chunks(0), Vec::<Range<usize>>::new());
-        assert_eq!(chunks(PART_SIZE), [0..PART_SIZE]);
+        assert_eq!(chunks(PART_SIZE), vec![(0..PART_SIZE)]);
         assert_eq!(
             chunks(2 * PART_SIZE + 5),
             [
