@@ -1,6 +1,9 @@
 //! Connect time: from the `Session::connect` call to the first HTTP response through the
 //! session's HTTP proxy (`GET http://echo.<ns>/healthz`), beside `kubectl port-forward
-//! pod/<echo pod> :8080` start to the first response through it.
+//! pod/<echo pod> :8080` start to the first response through it. kt runs three ways:
+//! imageless with the agent's parts already in the namespace (the default, after the
+//! first session), imageless on first use (the parts deleted before each run, so it
+//! uploads them), and with an explicit image (the lab's `kt.invalid/kt-shadow`).
 //!
 //! `cargo run --release -p kt-benches --bin connect [-- --runs 10]`
 
@@ -22,6 +25,29 @@ fn main() -> std::process::ExitCode {
     kt_benches::main_with("connect", Duration::from_secs(20 * 60), run)
 }
 
+/// How a kt run gets its agent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Imageless, the agent's parts already in the namespace.
+    Reused,
+    /// Imageless, the parts deleted first: the run uploads them.
+    FirstUse,
+    /// The lab's kt-shadow image.
+    Image,
+}
+
+impl Way {
+    const ALL: [Way; 3] = [Way::Reused, Way::FirstUse, Way::Image];
+
+    fn label(self) -> &'static str {
+        match self {
+            Way::Reused => "kt imageless, parts reused (default)",
+            Way::FirstUse => "kt imageless, first use (uploads the parts)",
+            Way::Image => "kt with an explicit image",
+        }
+    }
+}
+
 /// One kt run: total time to the first response, and when each connect event came.
 struct KtRun {
     first_response: Duration,
@@ -31,7 +57,8 @@ struct KtRun {
 }
 
 /// The connect progress events reported, in order.
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
+    "uploading the agent",
     "creating pod",
     "scheduled",
     "pulling image",
@@ -51,46 +78,51 @@ async fn run() -> Result<()> {
     let pod_target = format!("pod/{}", bench.echo_pod);
 
     // One untimed round of each first: the lab's caches (kubectl's discovery cache,
-    // the node agent's binaries) are then warm for both.
-    eprintln!("warm-up: one kt session and one kubectl port-forward (not counted)");
-    kt_run(&bench, &url_host).await.context("warm-up kt run")?;
+    // the node agent's binaries) are then warm for all.
+    eprintln!("warm-up: one kt session each way and one kubectl port-forward (not counted)");
+    for way in Way::ALL {
+        kt_run(&bench, &url_host, way)
+            .await
+            .with_context(|| format!("warm-up: {}", way.label()))?;
+    }
     kubectl_run(&bench, &pod_target)
         .await
         .context("warm-up kubectl run")?;
 
-    let mut kt = Vec::new();
+    let mut kt: BTreeMap<usize, Vec<KtRun>> = BTreeMap::new();
     let mut kubectl = Vec::new();
-    // Alternate, so that load from elsewhere on the machine hits both alike.
+    // Alternate, so that load from elsewhere on the machine hits all alike.
     for i in 1..=runs {
-        let k = kt_run(&bench, &url_host)
-            .await
-            .with_context(|| format!("kt run {i}"))?;
+        for (w, way) in Way::ALL.into_iter().enumerate() {
+            let k = kt_run(&bench, &url_host, way)
+                .await
+                .with_context(|| format!("run {i}: {}", way.label()))?;
+            eprintln!(
+                "run {i:>2}: {:<46} {} (close {})",
+                way.label(),
+                ms(k.first_response),
+                ms(k.close)
+            );
+            kt.entry(w).or_default().push(k);
+        }
         let c = kubectl_run(&bench, &pod_target)
             .await
             .with_context(|| format!("kubectl run {i}"))?;
-        let at = |step: usize| {
-            k.events
-                .iter()
-                .find(|(s, _)| *s == step)
-                .map_or_else(|| "-".to_owned(), |(_, t)| ms(*t))
-        };
-        eprintln!(
-            "run {i:>2}: kt {} (pod ready at {}, tunnel up at {}; close {}), kubectl port-forward {}",
-            ms(k.first_response),
-            at(4),
-            at(5),
-            ms(k.close),
-            ms(c)
-        );
-        kt.push(k);
+        eprintln!("run {i:>2}: {:<46} {}", "kubectl port-forward", ms(c));
         kubectl.push(c);
     }
 
-    let kt_times: Vec<Duration> = kt.iter().map(|r| r.first_response).collect();
-    let kt_s = Summary::of(&kt_times).context("no kt runs")?;
     let kc_s = Summary::of(&kubectl).context("no kubectl runs")?;
-    let close_s =
-        Summary::of(&kt.iter().map(|r| r.close).collect::<Vec<_>>()).context("no kt runs")?;
+    let summaries: Vec<(Way, Summary, Summary)> = Way::ALL
+        .into_iter()
+        .enumerate()
+        .filter_map(|(w, way)| {
+            let runs = kt.get(&w)?;
+            let first = Summary::of(&runs.iter().map(|r| r.first_response).collect::<Vec<_>>())?;
+            let close = Summary::of(&runs.iter().map(|r| r.close).collect::<Vec<_>>())?;
+            Some((way, first, close))
+        })
+        .collect();
 
     println!();
     println!(
@@ -98,13 +130,15 @@ async fn run() -> Result<()> {
         bench.namespace()
     );
     println!("{:<52} {:>10} {:>10} {:>10}", "path", "min", "p50", "max");
-    println!(
-        "{:<52} {:>10} {:>10} {:>10}",
-        "kt Session::connect + GET via HTTP proxy",
-        ms(kt_s.min),
-        ms(kt_s.p50),
-        ms(kt_s.max)
-    );
+    for (way, s, _) in &summaries {
+        println!(
+            "{:<52} {:>10} {:>10} {:>10}",
+            way.label(),
+            ms(s.min),
+            ms(s.p50),
+            ms(s.max)
+        );
+    }
     println!(
         "{:<52} {:>10} {:>10} {:>10}",
         "kubectl port-forward pod :8080 + GET",
@@ -112,59 +146,96 @@ async fn run() -> Result<()> {
         ms(kc_s.p50),
         ms(kc_s.max)
     );
-    println!(
-        "{:<52} {:>10} {:>10} {:>10}",
-        "(kt Session::close, not counted above)",
-        ms(close_s.min),
-        ms(close_s.p50),
-        ms(close_s.max)
-    );
-
-    // When each connect step was reached, median over the runs.
-    let mut steps: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    for r in &kt {
-        for (step, at) in &r.events {
-            steps.entry(*step).or_default().push(at.as_secs_f64());
-        }
-    }
-    println!("kt connect steps (median time since the connect call, over the runs that had it):");
-    for (step, at) in &steps {
+    for (way, _, close) in &summaries {
         println!(
-            "  {:<28} {:>9.1} ms  ({} runs)",
-            STEPS[*step],
-            median(at) * 1e3,
-            at.len()
+            "{:<52} {:>10} {:>10} {:>10}",
+            format!("(close: {})", way.label()),
+            ms(close.min),
+            ms(close.p50),
+            ms(close.max)
         );
     }
-    println!(
-        "  {:<28} {:>9.1} ms",
-        "first HTTP response (p50)",
-        kt_s.p50.as_secs_f64() * 1e3
-    );
+
+    // When each connect step was reached, median over the runs.
+    for (w, way) in Way::ALL.into_iter().enumerate() {
+        let mut steps: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for r in kt.get(&w).into_iter().flatten() {
+            for (step, at) in &r.events {
+                steps.entry(*step).or_default().push(at.as_secs_f64());
+            }
+        }
+        println!(
+            "{} — steps (median time since the connect call):",
+            way.label()
+        );
+        for (step, at) in &steps {
+            println!(
+                "  {:<28} {:>9.1} ms  ({} runs)",
+                STEPS[*step],
+                median(at) * 1e3,
+                at.len()
+            );
+        }
+    }
     println!();
-    println!(
-        "connect: kt {} p50, kubectl port-forward {} p50, ratio {} (kt/kubectl, lower is better)",
-        ms(kt_s.p50),
-        ms(kc_s.p50),
-        ratio(kt_s.p50.as_secs_f64(), kc_s.p50.as_secs_f64())
-    );
+    let reused = summaries
+        .iter()
+        .find(|(w, ..)| *w == Way::Reused)
+        .map(|(_, s, _)| s.p50);
+    for (way, s, _) in &summaries {
+        println!(
+            "connect p50: {} {} vs kubectl port-forward {}: ratio {} (lower is better){}",
+            way.label(),
+            ms(s.p50),
+            ms(kc_s.p50),
+            ratio(s.p50.as_secs_f64(), kc_s.p50.as_secs_f64()),
+            reused
+                .filter(|_| *way != Way::Reused)
+                .map(|r| format!(
+                    "; vs parts reused: {}",
+                    ratio(s.p50.as_secs_f64(), r.as_secs_f64())
+                ))
+                .unwrap_or_default()
+        );
+    }
     Ok(())
 }
-
 /// Connects, fetches `http://echo.<ns>/healthz` through the HTTP proxy, closes.
-async fn kt_run(bench: &Bench, url_host: &str) -> Result<KtRun> {
+async fn kt_run(bench: &Bench, url_host: &str, way: Way) -> Result<KtRun> {
+    let mut opts = bench.kt_options()?;
+    match way {
+        Way::Reused => {}
+        Way::FirstUse => {
+            // No session lives between runs: every part is unused, so this removes them.
+            bench
+                .ns
+                .kubectl(&[
+                    "delete",
+                    "configmaps",
+                    "-l",
+                    "kt.dev/role=agent-part",
+                    "--wait=true",
+                ])
+                .await?;
+        }
+        Way::Image => {
+            kt_lab_tests::kt_shadow_bin()?;
+            opts = opts.shadow_image(kt_lab_tests::KT_SHADOW_IMAGE);
+        }
+    }
     let events: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
     let started = Instant::now();
     let opts = {
         let events = Arc::clone(&events);
-        bench.kt_options()?.on_event(move |e| {
+        opts.on_event(move |e| {
             let step = match e {
-                Event::Creating { .. } => 0,
-                Event::Scheduled { .. } => 1,
-                Event::Pulling { .. } => 2,
-                Event::ImageReady { .. } => 3,
-                Event::Ready { .. } => 4,
-                Event::TunnelUp { .. } => 5,
+                Event::Uploading { .. } => 0,
+                Event::Creating { .. } => 1,
+                Event::Scheduled { .. } => 2,
+                Event::Pulling { .. } => 3,
+                Event::ImageReady { .. } => 4,
+                Event::Ready { .. } => 5,
+                Event::TunnelUp { .. } => 6,
                 _ => return,
             };
             if let Ok(mut ev) = events.lock() {
