@@ -119,18 +119,22 @@ cargo_target_dir() {
 	echo "${CARGO_TARGET_DIR:-$KT_CACHE/target/$v}"
 }
 
-# build_shadow builds kt's in-cluster agent, which the lab runs for image
-# kt.invalid/kt-shadow (testbed/images.yaml), installs it where the pod's non-root
-# user can execute it, and exports KT_SHADOW_BIN.
+# build_shadow builds kt's in-cluster agent as it ships (kt-shadow/build-static: static,
+# profile `shadow`), which the lab runs for image kt.invalid/kt-shadow
+# (testbed/images.yaml), installs it where the pod's non-root user can execute it, and
+# exports KT_SHADOW_BIN. The --target build lands in
+# <target>/x86_64-unknown-linux-gnu/shadow/, beside CI's builds in the same cache dir.
 build_shadow() {
 	command -v cargo >/dev/null || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }
 	command -v cargo >/dev/null || die "cargo is not installed; the lab builds kt-shadow with it (install Rust with rustup)"
-	local target
+	local target built
 	target=$(cargo_target_dir)
-	say "building kt-shadow (release) in $target"
-	(cd "$TESTBED_DIR/.." && CARGO_TARGET_DIR=$target cargo build -q --release -p kt-shadow)
+	say "building kt-shadow (static, profile shadow) in $target"
+	built=$(CARGO_TARGET_DIR=$target "$TESTBED_DIR/../kt-shadow/build-static" --check) ||
+		die "building kt-shadow failed (kt-shadow/build-static says why above)"
+	say "kt-shadow: $(tail -n 1 <<<"$built")"
 	mkdir -p "$BIN"
-	install -m 0755 "$target/release/kt-shadow" "$BIN/kt-shadow.new"
+	install -m 0755 "$target/x86_64-unknown-linux-gnu/shadow/kt-shadow" "$BIN/kt-shadow.new"
 	mv -f "$BIN/kt-shadow.new" "$BIN/kt-shadow"
 	export KT_SHADOW_BIN=$BIN/kt-shadow
 }

@@ -4,7 +4,8 @@
 //! It serves, to clients holding a key from its `authorized_keys` file only:
 //!
 //! - `direct-tcpip` channels: connect to a host and port in the cluster (names resolved
-//!   by the pod's resolver, i.e. cluster DNS) and splice, with half-close;
+//!   with the pod's `/etc/hosts` and `/etc/resolv.conf`, i.e. cluster DNS, by the
+//!   shadow itself, not the C library: [`resolve`]) and splice, with half-close;
 //! - `tcpip-forward` / `cancel-tcpip-forward`: listen in the pod and open a
 //!   `forwarded-tcpip` channel back to the client per accepted connection, with
 //!   half-close both ways, only on the ports given with `--remote-forward` (none by
@@ -88,6 +89,7 @@ pub mod keys;
 pub mod lease;
 mod limits;
 pub mod probe;
+pub mod resolve;
 pub mod restore;
 pub mod router;
 mod server;

@@ -24,6 +24,7 @@ use crate::inbound::{HeldConnections, Inbound};
 use crate::keys::{AuthorizedKeys, generate_host_key, host_key_line, load_host_key};
 use crate::lease::LeaseWatch;
 use crate::limits::{ConnLimits, Slots, refuse, too_many_connections};
+use crate::resolve::Resolver;
 use crate::restore::Restorer;
 use crate::stream::decouple;
 use crate::{Error, Exit};
@@ -139,6 +140,7 @@ pub(crate) struct State {
     max_channels: usize,
     max_udp_flows: usize,
     next_conn: AtomicU64,
+    resolver: Resolver,
 }
 
 /// What a connection's tasks need: its id for logs, its cancellation (fired when the
@@ -150,6 +152,8 @@ pub(crate) struct ConnCtx {
     pub(crate) tracker: TaskTracker,
     pub(crate) tuning: Arc<Tuning>,
     pub(crate) limits: Arc<ConnLimits>,
+    /// Resolves the names of `direct-tcpip` and `direct-udp@kt.dev` targets.
+    pub(crate) resolver: Resolver,
 }
 
 /// A bound, ready-to-run shadow SSH server.
@@ -276,6 +280,7 @@ impl Shadow {
                 max_channels: args.max_channels,
                 max_udp_flows: args.max_udp_flows,
                 next_conn: AtomicU64::new(1),
+                resolver: Resolver::default(),
             }),
             idle_exit: args.idle_exit,
             heartbeat_timeout: args.heartbeat_timeout,
@@ -486,6 +491,7 @@ fn spawn_connection(
         tracker: state.tracker.clone(),
         tuning: Arc::clone(&state.tuning),
         limits: Arc::new(ConnLimits::new(state.max_channels, state.max_udp_flows)),
+        resolver: state.resolver.clone(),
     };
     let (auth_tx, auth_rx) = oneshot::channel();
     let handler = ConnHandler::new(Arc::clone(state), ctx.clone(), peer, auth_tx, preauth);

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
+use crate::resolve::Resolver;
 use crate::server::{ConnCtx, Tuning};
 
 /// Bytes moved by one spliced connection.
@@ -38,8 +39,8 @@ pub(crate) fn wire_port(port: u32) -> Option<u16> {
     u16::try_from(port).ok()
 }
 
-/// Serves a `direct-tcpip` open: connects to `host:port` (names resolved by the system
-/// resolver), answers the open, then splices until both sides are done.
+/// Serves a `direct-tcpip` open: connects to `host:port` (names resolved with the pod's
+/// files, [`crate::resolve`]), answers the open, then splices until both sides are done.
 pub(crate) async fn serve_direct_tcpip(
     ctx: ConnCtx,
     channel: Channel<Msg>,
@@ -58,10 +59,8 @@ pub(crate) async fn serve_direct_tcpip(
             .await;
         return;
     };
-    let connect = tokio::time::timeout(
-        ctx.tuning.connect_timeout,
-        TcpStream::connect((host.as_str(), port)),
-    );
+    let connect =
+        tokio::time::timeout(ctx.tuning.connect_timeout, dial(&ctx.resolver, &host, port));
     let stream = tokio::select! {
         () = ctx.cancel.cancelled() => return,
         r = connect => match r {
@@ -100,6 +99,20 @@ pub(crate) async fn serve_direct_tcpip(
         down = moved.down,
         "direct-tcpip closed"
     );
+}
+
+/// A TCP connection to `host:port`: each address of the name in turn (IPv4 first), as
+/// the standard library's connect to a `(host, port)` does; the error is the last
+/// address's, or why the name has none.
+async fn dial(resolver: &Resolver, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in resolver.lookup(host, port).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("`{host}` has no address"))))
 }
 
 /// How a direction of a splice ended.

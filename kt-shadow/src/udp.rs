@@ -12,6 +12,7 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
+use crate::resolve::Resolver;
 use crate::server::ConnCtx;
 use crate::tcp::{open_failure, wire_port};
 
@@ -37,7 +38,7 @@ pub(crate) async fn serve_direct_udp(
     let target_name = format!("{host}:{port}");
     let socket = tokio::select! {
         () = ctx.cancel.cancelled() => return,
-        r = connect(&host, port) => match r {
+        r = connect(&ctx.resolver, &host, port) => match r {
             Ok(socket) => socket,
             Err(message) => {
                 debug!(conn = ctx.id, target = %target_name, %message, "direct-udp open refused");
@@ -67,13 +68,15 @@ pub(crate) async fn serve_direct_udp(
 
 /// A UDP socket connected to `host:port`, bound to loopback for a loopback target and
 /// to the unspecified address otherwise.
-async fn connect(host: &str, port: u32) -> Result<UdpSocket, String> {
+async fn connect(resolver: &Resolver, host: &str, port: u32) -> Result<UdpSocket, String> {
     let port = wire_port(port)
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("{port} is not a valid UDP port"))?;
-    let target = tokio::net::lookup_host((host, port))
+    let target = resolver
+        .lookup(host, port)
         .await
-        .map_err(|err| format!("cannot resolve `{host}`: {err}"))?
+        .map_err(|err| err.to_string())?
+        .into_iter()
         .next()
         .ok_or_else(|| format!("`{host}` resolves to no address"))?;
     let local_ip = match (target.ip(), target.ip().is_loopback()) {
