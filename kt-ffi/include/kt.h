@@ -178,6 +178,10 @@ typedef enum {
   // Mesh: the router routes the requests of this rule here: `service`, `rule`,
   // `router`.
   KT_EVENT_KIND_ROUTED = 23,
+  // kt is uploading its agent into the namespace (no shadow image given; the first
+  // session of this kt version there, later ones reuse it): `namespace`, `parts`
+  // (how many ConfigMaps), `bytes`.
+  KT_EVENT_KIND_UPLOADING = 24,
 } kt_event_kind;
 
 // How a swap takes a workload's traffic (`kt_swap_options_set_mode`, `kt_swap_mode`).
@@ -315,7 +319,8 @@ typedef struct kt_mesh_options kt_mesh_options;
 
 // How to open a session: kubeconfig, namespace, shadow, timeouts, local ports, VPN
 // mode. Made by `kt_options_new` with every setting at its default (the current
-// kubeconfig context and its namespace, the kt-shadow image, proxy mode); each
+// kubeconfig context and its namespace, no shadow image: kt ships its agent, proxy
+// mode); each
 // `kt_options_set_*`/`kt_options_add_*` changes one setting.
 //
 // Owned by the caller: free it with `kt_options_free` (a session made from it
@@ -720,8 +725,22 @@ kt_status kt_options_set_context(kt_options *options, const char *context, char 
 // the shadow runs here and short names resolve here.
 kt_status kt_options_set_namespace(kt_options *options, const char *namespace_, char *err, size_t err_len);
 
-// The shadow image (default: `$KT_SHADOW_IMAGE`, else kt's image for the flavour).
+// Runs the shadow from this image (default: `$KT_SHADOW_IMAGE`, else none: kt ships
+// its agent into the namespace, once, as ConfigMaps, and runs it on an image the node
+// already has). Pin an image by digest (`registry/kt-shadow@sha256:...`);
+// `KT_FLAVOUR_OPENSSH` needs one (any image with sshd).
 kt_status kt_options_set_shadow_image(kt_options *options, const char *image, char *err, size_t err_len);
+
+// The image the shipped agent runs on when no running pod in the namespace can lend
+// its own (default `registry.k8s.io/pause:3.10`); not used with a shadow image.
+kt_status kt_options_set_base_image(kt_options *options, const char *image, char *err, size_t err_len);
+
+// Ships the agent from directory `path` (UTF-8), which holds `kt-shadow` and
+// `kt-loader` as `kt-shadow/build-static` makes them, instead of the agent built into
+// libkt (default: `$KT_AGENT_DIR`, else the built-in one). The files are read at
+// connect; a directory without them fails the connect with
+// `KT_STATUS_INVALID_ARGUMENT` naming the missing file.
+kt_status kt_options_set_agent_dir(kt_options *options, const char *path, char *err, size_t err_len);
 
 // An image pull Secret for the shadow pod (for private registries); may be given
 // several times.

@@ -82,6 +82,10 @@ pub enum kt_event_kind {
     /// Mesh: the router routes the requests of this rule here: `service`, `rule`,
     /// `router`.
     Routed = 23,
+    /// kt is uploading its agent into the namespace (no shadow image given; the first
+    /// session of this kt version there, later ones reuse it): `namespace`, `parts`
+    /// (how many ConfigMaps), `bytes`.
+    Uploading = 24,
 }
 
 /// An event as C sees it.
@@ -96,7 +100,7 @@ static EVENTS: Table<EventData> = Table::new(4, "kt_session_next_event");
 impl kt_event_kind {
     /// Every kind this header declares (`Other` aside), in numeric order: the number
     /// is kt-core's `EventKind::code`.
-    pub(crate) const KNOWN: [kt_event_kind; 23] = [
+    pub(crate) const KNOWN: [kt_event_kind; 24] = [
         kt_event_kind::Creating,
         kt_event_kind::Scheduled,
         kt_event_kind::Pulling,
@@ -120,6 +124,7 @@ impl kt_event_kind {
         kt_event_kind::Restored,
         kt_event_kind::RestoreConflict,
         kt_event_kind::Routed,
+        kt_event_kind::Uploading,
     ];
 
     /// The C kind numbered `kind.code()`; `Other` for a kind this header does not

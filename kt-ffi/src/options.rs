@@ -12,7 +12,8 @@ use crate::status::{Failure, guard, handle_out, kt_status, str_arg};
 
 /// How to open a session: kubeconfig, namespace, shadow, timeouts, local ports, VPN
 /// mode. Made by `kt_options_new` with every setting at its default (the current
-/// kubeconfig context and its namespace, the kt-shadow image, proxy mode); each
+/// kubeconfig context and its namespace, no shadow image: kt ships its agent, proxy
+/// mode); each
 /// `kt_options_set_*`/`kt_options_add_*` changes one setting.
 ///
 /// Owned by the caller: free it with `kt_options_free` (a session made from it
@@ -280,7 +281,10 @@ pub unsafe extern "C" fn kt_options_set_namespace(
         })
     }
 }
-/// The shadow image (default: `$KT_SHADOW_IMAGE`, else kt's image for the flavour).
+/// Runs the shadow from this image (default: `$KT_SHADOW_IMAGE`, else none: kt ships
+/// its agent into the namespace, once, as ConfigMaps, and runs it on an image the node
+/// already has). Pin an image by digest (`registry/kt-shadow@sha256:...`);
+/// `KT_FLAVOUR_OPENSSH` needs one (any image with sshd).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kt_options_set_shadow_image(
     options: *mut kt_options,
@@ -292,6 +296,41 @@ pub unsafe extern "C" fn kt_options_set_shadow_image(
     unsafe {
         set_string(options, image, "image", err, err_len, |o, v| {
             Ok(o.shadow_image(non_empty(v, "image")?))
+        })
+    }
+}
+/// The image the shipped agent runs on when no running pod in the namespace can lend
+/// its own (default `registry.k8s.io/pause:3.10`); not used with a shadow image.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_options_set_base_image(
+    options: *mut kt_options,
+    image: *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    // SAFETY: the caller's contract is the helper's.
+    unsafe {
+        set_string(options, image, "image", err, err_len, |o, v| {
+            Ok(o.base_image(non_empty(v, "image")?))
+        })
+    }
+}
+/// Ships the agent from directory `path` (UTF-8), which holds `kt-shadow` and
+/// `kt-loader` as `kt-shadow/build-static` makes them, instead of the agent built into
+/// libkt (default: `$KT_AGENT_DIR`, else the built-in one). The files are read at
+/// connect; a directory without them fails the connect with
+/// `KT_STATUS_INVALID_ARGUMENT` naming the missing file.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kt_options_set_agent_dir(
+    options: *mut kt_options,
+    path: *const c_char,
+    err: *mut c_char,
+    err_len: usize,
+) -> kt_status {
+    // SAFETY: the caller's contract is the helper's.
+    unsafe {
+        set_string(options, path, "path", err, err_len, |o, v| {
+            Ok(o.agent_dir(non_empty(v, "path")?))
         })
     }
 }

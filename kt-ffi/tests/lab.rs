@@ -7,7 +7,8 @@
 //! per-session credentials, and the C examples (connect, and swap until Ctrl-C). Each
 //! runs in its own namespace made by `testbed/test-namespace` (restricted Pod
 //! Security, kt's Role only), and checks that the session left nothing in the
-//! cluster.
+//! cluster. The imageless shadow: an agent directory without the agent is refused
+//! before anything is made; a default connect uploads kt's agent once.
 
 mod common;
 
@@ -236,6 +237,73 @@ fn vpn_connect_without_cap_net_admin_fails_with_needs_capability_and_creates_not
         left.is_empty(),
         "a refused VPN connect created objects:\n{left}"
     );
+}
+
+/// Everything of kt's in the namespace (kt labels every object it makes).
+fn kt_objects(ns: &LabNamespace) -> String {
+    ns.kubectl(
+        "get pods,secrets,services,configmaps,leases -l app.kubernetes.io/managed-by=kt -o name",
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Runs `tests/c/imageless.c connect` in `ns`; returns the session id and how many
+/// uploading events it saw.
+fn imageless_connect(exe: &std::path::Path, ns: &LabNamespace) -> (String, String) {
+    let out = run_checked(
+        Command::new(exe)
+            .arg("connect")
+            .arg(&ns.kubeconfig)
+            .arg(&ns.name),
+    );
+    assert!(
+        out.status.success(),
+        "imageless.c connect failed (see its output above)"
+    );
+    assert_fresh_libkt(&out);
+    (printed(&out, "SESSION_ID"), printed(&out, "UPLOADS"))
+}
+
+#[test]
+fn imageless_from_c_a_missing_agent_is_named_and_a_default_connect_uploads_once() {
+    let ns = LabNamespace::create("kt-ffi-imageless");
+    let exe = compile(&crate_dir().join("tests/c/imageless.c"), "imageless");
+    // (a) An agent directory without the agent: a clear refusal, nothing made.
+    let empty = common::scratch().join("agent-dir-without-the-agent");
+    std::fs::create_dir_all(&empty).expect("making the empty agent directory");
+    let out = run_checked(
+        Command::new(&exe)
+            .arg("missing-agent")
+            .arg(&ns.kubeconfig)
+            .arg(&ns.name)
+            .arg(&empty),
+    );
+    assert!(
+        out.status.success(),
+        "imageless.c missing-agent failed (see its output above)"
+    );
+    assert_fresh_libkt(&out);
+    let left = kt_objects(&ns);
+    assert!(
+        left.is_empty(),
+        "a refused connect made objects:
+{left}"
+    );
+    // (b) A default connect in this fresh namespace uploads the agent; the next one
+    // reuses it.
+    let (first, uploads) = imageless_connect(&exe, &ns);
+    assert_eq!(uploads, "1", "the first session uploads the agent once");
+    let (second, uploads) = imageless_connect(&exe, &ns);
+    assert_eq!(uploads, "0", "the second session reuses the uploaded agent");
+    for id in [first, second] {
+        let left = ns.objects(&format!("kt.dev/session={id}"));
+        assert!(
+            left.is_empty(),
+            "session {id} left objects behind:
+{left}"
+        );
+    }
 }
 
 /// The lab's admin kubeconfig (`testbed/up` writes it under `$KTLAB_STATE`, default

@@ -15,6 +15,8 @@ const CONNECT: &[(&str, &[&str])] = &[
     ("context", &["kt_options_set_context"]),
     ("namespace", &["kt_options_set_namespace"]),
     ("shadow_image", &["kt_options_set_shadow_image"]),
+    ("base_image", &["kt_options_set_base_image"]),
+    ("agent_dir", &["kt_options_set_agent_dir"]),
     ("flavour", &["kt_options_set_flavour", "KT_FLAVOUR_OPENSSH"]),
     (
         "shadow_probe_binary",
@@ -62,7 +64,14 @@ const CONNECT: &[(&str, &[&str])] = &[
     ("proxy_auth", &["kt_options_set_proxy_auth"]),
     ("vpn", &["kt_options_set_vpn"]),
     // C pulls events instead of taking a callback.
-    ("on_event", &["kt_session_next_event", "kt_event_get_kind"]),
+    (
+        "on_event",
+        &[
+            "kt_session_next_event",
+            "kt_event_get_kind",
+            "KT_EVENT_KIND_UPLOADING",
+        ],
+    ),
 ];
 
 const VPN: &[(&str, &[&str])] = &[

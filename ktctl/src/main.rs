@@ -176,9 +176,20 @@ struct ShadowArgs {
     /// UDP relay) or openssh (a stock sshd, runs as root in the pod; TCP only).
     #[arg(long, default_value = "kt-shadow", value_parser = parse_flavour)]
     flavour: ShadowFlavour,
-    /// The shadow image (default: KT_SHADOW_IMAGE, then kt's published image).
-    #[arg(short, long)]
+    /// Run the shadow from this image (default: none, kt ships its agent into the
+    /// namespace, once, and runs it on an image the node already has; KT_SHADOW_IMAGE
+    /// sets one). An image built from kt-shadow/Dockerfile, pinned by digest
+    /// (registry/kt-shadow@sha256:...); --flavour openssh needs one (any with sshd).
+    #[arg(short, long, value_parser = non_empty)]
     image: Option<String>,
+    /// The image kt's shipped agent runs on when no running pod in the namespace lends
+    /// its own (default: registry.k8s.io/pause:3.10). Not used with --image.
+    #[arg(long, value_name = "IMAGE", value_parser = non_empty)]
+    base_image: Option<String>,
+    /// A directory with kt-shadow and kt-loader (as kt-shadow/build-static makes
+    /// them) to ship instead of the agent built into ktctl (default: KT_AGENT_DIR).
+    #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
+    agent_dir: Option<PathBuf>,
     /// How long the shadow pod waits for a vanished ktctl (killed, or off the network)
     /// before it ends itself, in seconds; the next session in the namespace deletes it.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
@@ -194,6 +205,12 @@ impl ShadowArgs {
             .on_event(|e| eprintln!("ktctl: {e}"));
         if let Some(image) = &self.image {
             opts = opts.shadow_image(image);
+        }
+        if let Some(image) = &self.base_image {
+            opts = opts.base_image(image);
+        }
+        if let Some(dir) = &self.agent_dir {
+            opts = opts.agent_dir(dir);
         }
         cluster.apply(opts)
     }
@@ -350,6 +367,26 @@ struct RecoverArgs {
     dry_run: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// A value that must not be blank (`--image`, `--base-image`).
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+/// A path that must not be empty (`--agent-dir`).
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err(
+            "must not be empty: name the directory with kt-shadow and kt-loader \
+                    (kt-shadow/build-static makes them)"
+                .to_owned(),
+        );
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// Parses one `--expose` item with kt-core's `PortMap` parser.
@@ -1163,6 +1200,79 @@ mod tests {
             panic!("not clean")
         };
         assert!(args.dry_run);
+    }
+
+    #[test]
+    fn the_imageless_flags_reach_the_options_of_every_command_that_opens_a_session() {
+        let commands: [&[&str]; 4] = [
+            &["connect"],
+            &["exchange", "web", "--expose", "80"],
+            &["preview", "mine", "--expose", "80"],
+            &["mesh", "svc/web", "--expose", "80"],
+        ];
+        for command in commands {
+            let mut argv = command.to_vec();
+            argv.extend([
+                "--base-image",
+                "busybox:1.37",
+                "--agent-dir",
+                "/opt/kt/agent",
+            ]);
+            let cli = parse(&argv).expect("parses");
+            let (shadow, cluster) = match &cli.command {
+                Command::Connect(a) => (&a.shadow, &a.cluster),
+                Command::Exchange(a) => (&a.shadow, &a.cluster),
+                Command::Preview(a) => (&a.shadow, &a.cluster),
+                Command::Mesh(a) => (&a.shadow, &a.cluster),
+                other => panic!("{other:?} opens no session"),
+            };
+            let opts = format!("{:?}", shadow.options(cluster));
+            assert!(
+                opts.contains(r#"base_image: Some("busybox:1.37")"#),
+                "{command:?}: {opts}"
+            );
+            assert!(
+                opts.contains(r#"agent_dir: Some("/opt/kt/agent")"#),
+                "{command:?}: {opts}"
+            );
+        }
+        let Command::Connect(args) = parse(&["connect"]).expect("parses").command else {
+            panic!("not connect")
+        };
+        let defaults = format!("{:?}", options(&args));
+        for unset in ["shadow_image: None", "base_image: None", "agent_dir: None"] {
+            assert!(defaults.contains(unset), "{unset}: {defaults}");
+        }
+    }
+
+    #[test]
+    fn empty_image_flags_are_usage_errors_and_the_help_says_kt_ships_its_agent() {
+        use clap::CommandFactory as _;
+        for flag in ["--image", "--base-image", "--agent-dir"] {
+            let err = parse(&["connect", flag, ""]).unwrap_err();
+            assert!(err.contains("must not be empty"), "{flag}: {err}");
+        }
+        let err = parse(&["connect", "--agent-dir", ""]).unwrap_err();
+        assert!(err.contains("kt-shadow/build-static"), "{err}");
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("connect")
+            .expect("connect")
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("default: none, kt ships its agent into the namespace"),
+            "{help}"
+        );
+        assert!(help.contains("pinned by digest"), "{help}");
+        assert!(
+            help.contains("--base-image <IMAGE>") && help.contains("registry.k8s.io/pause:3.10"),
+            "{help}"
+        );
+        assert!(
+            help.contains("--agent-dir <DIR>") && help.contains("KT_AGENT_DIR"),
+            "{help}"
+        );
     }
 
     #[test]

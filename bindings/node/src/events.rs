@@ -100,12 +100,12 @@ pub(crate) fn event(e: &kt_core::Event) -> Event {
 pub struct EventShape {
     /// What happened.
     #[napi(
-        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict' | 'Routed'"
+        ts_type = "'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict' | 'Routed' | 'Uploading'"
     )]
     pub kind: String,
     /// The event in words (as kt logs it).
     pub message: String,
-    /// Creating: the namespace.
+    /// Creating, Uploading: the namespace.
     pub namespace: Option<String>,
     /// Creating: the shadow pod's name.
     pub pod: Option<String>,
@@ -159,6 +159,10 @@ pub struct EventShape {
     pub rule: Option<String>,
     /// Routed: the router pod.
     pub router: Option<String>,
+    /// Uploading: how many parts (ConfigMaps) of kt's agent are uploaded.
+    pub parts: Option<u32>,
+    /// Uploading: how many bytes they hold.
+    pub bytes: Option<u32>,
 }
 
 /// The kinds of event, by kt-core name (`creating`, `tunnel_up`, ...); an event's
@@ -252,6 +256,11 @@ pub fn event_examples() -> Vec<Event> {
             service: text("web"),
             rule: text("version=alice"),
             router: text("kt-router-web"),
+        },
+        E::Uploading {
+            namespace: text("dev"),
+            parts: 3,
+            bytes: 2_000_000,
         },
     ]
     .iter()

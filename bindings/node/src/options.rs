@@ -35,8 +35,17 @@ pub struct ConnectOptions {
     pub context: Option<String>,
     /// Namespace to work in (default: the context's, else `default`).
     pub namespace: Option<String>,
-    /// Shadow image (default: `KT_SHADOW_IMAGE`, else kt's own image for the flavour).
+    /// Run the shadow from this image (default: `KT_SHADOW_IMAGE`, else none: kt ships
+    /// its agent into the namespace, once, as ConfigMaps, and runs it on an image the
+    /// node already has). Pin it by digest (`registry/kt-shadow@sha256:...`); the
+    /// `openssh` flavour needs one (any image with sshd).
     pub shadow_image: Option<String>,
+    /// The image the shipped agent runs on when no running pod in the namespace can
+    /// lend its own (default `registry.k8s.io/pause:3.10`).
+    pub base_image: Option<String>,
+    /// A directory with `kt-shadow` and `kt-loader` (as `kt-shadow/build-static` makes
+    /// them) to ship instead of the agent built into kt (default: `KT_AGENT_DIR`).
+    pub agent_dir: Option<String>,
     /// Which SSH server the shadow pod runs (default `kt-shadow`).
     #[napi(ts_type = "'kt-shadow' | 'openssh'")]
     pub flavour: Option<String>,
@@ -129,6 +138,8 @@ const CONNECT_KEYS: &[&str] = &[
     "context",
     "namespace",
     "shadowImage",
+    "baseImage",
+    "agentDir",
     "flavour",
     "shadowProbeBinary",
     "sshdPath",
@@ -194,6 +205,8 @@ pub(crate) fn parse_with<'env>(
             "context" => opts.context(non_empty(value, &path)?),
             "namespace" => opts.namespace(non_empty(value, &path)?),
             "shadowImage" => opts.shadow_image(non_empty(value, &path)?),
+            "baseImage" => opts.base_image(non_empty(value, &path)?),
+            "agentDir" => opts.agent_dir(non_empty(value, &path)?),
             "flavour" => opts.flavour(parsed::<ShadowFlavour>(value, &path)?),
             "shadowProbeBinary" => opts.shadow_probe_binary(non_empty(value, &path)?),
             "sshdPath" => opts.sshd_path(non_empty(value, &path)?),

@@ -98,6 +98,10 @@ test('events are { kind, message, ...fields } built from kt-core kinds and field
   assert.deepEqual(byKind.Listening.ports, ['80 -> 127.0.0.1:8080'])
   assert.equal(byKind.Inbound.port, 80)
   assert.equal(byKind.Restored.object, 'Service dev/web')
+  assert.deepEqual(Object.keys(byKind.Uploading), ['kind', 'message', 'namespace', 'parts', 'bytes'])
+  assert.equal(byKind.Uploading.parts, 3)
+  assert.equal(byKind.Uploading.bytes, 2_000_000)
+  assert.match(byKind.Uploading.message, /^uploading kt's agent to namespace dev \(3 parts, 1953 KiB/)
 })
 
 test('a conflict rejects with KT_CONFLICT naming the holder', async () => {

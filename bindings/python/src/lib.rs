@@ -28,8 +28,9 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("DEFAULT_OPENSSH_IMAGE", kt_core::DEFAULT_OPENSSH_IMAGE)?;
+    m.add("DEFAULT_BASE_IMAGE", kt_core::DEFAULT_BASE_IMAGE)?;
     m.add("SHADOW_IMAGE_ENV", kt_core::SHADOW_IMAGE_ENV)?;
+    m.add("AGENT_DIR_ENV", kt_core::AGENT_DIR_ENV)?;
     error::register(m)?;
     events::register(m)?;
     surface(m)?;

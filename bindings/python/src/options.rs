@@ -181,6 +181,8 @@ impl ConnectOptions {
         context=None,
         namespace=None,
         shadow_image=None,
+        base_image=None,
+        agent_dir=None,
         flavour="kt-shadow",
         shadow_probe_binary=None,
         sshd_path=None,
@@ -214,6 +216,8 @@ impl ConnectOptions {
         context: Option<String>,
         namespace: Option<String>,
         shadow_image: Option<String>,
+        base_image: Option<String>,
+        agent_dir: Option<PathBuf>,
         flavour: &str,
         shadow_probe_binary: Option<String>,
         sshd_path: Option<String>,
@@ -262,6 +266,21 @@ impl ConnectOptions {
                 return Err(invalid("shadow_image is empty"));
             }
             o = o.shadow_image(image);
+        }
+        if let Some(image) = &base_image {
+            if image.trim().is_empty() {
+                return Err(invalid("base_image is empty"));
+            }
+            o = o.base_image(image);
+        }
+        if let Some(dir) = &agent_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(invalid(
+                    "agent_dir is an empty path: name the directory with kt-shadow and \
+                     kt-loader (kt-shadow/build-static makes them), or leave it out",
+                ));
+            }
+            o = o.agent_dir(dir);
         }
         if let Some(path) = &shadow_probe_binary {
             if path.trim().is_empty() {
@@ -383,19 +402,22 @@ impl ConnectOptions {
                 });
             });
         }
+        let image = o
+            .image()
+            .map_or_else(|| "None".to_owned(), |image| format!("{image:?}"));
         let summary = format!(
             "ConnectOptions(kubeconfig={kubeconfig:?}, context={context:?}, \
-             namespace={namespace:?}, flavour={flavour:?}, image={:?}, proxy_auth={}, vpn={})",
-            o.image(),
+             namespace={namespace:?}, flavour={flavour:?}, image={image}, proxy_auth={}, vpn={})",
             if proxy_auth { "True" } else { "False" },
             vpn_summary.as_deref().unwrap_or("None"),
         );
         Ok(ConnectOptions { inner: o, summary })
     }
 
-    /// The image the shadow pod will run.
+    /// The image the shadow pod will run: the `shadow_image` option, else
+    /// `$KT_SHADOW_IMAGE`; `None` when kt ships its agent instead (the default).
     #[getter]
-    fn shadow_image(&self) -> String {
+    fn shadow_image(&self) -> Option<String> {
         self.inner.image()
     }
 

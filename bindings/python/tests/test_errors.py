@@ -21,6 +21,8 @@ from conftest import Lab, Namespace
     [
         ({"namespace": 5}, "namespace must be a str, not int"),
         ({"kubeconfig": 3}, "kubeconfig must be a path"),
+        ({"agent_dir": 3}, r"agent_dir must be a path \(str or os.PathLike\), not int"),
+        ({"base_image": ["pause"]}, "base_image must be a str, not list"),
         ({"labels": "team=a"}, "labels must be a mapping"),
         ({"labels": {"team": 1}}, r"labels\['team'\] must be a str, not int"),
         ({"image_pull_secrets": "regcred"}, "image_pull_secrets must be a list"),
@@ -47,6 +49,8 @@ def test_options_of_the_wrong_type_raise_type_error_naming_the_option(
         ({"connect_timeout": float("nan")}, "connect_timeout must be a positive"),
         ({"dns_server": "kube-dns"}, "dns_server `kube-dns` is not an IP address"),
         ({"namespace": ""}, "namespace is empty"),
+        ({"base_image": " "}, "base_image is empty"),
+        ({"agent_dir": ""}, "agent_dir is an empty path: name the directory with kt-shadow and kt-loader"),
     ],
 )
 def test_malformed_options_raise_invalid_argument_before_connecting(
@@ -63,7 +67,19 @@ def test_timeouts_accept_seconds_and_timedeltas() -> None:
         pod_ready_timeout=datetime.timedelta(minutes=2), dns_timeout=2.5, close_timeout=30
     )
     assert isinstance(options, ktconnect.ConnectOptions)
-    assert options.shadow_image  # the image it would run
+
+
+def test_without_a_shadow_image_kt_ships_its_agent(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("KT_SHADOW_IMAGE", raising=False)
+    options = ktconnect.connect_options(base_image="busybox:1.37", agent_dir=tmp_path)
+    assert options.shadow_image is None  # imageless: no image to pull
+    assert "image=None" in repr(options)
+    assert ktconnect.connect_options(agent_dir=str(tmp_path)).shadow_image is None
+    pinned = "registry.example/kt-shadow@sha256:" + "0" * 64
+    assert ktconnect.connect_options(shadow_image=pinned).shadow_image == pinned
+    monkeypatch.setenv("KT_SHADOW_IMAGE", "lab/kt-shadow:dev")
+    assert ktconnect.connect_options().shadow_image == "lab/kt-shadow:dev"
+    assert ktconnect.connect_options(shadow_image=pinned).shadow_image == pinned
 
 
 @pytest.mark.parametrize(
@@ -135,13 +151,24 @@ def test_a_namespace_that_does_not_exist_raises_not_found_saying_how_to_create_i
     assert "::" not in str(info.value)  # no Rust API names
 
 
-def test_a_namespace_outside_the_role_raises_forbidden_naming_the_role(namespace: Namespace) -> None:
-    # The first object kt creates is the shadow pod (the kt-shadow flavour has no Secret).
-    with pytest.raises(ktconnect.Forbidden, match="you may not create pods") as info:
-        ktconnect.Session.connect(kubeconfig=namespace.kubeconfig, namespace="kube-system")
+@pytest.mark.parametrize(
+    "options, verb, resource",
+    [
+        # By default kt first looks for its agent's parts (ConfigMaps) in the namespace.
+        ({}, "list", "configmaps"),
+        # With a shadow image, the first object kt creates is the shadow pod (the
+        # kt-shadow flavour has no Secret).
+        ({"shadow_image": "kt.invalid/kt-shadow:0.1.0"}, "create", "pods"),
+    ],
+)
+def test_a_namespace_outside_the_role_raises_forbidden_naming_the_role(
+    namespace: Namespace, options: dict, verb: str, resource: str
+) -> None:
+    with pytest.raises(ktconnect.Forbidden, match=f"you may not {verb} {resource}") as info:
+        ktconnect.Session.connect(kubeconfig=namespace.kubeconfig, namespace="kube-system", **options)
     assert isinstance(info.value, PermissionError)
     assert info.value.kind == "forbidden"
-    assert info.value.verb == "create" and info.value.resource == "pods"
+    assert info.value.verb == verb and info.value.resource == resource
     assert "kt-core/rbac/connect.yaml" in str(info.value)
 
 

@@ -82,6 +82,25 @@ def test_plugin_rejects_a_bad_flavour_with_the_options_message(
     result.stdout.fnmatch_lines(["*InvalidArgument: flavour: invalid shadow flavour `dropbear`*"])
 
 
+def test_plugin_passes_the_base_image_and_the_agent_dir_from_flags_ini_and_environment(
+    pytester: pytest.Pytester, namespace: Namespace, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """An agent directory without the agent: each test that uses kt_session errors with
+    kt's message naming the missing file."""
+    pytester.makepyfile(test_user="def test_one(kt_session):\n    pass\n")
+    cluster = (f"--kt-kubeconfig={namespace.kubeconfig}", f"--kt-namespace={namespace.name}")
+    shown = f"ktconnect: agent_dir={tmp_path}, base_image=busybox:1.37, kubeconfig={namespace.kubeconfig}, namespace={namespace.name}"
+    refused = f"*InvalidArgument: cannot ship {tmp_path}/kt-shadow to the cluster*build-static*"
+    flags = pytester.runpytest_subprocess(*cluster, f"--kt-agent-dir={tmp_path}", "--kt-base-image=busybox:1.37")
+    flags.assert_outcomes(errors=1)
+    flags.stdout.fnmatch_lines([shown, refused])
+    pytester.makeini(f"[pytest]\nkt_agent_dir = {tmp_path}\n")
+    monkeypatch.setenv("KT_BASE_IMAGE", "busybox:1.37")
+    configured = pytester.runpytest_subprocess(*cluster)
+    configured.assert_outcomes(errors=1)
+    configured.stdout.fnmatch_lines([shown, refused])
+
+
 def test_stubs_declare_every_native_name_with_the_same_exception_bases() -> None:
     stub = pathlib.Path(ktconnect._native.__file__).with_name("_native.pyi")
     assert stub.exists(), "the .pyi stub is shipped beside the native module"

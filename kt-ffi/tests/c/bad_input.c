@@ -64,6 +64,21 @@ int main(void) {
 	EXPECT(kt_options_set_dns_server(opts, "ten.ten", E), KT_STATUS_INVALID_ARGUMENT, "not an IP address");
 	EXPECT(kt_options_set_ssh_port(opts, 0, E), KT_STATUS_INVALID_ARGUMENT, "must not be 0");
 
+	/* The imageless shadow's settings: the base image and the agent directory. */
+	EXPECT(kt_options_set_base_image(opts, NULL, E), KT_STATUS_NULL_POINTER, "`image` is NULL");
+	EXPECT(kt_options_set_base_image(NULL, "busybox:1.37", E), KT_STATUS_NULL_POINTER, "`options` is NULL");
+	EXPECT(kt_options_set_base_image(opts, BAD_UTF8, E), KT_STATUS_INVALID_UTF8,
+	       "`image` is not valid UTF-8 (invalid byte 0xff at offset 2)");
+	EXPECT(kt_options_set_base_image(opts, " ", E), KT_STATUS_INVALID_ARGUMENT, "`image` is empty");
+	EXPECT(kt_options_set_base_image(opts, "busybox:1.37", E), KT_STATUS_OK, "");
+	EXPECT(kt_options_set_agent_dir(opts, NULL, E), KT_STATUS_NULL_POINTER, "`path` is NULL");
+	EXPECT(kt_options_set_agent_dir(NULL, "/opt/kt/agent", E), KT_STATUS_NULL_POINTER, "`options` is NULL");
+	EXPECT(kt_options_set_agent_dir(opts, BAD_UTF8, E), KT_STATUS_INVALID_UTF8,
+	       "`path` is not valid UTF-8 (invalid byte 0xff at offset 2); kt takes UTF-8 strings only");
+	EXPECT(kt_options_set_agent_dir(opts, "", E), KT_STATUS_INVALID_ARGUMENT, "`path` is empty");
+	EXPECT(kt_options_set_agent_dir(opts, "/opt/kt/agent", E), KT_STATUS_OK, "");
+	CHECK(KT_EVENT_KIND_UPLOADING == 24);
+
 	/* Enum values out of range. */
 	EXPECT(kt_options_set_flavour(opts, 7, E), KT_STATUS_INVALID_ARGUMENT, "7 is not a kt_flavour");
 	EXPECT(kt_options_set_flavour(opts, UINT32_MAX, E), KT_STATUS_INVALID_ARGUMENT, "not a kt_flavour");
@@ -117,9 +132,12 @@ int main(void) {
 	EXPECT(kt_vpn_options_set_mtu(vpn, 1500, E), KT_STATUS_INVALID_HANDLE, "freed already");
 
 	/* Connect failures that need no cluster: a missing and a broken kubeconfig, an
-	 * API server that does not answer. */
+	 * API server that does not answer. A shadow image, so that the test needs no
+	 * agent to ship (without one, a connect is refused before the API server is
+	 * asked anything). */
 	kt_options *o2 = NULL;
 	REQUIRE_OK(kt_options_new(&o2, E));
+	REQUIRE_OK(kt_options_set_shadow_image(o2, "kt.invalid/kt-shadow:0.1.0", E));
 	REQUIRE_OK(kt_options_set_kubeconfig(o2, "/nonexistent/kt-test.kubeconfig", E));
 	EXPECT(kt_session_connect(o2, &session, E), KT_STATUS_CONFIG, "/nonexistent/kt-test.kubeconfig");
 	CHECK(session == NULL);

@@ -5,8 +5,11 @@ import os
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __version__: str
-DEFAULT_OPENSSH_IMAGE: str
+# The base image of the imageless shadow when no running pod lends one.
+DEFAULT_BASE_IMAGE: str
 SHADOW_IMAGE_ENV: str
+# The variable naming a directory with the agent to ship (kt-shadow and kt-loader).
+AGENT_DIR_ENV: str
 # kt-core's ErrorKind and EventKind names, in code order.
 ERROR_KINDS: Tuple[str, ...]
 EVENT_KINDS: Tuple[str, ...]
@@ -93,6 +96,8 @@ class ConnectOptions:
         context: Optional[str] = None,
         namespace: Optional[str] = None,
         shadow_image: Optional[str] = None,
+        base_image: Optional[str] = None,
+        agent_dir: Optional[Union[str, os.PathLike[str]]] = None,
         flavour: str = "kt-shadow",
         shadow_probe_binary: Optional[str] = None,
         sshd_path: Optional[str] = None,
@@ -118,7 +123,8 @@ class ConnectOptions:
         on_event: Optional[Callable[[RawEvent], None]] = None,
     ) -> None: ...
     @property
-    def shadow_image(self) -> str: ...
+    def shadow_image(self) -> Optional[str]:
+        """The shadow image given (option or $KT_SHADOW_IMAGE); None: kt ships its agent."""
 
 class NativeEvents:
     def next(self, timeout: Optional[float] = None) -> Optional[RawEvent]: ...

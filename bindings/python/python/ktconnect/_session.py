@@ -102,6 +102,7 @@ def _check_options(values: Dict[str, Any]) -> None:
         "context",
         "namespace",
         "shadow_image",
+        "base_image",
         "flavour",
         "shadow_probe_binary",
         "sshd_path",
@@ -110,6 +111,7 @@ def _check_options(values: Dict[str, Any]) -> None:
     ):
         _check(name, values[name], str, "a str")
     _check("kubeconfig", values["kubeconfig"], (str, os.PathLike), "a path (str or os.PathLike)")
+    _check("agent_dir", values["agent_dir"], (str, os.PathLike), "a path (str or os.PathLike)")
     for name in ("labels", "annotations", "node_selector"):
         _check(name, values[name], collections.abc.Mapping, "a mapping of str to str")
         for k, v in (values[name] or {}).items():
@@ -149,6 +151,8 @@ def connect_options(
     context: Optional[str] = None,
     namespace: Optional[str] = None,
     shadow_image: Optional[str] = None,
+    base_image: Optional[str] = None,
+    agent_dir: Optional[PathLike] = None,
     flavour: str = "kt-shadow",
     shadow_probe_binary: Optional[str] = None,
     sshd_path: Optional[str] = None,
@@ -194,6 +198,8 @@ def connect_options(
         context=context,
         namespace=namespace,
         shadow_image=shadow_image,
+        base_image=base_image,
+        agent_dir=agent_dir,
         flavour=flavour,
         shadow_probe_binary=shadow_probe_binary,
         sshd_path=sshd_path,
@@ -455,6 +461,8 @@ class Session:
         context: Optional[str] = None,
         namespace: Optional[str] = None,
         shadow_image: Optional[str] = None,
+        base_image: Optional[str] = None,
+        agent_dir: Optional[PathLike] = None,
         flavour: str = "kt-shadow",
         shadow_probe_binary: Optional[str] = None,
         sshd_path: Optional[str] = None,
@@ -489,8 +497,18 @@ class Session:
 
         - ``kubeconfig``, ``context``, ``namespace``: default to ``KUBECONFIG`` /
           ``~/.kube/config``, its current context and that context's namespace.
-        - ``shadow_image``, ``flavour``: the shadow (``"kt-shadow"``, the default, or
-          ``"openssh"``); the image defaults to ``$KT_SHADOW_IMAGE`` or kt's own.
+        - ``flavour``: the shadow's SSH server (``"kt-shadow"``, the default, or
+          ``"openssh"``).
+        - ``shadow_image``: run the shadow from this image (default
+          ``$KT_SHADOW_IMAGE``, else none: kt ships its agent into the namespace, once,
+          as ConfigMaps, and runs it on an image the node already has). Pin an image by
+          digest (``registry/kt-shadow@sha256:...``); ``"openssh"`` needs one (any image
+          with sshd).
+        - ``base_image``: the image the shipped agent runs on when no running pod in
+          the namespace can lend its own (default ``registry.k8s.io/pause:3.10``).
+        - ``agent_dir``: a directory (str or ``os.PathLike``) holding ``kt-shadow`` and
+          ``kt-loader`` (``kt-shadow/build-static`` makes them) to ship instead of the
+          agent built into kt (default ``$KT_AGENT_DIR``).
         - ``shadow_probe_binary``: the command the kt-shadow readiness probe runs
           (default ``kt-shadow``, looked up on the image's ``PATH``), for a custom image
           that keeps it elsewhere; ``sshd_path``: ``sshd`` in the OpenSSH image (default
@@ -526,6 +544,8 @@ class Session:
                 context=context,
                 namespace=namespace,
                 shadow_image=shadow_image,
+                base_image=base_image,
+                agent_dir=agent_dir,
                 flavour=flavour,
                 shadow_probe_binary=shadow_probe_binary,
                 sshd_path=sshd_path,
@@ -564,6 +584,8 @@ class Session:
         context: Optional[str] = None,
         namespace: Optional[str] = None,
         shadow_image: Optional[str] = None,
+        base_image: Optional[str] = None,
+        agent_dir: Optional[PathLike] = None,
         flavour: str = "kt-shadow",
         shadow_probe_binary: Optional[str] = None,
         sshd_path: Optional[str] = None,
@@ -599,6 +621,8 @@ class Session:
                 context=context,
                 namespace=namespace,
                 shadow_image=shadow_image,
+                base_image=base_image,
+                agent_dir=agent_dir,
                 flavour=flavour,
                 shadow_probe_binary=shadow_probe_binary,
                 sshd_path=sshd_path,

@@ -2,7 +2,8 @@
 
 Every event has ``kind`` (``"creating"``, ``"tunnel_up"``, ...) and ``message`` (one
 line for a person, also ``str(event)``), plus the fields of its kind. A session's events
-start with :class:`Creating` and end with :class:`Closed`; a swap's, an expose's or a
+start with :class:`Creating` (after :class:`Uploading` when kt first ships its
+agent to the namespace) and end with :class:`Closed`; a swap's, an expose's or a
 mesh's (:meth:`ktconnect.Swap.events`) have their own kinds too (:class:`Listening`,
 :class:`SelectorSwitched`, :class:`Scaled`, :class:`Inbound`, :class:`Restored`,
 :class:`Routed`, ...)::
@@ -21,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 __all__ = [
     "Event",
     "Creating",
+    "Uploading",
     "Scheduled",
     "Pulling",
     "ImageReady",
@@ -67,6 +69,17 @@ class Creating(Event):
     namespace: str
     pod: str
     image: str
+
+
+@dataclass(frozen=True)
+class Uploading(Event):
+    """kt is uploading its agent into ``namespace`` as ``parts`` ConfigMaps holding
+    ``bytes`` bytes: the first session of this kt version there (later ones reuse
+    them). Only when no shadow image is given."""
+
+    namespace: str
+    parts: int
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -257,6 +270,7 @@ _BY_KIND: Dict[str, Type[Event]] = {
     "restored": Restored,
     "restore_conflict": RestoreConflict,
     "routed": Routed,
+    "uploading": Uploading,
 }
 
 

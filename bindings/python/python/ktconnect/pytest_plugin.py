@@ -41,7 +41,12 @@ Configuration, first found wins: command-line option, ini setting, environment:
   back to ``KUBECONFIG`` and ``~/.kube/config``);
 - ``--kt-context`` / ``kt_context`` / ``KT_CONTEXT``;
 - ``--kt-namespace`` / ``kt_namespace`` / ``KT_NAMESPACE``;
-- ``--kt-shadow-image`` / ``kt_shadow_image`` / ``KT_SHADOW_IMAGE``;
+- ``--kt-shadow-image`` / ``kt_shadow_image`` / ``KT_SHADOW_IMAGE`` (default: none,
+  kt ships its agent into the namespace);
+- ``--kt-base-image`` / ``kt_base_image`` / ``KT_BASE_IMAGE`` (the image the shipped
+  agent runs on when no running pod lends one);
+- ``--kt-agent-dir`` / ``kt_agent_dir`` / ``KT_AGENT_DIR`` (a directory with
+  ``kt-shadow`` and ``kt-loader`` to ship instead of the agent built into kt);
 - ``--kt-flavour`` / ``kt_flavour`` / ``KT_FLAVOUR`` (``kt-shadow`` or ``openssh``);
 - ``--kt-pod-ready-timeout`` / ``kt_pod_ready_timeout`` / ``KT_POD_READY_TIMEOUT``
   (seconds).
@@ -64,7 +69,21 @@ _SETTINGS = (
     ("kt_kubeconfig", ("KT_KUBECONFIG",), "kubeconfig file (default: KUBECONFIG, ~/.kube/config)"),
     ("kt_context", ("KT_CONTEXT",), "kubeconfig context (default: the current one)"),
     ("kt_namespace", ("KT_NAMESPACE",), "namespace of the shadow pod (default: the context's)"),
-    ("kt_shadow_image", ("KT_SHADOW_IMAGE",), "shadow image (default: kt's own)"),
+    (
+        "kt_shadow_image",
+        ("KT_SHADOW_IMAGE",),
+        "shadow image (default: none, kt ships its agent into the namespace)",
+    ),
+    (
+        "kt_base_image",
+        ("KT_BASE_IMAGE",),
+        "image the shipped agent runs on when no running pod lends one (default: registry.k8s.io/pause:3.10)",
+    ),
+    (
+        "kt_agent_dir",
+        ("KT_AGENT_DIR",),
+        "directory with kt-shadow and kt-loader to ship (default: the agent built into kt)",
+    ),
     ("kt_flavour", ("KT_FLAVOUR",), 'shadow flavour: "kt-shadow" (default) or "openssh"'),
     ("kt_pod_ready_timeout", ("KT_POD_READY_TIMEOUT",), "seconds the shadow pod may take to be ready"),
 )
@@ -103,6 +122,10 @@ def _options_from_config(config: pytest.Config) -> Dict[str, Any]:
         options["namespace"] = values["kt_namespace"]
     if values["kt_shadow_image"]:
         options["shadow_image"] = values["kt_shadow_image"]
+    if values["kt_base_image"]:
+        options["base_image"] = values["kt_base_image"]
+    if values["kt_agent_dir"]:
+        options["agent_dir"] = values["kt_agent_dir"]
     if values["kt_flavour"]:
         options["flavour"] = values["kt_flavour"]
     if values["kt_pod_ready_timeout"]:
