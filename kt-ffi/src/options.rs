@@ -315,8 +315,9 @@ pub unsafe extern "C" fn kt_options_set_base_image(
         })
     }
 }
-/// Ships the agent from directory `path` (UTF-8), which holds `kt-shadow` and
-/// `kt-loader` as `kt-shadow/build-static` makes them, instead of the agent built into
+/// Ships the agent from directory `path` (UTF-8), which holds `kt-shadow` as
+/// `kt-shadow/build-static` makes it (a `kt-loader` there replaces the built-in
+/// loader), instead of the agent built into
 /// libkt (default: `$KT_AGENT_DIR`, else the built-in one). The files are read at
 /// connect; a directory without them fails the connect with
 /// `KT_STATUS_INVALID_ARGUMENT` naming the missing file.

@@ -186,8 +186,9 @@ struct ShadowArgs {
     /// its own (default: registry.k8s.io/pause:3.10). Not used with --image.
     #[arg(long, value_name = "IMAGE", value_parser = non_empty)]
     base_image: Option<String>,
-    /// A directory with kt-shadow and kt-loader (as kt-shadow/build-static makes
-    /// them) to ship instead of the agent built into ktctl (default: KT_AGENT_DIR).
+    /// A directory with kt-shadow (as kt-shadow/build-static makes it) to ship
+    /// instead of the agent built into ktctl (default: KT_AGENT_DIR); a kt-loader
+    /// there replaces the built-in loader.
     #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
     agent_dir: Option<PathBuf>,
     /// How long the shadow pod waits for a vanished ktctl (killed, or off the network)
@@ -381,8 +382,8 @@ fn non_empty(s: &str) -> Result<String, String> {
 fn non_empty_path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err(
-            "must not be empty: name the directory with kt-shadow and kt-loader \
-                    (kt-shadow/build-static makes them)"
+            "must not be empty: name the directory with kt-shadow \
+                    (kt-shadow/build-static makes it)"
                 .to_owned(),
         );
     }

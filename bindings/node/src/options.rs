@@ -43,8 +43,9 @@ pub struct ConnectOptions {
     /// The image the shipped agent runs on when no running pod in the namespace can
     /// lend its own (default `registry.k8s.io/pause:3.10`).
     pub base_image: Option<String>,
-    /// A directory with `kt-shadow` and `kt-loader` (as `kt-shadow/build-static` makes
-    /// them) to ship instead of the agent built into kt (default: `KT_AGENT_DIR`).
+    /// A directory with `kt-shadow` (as `kt-shadow/build-static` makes it) to ship
+    /// instead of the agent built into kt (default: `KT_AGENT_DIR`); a `kt-loader`
+    /// there replaces the built-in loader.
     pub agent_dir: Option<String>,
     /// Which SSH server the shadow pod runs (default `kt-shadow`).
     #[napi(ts_type = "'kt-shadow' | 'openssh'")]

@@ -276,8 +276,8 @@ impl ConnectOptions {
         if let Some(dir) = &agent_dir {
             if dir.as_os_str().is_empty() {
                 return Err(invalid(
-                    "agent_dir is an empty path: name the directory with kt-shadow and \
-                     kt-loader (kt-shadow/build-static makes them), or leave it out",
+                    "agent_dir is an empty path: name the directory with kt-shadow \
+                     (kt-shadow/build-static makes it), or leave it out",
                 ));
             }
             o = o.agent_dir(dir);

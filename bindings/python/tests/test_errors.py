@@ -50,7 +50,7 @@ def test_options_of_the_wrong_type_raise_type_error_naming_the_option(
         ({"dns_server": "kube-dns"}, "dns_server `kube-dns` is not an IP address"),
         ({"namespace": ""}, "namespace is empty"),
         ({"base_image": " "}, "base_image is empty"),
-        ({"agent_dir": ""}, "agent_dir is an empty path: name the directory with kt-shadow and kt-loader"),
+        ({"agent_dir": ""}, "agent_dir is an empty path: name the directory with kt-shadow"),
     ],
 )
 def test_malformed_options_raise_invalid_argument_before_connecting(

@@ -31,8 +31,8 @@ pub(crate) const OPENSSH_USER: &str = "root";
 /// Environment variable overriding the default shadow image (both flavours).
 pub const SHADOW_IMAGE_ENV: &str = "KT_SHADOW_IMAGE";
 
-/// Environment variable naming a directory with the agent to ship (`kt-shadow` and
-/// `kt-loader`), like [`ConnectOptions::agent_dir`].
+/// Environment variable naming a directory with the agent to ship (`kt-shadow`), like
+/// [`ConnectOptions::agent_dir`].
 pub const AGENT_DIR_ENV: &str = "KT_AGENT_DIR";
 
 /// The base image of the imageless shadow when no running pod in the namespace can lend
@@ -250,9 +250,10 @@ impl ConnectOptions {
         self
     }
 
-    /// Ship the agent (`kt-shadow` and `kt-loader`, static Linux executables, as
-    /// `kt-shadow/build-static` makes them) from this directory instead of the one
-    /// embedded at build time; `$KT_AGENT_DIR` does the same. Without a shadow image
+    /// Ship the agent (`kt-shadow`, a static Linux executable, as
+    /// `kt-shadow/build-static` makes it) from this directory instead of the one
+    /// embedded at build time; `$KT_AGENT_DIR` does the same. A `kt-loader` in the
+    /// directory replaces the loader built into kt-core. Without a shadow image
     /// ([`shadow_image`](Self::shadow_image)), kt uploads the agent into the namespace
     /// as immutable ConfigMaps named by content hash (once; later sessions reuse them,
     /// [`clean`](crate::clean) removes the ones no pod uses) and the shadow runs it from

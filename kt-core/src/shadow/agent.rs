@@ -2,10 +2,12 @@
 //! the namespace through the API server in immutable ConfigMaps named by content hash
 //! ([`kt_proto::agent`] is the contract), uploaded once and reused by later sessions.
 //!
-//! Where the binaries come from, first found wins: the agent directory option, then
-//! `KT_AGENT_DIR`, then the copies embedded at build time (`KT_AGENT_EMBED`, see
-//! `build.rs`). Each must be a static Linux executable (no ELF interpreter): it runs on
-//! whatever image the pod borrows, which may hold nothing else.
+//! Where kt-shadow comes from, first found wins: the agent directory option, then
+//! `KT_AGENT_DIR`, then the copy embedded at build time (`KT_AGENT_EMBED`, see
+//! `build.rs`). The loader is always in kt-core ([`kt_loader::BINARY`], built with it);
+//! an agent directory may hold its own `kt-loader` to replace it (a loader built for
+//! another architecture, say). Both must be static Linux executables (no ELF
+//! interpreter): they run on whatever image the pod borrows, which may hold nothing else.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,15 +83,15 @@ impl Agent {
             return Agent::from_dir(&dir).map(Arc::new);
         }
         static EMBEDDED: OnceLock<std::result::Result<Arc<Agent>, String>> = OnceLock::new();
-        let embedded = EMBEDDED.get_or_init(|| match (embedded::SHADOW, embedded::LOADER) {
-            (Some(shadow), Some(loader)) => Agent::new(
+        let embedded = EMBEDDED.get_or_init(|| match embedded::SHADOW {
+            Some(shadow) => Agent::new(
                 Cow::Borrowed(shadow),
-                Cow::Borrowed(loader),
+                Cow::Borrowed(kt_loader::BINARY),
                 format!("the agent embedded at build time from {}", embedded::FROM),
             )
             .map(Arc::new)
             .map_err(|e| e.to_string()),
-            _ => Err(String::new()),
+            None => Err(String::new()),
         });
         match embedded {
             Ok(agent) => Ok(Arc::clone(agent)),
@@ -106,23 +108,25 @@ impl Agent {
         }
     }
 
-    /// The agent in `dir` (`kt-shadow` and `kt-loader`).
+    /// The agent in `dir`: its `kt-shadow`, and its `kt-loader` if it has one, else
+    /// kt-core's own.
     fn from_dir(dir: &Path) -> Result<Agent> {
         let read = |file: &str| {
             let path = dir.join(file);
             std::fs::read(&path).map_err(|e| Error::AgentInvalid {
                 path: path.display().to_string(),
                 reason: format!(
-                    "{e}; the agent directory needs `{SHADOW_FILE}` and `{LOADER_FILE}` \
-                     (kt-shadow/build-static makes both)"
+                    "{e}; the agent directory needs `{SHADOW_FILE}` (kt-shadow/build-static \
+                     makes it)"
                 ),
             })
         };
-        Agent::new(
-            Cow::Owned(read(SHADOW_FILE)?),
-            Cow::Owned(read(LOADER_FILE)?),
-            dir.display().to_string(),
-        )
+        let shadow = read(SHADOW_FILE)?;
+        let loader = match dir.join(LOADER_FILE).try_exists() {
+            Ok(true) => Cow::Owned(read(LOADER_FILE)?),
+            _ => Cow::Borrowed(kt_loader::BINARY),
+        };
+        Agent::new(Cow::Owned(shadow), loader, dir.display().to_string())
     }
 
     fn new(shadow: Cow<'static, [u8]>, loader: Cow<'static, [u8]>, from: String) -> Result<Agent> {

@@ -506,8 +506,8 @@ class Session:
           with sshd).
         - ``base_image``: the image the shipped agent runs on when no running pod in
           the namespace can lend its own (default ``registry.k8s.io/pause:3.10``).
-        - ``agent_dir``: a directory (str or ``os.PathLike``) holding ``kt-shadow`` and
-          ``kt-loader`` (``kt-shadow/build-static`` makes them) to ship instead of the
+        - ``agent_dir``: a directory (str or ``os.PathLike``) holding ``kt-shadow``
+          (``kt-shadow/build-static`` makes it) to ship instead of the
           agent built into kt (default ``$KT_AGENT_DIR``).
         - ``shadow_probe_binary``: the command the kt-shadow readiness probe runs
           (default ``kt-shadow``, looked up on the image's ``PATH``), for a custom image

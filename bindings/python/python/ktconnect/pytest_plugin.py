@@ -46,7 +46,7 @@ Configuration, first found wins: command-line option, ini setting, environment:
 - ``--kt-base-image`` / ``kt_base_image`` / ``KT_BASE_IMAGE`` (the image the shipped
   agent runs on when no running pod lends one);
 - ``--kt-agent-dir`` / ``kt_agent_dir`` / ``KT_AGENT_DIR`` (a directory with
-  ``kt-shadow`` and ``kt-loader`` to ship instead of the agent built into kt);
+  ``kt-shadow`` to ship instead of the agent built into kt);
 - ``--kt-flavour`` / ``kt_flavour`` / ``KT_FLAVOUR`` (``kt-shadow`` or ``openssh``);
 - ``--kt-pod-ready-timeout`` / ``kt_pod_ready_timeout`` / ``KT_POD_READY_TIMEOUT``
   (seconds).
@@ -82,7 +82,7 @@ _SETTINGS = (
     (
         "kt_agent_dir",
         ("KT_AGENT_DIR",),
-        "directory with kt-shadow and kt-loader to ship (default: the agent built into kt)",
+        "directory with kt-shadow to ship (default: the agent built into kt)",
     ),
     ("kt_flavour", ("KT_FLAVOUR",), 'shadow flavour: "kt-shadow" (default) or "openssh"'),
     ("kt_pod_ready_timeout", ("KT_POD_READY_TIMEOUT",), "seconds the shadow pod may take to be ready"),
