@@ -138,10 +138,16 @@
 //!
 //! # Shadow flavours
 //!
-//! [`ShadowFlavour::KtShadow`] (default) runs `kt-shadow`; build `kt-shadow/Dockerfile`
-//! and push the image where your nodes can pull it, then set
-//! [`ConnectOptions::shadow_image`] or `KT_SHADOW_IMAGE`. [`ShadowFlavour::OpenSsh`] runs
-//! a stock sshd as root (the kt-connect-compatible shadow); see its docs. Only
+//! [`ShadowFlavour::KtShadow`] (default) runs `kt-shadow` and needs no image: kt
+//! uploads the static binary into the namespace once (immutable ConfigMaps named by
+//! content hash, later sessions reuse them) and runs it from a volume on an image the
+//! node already has, borrowed from a running pod in the namespace (for swap and mesh,
+//! the target's own), else [`ConnectOptions::base_image`]. A loader in the pod checks
+//! every part and the whole against the SHA-256 in the pod spec before it runs
+//! anything. An image built from `kt-shadow/Dockerfile` and pushed where your nodes can
+//! pull it still works: [`ConnectOptions::shadow_image`] or `KT_SHADOW_IMAGE`, best
+//! pinned by digest. [`ShadowFlavour::OpenSsh`] runs a stock sshd as root (the
+//! kt-connect-compatible shadow) from the image you name; see its docs. Only
 //! kt-shadow relays UDP: with the OpenSSH shadow, [`Session::forward_udp`] and
 //! [`Session::udp_channel`] fail with [`Error::Unsupported`] ("UDP needs the kt-shadow
 //! agent; the OpenSSH shadow only carries TCP").

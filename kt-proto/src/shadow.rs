@@ -79,8 +79,10 @@ pub const LISTEN_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
     std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, SSH_PORT),
 );
 
-/// The shadow image's name (the lab's node agent maps it to its local `kt-shadow`
-/// binary; real clusters pull it from a registry under this name or an override).
+/// The lab's name for the kt-shadow image (its node agent maps it to its local
+/// `kt-shadow` binary). Under `.invalid`, a name that can never resolve: kt never pulls
+/// it by default (it ships its agent instead); a real cluster gets an image only when
+/// the user names one, pushed to their own registry.
 pub const IMAGE: &str = "kt.invalid/kt-shadow";
 
 /// Path of the binary inside the image (the image's entrypoint).

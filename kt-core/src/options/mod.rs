@@ -48,8 +48,9 @@ pub const FALLBACK_DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ShadowFlavour {
-    /// kt's own agent, `kt-shadow` (built from `kt-shadow/`, image
-    /// `kt.invalid/kt-shadow:<version>` by default): a small static binary that runs as a
+    /// kt's own agent, `kt-shadow` (built from `kt-shadow/`, shipped through the API
+    /// server by default, or from an image you name with
+    /// [`ConnectOptions::shadow_image`]): a small static binary that runs as a
     /// non-root user under the **restricted** Pod Security Standard, with an exec
     /// readiness probe (`kt-shadow probe`), a watchdog (on the session's Lease, read as
     /// ServiceAccount `kt-shadow`, and on SSH clients) and a UDP channel.
