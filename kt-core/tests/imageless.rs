@@ -346,8 +346,12 @@ async fn an_agent_for_another_architecture_is_refused_naming_the_image_option() 
     let from = embedded_agent_dir()?;
     let dir = std::env::temp_dir().join(format!("kt-arch-agent-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    for file in ["kt-shadow", "kt-loader"] {
-        let mut elf = std::fs::read(from.join(file))?;
+    // A kt-loader in the directory replaces the built-in one; both must be alike.
+    let files = [
+        ("kt-shadow", std::fs::read(from.join("kt-shadow"))?),
+        ("kt-loader", kt_loader::BINARY.to_vec()),
+    ];
+    for (file, mut elf) in files {
         elf[18..20].copy_from_slice(&183u16.to_le_bytes());
         std::fs::write(dir.join(file), elf)?;
     }

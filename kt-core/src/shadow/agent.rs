@@ -552,4 +552,27 @@ mod tests {
         assert!(e.contains("/nonexistent-kt-agent/kt-shadow"), "{e}");
         assert!(e.contains("build-static"), "{e}");
     }
+
+    #[test]
+    fn a_directory_with_kt_shadow_alone_ships_the_built_in_loader_and_one_of_its_own_replaces_it()
+     {
+        let dir = std::env::temp_dir().join(format!("kt-agent-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join(SHADOW_FILE), elf(62, 1)).expect("write kt-shadow");
+        let agent = Agent::from_dir(&dir).expect("kt-shadow alone is an agent");
+        assert_eq!(&*agent.loader.bytes, kt_loader::BINARY);
+        assert_eq!(agent.arch, "amd64");
+        let mut own = elf(62, 1);
+        own.push(0);
+        std::fs::write(dir.join(LOADER_FILE), &own).expect("write kt-loader");
+        let agent = Agent::from_dir(&dir).expect("with a loader of its own");
+        assert_eq!(&*agent.loader.bytes, own.as_slice());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_built_in_loader_is_a_static_amd64_program_that_fits_in_one_part() {
+        assert_eq!(elf_arch(kt_loader::BINARY), Ok("amd64"));
+        assert!(kt_loader::BINARY.len() <= PART_SIZE);
+    }
 }
