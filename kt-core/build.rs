@@ -10,7 +10,6 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-
 fn main() {
     println!("cargo:rerun-if-env-changed=KT_AGENT_EMBED");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -381,11 +381,9 @@ fn non_empty(s: &str) -> Result<String, String> {
 /// A path that must not be empty (`--agent-dir`).
 fn non_empty_path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
-        return Err(
-            "must not be empty: name the directory with kt-shadow \
+        return Err("must not be empty: name the directory with kt-shadow \
                     (kt-shadow/build-static makes it)"
-                .to_owned(),
-        );
+            .to_owned());
     }
     Ok(PathBuf::from(s))
 }

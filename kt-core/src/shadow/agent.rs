@@ -554,8 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_with_kt_shadow_alone_ships_the_built_in_loader_and_one_of_its_own_replaces_it()
-     {
+    fn a_directory_with_kt_shadow_alone_ships_the_built_in_loader_and_one_of_its_own_replaces_it() {
         let dir = std::env::temp_dir().join(format!("kt-agent-dir-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join(SHADOW_FILE), elf(62, 1)).expect("write kt-shadow");
