@@ -19,29 +19,23 @@ fn main() {
             .to_owned(),
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            let mut code = String::new();
-            for (file, constant) in [("kt-shadow", "SHADOW")] {
-                let path = dir.join(file);
-                println!("cargo:rerun-if-changed={}", path.display());
-                let copy = out.join(file);
-                if let Err(e) = fs::copy(&path, &copy) {
-                    panic!(
-                        "KT_AGENT_EMBED={}: cannot read {}: {e} (build the agent with \
-                         kt-shadow/build-static, or unset KT_AGENT_EMBED)",
-                        dir.display(),
-                        path.display()
-                    );
-                }
-                code.push_str(&format!(
-                    "pub(crate) const {constant}: Option<&[u8]> = Some(include_bytes!({:?}));\n",
-                    display(&copy)
-                ));
+            let path = dir.join("kt-shadow");
+            println!("cargo:rerun-if-changed={}", path.display());
+            let copy = out.join("kt-shadow");
+            if let Err(e) = fs::copy(&path, &copy) {
+                panic!(
+                    "KT_AGENT_EMBED={}: cannot read {}: {e} (build the agent with \
+                     kt-shadow/build-static, or unset KT_AGENT_EMBED)",
+                    dir.display(),
+                    path.display()
+                );
             }
-            code.push_str(&format!(
-                "pub(crate) const FROM: &str = {:?};\n",
+            format!(
+                "pub(crate) const SHADOW: Option<&[u8]> = Some(include_bytes!({:?}));\n\
+                 pub(crate) const FROM: &str = {:?};\n",
+                display(&copy),
                 display(&dir)
-            ));
-            code
+            )
         }
     };
     fs::write(out.join("agent.rs"), code).expect("writing OUT_DIR/agent.rs");

@@ -47,6 +47,35 @@ fn connect(lab: &Lab, ns: &TestNamespace, extra: &[&str]) -> Command {
 /// Connects with default options, then Ctrl-C; returns ktctl's stderr.
 async fn connect_and_stop(lab: &Lab, ns: &TestNamespace) -> Result<String> {
     let kt = Ktctl::spawn(connect(lab, ns, &[])).await?;
+    // The session works: the echo app answers through the HTTP proxy it printed.
+    let proxy = (kt.summary.lines())
+        .find_map(|l| l.trim().strip_prefix("for a shell: export "))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|p| p.strip_prefix("HTTP_PROXY="))
+        })
+        .map(str::to_owned)
+        .with_context(|| format!("no HTTP_PROXY in:\n{}", kt.summary))?;
+    let url = format!("http://echo.{}/imageless", ns.name());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "--max-time",
+            "30",
+            "--proxy",
+            &proxy,
+            &url,
+        ])
+        .output()
+        .await
+        .context("running curl")?;
+    ensure!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("/imageless"),
+        "curl {url} through {proxy}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, err) = kt.signal("INT").await?;
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{err}");
     Ok(err)
