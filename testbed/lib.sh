@@ -122,10 +122,11 @@ cargo_target_dir() {
 # build_shadow builds kt's in-cluster agent as it ships (kt-shadow/build-static: static,
 # profile `shadow`), which the lab runs for image kt.invalid/kt-shadow
 # (testbed/images.yaml), installs it where the pod's non-root user can execute it, and
-# exports KT_SHADOW_BIN. The same bytes go to $BIN/agent/kt-shadow, the agent kt ships
-# by default: the env file's KT_AGENT_EMBED names that directory, so a kt built in that
-# shell embeds it. It is replaced only when its bytes change, so that kt-core (which
-# rebuilds when the file changes) does not rebuild on every `up`. The --target build
+# exports KT_SHADOW_BIN. The same bytes go to $KT_CACHE/agent/kt-shadow, the agent kt
+# ships by default: the env file's KT_AGENT_EMBED names that directory, so a kt built in
+# that shell embeds it. It lives outside $KTLAB_STATE (which `down` removes) and is
+# replaced only when its bytes change: kt-core's build script reruns when the file's
+# modification time moves, and everything above kt-core would rebuild on every `up`. The --target build
 # lands in <target>/x86_64-unknown-linux-gnu/shadow/, beside CI's builds in the same
 # cache dir.
 build_shadow() {
@@ -141,12 +142,13 @@ build_shadow() {
 	install -m 0755 "$target/x86_64-unknown-linux-gnu/shadow/kt-shadow" "$BIN/kt-shadow.new"
 	mv -f "$BIN/kt-shadow.new" "$BIN/kt-shadow"
 	export KT_SHADOW_BIN=$BIN/kt-shadow
-	mkdir -p "$BIN/agent"
-	if ! cmp -s "$BIN/kt-shadow" "$BIN/agent/kt-shadow"; then
-		install -m 0755 "$BIN/kt-shadow" "$BIN/agent/kt-shadow.new"
-		mv -f "$BIN/agent/kt-shadow.new" "$BIN/agent/kt-shadow"
+	local agent=$KT_CACHE/agent
+	mkdir -p "$agent"
+	if ! cmp -s "$BIN/kt-shadow" "$agent/kt-shadow"; then
+		install -m 0755 "$BIN/kt-shadow" "$agent/kt-shadow.new"
+		mv -f "$agent/kt-shadow.new" "$agent/kt-shadow"
 	fi
-	export KT_AGENT_EMBED=$BIN/agent
+	export KT_AGENT_EMBED=$agent
 }
 
 # The cargo-deny version testbed/check installs when the machine has none.
