@@ -123,18 +123,7 @@ async fn a_missing_agent_is_refused_and_a_default_connect_shows_the_upload_once(
         !second.contains("uploading"),
         "the second connect uploaded again:\n{second}"
     );
-    let pods = ns
-        .kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/managed-by=kt",
-            "-o",
-            "name",
-        ])
-        .await?;
-    ensure!(pods.trim().is_empty(), "left after Ctrl-C: {pods}");
-    Ok(())
+    common::no_kt_pods_left(&ns).await
 }
 
 /// A new empty directory under the system's temporary directory.

@@ -137,16 +137,5 @@ async fn proxy_auth_prints_urls_with_credentials_that_the_proxies_require() -> R
         bail!("{e:#}\nktctl stdout:\n{summary}\nktctl stderr:\n{err}");
     }
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{err}");
-    let left = ns
-        .kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/managed-by=kt",
-            "-o",
-            "name",
-        ])
-        .await?;
-    ensure!(left.trim().is_empty(), "left after Ctrl-C: {left}");
-    Ok(())
+    common::no_kt_pods_left(&ns).await
 }

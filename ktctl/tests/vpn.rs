@@ -224,22 +224,6 @@ async fn setup(test: &str) -> Result<(Lab, TestNamespace, EchoApp)> {
     Ok((lab, ns, echo))
 }
 
-/// Checks the shadow pods are gone (the session closed cleanly).
-async fn no_shadow_left(ns: &TestNamespace) -> Result<()> {
-    let pods = ns
-        .kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/managed-by=kt",
-            "-o",
-            "name",
-        ])
-        .await?;
-    ensure!(pods.trim().is_empty(), "kt's pods are still there: {pods}");
-    Ok(())
-}
-
 #[tokio::test]
 async fn plain_programs_reach_services_pods_and_names_then_everything_is_restored() -> Result<()> {
     let _one = LAPTOP.lock().await;
@@ -312,7 +296,7 @@ async fn plain_programs_reach_services_pods_and_names_then_everything_is_restore
     }
     .await;
     stop_and_compare(kt, result, &before, "after Ctrl-C").await?;
-    no_shadow_left(&ns).await
+    common::no_kt_pods_left(&ns).await
 }
 
 #[tokio::test]
@@ -440,7 +424,7 @@ async fn hosts_mode_writes_and_removes_service_names() -> Result<()> {
     }
     .await;
     stop_and_compare(kt, result, &before, "after hosts mode").await?;
-    no_shadow_left(&ns).await
+    common::no_kt_pods_left(&ns).await
 }
 
 #[tokio::test]
@@ -554,7 +538,7 @@ async fn the_upstream_resolver_and_the_local_subnet_stay_out_of_an_include() -> 
     }
     .await;
     stop_and_compare(kt, result, &before, "after the session").await?;
-    no_shadow_left(&ns).await
+    common::no_kt_pods_left(&ns).await
 }
 
 /// The office resolver of the next test: its own loopback address in the laptop
@@ -689,7 +673,7 @@ async fn an_upstream_name_equal_to_a_services_svc_ns_is_the_upstreams() -> Resul
     }
     ensure!(code == Some(0), "ktctl exit {code:?}:\n{stderr}");
     assert_same(&before, &snapshot().await?, "after the session")?;
-    no_shadow_left(&ns).await
+    common::no_kt_pods_left(&ns).await
 }
 
 /// The lab's laptop with systemd-resolved as its resolver (`testbed/laptop-resolved`):
@@ -966,7 +950,7 @@ async fn in_resolved_mode_the_laptop_resolves_cluster_names_and_its_neighbour_ge
         bail!("{e:#}\nlaptop-resolved's log:\n{log}");
     }
     assert_same(&before, &snapshot().await?, "after the session")?;
-    no_shadow_left(&ns).await
+    common::no_kt_pods_left(&ns).await
 }
 
 #[tokio::test]

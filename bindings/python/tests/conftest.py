@@ -118,10 +118,11 @@ def lab() -> Lab:
     return lab
 
 
-@pytest.fixture(scope="session")
-def namespace(lab: Lab) -> Iterator[Namespace]:
+def make_namespace(lab: Lab, prefix: str) -> Iterator[Namespace]:
+    """A new restricted namespace with the shipped Role bound to a test user (made by
+    ``testbed/test-namespace``), deleted when the generator is closed."""
     made = subprocess.run(
-        [str(ROOT / "testbed" / "test-namespace"), "create", "py", "--restricted"],
+        [str(ROOT / "testbed" / "test-namespace"), "create", prefix, "--restricted"],
         env=lab.env,
         capture_output=True,
         text=True,
@@ -138,6 +139,11 @@ def namespace(lab: Lab) -> Iterator[Namespace]:
             env=lab.env,
             check=False,
         )
+
+
+@pytest.fixture(scope="session")
+def namespace(lab: Lab) -> Iterator[Namespace]:
+    yield from make_namespace(lab, "py")
 
 
 @pytest.fixture(scope="session")

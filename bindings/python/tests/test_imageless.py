@@ -6,13 +6,12 @@ kt's Role only) with nothing of kt's in it yet."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Iterator, List
 
 import pytest
 
 import ktconnect
-from conftest import ROOT, Lab, Namespace
+from conftest import Lab, Namespace, make_namespace
 from ktconnect import events
 
 # Everything kt may create in a namespace, found by kt's label.
@@ -22,22 +21,7 @@ MANAGED_BY_KT = "app.kubernetes.io/managed-by=kt"
 
 @pytest.fixture
 def fresh_namespace(lab: Lab) -> Iterator[Namespace]:
-    made = subprocess.run(
-        [str(ROOT / "testbed" / "test-namespace"), "create", "py-imageless", "--restricted"],
-        env=lab.env,
-        capture_output=True,
-        text=True,
-    )
-    if made.returncode != 0:
-        pytest.fail(f"testbed/test-namespace create failed: {made.stderr.strip()}", pytrace=False)
-    values = dict(line.split("=", 1) for line in made.stdout.split() if "=" in line)
-    ns = Namespace(lab, values["KT_TEST_NAMESPACE"], values["KT_TEST_KUBECONFIG"])
-    try:
-        yield ns
-    finally:
-        subprocess.run(
-            [str(ROOT / "testbed" / "test-namespace"), "delete", ns.name], env=lab.env, check=False
-        )
+    yield from make_namespace(lab, "py-imageless")
 
 
 def _kt_objects(ns: Namespace) -> List[str]:

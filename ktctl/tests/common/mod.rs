@@ -95,3 +95,18 @@ impl Ktctl {
         Ok((status.code(), err))
     }
 }
+
+/// Checks that no pod of kt's is left in `ns` (ktctl ended and closed its session
+/// cleanly).
+#[allow(
+    dead_code,
+    reason = "not every test file that includes this module uses it"
+)]
+pub(crate) async fn no_kt_pods_left(ns: &kt_lab_tests::TestNamespace) -> Result<()> {
+    let selector = "app.kubernetes.io/managed-by=kt";
+    let pods = (ns.kubectl(&["get", "pods", "-l", selector, "-o", "name"]))
+        .await
+        .context("listing kt's pods")?;
+    ensure!(pods.trim().is_empty(), "kt's pods are still there: {pods}");
+    Ok(())
+}
