@@ -735,8 +735,9 @@ kt_status kt_options_set_shadow_image(kt_options *options, const char *image, ch
 // its own (default `registry.k8s.io/pause:3.10`); not used with a shadow image.
 kt_status kt_options_set_base_image(kt_options *options, const char *image, char *err, size_t err_len);
 
-// Ships the agent from directory `path` (UTF-8), which holds `kt-shadow` and
-// `kt-loader` as `kt-shadow/build-static` makes them, instead of the agent built into
+// Ships the agent from directory `path` (UTF-8), which holds `kt-shadow` as
+// `kt-shadow/build-static` makes it (a `kt-loader` there replaces the built-in
+// loader), instead of the agent built into
 // libkt (default: `$KT_AGENT_DIR`, else the built-in one). The files are read at
 // connect; a directory without them fails the connect with
 // `KT_STATUS_INVALID_ARGUMENT` naming the missing file.

@@ -102,12 +102,26 @@ impl Watchdog {
     }
 }
 
+/// How long the watchdog reads a Lease it has not seen yet every [`MIN_POLL`].
+const UNSEEN_FAST: Duration = Duration::from_secs(60);
+
 /// How long to wait before the next read of a Lease of `duration`: a quarter of it,
-/// between 1 s and 10 s.
-pub fn poll_interval(duration: Option<Duration>) -> Duration {
-    match duration {
-        Some(d) => (d / 4).clamp(MIN_POLL, MAX_POLL),
-        None => POLL_WITHOUT_DURATION,
+/// between 1 s and 10 s. `unseen_for`: how long the watchdog has run without seeing
+/// the Lease (`None` once seen); the first [`UNSEEN_FAST`] of that, every [`MIN_POLL`].
+///
+/// The client creates the Lease right after the pod, so a shadow that starts first
+/// (its node was quick, the API server slow) sees it within a second. Waiting longer
+/// would leave the shadow blind to the session for that long: a Lease deleted or
+/// expired before the next read would never be seen at all (only a Lease seen once
+/// counts as gone), and the SSH heartbeat would end the shadow instead, without the
+/// restore and self-delete a Lease verdict brings. A Lease still unseen after a
+/// minute (a client that died before making it, a Role without `get leases`) is read
+/// every 30 s: the heartbeat is the fallback then.
+pub fn poll_interval(unseen_for: Option<Duration>, duration: Option<Duration>) -> Duration {
+    match (unseen_for, duration) {
+        (Some(t), _) if t < UNSEEN_FAST => MIN_POLL,
+        (Some(_), _) | (None, None) => POLL_WITHOUT_DURATION,
+        (None, Some(d)) => (d / 4).clamp(MIN_POLL, MAX_POLL),
     }
 }
 
@@ -140,7 +154,8 @@ impl LeaseWatch {
     /// Reads the Lease until it expires or is gone, then returns the verdict
     /// ([`Verdict::Expired`] or [`Verdict::Gone`]); never returns otherwise.
     pub async fn run(self) -> Verdict {
-        let mut watchdog = Watchdog::new(Instant::now());
+        let started = Instant::now();
+        let mut watchdog = Watchdog::new(started);
         let mut failing = false;
         let mut duration = None;
         info!(namespace = %self.namespace, lease = %self.name, "watching the session's Lease");
@@ -189,7 +204,8 @@ impl LeaseWatch {
                     return Verdict::Gone;
                 }
             }
-            tokio::time::sleep(poll_interval(duration)).await;
+            let unseen_for = watchdog.seen.is_none().then(|| started.elapsed());
+            tokio::time::sleep(poll_interval(unseen_for, duration)).await;
         }
     }
 
@@ -328,9 +344,13 @@ mod tests {
     #[test]
     fn polls_a_quarter_of_the_duration_within_bounds() {
         let s = Duration::from_secs;
-        assert_eq!(poll_interval(Some(s(2))), s(1));
-        assert_eq!(poll_interval(Some(s(20))), s(5));
-        assert_eq!(poll_interval(Some(s(600))), s(10));
-        assert_eq!(poll_interval(None), s(30));
+        assert_eq!(poll_interval(None, Some(s(2))), s(1));
+        assert_eq!(poll_interval(None, Some(s(20))), s(5));
+        assert_eq!(poll_interval(None, Some(s(600))), s(10));
+        assert_eq!(poll_interval(None, None), s(30));
+        // Not seen yet: every second for the first minute, then every 30 s.
+        assert_eq!(poll_interval(Some(s(0)), None), s(1));
+        assert_eq!(poll_interval(Some(s(59)), Some(s(600))), s(1));
+        assert_eq!(poll_interval(Some(s(60)), None), s(30));
     }
 }

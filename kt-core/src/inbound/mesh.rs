@@ -343,6 +343,22 @@ async fn finish_if_last(
 impl Inner {
     async fn shut_down(&self) -> Result<()> {
         let stopped = self.inbound.stop().await;
+        // The router drops the route at its next poll; until then it would proxy this
+        // developer's requests to a shadow that is gone (502) instead of the originals.
+        let unrouted = (self.router)
+            .wait_unrouted(&self.cluster, &self.inbound.name, self.ready_timeout)
+            .await;
+        match unrouted {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                target: "kt",
+                "the mesh router {} still routes to {} after {:?}",
+                self.router.name,
+                self.inbound.name,
+                self.ready_timeout
+            ),
+            Err(e) => tracing::warn!(target: "kt", "reading the mesh router's routes: {e}"),
+        }
         finish_if_last(
             &self.cluster,
             &self.router,

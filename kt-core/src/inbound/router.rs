@@ -595,6 +595,29 @@ impl Router {
         }
     }
 
+    /// Waits until the router no longer routes to `member` (it drops a shadow being
+    /// deleted at its next list of the developers' shadows) or is gone, at most
+    /// `timeout`: so that once a developer's close returns, no request of theirs is
+    /// proxied to a shadow that is no longer there. Whether it happened in time.
+    pub(crate) async fn wait_unrouted(
+        &self,
+        cluster: &Cluster,
+        member: &str,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match routes(cluster, &self.name).await? {
+                Some(routes) if routes.iter().any(|r| r == member) => {}
+                _ => return Ok(true),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The last developer left: puts the Service back (as the router's record says),
     /// waits until its endpoints are the originals again, then removes the router.
     /// Returns what was restored and the conflicts, as events.

@@ -60,6 +60,10 @@ pub(crate) struct Agent {
     pub(crate) arch: &'static str,
     /// Where it came from (a directory, or `embedded`), for messages.
     pub(crate) from: String,
+    /// kt-shadow's parts: their ConfigMaps' names (from their SHA-256) and byte
+    /// ranges, hashed once here (a connect uses them more than once, and hashing
+    /// megabytes is slow in an unoptimised build).
+    chunks: Vec<(String, Range<usize>)>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -152,11 +156,20 @@ impl Agent {
                 ),
             ));
         }
+        let chunks = (chunks(shadow.len()).into_iter())
+            .map(|range| {
+                (
+                    part_name(&hex(&Sha256::digest(&shadow[range.clone()]))),
+                    range,
+                )
+            })
+            .collect();
         Ok(Agent {
             shadow: Blob::new(shadow),
             loader: Blob::new(loader),
             arch,
             from,
+            chunks,
         })
     }
 
@@ -177,13 +190,10 @@ impl Agent {
             of: LOADER_FILE,
             bytes: &self.loader.bytes,
         };
-        let shadow = chunks(self.shadow.bytes.len()).into_iter().map(|range| {
-            let bytes = &self.shadow.bytes[range];
-            Part {
-                name: part_name(&hex(&Sha256::digest(bytes))),
-                of: SHADOW_FILE,
-                bytes,
-            }
+        let shadow = self.chunks.iter().map(|(name, range)| Part {
+            name: name.clone(),
+            of: SHADOW_FILE,
+            bytes: &self.shadow.bytes[range.clone()],
         });
         std::iter::once(loader).chain(shadow).collect()
     }

@@ -223,10 +223,6 @@ async fn start(
         .await
         .map_err(|e| pod_create_error(cluster, e))?;
     objects.created(ObjectKind::Pod, spec.name);
-    if let Runtime::Shipped { agent, .. } = spec.runtime {
-        // A `clean` between the upload and the pod's creation removed nothing for good.
-        agent::reship_missing(cluster, agent).await?;
-    }
     // Pinned: every link checks that the pod of this name is still this one.
     let uid = pod
         .metadata
@@ -245,6 +241,11 @@ async fn start(
         .await
         .map_err(|e| cluster.error(e, "create", "leases", "(the session's Lease)"))?;
     objects.created(ObjectKind::Lease, spec.name);
+    // After the Lease, which the shadow looks for as soon as it starts: a `clean`
+    // between the upload and the pod's creation removed nothing for good.
+    if let Runtime::Shipped { agent, .. } = spec.runtime {
+        agent::reship_missing(cluster, agent).await?;
+    }
     if keys.host.is_some()
         && let Some(owner) = ShadowSpec::owner_reference(&pod)
     {
