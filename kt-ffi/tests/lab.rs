@@ -232,7 +232,7 @@ fn vpn_connect_without_cap_net_admin_fails_with_needs_capability_and_creates_not
         "vpn_needs_capability.c failed (see its output above)"
     );
     assert_fresh_libkt(&out);
-    let left = ns.objects("app.kubernetes.io/managed-by=kt");
+    let left = ns.objects(common::SESSION_OBJECTS);
     assert!(
         left.is_empty(),
         "a refused VPN connect created objects:\n{left}"
@@ -241,9 +241,10 @@ fn vpn_connect_without_cap_net_admin_fails_with_needs_capability_and_creates_not
 
 /// Everything of kt's in the namespace (kt labels every object it makes).
 fn kt_objects(ns: &LabNamespace) -> String {
-    ns.kubectl(
-        "get pods,secrets,services,configmaps,leases -l app.kubernetes.io/managed-by=kt -o name",
-    )
+    ns.kubectl(&format!(
+        "get pods,secrets,services,configmaps,leases -l {} -o name",
+        common::SESSION_OBJECTS
+    ))
     .trim()
     .to_owned()
 }
@@ -360,7 +361,7 @@ fn c_example_fetches_the_echo_through_the_http_proxy() {
         "the example did not print the echo's reply from namespace {}: {stdout}",
         ns.name
     );
-    let left = ns.objects("app.kubernetes.io/managed-by=kt");
+    let left = ns.objects(common::SESSION_OBJECTS);
     assert!(left.is_empty(), "the example left objects behind:\n{left}");
 }
 

@@ -267,6 +267,7 @@ impl LabNamespace {
     }
 
     /// What kt left in the namespace with `selector`: every kind a session creates.
+    /// [`SESSION_OBJECTS`] selects what a closed session must not leave.
     pub(crate) fn objects(&self, selector: &str) -> String {
         self.kubectl(&format!(
             "get pods,secrets,services,configmaps -l {selector} -o name"
@@ -307,3 +308,8 @@ pub(crate) fn printed(out: &Output, key: &str) -> String {
         .trim()
         .to_owned()
 }
+
+/// The objects of kt's that a closed session must not leave: everything labelled as
+/// kt's but the parts of its shipped agent, which stay for the next session (uploaded
+/// once per namespace; `clean` removes unused ones).
+pub(crate) const SESSION_OBJECTS: &str = "app.kubernetes.io/managed-by=kt,kt.dev/role!=agent-part";
