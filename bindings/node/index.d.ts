@@ -27,8 +27,24 @@ export interface ConnectOptions {
   context?: string
   /** Namespace to work in (default: the context's, else `default`). */
   namespace?: string
-  /** Shadow image (default: `KT_SHADOW_IMAGE`, else kt's own image for the flavour). */
+  /**
+   * Run the shadow from this image (default: `KT_SHADOW_IMAGE`, else none: kt ships
+   * its agent into the namespace, once, as ConfigMaps, and runs it on an image the
+   * node already has). Pin it by digest (`registry/kt-shadow@sha256:...`); the
+   * `openssh` flavour needs one (any image with sshd).
+   */
   shadowImage?: string
+  /**
+   * The image the shipped agent runs on when no running pod in the namespace can
+   * lend its own (default `registry.k8s.io/pause:3.10`).
+   */
+  baseImage?: string
+  /**
+   * A directory with `kt-shadow` (as `kt-shadow/build-static` makes it) to ship
+   * instead of the agent built into kt (default: `KT_AGENT_DIR`); a `kt-loader`
+   * there replaces the built-in loader.
+   */
+  agentDir?: string
   /** Which SSH server the shadow pod runs (default `kt-shadow`). */
   flavour?: 'kt-shadow' | 'openssh'
   /**
@@ -98,10 +114,10 @@ export interface ConnectOptions {
  */
 export interface Event {
   /** What happened. */
-  kind: 'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict' | 'Routed'
+  kind: 'Creating' | 'Scheduled' | 'Pulling' | 'ImageReady' | 'Ready' | 'TunnelUp' | 'Recovered' | 'VpnUp' | 'DnsInstalled' | 'Reconnecting' | 'Reconnected' | 'TunnelLost' | 'HeartbeatFailed' | 'Closing' | 'Closed' | 'Listening' | 'SelectorSwitched' | 'Scaled' | 'ServiceCreated' | 'Inbound' | 'Restored' | 'RestoreConflict' | 'Routed' | 'Uploading'
   /** The event in words (as kt logs it). */
   message: string
-  /** Creating: the namespace. */
+  /** Creating, Uploading: the namespace. */
   namespace?: string
   /** Creating: the shadow pod's name. */
   pod?: string
@@ -159,6 +175,10 @@ export interface Event {
   rule?: string
   /** Routed: the router pod. */
   router?: string
+  /** Uploading: how many parts (ConfigMaps) of kt's agent are uploaded. */
+  parts?: number
+  /** Uploading: how many bytes they hold. */
+  bytes?: number
 }
 
 /**
