@@ -93,6 +93,8 @@ fn runs_the_shipped_agent(pod: &serde_json::Value, image: &str) -> Result<()> {
         "command {}",
         container["command"]
     );
+    let probe = &container["readinessProbe"]["exec"]["command"][0];
+    ensure!(probe == "/kt/run/kt-shadow", "probe {probe}");
     let text = pod.to_string();
     ensure!(
         !text.contains("kt.invalid/kt-shadow"),
@@ -413,12 +415,11 @@ async fn swap_and_mesh_shadows_run_on_the_targets_image_and_node() -> Result<()>
     let echo = ns.deploy_echo(1).await?;
     let pods = ns.ready_pods("app=echo").await?;
     let echo_node = pods[0].spec.as_ref().and_then(|s| s.node_name.clone());
+    // An image's probe binary does not apply to the shipped agent (its path is kt's).
+    let opts = options(ShadowFlavour::KtShadow, ns.name(), &kubeconfig)?
+        .shadow_probe_binary("/not/in/any/image");
     let session = ns
-        .explain(
-            Session::connect(options(ShadowFlavour::KtShadow, ns.name(), &kubeconfig)?)
-                .await
-                .map_err(anyhow::Error::from),
-        )
+        .explain(Session::connect(opts).await.map_err(anyhow::Error::from))
         .await?;
     let connect_pod = pod(&ns, session.pod_name()).await?;
     runs_the_shipped_agent(&connect_pod, "kt.invalid/shell")?;

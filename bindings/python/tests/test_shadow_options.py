@@ -39,6 +39,8 @@ def test_shadow_heartbeat_timeout_none_turns_the_watchdog_off(namespace: Namespa
     with ktconnect.Session.connect(
         **namespace.connect_options(),
         shadow_heartbeat_timeout=None,
+        # The probe binary is an image's: the lab's kt-shadow image has it on PATH.
+        shadow_image="kt.invalid/kt-shadow:0.1.0",
         shadow_probe_binary="kt-shadow",
     ) as session:
         container = _container(namespace, session.pod_name)

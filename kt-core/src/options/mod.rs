@@ -270,9 +270,11 @@ impl ConnectOptions {
         self
     }
 
-    /// The command the readiness probe runs to find the kt-shadow binary (default
-    /// `kt-shadow`, looked up through the container's `PATH`, which the image sets).
-    /// Set it for a custom image that keeps the binary off its `PATH`.
+    /// The command the readiness probe runs to find the kt-shadow binary in a shadow
+    /// image (default `kt-shadow`, looked up through the container's `PATH`, which the
+    /// image sets). Set it for a custom image that keeps the binary off its `PATH`.
+    /// Without a shadow image it is not used: the probe runs the binary kt shipped
+    /// (`/kt/run/kt-shadow`).
     pub fn shadow_probe_binary(mut self, path: impl Into<String>) -> Self {
         self.shadow_probe_binary = Some(path.into());
         self

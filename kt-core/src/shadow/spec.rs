@@ -316,11 +316,12 @@ impl ShadowSpec<'_> {
                 };
                 let probe = ProbeArgs { addr: serve.listen };
                 let mut probe_command = probe.exec_command();
-                if let Runtime::Shipped { .. } = self.runtime {
-                    agent::ASSEMBLED_PATH.clone_into(&mut probe_command[0]);
-                }
-                if let Some(bin) = &opts.shadow_probe_binary {
-                    probe_command[0].clone_from(bin);
+                match (self.runtime, &opts.shadow_probe_binary) {
+                    (Runtime::Shipped { .. }, _) => {
+                        agent::ASSEMBLED_PATH.clone_into(&mut probe_command[0]);
+                    }
+                    (Runtime::Image(_), Some(bin)) => probe_command[0].clone_from(bin),
+                    (Runtime::Image(_), None) => {}
                 }
                 let mut args = serve.to_args();
                 args.extend(self.shape.extra_args.iter().cloned());
