@@ -361,14 +361,9 @@ async fn a_tampered_part_is_refused_with_a_clear_error_and_never_run() -> Result
 
 /// The directory of the agent kt-core embedded (`KT_AGENT_EMBED`, set by the lab's env).
 fn embedded_agent_dir() -> Result<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("KT_AGENT_EMBED").filter(|v| !v.is_empty()) {
-        return Ok(dir.into());
-    }
-    let env = std::fs::read_to_string("/run/ktlab/env").context("reading /run/ktlab/env")?;
-    env.lines()
-        .find_map(|l| l.strip_prefix("export KT_AGENT_EMBED="))
+    kt_lab_tests::lab_env("KT_AGENT_EMBED")
         .map(Into::into)
-        .context("KT_AGENT_EMBED is not set (nor in /run/ktlab/env)")
+        .context("KT_AGENT_EMBED is not set (nor in /run/ktlab/env): run testbed/up")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

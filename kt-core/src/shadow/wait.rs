@@ -264,7 +264,7 @@ pub(crate) fn unschedulable(pod: &Pod, namespace: &str) -> Option<Error> {
             n.required_during_scheduling_ignored_during_execution
                 .as_ref()
         })
-        .map(|s| s.node_selector_terms.clone())
+        .map(|s| s.node_selector_terms.as_slice())
         .unwrap_or_default();
     let value = |key: &str, fields: bool| {
         terms.iter().find_map(|t| {

@@ -93,21 +93,24 @@ pub const KT_SHADOW_IMAGE: &str = "kt.invalid/kt-shadow:0.1.0";
 /// else the value `testbed/up` wrote into `/run/ktlab/env`. Fails with what to do when
 /// neither is set (the lab then cannot run kt's shadow).
 pub fn kt_shadow_bin() -> Result<String> {
-    if let Some(v) = std::env::var("KT_SHADOW_BIN")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return Ok(v);
+    lab_env("KT_SHADOW_BIN").context(
+        "KT_SHADOW_BIN is not set (nor in /run/ktlab/env): the lab cannot run the kt-shadow \
+         flavour; run testbed/up, which builds kt-shadow and restarts nothing else",
+    )
+}
+
+/// The variable `name` from this process's environment, else as `testbed/up` wrote it
+/// into `/run/ktlab/env` (`export NAME=value`); `None` when neither has a value.
+pub fn lab_env(name: &str) -> Option<String> {
+    if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        return Some(v);
     }
     let env = std::fs::read_to_string("/run/ktlab/env").unwrap_or_default();
+    let prefix = format!("export {name}=");
     env.lines()
-        .find_map(|l| l.strip_prefix("export KT_SHADOW_BIN="))
+        .find_map(|l| l.strip_prefix(&prefix))
         .map(|v| v.trim().trim_matches('"').to_owned())
         .filter(|v| !v.is_empty())
-        .context(
-            "KT_SHADOW_BIN is not set (nor in /run/ktlab/env): the lab cannot run the kt-shadow \
-             flavour; run testbed/up, which builds kt-shadow and restarts nothing else",
-        )
 }
 
 /// A handle on the running lab: a kube-rs client plus the kubectl to run.
